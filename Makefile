@@ -1,0 +1,35 @@
+# dposhap: `make test` sets everything up from a clean clone and runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test install build cargo-test pytest bench-shapley clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# (re)install when the Rust or packaging sources change
+$(STAMP): $(PY) pyproject.toml Cargo.toml $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+cargo-test:
+	cargo test --workspace --release -q
+
+# pytest's exit code 5 (no tests collected) means the setup is broken: fail loudly
+pytest: install
+	@$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test setup is broken" >&2; exit 1; fi; \
+	exit $$rc
+
+test: install cargo-test pytest
+
+bench-shapley: install
+	bash bench/shapley/run.sh
+
+clean:
+	rm -rf $(VENV) target

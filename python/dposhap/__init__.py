@@ -1,0 +1,21 @@
+"""dposhap: what each source of preference data is worth to a DPO fine-tune.
+
+The public API lives here; the Rust engine (``dposhap._core``) is private.
+"""
+
+from . import errors
+from ._core import MarginGame
+from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf, methods, shapley
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BanzhafEstimator",
+    "MarginGame",
+    "ShapleyEstimator",
+    "ShapleyResult",
+    "banzhaf",
+    "errors",
+    "methods",
+    "shapley",
+]

@@ -1,0 +1,67 @@
+"""The exceptions dposhap raises: one tree under :class:`DposhapError`.
+
+Input errors say what was wrong, where (file, line, field where there is one) and what to do.
+The Rust core's errors arrive as these classes too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DposhapError(Exception):
+    """Root of every error dposhap raises on purpose.
+
+    Attributes
+    ----------
+    partial
+        Whatever had been computed when the error struck (for example the
+        :class:`~dposhap.ShapleyResult` of the coalitions evaluated so far), or None.
+    """
+
+    partial: Any = None
+
+
+class InvalidArgumentError(DposhapError, ValueError):
+    """An argument is outside its domain: an unknown method, ``n_players < 1``, ``tol <= 0``..."""
+
+
+class BudgetTooSmallError(InvalidArgumentError):
+    """The evaluation budget cannot pay for the smallest useful run of the chosen method."""
+
+
+class UtilityError(DposhapError, ValueError):
+    """A utility returned something unusable: the wrong shape, NaN or infinity."""
+
+
+class ProtocolError(DposhapError, RuntimeError):
+    """The ask/tell protocol was broken, e.g. telling a coalition that was never asked."""
+
+
+class DataError(DposhapError, ValueError):
+    """Bad input data, located by file, line and field.
+
+    Parameters
+    ----------
+    message
+        What is wrong and what to do about it.
+    file, line, field
+        Where the problem is, as far as it is known.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
+        self.file, self.line, self.field = file, line, field
+        where = ":".join(str(p) for p in (file, line) if p is not None)
+        if field is not None:
+            where = f"{where} field {field!r}" if where else f"field {field!r}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+__all__ = [
+    "DposhapError",
+    "InvalidArgumentError",
+    "BudgetTooSmallError",
+    "UtilityError",
+    "ProtocolError",
+    "DataError",
+]

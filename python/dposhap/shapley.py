@@ -1,0 +1,526 @@
+"""Shapley and Banzhaf values of any utility, batched through the Rust engine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from .errors import DposhapError, InvalidArgumentError, UtilityError
+
+ShapleyMethod = Literal["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "kernel"]
+BanzhafMethod = Literal["auto", "exact", "msr"]
+Semivalue = Literal["shapley", "banzhaf"]
+
+#: A utility: a callable from a bool array ``[b, n]`` to ``[b]`` or ``[b, k]``, or a native game.
+Utility = Union[Callable[[np.ndarray], Any], "_core.MarginGame"]
+
+MarginGame = _core.MarginGame
+
+#: Players up to which a Python-callable control game gets its exact values computed for you.
+MAX_AUTO_CONTROL_PLAYERS = 16
+#: Players up to which the exact values of a native control game are computed by enumeration.
+MAX_NATIVE_EXACT_PLAYERS = 24
+DEFAULT_BATCH = 1024
+
+
+@dataclass
+class ShapleyResult:
+    """Values of every player, with standard errors.
+
+    Attributes
+    ----------
+    values
+        ``[n]`` for a scalar utility, ``[n, k]`` for ``k`` objectives.
+    stderr
+        Standard error of each value (same shape; 0 for exact enumeration).
+    n_evaluations
+        Distinct coalitions whose utility was computed.
+    method
+        The method that ran (``auto`` resolved).
+    names
+        One name per player.
+    semivalue
+        ``"shapley"`` or ``"banzhaf"``.
+    stop
+        Why the run ended: ``"budget"``, ``"tol"``, ``"complete"`` or ``"running"``.
+    seed
+        The seed of the coalition sampler.
+    control_coef
+        The control-variate coefficient per value (zeros without a control game).
+    history
+        ``(n_evaluations, values)`` after each batch, for convergence plots.
+    seconds
+        Wall time of the run.
+    """
+
+    values: np.ndarray
+    stderr: np.ndarray
+    n_evaluations: int
+    method: str
+    names: list[str]
+    semivalue: str = "shapley"
+    stop: str = "complete"
+    seed: int = 0
+    control_coef: np.ndarray | None = None
+    history: list[tuple[int, np.ndarray]] = field(default_factory=list, repr=False)
+    seconds: float = 0.0
+
+    @property
+    def n_players(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form, ready for ``json.dump``."""
+        return {
+            "semivalue": self.semivalue,
+            "method": self.method,
+            "n_evaluations": int(self.n_evaluations),
+            "stop": self.stop,
+            "seed": int(self.seed),
+            "seconds": float(self.seconds),
+            "names": list(self.names),
+            "values": np.asarray(self.values).tolist(),
+            "stderr": np.asarray(self.stderr).tolist(),
+        }
+
+    def __repr__(self) -> str:
+        vals = np.asarray(self.values)
+        errs = np.asarray(self.stderr)
+        if vals.ndim == 1:
+            vals, errs = vals[:, None], errs[:, None]
+        k = vals.shape[1]
+        width = max([6] + [len(n) for n in self.names])
+        head = f"{self.semivalue.capitalize()} values ({self.method}, {self.n_evaluations} evaluations, stop: {self.stop})"
+        cols = "".join(f"{'value' if k == 1 else f'value[{j}]':>14}{'± stderr':>12}" for j in range(k))
+        lines = [head, f"{'player':<{width}}{cols}"]
+        for i, name in enumerate(self.names):
+            cells = "".join(f"{vals[i, j]:>14.6g}{errs[i, j]:>12.3g}" for j in range(k))
+            lines.append(f"{name:<{width}}{cells}")
+        return "\n".join(lines)
+
+
+def _names(names: Sequence[str] | None, n: int) -> list[str]:
+    if names is None:
+        return [str(i) for i in range(n)]
+    names = [str(x) for x in names]
+    if len(names) != n:
+        raise InvalidArgumentError(f"names has {len(names)} entries but there are {n} players: give one name per player")
+    return names
+
+
+def _as_utilities(raw: Any, b: int, what: str) -> np.ndarray:
+    """Check a utility's output for a batch of ``b`` coalitions and return it as ``[b, k]``."""
+    try:
+        arr = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise UtilityError(f"the {what} returned {type(raw).__name__}, which is not numeric: return a float array of shape ({b},) or ({b}, k)") from exc
+    if arr.ndim == 1 and arr.shape[0] == b:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] != b or arr.shape[1] < 1:
+        raise UtilityError(f"the {what} returned shape {arr.shape} for a batch of {b} coalitions: return shape ({b},) or ({b}, k)")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, j = (int(x) for x in np.argwhere(bad)[0])
+        raise UtilityError(
+            f"the {what} returned {arr[r, j]} for row {r} of the batch (objective {j}): utilities must be finite; "
+            f"{int(bad.any(axis=1).sum())} of {b} rows are affected"
+        )
+    return np.ascontiguousarray(arr)
+
+
+class ShapleyEstimator:
+    """Ask/tell estimator of Shapley values.
+
+    The estimator hands out batches of distinct coalitions (:meth:`ask`), the caller evaluates
+    them however it likes and hands the utilities back (:meth:`tell`). Every coalition is asked
+    at most once per run; the number asked never exceeds ``budget``.
+
+    Parameters
+    ----------
+    n_players
+        Number of players (data sources).
+    method
+        ``"auto"`` (exact enumeration when ``2**n <= budget``, else the estimator found most
+        accurate in ``bench/shapley``), ``"exact"``, ``"permutation"``, ``"antithetic"``,
+        ``"stratified"`` (Neyman allocation over player x size strata), ``"svarm"`` (stratified
+        SVARM), ``"kernel"`` (unbiased KernelSHAP, paired).
+    seed
+        Seed of the coalition sampler; the same seed gives the same coalitions everywhere.
+    budget
+        Most utility evaluations (distinct coalitions) to spend.
+    tol
+        Stop once every standard error is at most ``tol``.
+    control_values
+        Exact values ``[n]`` or ``[n, kc]`` of a control game whose utilities are told along
+        with the main ones (see :func:`shapley`'s ``control``).
+    names
+        Player names for the result.
+    pilot
+        Samples per stratum in the pilot of ``"stratified"`` (default: from the budget).
+    """
+
+    semivalue: Semivalue = "shapley"
+
+    def __init__(
+        self,
+        n_players: int,
+        method: str = "auto",
+        *,
+        seed: int = 0,
+        budget: int | None = None,
+        tol: float | None = None,
+        control_values: np.ndarray | None = None,
+        names: Sequence[str] | None = None,
+        pilot: int | None = None,
+    ) -> None:
+        if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool):
+            raise InvalidArgumentError(f"n_players must be an integer, got {type(n_players).__name__}")
+        if budget is not None and (not isinstance(budget, (int, np.integer)) or isinstance(budget, bool)):
+            raise InvalidArgumentError(f"budget must be an integer number of utility evaluations, got {budget!r}")
+        if tol is not None and not (isinstance(tol, (int, float, np.floating)) and not isinstance(tol, bool)):
+            raise InvalidArgumentError(f"tol must be a positive number, got {tol!r}")
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
+        cv = None
+        if control_values is not None:
+            cv = np.asarray(control_values, dtype=np.float64)
+            if cv.ndim == 1:
+                cv = cv[:, None]
+            cv = np.ascontiguousarray(cv)
+        self._engine = _core.Engine(
+            int(n_players),
+            method=method,
+            semivalue=self.semivalue,
+            seed=int(seed),
+            budget=None if budget is None else int(budget),
+            tol=None if tol is None else float(tol),
+            pilot=pilot,
+            control_exact=cv,
+        )
+        self.n_players = int(n_players)
+        self.names = _names(names, self.n_players)
+        self.seed = int(seed)
+        self._k: int | None = None
+        self._scalar = True
+        self.history: list[tuple[int, np.ndarray]] = []
+        self._started = time.perf_counter()
+
+    @property
+    def method(self) -> str:
+        """The method that runs (``auto`` resolved)."""
+        return self._engine.method
+
+    @property
+    def done(self) -> bool:
+        """True once the budget, the tolerance or the method's own end is reached."""
+        return self._engine.done
+
+    @property
+    def n_evaluations(self) -> int:
+        """Distinct coalitions handed out so far."""
+        return self._engine.n_evaluations
+
+    def ask(self, max_batch: int) -> np.ndarray:
+        """Up to ``max_batch`` distinct coalitions to evaluate next, as a bool array ``[b, n]``.
+
+        Fewer (or none) come back near the end of the budget or while the estimator waits for
+        utilities it has asked for.
+        """
+        if max_batch < 1:
+            raise InvalidArgumentError(f"max_batch must be at least 1, got {max_batch}")
+        return self._engine.ask(int(max_batch))
+
+    def tell(self, coalitions: np.ndarray, utilities: Any, control: Any = None) -> None:
+        """Hand back the utilities of asked coalitions.
+
+        Parameters
+        ----------
+        coalitions
+            Bool array ``[b, n]``: rows returned by :meth:`ask`, in any order, each once.
+        utilities
+            ``[b]`` or ``[b, k]``; ``k`` stays the same for the whole run.
+        control
+            Utilities of the control game on the same coalitions, when the estimator was built
+            with ``control_values``.
+        """
+        coalitions = np.ascontiguousarray(coalitions, dtype=bool)
+        b = coalitions.shape[0]
+        u = _as_utilities(utilities, b, "utility")
+        if self._k is None:
+            self._k = u.shape[1]
+            self._scalar = np.ndim(utilities) == 1
+        kc = self._engine.control_width
+        if kc:
+            if control is None:
+                raise InvalidArgumentError("this estimator has a control game: pass its utilities as tell(..., control=...)")
+            g = _as_utilities(control, b, "control game")
+            if g.shape[1] != kc:
+                raise UtilityError(f"the control game returned {g.shape[1]} values per coalition, expected {kc}")
+            u = np.hstack([u, g])
+        elif control is not None:
+            raise InvalidArgumentError("control utilities were given but the estimator has no control_values")
+        self._engine.tell(coalitions, u, u.shape[1] - kc)
+
+    def _record(self) -> None:
+        snap = self._engine.result()
+        if snap is not None:
+            self.history.append((int(snap["n_evaluations"]), self._shape(snap["values"])))
+
+    def _shape(self, arr: np.ndarray) -> np.ndarray:
+        return arr[:, 0].copy() if self._scalar and arr.shape[1] == 1 else arr
+
+    def result(self) -> ShapleyResult:
+        """The estimate so far (final once :attr:`done`)."""
+        snap = self._engine.result()
+        if snap is None:
+            raise DposhapError("no utilities have been told yet: ask, evaluate and tell at least one batch first")
+        return ShapleyResult(
+            values=self._shape(snap["values"]),
+            stderr=self._shape(snap["stderr"]),
+            n_evaluations=int(snap["n_evaluations"]),
+            method=snap["method"],
+            names=self.names,
+            semivalue=self.semivalue,
+            stop=snap["stop"],
+            seed=self.seed,
+            control_coef=self._shape(snap["control_coef"]),
+            history=list(self.history),
+            seconds=time.perf_counter() - self._started,
+        )
+
+
+class BanzhafEstimator(ShapleyEstimator):
+    """Ask/tell estimator of Banzhaf values: methods ``"auto"``, ``"exact"``, ``"msr"``
+    (maximum sample reuse). Same interface as :class:`ShapleyEstimator`."""
+
+    semivalue: Semivalue = "banzhaf"
+
+
+def _control_values(control: Any, n: int, semivalue: Semivalue) -> tuple[Any, np.ndarray]:
+    """Split ``control`` into (game, exact values), computing the values where possible."""
+    if isinstance(control, tuple):
+        if len(control) != 2:
+            raise InvalidArgumentError("control=(game, exact_values) takes exactly two items")
+        game, values = control
+        values = np.asarray(values, dtype=np.float64)
+    else:
+        game, values = control, None
+    if isinstance(game, _core.MarginGame):
+        if game.n_players != n:
+            raise InvalidArgumentError(f"the control game has {game.n_players} players, the utility {n}: both must value the same sources")
+        if values is None:
+            additive = game.additive_values() if semivalue == "shapley" else None
+            if additive is not None:
+                values = additive
+            elif n <= MAX_NATIVE_EXACT_PLAYERS:
+                values = game.exact(semivalue)
+            else:
+                raise InvalidArgumentError(
+                    f"the exact values of a {game.kind!r} control game on {n} players are too costly to enumerate: "
+                    "use kind 'mean' (closed form) or pass control=(game, exact_values)"
+                )
+    elif callable(game):
+        if values is None:
+            if n > MAX_AUTO_CONTROL_PLAYERS:
+                raise InvalidArgumentError(
+                    f"a Python control game on {n} players needs its exact values: pass control=(game, exact_values) "
+                    f"(they are computed for you only up to {MAX_AUTO_CONTROL_PLAYERS} players)"
+                )
+            fn = shapley if semivalue == "shapley" else banzhaf
+            values = fn(game, n, method="exact").values
+    else:
+        raise InvalidArgumentError(f"control must be a callable, a MarginGame or (game, exact_values), got {type(game).__name__}")
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape[0] != n:
+        raise InvalidArgumentError(f"the control game's exact values have {values.shape[0]} rows; expected one per player ({n})")
+    return game, values
+
+
+def _run(
+    semivalue: Semivalue,
+    utility: Utility,
+    n_players: int | None,
+    *,
+    method: str,
+    budget: int | None,
+    tol: float | None,
+    seed: int,
+    batch_size: int | None,
+    control: Any,
+    names: Sequence[str] | None,
+    progress: bool,
+) -> ShapleyResult:
+    native = isinstance(utility, _core.MarginGame)
+    if native:
+        if n_players is not None and n_players != utility.n_players:
+            raise InvalidArgumentError(f"n_players={n_players} but the game has {utility.n_players} players")
+        n_players = utility.n_players
+    elif not callable(utility):
+        raise InvalidArgumentError(f"utility must be a callable or a native game such as MarginGame, got {type(utility).__name__}")
+    if n_players is None:
+        if names is None:
+            raise InvalidArgumentError("pass n_players (or names) for a Python utility")
+        n_players = len(names)
+    if batch_size is not None and batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
+    game_c, control_values = (None, None) if control is None else _control_values(control, int(n_players), semivalue)
+    cls = ShapleyEstimator if semivalue == "shapley" else BanzhafEstimator
+    est = cls(n_players, method, seed=seed, budget=budget, tol=tol, control_values=control_values, names=names)
+    started = time.perf_counter()
+
+    if native and est.method == "exact":
+        values = utility.exact(semivalue)
+        return ShapleyResult(
+            values=values,
+            stderr=np.zeros_like(values),
+            n_evaluations=2**n_players,
+            method="exact",
+            names=est.names,
+            semivalue=semivalue,
+            stop="complete",
+            seed=seed,
+            control_coef=np.zeros_like(values),
+            seconds=time.perf_counter() - started,
+        )
+    if native and (game_c is None or isinstance(game_c, _core.MarginGame)):
+        est._engine.run_native(utility, game_c, batch_size)
+        res = est.result()
+        res.seconds = time.perf_counter() - started
+        return res
+
+    batch = batch_size or DEFAULT_BATCH
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        total = budget if budget is not None else (2**n_players if est.method == "exact" else None)
+        bar = tqdm(total=total, unit="eval", desc=f"{semivalue} ({est.method})")
+    try:
+        while not est.done:
+            coalitions = est.ask(batch)
+            if len(coalitions) == 0:
+                break
+            utilities = utility(coalitions)
+            g = game_c(coalitions) if game_c is not None else None
+            est.tell(coalitions, utilities, g)
+            est._record()
+            if bar is not None:
+                bar.update(len(coalitions))
+    except BaseException as exc:
+        # keep what was computed: the partial result travels with the error
+        partial = None
+        try:
+            partial = est.result()
+        except DposhapError:
+            pass
+        if isinstance(exc, DposhapError):
+            exc.partial = partial
+        elif isinstance(exc, Exception):
+            exc.partial = partial  # type: ignore[attr-defined]
+            exc.add_note(f"dposhap: {est.n_evaluations} coalitions had been evaluated; the partial result is in the exception's .partial")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    res = est.result()
+    res.seconds = time.perf_counter() - started
+    return res
+
+
+def shapley(
+    utility: Utility,
+    n_players: int | None = None,
+    *,
+    method: ShapleyMethod | str = "auto",
+    budget: int | None = None,
+    tol: float | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    control: Any = None,
+    names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> ShapleyResult:
+    """Shapley values of the players of ``utility``.
+
+    Parameters
+    ----------
+    utility
+        A callable mapping a bool array ``[b, n]`` of coalitions to utilities ``[b]`` or
+        ``[b, k]`` (k objectives), or a native game such as :class:`MarginGame`, which is
+        evaluated in Rust without calling Python.
+    n_players
+        Number of players; taken from a native game or from ``names`` when omitted.
+    method
+        See :class:`ShapleyEstimator`. ``"auto"`` enumerates exactly when ``2**n`` fits the
+        budget (or ``n <= 10`` without one).
+    budget
+        Most utility evaluations (distinct coalitions); never exceeded.
+    tol
+        Stop once every standard error is at most ``tol``.
+    seed
+        Seed of the coalition sampler.
+    batch_size
+        Coalitions per call of ``utility`` (default 1024).
+    control
+        A cheap game correlated with ``utility`` and evaluated on the same coalitions, whose
+        exact values are known: a :class:`MarginGame` (kind ``"mean"`` has closed-form values;
+        others are enumerated up to 24 players), a callable (enumerated up to 16 players), or
+        ``(game, exact_values)``. Each value gets the variance-optimal control-variate
+        coefficient.
+    names
+        One name per player.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    ShapleyResult
+
+    Raises
+    ------
+    dposhap.errors.DposhapError
+        On bad arguments or utilities. Errors raised while evaluating carry the partial result
+        in ``.partial``.
+
+    Examples
+    --------
+    >>> import numpy as np, dposhap
+    >>> w = np.array([3.0, 1.0, 1.0])
+    >>> res = dposhap.shapley(lambda S: (S @ w >= 4).astype(float), 3)
+    >>> res.values.round(3).tolist()
+    [0.667, 0.167, 0.167]
+    """
+    return _run("shapley", utility, n_players, method=method, budget=budget, tol=tol, seed=seed,
+                batch_size=batch_size, control=control, names=names, progress=progress)
+
+
+def banzhaf(
+    utility: Utility,
+    n_players: int | None = None,
+    *,
+    method: BanzhafMethod | str = "auto",
+    budget: int | None = None,
+    tol: float | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    control: Any = None,
+    names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> ShapleyResult:
+    """Banzhaf values of the players of ``utility``; same arguments as :func:`shapley`, with
+    methods ``"auto"``, ``"exact"`` and ``"msr"`` (maximum sample reuse, Wang & Jia 2023)."""
+    return _run("banzhaf", utility, n_players, method=method, budget=budget, tol=tol, seed=seed,
+                batch_size=batch_size, control=control, names=names, progress=progress)
+
+
+def methods(semivalue: Semivalue = "shapley") -> list[str]:
+    """Names of the methods available for a semivalue."""
+    return list(_core.methods(semivalue))
+
+
+__all__ = ["ShapleyResult", "ShapleyEstimator", "BanzhafEstimator", "shapley", "banzhaf", "methods", "MarginGame"]
+

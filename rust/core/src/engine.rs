@@ -1,0 +1,383 @@
+//! The ask/tell driver shared by every estimator.
+
+use crate::coalition::Coalition;
+use crate::error::{Error, Result};
+use crate::estimate::Estimate;
+use crate::moments::Dims;
+use crate::rng::Rng;
+use crate::samplers::{make_sampler, Method, Plan, Sampler, SamplerOptions, Semivalue, Unit};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+
+/// Consecutive units planned without a single new coalition after which a sampler is taken to
+/// have exhausted what the game can tell it (small games whose coalitions are all cached).
+const FREE_UNIT_LIMIT: u64 = 20_000;
+/// Units that must be absorbed before `tol` may stop a run.
+const MIN_UNITS_FOR_TOL: u64 = 8;
+
+/// Settings of one estimation run.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub n: usize,
+    pub method: String,
+    pub semivalue: Semivalue,
+    pub seed: u64,
+    pub budget: Option<u64>,
+    pub tol: Option<f64>,
+    /// Pilot samples per stratum of the stratified estimator (None: chosen from the budget).
+    pub pilot: Option<u32>,
+    /// Exact values of the control game, row-major `[n, kc]`.
+    pub control_exact: Option<Vec<f64>>,
+}
+
+/// Why a run stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Running,
+    Budget,
+    Tolerance,
+    Complete,
+}
+
+impl StopReason {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopReason::Running => "running",
+            StopReason::Budget => "budget",
+            StopReason::Tolerance => "tol",
+            StopReason::Complete => "complete",
+        }
+    }
+}
+
+/// The estimate and the bookkeeping of a run at one moment.
+#[derive(Clone, Debug)]
+pub struct ResultSnapshot {
+    pub estimate: Estimate,
+    pub n_evaluations: u64,
+    pub n_units: u64,
+    pub method: Method,
+    pub stop: StopReason,
+}
+
+/// Hands out batches of distinct, not yet evaluated coalitions and takes their utilities back.
+pub struct Engine {
+    n: usize,
+    method: Method,
+    sampler: Box<dyn Sampler>,
+    rng: Rng,
+    budget: Option<u64>,
+    tol: Option<f64>,
+    control_exact: Option<Vec<f64>>,
+    dims: Option<Dims>,
+    cache: FxHashMap<Coalition, u32>,
+    store: Vec<f64>,
+    free_rows: Vec<u32>,
+    /// coalitions planned but not yet told: false while waiting to be sent, true once sent
+    requested: FxHashMap<Coalition, bool>,
+    to_send: VecDeque<Coalition>,
+    queue: VecDeque<Unit>,
+    n_sent: u64,
+    n_units: u64,
+    free_streak: u64,
+    exhausted: bool,
+    budget_hit: bool,
+    converged: bool,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Result<Self> {
+        if cfg.n < 1 {
+            return Err(Error::InvalidArgument(format!("n_players must be at least 1, got {}", cfg.n)));
+        }
+        if let Some(t) = cfg.tol {
+            if !(t > 0.0) || !t.is_finite() {
+                return Err(Error::InvalidArgument(format!(
+                    "tol must be a positive finite standard error, got {t}"
+                )));
+            }
+        }
+        if cfg.budget == Some(0) {
+            return Err(Error::BudgetTooSmall("budget must be a positive number of utility evaluations, got 0".into()));
+        }
+        let method = Method::resolve(&cfg.method, cfg.semivalue, cfg.n, cfg.budget)?;
+        let sampler = make_sampler(
+            method,
+            &SamplerOptions { n: cfg.n, semivalue: cfg.semivalue, budget: cfg.budget, pilot: cfg.pilot },
+        )?;
+        if method != Method::Exact && cfg.budget.is_none() && cfg.tol.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "method {:?} samples coalitions and needs a stopping rule: pass budget= (utility \
+                 evaluations), tol= (target standard error), or both",
+                method.name()
+            )));
+        }
+        if let Some(b) = cfg.budget {
+            let need = sampler.min_budget();
+            if b < need {
+                let hint = if method == Method::Exact {
+                    format!("exact enumeration of {} players needs 2^{} = {need} evaluations", cfg.n, cfg.n)
+                } else {
+                    format!("method {:?} needs at least {need} evaluations for {} players to give values with standard errors", method.name(), cfg.n)
+                };
+                return Err(Error::BudgetTooSmall(format!(
+                    "budget {b} is too small: {hint}; raise budget to at least {need} or choose another method"
+                )));
+            }
+        }
+        if let Some(c) = &cfg.control_exact {
+            if c.is_empty() || c.len() % cfg.n != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "the control game's exact values have {} entries; expected n_players = {} rows (times the number of control outputs)",
+                    c.len(),
+                    cfg.n
+                )));
+            }
+            if c.iter().any(|x| !x.is_finite()) {
+                return Err(Error::InvalidArgument("the control game's exact values contain NaN or infinity".into()));
+            }
+        }
+        Ok(Engine {
+            n: cfg.n,
+            method,
+            sampler,
+            rng: Rng::new(cfg.seed),
+            budget: cfg.budget,
+            tol: cfg.tol,
+            control_exact: cfg.control_exact,
+            dims: None,
+            cache: FxHashMap::default(),
+            store: Vec::new(),
+            free_rows: Vec::new(),
+            requested: FxHashMap::default(),
+            to_send: VecDeque::new(),
+            queue: VecDeque::new(),
+            n_sent: 0,
+            n_units: 0,
+            free_streak: 0,
+            exhausted: false,
+            budget_hit: false,
+            converged: false,
+        })
+    }
+
+    pub fn n_players(&self) -> usize {
+        self.n
+    }
+
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// Number of distinct coalitions handed out for evaluation so far.
+    pub fn n_evaluations(&self) -> u64 {
+        self.n_sent
+    }
+
+    /// Coalitions handed out and not yet told.
+    pub fn n_outstanding(&self) -> usize {
+        self.requested.len() - self.to_send.len()
+    }
+
+    pub fn done(&self) -> bool {
+        self.converged || (self.exhausted && self.to_send.is_empty() && self.requested.is_empty())
+    }
+
+    /// Control columns expected in each utility row (0 without a control game).
+    pub fn control_width(&self) -> usize {
+        self.control_exact.as_ref().map_or(0, |c| c.len() / self.n)
+    }
+
+    /// Plan units until `want` new coalitions wait to be sent, or planning must stop.
+    fn plan(&mut self, want: usize) {
+        while self.to_send.len() < want && !self.exhausted && !self.converged {
+            let unit = match self.sampler.next_unit(&mut self.rng) {
+                Plan::Wait => break,
+                Plan::Exhausted => {
+                    self.exhausted = true;
+                    break;
+                }
+                Plan::Unit(u) => u,
+            };
+            let mut new: Vec<&Coalition> = Vec::new();
+            for c in &unit.coalitions {
+                if !self.cache.contains_key(c) && !self.requested.contains_key(c) && !new.contains(&c) {
+                    new.push(c);
+                }
+            }
+            if let Some(b) = self.budget {
+                if self.n_sent + self.to_send.len() as u64 + new.len() as u64 > b {
+                    self.exhausted = true;
+                    self.budget_hit = true;
+                    break;
+                }
+            }
+            if new.is_empty() {
+                self.free_streak += 1;
+                if self.free_streak >= FREE_UNIT_LIMIT {
+                    self.exhausted = true;
+                }
+            } else {
+                self.free_streak = 0;
+            }
+            for c in new {
+                self.requested.insert(c.clone(), false);
+                self.to_send.push_back(c.clone());
+            }
+            let free = unit.coalitions.iter().all(|c| self.cache.contains_key(c));
+            self.queue.push_back(unit);
+            if free {
+                self.absorb_ready();
+            }
+        }
+    }
+
+    /// Up to `max_batch` distinct coalitions to evaluate next (fewer near a barrier or the end).
+    pub fn ask(&mut self, max_batch: usize) -> Vec<Coalition> {
+        if self.done() || max_batch == 0 {
+            return Vec::new();
+        }
+        self.plan(max_batch);
+        let take = max_batch.min(self.to_send.len());
+        let out: Vec<Coalition> = self.to_send.drain(..take).collect();
+        for c in &out {
+            if let Some(sent) = self.requested.get_mut(c) {
+                *sent = true;
+            }
+        }
+        self.n_sent += out.len() as u64;
+        out
+    }
+
+    /// Hand back the utilities of asked coalitions: `values` is row-major `[b, k + kc]`,
+    /// `k` objectives followed by `kc` control columns.
+    pub fn tell(&mut self, coalitions: &[Coalition], values: &[f64], k: usize) -> Result<()> {
+        let b = coalitions.len();
+        let kc = self.control_width();
+        let width = k + kc;
+        if k == 0 {
+            return Err(Error::Utility("the utility returned no objective (0 columns)".into()));
+        }
+        if values.len() != b * width {
+            return Err(Error::Utility(format!(
+                "got {} utility numbers for {b} coalitions; expected {b} x {width}",
+                values.len()
+            )));
+        }
+        let dims = Dims { k, kc };
+        match self.dims {
+            Some(d) if d.k != k => {
+                return Err(Error::Utility(format!(
+                    "the utility returned {k} objectives per coalition, but earlier batches had {}",
+                    d.k
+                )))
+            }
+            None if kc > 1 && kc != k => {
+                return Err(Error::InvalidArgument(format!(
+                    "the control game has {kc} outputs; it needs 1 (shared by all objectives) or one per objective ({k})"
+                )))
+            }
+            _ => {}
+        }
+        // validate everything before changing any state
+        for (r, row) in values.chunks(width.max(1)).enumerate() {
+            if let Some(j) = row.iter().position(|x| !x.is_finite()) {
+                let what = if j < k { format!("objective {j}") } else { format!("control column {}", j - k) };
+                return Err(Error::Utility(format!(
+                    "the utility of coalition {:?} (row {r} of the batch) is {} in {what}; utilities must be finite",
+                    coalitions[r].members().collect::<Vec<_>>(),
+                    row[j]
+                )));
+            }
+        }
+        let mut seen = rustc_hash::FxHashSet::default();
+        for c in coalitions {
+            if self.requested.get(c) != Some(&true) || !seen.insert(c) {
+                return Err(Error::Protocol(format!(
+                    "coalition {:?} was told but not asked (or told twice): tell only the coalitions ask returned, each once",
+                    c.members().collect::<Vec<_>>()
+                )));
+            }
+        }
+        self.dims = Some(dims);
+        for (c, row) in coalitions.iter().zip(values.chunks(width)) {
+            self.requested.remove(c);
+            let slot = match self.free_rows.pop() {
+                Some(s) => {
+                    let s_us = s as usize;
+                    self.store[s_us * width..(s_us + 1) * width].copy_from_slice(row);
+                    s
+                }
+                None => {
+                    self.store.extend_from_slice(row);
+                    (self.store.len() / width - 1) as u32
+                }
+            };
+            self.cache.insert(c.clone(), slot);
+        }
+        self.absorb_ready();
+        if let Some(tol) = self.tol {
+            if !self.converged && self.n_units >= MIN_UNITS_FOR_TOL {
+                if let Some(est) = self.sampler.estimate(self.control_exact.as_deref()) {
+                    if est.max_stderr() <= tol {
+                        self.converged = true;
+                        for c in self.to_send.drain(..) {
+                            self.requested.remove(&c);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feed the sampler every leading unit whose utilities are all known, in planning order.
+    fn absorb_ready(&mut self) {
+        let Some(dims) = self.dims else { return };
+        let width = dims.width();
+        let repeats = self.sampler.repeats();
+        while let Some(front) = self.queue.front() {
+            let mut rows = Vec::with_capacity(front.coalitions.len());
+            for c in &front.coalitions {
+                match self.cache.get(c) {
+                    Some(&r) => rows.push(r as usize),
+                    None => return,
+                }
+            }
+            let unit = self.queue.pop_front().expect("front exists");
+            let values: Vec<&[f64]> = rows.iter().map(|&r| &self.store[r * width..(r + 1) * width]).collect();
+            self.sampler.absorb(&unit, &values, dims);
+            self.n_units += 1;
+            if !repeats {
+                for c in &unit.coalitions {
+                    if let Some(r) = self.cache.remove(c) {
+                        self.free_rows.push(r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The current estimate (None before any unit has been absorbed).
+    pub fn result(&self) -> Option<ResultSnapshot> {
+        let estimate = self.sampler.estimate(self.control_exact.as_deref())?;
+        let stop = if self.converged {
+            StopReason::Tolerance
+        } else if self.done() {
+            if self.budget_hit { StopReason::Budget } else { StopReason::Complete }
+        } else {
+            StopReason::Running
+        };
+        Some(ResultSnapshot { estimate, n_evaluations: self.n_sent, n_units: self.n_units, method: self.method, stop })
+    }
+
+    /// Whether the cache holds the utility of `c` (for tests and diagnostics).
+    pub fn is_cached(&self, c: &Coalition) -> bool {
+        self.cache.contains_key(c)
+    }
+
+    /// The units planned and not yet absorbed, in order (native evaluation reads their shapes).
+    pub fn pending_units(&self) -> impl Iterator<Item = &Unit> {
+        self.queue.iter()
+    }
+}

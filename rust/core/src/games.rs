@@ -1,0 +1,364 @@
+//! Games evaluated natively, without calling back into Python: the DPO margin games of
+//! DESIGN.md §1, evaluated incrementally along permutations and in parallel.
+
+use crate::coalition::Coalition;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::samplers::{exact_weights, Semivalue, Unit, UnitKind};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+/// A cooperative game whose value is a function of an additive state: adding a player adds
+/// its contribution to the state (O(state) work), so chains of nested coalitions and Gray-code
+/// enumeration cost O(state) per coalition.
+pub trait Game: Sync {
+    fn n_players(&self) -> usize;
+    /// Number of objectives the game returns per coalition.
+    fn n_outputs(&self) -> usize {
+        1
+    }
+    fn state_len(&self) -> usize;
+    /// `state += sign * contribution(player)`.
+    fn add(&self, state: &mut [f64], player: usize, sign: f64);
+    /// The game's value(s) for a state.
+    fn value(&self, state: &[f64], out: &mut [f64]);
+
+    /// Values of one coalition.
+    fn eval(&self, c: &Coalition, out: &mut [f64]) {
+        let mut state = vec![0.0; self.state_len()];
+        for p in c.members() {
+            self.add(&mut state, p, 1.0);
+        }
+        self.value(&state, out);
+    }
+
+    /// Values of the prefixes of `order`, `order.len() + 1` rows of `n_outputs` each.
+    fn eval_chain(&self, order: &[u32], out: &mut [f64]) {
+        let k = self.n_outputs();
+        let mut state = vec![0.0; self.state_len()];
+        self.value(&state, &mut out[..k]);
+        for (j, &p) in order.iter().enumerate() {
+            self.add(&mut state, p as usize, 1.0);
+            self.value(&state, &mut out[(j + 1) * k..(j + 2) * k]);
+        }
+    }
+}
+
+/// How the summed margins of a coalition become its utility.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarginKind {
+    /// Preference accuracy: mean of 1[sum > 0], ties count 1/2.
+    Accuracy,
+    /// Held-out DPO log-likelihood: mean of log sigmoid(sum).
+    LogSigmoid,
+    /// Mean summed margin (an additive game: its Shapley values are the row means).
+    Mean,
+}
+
+impl MarginKind {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "accuracy" => Ok(MarginKind::Accuracy),
+            "logsigmoid" => Ok(MarginKind::LogSigmoid),
+            "mean" => Ok(MarginKind::Mean),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown margin game kind {other:?}: use \"accuracy\", \"logsigmoid\" or \"mean\""
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            MarginKind::Accuracy => "accuracy",
+            MarginKind::LogSigmoid => "logsigmoid",
+            MarginKind::Mean => "mean",
+        }
+    }
+
+    #[inline]
+    fn term(&self, s: f64) -> f64 {
+        match self {
+            MarginKind::Accuracy => {
+                if s > 0.0 {
+                    1.0
+                } else if s == 0.0 {
+                    0.5
+                } else {
+                    0.0
+                }
+            }
+            // log sigmoid(s) = -softplus(-s), computed without overflow
+            MarginKind::LogSigmoid => s.min(0.0) - (-s.abs()).exp().ln_1p(),
+            MarginKind::Mean => s,
+        }
+    }
+}
+
+/// `v(S) = mean_j f(sum_{i in S} margins[i, j])` over `m` held-out pairs.
+#[derive(Clone, Debug)]
+pub struct MarginGame {
+    n: usize,
+    m: usize,
+    margins: Vec<f64>,
+    kind: MarginKind,
+}
+
+impl MarginGame {
+    /// `margins` is row-major `[n, m]`.
+    pub fn new(margins: Vec<f64>, n: usize, m: usize, kind: MarginKind) -> Result<Self> {
+        if n < 1 || m < 1 {
+            return Err(Error::InvalidArgument(format!(
+                "margins must be a 2-d array [n_sources, n_pairs] with both sizes >= 1, got [{n}, {m}]"
+            )));
+        }
+        if margins.len() != n * m {
+            return Err(Error::InvalidArgument(format!("margins has {} entries, expected {n} x {m}", margins.len())));
+        }
+        if let Some(pos) = margins.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "margins[{}, {}] is {}: margins must be finite (drop or repair that held-out pair)",
+                pos / m,
+                pos % m,
+                margins[pos]
+            )));
+        }
+        Ok(MarginGame { n, m, margins, kind })
+    }
+
+    pub fn kind(&self) -> MarginKind {
+        self.kind
+    }
+
+    pub fn n_pairs(&self) -> usize {
+        self.m
+    }
+
+    #[inline]
+    fn row(&self, i: usize) -> &[f64] {
+        &self.margins[i * self.m..(i + 1) * self.m]
+    }
+
+    /// Exact Shapley values of the additive `mean` game: the mean margin of each source.
+    pub fn additive_values(&self) -> Option<Vec<f64>> {
+        (self.kind == MarginKind::Mean)
+            .then(|| (0..self.n).map(|i| self.row(i).iter().sum::<f64>() / self.m as f64).collect())
+    }
+
+    #[inline]
+    fn mean_term(&self, sums: &[f64]) -> f64 {
+        let kind = self.kind;
+        sums.iter().map(|&s| kind.term(s)).sum::<f64>() / self.m as f64
+    }
+}
+
+impl Game for MarginGame {
+    fn n_players(&self) -> usize {
+        self.n
+    }
+
+    fn state_len(&self) -> usize {
+        self.m
+    }
+
+    #[inline]
+    fn add(&self, state: &mut [f64], player: usize, sign: f64) {
+        for (s, x) in state.iter_mut().zip(self.row(player)) {
+            *s += sign * x;
+        }
+    }
+
+    fn value(&self, state: &[f64], out: &mut [f64]) {
+        out[0] = self.mean_term(state);
+    }
+
+    fn eval_chain(&self, order: &[u32], out: &mut [f64]) {
+        // fused: add the next source's margins and score the pairs in one pass
+        let mut sums = vec![0.0; self.m];
+        out[0] = self.mean_term(&sums);
+        let inv_m = 1.0 / self.m as f64;
+        for (j, &p) in order.iter().enumerate() {
+            let row = self.row(p as usize);
+            let acc = match self.kind {
+                MarginKind::Accuracy => {
+                    let mut acc = 0.0;
+                    for (s, x) in sums.iter_mut().zip(row) {
+                        *s += x;
+                        acc += if *s > 0.0 { 1.0 } else if *s == 0.0 { 0.5 } else { 0.0 };
+                    }
+                    acc
+                }
+                kind => {
+                    let mut acc = 0.0;
+                    for (s, x) in sums.iter_mut().zip(row) {
+                        *s += x;
+                        acc += kind.term(*s);
+                    }
+                    acc
+                }
+            };
+            out[j + 1] = acc * inv_m;
+        }
+    }
+}
+
+fn eval_unit(game: &dyn Game, unit: &Unit) -> Vec<f64> {
+    let k = game.n_outputs();
+    let mut out = vec![0.0; unit.coalitions.len() * k];
+    match &unit.kind {
+        UnitKind::Chain(order) => game.eval_chain(order, &mut out),
+        UnitKind::Antithetic(order) => {
+            let half = (order.len() + 1) * k;
+            game.eval_chain(order, &mut out[..half]);
+            let rev: Vec<u32> = order.iter().rev().copied().collect();
+            game.eval_chain(&rev, &mut out[half..]);
+        }
+        _ => {
+            for (c, o) in unit.coalitions.iter().zip(out.chunks_mut(k)) {
+                game.eval(c, o);
+            }
+        }
+    }
+    out
+}
+
+/// Run `engine` to completion on a native `game` (and optional native `control` game),
+/// evaluating whole units in parallel. Never calls into Python.
+pub fn run_native(engine: &mut Engine, game: &dyn Game, control: Option<&dyn Game>, batch: usize) -> Result<()> {
+    let n = engine.n_players();
+    if game.n_players() != n {
+        return Err(Error::InvalidArgument(format!("the game has {} players, the estimator {n}", game.n_players())));
+    }
+    if let Some(c) = control {
+        if c.n_players() != n {
+            return Err(Error::InvalidArgument(format!(
+                "the control game has {} players, the game {n}: both must value the same sources",
+                c.n_players()
+            )));
+        }
+    }
+    let k = game.n_outputs();
+    let kc = control.map_or(0, |c| c.n_outputs());
+    if kc != engine.control_width() {
+        return Err(Error::InvalidArgument(format!(
+            "the control game returns {kc} values per coalition but {} control values per player were given",
+            engine.control_width()
+        )));
+    }
+    let width = k + kc;
+    while !engine.done() {
+        let asked = engine.ask(batch);
+        if asked.is_empty() {
+            if engine.done() {
+                break;
+            }
+            return Err(Error::Protocol("the estimator asked for nothing but is not done".into()));
+        }
+        let index: FxHashMap<&Coalition, usize> = asked.iter().enumerate().map(|(r, c)| (c, r)).collect();
+        let units: Vec<Unit> = engine
+            .pending_units()
+            .filter(|u| u.coalitions.iter().any(|c| index.contains_key(c)))
+            .cloned()
+            .collect();
+        let evaluated: Vec<(Vec<f64>, Option<Vec<f64>>)> = units
+            .par_iter()
+            .map(|u| (eval_unit(game, u), control.map(|g| eval_unit(g, u))))
+            .collect();
+        let mut values = vec![f64::NAN; asked.len() * width];
+        for (u, (v, g)) in units.iter().zip(&evaluated) {
+            for (idx, c) in u.coalitions.iter().enumerate() {
+                if let Some(&r) = index.get(c) {
+                    values[r * width..r * width + k].copy_from_slice(&v[idx * k..(idx + 1) * k]);
+                    if let Some(g) = g {
+                        values[r * width + k..(r + 1) * width].copy_from_slice(&g[idx * kc..(idx + 1) * kc]);
+                    }
+                }
+            }
+        }
+        engine.tell(&asked, &values, k)?;
+    }
+    Ok(())
+}
+
+/// Gray-code steps between two rebuilds of the running state from scratch.
+const RESYNC_EVERY: u64 = 1024;
+
+/// Exact semivalues of a native game by enumerating all 2^n coalitions in Gray-code order:
+/// consecutive coalitions differ by one player, so each costs one `add` and one `value`.
+/// Returns row-major `[n, n_outputs]`.
+pub fn exact_native(game: &dyn Game, semivalue: Semivalue) -> Result<Vec<f64>> {
+    let n = game.n_players();
+    if n > crate::MAX_EXACT_PLAYERS {
+        return Err(Error::InvalidArgument(format!(
+            "exact enumeration needs 2^{n} evaluations; it is limited to n <= {} players",
+            crate::MAX_EXACT_PLAYERS
+        )));
+    }
+    let k = game.n_outputs();
+    let (with, without) = exact_weights(n, semivalue);
+    let total: u64 = 1 << n;
+    // a fixed chunking (not tied to the thread count) keeps the sums reproducible
+    let chunks: u64 = total.min(256);
+    let per = total / chunks;
+    let partials: Vec<Vec<f64>> = (0..chunks)
+        .into_par_iter()
+        .map(|ci| {
+            let mut phi = vec![0.0; n * k];
+            let mut common = vec![0.0; k];
+            let mut state = vec![0.0; game.state_len()];
+            let mut val = vec![0.0; k];
+            let start = ci * per;
+            let mut mask = start ^ (start >> 1);
+            for p in 0..n {
+                if (mask >> p) & 1 == 1 {
+                    game.add(&mut state, p, 1.0);
+                }
+            }
+            for t in start..start + per {
+                if t > start {
+                    let flip = t.trailing_zeros() as usize;
+                    let adding = (mask >> flip) & 1 == 0;
+                    mask ^= 1 << flip;
+                    if (t - start) % RESYNC_EVERY == 0 {
+                        // rebuild the state now and then so rounding cannot drift
+                        state.iter_mut().for_each(|x| *x = 0.0);
+                        for p in 0..n {
+                            if (mask >> p) & 1 == 1 {
+                                game.add(&mut state, p, 1.0);
+                            }
+                        }
+                    } else {
+                        game.add(&mut state, flip, if adding { 1.0 } else { -1.0 });
+                    }
+                }
+                game.value(&state, &mut val);
+                let s = mask.count_ones() as usize;
+                // member i: + with[s] v; non-member: - without[s] v, written as a common term
+                let both = with[s] + without[s];
+                let mut bits = mask;
+                while bits != 0 {
+                    let i = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    for j in 0..k {
+                        phi[i * k + j] += both * val[j];
+                    }
+                }
+                for j in 0..k {
+                    common[j] += without[s] * val[j];
+                }
+            }
+            for i in 0..n {
+                for j in 0..k {
+                    phi[i * k + j] -= common[j];
+                }
+            }
+            phi
+        })
+        .collect();
+    let mut phi = vec![0.0; n * k];
+    for p in partials {
+        for (a, b) in phi.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    Ok(phi)
+}

@@ -1,0 +1,248 @@
+//! The estimators: each plans units of coalitions and turns their utilities into estimates.
+
+mod exact;
+mod kernel;
+mod msr;
+mod permutation;
+mod stratified;
+mod svarm;
+
+pub use exact::{exact_weights, ExactSampler};
+pub use kernel::KernelSampler;
+pub use msr::MsrSampler;
+pub use permutation::PermutationSampler;
+pub use stratified::StratifiedSampler;
+pub use svarm::SvarmSampler;
+
+use crate::coalition::Coalition;
+use crate::error::{Error, Result};
+use crate::estimate::Estimate;
+use crate::moments::Dims;
+use crate::rng::Rng;
+
+/// Which semivalue is estimated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Semivalue {
+    Shapley,
+    Banzhaf,
+}
+
+impl Semivalue {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "shapley" => Ok(Semivalue::Shapley),
+            "banzhaf" => Ok(Semivalue::Banzhaf),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown semivalue {other:?}: use \"shapley\" or \"banzhaf\""
+            ))),
+        }
+    }
+}
+
+/// An estimation method (after `auto` has been resolved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Exact,
+    Permutation,
+    Antithetic,
+    Stratified,
+    Svarm,
+    Kernel,
+    Msr,
+}
+
+/// Methods accepted for each semivalue, in the order the documentation lists them.
+pub const SHAPLEY_METHODS: &[&str] = &["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "kernel"];
+pub const BANZHAF_METHODS: &[&str] = &["auto", "exact", "msr"];
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Exact => "exact",
+            Method::Permutation => "permutation",
+            Method::Antithetic => "antithetic",
+            Method::Stratified => "stratified",
+            Method::Svarm => "svarm",
+            Method::Kernel => "kernel",
+            Method::Msr => "msr",
+        }
+    }
+
+    /// Resolve a method name, `auto` included, for `n` players and the given stopping rule.
+    ///
+    /// `auto` is exact enumeration when all `2^n` coalitions fit in the budget (or `n <= 10`
+    /// without a budget), otherwise the estimator the benchmark in `bench/shapley` found most
+    /// accurate: stratified SVARM for the Shapley value and MSR for the Banzhaf value. With
+    /// only `tol` it is the antithetic permutation estimator, whose standard errors are
+    /// reliable from the first samples.
+    pub fn resolve(name: &str, semivalue: Semivalue, n: usize, budget: Option<u64>) -> Result<Self> {
+        let allowed = match semivalue {
+            Semivalue::Shapley => SHAPLEY_METHODS,
+            Semivalue::Banzhaf => BANZHAF_METHODS,
+        };
+        if !allowed.contains(&name) {
+            return Err(Error::InvalidArgument(format!(
+                "unknown method {name:?} for the {} value: choose one of {}",
+                match semivalue {
+                    Semivalue::Shapley => "Shapley",
+                    Semivalue::Banzhaf => "Banzhaf",
+                },
+                allowed.join(", ")
+            )));
+        }
+        Ok(match name {
+            "auto" => {
+                let all = if n < 63 { Some(1u64 << n) } else { None };
+                let exact_fits = match (budget, all) {
+                    (Some(b), Some(a)) => a <= b && n <= crate::MAX_EXACT_PLAYERS,
+                    (None, Some(_)) => n <= 10,
+                    _ => false,
+                };
+                if exact_fits {
+                    Method::Exact
+                } else if semivalue == Semivalue::Banzhaf {
+                    Method::Msr
+                } else if budget.is_none() {
+                    Method::Antithetic
+                } else {
+                    Method::Svarm
+                }
+            }
+            "exact" => Method::Exact,
+            "permutation" => Method::Permutation,
+            "antithetic" => Method::Antithetic,
+            "stratified" => Method::Stratified,
+            "svarm" => Method::Svarm,
+            "kernel" => Method::Kernel,
+            "msr" => Method::Msr,
+            _ => unreachable!(),
+        })
+    }
+}
+
+/// What a unit's coalitions are, so that absorbing and native evaluation know their shape.
+#[derive(Clone, Debug)]
+pub enum UnitKind {
+    /// Prefixes of one ordering: coalitions[j] = first j players of `order` (j = 0..=n).
+    Chain(Vec<u32>),
+    /// A permutation and its reverse: two chains of n+1 prefixes each.
+    Antithetic(Vec<u32>),
+    /// `S` and `S + player`, a sample of stratum (`player`, `|S|`).
+    Marginal { player: u32 },
+    /// One coalition, absorbed on its own.
+    Single,
+    /// A coalition and its complement.
+    Paired,
+    /// The empty and the grand coalition (needed first by the regression estimator).
+    Boundary,
+}
+
+/// A unit of work: coalitions whose utilities are absorbed together.
+#[derive(Clone, Debug)]
+pub struct Unit {
+    pub kind: UnitKind,
+    pub coalitions: Vec<Coalition>,
+}
+
+impl Unit {
+    /// A chain unit holding the prefixes of `order`.
+    pub fn chain(n: usize, order: Vec<u32>) -> Self {
+        let coalitions = prefixes(n, &order);
+        Unit { kind: UnitKind::Chain(order), coalitions }
+    }
+
+    pub fn antithetic(n: usize, order: Vec<u32>) -> Self {
+        let mut coalitions = prefixes(n, &order);
+        let rev: Vec<u32> = order.iter().rev().copied().collect();
+        coalitions.extend(prefixes(n, &rev));
+        Unit { kind: UnitKind::Antithetic(order), coalitions }
+    }
+}
+
+fn prefixes(n: usize, order: &[u32]) -> Vec<Coalition> {
+    let mut out = Vec::with_capacity(order.len() + 1);
+    let mut c = Coalition::empty(n);
+    out.push(c.clone());
+    for &p in order {
+        c.insert(p as usize);
+        out.push(c.clone());
+    }
+    out
+}
+
+/// The next step a sampler proposes.
+pub enum Plan {
+    Unit(Unit),
+    /// Nothing can be planned until the units already out have been absorbed.
+    Wait,
+    /// The sampler has nothing more to propose.
+    Exhausted,
+}
+
+/// Options shared by the samplers.
+#[derive(Clone, Debug)]
+pub struct SamplerOptions {
+    pub n: usize,
+    pub semivalue: Semivalue,
+    pub budget: Option<u64>,
+    /// Samples per stratum in the pilot of the stratified estimator (None: chosen from the budget).
+    pub pilot: Option<u32>,
+}
+
+/// A family member of the estimators.
+pub trait Sampler: Send + Sync {
+    /// Propose the next unit.
+    fn next_unit(&mut self, rng: &mut Rng) -> Plan;
+    /// Take in the utilities of a unit, in the order of its coalitions.
+    fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims);
+    /// The current estimate (None before anything was absorbed).
+    fn estimate(&self, control_exact: Option<&[f64]>) -> Option<Estimate>;
+    /// Whether the same coalition can be proposed twice (enables the utility cache).
+    fn repeats(&self) -> bool {
+        true
+    }
+    /// The smallest budget with which the method gives a value and a standard error.
+    fn min_budget(&self) -> u64;
+}
+
+/// Build the sampler for a resolved method.
+pub fn make_sampler(method: Method, opts: &SamplerOptions) -> Result<Box<dyn Sampler>> {
+    let n = opts.n;
+    if opts.semivalue == Semivalue::Banzhaf && !matches!(method, Method::Exact | Method::Msr) {
+        return Err(Error::InvalidArgument(format!(
+            "method {:?} estimates the Shapley value only; for the Banzhaf value use \"exact\" or \"msr\"",
+            method.name()
+        )));
+    }
+    if opts.semivalue == Semivalue::Shapley && method == Method::Msr {
+        return Err(Error::InvalidArgument(
+            "method \"msr\" estimates the Banzhaf value; call dposhap.banzhaf".into(),
+        ));
+    }
+    Ok(match method {
+        Method::Exact => {
+            if n > crate::MAX_EXACT_PLAYERS {
+                return Err(Error::InvalidArgument(format!(
+                    "exact enumeration needs 2^{n} utility evaluations; it is limited to n <= {} players: \
+                     choose a sampling method (e.g. method=\"auto\" with a budget)",
+                    crate::MAX_EXACT_PLAYERS
+                )));
+            }
+            Box::new(ExactSampler::new(n, opts.semivalue))
+        }
+        Method::Permutation => Box::new(PermutationSampler::new(n, false)),
+        Method::Antithetic => Box::new(PermutationSampler::new(n, true)),
+        Method::Stratified => Box::new(StratifiedSampler::new(n, opts.budget, opts.pilot)),
+        Method::Svarm => Box::new(SvarmSampler::new(n)),
+        Method::Kernel => Box::new(KernelSampler::new(n)),
+        Method::Msr => Box::new(MsrSampler::new(n)),
+    })
+}
+
+/// `a - b` for utility rows.
+#[inline]
+pub(crate) fn diff_into(a: &[f64], b: &[f64], out: &mut [f64]) {
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        *o = x - y;
+    }
+}

@@ -1,0 +1,283 @@
+//! Python bindings of `dposhap-core`, imported as `dposhap._core`. Thin on purpose: argument
+//! conversion, GIL release, and the mapping of core errors onto `dposhap.errors`.
+
+use dposhap_core::{
+    engine::StopReason, exact_native, run_native, Coalition, Engine, EngineConfig, Error, Game, MarginGame,
+    MarginKind, Semivalue,
+};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyType};
+use rayon::prelude::*;
+
+/// Raise the `dposhap.errors` class that matches a core error.
+fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    let (class, msg) = match &err {
+        Error::InvalidArgument(m) => ("InvalidArgumentError", m),
+        Error::BudgetTooSmall(m) => ("BudgetTooSmallError", m),
+        Error::Utility(m) => ("UtilityError", m),
+        Error::Protocol(m) => ("ProtocolError", m),
+    };
+    match py.import("dposhap.errors").and_then(|m| m.getattr(class)) {
+        Ok(cls) => match cls.cast_into::<PyType>() {
+            Ok(ty) => PyErr::from_type(ty, msg.clone()),
+            Err(_) => pyo3::exceptions::PyValueError::new_err(msg.clone()),
+        },
+        Err(_) => pyo3::exceptions::PyValueError::new_err(msg.clone()),
+    }
+}
+
+fn invalid(py: Python<'_>, msg: String) -> PyErr {
+    to_py(py, Error::InvalidArgument(msg))
+}
+
+fn rows_to_coalitions(py: Python<'_>, arr: &PyReadonlyArray2<'_, bool>, n: usize) -> PyResult<Vec<Coalition>> {
+    let shape = arr.shape();
+    if shape[1] != n {
+        return Err(to_py(
+            py,
+            Error::Protocol(format!("coalitions have {} columns, expected n_players = {n}", shape[1])),
+        ));
+    }
+    let view = arr.as_array();
+    Ok(view
+        .rows()
+        .into_iter()
+        .map(|row| match row.as_slice() {
+            Some(s) => Coalition::from_bools(s),
+            None => Coalition::from_bools(&row.to_vec()),
+        })
+        .collect())
+}
+
+fn coalitions_to_array<'py>(py: Python<'py>, cs: &[Coalition], n: usize) -> Bound<'py, PyArray2<bool>> {
+    let arr = PyArray2::<bool>::zeros(py, [cs.len(), n], false);
+    {
+        let mut rw = arr.readwrite();
+        let out = rw.as_slice_mut().expect("fresh arrays are contiguous");
+        for (c, row) in cs.iter().zip(out.chunks_mut(n.max(1))) {
+            for p in c.members() {
+                row[p] = true;
+            }
+        }
+    }
+    arr
+}
+
+fn matrix<'py>(py: Python<'py>, data: Vec<f64>, rows: usize, cols: usize) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    PyArray1::from_vec(py, data).reshape([rows, cols])
+}
+
+/// The ask/tell estimation engine (see `dposhap.ShapleyEstimator` for the documented API).
+#[pyclass(name = "Engine", module = "dposhap._core")]
+struct PyEngine {
+    inner: Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (n_players, method="auto", semivalue="shapley", seed=0, budget=None, tol=None, pilot=None, control_exact=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        n_players: i64,
+        method: &str,
+        semivalue: &str,
+        seed: u64,
+        budget: Option<i64>,
+        tol: Option<f64>,
+        pilot: Option<u32>,
+        control_exact: Option<PyReadonlyArray2<'_, f64>>,
+    ) -> PyResult<Self> {
+        if n_players < 1 {
+            return Err(invalid(py, format!("n_players must be at least 1, got {n_players}")));
+        }
+        let budget = match budget {
+            Some(b) if b < 0 => return Err(invalid(py, format!("budget must be a positive number of evaluations, got {b}"))),
+            Some(b) => Some(b as u64),
+            None => None,
+        };
+        let control_exact = match control_exact {
+            Some(a) => {
+                if a.shape()[0] != n_players as usize {
+                    return Err(invalid(
+                        py,
+                        format!(
+                            "the control game values {} players but the estimator has {n_players}: the control must be a game on the same sources",
+                            a.shape()[0]
+                        ),
+                    ));
+                }
+                Some(a.as_array().iter().copied().collect())
+            }
+            None => None,
+        };
+        let semivalue = Semivalue::parse(semivalue).map_err(|e| to_py(py, e))?;
+        let cfg = EngineConfig { n: n_players as usize, method: method.to_string(), semivalue, seed, budget, tol, pilot, control_exact };
+        Ok(PyEngine { inner: Engine::new(cfg).map_err(|e| to_py(py, e))? })
+    }
+
+    /// Up to `max_batch` distinct coalitions to evaluate, as a bool array `[b, n]`.
+    fn ask<'py>(&mut self, py: Python<'py>, max_batch: usize) -> Bound<'py, PyArray2<bool>> {
+        let n = self.inner.n_players();
+        let cs = py.detach(|| self.inner.ask(max_batch));
+        coalitions_to_array(py, &cs, n)
+    }
+
+    /// Hand back utilities: `values` is `[b, k + control_width]`, `k` objectives first.
+    fn tell(&mut self, py: Python<'_>, coalitions: PyReadonlyArray2<'_, bool>, values: PyReadonlyArray2<'_, f64>, k: usize) -> PyResult<()> {
+        let n = self.inner.n_players();
+        let cs = rows_to_coalitions(py, &coalitions, n)?;
+        let vals: Vec<f64> = match values.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => values.as_array().iter().copied().collect(),
+        };
+        if values.shape()[0] != cs.len() {
+            return Err(to_py(
+                py,
+                Error::Utility(format!("{} utility rows for {} coalitions", values.shape()[0], cs.len())),
+            ));
+        }
+        py.detach(|| self.inner.tell(&cs, &vals, k)).map_err(|e| to_py(py, e))
+    }
+
+    /// Run to completion on a native game without calling back into Python.
+    #[pyo3(signature = (game, control=None, batch=None))]
+    fn run_native(&mut self, py: Python<'_>, game: PyRef<'_, PyMarginGame>, control: Option<PyRef<'_, PyMarginGame>>, batch: Option<usize>) -> PyResult<()> {
+        let n = self.inner.n_players();
+        let batch = batch.unwrap_or_else(|| (64 * rayon::current_num_threads().max(1) * (n + 1)).max(4096));
+        let g = &game.inner;
+        let c = control.as_ref().map(|c| &c.inner);
+        let engine = &mut self.inner;
+        py.detach(|| run_native(engine, g, c.map(|x| x as &dyn Game), batch)).map_err(|e| to_py(py, e))
+    }
+
+    #[getter]
+    fn done(&self) -> bool {
+        self.inner.done()
+    }
+
+    #[getter]
+    fn n_evaluations(&self) -> u64 {
+        self.inner.n_evaluations()
+    }
+
+    #[getter]
+    fn n_outstanding(&self) -> usize {
+        self.inner.n_outstanding()
+    }
+
+    #[getter]
+    fn n_players(&self) -> usize {
+        self.inner.n_players()
+    }
+
+    #[getter]
+    fn method(&self) -> &'static str {
+        self.inner.method().name()
+    }
+
+    #[getter]
+    fn control_width(&self) -> usize {
+        self.inner.control_width()
+    }
+
+    /// The current estimate as a dict, or None before any utility was absorbed.
+    fn result<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(snap) = self.inner.result() else { return Ok(None) };
+        let est = &snap.estimate;
+        let d = PyDict::new(py);
+        d.set_item("values", matrix(py, est.values.clone(), est.n, est.k)?)?;
+        d.set_item("stderr", matrix(py, est.stderr(), est.n, est.k)?)?;
+        d.set_item("control_coef", matrix(py, est.control_coef.clone(), est.n, est.k)?)?;
+        d.set_item("n_evaluations", snap.n_evaluations)?;
+        d.set_item("n_units", snap.n_units)?;
+        d.set_item("method", snap.method.name())?;
+        d.set_item("stop", snap.stop.name())?;
+        d.set_item("done", snap.stop != StopReason::Running)?;
+        Ok(Some(d))
+    }
+}
+
+/// Native margin game `v(S) = mean_j f(sum_{i in S} margins[i, j])`.
+#[pyclass(name = "MarginGame", module = "dposhap._core", frozen)]
+struct PyMarginGame {
+    inner: MarginGame,
+}
+
+#[pymethods]
+impl PyMarginGame {
+    #[new]
+    fn new(py: Python<'_>, margins: PyReadonlyArray2<'_, f64>, kind: &str) -> PyResult<Self> {
+        let shape = margins.shape();
+        let (n, m) = (shape[0], shape[1]);
+        let data: Vec<f64> = margins.as_array().iter().copied().collect();
+        let kind = MarginKind::parse(kind).map_err(|e| to_py(py, e))?;
+        Ok(PyMarginGame { inner: MarginGame::new(data, n, m, kind).map_err(|e| to_py(py, e))? })
+    }
+
+    #[getter]
+    fn n_players(&self) -> usize {
+        self.inner.n_players()
+    }
+
+    #[getter]
+    fn n_pairs(&self) -> usize {
+        self.inner.n_pairs()
+    }
+
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.kind().name()
+    }
+
+    /// Utilities of a batch of coalitions `[b, n]` (evaluated in parallel, GIL released).
+    fn __call__<'py>(&self, py: Python<'py>, coalitions: PyReadonlyArray2<'_, bool>) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let cs = rows_to_coalitions(py, &coalitions, self.inner.n_players())
+            .map_err(|_| invalid(py, format!("coalitions must be a bool array [b, {}]", self.inner.n_players())))?;
+        let game = &self.inner;
+        let out: Vec<f64> = py.detach(|| {
+            cs.par_iter()
+                .map(|c| {
+                    let mut v = [0.0];
+                    game.eval(c, &mut v);
+                    v[0]
+                })
+                .collect()
+        });
+        Ok(PyArray1::from_vec(py, out))
+    }
+
+    /// Exact semivalues by Gray-code enumeration of all 2^n coalitions (GIL released).
+    #[pyo3(signature = (semivalue="shapley"))]
+    fn exact<'py>(&self, py: Python<'py>, semivalue: &str) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let sv = Semivalue::parse(semivalue).map_err(|e| to_py(py, e))?;
+        let game = &self.inner;
+        let phi = py.detach(|| exact_native(game, sv)).map_err(|e| to_py(py, e))?;
+        Ok(PyArray1::from_vec(py, phi))
+    }
+
+    /// Closed-form Shapley values when the game is additive (kind "mean"), else None.
+    fn additive_values<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f64>>> {
+        self.inner.additive_values().map(|v| PyArray1::from_vec(py, v))
+    }
+}
+
+/// Names of the methods accepted for each semivalue.
+#[pyfunction]
+fn methods(semivalue: &str) -> Vec<&'static str> {
+    match semivalue {
+        "banzhaf" => dposhap_core::samplers::BANZHAF_METHODS.to_vec(),
+        _ => dposhap_core::samplers::SHAPLEY_METHODS.to_vec(),
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()?;
+    m.add_class::<PyMarginGame>()?;
+    m.add_function(wrap_pyfunction!(methods, m)?)?;
+    m.add("MAX_EXACT_PLAYERS", dposhap_core::MAX_EXACT_PLAYERS)?;
+    Ok(())
+}

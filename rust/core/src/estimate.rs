@@ -92,7 +92,10 @@ impl EstimateBuilder {
                     let o = i * k + j;
                     let gv = self.g_var[o];
                     let cv = self.cov[o];
-                    if !(gv > 0.0) || !gv.is_finite() || !cv.is_finite() || !est.variance[o].is_finite() {
+                    // a control without spread (e.g. an additive game under permutation sampling,
+                    // whose marginals are constant) carries no information: leave it out
+                    let scale = 1e-20 * (1.0 + self.g_value[o] * self.g_value[o]);
+                    if !(gv > scale) || !gv.is_finite() || !cv.is_finite() || !est.variance[o].is_finite() {
                         continue;
                     }
                     let coef = cv / gv;

@@ -42,7 +42,19 @@ pub trait Game: Sync {
             self.value(&state, &mut out[(j + 1) * k..(j + 2) * k]);
         }
     }
+
+    /// Several chains at once; a game may tile them so that its data is read once per group.
+    fn eval_chains(&self, orders: &[&[u32]], outs: &mut [Vec<f64>]) {
+        for (order, out) in orders.iter().zip(outs.iter_mut()) {
+            self.eval_chain(order, out);
+        }
+    }
 }
+
+/// Held-out pairs per tile of the tiled chain evaluation (the sums of a tile stay in L1).
+const PAIR_TILE: usize = 512;
+/// Chains evaluated together, sharing each tile of margins read from memory.
+pub const CHAIN_GROUP: usize = 8;
 
 /// How the summed margins of a coalition become its utility.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,20 +184,52 @@ impl Game for MarginGame {
     }
 
     fn eval_chain(&self, order: &[u32], out: &mut [f64]) {
-        // fused: add the next source's margins and score the pairs in one pass
-        let mut sums = vec![0.0; self.m];
-        out[0] = self.mean_term(&sums);
+        let mut outs = [out.to_vec()];
+        self.eval_chains(&[order], &mut outs);
+        out.copy_from_slice(&outs[0]);
+    }
+
+    fn eval_chains(&self, orders: &[&[u32]], outs: &mut [Vec<f64>]) {
+        // tile the pairs: each tile of every source's margins is read from memory once and
+        // used by all chains of the group while it sits in cache
+        let mut sums = vec![0.0; PAIR_TILE];
+        for out in outs.iter_mut() {
+            out.iter_mut().for_each(|x| *x = 0.0);
+        }
+        let mut lo = 0;
+        while lo < self.m {
+            let hi = (lo + PAIR_TILE).min(self.m);
+            for (order, out) in orders.iter().zip(outs.iter_mut()) {
+                self.chain_tile(order, lo, hi, &mut sums, out);
+            }
+            lo = hi;
+        }
         let inv_m = 1.0 / self.m as f64;
-        for (j, &p) in order.iter().enumerate() {
-            let row = self.row(p as usize);
-            let acc = match self.kind {
+        for out in outs.iter_mut() {
+            out.iter_mut().for_each(|x| *x *= inv_m);
+        }
+    }
+}
+
+impl MarginGame {
+    /// Scores of one tile of pairs for every prefix of `order`: `out[step] += sum_j f(sums_j)`.
+    #[inline]
+    fn chain_tile(&self, order: &[u32], lo: usize, hi: usize, sums: &mut [f64], out: &mut [f64]) {
+        let sums = &mut sums[..hi - lo];
+        sums.iter_mut().for_each(|x| *x = 0.0);
+        out[0] += (hi - lo) as f64 * self.kind.term(0.0);
+        for (step, &p) in order.iter().enumerate() {
+            let row = &self.row(p as usize)[lo..hi];
+            out[step + 1] += match self.kind {
                 MarginKind::Accuracy => {
-                    let mut acc = 0.0;
+                    // branch-free counts vectorise; ties count one half
+                    let (mut wins, mut ties) = (0u64, 0u64);
                     for (s, x) in sums.iter_mut().zip(row) {
                         *s += x;
-                        acc += if *s > 0.0 { 1.0 } else if *s == 0.0 { 0.5 } else { 0.0 };
+                        wins += (*s > 0.0) as u64;
+                        ties += (*s == 0.0) as u64;
                     }
-                    acc
+                    wins as f64 + 0.5 * ties as f64
                 }
                 kind => {
                     let mut acc = 0.0;
@@ -196,29 +240,55 @@ impl Game for MarginGame {
                     acc
                 }
             };
-            out[j + 1] = acc * inv_m;
         }
     }
 }
 
-fn eval_unit(game: &dyn Game, unit: &Unit) -> Vec<f64> {
+/// Values of every coalition of every unit (`coalitions x n_outputs` per unit), in parallel:
+/// chains in tiled groups, other units coalition by coalition.
+fn eval_units(game: &dyn Game, units: &[Unit]) -> Vec<Vec<f64>> {
     let k = game.n_outputs();
-    let mut out = vec![0.0; unit.coalitions.len() * k];
-    match &unit.kind {
-        UnitKind::Chain(order) => game.eval_chain(order, &mut out),
-        UnitKind::Antithetic(order) => {
-            let half = (order.len() + 1) * k;
-            game.eval_chain(order, &mut out[..half]);
-            let rev: Vec<u32> = order.iter().rev().copied().collect();
-            game.eval_chain(&rev, &mut out[half..]);
-        }
-        _ => {
-            for (c, o) in unit.coalitions.iter().zip(out.chunks_mut(k)) {
-                game.eval(c, o);
+    let mut vals: Vec<Vec<f64>> = units.iter().map(|u| vec![0.0; u.coalitions.len() * k]).collect();
+    // (unit, row offset of the chain inside the unit, order)
+    let mut chains: Vec<(usize, usize, Vec<u32>)> = Vec::new();
+    let mut direct: Vec<usize> = Vec::new();
+    for (ui, u) in units.iter().enumerate() {
+        match &u.kind {
+            UnitKind::Chain(order) => chains.push((ui, 0, order.clone())),
+            UnitKind::Antithetic(order) => {
+                chains.push((ui, 0, order.clone()));
+                chains.push((ui, order.len() + 1, order.iter().rev().copied().collect()));
             }
+            _ => direct.push(ui),
         }
     }
-    out
+    let chain_vals: Vec<Vec<Vec<f64>>> = chains
+        .par_chunks(CHAIN_GROUP)
+        .map(|group| {
+            let orders: Vec<&[u32]> = group.iter().map(|(_, _, o)| o.as_slice()).collect();
+            let mut outs: Vec<Vec<f64>> = group.iter().map(|(_, _, o)| vec![0.0; (o.len() + 1) * k]).collect();
+            game.eval_chains(&orders, &mut outs);
+            outs
+        })
+        .collect();
+    for ((ui, offset, _), out) in chains.iter().zip(chain_vals.into_iter().flatten()) {
+        vals[*ui][offset * k..offset * k + out.len()].copy_from_slice(&out);
+    }
+    let direct_vals: Vec<Vec<f64>> = direct
+        .par_iter()
+        .map(|&ui| {
+            let u = &units[ui];
+            let mut out = vec![0.0; u.coalitions.len() * k];
+            for (c, o) in u.coalitions.iter().zip(out.chunks_mut(k)) {
+                game.eval(c, o);
+            }
+            out
+        })
+        .collect();
+    for (&ui, out) in direct.iter().zip(direct_vals) {
+        vals[ui] = out;
+    }
+    vals
 }
 
 /// Run `engine` to completion on a native `game` (and optional native `control` game),
@@ -259,12 +329,13 @@ pub fn run_native(engine: &mut Engine, game: &dyn Game, control: Option<&dyn Gam
             .filter(|u| u.coalitions.iter().any(|c| index.contains_key(c)))
             .cloned()
             .collect();
-        let evaluated: Vec<(Vec<f64>, Option<Vec<f64>>)> = units
-            .par_iter()
-            .map(|u| (eval_unit(game, u), control.map(|g| eval_unit(g, u))))
-            .collect();
+        let main_vals = eval_units(game, &units);
+        let control_vals: Vec<Option<Vec<f64>>> = match control {
+            Some(g) => eval_units(g, &units).into_iter().map(Some).collect(),
+            None => vec![None; units.len()],
+        };
         let mut values = vec![f64::NAN; asked.len() * width];
-        for (u, (v, g)) in units.iter().zip(&evaluated) {
+        for (u, (v, g)) in units.iter().zip(main_vals.iter().zip(&control_vals)) {
             for (idx, c) in u.coalitions.iter().enumerate() {
                 if let Some(&r) = index.get(c) {
                     values[r * width..r * width + k].copy_from_slice(&v[idx * k..(idx + 1) * k]);

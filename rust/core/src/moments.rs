@@ -31,6 +31,10 @@ pub struct MomentTable {
     m2: Vec<f64>,
     cross: Vec<f64>,
     exact: Vec<bool>,
+    /// weight (in pseudo-observations) of the pooled variance mixed into each cell's variance
+    shrink: f64,
+    pooled_m2: Vec<f64>,
+    pooled_df: u64,
 }
 
 impl MomentTable {
@@ -43,7 +47,18 @@ impl MomentTable {
             m2: vec![0.0; cells * w],
             cross: vec![0.0; if dims.kc > 0 { cells * dims.k } else { 0 }],
             exact: vec![false; cells],
+            shrink: 0.0,
+            pooled_m2: vec![0.0; w],
+            pooled_df: 0,
         }
+    }
+
+    /// Mix `kappa` pseudo-observations of the variance pooled over all cells into each cell's
+    /// variance. Cells that saw few (or only equal) samples then neither claim a zero
+    /// standard error nor starve in an allocation; with many samples the cell's own variance wins.
+    pub fn with_shrinkage(mut self, kappa: f64) -> Self {
+        self.shrink = kappa;
+        self
     }
 
     pub fn cells(&self) -> usize {
@@ -60,11 +75,16 @@ impl MomentTable {
         let base = cell * w;
         let mean = &mut self.mean[base..base + w];
         let m2 = &mut self.m2[base..base + w];
+        if n >= 2.0 {
+            self.pooled_df += 1;
+        }
         if self.dims.kc == 0 {
             for j in 0..w {
                 let d = x[j] - mean[j];
                 mean[j] += d / n;
-                m2[j] += d * (x[j] - mean[j]);
+                let inc = d * (x[j] - mean[j]);
+                m2[j] += inc;
+                self.pooled_m2[j] += inc;
             }
             return;
         }
@@ -77,7 +97,9 @@ impl MomentTable {
         for j in 0..w {
             let d = x[j] - mean[j];
             mean[j] += d / n;
-            m2[j] += d * (x[j] - mean[j]);
+            let inc = d * (x[j] - mean[j]);
+            m2[j] += inc;
+            self.pooled_m2[j] += inc;
         }
     }
 
@@ -111,6 +133,29 @@ impl MomentTable {
         (self.m2[cell * self.dims.width() + col] / (n - 1) as f64).max(0.0)
     }
 
+    /// Variance pooled over all cells (NaN before any cell has two observations).
+    pub fn pooled_var(&self, col: usize) -> f64 {
+        if self.pooled_df == 0 {
+            return f64::NAN;
+        }
+        (self.pooled_m2[col] / self.pooled_df as f64).max(0.0)
+    }
+
+    /// The variance used for allocation and standard errors: the sample variance, shrunk
+    /// towards the pooled variance when shrinkage is on; NaN when unknown.
+    #[inline]
+    pub fn unit_var(&self, cell: usize, col: usize) -> f64 {
+        let n = self.count[cell];
+        if self.shrink > 0.0 && n >= 1 {
+            let pooled = self.pooled_var(col);
+            if pooled.is_finite() {
+                let m2 = self.m2[cell * self.dims.width() + col].max(0.0);
+                return (m2 + self.shrink * pooled) / ((n - 1) as f64 + self.shrink);
+            }
+        }
+        self.sample_var(cell, col)
+    }
+
     /// Variance of the cell's mean of column `col`: 0 when exact, infinite when unknown.
     #[inline]
     pub fn var_of_mean(&self, cell: usize, col: usize) -> f64 {
@@ -118,10 +163,11 @@ impl MomentTable {
             return 0.0;
         }
         let n = self.count[cell];
-        if n < 2 {
+        let v = self.unit_var(cell, col);
+        if n == 0 || v.is_nan() {
             return f64::INFINITY;
         }
-        self.sample_var(cell, col) / n as f64
+        v / n as f64
     }
 
     /// Covariance of the means of objective `j` and its control column.

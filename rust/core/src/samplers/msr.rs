@@ -37,7 +37,7 @@ impl Sampler for MsrSampler {
 
     fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims) {
         let n = self.n;
-        let table = self.table.get_or_insert_with(|| MomentTable::new(2 * n, dims));
+        let table = self.table.get_or_insert_with(|| MomentTable::new(2 * n, dims).with_shrinkage(super::stratified::SHRINK));
         let c = &unit.coalitions[0];
         for i in 0..n {
             table.push(2 * i + (!c.contains(i)) as usize, values[0]);

@@ -22,6 +22,9 @@ pub struct StratifiedSampler {
     scratch: Vec<f64>,
 }
 
+/// Pseudo-observations of pooled variance in each stratum's variance (see `MomentTable`).
+pub(crate) const SHRINK: f64 = 1.0;
+
 /// Strata whose population is one coalition pair: sizes 0 and n - 1.
 fn is_singleton_stratum(n: usize, size: usize) -> bool {
     size == 0 || size + 1 == n
@@ -31,8 +34,8 @@ impl StratifiedSampler {
     pub fn new(n: usize, budget: Option<u64>, pilot: Option<u32>) -> Self {
         let random_strata = (n * n.saturating_sub(2)).max(1) as u64;
         let pilot = pilot.unwrap_or_else(|| match budget {
-            // a quarter of the budget for the pilot, two evaluations per sample, 2..=8 each
-            Some(b) => ((b / 4) / (2 * random_strata)).clamp(2, 8) as u32,
+            // a third of the budget for the pilot, two evaluations per sample, 2..=8 each
+            Some(b) => ((b / 3) / (2 * random_strata)).clamp(2, 8) as u32,
             None => 4,
         });
         StratifiedSampler {
@@ -76,7 +79,7 @@ impl StratifiedSampler {
                 continue;
             }
             random_cells += 1;
-            let s: f64 = (0..k).map(|j| table.sample_var(c, j).max(0.0).sqrt()).sum::<f64>() / k as f64;
+            let s: f64 = (0..k).map(|j| table.unit_var(c, j).max(0.0).sqrt()).sum::<f64>() / k as f64;
             sigma[c] = if s.is_finite() { s } else { 0.0 };
             sum += sigma[c];
         }
@@ -162,7 +165,7 @@ impl Sampler for StratifiedSampler {
     fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims) {
         let n = self.n;
         let table = self.table.get_or_insert_with(|| {
-            let mut t = MomentTable::new(n * n, dims);
+            let mut t = MomentTable::new(n * n, dims).with_shrinkage(SHRINK);
             for player in 0..n {
                 for size in 0..n {
                     if is_singleton_stratum(n, size) {

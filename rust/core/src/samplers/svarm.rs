@@ -96,7 +96,7 @@ impl Sampler for SvarmSampler {
     fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims) {
         let n = self.n;
         let table = self.table.get_or_insert_with(|| {
-            let mut t = MomentTable::new(2 * n * n, dims);
+            let mut t = MomentTable::new(2 * n * n, dims).with_shrinkage(super::stratified::SHRINK);
             let borders = border_sizes(n);
             for i in 0..n {
                 for l in 0..n {

@@ -4,7 +4,7 @@ The public API lives here; the Rust engine (``dposhap._core``) is private.
 """
 
 from . import errors
-from ._core import MarginGame
+from .games import MarginGame
 from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf, methods, shapley
 
 __version__ = "0.1.0"

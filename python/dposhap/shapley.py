@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _core
 from .errors import DposhapError, InvalidArgumentError, UtilityError
+from .games import MarginGame
 
 ShapleyMethod = Literal["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "kernel"]
 BanzhafMethod = Literal["auto", "exact", "msr"]
@@ -17,8 +18,6 @@ Semivalue = Literal["shapley", "banzhaf"]
 
 #: A utility: a callable from a bool array ``[b, n]`` to ``[b]`` or ``[b, k]``, or a native game.
 Utility = Union[Callable[[np.ndarray], Any], "_core.MarginGame"]
-
-MarginGame = _core.MarginGame
 
 #: Players up to which a Python-callable control game gets its exact values computed for you.
 MAX_AUTO_CONTROL_PLAYERS = 16
@@ -183,8 +182,10 @@ class ShapleyEstimator:
             raise InvalidArgumentError(f"budget must be an integer number of utility evaluations, got {budget!r}")
         if tol is not None and not (isinstance(tol, (int, float, np.floating)) and not isinstance(tol, bool)):
             raise InvalidArgumentError(f"tol must be a positive number, got {tol!r}")
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+            raise InvalidArgumentError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        if budget is not None and not 0 < budget < 2**63:
+            raise InvalidArgumentError(f"budget must be a positive number of utility evaluations below 2**63, got {budget}")
         cv = None
         if control_values is not None:
             cv = np.asarray(control_values, dtype=np.float64)
@@ -387,7 +388,8 @@ def _run(
             seconds=time.perf_counter() - started,
         )
     if native and (game_c is None or isinstance(game_c, _core.MarginGame)):
-        est._engine.run_native(utility, game_c, batch_size)
+        history = est._engine.run_native(utility, game_c, batch_size)
+        est.history = [(int(e), est._shape(v)) for e, v in history]
         res = est.result()
         res.seconds = time.perf_counter() - started
         return res

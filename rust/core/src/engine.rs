@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 /// Consecutive units planned without a single new coalition after which a sampler is taken to
 /// have exhausted what the game can tell it (small games whose coalitions are all cached).
 const FREE_UNIT_LIMIT: u64 = 20_000;
+/// Players up to which a run whose cache holds all 2^n coalitions reports exact values.
+const MAX_CACHE_EXACT_PLAYERS: usize = 20;
 /// Units that must be absorbed before `tol` may stop a run.
 const MIN_UNITS_FOR_TOL: u64 = 8;
 
@@ -64,6 +66,7 @@ pub struct ResultSnapshot {
 pub struct Engine {
     n: usize,
     method: Method,
+    semivalue: Semivalue,
     sampler: Box<dyn Sampler>,
     rng: Rng,
     budget: Option<u64>,
@@ -83,6 +86,8 @@ pub struct Engine {
     exhausted: bool,
     budget_hit: bool,
     converged: bool,
+    /// every coalition's utility is in the cache: the values are known exactly
+    all_known: bool,
 }
 
 impl Engine {
@@ -140,6 +145,7 @@ impl Engine {
         Ok(Engine {
             n: cfg.n,
             method,
+            semivalue: cfg.semivalue,
             sampler,
             rng: Rng::new(cfg.seed),
             budget: cfg.budget,
@@ -158,6 +164,7 @@ impl Engine {
             exhausted: false,
             budget_hit: false,
             converged: false,
+            all_known: false,
         })
     }
 
@@ -180,7 +187,12 @@ impl Engine {
     }
 
     pub fn done(&self) -> bool {
-        self.converged || (self.exhausted && self.to_send.is_empty() && self.requested.is_empty())
+        self.converged || self.all_known || (self.exhausted && self.to_send.is_empty() && self.requested.is_empty())
+    }
+
+    /// True when every coalition's utility is known and the values are exact.
+    pub fn all_known(&self) -> bool {
+        self.all_known
     }
 
     /// Control columns expected in each utility row (0 without a control game).
@@ -316,7 +328,15 @@ impl Engine {
             self.cache.insert(c.clone(), slot);
         }
         self.absorb_ready();
-        if let Some(tol) = self.tol {
+        if self.sampler.repeats() && self.n <= MAX_CACHE_EXACT_PLAYERS && self.cache.len() == 1usize << self.n {
+            // nothing is left to sample: stop and report the exact values from the cache
+            self.all_known = true;
+            self.exhausted = true;
+            for c in self.to_send.drain(..) {
+                self.requested.remove(&c);
+            }
+        }
+        if let (Some(tol), false) = (self.tol, self.method == Method::Exact || self.all_known) {
             if !self.converged && self.n_units >= MIN_UNITS_FOR_TOL {
                 if let Some(est) = self.sampler.estimate(self.control_exact.as_deref()) {
                     if est.max_stderr() <= tol {
@@ -358,9 +378,33 @@ impl Engine {
         }
     }
 
+    /// Exact values from a cache that holds every coalition.
+    fn exact_from_cache(&self) -> Option<Estimate> {
+        let dims = self.dims?;
+        let (k, w) = (dims.k, dims.width());
+        let (with, without) = crate::samplers::exact_weights(self.n, self.semivalue);
+        let mut phi = vec![0.0; self.n * w];
+        // a fixed order keeps the floating-point sum reproducible
+        let mut entries: Vec<(&Coalition, &u32)> = self.cache.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (c, &r) in entries {
+            let r = r as usize;
+            crate::samplers::fold_coalition(&mut phi, c, &self.store[r * w..(r + 1) * w], &with, &without);
+        }
+        let mut values = vec![0.0; self.n * k];
+        for i in 0..self.n {
+            values[i * k..(i + 1) * k].copy_from_slice(&phi[i * w..i * w + k]);
+        }
+        Some(Estimate { n: self.n, k, values, variance: vec![0.0; self.n * k], control_coef: vec![0.0; self.n * k] })
+    }
+
     /// The current estimate (None before any unit has been absorbed).
     pub fn result(&self) -> Option<ResultSnapshot> {
-        let estimate = self.sampler.estimate(self.control_exact.as_deref())?;
+        let estimate = if self.all_known {
+            self.exact_from_cache()?
+        } else {
+            self.sampler.estimate(self.control_exact.as_deref())?
+        };
         let stop = if self.converged {
             StopReason::Tolerance
         } else if self.done() {

@@ -63,6 +63,22 @@ impl EstimateBuilder {
         }
     }
 
+    /// Add `coef * guess` with variance `coef^2 * var` (both of length `k + kc`) to player `i`,
+    /// for a stratum without samples of its own; it carries no covariance with the control.
+    pub fn add_guess(&mut self, i: usize, coef: f64, guess: &[f64], var: &[f64]) {
+        let k = self.dims.k;
+        for j in 0..k {
+            let o = i * k + j;
+            self.value[o] += coef * guess[j];
+            self.var[o] += coef * coef * if var[j].is_nan() { f64::INFINITY } else { var[j] };
+            if self.dims.kc > 0 {
+                let c = self.dims.control_col(j);
+                self.g_value[o] += coef * guess[c];
+                self.g_var[o] += coef * coef * if var[c].is_nan() { f64::INFINITY } else { var[c] };
+            }
+        }
+    }
+
     /// Add a known constant to player `i`: `objectives` (length k) and `controls` (length kc).
     pub fn add_offset(&mut self, i: usize, objectives: &[f64], controls: &[f64]) {
         let k = self.dims.k;
@@ -94,8 +110,8 @@ impl EstimateBuilder {
                     let cv = self.cov[o];
                     // a control without spread (e.g. an additive game under permutation sampling,
                     // whose marginals are constant) carries no information: leave it out
-                    let scale = 1e-20 * (1.0 + self.g_value[o] * self.g_value[o]);
-                    if !(gv > scale) || !gv.is_finite() || !cv.is_finite() || !est.variance[o].is_finite() {
+                    let noise = 1e-20 * self.g_value[o] * self.g_value[o];
+                    if !(gv > noise) || !gv.is_finite() || !cv.is_finite() || !est.variance[o].is_finite() {
                         continue;
                     }
                     let coef = cv / gv;

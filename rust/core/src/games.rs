@@ -204,9 +204,9 @@ impl Game for MarginGame {
             }
             lo = hi;
         }
-        let inv_m = 1.0 / self.m as f64;
+        let m = self.m as f64;
         for out in outs.iter_mut() {
-            out.iter_mut().for_each(|x| *x *= inv_m);
+            out.iter_mut().for_each(|x| *x /= m);
         }
     }
 }
@@ -291,9 +291,13 @@ fn eval_units(game: &dyn Game, units: &[Unit]) -> Vec<Vec<f64>> {
     vals
 }
 
+/// Estimates after each batch: `(n_evaluations, values [n, k])`.
+pub type History = Vec<(u64, Vec<f64>)>;
+
 /// Run `engine` to completion on a native `game` (and optional native `control` game),
-/// evaluating whole units in parallel. Never calls into Python.
-pub fn run_native(engine: &mut Engine, game: &dyn Game, control: Option<&dyn Game>, batch: usize) -> Result<()> {
+/// evaluating whole units in parallel. Never calls into Python. Returns the estimate after
+/// each batch.
+pub fn run_native(engine: &mut Engine, game: &dyn Game, control: Option<&dyn Game>, batch: usize) -> Result<History> {
     let n = engine.n_players();
     if game.n_players() != n {
         return Err(Error::InvalidArgument(format!("the game has {} players, the estimator {n}", game.n_players())));
@@ -315,6 +319,7 @@ pub fn run_native(engine: &mut Engine, game: &dyn Game, control: Option<&dyn Gam
         )));
     }
     let width = k + kc;
+    let mut history = History::new();
     while !engine.done() {
         let asked = engine.ask(batch);
         if asked.is_empty() {
@@ -346,8 +351,11 @@ pub fn run_native(engine: &mut Engine, game: &dyn Game, control: Option<&dyn Gam
             }
         }
         engine.tell(&asked, &values, k)?;
+        if let Some(r) = engine.result() {
+            history.push((r.n_evaluations, r.estimate.values));
+        }
     }
-    Ok(())
+    Ok(history)
 }
 
 /// Gray-code steps between two rebuilds of the running state from scratch.

@@ -34,6 +34,7 @@ pub struct MomentTable {
     /// weight (in pseudo-observations) of the pooled variance mixed into each cell's variance
     shrink: f64,
     pooled_m2: Vec<f64>,
+    pooled_cross: Vec<f64>,
     pooled_df: u64,
 }
 
@@ -49,6 +50,7 @@ impl MomentTable {
             exact: vec![false; cells],
             shrink: 0.0,
             pooled_m2: vec![0.0; w],
+            pooled_cross: vec![0.0; dims.k],
             pooled_df: 0,
         }
     }
@@ -92,7 +94,9 @@ impl MomentTable {
         for j in 0..k {
             let c = self.dims.control_col(j);
             let new_mean_c = mean[c] + (x[c] - mean[c]) / n;
-            self.cross[cell * k + j] += (x[j] - mean[j]) * (x[c] - new_mean_c);
+            let inc = (x[j] - mean[j]) * (x[c] - new_mean_c);
+            self.cross[cell * k + j] += inc;
+            self.pooled_cross[j] += inc;
         }
         for j in 0..w {
             let d = x[j] - mean[j];
@@ -170,17 +174,23 @@ impl MomentTable {
         v / n as f64
     }
 
-    /// Covariance of the means of objective `j` and its control column.
+    /// Covariance of the means of objective `j` and its control column, shrunk like the
+    /// variances so that the 2 x 2 covariance matrix stays positive semi-definite.
     #[inline]
     pub fn cov_of_means(&self, cell: usize, j: usize) -> f64 {
         if self.exact[cell] || self.dims.kc == 0 {
             return 0.0;
         }
         let n = self.count[cell];
+        let cross = self.cross[cell * self.dims.k + j];
+        if self.shrink > 0.0 && n >= 1 && self.pooled_df > 0 {
+            let pooled = self.pooled_cross[j] / self.pooled_df as f64;
+            return (cross + self.shrink * pooled) / ((n - 1) as f64 + self.shrink) / n as f64;
+        }
         if n < 2 {
             return 0.0;
         }
-        self.cross[cell * self.dims.k + j] / ((n - 1) as f64 * n as f64)
+        cross / ((n - 1) as f64 * n as f64)
     }
 }
 

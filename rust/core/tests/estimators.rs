@@ -141,9 +141,9 @@ proptest! {
 
 #[test]
 fn tol_stops_at_the_target() {
-    let n = 10;
-    let weights = [6.0, 5.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0];
-    let f = voting(&weights, 14.0);
+    let n = 16;
+    let weights = [6.0, 5.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0, 4.0, 2.0, 2.0, 1.0, 1.0, 1.0];
+    let f = voting(&weights, 20.0);
     let mut evals = Vec::new();
     for tol in [0.02, 0.01] {
         let mut e = Engine::new(config(n, "permutation", Semivalue::Shapley, 0, None, Some(tol))).unwrap();
@@ -154,6 +154,23 @@ fn tol_stops_at_the_target() {
         evals.push(r.n_evaluations);
     }
     assert!(evals[1] > evals[0], "{evals:?}");
+}
+
+#[test]
+fn a_fully_cached_game_reports_exact_values() {
+    let n = 6;
+    let weights = [4.0, 3.0, 2.0, 2.0, 1.0, 1.0];
+    let f = voting(&weights, 7.0);
+    let truth = exact(n, &f, Semivalue::Shapley);
+    let mut e = Engine::new(config(n, "svarm", Semivalue::Shapley, 0, Some(10_000), None)).unwrap();
+    let seen = run(&mut e, &f, 16);
+    let r = e.result().unwrap();
+    assert_eq!(seen.len(), 64);
+    assert_eq!(r.stop.name(), "complete");
+    assert!(r.estimate.variance.iter().all(|&v| v == 0.0));
+    for (a, b) in r.estimate.values.iter().zip(&truth) {
+        assert!((a - b).abs() < 1e-12);
+    }
 }
 
 #[test]

@@ -142,15 +142,29 @@ impl PyEngine {
         py.detach(|| self.inner.tell(&cs, &vals, k)).map_err(|e| to_py(py, e))
     }
 
-    /// Run to completion on a native game without calling back into Python.
+    /// Run to completion on a native game without calling back into Python; returns the
+    /// estimate after each batch as `(n_evaluations, values [n, k])`.
     #[pyo3(signature = (game, control=None, batch=None))]
-    fn run_native(&mut self, py: Python<'_>, game: PyRef<'_, PyMarginGame>, control: Option<PyRef<'_, PyMarginGame>>, batch: Option<usize>) -> PyResult<()> {
+    fn run_native<'py>(
+        &mut self,
+        py: Python<'py>,
+        game: PyRef<'_, PyMarginGame>,
+        control: Option<PyRef<'_, PyMarginGame>>,
+        batch: Option<usize>,
+    ) -> PyResult<Vec<(u64, Bound<'py, PyArray2<f64>>)>> {
         let n = self.inner.n_players();
         let batch = batch.unwrap_or_else(|| (64 * rayon::current_num_threads().max(1) * (n + 1)).max(4096));
         let g = &game.inner;
         let c = control.as_ref().map(|c| &c.inner);
         let engine = &mut self.inner;
-        py.detach(|| run_native(engine, g, c.map(|x| x as &dyn Game), batch)).map_err(|e| to_py(py, e))
+        let history = py.detach(|| run_native(engine, g, c.map(|x| x as &dyn Game), batch)).map_err(|e| to_py(py, e))?;
+        history
+            .into_iter()
+            .map(|(evals, values)| {
+                let k = values.len() / n.max(1);
+                Ok((evals, matrix(py, values, n, k)?))
+            })
+            .collect()
     }
 
     #[getter]
@@ -201,7 +215,7 @@ impl PyEngine {
 }
 
 /// Native margin game `v(S) = mean_j f(sum_{i in S} margins[i, j])`.
-#[pyclass(name = "MarginGame", module = "dposhap._core", frozen)]
+#[pyclass(name = "MarginGame", module = "dposhap._core", frozen, subclass)]
 struct PyMarginGame {
     inner: MarginGame,
 }

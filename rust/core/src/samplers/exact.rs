@@ -38,6 +38,21 @@ pub fn exact_weights(n: usize, semivalue: Semivalue) -> (Vec<f64>, Vec<f64>) {
     (with, without)
 }
 
+/// Fold one coalition's utility row `v` (width `w`) into `phi` (`[n, w]`).
+#[inline]
+pub fn fold_coalition(phi: &mut [f64], c: &Coalition, v: &[f64], with: &[f64], without: &[f64]) {
+    let w = v.len();
+    let n = phi.len() / w.max(1);
+    let s = c.len();
+    for i in 0..n {
+        let (sign, wt) = if c.contains(i) { (1.0, with[s]) } else { (-1.0, without[s]) };
+        let row = &mut phi[i * w..(i + 1) * w];
+        for j in 0..w {
+            row[j] += sign * wt * v[j];
+        }
+    }
+}
+
 pub struct ExactSampler {
     n: usize,
     next: u64,
@@ -77,16 +92,7 @@ impl Sampler for ExactSampler {
             self.dims = Some(dims);
             self.phi = vec![0.0; self.n * w];
         }
-        let c = &unit.coalitions[0];
-        let v = values[0];
-        let s = c.len();
-        for i in 0..self.n {
-            let (sign, wt) = if c.contains(i) { (1.0, self.with[s]) } else { (-1.0, self.without[s]) };
-            let row = &mut self.phi[i * w..(i + 1) * w];
-            for j in 0..w {
-                row[j] += sign * wt * v[j];
-            }
-        }
+        fold_coalition(&mut self.phi, &unit.coalitions[0], values[0], &self.with, &self.without);
         self.absorbed += 1;
     }
 

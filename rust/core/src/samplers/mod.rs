@@ -7,7 +7,7 @@ mod permutation;
 mod stratified;
 mod svarm;
 
-pub use exact::{exact_weights, ExactSampler};
+pub use exact::{exact_weights, fold_coalition, ExactSampler};
 pub use kernel::KernelSampler;
 pub use msr::MsrSampler;
 pub use permutation::PermutationSampler;
@@ -80,6 +80,18 @@ impl Method {
             Semivalue::Shapley => SHAPLEY_METHODS,
             Semivalue::Banzhaf => BANZHAF_METHODS,
         };
+        if semivalue == Semivalue::Banzhaf && !allowed.contains(&name) && SHAPLEY_METHODS.contains(&name) {
+            return Err(Error::InvalidArgument(format!(
+                "method {name:?} estimates the Shapley value only; for the Banzhaf value use one of {}",
+                BANZHAF_METHODS.join(", ")
+            )));
+        }
+        if semivalue == Semivalue::Shapley && !allowed.contains(&name) && BANZHAF_METHODS.contains(&name) {
+            return Err(Error::InvalidArgument(format!(
+                "method {name:?} estimates the Banzhaf value: call dposhap.banzhaf, or use one of {} for the Shapley value",
+                SHAPLEY_METHODS.join(", ")
+            )));
+        }
         if !allowed.contains(&name) {
             return Err(Error::InvalidArgument(format!(
                 "unknown method {name:?} for the {} value: choose one of {}",

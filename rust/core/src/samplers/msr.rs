@@ -1,5 +1,10 @@
 //! Banzhaf values by maximum sample reuse (Wang & Jia 2023): every uniformly drawn coalition
-//! updates the "with" mean of its members and the "without" mean of the others.
+//! is reused by every player, `beta_i = mean_{S ni i} v(S) - mean_{S not ni i} v(S)`.
+//!
+//! Coalitions are drawn in antithetic pairs (S and its complement). Each pair then gives every
+//! player exactly one "with" and one "without" utility, so the MSR estimate is the mean of the
+//! per-pair differences `d_i = v(side with i) - v(side without i)`, and the Welford moments of
+//! `d_i` give standard errors that account for the correlation within a pair.
 
 use super::{Plan, Sampler, Unit, UnitKind};
 use crate::coalition::Coalition;
@@ -10,11 +15,12 @@ use crate::rng::Rng;
 pub struct MsrSampler {
     n: usize,
     table: Option<MomentTable>,
+    diff: Vec<f64>,
 }
 
 impl MsrSampler {
     pub fn new(n: usize) -> Self {
-        MsrSampler { n, table: None }
+        MsrSampler { n, table: None, diff: Vec::new() }
     }
 }
 
@@ -32,15 +38,22 @@ impl Sampler for MsrSampler {
             }
             i += 64;
         }
-        Plan::Unit(Unit { kind: UnitKind::Single, coalitions: vec![c] })
+        let comp = c.complement(n);
+        Plan::Unit(Unit { kind: UnitKind::Paired, coalitions: vec![c, comp] })
     }
 
     fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims) {
         let n = self.n;
-        let table = self.table.get_or_insert_with(|| MomentTable::new(2 * n, dims).with_shrinkage(super::stratified::SHRINK));
+        let w = dims.width();
+        let table = self
+            .table
+            .get_or_insert_with(|| MomentTable::new(n, dims).with_shrinkage(super::stratified::SHRINK));
+        self.diff.resize(w, 0.0);
         let c = &unit.coalitions[0];
         for i in 0..n {
-            table.push(2 * i + (!c.contains(i)) as usize, values[0]);
+            let (with, without) = if c.contains(i) { (values[0], values[1]) } else { (values[1], values[0]) };
+            super::diff_into(with, without, &mut self.diff);
+            table.push(i, &self.diff);
         }
     }
 
@@ -48,8 +61,7 @@ impl Sampler for MsrSampler {
         let table = self.table.as_ref()?;
         let mut b = EstimateBuilder::new(self.n, table.dims);
         for i in 0..self.n {
-            b.add_cell(i, 1.0, table, 2 * i);
-            b.add_cell(i, -1.0, table, 2 * i + 1);
+            b.add_cell(i, 1.0, table, i);
         }
         Some(b.finish(control_exact))
     }

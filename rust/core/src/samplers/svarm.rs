@@ -18,6 +18,8 @@ pub struct SvarmSampler {
     /// cumulative distribution over the sampled sizes 2..=n-2
     size_cdf: Vec<f64>,
     pool: Vec<u32>,
+    /// middle sizes not yet sampled once (each gets one coalition before random sizes start)
+    first_pass: std::ops::Range<usize>,
     table: Option<MomentTable>,
 }
 
@@ -47,6 +49,7 @@ impl SvarmSampler {
             warmup_planned: false,
             size_cdf,
             pool: (0..n as u32).collect(),
+            first_pass: 2..n.saturating_sub(1),
             table: None,
         }
     }
@@ -87,7 +90,10 @@ impl Sampler for SvarmSampler {
         if self.size_cdf.is_empty() {
             return Plan::Exhausted;
         }
-        let size = 2 + rng.categorical(&self.size_cdf);
+        let size = match self.first_pass.next() {
+            Some(s) => s,
+            None => 2 + rng.categorical(&self.size_cdf),
+        };
         rng.partial_shuffle(&mut self.pool, size);
         let c = Coalition::from_members(self.n, &self.pool[..size]);
         Plan::Unit(Unit { kind: UnitKind::Single, coalitions: vec![c] })
@@ -125,12 +131,40 @@ impl Sampler for SvarmSampler {
     fn estimate(&self, control_exact: Option<&[f64]>) -> Option<Estimate> {
         let table = self.table.as_ref()?;
         let n = self.n;
-        let mut b = EstimateBuilder::new(n, table.dims);
-        let w = 1.0 / n as f64;
+        let dims = table.dims;
+        let w = dims.width();
+        // a stratum nobody's coalition has reached yet borrows the mean of the same stratum of
+        // the other players (same size and side), at the pooled variance
+        let mut imputed: Vec<Option<Vec<f64>>> = vec![None; 2 * n];
+        let mut b = EstimateBuilder::new(n, dims);
+        let coef = 1.0 / n as f64;
         for i in 0..n {
             for l in 0..n {
-                b.add_cell(i, w, table, cell(n, i, l, false));
-                b.add_cell(i, -w, table, cell(n, i, l, true));
+                for without in [false, true] {
+                    let c = cell(n, i, l, without);
+                    let sign = if without { -coef } else { coef };
+                    if table.count(c) > 0 || table.is_exact(c) {
+                        b.add_cell(i, sign, table, c);
+                        continue;
+                    }
+                    let slot = &mut imputed[2 * l + without as usize];
+                    let mean = slot.get_or_insert_with(|| {
+                        let mut acc = vec![0.0; w];
+                        let mut total = 0u64;
+                        for p in 0..n {
+                            let pc = cell(n, p, l, without);
+                            let k = table.count(pc);
+                            for (j, a) in acc.iter_mut().enumerate() {
+                                *a += k as f64 * table.mean(pc, j);
+                            }
+                            total += k;
+                        }
+                        acc.iter_mut().for_each(|a| *a /= total.max(1) as f64);
+                        acc
+                    });
+                    let var: Vec<f64> = (0..w).map(|j| table.pooled_var(j)).collect();
+                    b.add_guess(i, sign, &mean[..], &var);
+                }
             }
         }
         Some(b.finish(control_exact))
@@ -140,6 +174,6 @@ impl Sampler for SvarmSampler {
         // the border strata, then a few coalitions per sampled size
         let n = self.n as u64;
         let border = border_sizes(self.n).iter().map(|&s| if s == 0 || s == self.n { 1 } else { n }).sum::<u64>();
-        border + 2 * self.size_cdf.len() as u64
+        border + self.size_cdf.len() as u64 + 2
     }
 }

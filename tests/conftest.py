@@ -1,0 +1,16 @@
+"""Shared settings of the dposhap tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+
+# the shared test games (tests/games.py) are imported as `games`
+sys.path.insert(0, str(Path(__file__).parent))
+
+# Reproducible runs: the same examples every time, no wall-clock deadline (the first call of
+# a method may be slower than the rest). Each test sets its own max_examples.
+settings.register_profile("dposhap", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("dposhap")

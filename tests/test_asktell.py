@@ -15,7 +15,7 @@ from dposhap.errors import BudgetTooSmallError, DposhapError
 from games import InteractionGame, Recorder, TableGame, saturating_sum, shapley_bruteforce, to_masks
 
 N = 10
-ALL_METHODS = [("shapley", m) for m in ["exact", "permutation", "antithetic", "stratified", "svarm", "kernel"]] + [
+ALL_METHODS = [("shapley", m) for m in ["exact", "permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]] + [
     ("banzhaf", "exact"),
     ("banzhaf", "msr"),
 ]
@@ -124,7 +124,7 @@ def test_tell_order_does_not_matter(semivalue: str, method: str) -> None:
     assert shuffled.result().n_evaluations == plain.result().n_evaluations
 
 
-@pytest.mark.parametrize("method", ["permutation", "antithetic", "svarm", "kernel"])
+@pytest.mark.parametrize("method", ["permutation", "antithetic", "svarm", "regression", "kernel"])
 def test_asking_ahead_then_telling_late_gives_the_same_result(method: str) -> None:
     """A caller may keep several batches in flight (e.g. one per worker)."""
     plain = estimator("shapley", N, method, seed=8, budget=500)

@@ -112,7 +112,7 @@ def test_exact_budget_below_two_to_the_n() -> None:
 
 @pytest.mark.parametrize(
     ("semivalue", "method"),
-    [("shapley", m) for m in ["permutation", "antithetic", "stratified", "svarm", "kernel"]] + [("banzhaf", "msr")],
+    [("shapley", m) for m in ["permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]] + [("banzhaf", "msr")],
 )
 def test_budget_too_small_for_the_method(semivalue: str, method: str) -> None:
     fn = dposhap.shapley if semivalue == "shapley" else dposhap.banzhaf
@@ -160,7 +160,7 @@ def test_sampling_without_a_stopping_rule() -> None:
 
 def test_banzhaf_with_a_shapley_only_method() -> None:
     """The message says the method exists but estimates the Shapley value (not "unknown")."""
-    for method in ["permutation", "antithetic", "stratified", "svarm", "kernel"]:
+    for method in ["permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]:
         with pytest.raises(InvalidArgumentError, match=f'"{method}".*msr') as info:
             dposhap.banzhaf(GAME, N, method=method, budget=500)
         assert "Shapley value only" in str(info.value), str(info.value)
@@ -321,7 +321,7 @@ def failing_on_call(k: int, exc: BaseException | None = None, base=GAME):
     return utility, calls
 
 
-@pytest.mark.parametrize("method", ["permutation", "svarm", "kernel", "exact"])
+@pytest.mark.parametrize("method", ["permutation", "svarm", "regression", "kernel", "exact"])
 def test_an_exception_mid_run_keeps_the_partial_result(method: str) -> None:
     utility, calls = failing_on_call(3, RuntimeError("GPU fell over"))
     with pytest.raises(RuntimeError, match="GPU fell over") as info:

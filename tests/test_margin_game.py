@@ -143,7 +143,7 @@ def test_additive_values_only_for_the_mean_game(kind: str) -> None:
 # sampled values: the native run against the Python loop
 
 
-SAMPLED = [("shapley", m) for m in ["permutation", "antithetic", "svarm", "kernel"]] + [("banzhaf", "msr")]
+SAMPLED = [("shapley", m) for m in ["permutation", "antithetic", "svarm", "regression", "kernel"]] + [("banzhaf", "msr")]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -337,7 +337,7 @@ impl Engine {
             }
         }
         if let (Some(tol), false) = (self.tol, self.method == Method::Exact || self.all_known) {
-            if !self.converged && self.n_units >= MIN_UNITS_FOR_TOL {
+            if !self.converged && self.n_units >= MIN_UNITS_FOR_TOL && self.sampler.tol_ready() {
                 if let Some(est) = self.sampler.estimate(self.control_exact.as_deref()) {
                     if est.max_stderr() <= tol {
                         self.converged = true;

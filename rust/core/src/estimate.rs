@@ -110,8 +110,11 @@ impl EstimateBuilder {
                     let cv = self.cov[o];
                     // a control without spread (e.g. an additive game under permutation sampling,
                     // whose marginals are constant) carries no information: leave it out
-                    let noise = 1e-20 * self.g_value[o] * self.g_value[o];
-                    if !(gv > noise) || !gv.is_finite() || !cv.is_finite() || !est.variance[o].is_finite() {
+                    // (also a control that only carries rounding noise, or whose moments are
+                    // inconsistent, is left out)
+                    let noise = 1e-14 * self.g_value[o] * self.g_value[o];
+                    let vv = est.variance[o];
+                    if !(gv > noise) || !gv.is_finite() || !cv.is_finite() || !vv.is_finite() || cv * cv > vv * gv * (1.0 + 1e-9) {
                         continue;
                     }
                     let coef = cv / gv;

@@ -72,7 +72,7 @@ fn every_estimator_converges_within_its_stderr() {
     let weights = [9.0, 7.0, 5.0, 5.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0];
     let f = voting(&weights, 20.0);
     let truth = exact(n, &f, Semivalue::Shapley);
-    for method in ["permutation", "antithetic", "stratified", "svarm", "kernel"] {
+    for method in ["permutation", "antithetic", "stratified", "svarm", "regression", "kernel"] {
         let mut e = Engine::new(config(n, method, Semivalue::Shapley, 3, Some(1800), None)).unwrap();
         let seen = run(&mut e, &f, 256);
         let r = e.result().unwrap();
@@ -105,8 +105,8 @@ proptest! {
 
     /// The budget is never exceeded, no coalition is handed out twice, and the count is exact.
     #[test]
-    fn budget_and_cache(method_ix in 0usize..5, n in 2usize..9, budget in 20u64..400, batch in 1usize..64, seed in 0u64..1000) {
-        let method = ["permutation", "antithetic", "svarm", "kernel", "stratified"][method_ix];
+    fn budget_and_cache(method_ix in 0usize..6, n in 2usize..9, budget in 20u64..400, batch in 1usize..64, seed in 0u64..1000) {
+        let method = ["permutation", "antithetic", "svarm", "kernel", "stratified", "regression"][method_ix];
         let weights: Vec<f64> = (0..n).map(|i| (i % 3 + 1) as f64).collect();
         let quota = weights.iter().sum::<f64>() / 2.0;
         let f = voting(&weights, quota);
@@ -123,8 +123,8 @@ proptest! {
 
     /// Results do not depend on the batch size when the run stops on a budget.
     #[test]
-    fn batch_size_does_not_change_results(method_ix in 0usize..5, b1 in 1usize..50, b2 in 50usize..500, seed in 0u64..100) {
-        let method = ["permutation", "antithetic", "svarm", "kernel", "stratified"][method_ix];
+    fn batch_size_does_not_change_results(method_ix in 0usize..6, b1 in 1usize..50, b2 in 50usize..500, seed in 0u64..100) {
+        let method = ["permutation", "antithetic", "svarm", "kernel", "stratified", "regression"][method_ix];
         let n = 9;
         let weights = [4.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0];
         let f = voting(&weights, 9.0);

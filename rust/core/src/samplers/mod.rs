@@ -47,12 +47,14 @@ pub enum Method {
     Antithetic,
     Stratified,
     Svarm,
+    SvarmRegression,
     Kernel,
     Msr,
 }
 
 /// Methods accepted for each semivalue, in the order the documentation lists them.
-pub const SHAPLEY_METHODS: &[&str] = &["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "kernel"];
+pub const SHAPLEY_METHODS: &[&str] =
+    &["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "regression", "kernel"];
 pub const BANZHAF_METHODS: &[&str] = &["auto", "exact", "msr"];
 
 impl Method {
@@ -63,6 +65,7 @@ impl Method {
             Method::Antithetic => "antithetic",
             Method::Stratified => "stratified",
             Method::Svarm => "svarm",
+            Method::SvarmRegression => "regression",
             Method::Kernel => "kernel",
             Method::Msr => "msr",
         }
@@ -72,9 +75,8 @@ impl Method {
     ///
     /// `auto` is exact enumeration when all `2^n` coalitions fit in the budget (or `n <= 10`
     /// without a budget), otherwise the estimator the benchmark in `bench/shapley` found most
-    /// accurate: stratified SVARM for the Shapley value and MSR for the Banzhaf value. With
-    /// only `tol` it is the antithetic permutation estimator, whose standard errors are
-    /// reliable from the first samples.
+    /// accurate: regression-adjusted stratified SVARM for the Shapley value, MSR for the
+    /// Banzhaf value.
     pub fn resolve(name: &str, semivalue: Semivalue, n: usize, budget: Option<u64>) -> Result<Self> {
         let allowed = match semivalue {
             Semivalue::Shapley => SHAPLEY_METHODS,
@@ -114,10 +116,8 @@ impl Method {
                     Method::Exact
                 } else if semivalue == Semivalue::Banzhaf {
                     Method::Msr
-                } else if budget.is_none() {
-                    Method::Antithetic
                 } else {
-                    Method::Svarm
+                    Method::SvarmRegression
                 }
             }
             "exact" => Method::Exact,
@@ -125,6 +125,7 @@ impl Method {
             "antithetic" => Method::Antithetic,
             "stratified" => Method::Stratified,
             "svarm" => Method::Svarm,
+            "regression" => Method::SvarmRegression,
             "kernel" => Method::Kernel,
             "msr" => Method::Msr,
             _ => unreachable!(),
@@ -143,6 +144,8 @@ pub enum UnitKind {
     Marginal { player: u32 },
     /// One coalition, absorbed on its own.
     Single,
+    /// One coalition drawn at random (as opposed to enumerated).
+    Sampled,
     /// A coalition and its complement.
     Paired,
     /// The empty and the grand coalition (needed first by the regression estimator).
@@ -209,6 +212,10 @@ pub trait Sampler: Send + Sync {
     fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims);
     /// The current estimate (None before anything was absorbed).
     fn estimate(&self, control_exact: Option<&[f64]>) -> Option<Estimate>;
+    /// Whether the standard errors are trustworthy enough for `tol` to stop the run.
+    fn tol_ready(&self) -> bool {
+        true
+    }
     /// Whether the same coalition can be proposed twice (enables the utility cache).
     fn repeats(&self) -> bool {
         true
@@ -245,7 +252,8 @@ pub fn make_sampler(method: Method, opts: &SamplerOptions) -> Result<Box<dyn Sam
         Method::Permutation => Box::new(PermutationSampler::new(n, false)),
         Method::Antithetic => Box::new(PermutationSampler::new(n, true)),
         Method::Stratified => Box::new(StratifiedSampler::new(n, opts.budget, opts.pilot)),
-        Method::Svarm => Box::new(SvarmSampler::new(n)),
+        Method::Svarm => Box::new(SvarmSampler::new(n, opts.budget, false)),
+        Method::SvarmRegression => Box::new(SvarmSampler::new(n, opts.budget, true)),
         Method::Kernel => Box::new(KernelSampler::new(n)),
         Method::Msr => Box::new(MsrSampler::new(n)),
     })

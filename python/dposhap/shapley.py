@@ -24,6 +24,8 @@ MAX_AUTO_CONTROL_PLAYERS = 16
 #: Players up to which the exact values of a native control game are computed by enumeration.
 MAX_NATIVE_EXACT_PLAYERS = 24
 DEFAULT_BATCH = 1024
+#: Estimates enter the history each time the evaluation count has grown by this factor.
+HISTORY_GROWTH = 1.1
 
 
 @dataclass
@@ -51,7 +53,8 @@ class ShapleyResult:
     control_coef
         The control-variate coefficient per value (zeros without a control game).
     history
-        ``(n_evaluations, values)`` after each batch, for convergence plots.
+        ``(n_evaluations, values)`` as the run went (every 10% more evaluations, and at the
+        end), for convergence plots.
     seconds
         Wall time of the run.
     """
@@ -266,9 +269,14 @@ class ShapleyEstimator:
             raise InvalidArgumentError("control utilities were given but the estimator has no control_values")
         self._engine.tell(coalitions, u, u.shape[1] - kc)
 
-    def _record(self) -> None:
+    def _record(self, force: bool = False) -> None:
+        """Add the current estimate to :attr:`history`, at geometrically spaced evaluation
+        counts (every 10% more) so that recording stays cheap whatever the batch size."""
+        evals = self._engine.n_evaluations
+        if not force and self.history and evals < HISTORY_GROWTH * self.history[-1][0]:
+            return
         snap = self._engine.result()
-        if snap is not None:
+        if snap is not None and (not self.history or self.history[-1][0] != int(snap["n_evaluations"])):
             self.history.append((int(snap["n_evaluations"]), self._shape(snap["values"])))
 
     def _shape(self, arr: np.ndarray) -> np.ndarray:
@@ -428,6 +436,7 @@ def _run(
     finally:
         if bar is not None:
             bar.close()
+    est._record(force=True)
     res = est.result()
     res.seconds = time.perf_counter() - started
     return res

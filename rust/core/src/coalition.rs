@@ -1,8 +1,11 @@
 //! Coalitions as bitsets of any width.
 
-/// A set of players as a bitset; works for any number of players.
+use smallvec::SmallVec;
+
+/// A set of players as a bitset; works for any number of players, and stays off the heap up
+/// to 128 players.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct Coalition(Box<[u64]>);
+pub struct Coalition(SmallVec<[u64; 2]>);
 
 /// Number of 64-bit words needed for `n` players.
 #[inline]
@@ -13,7 +16,7 @@ pub fn words_for(n: usize) -> usize {
 impl Coalition {
     /// The empty coalition for `n` players.
     pub fn empty(n: usize) -> Self {
-        Coalition(vec![0u64; words_for(n)].into_boxed_slice())
+        Coalition(SmallVec::from_elem(0u64, words_for(n)))
     }
 
     /// The grand coalition of `n` players.
@@ -37,9 +40,20 @@ impl Coalition {
     /// Build from a boolean membership row of length `n`.
     pub fn from_bools(row: &[bool]) -> Self {
         let mut c = Self::empty(row.len());
-        for (i, &b) in row.iter().enumerate() {
+        // eight bools (bytes of 0 or 1) at a time: one multiply gathers their low bits
+        let mut chunks = row.chunks_exact(8);
+        for (k, chunk) in chunks.by_ref().enumerate() {
+            let mut bytes = [0u8; 8];
+            for (b, &x) in bytes.iter_mut().zip(chunk) {
+                *b = x as u8;
+            }
+            let bits = u64::from_le_bytes(bytes).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+            c.0[k / 8] |= bits << (8 * (k % 8));
+        }
+        let done = row.len() - chunks.remainder().len();
+        for (i, &b) in chunks.remainder().iter().enumerate() {
             if b {
-                c.insert(i);
+                c.insert(done + i);
             }
         }
         c

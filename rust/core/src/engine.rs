@@ -32,6 +32,19 @@ pub struct EngineConfig {
     pub control_exact: Option<Vec<f64>>,
 }
 
+/// Where a coalition stands in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// planned, waiting to be handed out
+    Queued,
+    /// handed out, utility not yet told
+    Sent,
+    /// being told (only inside `tell`)
+    Telling,
+    /// utility known, in row `0` of the store
+    Known(u32),
+}
+
 /// Why a run stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -73,11 +86,13 @@ pub struct Engine {
     tol: Option<f64>,
     control_exact: Option<Vec<f64>>,
     dims: Option<Dims>,
-    cache: FxHashMap<Coalition, u32>,
+    /// every coalition planned, handed out or evaluated in this run (the utility cache)
+    slots: FxHashMap<Coalition, Slot>,
+    n_known: usize,
+    /// coalitions planned or handed out whose utility is not known yet
+    n_pending: usize,
     store: Vec<f64>,
     free_rows: Vec<u32>,
-    /// coalitions planned but not yet told: false while waiting to be sent, true once sent
-    requested: FxHashMap<Coalition, bool>,
     to_send: VecDeque<Coalition>,
     queue: VecDeque<Unit>,
     n_sent: u64,
@@ -152,10 +167,11 @@ impl Engine {
             tol: cfg.tol,
             control_exact: cfg.control_exact,
             dims: None,
-            cache: FxHashMap::default(),
+            slots: FxHashMap::default(),
+            n_known: 0,
+            n_pending: 0,
             store: Vec::new(),
             free_rows: Vec::new(),
-            requested: FxHashMap::default(),
             to_send: VecDeque::new(),
             queue: VecDeque::new(),
             n_sent: 0,
@@ -183,11 +199,11 @@ impl Engine {
 
     /// Coalitions handed out and not yet told.
     pub fn n_outstanding(&self) -> usize {
-        self.requested.len() - self.to_send.len()
+        self.n_pending - self.to_send.len()
     }
 
     pub fn done(&self) -> bool {
-        self.converged || self.all_known || (self.exhausted && self.to_send.is_empty() && self.requested.is_empty())
+        self.converged || self.all_known || (self.exhausted && self.n_pending == 0)
     }
 
     /// True when every coalition's utility is known and the values are exact.
@@ -211,20 +227,27 @@ impl Engine {
                 }
                 Plan::Unit(u) => u,
             };
+            // mark the unit's new coalitions as queued (the map also catches repeats inside the
+            // unit); undo it if the unit does not fit in the budget
             let mut new: Vec<&Coalition> = Vec::new();
             for c in &unit.coalitions {
-                if !self.cache.contains_key(c) && !self.requested.contains_key(c) && !new.contains(&c) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.slots.entry(c.clone()) {
+                    slot.insert(Slot::Queued);
                     new.push(c);
                 }
             }
             if let Some(b) = self.budget {
                 if self.n_sent + self.to_send.len() as u64 + new.len() as u64 > b {
+                    for c in new {
+                        self.slots.remove(c);
+                    }
                     self.exhausted = true;
                     self.budget_hit = true;
                     break;
                 }
             }
-            if new.is_empty() {
+            let free = new.is_empty();
+            if free {
                 self.free_streak += 1;
                 if self.free_streak >= FREE_UNIT_LIMIT {
                     self.exhausted = true;
@@ -232,13 +255,10 @@ impl Engine {
             } else {
                 self.free_streak = 0;
             }
-            for c in new {
-                self.requested.insert(c.clone(), false);
-                self.to_send.push_back(c.clone());
-            }
-            let free = unit.coalitions.iter().all(|c| self.cache.contains_key(c));
+            self.n_pending += new.len();
+            self.to_send.extend(new.into_iter().cloned());
             self.queue.push_back(unit);
-            if free {
+            if free && self.queue.len() == 1 {
                 self.absorb_ready();
             }
         }
@@ -253,8 +273,8 @@ impl Engine {
         let take = max_batch.min(self.to_send.len());
         let out: Vec<Coalition> = self.to_send.drain(..take).collect();
         for c in &out {
-            if let Some(sent) = self.requested.get_mut(c) {
-                *sent = true;
+            if let Some(slot) = self.slots.get_mut(c) {
+                *slot = Slot::Sent;
             }
         }
         self.n_sent += out.len() as u64;
@@ -302,18 +322,31 @@ impl Engine {
                 )));
             }
         }
-        let mut seen = rustc_hash::FxHashSet::default();
-        for c in coalitions {
-            if self.requested.get(c) != Some(&true) || !seen.insert(c) {
-                return Err(Error::Protocol(format!(
-                    "coalition {:?} was told but not asked (or told twice): tell only the coalitions ask returned, each once",
-                    c.members().collect::<Vec<_>>()
-                )));
+        // every coalition must be out and not told yet; repeats inside the batch are caught by
+        // marking each one as it is checked (and unmarked if the batch is refused)
+        let mut refused = None;
+        for (r, c) in coalitions.iter().enumerate() {
+            match self.slots.get_mut(c) {
+                Some(slot @ Slot::Sent) => *slot = Slot::Telling,
+                _ => {
+                    refused = Some(r);
+                    break;
+                }
             }
+        }
+        if let Some(r) = refused {
+            for c in &coalitions[..r] {
+                if let Some(slot) = self.slots.get_mut(c) {
+                    *slot = Slot::Sent;
+                }
+            }
+            return Err(Error::Protocol(format!(
+                "coalition {:?} was told but not asked (or told twice): tell only the coalitions ask returned, each once",
+                coalitions[r].members().collect::<Vec<_>>()
+            )));
         }
         self.dims = Some(dims);
         for (c, row) in coalitions.iter().zip(values.chunks(width)) {
-            self.requested.remove(c);
             let slot = match self.free_rows.pop() {
                 Some(s) => {
                     let s_us = s as usize;
@@ -325,30 +358,36 @@ impl Engine {
                     (self.store.len() / width - 1) as u32
                 }
             };
-            self.cache.insert(c.clone(), slot);
+            *self.slots.get_mut(c).expect("checked above") = Slot::Known(slot);
+            self.n_known += 1;
+            self.n_pending -= 1;
         }
         self.absorb_ready();
-        if self.sampler.repeats() && self.n <= MAX_CACHE_EXACT_PLAYERS && self.cache.len() == 1usize << self.n {
+        if self.sampler.repeats() && self.n <= MAX_CACHE_EXACT_PLAYERS && self.n_known == 1usize << self.n {
             // nothing is left to sample: stop and report the exact values from the cache
             self.all_known = true;
             self.exhausted = true;
-            for c in self.to_send.drain(..) {
-                self.requested.remove(&c);
-            }
+            self.drop_unsent();
         }
         if let (Some(tol), false) = (self.tol, self.method == Method::Exact || self.all_known) {
             if !self.converged && self.n_units >= MIN_UNITS_FOR_TOL && self.sampler.tol_ready() {
                 if let Some(est) = self.sampler.estimate(self.control_exact.as_deref()) {
                     if est.max_stderr() <= tol {
                         self.converged = true;
-                        for c in self.to_send.drain(..) {
-                            self.requested.remove(&c);
-                        }
+                        self.drop_unsent();
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Forget the planned coalitions that were not handed out.
+    fn drop_unsent(&mut self) {
+        for c in self.to_send.drain(..) {
+            self.slots.remove(&c);
+            self.n_pending -= 1;
+        }
     }
 
     /// Feed the sampler every leading unit whose utilities are all known, in planning order.
@@ -359,9 +398,9 @@ impl Engine {
         while let Some(front) = self.queue.front() {
             let mut rows = Vec::with_capacity(front.coalitions.len());
             for c in &front.coalitions {
-                match self.cache.get(c) {
-                    Some(&r) => rows.push(r as usize),
-                    None => return,
+                match self.slots.get(c) {
+                    Some(&Slot::Known(r)) => rows.push(r as usize),
+                    _ => return,
                 }
             }
             let unit = self.queue.pop_front().expect("front exists");
@@ -370,8 +409,9 @@ impl Engine {
             self.n_units += 1;
             if !repeats {
                 for c in &unit.coalitions {
-                    if let Some(r) = self.cache.remove(c) {
+                    if let Some(Slot::Known(r)) = self.slots.remove(c) {
                         self.free_rows.push(r);
+                        self.n_known -= 1;
                     }
                 }
             }
@@ -385,10 +425,13 @@ impl Engine {
         let (with, without) = crate::samplers::exact_weights(self.n, self.semivalue);
         let mut phi = vec![0.0; self.n * w];
         // a fixed order keeps the floating-point sum reproducible
-        let mut entries: Vec<(&Coalition, &u32)> = self.cache.iter().collect();
+        let mut entries: Vec<(&Coalition, usize)> = self
+            .slots
+            .iter()
+            .filter_map(|(c, s)| if let Slot::Known(r) = s { Some((c, *r as usize)) } else { None })
+            .collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (c, &r) in entries {
-            let r = r as usize;
+        for (c, r) in entries {
             crate::samplers::fold_coalition(&mut phi, c, &self.store[r * w..(r + 1) * w], &with, &without);
         }
         let mut values = vec![0.0; self.n * k];
@@ -417,7 +460,7 @@ impl Engine {
 
     /// Whether the cache holds the utility of `c` (for tests and diagnostics).
     pub fn is_cached(&self, c: &Coalition) -> bool {
-        self.cache.contains_key(c)
+        matches!(self.slots.get(c), Some(Slot::Known(_)))
     }
 
     /// The units planned and not yet absorbed, in order (native evaluation reads their shapes).

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install build cargo-test pytest bench-shapley clean
+.PHONY: test install cargo-test pytest demo bench-shapley clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ pytest: install
 	exit $$rc
 
 test: install cargo-test pytest
+
+demo: install
+	$(PY) examples/margins_demo.py
 
 bench-shapley: install
 	bash bench/shapley/run.sh

@@ -12,7 +12,7 @@ from . import _core
 from .errors import DposhapError, InvalidArgumentError, UtilityError
 from .games import MarginGame
 
-ShapleyMethod = Literal["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "kernel"]
+ShapleyMethod = Literal["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]
 BanzhafMethod = Literal["auto", "exact", "msr"]
 Semivalue = Literal["shapley", "banzhaf"]
 
@@ -25,7 +25,7 @@ MAX_AUTO_CONTROL_PLAYERS = 16
 MAX_NATIVE_EXACT_PLAYERS = 24
 DEFAULT_BATCH = 1024
 #: Estimates enter the history each time the evaluation count has grown by this factor.
-HISTORY_GROWTH = 1.1
+HISTORY_GROWTH = 1.25
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ShapleyResult:
     control_coef
         The control-variate coefficient per value (zeros without a control game).
     history
-        ``(n_evaluations, values)`` as the run went (every 10% more evaluations, and at the
+        ``(n_evaluations, values)`` as the run went (every 25% more evaluations, and at the
         end), for convergence plots.
     seconds
         Wall time of the run.
@@ -146,10 +146,12 @@ class ShapleyEstimator:
     n_players
         Number of players (data sources).
     method
-        ``"auto"`` (exact enumeration when ``2**n <= budget``, else the estimator found most
+        ``"auto"`` (exact enumeration when ``2**n <= budget``, else ``"regression"``, the most
         accurate in ``bench/shapley``), ``"exact"``, ``"permutation"``, ``"antithetic"``,
         ``"stratified"`` (Neyman allocation over player x size strata), ``"svarm"`` (stratified
-        SVARM), ``"kernel"`` (unbiased KernelSHAP, paired).
+        SVARM), ``"regression"`` (a surrogate game with main and pair effects fitted to the
+        evaluated coalitions, whose exact values are known, plus stratified SVARM on its
+        residuals), ``"kernel"`` (unbiased KernelSHAP, paired).
     seed
         Seed of the coalition sampler; the same seed gives the same coalitions everywhere.
     budget
@@ -271,11 +273,11 @@ class ShapleyEstimator:
 
     def _record(self, force: bool = False) -> None:
         """Add the current estimate to :attr:`history`, at geometrically spaced evaluation
-        counts (every 10% more) so that recording stays cheap whatever the batch size."""
+        counts (every 25% more) so that recording stays cheap whatever the batch size."""
         evals = self._engine.n_evaluations
         if not force and self.history and evals < HISTORY_GROWTH * self.history[-1][0]:
             return
-        snap = self._engine.result()
+        snap = self._engine.snapshot()
         if snap is not None and (not self.history or self.history[-1][0] != int(snap["n_evaluations"])):
             self.history.append((int(snap["n_evaluations"]), self._shape(snap["values"])))
 
@@ -467,7 +469,7 @@ def shapley(
         Number of players; taken from a native game or from ``names`` when omitted.
     method
         See :class:`ShapleyEstimator`. ``"auto"`` enumerates exactly when ``2**n`` fits the
-        budget (or ``n <= 10`` without one).
+        budget (or ``n <= 10`` without one), and otherwise runs ``"regression"``.
     budget
         Most utility evaluations (distinct coalitions); never exceeded.
     tol

@@ -371,7 +371,7 @@ impl Engine {
         }
         if let (Some(tol), false) = (self.tol, self.method == Method::Exact || self.all_known) {
             if !self.converged && self.n_units >= MIN_UNITS_FOR_TOL && self.sampler.tol_ready() {
-                if let Some(est) = self.sampler.estimate(self.control_exact.as_deref()) {
+                if let Some(est) = self.sampler.estimate_quick(self.control_exact.as_deref()) {
                     if est.max_stderr() <= tol {
                         self.converged = true;
                         self.drop_unsent();
@@ -443,10 +443,22 @@ impl Engine {
 
     /// The current estimate (None before any unit has been absorbed).
     pub fn result(&self) -> Option<ResultSnapshot> {
+        self.result_with(false)
+    }
+
+    /// A cheaper estimate for progress reports, which may reuse earlier work of the sampler.
+    pub fn snapshot(&self) -> Option<ResultSnapshot> {
+        self.result_with(true)
+    }
+
+    fn result_with(&self, quick: bool) -> Option<ResultSnapshot> {
+        let control = self.control_exact.as_deref();
         let estimate = if self.all_known {
             self.exact_from_cache()?
+        } else if quick {
+            self.sampler.estimate_quick(control)?
         } else {
-            self.sampler.estimate(self.control_exact.as_deref())?
+            self.sampler.estimate(control)?
         };
         let stop = if self.converged {
             StopReason::Tolerance

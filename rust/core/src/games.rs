@@ -351,7 +351,7 @@ pub fn run_native(engine: &mut Engine, game: &dyn Game, control: Option<&dyn Gam
             }
         }
         engine.tell(&asked, &values, k)?;
-        if let Some(r) = engine.result() {
+        if let Some(r) = engine.snapshot() {
             history.push((r.n_evaluations, r.estimate.values));
         }
     }

@@ -3,6 +3,7 @@
 
 use dposhap_core::{
     engine::StopReason, exact_native, run_native, Coalition, Engine, EngineConfig, Error, Game, MarginGame,
+    ResultSnapshot,
     MarginKind, Semivalue,
 };
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -199,19 +200,27 @@ impl PyEngine {
 
     /// The current estimate as a dict, or None before any utility was absorbed.
     fn result<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(snap) = self.inner.result() else { return Ok(None) };
-        let est = &snap.estimate;
-        let d = PyDict::new(py);
-        d.set_item("values", matrix(py, est.values.clone(), est.n, est.k)?)?;
-        d.set_item("stderr", matrix(py, est.stderr(), est.n, est.k)?)?;
-        d.set_item("control_coef", matrix(py, est.control_coef.clone(), est.n, est.k)?)?;
-        d.set_item("n_evaluations", snap.n_evaluations)?;
-        d.set_item("n_units", snap.n_units)?;
-        d.set_item("method", snap.method.name())?;
-        d.set_item("stop", snap.stop.name())?;
-        d.set_item("done", snap.stop != StopReason::Running)?;
-        Ok(Some(d))
+        self.inner.result().map(|snap| snapshot_dict(py, &snap)).transpose()
     }
+
+    /// A cheaper estimate for progress reports (may reuse earlier cross-validation).
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.inner.snapshot().map(|snap| snapshot_dict(py, &snap)).transpose()
+    }
+}
+
+fn snapshot_dict<'py>(py: Python<'py>, snap: &ResultSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let est = &snap.estimate;
+    let d = PyDict::new(py);
+    d.set_item("values", matrix(py, est.values.clone(), est.n, est.k)?)?;
+    d.set_item("stderr", matrix(py, est.stderr(), est.n, est.k)?)?;
+    d.set_item("control_coef", matrix(py, est.control_coef.clone(), est.n, est.k)?)?;
+    d.set_item("n_evaluations", snap.n_evaluations)?;
+    d.set_item("n_units", snap.n_units)?;
+    d.set_item("method", snap.method.name())?;
+    d.set_item("stop", snap.stop.name())?;
+    d.set_item("done", snap.stop != StopReason::Running)?;
+    Ok(d)
 }
 
 /// Native margin game `v(S) = mean_j f(sum_{i in S} margins[i, j])`.

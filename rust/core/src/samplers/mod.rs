@@ -212,6 +212,11 @@ pub trait Sampler: Send + Sync {
     fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims);
     /// The current estimate (None before anything was absorbed).
     fn estimate(&self, control_exact: Option<&[f64]>) -> Option<Estimate>;
+    /// An estimate for progress reports and stopping checks, which may reuse earlier work
+    /// (e.g. hyper-parameters chosen by cross-validation); `estimate` is the reference.
+    fn estimate_quick(&self, control_exact: Option<&[f64]>) -> Option<Estimate> {
+        self.estimate(control_exact)
+    }
     /// Whether the standard errors are trustworthy enough for `tol` to stop the run.
     fn tol_ready(&self) -> bool {
         true

@@ -110,6 +110,8 @@ struct SurrogateFit {
     vn: Vec<f64>,
     /// every absorbed coalition with its utilities and fold (2 = enumerated), for the residual pass
     samples: Vec<(Coalition, Vec<f64>, u8)>,
+    /// the ridge per utility column chosen by the last cross-validation (for quick estimates)
+    chosen: std::sync::Mutex<Option<Vec<f64>>>,
 }
 
 impl SurrogateFit {
@@ -128,6 +130,7 @@ impl SurrogateFit {
             v0: vec![0.0; w],
             vn: vec![0.0; w],
             samples: Vec::new(),
+            chosen: std::sync::Mutex::new(None),
         }
     }
 
@@ -228,14 +231,46 @@ impl SurrogateFit {
     }
 
     /// The fit on every coalition, the pair-effect ridge of each utility column chosen by
-    /// two-fold cross-validation (the squared residual the residual pass would see).
-    fn solve(&self) -> Option<Vec<f64>> {
+    /// two-fold cross-validation (the squared residual the residual pass would see). With
+    /// `quick`, the ridges of the last cross-validation are reused when there are any.
+    fn solve(&self, quick: bool) -> Option<Vec<f64>> {
         let default = QUADRATIC_RIDGES[QUADRATIC_RIDGES.len() / 2];
         if !self.quadratic || self.n_fold[0] < 2 || self.n_fold[1] < 2 {
             return self.solve_with(&[0, 1], default);
         }
-        let (w, p) = (self.v0.len(), self.p);
-        let mut best = vec![(f64::INFINITY, default); w];
+        let w = self.v0.len();
+        let cached = if quick { self.chosen.lock().ok().and_then(|c| c.clone()) } else { None };
+        let ridges = match cached {
+            Some(r) if r.len() == w => r,
+            _ => {
+                let r = self.cross_validate();
+                if let Ok(mut c) = self.chosen.lock() {
+                    *c = Some(r.clone());
+                }
+                r
+            }
+        };
+        // one solve per distinct ridge; each column takes the coefficients of its own
+        let p = self.p;
+        let mut coef = vec![0.0; p * w];
+        let mut distinct = ridges.clone();
+        distinct.sort_by(|a, b| a.partial_cmp(b).expect("finite ridges"));
+        distinct.dedup();
+        for ridge in distinct {
+            let full = self.solve_with(&[0, 1], ridge)?;
+            for j in (0..w).filter(|&j| ridges[j] == ridge) {
+                for f in 0..p {
+                    coef[f * w + j] = full[f * w + j];
+                }
+            }
+        }
+        Some(coef)
+    }
+
+    /// The ridge per utility column with the smallest two-fold cross-validated squared residual.
+    fn cross_validate(&self) -> Vec<f64> {
+        let w = self.v0.len();
+        let mut best = vec![(f64::INFINITY, QUADRATIC_RIDGES[QUADRATIC_RIDGES.len() / 2]); w];
         let mut r = vec![0.0; w];
         for &ridge in QUADRATIC_RIDGES {
             let fits = [self.solve_with(&[1], ridge), self.solve_with(&[0], ridge)];
@@ -257,20 +292,7 @@ impl SurrogateFit {
                 }
             }
         }
-        // one solve per distinct ridge; each column takes the coefficients of its own
-        let mut coef = vec![0.0; p * w];
-        let mut ridges: Vec<f64> = best.iter().map(|b| b.1).collect();
-        ridges.sort_by(|a, b| a.partial_cmp(b).expect("finite ridges"));
-        ridges.dedup();
-        for ridge in ridges {
-            let full = self.solve_with(&[0, 1], ridge)?;
-            for j in (0..w).filter(|&j| best[j].1 == ridge) {
-                for f in 0..p {
-                    coef[f * w + j] = full[f * w + j];
-                }
-            }
-        }
-        Some(coef)
+        best.into_iter().map(|b| b.1).collect()
     }
 
     /// Exact Shapley values `[n, w]` of the surrogate with coefficients `coef`.
@@ -492,6 +514,24 @@ impl SvarmSampler {
         }
         b.finish(control_exact)
     }
+
+    fn estimate_with(&self, control_exact: Option<&[f64]>, quick: bool) -> Option<Estimate> {
+        let table = self.table.as_ref()?;
+        let coef = self.fit.as_ref().and_then(|f| if f.n_sampled > 0 { f.solve(quick) } else { None });
+        let (Some(coef), Some(fit)) = (coef, self.fit.as_ref()) else {
+            return Some(self.estimate_from(table, None, control_exact));
+        };
+        // SVARM on the residuals of the surrogate, plus the surrogate's exact values
+        let n = self.n;
+        let dims = table.dims;
+        let mut residual = self.new_table(dims);
+        let mut r = vec![0.0; dims.width()];
+        for (c, v, _) in &fit.samples {
+            fit.residual(c, v, &coef, &mut r);
+            Self::push_coalition(&mut residual, n, c, &r);
+        }
+        Some(self.estimate_from(&residual, Some(&fit.shapley(&coef)), control_exact))
+    }
 }
 
 impl Sampler for SvarmSampler {
@@ -537,21 +577,11 @@ impl Sampler for SvarmSampler {
     }
 
     fn estimate(&self, control_exact: Option<&[f64]>) -> Option<Estimate> {
-        let table = self.table.as_ref()?;
-        let coef = self.fit.as_ref().and_then(|f| if f.n_sampled > 0 { f.solve() } else { None });
-        let (Some(coef), Some(fit)) = (coef, self.fit.as_ref()) else {
-            return Some(self.estimate_from(table, None, control_exact));
-        };
-        // SVARM on the residuals of the surrogate, plus the surrogate's exact values
-        let n = self.n;
-        let dims = table.dims;
-        let mut residual = self.new_table(dims);
-        let mut r = vec![0.0; dims.width()];
-        for (c, v, _) in &fit.samples {
-            fit.residual(c, v, &coef, &mut r);
-            Self::push_coalition(&mut residual, n, c, &r);
-        }
-        Some(self.estimate_from(&residual, Some(&fit.shapley(&coef)), control_exact))
+        self.estimate_with(control_exact, false)
+    }
+
+    fn estimate_quick(&self, control_exact: Option<&[f64]>) -> Option<Estimate> {
+        self.estimate_with(control_exact, true)
     }
 
     /// Every stratum has been reached (none borrows its mean from the others), and a surrogate

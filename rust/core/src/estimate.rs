@@ -28,6 +28,15 @@ impl Estimate {
     }
 }
 
+/// The estimate of a table with one cell per player (`phi_i = mean_i`).
+pub fn per_player(n: usize, table: &MomentTable, control_exact: Option<&[f64]>) -> Estimate {
+    let mut b = EstimateBuilder::new(n, table.dims);
+    for i in 0..n {
+        b.add_cell(i, 1.0, table, i);
+    }
+    b.finish(control_exact)
+}
+
 /// Accumulates `sum_c coef_c * mean_c` per player, for the objectives and their controls.
 pub struct EstimateBuilder {
     dims: Dims,

@@ -80,18 +80,9 @@ impl MomentTable {
         if n >= 2.0 {
             self.pooled_df += 1;
         }
-        if self.dims.kc == 0 {
-            for j in 0..w {
-                let d = x[j] - mean[j];
-                mean[j] += d / n;
-                let inc = d * (x[j] - mean[j]);
-                m2[j] += inc;
-                self.pooled_m2[j] += inc;
-            }
-            return;
-        }
-        // co-moment first, from the objectives' old means and the controls' new means
-        for j in 0..k {
+        // co-moments first (with a control), from the objectives' old means and the controls'
+        // new means
+        for j in 0..if self.dims.kc > 0 { k } else { 0 } {
             let c = self.dims.control_col(j);
             let new_mean_c = mean[c] + (x[c] - mean[c]) / n;
             let inc = (x[j] - mean[j]) * (x[c] - new_mean_c);

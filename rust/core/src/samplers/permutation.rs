@@ -2,7 +2,7 @@
 //! permutation is paired with its reverse (Mitchell et al. 2022).
 
 use super::{diff_into, Plan, Sampler, Unit, UnitKind};
-use crate::estimate::{Estimate, EstimateBuilder};
+use crate::estimate::{per_player, Estimate};
 use crate::moments::{Dims, MomentTable};
 use crate::rng::Rng;
 
@@ -58,12 +58,7 @@ impl Sampler for PermutationSampler {
     }
 
     fn estimate(&self, control_exact: Option<&[f64]>) -> Option<Estimate> {
-        let table = self.table.as_ref()?;
-        let mut b = EstimateBuilder::new(self.n, table.dims);
-        for i in 0..self.n {
-            b.add_cell(i, 1.0, table, i);
-        }
-        Some(b.finish(control_exact))
+        Some(per_player(self.n, self.table.as_ref()?, control_exact))
     }
 
     fn min_budget(&self) -> u64 {

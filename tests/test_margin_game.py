@@ -260,3 +260,16 @@ def test_native_run_on_more_than_64_players(semivalue: str, method: str) -> None
     if method in ("permutation", "antithetic", "kernel"):  # efficient estimators
         full = margin_utility(margins, "logsigmoid")(np.array([[True] * n, [False] * n]))
         assert abs(native.values.sum() - (full[0] - full[1])) <= 1e-9
+
+
+def test_auto_on_a_large_native_game_uses_chains() -> None:
+    """Past 128 players a native game runs antithetic permutations (nested coalitions are
+    evaluated incrementally); a Python callable of the same size still gets regression."""
+    rng = np.random.default_rng(0)
+    margins = rng.normal(0.05, 1.0, size=(130, 50))
+    game = dposhap.MarginGame(margins, "accuracy")
+    res = dposhap.shapley(game, budget=2000, seed=0)
+    assert res.method == "antithetic"
+    assert res.n_evaluations <= 2000
+    small = dposhap.shapley(dposhap.MarginGame(margins[:20], "accuracy"), budget=2000, seed=0)
+    assert small.method == "regression"

@@ -24,6 +24,9 @@ MAX_AUTO_CONTROL_PLAYERS = 16
 #: Players up to which the exact values of a native control game are computed by enumeration.
 MAX_NATIVE_EXACT_PLAYERS = 24
 DEFAULT_BATCH = 1024
+#: Above this many players ``method="auto"`` on a native game uses antithetic permutations,
+#: whose nested coalitions the game evaluates incrementally.
+NATIVE_CHAIN_PLAYERS = 128
 #: Estimates enter the history each time the evaluation count has grown by this factor.
 HISTORY_GROWTH = 1.25
 
@@ -378,6 +381,10 @@ def _run(
         n_players = len(names)
     if batch_size is not None and batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
+    if native and method == "auto" and n_players > NATIVE_CHAIN_PLAYERS and semivalue == "shapley":
+        # a native game evaluates a chain of n + 1 nested coalitions in O(m) each, a lone
+        # coalition in O(|S| m): past this size the permutation family wins on wall time
+        method = "antithetic"
     game_c, control_values = (None, None) if control is None else _control_values(control, int(n_players), semivalue)
     cls = ShapleyEstimator if semivalue == "shapley" else BanzhafEstimator
     est = cls(n_players, method, seed=seed, budget=budget, tol=tol, control_values=control_values, names=names)

@@ -194,7 +194,7 @@ fn random_margins(n: usize, m: usize, seed: u64, integer: bool) -> Vec<f64> {
             s ^= s >> 7;
             s ^= s << 17;
             let u = (s >> 11) as f64 / (1u64 << 53) as f64;
-            if integer { ((u * 5.0).floor() - 2.0) } else { u - 0.45 }
+            if integer { (u * 5.0).floor() - 2.0 } else { u - 0.45 }
         })
         .collect()
 }

@@ -1,6 +1,10 @@
 //! Welford running moments for many cells at once, in f64, with the co-moment between each
 //! objective and its control column.
 
+/// Pseudo-observations of the pooled variance mixed into each cell's variance by the samplers
+/// (see [`MomentTable::with_shrinkage`]).
+pub const POOLED_WEIGHT: f64 = 1.0;
+
 /// Dimensions of one utility row: `k` objectives followed by `kc` control columns
 /// (`kc` is 0, 1 — one control shared by every objective — or `k`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

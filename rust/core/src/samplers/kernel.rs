@@ -94,7 +94,7 @@ impl Sampler for KernelSampler {
             UnitKind::Boundary => {
                 self.v0 = values[0].to_vec();
                 self.delta = values[1].iter().zip(values[0]).map(|(a, b)| a - b).collect();
-                self.table = Some(MomentTable::new(n, dims).with_shrinkage(super::stratified::SHRINK));
+                self.table = Some(MomentTable::new(n, dims).with_shrinkage(crate::moments::POOLED_WEIGHT));
                 if n == 1 {
                     self.table.as_mut().unwrap().set_exact(0);
                 }

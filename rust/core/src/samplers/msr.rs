@@ -47,7 +47,7 @@ impl Sampler for MsrSampler {
         let w = dims.width();
         let table = self
             .table
-            .get_or_insert_with(|| MomentTable::new(n, dims).with_shrinkage(super::stratified::SHRINK));
+            .get_or_insert_with(|| MomentTable::new(n, dims).with_shrinkage(crate::moments::POOLED_WEIGHT));
         self.diff.resize(w, 0.0);
         let c = &unit.coalitions[0];
         for i in 0..n {

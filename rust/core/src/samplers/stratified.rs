@@ -5,7 +5,7 @@
 use super::{diff_into, Plan, Sampler, Unit, UnitKind};
 use crate::coalition::Coalition;
 use crate::estimate::{Estimate, EstimateBuilder};
-use crate::moments::{Dims, MomentTable};
+use crate::moments::{Dims, MomentTable, POOLED_WEIGHT};
 use crate::rng::Rng;
 use std::collections::VecDeque;
 
@@ -21,9 +21,6 @@ pub struct StratifiedSampler {
     pool: Vec<u32>,
     scratch: Vec<f64>,
 }
-
-/// Pseudo-observations of pooled variance in each stratum's variance (see `MomentTable`).
-pub(crate) const SHRINK: f64 = 1.0;
 
 /// Strata whose population is one coalition pair: sizes 0 and n - 1.
 fn is_singleton_stratum(n: usize, size: usize) -> bool {
@@ -165,7 +162,7 @@ impl Sampler for StratifiedSampler {
     fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims) {
         let n = self.n;
         let table = self.table.get_or_insert_with(|| {
-            let mut t = MomentTable::new(n * n, dims).with_shrinkage(SHRINK);
+            let mut t = MomentTable::new(n * n, dims).with_shrinkage(POOLED_WEIGHT);
             for player in 0..n {
                 for size in 0..n {
                     if is_singleton_stratum(n, size) {

@@ -429,7 +429,7 @@ impl SvarmSampler {
 
     fn new_table(&self, dims: Dims) -> MomentTable {
         let n = self.n;
-        let mut t = MomentTable::new(2 * n * n, dims).with_shrinkage(super::stratified::SHRINK);
+        let mut t = MomentTable::new(2 * n * n, dims).with_shrinkage(crate::moments::POOLED_WEIGHT);
         for i in 0..n {
             for l in 0..n {
                 if self.exhaustive[l + 1] {

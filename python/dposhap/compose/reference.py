@@ -1,0 +1,671 @@
+"""The plain-torch reference of the compose kernels: the ground truth of every backend.
+
+Language-model arithmetic (DESIGN.md §1). An output row ``m`` has a reference row ``r`` and
+member rows ``s_1..s_J`` of a logits matrix, with weights ``w_1..w_J`` and a temperature::
+
+    c = (l_r + sum_j w_j (l_{s_j} - l_r)) / temperature_m,      log p = log_softmax(c)
+
+Everything here computes in float32 (float64 when the inputs are float64 or
+``compute_dtype=torch.float64``), and favours being obviously right over being fast: it
+materialises ``[M, J + 1, V]``. The fast backends (C++, CUDA, Triton) must agree with it.
+
+Conventions, shared by every backend
+------------------------------------
+Coefficients
+    The combination is evaluated as ``c = a_0 l_r + sum_j a_j l_{s_j}`` with ``a_0 = 1 -
+    sum_j w_j`` and ``a_j = w_j``; a slot *participates* when its coefficient is non-zero.
+    A slot that does not participate (weight 0, padding ``-1``, or the reference when the
+    weights sum to 1) contributes exactly nothing: its logits are never used, so NaN or
+    ``-inf`` there change nothing (the fast paths never read them). Hence the empty coalition
+    is the reference, and one member of weight 1 is that source, bit for bit.
+Masked tokens
+    A token is masked (``c = -inf``) as soon as one participating row has ``-inf`` there,
+    whatever the sign of its coefficient; the other tokens combine the finite logits. This
+    is what ``l_r + sum_j w_j (l_{s_j} - l_r)`` would give with ``0 * -inf := 0`` and ``-inf -
+    -inf := -inf``, and it keeps ``c`` well defined for negative coefficients (which a naive
+    product would turn into ``+inf``). NaN or ``+inf`` in a participating row is an error, and
+    so is a row whose combined logits are ``-inf`` everywhere.
+Order
+    Members are put in a canonical order (by index, then weight) before summing, so the
+    order in which a coalition lists its members does not change a single bit. ``a_0`` is
+    summed in that order too. A backend that sums in another order agrees to rounding, but
+    when the weights add up to 1 only up to rounding it may disagree on whether ``a_0`` is
+    exactly 0, and so on whether the reference's masked tokens count. Weights that are binary
+    fractions (1, 0.5, 0.25, ...) leave no doubt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence, Union
+
+import torch
+
+from ..errors import InvalidArgumentError
+from . import noise
+
+__all__ = [
+    "ComposeOutput",
+    "OutputName",
+    "Backend",
+    "OUTPUT_NAMES",
+    "coalition_coefficients",
+    "compose",
+    "compose_hidden",
+    "log_probs",
+    "shared_scores",
+]
+
+#: The outputs :func:`compose` can return.
+OutputName = Literal["logprobs", "logz", "correction", "target_logprob", "sample"]
+OUTPUT_NAMES: tuple[str, ...] = ("logprobs", "logz", "correction", "target_logprob", "sample")
+#: Backends of :func:`log_probs`. Only the torch reference exists so far.
+Backend = Literal["auto", "torch", "cpp", "cuda", "triton"]
+_BUILT_BACKENDS = ("auto", "torch")
+_LOGIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+_NEG_INF = -math.inf
+
+Temperature = Union[float, torch.Tensor]
+
+
+@dataclass
+class ComposeOutput:
+    """What :func:`compose` returns: the requested outputs, ``None`` for the others.
+
+    Attributes
+    ----------
+    logprobs
+        ``[M, V]`` log-probabilities ``log_softmax(c)``, in the compute dtype.
+    logz
+        ``[M]`` log-normaliser ``logsumexp_v c``.
+    correction
+        ``[M]`` per-step sequence-level correction ``logsumexp_v (a_0 lp_r + sum_j a_j
+        lp_{s_j})`` where ``lp`` is each row's own ``log_softmax`` at temperature 1; exactly 0
+        for a row that is a single source (or the reference) with coefficient 1.
+    target_logprob
+        ``[M]`` ``logprobs[m, targets[m]]`` (``-inf`` if the target is masked).
+    sample
+        ``[M]`` int64 sampled tokens.
+    """
+
+    logprobs: torch.Tensor | None = None
+    logz: torch.Tensor | None = None
+    correction: torch.Tensor | None = None
+    target_logprob: torch.Tensor | None = None
+    sample: torch.Tensor | None = None
+
+
+# --------------------------------------------------------------------------------------
+# argument checks
+
+
+def _first(mask: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first True entry of a boolean tensor that has one."""
+    return tuple(int(i) for i in mask.nonzero()[0].tolist())
+
+
+def _compute_dtype(input_dtype: torch.dtype, compute_dtype: torch.dtype | None) -> torch.dtype:
+    if compute_dtype is None:
+        return torch.float64 if input_dtype == torch.float64 else torch.float32
+    if compute_dtype not in (torch.float32, torch.float64):
+        raise InvalidArgumentError(f"compute_dtype must be None, torch.float32 or torch.float64, got {compute_dtype}")
+    return compute_dtype
+
+
+def _check_float_tensor(x: object, name: str, shape: str, ndim: int, dtypes: Sequence[torch.dtype]) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise InvalidArgumentError(f"{name} must be a torch.Tensor {shape}, got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise InvalidArgumentError(f"{name} must be {ndim}-d {shape}, got shape {tuple(x.shape)}")
+    if x.dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise InvalidArgumentError(f"{name} must have dtype {names}; got {x.dtype}")
+    return x
+
+
+def _check_index_tensor(x: object, name: str, shape: str, ndim: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise InvalidArgumentError(f"{name} must be an int64 torch.Tensor {shape}, got {type(x).__name__}")
+    if x.dtype != torch.int64:
+        raise InvalidArgumentError(f"{name} must be int64, got {x.dtype}; convert it with .long()")
+    if x.dim() != ndim:
+        raise InvalidArgumentError(f"{name} must be {ndim}-d {shape}, got shape {tuple(x.shape)}")
+    return x
+
+
+def _check_device(x: torch.Tensor, name: str, device: torch.device) -> None:
+    if x.device != device:
+        raise InvalidArgumentError(f"{name} is on {x.device} but the logits are on {device}; move it with .to({str(device)!r})")
+
+
+def _check_length(x: torch.Tensor, name: str, m: int) -> None:
+    if x.shape[0] != m:
+        raise InvalidArgumentError(f"{name} has {x.shape[0]} rows but ref_index has M = {m}; give one per output row")
+
+
+def _temperature_tensor(temperature: Temperature, m: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(temperature, torch.Tensor):
+        if not temperature.is_floating_point():
+            raise InvalidArgumentError(f"temperature must be a float or a floating tensor [M], got {temperature.dtype}")
+        if temperature.dim() > 1 or (temperature.dim() == 1 and temperature.shape[0] != m):
+            raise InvalidArgumentError(f"temperature must be a float or a tensor [M] with M = {m}, got shape {tuple(temperature.shape)}")
+        _check_device(temperature, "temperature", device)
+        t = temperature.to(dtype).expand(m)
+    elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+        t = torch.full((m,), float(temperature), dtype=dtype, device=device)
+    else:
+        raise InvalidArgumentError(f"temperature must be a float or a tensor [M], got {type(temperature).__name__}")
+    bad = ~(torch.isfinite(t) & (t > 0))
+    if bool(bad.any()):
+        (row,) = _first(bad)
+        raise InvalidArgumentError(
+            f"temperature of output row {row} is {float(t[row])}; it must be finite and > 0 "
+            "(for greedy decoding sample with top_k=1)"
+        )
+    return t
+
+
+def _check_finite(values: torch.Tensor, used: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, what: str) -> None:
+    """NaN or +inf in a participating row is an error that names the row."""
+    bad = (torch.isnan(values) | torch.isposinf(values)).any(-1) & used
+    if bool(bad.any()):
+        m, a = _first(bad)
+        slot = int(slots[m, a])
+        role = "the reference" if slot < 0 else f"member {slot} (src_index[{m}, {slot}])"
+        raise InvalidArgumentError(
+            f"{what} row {int(rows[m, a])} contains NaN or +inf; it is {role} of output row {m}. "
+            f"{what.capitalize()} must be finite or -inf (masked tokens): check the forward pass that produced them"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# the combination
+
+
+def _prepare_rows(
+    n_rows: int,
+    device: torch.device,
+    ref_index: torch.Tensor,
+    src_index: torch.Tensor,
+    src_weight: torch.Tensor,
+    dtype: torch.dtype,
+    rows_name: str = "logits",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check the gather arguments; return ``rows``, ``coef`` and ``slots``, each ``[M, J + 1]``.
+
+    Slot 0 is the reference (coefficient ``1 - sum w``), slots 1.. are the members in the
+    canonical order (by index, then weight), padding included with coefficient 0 and row 0.
+    ``slots`` holds each slot's original member position (``-1`` for the reference).
+    """
+    ref_index = _check_index_tensor(ref_index, "ref_index", "[M]", 1)
+    src_index = _check_index_tensor(src_index, "src_index", "[M, J]", 2)
+    src_weight = _check_float_tensor(
+        src_weight, "src_weight", "[M, J]", 2, (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+    )
+    for x, name in ((ref_index, "ref_index"), (src_index, "src_index"), (src_weight, "src_weight")):
+        _check_device(x, name, device)
+    m = ref_index.shape[0]
+    _check_length(src_index, "src_index", m)
+    if src_weight.shape != src_index.shape:
+        raise InvalidArgumentError(
+            f"src_weight has shape {tuple(src_weight.shape)} but src_index has {tuple(src_index.shape)}; give one weight per member slot"
+        )
+    bad = (ref_index < 0) | (ref_index >= n_rows)
+    if bool(bad.any()):
+        (row,) = _first(bad)
+        raise InvalidArgumentError(
+            f"ref_index[{row}] = {int(ref_index[row])} is out of range: {rows_name} has {n_rows} rows, so it must be in [0, {n_rows})"
+        )
+    bad = (src_index < -1) | (src_index >= n_rows)
+    if bool(bad.any()):
+        row, slot = _first(bad)
+        raise InvalidArgumentError(
+            f"src_index[{row}, {slot}] = {int(src_index[row, slot])} is out of range: {rows_name} has {n_rows} rows, "
+            f"so a member must be in [0, {n_rows}), or -1 for padding"
+        )
+    padding = src_index < 0
+    weight = src_weight.to(dtype)
+    bad = ~torch.isfinite(weight) & ~padding
+    if bool(bad.any()):
+        row, slot = _first(bad)
+        raise InvalidArgumentError(f"src_weight[{row}, {slot}] = {float(src_weight[row, slot])} is not finite; weights must be finite numbers")
+    weight = weight.masked_fill(padding, 0.0)
+    index = src_index.masked_fill(padding, -1)
+    # canonical order: by weight, then (stably) by index
+    by_weight = torch.sort(weight, dim=1, stable=True).indices
+    by_index = torch.sort(index.gather(1, by_weight), dim=1, stable=True).indices
+    order = by_weight.gather(1, by_index)
+    weight, index = weight.gather(1, order), index.gather(1, order)
+    ref_coef = 1.0 - weight.sum(dim=1, keepdim=True)
+    rows = torch.cat([ref_index[:, None], index.clamp(min=0)], dim=1)
+    coef = torch.cat([ref_coef, weight], dim=1)
+    slots = torch.cat([torch.full_like(ref_index[:, None], -1), order], dim=1)
+    return rows, coef, slots
+
+
+def _combine(values: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """``sum_a coef[..., a] * values[..., a, :]`` with the conventions of the module docstring.
+
+    Parameters
+    ----------
+    values
+        ``[M, A, V]`` (NaN or ``-inf`` allowed where the coefficient is 0).
+    coef
+        ``[M, A]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[M, V]``; ``-inf`` where a participating row has ``-inf``.
+    """
+    used = (coef != 0)[..., None]
+    neg_inf = torch.isneginf(values)
+    masked = (neg_inf & used).any(dim=1)
+    terms = torch.where(used & ~neg_inf, coef[..., None] * values, 0.0)
+    return terms.sum(dim=1).masked_fill(masked, _NEG_INF)
+
+
+def _check_not_all_masked(c: torch.Tensor) -> None:
+    bad = torch.isneginf(c).all(dim=1)
+    if bool(bad.any()):
+        (row,) = _first(bad)
+        raise InvalidArgumentError(
+            f"output row {row}: the combined logits are -inf for every token (its reference and members mask out the "
+            "whole vocabulary between them); leave at least one token unmasked in every participating row"
+        )
+
+
+def _top_k_mask(c: torch.Tensor, top_k: int) -> torch.Tensor:
+    """True on the ``top_k`` largest entries of each row (ties: the lowest index first)."""
+    order = torch.sort(c, dim=1, descending=True, stable=True).indices[:, :top_k]
+    return torch.zeros_like(c, dtype=torch.bool).scatter_(1, order, True)
+
+
+# --------------------------------------------------------------------------------------
+# the gather form
+
+
+def compose(
+    logits: torch.Tensor,
+    ref_index: torch.Tensor,
+    src_index: torch.Tensor,
+    src_weight: torch.Tensor,
+    temperature: Temperature = 1.0,
+    *,
+    outputs: Sequence[OutputName] | OutputName = ("logprobs",),
+    targets: torch.Tensor | None = None,
+    seed: int = 0,
+    stream_id: torch.Tensor | None = None,
+    step: int | torch.Tensor = 0,
+    top_k: int | None = None,
+    compute_dtype: torch.dtype | None = None,
+) -> ComposeOutput:
+    """Compose per-source logits row by row (the gather form the decoding engine uses).
+
+    Output row ``m`` combines ``c = (l_r + sum_j w_j (l_{s_j} - l_r)) / temperature[m]`` with
+    ``r = ref_index[m]``, ``s_j = src_index[m, j]``, ``w_j = src_weight[m, j]``, under the
+    conventions of the module docstring (masked tokens, zero coefficients, member order).
+
+    Parameters
+    ----------
+    logits
+        ``[T, V]`` float32, bfloat16, float16 or float64: every computed reference/adapter row.
+    ref_index
+        int64 ``[M]``: the reference row of each output row.
+    src_index
+        int64 ``[M, J]``: member rows, ``-1`` for padding (its weight is ignored). ``J`` may be 0.
+    src_weight
+        ``[M, J]`` floating: the member weights (1 for a plain coalition member).
+    temperature
+        A float, or ``[M]`` floating; finite and > 0.
+    outputs
+        Which of ``"logprobs"``, ``"logz"``, ``"correction"``, ``"target_logprob"``,
+        ``"sample"`` to return (a name or a sequence of names).
+    targets
+        int64 ``[M]`` in ``[0, V)``; needed for ``"target_logprob"``.
+    seed
+        Noise seed, a Python int in ``[0, 2**64)`` (``"sample"``).
+    stream_id
+        int64 ``[M]``: the noise stream of each row, typically the prompt it decodes; rows
+        with the same stream id at the same step see the same noise whatever their
+        coalition. Default ``arange(M)``.
+    step
+        Decoding step: a Python int, or int64 ``[M]``.
+    top_k
+        Sample among the ``top_k`` largest ``c`` of each row only (ties: lowest index);
+        ``None`` for the whole vocabulary. ``top_k=1`` is greedy decoding.
+    compute_dtype
+        ``None`` (float64 for float64 logits, else float32), ``torch.float32`` or
+        ``torch.float64``.
+
+    Returns
+    -------
+    ComposeOutput
+        The requested fields (see :class:`ComposeOutput`), in the compute dtype; ``sample`` is
+        int64: ``argmax_v (c[m, v] + g[m, v])`` over the allowed tokens, ties to the lowest
+        index, with ``g = noise.gumbel(seed, stream_id, step, arange(V))`` in the compute dtype.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Wrong shapes, dtypes or devices, an index out of range, a non-positive temperature,
+        NaN or ``+inf`` in a participating logits row, a row whose combined logits are all
+        ``-inf``.
+    """
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    outputs = tuple(outputs)
+    unknown = [o for o in outputs if o not in OUTPUT_NAMES]
+    if unknown:
+        raise InvalidArgumentError(f"unknown output(s) {unknown}; choose from {list(OUTPUT_NAMES)}")
+    logits = _check_float_tensor(logits, "logits", "[T, V]", 2, _LOGIT_DTYPES)
+    n_rows, vocab = logits.shape
+    if vocab == 0:
+        raise InvalidArgumentError("logits has an empty vocabulary (V = 0)")
+    device = logits.device
+    dtype = _compute_dtype(logits.dtype, compute_dtype)
+    rows, coef, slots = _prepare_rows(n_rows, device, ref_index, src_index, src_weight, dtype)
+    m = rows.shape[0]
+    temp = _temperature_tensor(temperature, m, device, dtype)
+    if "target_logprob" in outputs:
+        if targets is None:
+            raise InvalidArgumentError('the "target_logprob" output needs targets: pass targets=<int64 tensor [M]>')
+        targets = _check_index_tensor(targets, "targets", "[M]", 1)
+        _check_device(targets, "targets", device)
+        _check_length(targets, "targets", m)
+        bad = (targets < 0) | (targets >= vocab)
+        if bool(bad.any()):
+            (row,) = _first(bad)
+            raise InvalidArgumentError(f"targets[{row}] = {int(targets[row])} is out of range: it must be a token in [0, {vocab})")
+    if "sample" in outputs:
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise InvalidArgumentError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        if stream_id is None:
+            stream_id = torch.arange(m, dtype=torch.int64, device=device)
+        stream_id = _check_index_tensor(stream_id, "stream_id", "[M]", 1)
+        _check_device(stream_id, "stream_id", device)
+        _check_length(stream_id, "stream_id", m)
+        if isinstance(step, torch.Tensor):
+            step = _check_index_tensor(step, "step", "[M]", 1)
+            _check_device(step, "step", device)
+            _check_length(step, "step", m)
+
+    values = logits[rows].to(dtype)  # [M, J + 1, V]
+    used = coef != 0
+    _check_finite(values, used, rows, slots, "logits")
+    c = _combine(values, coef) / temp[:, None]
+    _check_not_all_masked(c)
+
+    result = ComposeOutput()
+    if "logprobs" in outputs or "target_logprob" in outputs:
+        logprobs = torch.log_softmax(c, dim=1)
+        if "logprobs" in outputs:
+            result.logprobs = logprobs
+        if "target_logprob" in outputs:
+            assert targets is not None
+            result.target_logprob = logprobs.gather(1, targets[:, None]).squeeze(1)
+    if "logz" in outputs:
+        result.logz = torch.logsumexp(c, dim=1)
+    if "correction" in outputs:
+        # rows masked out entirely have NaN log-probs; _combine ignores them when unused
+        own_logprobs = torch.log_softmax(values, dim=-1)
+        correction = torch.logsumexp(_combine(own_logprobs, coef), dim=1)
+        single = (used.sum(dim=1) == 1) & (torch.where(used, coef, 0.0).sum(dim=1) == 1)
+        result.correction = correction.masked_fill(single, 0.0)
+    if "sample" in outputs:
+        assert stream_id is not None
+        scores = c if top_k is None or top_k >= vocab else c.masked_fill(~_top_k_mask(c, top_k), _NEG_INF)
+        g = noise.gumbel(seed, stream_id, step, vocab, dtype=dtype)
+        result.sample = torch.argmax(scores + g, dim=1)
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# the dense convenience form
+
+
+def log_probs(
+    ref: torch.Tensor,
+    sources: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: Temperature = 1.0,
+    backend: Backend = "torch",
+    *,
+    compute_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Log-probabilities of ``R`` rows composed from dense per-source logits.
+
+    Row ``i`` is ``log_softmax((ref[i] + sum_j weights[i, j] (sources[i, j] - ref[i])) /
+    temperature)``, with the conventions of :func:`compose` (sources of weight 0 ignored).
+
+    Parameters
+    ----------
+    ref
+        ``[R, V]`` reference logits.
+    sources
+        ``[R, n, V]`` source logits, same dtype and device as ``ref``; ``n`` may be 0.
+    weights
+        ``[R, n]``, or ``[n]`` for the same weights in every row (floating, or bool for
+        coalition membership).
+    temperature
+        A float or ``[R]``.
+    backend
+        ``"torch"`` or ``"auto"`` (both the reference, for now); ``"cpp"``, ``"cuda"`` and
+        ``"triton"`` are not built yet.
+    compute_dtype
+        As in :func:`compose`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[R, V]`` in the compute dtype.
+    """
+    if backend not in _BUILT_BACKENDS:
+        if backend in ("cpp", "cuda", "triton"):
+            raise InvalidArgumentError(f'backend "{backend}" is not built yet; use backend="torch" (or "auto")')
+        raise InvalidArgumentError(f"unknown backend {backend!r}; choose from {list(_BUILT_BACKENDS)}")
+    ref = _check_float_tensor(ref, "ref", "[R, V]", 2, _LOGIT_DTYPES)
+    sources = _check_float_tensor(sources, "sources", "[R, n, V]", 3, _LOGIT_DTYPES)
+    r, vocab = ref.shape
+    n = sources.shape[1]
+    if sources.shape[0] != r or sources.shape[2] != vocab:
+        raise InvalidArgumentError(f"sources must be [R, n, V] = [{r}, n, {vocab}] to match ref, got {tuple(sources.shape)}")
+    if sources.dtype != ref.dtype:
+        raise InvalidArgumentError(f"ref is {ref.dtype} but sources is {sources.dtype}; pass both in one dtype")
+    _check_device(sources, "sources", ref.device)
+    if not isinstance(weights, torch.Tensor):
+        raise InvalidArgumentError(f"weights must be a tensor [R, n] or [n], got {type(weights).__name__}")
+    _check_device(weights, "weights", ref.device)
+    if not weights.is_floating_point():  # bool membership or integer weights
+        weights = weights.to(_compute_dtype(ref.dtype, compute_dtype))
+    if weights.dim() == 1:
+        weights = weights[None, :].expand(r, -1)
+    if weights.shape != (r, n):
+        raise InvalidArgumentError(f"weights must be [R, n] = [{r}, {n}] or [n] = [{n}], got {tuple(weights.shape)}")
+    logits = torch.cat([ref[:, None, :], sources], dim=1).reshape(r * (n + 1), vocab)
+    ref_index = torch.arange(r, device=ref.device) * (n + 1)
+    src_index = ref_index[:, None] + 1 + torch.arange(n, device=ref.device)[None, :]
+    out = compose(logits, ref_index, src_index, weights, temperature, compute_dtype=compute_dtype)
+    assert out.logprobs is not None
+    return out.logprobs
+
+
+# --------------------------------------------------------------------------------------
+# the shared-source form
+
+
+def coalition_coefficients(weights: torch.Tensor) -> torch.Tensor:
+    """Coefficients ``[1 - sum_i w_i, w_1, ..., w_n]`` of language-model arithmetic, per coalition.
+
+    Parameters
+    ----------
+    weights
+        ``[K, n]``: member weights (0 outside the coalition), or a bool membership mask.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[K, n + 1]``: column 0 multiplies the reference, column ``i`` source ``i``. Floating
+        weights keep their dtype; bool and integer ones become the default float dtype.
+    """
+    if not isinstance(weights, torch.Tensor) or weights.dim() != 2:
+        shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+        raise InvalidArgumentError(f"weights must be a tensor [K, n], got {shape}")
+    if not weights.is_floating_point():
+        weights = weights.to(torch.get_default_dtype())
+    return torch.cat([1.0 - weights.sum(dim=1, keepdim=True), weights], dim=1)
+
+
+def shared_scores(
+    logits: torch.Tensor,
+    coef: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    block_v: int = 4096,
+    compute_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-normaliser and target log-probability of fixed text under ``K`` coalitions.
+
+    The combined logits of coalition ``k`` at position ``p`` are ``sum_a coef[k, a] *
+    logits[p, a, :]`` (the masking conventions of :func:`compose` apply per coalition). The
+    vocabulary is walked in blocks of ``block_v`` with an online log-sum-exp (running max and
+    running sum) and one matrix product per block: no ``[K, N, V]`` tensor is ever built, only
+    ``[K, N, block_v]``.
+
+    Parameters
+    ----------
+    logits
+        ``[N, n + 1, V]``: at each of ``N`` positions, the reference (index 0) and the ``n``
+        sources.
+    coef
+        ``[K, n + 1]`` floating, e.g. from :func:`coalition_coefficients`. A column that is 0
+        for every coalition is never read.
+    targets
+        int64 ``[N]``: the token at each position.
+    block_v
+        Vocabulary block size (any ``V`` works; the last block may be shorter).
+    compute_dtype
+        As in :func:`compose`.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``logz [K, N]`` and ``target_logprob [K, N]`` in the compute dtype.
+    """
+    logits = _check_float_tensor(logits, "logits", "[N, n + 1, V]", 3, _LOGIT_DTYPES)
+    n_pos, n_models, vocab = logits.shape
+    if vocab == 0:
+        raise InvalidArgumentError("logits has an empty vocabulary (V = 0)")
+    device = logits.device
+    dtype = _compute_dtype(logits.dtype, compute_dtype)
+    coef = _check_float_tensor(coef, "coef", "[K, n + 1]", 2, (torch.float32, torch.float64, torch.bfloat16, torch.float16))
+    _check_device(coef, "coef", device)
+    if coef.shape[1] != n_models:
+        raise InvalidArgumentError(f"coef has {coef.shape[1]} columns but logits has n + 1 = {n_models} models; give one coefficient per model")
+    if not bool(torch.isfinite(coef).all()):
+        k, a = _first(~torch.isfinite(coef))
+        raise InvalidArgumentError(f"coef[{k}, {a}] = {float(coef[k, a])} is not finite")
+    targets = _check_index_tensor(targets, "targets", "[N]", 1)
+    _check_device(targets, "targets", device)
+    if targets.shape[0] != n_pos:
+        raise InvalidArgumentError(f"targets has {targets.shape[0]} entries but logits has N = {n_pos} positions")
+    bad = (targets < 0) | (targets >= vocab)
+    if bool(bad.any()):
+        (p,) = _first(bad)
+        raise InvalidArgumentError(f"targets[{p}] = {int(targets[p])} is out of range: it must be a token in [0, {vocab})")
+    if isinstance(block_v, bool) or not isinstance(block_v, int) or block_v < 1:
+        raise InvalidArgumentError(f"block_v must be an int >= 1, got {block_v!r}")
+
+    n_coal = coef.shape[0]
+    read = (coef != 0).any(dim=0).nonzero().squeeze(1)  # models some coalition uses
+    weight = coef.to(dtype)[:, read]  # [K, A]
+    uses = (weight != 0).to(dtype)  # [K, A]
+    run_max = torch.full((n_coal, n_pos), _NEG_INF, dtype=dtype, device=device)
+    run_sum = torch.zeros((n_coal, n_pos), dtype=dtype, device=device)
+    target_logit = torch.full((n_coal, n_pos), math.nan, dtype=dtype, device=device)
+    for start in range(0, vocab, block_v):
+        stop = min(start + block_v, vocab)
+        width = stop - start
+        block = logits[:, read, start:stop].to(dtype)  # [N, A, B]
+        bad = torch.isnan(block) | torch.isposinf(block)
+        if bool(bad.any()):
+            p, a, v = _first(bad)
+            raise InvalidArgumentError(
+                f"logits[{p}, {int(read[a])}, {start + v}] is NaN or +inf; logits must be finite or -inf (masked tokens)"
+            )
+        neg_inf = torch.isneginf(block)
+        flat = torch.where(neg_inf, 0.0, block).permute(1, 0, 2).reshape(len(read), n_pos * width)
+        c = (weight @ flat).view(n_coal, n_pos, width)
+        masked = (uses @ neg_inf.to(dtype).permute(1, 0, 2).reshape(len(read), n_pos * width)).view(n_coal, n_pos, width) > 0
+        c = c.masked_fill(masked, _NEG_INF)
+        new_max = torch.maximum(run_max, c.amax(dim=2))
+        shift = torch.where(torch.isneginf(new_max), 0.0, new_max)
+        run_sum = run_sum * torch.exp(run_max - shift) + torch.exp(c - shift[..., None]).sum(dim=2)
+        run_max = new_max
+        inside = (targets >= start) & (targets < stop)
+        if bool(inside.any()):
+            local = (targets - start).clamp(0, width - 1)
+            picked = c.gather(2, local[None, :, None].expand(n_coal, n_pos, 1)).squeeze(2)
+            target_logit = torch.where(inside[None, :], picked, target_logit)
+    logz = run_max + torch.log(run_sum)
+    bad = torch.isneginf(run_max)
+    if bool(bad.any()):
+        k, p = _first(bad)
+        raise InvalidArgumentError(
+            f"coalition {k} at position {p}: the combined logits are -inf for every token; "
+            "leave at least one token unmasked in every model the coalition uses"
+        )
+    return logz, target_logit - logz
+
+
+# --------------------------------------------------------------------------------------
+# the hidden-state fast path
+
+
+def compose_hidden(
+    hidden: torch.Tensor,
+    ref_index: torch.Tensor,
+    src_index: torch.Tensor,
+    src_weight: torch.Tensor,
+) -> torch.Tensor:
+    """Combine final hidden states instead of logits: ``d`` numbers per row instead of ``V``.
+
+    Row ``m`` is ``h_r + sum_j w_j (h_{s_j} - h_r)``, evaluated as ``(1 - sum_j w_j) h_r +
+    sum_j w_j h_{s_j}`` with the slots of :func:`compose` (padding ``-1``, zero coefficients
+    skipped, canonical member order). The coefficients sum to 1, so for an LM head
+    ``lm_head(h) = W h + b`` that is shared by every source, linear, and either bias-free or
+    with one bias for all (the bias enters with total weight 1)::
+
+        lm_head(compose_hidden(hidden, ...)) == combined logits of lm_head(hidden)
+
+    up to rounding. ``hidden`` must be the input of the LM head, i.e. *after* each source's
+    final normalisation layer. It does not hold with LoRA (or any per-source change) on the
+    LM head, with logit soft-capping (``tanh``), or with masked (``-inf``) logits, which must
+    then be applied after the head.
+
+    Parameters
+    ----------
+    hidden
+        ``[T, d]`` floating: final hidden states of every computed reference/adapter row.
+    ref_index, src_index, src_weight
+        As in :func:`compose`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[M, d]`` in ``hidden``'s dtype (computed in float32, float64 for float64 input),
+        ready for the LM head. A single member of weight 1 returns its row bit for bit.
+    """
+    hidden = _check_float_tensor(hidden, "hidden", "[T, d]", 2, _LOGIT_DTYPES)
+    dtype = _compute_dtype(hidden.dtype, None)
+    rows, coef, slots = _prepare_rows(hidden.shape[0], hidden.device, ref_index, src_index, src_weight, dtype, "hidden")
+    values = hidden[rows].to(dtype)
+    used = coef != 0
+    bad = (~torch.isfinite(values)).any(-1) & used
+    if bool(bad.any()):
+        m, a = _first(bad)
+        raise InvalidArgumentError(
+            f"hidden row {int(rows[m, a])} (used by output row {m}) is not finite; hidden states must be finite numbers"
+        )
+    return _combine(values, coef).to(hidden.dtype)

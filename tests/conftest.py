@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -9,6 +11,11 @@ from hypothesis import HealthCheck, settings
 
 # the shared test games (tests/games.py) are imported as `games`
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Without a GPU, Triton kernels run in Triton's interpreter on CPU tensors (it must be chosen
+# before triton is first imported).
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Reproducible runs: the same examples every time, no wall-clock deadline (the first call of
 # a method may be slower than the rest). Each test sets its own max_examples.

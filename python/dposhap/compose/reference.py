@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence, Union
+from typing import Literal, NamedTuple, Sequence, Union
 
 import torch
 
@@ -286,6 +286,77 @@ def _top_k_mask(c: torch.Tensor, top_k: int) -> torch.Tensor:
 # the gather form
 
 
+class GatherArgs(NamedTuple):
+    """The checked arguments of the gather form, shared by every backend's entry point."""
+
+    outputs: tuple[str, ...]
+    logits: torch.Tensor
+    rows: torch.Tensor
+    coef: torch.Tensor
+    slots: torch.Tensor
+    temp: torch.Tensor
+    targets: torch.Tensor | None
+    stream_id: torch.Tensor | None
+    step: int | torch.Tensor
+    dtype: torch.dtype
+    vocab: int
+
+
+def _validate_gather(
+    logits: torch.Tensor,
+    ref_index: torch.Tensor,
+    src_index: torch.Tensor,
+    src_weight: torch.Tensor,
+    temperature: Temperature,
+    outputs: Sequence[OutputName] | OutputName,
+    targets: torch.Tensor | None,
+    stream_id: torch.Tensor | None,
+    step: int | torch.Tensor,
+    top_k: int | None,
+    compute_dtype: torch.dtype | None,
+) -> GatherArgs:
+    """Check the arguments of :func:`compose` (see there) and put the rows in canonical order."""
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    outputs = tuple(outputs)
+    unknown = [o for o in outputs if o not in OUTPUT_NAMES]
+    if unknown:
+        raise InvalidArgumentError(f"unknown output(s) {unknown}; choose from {list(OUTPUT_NAMES)}")
+    logits = _check_float_tensor(logits, "logits", "[T, V]", 2, _LOGIT_DTYPES)
+    n_rows, vocab = logits.shape
+    if vocab == 0:
+        raise InvalidArgumentError("logits has an empty vocabulary (V = 0)")
+    device = logits.device
+    dtype = _compute_dtype(logits.dtype, compute_dtype)
+    rows, coef, slots = _prepare_rows(n_rows, device, ref_index, src_index, src_weight, dtype)
+    m = rows.shape[0]
+    temp = _temperature_tensor(temperature, m, device, dtype)
+    if "target_logprob" in outputs:
+        if targets is None:
+            raise InvalidArgumentError('the "target_logprob" output needs targets: pass targets=<int64 tensor [M]>')
+        targets = _check_index_tensor(targets, "targets", "[M]", 1)
+        _check_device(targets, "targets", device)
+        _check_length(targets, "targets", m)
+        bad = (targets < 0) | (targets >= vocab)
+        if bool(bad.any()):
+            (row,) = _first(bad)
+            raise InvalidArgumentError(f"targets[{row}] = {int(targets[row])} is out of range: it must be a token in [0, {vocab})")
+    if "sample" in outputs:
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise InvalidArgumentError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        if stream_id is None:
+            stream_id = torch.arange(m, dtype=torch.int64, device=device)
+        stream_id = _check_index_tensor(stream_id, "stream_id", "[M]", 1)
+        _check_device(stream_id, "stream_id", device)
+        _check_length(stream_id, "stream_id", m)
+        if isinstance(step, torch.Tensor):
+            step = _check_index_tensor(step, "step", "[M]", 1)
+            _check_device(step, "step", device)
+            _check_length(step, "step", m)
+
+    return GatherArgs(outputs, logits, rows, coef, slots, temp, targets, stream_id, step, dtype, vocab)
+
+
 def compose(
     logits: torch.Tensor,
     ref_index: torch.Tensor,
@@ -353,44 +424,11 @@ def compose(
         NaN or ``+inf`` in a participating logits row, a row whose combined logits are all
         ``-inf``.
     """
-    if isinstance(outputs, str):
-        outputs = (outputs,)
-    outputs = tuple(outputs)
-    unknown = [o for o in outputs if o not in OUTPUT_NAMES]
-    if unknown:
-        raise InvalidArgumentError(f"unknown output(s) {unknown}; choose from {list(OUTPUT_NAMES)}")
-    logits = _check_float_tensor(logits, "logits", "[T, V]", 2, _LOGIT_DTYPES)
-    n_rows, vocab = logits.shape
-    if vocab == 0:
-        raise InvalidArgumentError("logits has an empty vocabulary (V = 0)")
-    device = logits.device
-    dtype = _compute_dtype(logits.dtype, compute_dtype)
-    rows, coef, slots = _prepare_rows(n_rows, device, ref_index, src_index, src_weight, dtype)
-    m = rows.shape[0]
-    temp = _temperature_tensor(temperature, m, device, dtype)
-    if "target_logprob" in outputs:
-        if targets is None:
-            raise InvalidArgumentError('the "target_logprob" output needs targets: pass targets=<int64 tensor [M]>')
-        targets = _check_index_tensor(targets, "targets", "[M]", 1)
-        _check_device(targets, "targets", device)
-        _check_length(targets, "targets", m)
-        bad = (targets < 0) | (targets >= vocab)
-        if bool(bad.any()):
-            (row,) = _first(bad)
-            raise InvalidArgumentError(f"targets[{row}] = {int(targets[row])} is out of range: it must be a token in [0, {vocab})")
-    if "sample" in outputs:
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise InvalidArgumentError(f"top_k must be None or an int >= 1, got {top_k!r}")
-        if stream_id is None:
-            stream_id = torch.arange(m, dtype=torch.int64, device=device)
-        stream_id = _check_index_tensor(stream_id, "stream_id", "[M]", 1)
-        _check_device(stream_id, "stream_id", device)
-        _check_length(stream_id, "stream_id", m)
-        if isinstance(step, torch.Tensor):
-            step = _check_index_tensor(step, "step", "[M]", 1)
-            _check_device(step, "step", device)
-            _check_length(step, "step", m)
-
+    args = _validate_gather(
+        logits, ref_index, src_index, src_weight, temperature, outputs, targets, stream_id, step, top_k, compute_dtype
+    )
+    outputs, logits, rows, coef, slots, temp = args.outputs, args.logits, args.rows, args.coef, args.slots, args.temp
+    targets, stream_id, step, dtype, vocab = args.targets, args.stream_id, args.step, args.dtype, args.vocab
     values = logits[rows].to(dtype)  # [M, J + 1, V]
     used = coef != 0
     _check_finite(values, used, rows, slots, "logits")

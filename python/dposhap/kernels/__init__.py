@@ -1,0 +1,1 @@
+"""Triton kernels (``@triton.jit`` only; the launchers live beside the APIs that use them)."""

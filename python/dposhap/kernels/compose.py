@@ -1,0 +1,111 @@
+"""Triton kernels of the gather form of language-model arithmetic.
+
+One program per output row streams the vocabulary in blocks: it combines the participating
+logits rows (``c = sum_a coef_a l_a / T`` with the masking rule of
+:mod:`dposhap.compose.reference`), keeps an online log-sum-exp, the target's logit, the
+Gumbel-max argmax with the counter-based noise of :mod:`dposhap.compose.noise`, and the
+log-sum-exp of the untempered combination for the sequence-level correction. A second pass
+writes log-probabilities only when they are asked for. Rows whose coefficient is 0 are never
+read.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _mix32(x):
+    # lowbias32 on 32-bit values held in uint64 lanes (products fit in 64 bits, then masked)
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    x = x ^ (x >> 16)
+    return x
+
+
+@triton.jit
+def _combine_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, offs, in_range):
+    """``sum_a coef_a l_a`` over the participating slots of row ``m`` and the mask of tokens
+    that a participating row sets to -inf."""
+    acc = tl.zeros(offs.shape, dtype=tl.float32)
+    masked = offs < 0
+    for a in range(0, n_slots):
+        co = tl.load(coef_ptr + m * n_slots + a)
+        if co != 0.0:
+            row = tl.load(rows_ptr + m * n_slots + a)
+            l = tl.load(logits_ptr + row * stride_t + offs, mask=in_range, other=0.0).to(tl.float32)
+            neg_inf = l == float("-inf")
+            masked = masked | neg_inf
+            acc += tl.where(neg_inf, 0.0, co * l)
+    return acc, masked
+
+
+@triton.jit
+def compose_rows_kernel(
+    logits_ptr, stride_t, rows_ptr, coef_ptr, n_slots, temp_ptr, targets_ptr, key_a_ptr, key_b_ptr,
+    logz_ptr, raw_lse_ptr, target_ptr, sample_ptr, logprobs_ptr, V,
+    BLOCK_V: tl.constexpr, WANT_TARGET: tl.constexpr, WANT_SAMPLE: tl.constexpr,
+    WANT_RAW: tl.constexpr, WANT_LOGPROBS: tl.constexpr,
+):
+    m = tl.program_id(0)
+    inv_t = 1.0 / tl.load(temp_ptr + m)
+    zero = tl.zeros([], dtype=tl.float32)
+    run_max = zero + float("-inf")
+    run_sum = zero
+    raw_max = zero + float("-inf")
+    raw_sum = zero
+    tgt = zero
+    best_val = zero + float("-inf")
+    best_idx = tl.zeros([], dtype=tl.int64)
+    if WANT_TARGET:
+        t = tl.load(targets_ptr + m)
+    if WANT_SAMPLE:
+        key_a = tl.load(key_a_ptr + m).to(tl.uint64)
+        key_b = tl.load(key_b_ptr + m).to(tl.uint64)
+    for v0 in range(0, V, BLOCK_V):
+        offs = v0 + tl.arange(0, BLOCK_V)
+        in_range = offs < V
+        acc, masked = _combine_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, offs, in_range)
+        dead = masked | (in_range == 0)
+        c = tl.where(dead, float("-inf"), acc * inv_t)
+        # online log-sum-exp of c
+        new_max = tl.maximum(run_max, tl.max(c, 0))
+        keep = tl.where(run_max == float("-inf"), 0.0, tl.exp(run_max - new_max))
+        run_sum = run_sum * keep + tl.sum(tl.where(dead, 0.0, tl.exp(c - new_max)), 0)
+        run_max = new_max
+        if WANT_RAW:
+            r = tl.where(dead, float("-inf"), acc)
+            new_raw = tl.maximum(raw_max, tl.max(r, 0))
+            keep_raw = tl.where(raw_max == float("-inf"), 0.0, tl.exp(raw_max - new_raw))
+            raw_sum = raw_sum * keep_raw + tl.sum(tl.where(dead, 0.0, tl.exp(r - new_raw)), 0)
+            raw_max = new_raw
+        if WANT_TARGET:
+            tgt += tl.sum(tl.where(offs == t, c, 0.0), 0)
+        if WANT_SAMPLE:
+            h = _mix32(_mix32(offs.to(tl.uint64) ^ key_a) + key_b & 0xFFFFFFFF)
+            u = ((h >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07
+            g = -tl.log(-tl.log(u))
+            val = tl.where(dead, float("-inf"), c + g)
+            block_max = tl.max(val, 0)
+            block_idx = tl.min(tl.where(val == block_max, offs, V), 0).to(tl.int64)
+            take = block_max > best_val
+            best_idx = tl.where(take, block_idx, best_idx)
+            best_val = tl.maximum(best_val, block_max)
+    logz = run_max + tl.log(run_sum)
+    tl.store(logz_ptr + m, logz)
+    if WANT_RAW:
+        tl.store(raw_lse_ptr + m, raw_max + tl.log(raw_sum))
+    if WANT_TARGET:
+        tl.store(target_ptr + m, tgt - logz)
+    if WANT_SAMPLE:
+        tl.store(sample_ptr + m, best_idx)
+    if WANT_LOGPROBS:
+        for v0 in range(0, V, BLOCK_V):
+            offs = v0 + tl.arange(0, BLOCK_V)
+            in_range = offs < V
+            acc, masked = _combine_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, offs, in_range)
+            c = tl.where(masked, float("-inf"), acc * inv_t)
+            tl.store(logprobs_ptr + m * V + offs, c - logz, mask=in_range)

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dposhap import compose as C
+from dposhap.compose import reference as C  # the reference itself, not the dispatcher
 from dposhap.compose import noise
 from dposhap.errors import InvalidArgumentError
 

@@ -112,3 +112,16 @@ def test_errors_name_the_row() -> None:
     dead = torch.full((1, 20), float("-inf"), device=DEVICE)
     with pytest.raises(InvalidArgumentError, match="-inf for every token"):
         triton_backend.compose(dead, torch.tensor([0], device=DEVICE), torch.zeros(1, 0, dtype=torch.int64, device=DEVICE), torch.zeros(1, 0, device=DEVICE), outputs="logz")
+
+
+def test_the_dispatcher_routes_to_every_backend_and_they_agree() -> None:
+    from dposhap import compose as C
+
+    logits, ref_index, src_index, src_weight, temperature, targets, stream = problem(3, 6, 70, 5, 3, torch.float32)
+    kw = dict(outputs=("logz", "sample"), seed=11, stream_id=stream, step=2)
+    results = {b: C.compose(logits, ref_index, src_index, src_weight, temperature, backend=b, **kw) for b in ("torch", "cpp", "triton")}
+    for b in ("cpp", "triton"):
+        torch.testing.assert_close(results[b].logz, results["torch"].logz, atol=1e-5, rtol=1e-6)
+        assert torch.equal(results[b].sample, results["torch"].sample), b
+    with pytest.raises(InvalidArgumentError, match="unknown backend"):
+        C.compose(logits, ref_index, src_index, src_weight, backend="tpu")

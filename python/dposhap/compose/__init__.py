@@ -18,24 +18,28 @@ Forms
 :func:`compose_hidden`
     The same combination on final hidden states, for a shared linear LM head.
 
-Only the plain-torch reference exists so far (:mod:`dposhap.compose.reference`); it is the
-ground truth that the C++, CUDA and Triton backends are tested against.
+:func:`compose` dispatches to a backend: the plain-torch reference
+(:mod:`dposhap.compose.reference`, the ground truth every other backend is tested against),
+the C++ CPU kernel (``dposhap/csrc/compose.h``), the Triton kernel
+(:mod:`dposhap.kernels.compose`) or the CUDA kernel (``dposhap/csrc/compose_cuda.cu``). The
+dense, shared-source and hidden-state forms are the reference's so far.
 """
 
 from . import noise, reference
+from .backends import GATHER_BACKENDS, compose
 from .reference import (
     OUTPUT_NAMES,
     Backend,
     ComposeOutput,
     OutputName,
     coalition_coefficients,
-    compose,
     compose_hidden,
     log_probs,
     shared_scores,
 )
 
 __all__ = [
+    "GATHER_BACKENDS",
     "OUTPUT_NAMES",
     "Backend",
     "ComposeOutput",

@@ -1,0 +1,154 @@
+"""CPU benchmark of the gather form: the C++ backend against plain torch, naive and good.
+
+Setup (one function): R output rows, each with its own reference row and n member rows
+(the decoding workload: every row has its own sources), all members of weight 1, logits
+float32 ``[R * (n + 1), V]``. Providers:
+
+- ``cpp``: ``dposhap.compose.backends.compose(..., backend="cpp")`` (one pass per row);
+- ``torch-naive``: materialised differences ``l_s - l_r``, a matmul over the sources,
+  ``log_softmax``, ``torch.multinomial`` for sampling;
+- ``torch-good``: no temporaries it can avoid: one ``bmm`` of the coefficients
+  ``[1 - sum w, w]`` against the rows (a view, no copy), ``logsumexp``, Gumbel-max through
+  ``exponential_`` for sampling.
+
+Modes: ``logz`` (log-normaliser), ``sample`` (one token), ``target`` (target log-prob).
+Median wall time over repeats (fewer for the big shapes). Results: ``results/compose_cpu.md``
+and ``.csv``, with the machine, versions and date. ``--quick`` runs the smallest shape only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
+
+from _harness import MarkdownTable, Provider, environment, write_csv, write_markdown  # noqa: E402
+
+from dposhap.compose import _native, backends  # noqa: E402
+
+MODES = ("logz", "sample", "target")
+GRID = [(r, n, v) for v in (32000, 128256) for r in (8, 64) for n in (4, 16)]
+
+
+def setup(r: int, n: int, v: int, seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(r * (n + 1), v, generator=gen) * 3
+    base = torch.arange(r, dtype=torch.int64) * (n + 1)
+    return dict(
+        logits=logits,
+        ref_index=base,
+        src_index=base[:, None] + 1 + torch.arange(n)[None, :],
+        src_weight=torch.ones(r, n),
+        targets=torch.randint(0, v, (r,), generator=gen),
+        r=r,
+        n=n,
+        v=v,
+    )
+
+
+def run_cpp(p: dict, mode: str):
+    name = {"logz": "logz", "sample": "sample", "target": "target_logprob"}[mode]
+    out = backends.compose(p["logits"], p["ref_index"], p["src_index"], p["src_weight"], 1.0, outputs=name,
+                           targets=p["targets"], backend="cpp")
+    return getattr(out, name)
+
+
+def run_naive(p: dict, mode: str):
+    r, n, v = p["r"], p["n"], p["v"]
+    ref = p["logits"][p["ref_index"]]  # [R, V]
+    sources = p["logits"][p["src_index"].reshape(-1)].reshape(r, n, v)  # [R, n, V]
+    diffs = sources - ref[:, None, :]  # materialised differences
+    c = ref + torch.matmul(p["src_weight"][:, None, :], diffs).squeeze(1)
+    logprobs = torch.log_softmax(c, dim=1)
+    if mode == "logz":
+        return torch.logsumexp(c, dim=1)
+    if mode == "target":
+        return logprobs.gather(1, p["targets"][:, None]).squeeze(1)
+    return torch.multinomial(logprobs.exp(), 1).squeeze(1)
+
+
+def run_good(p: dict, mode: str):
+    r, n, v = p["r"], p["n"], p["v"]
+    rows = p["logits"].view(r, n + 1, v)  # the layout of this setup: no gather copy
+    w = p["src_weight"]
+    coef = torch.cat([1.0 - w.sum(dim=1, keepdim=True), w], dim=1)  # [R, n + 1]
+    c = torch.bmm(coef[:, None, :], rows).squeeze(1)
+    if mode == "logz":
+        return torch.logsumexp(c, dim=1)
+    if mode == "target":
+        return c.gather(1, p["targets"][:, None]).squeeze(1) - torch.logsumexp(c, dim=1)
+    probs = torch.softmax(c, dim=1)
+    return torch.argmax(probs / torch.empty_like(probs).exponential_(), dim=1)
+
+
+def interleaved_medians(p: dict, mode: str, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per provider, the providers taking turns so that a change in the
+    machine's load hits them all alike (the ratios are what the report is about)."""
+    times: dict[str, list[float]] = {prov.name: [] for prov in PROVIDERS}
+    for i in range(warmup + repeats):
+        for prov in PROVIDERS:
+            t0 = time.perf_counter()
+            prov.run(p, mode)
+            if i >= warmup:
+                times[prov.name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+PROVIDERS = [
+    Provider("cpp", "dposhap", 'backends.compose(..., backend="cpp"), OpenMP over rows', run_cpp),
+    Provider("torch-naive", "torch", "differences, matmul, log_softmax, multinomial", run_naive),
+    Provider("torch-good", "torch", "one bmm with [1 - sum w, w], logsumexp, exponential_ Gumbel", run_good),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smallest shape only, written to results/quick/")
+    args = parser.parse_args()
+    out_dir = HERE / "results" / ("quick" if args.quick else "")
+    grid = GRID[:1] if args.quick else GRID
+    _native.load_cpu()
+    rows = []
+    table = MarkdownTable(
+        "Gather form on the CPU, float32 logits, median ms (speed-up of cpp in brackets)",
+        ["R", "n", "V", "mode", "cpp ms", "torch-naive ms", "torch-good ms", "cpp vs naive", "cpp vs good"],
+    )
+    for r, n, v in grid:
+        p = setup(r, n, v)
+        big = p["logits"].numel() * 4 > 100e6
+        repeats = 7 if big else 30
+        for mode in MODES:
+            times = interleaved_medians(p, mode, repeats, warmup=1 if big else 2)
+            for prov in PROVIDERS:
+                seconds = times[prov.name]
+                rows.append(dict(R=r, n=n, V=v, mode=mode, provider=prov.name, median_s=seconds, repeats=repeats,
+                                 input_mb=p["logits"].numel() * 4 / 1e6))
+            table.rows.append([
+                r, n, v, mode, f"{times['cpp'] * 1e3:.2f}", f"{times['torch-naive'] * 1e3:.2f}",
+                f"{times['torch-good'] * 1e3:.2f}", f"{times['torch-naive'] / times['cpp']:.2f}x",
+                f"{times['torch-good'] / times['cpp']:.2f}x",
+            ])
+            print(table.rows[-1], flush=True)
+        del p
+    env = environment(["torch", "numpy"])
+    env["torch threads"] = str(torch.get_num_threads())
+    target = [row for row in table.rows if row[:3] == [64, 4, 32000]]
+    preamble = [
+        "Setup: R output rows, each with its own reference and n member rows of weight 1, float32 logits "
+        "[R (n + 1), V] drawn N(0, 9). Ratios are measured in the same run.",
+        "Target (issue 3): cpp >= 3x torch-naive at R = 64, n = 4, V = 32000: "
+        + ", ".join(f"{row[3]} {row[7]}" for row in target),
+    ]
+    write_csv(out_dir / "compose_cpu.csv", rows)
+    write_markdown(out_dir / "compose_cpu.md", "Compose kernels, CPU (gather form)", env, [table], preamble)
+
+
+if __name__ == "__main__":
+    main()

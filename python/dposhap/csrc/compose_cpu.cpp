@@ -1,0 +1,380 @@
+// The C++ CPU backend of the gather form of the compose kernels: input checks at the
+// boundary and the op registration (torch.ops.dposhap.compose_gather). Kernel code lives
+// in compose.h; the semantics are those of python/dposhap/compose/reference.py.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "compose.h"
+
+namespace dposhap {
+namespace compose {
+namespace {
+
+struct Slot {
+  int64_t row;   // logits row
+  float coef;    // a_0 = 1 - sum w (reference) or w_j
+  int64_t orig;  // -1 for the reference, else the member position in src_index
+};
+
+// Participating slots of every output row, in the reference's canonical order.
+struct Plan {
+  std::vector<Slot> slots;        // [M, J + 1], the first count[m] used
+  std::vector<int64_t> count;     // [M]
+  std::vector<uint8_t> single;    // [M] one slot with coefficient exactly 1
+  int64_t width = 0;
+};
+
+Plan make_plan(const int64_t* ref, const int64_t* src, const float* weight, int64_t m_rows, int64_t j_cols) {
+  Plan plan;
+  plan.width = j_cols + 1;
+  plan.slots.resize(m_rows * plan.width);
+  plan.count.assign(m_rows, 0);
+  plan.single.assign(m_rows, 0);
+  std::vector<std::pair<std::pair<int64_t, float>, int64_t>> members;
+  for (int64_t m = 0; m < m_rows; ++m) {
+    members.clear();
+    for (int64_t j = 0; j < j_cols; ++j) {
+      const int64_t index = src[m * j_cols + j];
+      if (index < 0) continue;  // padding
+      members.push_back({{index, weight[m * j_cols + j]}, j});
+    }
+    std::sort(members.begin(), members.end(),
+              [](const auto& x, const auto& y) { return x.first < y.first; });
+    float total = 0.0f;
+    for (const auto& member : members) total += member.first.second;
+    const float ref_coef = 1.0f - total;
+    Slot* out = plan.slots.data() + m * plan.width;
+    int64_t k = 0;
+    if (ref_coef != 0.0f) out[k++] = {ref[m], ref_coef, -1};
+    for (const auto& member : members) {
+      if (member.first.second != 0.0f) out[k++] = {member.first.first, member.first.second, member.second};
+    }
+    plan.count[m] = k;
+    plan.single[m] = static_cast<uint8_t>(k == 1 && out[0].coef == 1.0f);
+  }
+  return plan;
+}
+
+enum class RowError : uint8_t { kNone = 0, kNotFinite = 1, kAllMasked = 2 };
+
+struct Outputs {
+  float* logprobs;  // [M, V] or null
+  float* logz;
+  float* correction;
+  float* target_logprob;
+  int64_t* sample;
+};
+
+// Logits are processed in blocks of the vocabulary that stay in L1: every participating row
+// is read once, the combined block is masked, scaled and folded into an online log-sum-exp.
+constexpr int64_t kBlock = 2048;
+
+// Running log-sum-exp state: max and the sum of exp(x - max).
+struct OnlineLse {
+  float max = kNegInf;
+  float sum = 0.0f;
+  void add(const float* x, int64_t n) {
+    const float block_max = row_max(x, n);
+    if (block_max == kNegInf) return;
+    if (block_max > max) {
+      sum = max == kNegInf ? 0.0f : sum * std::exp(max - block_max);
+      max = block_max;
+    }
+    sum += row_sum_exp(x, n, max);
+  }
+  float value() const { return max == kNegInf ? kNegInf : max + std::log(sum); }
+};
+
+template <typename scalar_t>
+bool row_has_bad(const scalar_t* row, int64_t n) {
+  for (int64_t v = 0; v < n; ++v) {
+    const float l = static_cast<float>(row[v]);
+    if (std::isnan(l) || l == kPosInf) return true;
+  }
+  return false;
+}
+
+template <typename scalar_t>
+void run_rows(const scalar_t* logits, int64_t row_stride, int64_t vocab, const Plan& plan, const float* temperature,
+              const float* raw_lse, const int64_t* targets, uint64_t seed, const int64_t* stream_id,
+              const int64_t* step, int64_t top_k, const Outputs& out, std::vector<RowError>& row_error,
+              std::vector<int64_t>& bad_slot) {
+  const int64_t m_rows = static_cast<int64_t>(plan.count.size());
+  const bool need_logz = out.logz || out.target_logprob || out.logprobs || out.correction;
+  const bool use_top_k = out.sample && top_k > 0 && top_k < vocab;
+#pragma omp parallel num_threads(std::max(1, at::get_num_threads()))
+  {
+    std::vector<float> local_acc(out.logprobs ? 0 : vocab);
+    uint8_t mask[kBlock];
+    std::vector<float> scratch(out.sample ? vocab : 0);
+    std::vector<uint8_t> allowed(use_top_k ? vocab : 0);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t m = 0; m < m_rows; ++m) {
+      float* acc = out.logprobs ? out.logprobs + m * vocab : local_acc.data();
+      const Slot* slots = plan.slots.data() + m * plan.width;
+      const int64_t n_slots = plan.count[m];
+      const float temp = temperature[m];
+      const bool unscaled_lse = out.correction && !plan.single[m] && temp != 1.0f;
+      OnlineLse lse, lse_unscaled;
+      float max_c = kNegInf;
+      bool bad = false;
+      for (int64_t v0 = 0; v0 < vocab && !bad; v0 += kBlock) {
+        const int64_t len = std::min(kBlock, vocab - v0);
+        float* block = acc + v0;
+        for (int64_t k = 0; k < n_slots; ++k) {
+          const scalar_t* row = logits + slots[k].row * row_stride + v0;
+          bad |= k == 0 ? slot_first(row, slots[k].coef, block, mask, len)
+                        : slot_accumulate(row, slots[k].coef, block, mask, len);
+        }
+        if (bad) break;
+        if (temp == 1.0f) {
+          apply_mask(block, mask, len);
+        } else {
+          if (unscaled_lse) {
+            apply_mask(block, mask, len);
+            lse_unscaled.add(block, len);
+          }
+          apply_mask_scale(block, mask, temp, len);
+        }
+        if (need_logz) {
+          lse.add(block, len);
+        } else {
+          const float block_max = row_max(block, len);
+          max_c = block_max > max_c ? block_max : max_c;
+        }
+      }
+      if (bad) {
+        // the first offending slot in canonical order, as the reference names it
+        row_error[m] = RowError::kNotFinite;
+        for (int64_t k = 0; k < n_slots; ++k) {
+          if (row_has_bad(logits + slots[k].row * row_stride, vocab)) {
+            bad_slot[m] = k;
+            break;
+          }
+        }
+        continue;
+      }
+      if (need_logz) max_c = lse.max;
+      if (max_c == kNegInf) {
+        row_error[m] = RowError::kAllMasked;
+        continue;
+      }
+      const float logz = need_logz ? lse.value() : 0.0f;
+      if (out.correction) {
+        if (plan.single[m]) {
+          out.correction[m] = 0.0f;
+        } else {
+          // lse_v(sum_a a_a (l_a - lse(l_a))) = lse_v(sum_a a_a l_a) - sum_a a_a lse(l_a), temperature 1
+          float correction = temp == 1.0f ? logz : lse_unscaled.value();
+          for (int64_t k = 0; k < n_slots; ++k) correction -= slots[k].coef * raw_lse[slots[k].row];
+          out.correction[m] = correction;
+        }
+      }
+      if (out.logz) out.logz[m] = logz;
+      if (out.target_logprob) out.target_logprob[m] = acc[targets[m]] - logz;
+      if (out.sample) {
+        const RowKey key = row_key(seed, static_cast<uint64_t>(stream_id[m]), static_cast<uint64_t>(step[m]));
+        if (use_top_k) top_k_allowed(acc, vocab, top_k, scratch.data(), allowed.data());
+        out.sample[m] = gumbel_argmax(acc, use_top_k ? allowed.data() : nullptr, vocab, key, scratch.data());
+      }
+      if (out.logprobs) subtract(acc, logz, vocab);
+    }
+  }
+}
+
+template <typename scalar_t>
+void raw_row_lse(const scalar_t* logits, int64_t row_stride, int64_t vocab, const std::vector<int64_t>& rows,
+                 float* lse) {
+  const int64_t n = static_cast<int64_t>(rows.size());
+#pragma omp parallel num_threads(std::max(1, at::get_num_threads()))
+  {
+    std::vector<float> buffer(vocab);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) {
+      to_float(logits + rows[i] * row_stride, buffer.data(), vocab);
+      lse[rows[i]] = row_lse(buffer.data(), vocab);
+    }
+  }
+}
+
+void check_index(const torch::Tensor& x, const char* name, int64_t ndim) {
+  TORCH_CHECK_VALUE(x.scalar_type() == at::kLong, name, " must be int64, got ", x.scalar_type(),
+                    "; convert it with .long()");
+  TORCH_CHECK_VALUE(x.dim() == ndim, name, " must be ", ndim, "-d, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.device().is_cpu(), name, " must be on the CPU for the cpp backend, got ", x.device());
+}
+
+}  // namespace
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> compose_gather_cpu(
+    const torch::Tensor& logits_in, const torch::Tensor& ref_index_in, const torch::Tensor& src_index_in,
+    const torch::Tensor& src_weight_in, const torch::Tensor& temperature_in, const c10::optional<torch::Tensor>& targets_in,
+    const torch::Tensor& stream_id_in, const torch::Tensor& step_in, int64_t seed, int64_t top_k, bool want_logprobs,
+    bool want_logz, bool want_correction, bool want_target, bool want_sample) {
+  // ---- checks at the boundary
+  TORCH_CHECK_VALUE(logits_in.device().is_cpu(), "logits must be on the CPU for the cpp backend, got ",
+                    logits_in.device());
+  TORCH_CHECK_VALUE(logits_in.dim() == 2, "logits must be 2-d [T, V], got shape ", logits_in.sizes());
+  const auto dtype = logits_in.scalar_type();
+  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+                    "logits must be float32, float16 or bfloat16 for the cpp backend, got ", dtype,
+                    " (float64 runs on the torch reference)");
+  const int64_t n_rows = logits_in.size(0);
+  const int64_t vocab = logits_in.size(1);
+  TORCH_CHECK_VALUE(vocab > 0, "logits has an empty vocabulary (V = 0)");
+  check_index(ref_index_in, "ref_index", 1);
+  check_index(src_index_in, "src_index", 2);
+  const int64_t m_rows = ref_index_in.size(0);
+  const int64_t j_cols = src_index_in.size(1);
+  TORCH_CHECK_VALUE(src_index_in.size(0) == m_rows, "src_index has ", src_index_in.size(0),
+                    " rows but ref_index has M = ", m_rows, "; give one per output row");
+  TORCH_CHECK_VALUE(src_weight_in.device().is_cpu(), "src_weight must be on the CPU, got ", src_weight_in.device());
+  TORCH_CHECK_VALUE(at::isFloatingType(src_weight_in.scalar_type()), "src_weight must be floating, got ",
+                    src_weight_in.scalar_type());
+  TORCH_CHECK_VALUE(src_weight_in.sizes() == src_index_in.sizes(), "src_weight has shape ", src_weight_in.sizes(),
+                    " but src_index has ", src_index_in.sizes(), "; give one weight per member slot");
+  TORCH_CHECK_VALUE(temperature_in.device().is_cpu() && temperature_in.dim() == 1 &&
+                        temperature_in.size(0) == m_rows && at::isFloatingType(temperature_in.scalar_type()),
+                    "temperature must be a floating CPU tensor [M] with M = ", m_rows, ", got shape ",
+                    temperature_in.sizes());
+  check_index(stream_id_in, "stream_id", 1);
+  check_index(step_in, "step", 1);
+  TORCH_CHECK_VALUE(stream_id_in.size(0) == m_rows, "stream_id has ", stream_id_in.size(0),
+                    " rows but ref_index has M = ", m_rows);
+  TORCH_CHECK_VALUE(step_in.size(0) == m_rows, "step has ", step_in.size(0), " rows but ref_index has M = ", m_rows);
+
+  const auto ref_index = ref_index_in.contiguous();
+  const auto src_index = src_index_in.contiguous();
+  const auto src_weight = src_weight_in.to(at::kFloat).contiguous();
+  const auto temperature = temperature_in.to(at::kFloat).contiguous();
+  const auto stream_id = stream_id_in.contiguous();
+  const auto step = step_in.contiguous();
+  const int64_t* ref = ref_index.data_ptr<int64_t>();
+  const int64_t* src = src_index.data_ptr<int64_t>();
+  const float* weight = src_weight.data_ptr<float>();
+  const float* temp = temperature.data_ptr<float>();
+
+  for (int64_t m = 0; m < m_rows; ++m) {
+    TORCH_CHECK_VALUE(ref[m] >= 0 && ref[m] < n_rows, "ref_index[", m, "] = ", ref[m],
+                      " is out of range: logits has ", n_rows, " rows, so it must be in [0, ", n_rows, ")");
+  }
+  for (int64_t i = 0; i < m_rows * j_cols; ++i) {
+    TORCH_CHECK_VALUE(src[i] >= -1 && src[i] < n_rows, "src_index[", i / j_cols, ", ", i % j_cols, "] = ", src[i],
+                      " is out of range: logits has ", n_rows, " rows, so a member must be in [0, ", n_rows,
+                      "), or -1 for padding");
+    TORCH_CHECK_VALUE(src[i] < 0 || std::isfinite(weight[i]), "src_weight[", i / j_cols, ", ", i % j_cols, "] = ",
+                      weight[i], " is not finite; weights must be finite numbers");
+  }
+  for (int64_t m = 0; m < m_rows; ++m) {
+    TORCH_CHECK_VALUE(std::isfinite(temp[m]) && temp[m] > 0.0f, "temperature of output row ", m, " is ", temp[m],
+                      "; it must be finite and > 0 (for greedy decoding sample with top_k=1)");
+  }
+  torch::Tensor targets;
+  if (want_target) {
+    TORCH_CHECK_VALUE(targets_in.has_value(),
+                      "the \"target_logprob\" output needs targets: pass targets=<int64 tensor [M]>");
+    check_index(*targets_in, "targets", 1);
+    TORCH_CHECK_VALUE(targets_in->size(0) == m_rows, "targets has ", targets_in->size(0),
+                      " rows but ref_index has M = ", m_rows, "; give one per output row");
+    targets = targets_in->contiguous();
+    const int64_t* t = targets.data_ptr<int64_t>();
+    for (int64_t m = 0; m < m_rows; ++m) {
+      TORCH_CHECK_VALUE(t[m] >= 0 && t[m] < vocab, "targets[", m, "] = ", t[m],
+                        " is out of range: it must be a token in [0, ", vocab, ")");
+    }
+  }
+
+  // rows must be contiguous along the vocabulary; any row stride is fine
+  const auto logits = logits_in.stride(1) == 1 ? logits_in : logits_in.contiguous();
+  const int64_t row_stride = logits.stride(0);
+  const Plan plan = make_plan(ref, src, weight, m_rows, j_cols);
+
+  const auto f32 = torch::TensorOptions().dtype(at::kFloat);
+  torch::Tensor logprobs = want_logprobs ? torch::empty({m_rows, vocab}, f32) : torch::empty({0}, f32);
+  torch::Tensor logz = want_logz ? torch::empty({m_rows}, f32) : torch::empty({0}, f32);
+  torch::Tensor correction = want_correction ? torch::empty({m_rows}, f32) : torch::empty({0}, f32);
+  torch::Tensor target_logprob = want_target ? torch::empty({m_rows}, f32) : torch::empty({0}, f32);
+  torch::Tensor sample = want_sample ? torch::empty({m_rows}, torch::TensorOptions().dtype(at::kLong))
+                                     : torch::empty({0}, torch::TensorOptions().dtype(at::kLong));
+  Outputs out{want_logprobs ? logprobs.data_ptr<float>() : nullptr, want_logz ? logz.data_ptr<float>() : nullptr,
+              want_correction ? correction.data_ptr<float>() : nullptr,
+              want_target ? target_logprob.data_ptr<float>() : nullptr,
+              want_sample ? sample.data_ptr<int64_t>() : nullptr};
+
+  std::vector<RowError> row_error(m_rows, RowError::kNone);
+  std::vector<int64_t> bad_slot(m_rows, -1);
+  std::vector<float> raw_lse;
+  auto dispatch = [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* data = reinterpret_cast<const scalar_t*>(logits.data_ptr());
+    if (want_correction) {
+      // the log-sum-exp of every raw row that a non-single output row uses, once per row
+      std::vector<uint8_t> needed(n_rows, 0);
+      for (int64_t m = 0; m < m_rows; ++m) {
+        if (plan.single[m]) continue;
+        for (int64_t k = 0; k < plan.count[m]; ++k) needed[plan.slots[m * plan.width + k].row] = 1;
+      }
+      std::vector<int64_t> rows;
+      for (int64_t t = 0; t < n_rows; ++t)
+        if (needed[t]) rows.push_back(t);
+      raw_lse.assign(n_rows, 0.0f);
+      raw_row_lse(data, row_stride, vocab, rows, raw_lse.data());
+    }
+    run_rows(data, row_stride, vocab, plan, temp, raw_lse.data(), want_target ? targets.data_ptr<int64_t>() : nullptr,
+             static_cast<uint64_t>(seed), stream_id.data_ptr<int64_t>(), step.data_ptr<int64_t>(), top_k, out,
+             row_error, bad_slot);
+  };
+  if (dtype == at::kFloat) {
+    dispatch(float{});
+  } else if (dtype == at::kHalf) {
+    dispatch(at::Half{});
+  } else {
+    dispatch(at::BFloat16{});
+  }
+
+  // errors in the order of the reference: non-finite logits first, then all-masked rows
+  for (int64_t m = 0; m < m_rows; ++m) {
+    if (row_error[m] != RowError::kNotFinite) continue;
+    const Slot& slot = plan.slots[m * plan.width + std::max<int64_t>(bad_slot[m], 0)];
+    std::ostringstream role;
+    if (slot.orig < 0) {
+      role << "the reference";
+    } else {
+      role << "member " << slot.orig << " (src_index[" << m << ", " << slot.orig << "])";
+    }
+    TORCH_CHECK_VALUE(false, "logits row ", slot.row, " contains NaN or +inf; it is ", role.str(), " of output row ",
+                      m, ". Logits must be finite or -inf (masked tokens): check the forward pass that produced them");
+  }
+  for (int64_t m = 0; m < m_rows; ++m) {
+    TORCH_CHECK_VALUE(row_error[m] != RowError::kAllMasked, "output row ", m,
+                      ": the combined logits are -inf for every token (its reference and members mask out the whole "
+                      "vocabulary between them); leave at least one token unmasked in every participating row");
+  }
+  return {logprobs, logz, correction, target_logprob, sample};
+}
+
+}  // namespace compose
+}  // namespace dposhap
+
+TORCH_LIBRARY_FRAGMENT(dposhap, m) {
+  m.def(
+      "compose_gather(Tensor logits, Tensor ref_index, Tensor src_index, Tensor src_weight, Tensor temperature, "
+      "Tensor? targets, Tensor stream_id, Tensor step, int seed, int top_k, bool want_logprobs, bool want_logz, "
+      "bool want_correction, bool want_target, bool want_sample) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(dposhap, CPU, m) { m.impl("compose_gather", &dposhap::compose::compose_gather_cpu); }
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.doc() = "dposhap compose kernels, C++ CPU backend: the op is torch.ops.dposhap.compose_gather";
+}

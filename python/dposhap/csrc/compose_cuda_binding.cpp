@@ -1,0 +1,70 @@
+// Torch-facing entry of the CUDA gather-form kernel (compose_cuda.cu): input checks at the
+// boundary, output allocation, launch on the current stream.
+#include <ATen/cuda/CUDAContext.h>
+#include <torch/extension.h>
+
+#include <tuple>
+
+namespace dposhap {
+cudaError_t launch_compose_rows(int dtype, const void* logits, int64_t stride, const int64_t* rows,
+                                const float* coef, int n_slots, const float* temperature, const int64_t* targets,
+                                const int64_t* key_a, const int64_t* key_b, int64_t n_out, int64_t vocab,
+                                float* logz, float* raw_lse, float* target, int64_t* sample, float* logprobs,
+                                cudaStream_t stream);
+}
+
+namespace {
+
+constexpr int64_t kMaxSlots = 64;
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> compose_rows_cuda(
+    const at::Tensor& logits, const at::Tensor& rows, const at::Tensor& coef, const at::Tensor& temperature,
+    const c10::optional<at::Tensor>& targets, const c10::optional<at::Tensor>& key_a,
+    const c10::optional<at::Tensor>& key_b, bool want_raw, bool want_logprobs) {
+  TORCH_CHECK(logits.is_cuda(), "compose (cuda): logits must be a CUDA tensor");
+  TORCH_CHECK(logits.dim() == 2 && logits.stride(1) == 1, "compose (cuda): logits must be [T, V] with unit stride in V");
+  TORCH_CHECK(rows.dim() == 2 && rows.scalar_type() == at::kLong && rows.is_contiguous(),
+              "compose (cuda): rows must be a contiguous int64 [M, A]");
+  TORCH_CHECK(coef.sizes() == rows.sizes() && coef.scalar_type() == at::kFloat && coef.is_contiguous(),
+              "compose (cuda): coef must be a contiguous float32 [M, A] like rows");
+  const int64_t m = rows.size(0);
+  TORCH_CHECK(temperature.numel() == m && temperature.scalar_type() == at::kFloat,
+              "compose (cuda): temperature must be float32 [M]");
+  TORCH_CHECK((coef != 0).sum(1).max().item<int64_t>() <= kMaxSlots || m == 0,
+              "compose (cuda): at most ", kMaxSlots, " participating rows per output row");
+  for (const auto* t : {&rows, &coef, &temperature}) {
+    TORCH_CHECK(t->device() == logits.device(), "compose (cuda): all tensors must be on the logits' device");
+  }
+  int dtype;
+  switch (logits.scalar_type()) {
+    case at::kFloat: dtype = 0; break;
+    case at::kHalf: dtype = 1; break;
+    case at::kBFloat16: dtype = 2; break;
+    default: TORCH_CHECK(false, "compose (cuda): logits must be float32, float16 or bfloat16, got ", logits.scalar_type());
+  }
+  const int64_t vocab = logits.size(1);
+  auto f32 = logits.options().dtype(at::kFloat);
+  at::Tensor logz = at::empty({m}, f32);
+  at::Tensor raw = want_raw ? at::empty({m}, f32) : at::Tensor();
+  at::Tensor target = targets.has_value() ? at::empty({m}, f32) : at::Tensor();
+  at::Tensor sample = key_a.has_value() ? at::empty({m}, logits.options().dtype(at::kLong)) : at::Tensor();
+  at::Tensor logprobs = want_logprobs ? at::empty({m, vocab}, f32) : at::Tensor();
+  const auto stream = at::cuda::getCurrentCUDAStream(logits.device().index());
+  const cudaError_t err = dposhap::launch_compose_rows(
+      dtype, logits.data_ptr(), logits.stride(0), rows.data_ptr<int64_t>(), coef.data_ptr<float>(),
+      static_cast<int>(rows.size(1)), temperature.contiguous().data_ptr<float>(),
+      targets.has_value() ? targets->contiguous().data_ptr<int64_t>() : nullptr,
+      key_a.has_value() ? key_a->contiguous().data_ptr<int64_t>() : nullptr,
+      key_b.has_value() ? key_b->contiguous().data_ptr<int64_t>() : nullptr, m, vocab, logz.data_ptr<float>(),
+      want_raw ? raw.data_ptr<float>() : nullptr, targets.has_value() ? target.data_ptr<float>() : nullptr,
+      key_a.has_value() ? sample.data_ptr<int64_t>() : nullptr, want_logprobs ? logprobs.data_ptr<float>() : nullptr,
+      stream.stream());
+  TORCH_CHECK(err == cudaSuccess, "compose (cuda): kernel launch failed: ", cudaGetErrorString(err));
+  return {logz, raw, target, sample, logprobs};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("compose_rows", &compose_rows_cuda, "Gather-form language-model arithmetic on CUDA");
+}

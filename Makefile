@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install cargo-test pytest demo bench-shapley clean
+.PHONY: test install cargo-test pytest demo bench-shapley bench-compose clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ demo: install
 
 bench-shapley: install
 	bash bench/shapley/run.sh
+
+bench-compose: install
+	$(PY) bench/compose/bench_compose_cpu.py
 
 clean:
 	rm -rf $(VENV) target

@@ -62,7 +62,7 @@ OutputName = Literal["logprobs", "logz", "correction", "target_logprob", "sample
 OUTPUT_NAMES: tuple[str, ...] = ("logprobs", "logz", "correction", "target_logprob", "sample")
 #: Backends of :func:`log_probs`. Only the torch reference exists so far.
 Backend = Literal["auto", "torch", "cpp", "cuda", "triton"]
-_BUILT_BACKENDS = ("auto", "torch")
+_DENSE_BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 _LOGIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 _NEG_INF = -math.inf
 
@@ -489,8 +489,8 @@ def log_probs(
     temperature
         A float or ``[R]``.
     backend
-        ``"torch"`` or ``"auto"`` (both the reference, for now); ``"cpp"``, ``"cuda"`` and
-        ``"triton"`` are not built yet.
+        ``"torch"`` (this reference), or ``"auto"``, ``"cpp"``, ``"triton"``, ``"cuda"``: the
+        gather-form backends of :func:`dposhap.compose.compose` (float32 results).
     compute_dtype
         As in :func:`compose`.
 
@@ -499,10 +499,8 @@ def log_probs(
     torch.Tensor
         ``[R, V]`` in the compute dtype.
     """
-    if backend not in _BUILT_BACKENDS:
-        if backend in ("cpp", "cuda", "triton"):
-            raise InvalidArgumentError(f'backend "{backend}" is not built yet; use backend="torch" (or "auto")')
-        raise InvalidArgumentError(f"unknown backend {backend!r}; choose from {list(_BUILT_BACKENDS)}")
+    if backend not in _DENSE_BACKENDS:
+        raise InvalidArgumentError(f"unknown backend {backend!r}; choose from {list(_DENSE_BACKENDS)}")
     ref = _check_float_tensor(ref, "ref", "[R, V]", 2, _LOGIT_DTYPES)
     sources = _check_float_tensor(sources, "sources", "[R, n, V]", 3, _LOGIT_DTYPES)
     r, vocab = ref.shape
@@ -524,7 +522,12 @@ def log_probs(
     logits = torch.cat([ref[:, None, :], sources], dim=1).reshape(r * (n + 1), vocab)
     ref_index = torch.arange(r, device=ref.device) * (n + 1)
     src_index = ref_index[:, None] + 1 + torch.arange(n, device=ref.device)[None, :]
-    out = compose(logits, ref_index, src_index, weights, temperature, compute_dtype=compute_dtype)
+    if backend == "torch":
+        out = compose(logits, ref_index, src_index, weights, temperature, compute_dtype=compute_dtype)
+    else:
+        from .backends import compose as dispatch
+
+        out = dispatch(logits, ref_index, src_index, weights, temperature, compute_dtype=compute_dtype, backend=backend)
     assert out.logprobs is not None
     return out.logprobs
 

@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 
 from ..errors import InvalidArgumentError
-from . import noise
-from .reference import ComposeOutput, OutputName, Temperature, _first, _validate_gather
+from ._kernel_common import assemble, check_participating_rows, noise_keys
+from .reference import ComposeOutput, OutputName, Temperature, _validate_gather
 
 
 def compose(
@@ -44,19 +44,9 @@ def compose(
         logits, ref_index, src_index, src_weight, temperature, outputs, targets, stream_id, step, top_k, torch.float32
     )
     logits, rows, coef = args.logits, args.rows.contiguous(), args.coef.to(torch.float32).contiguous()
-    used = coef != 0
-    bad = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=1)[rows] & used
-    if bool(bad.any()):
-        row, slot = _first(bad)
-        raise InvalidArgumentError(
-            f"output row {row}: logits row {int(rows[row, slot])} holds NaN or +inf; logits must be finite or -inf (masked)"
-        )
+    check_participating_rows(logits, rows, coef)
     want = set(args.outputs)
-    key_a = key_b = None
-    if "sample" in want:
-        m = rows.shape[0]
-        stream = args.stream_id if args.stream_id is not None else torch.arange(m, dtype=torch.int64, device=logits.device)
-        key_a, key_b = noise.row_keys(seed, stream, args.step)
+    key_a, key_b = noise_keys(args, seed, logits.device) if "sample" in want else (None, None)
     logz, raw_lse, target, sample, logprobs = load_cuda().compose_rows(
         logits if logits.stride(1) == 1 else logits.contiguous(),
         rows,
@@ -68,22 +58,4 @@ def compose(
         "correction" in want,
         "logprobs" in want,
     )
-    dead = torch.isneginf(logz)
-    if bool(dead.any()):
-        (row,) = _first(dead)
-        raise InvalidArgumentError(f"output row {row}: the combined logits are -inf for every token")
-    result = ComposeOutput()
-    if "logz" in want:
-        result.logz = logz
-    if "logprobs" in want:
-        result.logprobs = logprobs
-    if "target_logprob" in want:
-        result.target_logprob = target
-    if "sample" in want:
-        result.sample = sample
-    if "correction" in want:
-        row_lse = torch.logsumexp(logits.float(), dim=1)[rows]
-        correction = raw_lse - torch.where(used, coef * row_lse, 0.0).sum(dim=1)
-        single = (used.sum(dim=1) == 1) & (torch.where(used, coef, 0.0).sum(dim=1) == 1)
-        result.correction = correction.masked_fill(single, 0.0)
-    return result
+    return assemble(want, logits, rows, coef, logz, raw_lse, target, sample, logprobs)

@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 
 from ..errors import InvalidArgumentError
-from . import noise
-from .reference import ComposeOutput, OutputName, Temperature, _first, _validate_gather
+from ._kernel_common import assemble, check_participating_rows, noise_keys
+from .reference import ComposeOutput, OutputName, Temperature, _validate_gather
 
 #: Vocabulary entries per block of the kernel (the interpreter gets smaller blocks).
 BLOCK_V = 1024
@@ -72,17 +72,7 @@ def compose(
     logits, rows, coef, vocab = args.logits, args.rows, args.coef, args.vocab
     m, n_slots = rows.shape
     device = logits.device
-    used = coef != 0
-    # NaN or +inf in a participating row is an error (one pass over the rows, not [M, V])
-    bad_row = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=1)
-    bad = bad_row[rows] & used
-    if bool(bad.any()):
-        row, slot = _first(bad)
-        what = "its reference" if slot == 0 else f"member slot {slot - 1} (in canonical order)"
-        raise InvalidArgumentError(
-            f"output row {row}: logits row {int(rows[row, slot])} ({what}) holds NaN or +inf; "
-            "logits must be finite or -inf (masked)"
-        )
+    check_participating_rows(logits, rows, coef)
     logits = logits if logits.stride(1) == 1 else logits.contiguous()
     rows_c = rows.contiguous()
     coef_c = coef.to(torch.float32).contiguous()
@@ -95,12 +85,7 @@ def compose(
     sample = torch.empty(m, dtype=torch.int64, device=device) if "sample" in want else rows_c
     logprobs = torch.empty(m, vocab, **f32) if "logprobs" in want else logz
     targets = args.targets if args.targets is not None else rows_c
-    if "sample" in want:
-        stream = args.stream_id if args.stream_id is not None else torch.arange(m, dtype=torch.int64, device=device)
-        key_a, key_b = noise.row_keys(seed, stream, args.step)
-        key_a, key_b = key_a.contiguous(), key_b.contiguous()
-    else:
-        key_a = key_b = rows_c
+    key_a, key_b = noise_keys(args, seed, device) if "sample" in want else (rows_c, rows_c)
     if block_v is None:
         block_v = INTERPRET_BLOCK_V if device.type == "cpu" else BLOCK_V
     compose_rows_kernel[(m,)](
@@ -112,26 +97,10 @@ def compose(
         WANT_RAW="correction" in want,
         WANT_LOGPROBS="logprobs" in want,
     )
-    dead = torch.isneginf(logz)
-    if bool(dead.any()):
-        (row,) = _first(dead)
-        raise InvalidArgumentError(
-            f"output row {row}: the combined logits are -inf for every token; leave at least one token unmasked"
-        )
-    result = ComposeOutput()
-    if "logz" in want:
-        result.logz = logz
-    if "logprobs" in want:
-        result.logprobs = logprobs
-    if "target_logprob" in want:
-        result.target_logprob = target
-    if "sample" in want:
-        result.sample = sample
-    if "correction" in want:
-        # logsumexp_v sum_a coef_a lp_a = logsumexp_v(sum_a coef_a l_a) - sum_a coef_a lse(l_a)
-        row_lse = torch.logsumexp(logits.float(), dim=1)[rows]  # one pass over the T rows
-        shift = torch.where(used, coef_c * row_lse, 0.0).sum(dim=1)
-        correction = raw_lse - shift
-        single = (used.sum(dim=1) == 1) & (torch.where(used, coef_c, 0.0).sum(dim=1) == 1)
-        result.correction = correction.masked_fill(single, 0.0)
-    return result
+    return assemble(
+        want, logits, rows_c, coef_c, logz,
+        raw_lse if "correction" in want else None,
+        target if "target_logprob" in want else None,
+        sample if "sample" in want else None,
+        logprobs if "logprobs" in want else None,
+    )

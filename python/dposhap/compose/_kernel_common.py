@@ -1,0 +1,74 @@
+"""What the Triton and CUDA launchers share around their kernels: the finiteness check of
+the participating rows, the noise keys of each row, and the assembly of the outputs (with the
+all-masked check and the sequence-level correction)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InvalidArgumentError
+from . import noise
+from .reference import ComposeOutput, GatherArgs, _first
+
+
+def check_participating_rows(logits: torch.Tensor, rows: torch.Tensor, coef: torch.Tensor) -> None:
+    """NaN or +inf in a participating logits row is an error that names it (one pass over the
+    ``T`` rows, never ``[M, V]``)."""
+    bad = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=1)[rows] & (coef != 0)
+    if bool(bad.any()):
+        row, slot = _first(bad)
+        what = "its reference" if slot == 0 else f"member slot {slot - 1} (in canonical order)"
+        raise InvalidArgumentError(
+            f"output row {row}: logits row {int(rows[row, slot])} ({what}) holds NaN or +inf; "
+            "logits must be finite or -inf (masked)"
+        )
+
+
+def noise_keys(args: GatherArgs, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two 32-bit key lanes of every output row (see :func:`noise.row_keys`)."""
+    m = args.rows.shape[0]
+    stream = args.stream_id if args.stream_id is not None else torch.arange(m, dtype=torch.int64, device=device)
+    key_a, key_b = noise.row_keys(seed, stream, args.step)
+    return key_a.contiguous(), key_b.contiguous()
+
+
+def assemble(
+    want: set[str],
+    logits: torch.Tensor,
+    rows: torch.Tensor,
+    coef: torch.Tensor,
+    logz: torch.Tensor,
+    raw_lse: torch.Tensor | None,
+    target: torch.Tensor | None,
+    sample: torch.Tensor | None,
+    logprobs: torch.Tensor | None,
+) -> ComposeOutput:
+    """The requested outputs of a kernel run; refuses rows masked everywhere.
+
+    ``raw_lse`` is the kernel's log-sum-exp of the untempered combination ``sum_a coef_a l_a``;
+    the correction is ``logsumexp_v sum_a coef_a lp_a = raw_lse - sum_a coef_a lse(l_a)`` (the
+    coefficients sum to 1), exactly 0 for a single slot of coefficient 1.
+    """
+    dead = torch.isneginf(logz)
+    if bool(dead.any()):
+        (row,) = _first(dead)
+        raise InvalidArgumentError(
+            f"output row {row}: the combined logits are -inf for every token; leave at least one token unmasked"
+        )
+    result = ComposeOutput()
+    if "logz" in want:
+        result.logz = logz
+    if "logprobs" in want:
+        result.logprobs = logprobs
+    if "target_logprob" in want:
+        result.target_logprob = target
+    if "sample" in want:
+        result.sample = sample
+    if "correction" in want:
+        assert raw_lse is not None
+        used = coef != 0
+        row_lse = torch.logsumexp(logits.float(), dim=1)[rows]  # one pass over the T rows
+        correction = raw_lse - torch.where(used, coef * row_lse, 0.0).sum(dim=1)
+        single = (used.sum(dim=1) == 1) & (torch.where(used, coef, 0.0).sum(dim=1) == 1)
+        result.correction = correction.masked_fill(single, 0.0)
+    return result

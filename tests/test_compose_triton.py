@@ -125,3 +125,25 @@ def test_the_dispatcher_routes_to_every_backend_and_they_agree() -> None:
         assert torch.equal(results[b].sample, results["torch"].sample), b
     with pytest.raises(InvalidArgumentError, match="unknown backend"):
         C.compose(logits, ref_index, src_index, src_weight, backend="tpu")
+
+
+@pytest.mark.parametrize(("n_pos", "n_models", "vocab", "n_coal", "block_v", "masked"), [
+    (3, 5, 70, 20, 32, 0.0),   # K not a multiple of the coalition block, V not of the vocabulary block
+    (2, 17, 40, 5, 16, 0.15),  # more models than one 16-wide block, masked tokens
+])
+def test_shared_scores_match_the_reference(n_pos, n_models, vocab, n_coal, block_v, masked) -> None:
+    g = torch.Generator().manual_seed(n_pos * 100 + n_models)
+    logits = torch.randn(n_pos, n_models, vocab, generator=g) * 2
+    if masked:
+        logits[torch.rand(n_pos, n_models, vocab, generator=g) < masked] = float("-inf")
+        logits[:, :, 0] = 0.0
+    membership = torch.rand(n_coal, n_models - 1, generator=g) < 0.5
+    coef = reference.coalition_coefficients(membership.to(torch.float32))
+    targets = torch.randint(0, vocab, (n_pos,), generator=g)
+    logits, coef, targets = logits.to(DEVICE), coef.to(DEVICE), targets.to(DEVICE)
+    fast = triton_backend.shared_scores(logits, coef, targets, block_v=block_v)
+    slow = reference.shared_scores(logits, coef, targets, compute_dtype=torch.float64)
+    for got, want in zip(fast, slow):
+        finite = torch.isfinite(want)
+        assert torch.equal(torch.isfinite(got), finite)
+        torch.testing.assert_close(got.double()[finite], want[finite], atol=2e-5, rtol=2e-5)

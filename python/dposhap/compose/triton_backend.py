@@ -104,3 +104,59 @@ def compose(
         sample if "sample" in want else None,
         logprobs if "logprobs" in want else None,
     )
+
+
+def shared_scores(
+    logits: torch.Tensor, coef: torch.Tensor, targets: torch.Tensor, *, block_k: int = 16, block_v: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dposhap.compose.reference.shared_scores` by the Triton kernel (float32 results):
+    ``logz [K, N]`` and ``target_logprob [K, N]`` of ``K`` coalitions over ``N`` positions.
+
+    Raises
+    ------
+    InvalidArgumentError
+        As the reference does, and for a device Triton cannot run on.
+    """
+    import triton
+
+    from ..kernels.compose import shared_scores_kernel
+
+    if not available(logits.device):
+        raise InvalidArgumentError(
+            f"the Triton kernel runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1); got a {logits.device.type} tensor"
+        )
+    # argument checks (the reference's, without its pass over [K, N, V]-sized blocks)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+        raise InvalidArgumentError("logits must be a tensor [N, n + 1, V]")
+    n_pos, n_models, vocab = logits.shape
+    if not isinstance(coef, torch.Tensor) or coef.dim() != 2 or coef.shape[1] != n_models:
+        raise InvalidArgumentError(f"coef must be [K, n + 1] with n + 1 = {n_models} columns")
+    if not isinstance(targets, torch.Tensor) or targets.shape != (n_pos,) or targets.dtype != torch.int64:
+        raise InvalidArgumentError(f"targets must be an int64 tensor [N] with N = {n_pos}")
+    if bool(((targets < 0) | (targets >= vocab)).any()):
+        raise InvalidArgumentError(f"targets must be tokens in [0, {vocab})")
+    if not bool(torch.isfinite(coef).all()):
+        raise InvalidArgumentError("coef must be finite")
+    used = (coef != 0).any(dim=0)
+    bad = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=2) & used[None, :]
+    if bool(bad.any()):
+        p, a = (int(x) for x in bad.nonzero()[0])
+        raise InvalidArgumentError(f"logits[{p}, {a}, :] holds NaN or +inf; logits must be finite or -inf (masked tokens)")
+    logits = logits if logits.stride(2) == 1 else logits.contiguous()
+    coef32 = coef.to(torch.float32).contiguous()
+    n_coal = coef.shape[0]
+    logz = torch.empty(n_coal, n_pos, dtype=torch.float32, device=logits.device)
+    target = torch.empty_like(logz)
+    if block_v is None:
+        block_v = INTERPRET_BLOCK_V if logits.device.type == "cpu" else 256
+    block_a = max(16, triton.next_power_of_2(n_models))
+    grid = (n_pos, triton.cdiv(n_coal, block_k))
+    shared_scores_kernel[grid](
+        logits, logits.stride(0), logits.stride(1), coef32, n_models, n_coal, targets.contiguous(), logz, target, n_pos, vocab,
+        BLOCK_K=block_k, BLOCK_A=block_a, BLOCK_V=block_v,
+    )
+    dead = torch.isneginf(logz)
+    if bool(dead.any()):
+        k, p = (int(x) for x in dead.nonzero()[0])
+        raise InvalidArgumentError(f"coalition {k} at position {p}: the combined logits are -inf for every token")
+    return logz, target

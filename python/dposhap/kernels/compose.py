@@ -109,3 +109,43 @@ def compose_rows_kernel(
             acc, masked = _combine_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, offs, in_range)
             c = tl.where(masked, float("-inf"), acc * inv_t)
             tl.store(logprobs_ptr + m * V + offs, c - logz, mask=in_range)
+
+
+@triton.jit
+def shared_scores_kernel(
+    logits_ptr, stride_p, stride_a, coef_ptr, n_models, n_coal, targets_ptr, logz_ptr, target_ptr, n_pos, V,
+    BLOCK_K: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    """Fixed text under many coalitions: program (position p, block of coalitions) streams the
+    vocabulary, combines all models of the block at once as a small matrix product
+    ``coef[BLOCK_K, A] @ logits[p, A, BLOCK_V]`` and keeps an online log-sum-exp per
+    coalition, so ``[K, N, V]`` never exists."""
+    p = tl.program_id(0)
+    kb = tl.program_id(1)
+    ks = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+    models = tl.arange(0, BLOCK_A)
+    coef = tl.load(coef_ptr + ks[:, None] * n_models + models[None, :],
+                   mask=(ks[:, None] < n_coal) & (models[None, :] < n_models), other=0.0)
+    uses = (coef != 0.0).to(tl.float32)
+    t = tl.load(targets_ptr + p)
+    run_max = tl.zeros([BLOCK_K], dtype=tl.float32) + float("-inf")
+    run_sum = tl.zeros([BLOCK_K], dtype=tl.float32)
+    tgt = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for v0 in range(0, V, BLOCK_V):
+        offs = v0 + tl.arange(0, BLOCK_V)
+        live = (models[:, None] < n_models) & (offs[None, :] < V)
+        l = tl.load(logits_ptr + p * stride_p + models[:, None] * stride_a + offs[None, :], mask=live, other=0.0).to(tl.float32)
+        neg_inf = l == float("-inf")
+        c = tl.dot(coef, tl.where(neg_inf, 0.0, l), input_precision="ieee")
+        masked = tl.dot(uses, neg_inf.to(tl.float32), input_precision="ieee") > 0.0
+        c = tl.where(masked | (offs[None, :] >= V), float("-inf"), c)
+        new_max = tl.maximum(run_max, tl.max(c, 1))
+        keep = tl.where(run_max == float("-inf"), 0.0, tl.exp(run_max - new_max))
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+        run_sum = run_sum * keep + tl.sum(tl.where(c == float("-inf"), 0.0, tl.exp(c - shift[:, None])), 1)
+        run_max = new_max
+        tgt += tl.sum(tl.where(offs[None, :] == t, c, 0.0), 1)
+    logz = run_max + tl.log(run_sum)
+    out = ks * n_pos + p
+    tl.store(logz_ptr + out, logz, mask=ks < n_coal)
+    tl.store(target_ptr + out, tgt - logz, mask=ks < n_coal)

@@ -147,3 +147,18 @@ def test_shared_scores_match_the_reference(n_pos, n_models, vocab, n_coal, block
         finite = torch.isfinite(want)
         assert torch.equal(torch.isfinite(got), finite)
         torch.testing.assert_close(got.double()[finite], want[finite], atol=2e-5, rtol=2e-5)
+
+
+def test_the_shared_scores_dispatcher() -> None:
+    from dposhap import compose as C
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 30, generator=g).to(DEVICE)
+    coef = C.coalition_coefficients(torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])).to(DEVICE)
+    targets = torch.tensor([3, 7], device=DEVICE)
+    slow = C.shared_scores(logits, coef, targets, backend="torch")
+    fast = C.shared_scores(logits, coef, targets, backend="triton")
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b.float(), atol=2e-5, rtol=2e-5)
+    with pytest.raises(InvalidArgumentError, match="unknown backend"):
+        C.shared_scores(logits, coef, targets, backend="cpp")

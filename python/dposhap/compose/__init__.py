@@ -22,11 +22,12 @@ Forms
 (:mod:`dposhap.compose.reference`, the ground truth every other backend is tested against),
 the C++ CPU kernel (``dposhap/csrc/compose.h``), the Triton kernel
 (:mod:`dposhap.kernels.compose`) or the CUDA kernel (``dposhap/csrc/compose_cuda.cu``). The
-dense, shared-source and hidden-state forms are the reference's so far.
+dense form runs on the same backends; :func:`shared_scores` on the reference or Triton; the
+hidden-state form is the reference's.
 """
 
 from . import noise, reference
-from .backends import GATHER_BACKENDS, compose
+from .backends import GATHER_BACKENDS, compose, shared_scores
 from .reference import (
     OUTPUT_NAMES,
     Backend,
@@ -35,7 +36,6 @@ from .reference import (
     coalition_coefficients,
     compose_hidden,
     log_probs,
-    shared_scores,
 )
 
 __all__ = [

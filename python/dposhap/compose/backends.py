@@ -1,4 +1,5 @@
-"""Backend dispatch of the gather form: ``compose(..., backend="auto" | "torch" | "cpp" | "triton" | "cuda")``.
+"""Backend dispatch: the gather form ``compose(..., backend="auto" | "torch" | "cpp" | "triton" | "cuda")``
+and the shared-source form ``shared_scores(..., backend="auto" | "torch" | "triton")``.
 
 ``"torch"`` is the plain reference (:func:`dposhap.compose.reference.compose`); ``"cpp"`` the
 C++ CPU kernel (``torch.ops.dposhap.compose_gather``, built on first use by
@@ -16,6 +17,7 @@ from ..errors import DposhapError, InvalidArgumentError
 from . import _native, noise
 from .reference import OUTPUT_NAMES, ComposeOutput, OutputName, Temperature
 from .reference import compose as reference_compose
+from .reference import shared_scores as reference_shared_scores
 
 __all__ = ["GatherBackend", "compose", "cpp_supports"]
 
@@ -215,3 +217,51 @@ def compose(
     if compute_dtype not in (None, torch.float32):
         raise InvalidArgumentError(f'backend="cpp" computes in float32; got compute_dtype={compute_dtype} (use backend="torch")')
     return _compose_cpp(logits, ref_index, src_index, src_weight, temperature, outputs, targets, seed, stream_id, step, top_k)
+
+
+SharedBackend = Literal["auto", "torch", "triton"]
+
+
+def shared_scores(
+    logits: torch.Tensor,
+    coef: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    block_v: int = 4096,
+    compute_dtype: torch.dtype | None = None,
+    backend: SharedBackend = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dposhap.compose.reference.shared_scores` on a chosen backend.
+
+    Parameters
+    ----------
+    logits, coef, targets, block_v, compute_dtype
+        As in :func:`dposhap.compose.reference.shared_scores`.
+    backend
+        ``"torch"`` (the reference: blocked matrix products with an online log-sum-exp, also
+        the CPU path), ``"triton"`` (CUDA tensors, or the CPU under ``TRITON_INTERPRET=1``;
+        float32) or ``"auto"`` (Triton on CUDA tensors in float32, else the reference).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``logz [K, N]`` and ``target_logprob [K, N]``.
+    """
+    from . import triton_backend
+
+    if backend not in ("auto", "torch", "triton"):
+        raise InvalidArgumentError(f'unknown backend {backend!r}; choose from ["auto", "torch", "triton"]')
+    if backend == "auto":
+        fast = (
+            isinstance(logits, torch.Tensor)
+            and logits.is_cuda
+            and logits.dtype != torch.float64
+            and compute_dtype in (None, torch.float32)
+            and triton_backend.available(logits.device)
+        )
+        backend = "triton" if fast else "torch"
+    if backend == "torch":
+        return reference_shared_scores(logits, coef, targets, block_v=block_v, compute_dtype=compute_dtype)
+    if compute_dtype not in (None, torch.float32):
+        raise InvalidArgumentError(f'backend="triton" computes in float32; got compute_dtype={compute_dtype} (use backend="torch")')
+    return triton_backend.shared_scores(logits, coef, targets)

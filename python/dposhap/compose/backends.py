@@ -15,7 +15,7 @@ import torch
 
 from ..errors import DposhapError, InvalidArgumentError
 from . import _native, noise
-from .reference import OUTPUT_NAMES, ComposeOutput, OutputName, Temperature
+from .reference import ComposeOutput, OutputName, Temperature, normalize_outputs
 from .reference import compose as reference_compose
 from .reference import shared_scores as reference_shared_scores
 
@@ -192,30 +192,24 @@ def compose(
     dposhap.compose._native.NativeBuildError
         ``backend="cpp"`` and the extension cannot be built.
     """
-    if isinstance(outputs, str):
-        outputs = (outputs,)
-    outputs = tuple(outputs)
-    unknown = [o for o in outputs if o not in OUTPUT_NAMES]
-    if unknown:
-        raise InvalidArgumentError(f"unknown output(s) {unknown}; choose from {list(OUTPUT_NAMES)}")
+    outputs = normalize_outputs(outputs)
     if backend not in GATHER_BACKENDS:
         raise InvalidArgumentError(f"unknown backend {backend!r}; choose from {list(GATHER_BACKENDS)}")
     kwargs = dict(outputs=outputs, targets=targets, seed=seed, stream_id=stream_id, step=step, top_k=top_k)
     if backend == "auto":
         backend = _auto_backend(logits, compute_dtype, top_k)
+    if backend == "torch":
+        return reference_compose(logits, ref_index, src_index, src_weight, temperature, compute_dtype=compute_dtype, **kwargs)
+    # every kernel computes in float32
+    if compute_dtype not in (None, torch.float32):
+        raise InvalidArgumentError(f'backend="{backend}" computes in float32; got compute_dtype={compute_dtype} (use backend="torch")')
     if backend in ("triton", "cuda"):
-        if compute_dtype not in (None, torch.float32):
-            raise InvalidArgumentError(f"backend={backend!r} computes in float32; got compute_dtype={compute_dtype} (use backend=\"torch\")")
         from . import cuda_backend, triton_backend
 
         impl = triton_backend.compose if backend == "triton" else cuda_backend.compose
         return impl(logits, ref_index, src_index, src_weight, temperature, **kwargs)
-    if backend == "torch":
-        return reference_compose(logits, ref_index, src_index, src_weight, temperature, compute_dtype=compute_dtype, **kwargs)
     if not isinstance(logits, torch.Tensor):
         raise InvalidArgumentError(f"logits must be a torch.Tensor [T, V], got {type(logits).__name__}")
-    if compute_dtype not in (None, torch.float32):
-        raise InvalidArgumentError(f'backend="cpp" computes in float32; got compute_dtype={compute_dtype} (use backend="torch")')
     return _compose_cpp(logits, ref_index, src_index, src_weight, temperature, outputs, targets, seed, stream_id, step, top_k)
 
 

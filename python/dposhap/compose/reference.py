@@ -286,6 +286,17 @@ def _top_k_mask(c: torch.Tensor, top_k: int) -> torch.Tensor:
 # the gather form
 
 
+def normalize_outputs(outputs: Sequence[OutputName] | OutputName) -> tuple[str, ...]:
+    """``outputs`` as a tuple of known output names (one name is accepted on its own)."""
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    outputs = tuple(outputs)
+    unknown = [o for o in outputs if o not in OUTPUT_NAMES]
+    if unknown:
+        raise InvalidArgumentError(f"unknown output(s) {unknown}; choose from {list(OUTPUT_NAMES)}")
+    return outputs
+
+
 class GatherArgs(NamedTuple):
     """The checked arguments of the gather form, shared by every backend's entry point."""
 
@@ -316,12 +327,7 @@ def _validate_gather(
     compute_dtype: torch.dtype | None,
 ) -> GatherArgs:
     """Check the arguments of :func:`compose` (see there) and put the rows in canonical order."""
-    if isinstance(outputs, str):
-        outputs = (outputs,)
-    outputs = tuple(outputs)
-    unknown = [o for o in outputs if o not in OUTPUT_NAMES]
-    if unknown:
-        raise InvalidArgumentError(f"unknown output(s) {unknown}; choose from {list(OUTPUT_NAMES)}")
+    outputs = normalize_outputs(outputs)
     logits = _check_float_tensor(logits, "logits", "[T, V]", 2, _LOGIT_DTYPES)
     n_rows, vocab = logits.shape
     if vocab == 0:

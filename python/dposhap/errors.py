@@ -50,11 +50,57 @@ class DataError(DposhapError, ValueError):
     """
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
-        self.file, self.line, self.field = file, line, field
+        self.file, self.line, self.field, self.reason = file, line, field, message
         where = ":".join(str(p) for p in (file, line) if p is not None)
         if field is not None:
             where = f"{where} field {field!r}" if where else f"field {field!r}"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigError(DataError):
+    """A run configuration (TOML file or command-line override) is wrong, located like :class:`DataError`."""
+
+
+class ModelLoadError(DposhapError, RuntimeError):
+    """A base model, tokenizer, adapter or reward model could not be loaded; says from where and what to try."""
+
+
+class RunLockedError(DposhapError, RuntimeError):
+    """Another process is working on the same run directory."""
+
+
+class DataValidationError(DataError):
+    """Input data failed validation; every problem found is listed, not only the first.
+
+    Parameters
+    ----------
+    problems
+        The problems found, each with ``file``, ``line``, ``field`` and ``message`` attributes and a
+        ``str()`` that says where and what (:class:`dposhap.data.DataProblem`). At least one.
+
+    Attributes
+    ----------
+    problems
+        The list of problems, in the order they were found.
+    file, line, field
+        Where the first problem is.
+    """
+
+    max_listed = 20
+
+    def __init__(self, problems: Any):
+        self.problems = list(problems)
+        if not self.problems:
+            raise ValueError("DataValidationError needs at least one problem")
+        count = len(self.problems)
+        head = "1 problem" if count == 1 else f"{count} problems"
+        lines = [f"{head} in the preference data; fix them and run again:"]
+        lines += [f"  - {problem}" for problem in self.problems[: self.max_listed]]
+        if count > self.max_listed:
+            lines.append(f"  ... and {count - self.max_listed} more")
+        first = self.problems[0]
+        super().__init__("\n".join(lines))
+        self.file, self.line, self.field = first.file, first.line, first.field
 
 
 __all__ = [
@@ -64,4 +110,8 @@ __all__ = [
     "UtilityError",
     "ProtocolError",
     "DataError",
+    "DataValidationError",
+    "ConfigError",
+    "ModelLoadError",
+    "RunLockedError",
 ]

@@ -1,0 +1,351 @@
+"""Run configuration: a TOML file, typed and checked, with command-line overrides.
+
+A config has five tables, each optional (``examples/toy.toml`` shows them all)::
+
+    [model]   base model: "toy", a local folder, or a hub id
+    [data]    preference files (with a ``source`` column) or one file per source
+    [toy]     the built-in toy world, used when model.base = "toy" and no data is given
+    [lora]    the PEFT LoRA adapter trained per source
+    [dpo]     the TRL DPO knobs a user tunes
+
+Every field is a dataclass field with help text; values are checked in ``__post_init__`` and
+any mistake is a :class:`~dposhap.errors.ConfigError` naming the file, line and field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "DpoConfig",
+    "LoraSettings",
+    "ModelConfig",
+    "RunConfig",
+    "ToyConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+# the DPO losses TRL offers; only "sigmoid" (and "sigmoid_norm") keep the closed form that
+# composition by logits arithmetic relies on, the others are there for comparison studies
+LossType = Literal[
+    "sigmoid", "sigmoid_norm", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "aot", "apo_zero",
+    "apo_down", "exo_pair", "discopop",
+]
+# module names that are the output layer in the model families we know: LoRA never goes there
+LM_HEAD_NAMES = ("lm_head", "embed_out", "output_layer", "score")
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+class _Section:
+    """Shared checks: each subclass names its TOML table in ``TABLE``."""
+
+    TABLE = ""
+
+    def _fail(self, name: str, message: str) -> None:
+        raise ConfigError(message, field=f"{self.TABLE}.{name}")
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) <= 0:
+                self._fail(name, f"must be > 0, got {getattr(self, name)!r}")
+
+    def _literal(self, name: str) -> None:
+        hint = get_type_hints(type(self))[name]
+        allowed = get_args(hint)
+        if get_origin(hint) is Literal and getattr(self, name) not in allowed:
+            self._fail(name, f"must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class ModelConfig(_Section):
+    """The shared base model, which is also the DPO reference policy."""
+
+    TABLE = "model"
+    base: str = _help('"toy" (the built-in toy world), a local model folder, or a hub id', default="toy")
+    revision: str | None = _help("hub revision (branch, tag or commit) when base is a hub id", default=None)
+    trust_remote_code: bool = _help("run the model repository's own code (off unless you trust it)", default=False)
+    precision: Precision = _help('weights and training precision: "auto" = bf16 on a GPU that has it, else fp32',
+                                 default="auto")
+    device: Device = _help('"auto" = cuda when available, else cpu', default="auto")
+
+    def __post_init__(self) -> None:
+        if not self.base.strip():
+            self._fail("base", 'is empty: give "toy", a local model folder or a hub id')
+        self._literal("precision")
+        self._literal("device")
+
+
+@dataclass
+class DataConfig(_Section):
+    """Where the preference pairs come from and how they are split (see :mod:`dposhap.data`)."""
+
+    TABLE = "data"
+    files: list[str] = _help("files or saved datasets holding a source column", default_factory=list)
+    sources: dict[str, str | list[str]] = _help("or one file (or list of files) per source", default_factory=dict)
+    select: list[str] | None = _help("train only these sources (default: every source in the data)", default=None)
+    source_column: str = _help("column naming the source of each pair", default="source")
+    prompt_column: str = _help("column holding the prompt", default="prompt")
+    chosen_column: str = _help("column holding the preferred response", default="chosen")
+    rejected_column: str = _help("column holding the dispreferred response", default="rejected")
+    min_pairs: int = _help("a source with fewer pairs is an error", default=8)
+    heldout_fraction: float = _help("share of each source kept out of training, for the margin utilities",
+                                    default=0.2)
+    seed: int = _help("seed of the held-out split", default=0)
+
+    def __post_init__(self) -> None:
+        if self.min_pairs < 2:
+            self._fail("min_pairs", f"must be >= 2 (one pair to train on, one held out), got {self.min_pairs!r}")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            self._fail("heldout_fraction", f"must be in (0, 1), got {self.heldout_fraction!r}")
+
+    @property
+    def given(self) -> bool:
+        """Whether the config names any data at all."""
+        return bool(self.files or self.sources)
+
+
+@dataclass
+class ToyConfig(_Section):
+    """The built-in toy world (``dposhap.toy``): used when model.base = "toy" and [data] is empty."""
+
+    TABLE = "toy"
+    sources: list[str] = _help("which planted sources to build",
+                               default_factory=lambda: ["helpful", "harmless", "noisy", "adversarial"])
+    pairs_per_source: int = _help("preference pairs per source", default=256)
+    seed: int = _help("seed of the language, the pretraining and the pairs", default=0)
+
+    def __post_init__(self) -> None:
+        self._positive("pairs_per_source")
+        if not self.sources:
+            self._fail("sources", "is empty: name at least one toy source")
+
+
+@dataclass
+class LoraSettings(_Section):
+    """The LoRA adapter trained per source (PEFT ``LoraConfig``). Never on the LM head."""
+
+    TABLE = "lora"
+    r: int = _help("rank", default=8)
+    alpha: float = _help("scaling numerator (scale = alpha / r)", default=16.0)
+    dropout: float = _help("dropout on the adapter input", default=0.0)
+    target_modules: str | list[str] = _help('"all-linear" (every linear layer but the LM head) or module names',
+                                            default="all-linear")
+
+    def __post_init__(self) -> None:
+        self._positive("r", "alpha")
+        if not 0.0 <= self.dropout < 1.0:
+            self._fail("dropout", f"must be in [0, 1), got {self.dropout!r}")
+        names = [self.target_modules] if isinstance(self.target_modules, str) else list(self.target_modules)
+        if not names or any(not isinstance(n, str) or not n for n in names):
+            self._fail("target_modules", 'must be "all-linear" or a non-empty list of module names')
+        head = [n for n in names if n.rsplit(".", 1)[-1] in LM_HEAD_NAMES]
+        if head:
+            self._fail("target_modules", f"names the LM head ({', '.join(head)}): composition needs the LM head "
+                                         "shared by every source, remove it")
+
+
+@dataclass
+class DpoConfig(_Section):
+    """The TRL ``DPOConfig`` knobs, with defaults that suit per-source LoRA DPO.
+
+    TRL's own defaults are wrong here: a learning rate of 1e-6 barely moves a LoRA adapter, and
+    bf16 plus activation checkpointing slow a CPU down; :class:`ModelConfig` decides precision.
+    """
+
+    TABLE = "dpo"
+    beta: float = _help("DPO temperature: the implicit reward is beta * log(pi / pi_ref)", default=0.1)
+    learning_rate: float = _help("AdamW learning rate of the adapter", default=2e-4)
+    num_train_epochs: float = _help("passes over each source's training pairs", default=2.0)
+    max_steps: int = _help("stop after this many optimiser steps (-1: run the epochs)", default=-1)
+    per_device_train_batch_size: int = _help("pairs per step and device", default=16)
+    gradient_accumulation_steps: int = _help("steps accumulated per optimiser update", default=1)
+    max_length: int = _help("tokens of prompt + response kept (longer pairs are truncated)", default=512)
+    loss_type: LossType = _help('DPO loss; "sigmoid" is the one whose closed form composition relies on',
+                                default="sigmoid")
+    warmup_steps: int = _help("linear warm-up steps", default=0)
+    weight_decay: float = _help("AdamW weight decay", default=0.0)
+    lr_scheduler_type: str = _help("transformers scheduler name", default="linear")
+    gradient_checkpointing: bool = _help("trade compute for memory (slow on a CPU)", default=False)
+    seed: int = _help("seed of the adapter's initialisation and the data order", default=0)
+
+    def __post_init__(self) -> None:
+        self._positive("beta", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
+                       "gradient_accumulation_steps", "max_length")
+        if self.max_steps == 0 or self.max_steps < -1:
+            self._fail("max_steps", f"must be -1 (use the epochs) or >= 1, got {self.max_steps!r}")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            self._fail("warmup_steps" if self.warmup_steps < 0 else "weight_decay", "must be >= 0")
+        self._literal("loss_type")
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "toy": ToyConfig, "lora": LoraSettings, "dpo": DpoConfig}
+
+
+@dataclass
+class RunConfig:
+    """A whole run's configuration. ``base_dir`` is where relative data paths resolve."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def uses_toy(self) -> bool:
+        """Whether the run builds the toy world (toy base model and no data of its own)."""
+        return self.model.base == "toy"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain TOML-able data (without ``base_dir``)."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+
+    def training_hash(self) -> str:
+        """Hash of everything that changes an adapter other than its data: model, LoRA, DPO."""
+        keep = {k: v for k, v in self.to_dict().items() if k in ("model", "lora", "dpo")}
+        keep["model"] = {k: v for k, v in keep["model"].items() if k != "device"}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+
+def _key_line(text: str, table: str, key: str | None) -> int | None:
+    """The line of ``key`` in ``[table]`` (or a sub-table of it) of a TOML text, or of the table's header."""
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[\s*([A-Za-z0-9_.\-]+)\s*\]", stripped)
+        if header:
+            current = header.group(1)
+            if key is None and current == table:
+                return number
+        elif key is not None and (current == table or current.startswith(table + ".")):
+            if re.match(rf"^{re.escape(key)}\s*=", stripped):
+                return number
+    return None
+
+
+def _build(section: str, values: Any, *, file: str | None, text: str) -> Any:
+    cls = _SECTIONS[section]
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] must be a table", file=file, line=_key_line(text, section, None),
+                          field=section)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown key; [{section}] takes {', '.join(sorted(known))}", file=file,
+                              line=_key_line(text, section, key), field=f"{section}.{key}")
+    hints = get_type_hints(cls)
+    for key, value in values.items():
+        _check_type(section, key, hints[key], value, file=file, line=_key_line(text, section, key))
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        key = (err.field or "").split(".", 1)[-1]
+        raise ConfigError(err.reason, file=file, line=_key_line(text, section, key), field=err.field) from None
+
+
+def _check_type(section: str, key: str, hint: Any, value: Any, *, file: str | None, line: int | None) -> None:
+    """TOML gives the right kinds of values or we say which field is wrong."""
+
+    def ok(h: Any, v: Any) -> bool:
+        origin = get_origin(h)
+        if origin in (Union, UnionType):
+            return any(ok(a, v) for a in get_args(h))
+        if origin is Literal:
+            return v in get_args(h)
+        if origin is list:
+            return isinstance(v, list) and all(ok(get_args(h)[0], x) for x in v)
+        if origin is dict:
+            return isinstance(v, dict) and all(ok(get_args(h)[1], x) for x in v.values())
+        if h is float:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        if h is int:
+            return isinstance(v, int) and not isinstance(v, bool)
+        if h is type(None):
+            return v is None
+        return isinstance(v, h)
+
+    if not ok(hint, value):
+        expected = str(hint).replace("typing.", "")
+        raise ConfigError(f"has the wrong type ({type(value).__name__} {value!r}); expected {expected}",
+                          file=file, line=line, field=f"{section}.{key}")
+
+
+def config_from_dict(data: dict[str, Any], *, file: str | None = None, text: str = "",
+                     base_dir: Path | None = None) -> RunConfig:
+    """Build a :class:`RunConfig` from parsed TOML (tables named as in :class:`RunConfig`)."""
+    for table in data:
+        if table not in _SECTIONS:
+            raise ConfigError(f"unknown table; a config has {', '.join(f'[{s}]' for s in _SECTIONS)}", file=file,
+                              line=_key_line(text, table, None), field=table)
+    sections = {name: _build(name, data.get(name, {}), file=file, text=text) for name in _SECTIONS}
+    return RunConfig(**sections, base_dir=base_dir or Path.cwd())
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML config (``None``: all defaults, i.e. the toy world) and apply ``key=value`` overrides.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or not valid TOML, or a table, key or value is wrong; the message
+        names the file, line and field.
+    """
+    data: dict[str, Any] = {}
+    text, file, base_dir = "", None, Path.cwd()
+    if path is not None:
+        p = Path(path)
+        file = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("config file not found: check the path", file=file) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read the config: {err}", file=file) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            at = re.search(r"\(at line (\d+)", str(err))
+            line = int(at.group(1)) if at else None
+            reason = str(err).split(" (at ")[0]
+            raise ConfigError(f"not valid TOML: {reason}", file=file, line=line) from None
+        base_dir = p.resolve().parent
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(data, file=file, text=text, base_dir=base_dir)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``table.key=value`` strings (the value parsed as TOML, else taken as a string)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        table, dot, key = name.strip().partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(f"override {item!r} is not of the form table.key=value (e.g. dpo.beta=0.2)",
+                              field=name.strip() or None)
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        section = out.setdefault(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{table}] is not a table", field=table)
+        section[key] = value
+    return out

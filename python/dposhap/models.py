@@ -1,0 +1,200 @@
+"""Loading base models, tokenizers and per-source adapters, from a local folder or the hub.
+
+A model name is a local folder when one exists at that path (relative paths resolve against
+the config file's folder first, then the working directory); otherwise it must look like a hub
+id (``org/name`` or ``name``) and is fetched through ``transformers`` (which needs the hub to
+be reachable, or the model in the local hub cache). Remote code runs only when asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "ModelRef",
+    "adapter_metadata",
+    "load_adapters",
+    "load_base_model",
+    "load_tokenizer",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_model",
+]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)?$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from: ``location`` is a resolved local folder or a hub id."""
+
+    location: str
+    local: bool
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    def fingerprint(self) -> str:
+        """A cheap identity of the weights: hub id and revision, or the local files' contents.
+
+        For a local folder: its config and, for each weight file, the name, size and a hash of
+        its first and last MiB (enough to notice a different checkpoint without reading
+        gigabytes).
+        """
+        if not self.local:
+            return f"hub:{self.location}@{self.revision or 'main'}"
+        digest = hashlib.sha256()
+        root = Path(self.location)
+        for path in sorted(root.iterdir()):
+            if path.name == "config.json":
+                digest.update(path.read_bytes())
+            elif path.suffix in (".safetensors", ".bin", ".pt") and path.is_file():
+                size = path.stat().st_size
+                digest.update(f"{path.name}:{size}".encode())
+                with open(path, "rb") as handle:
+                    digest.update(handle.read(1 << 20))
+                    if size > 2 << 20:
+                        handle.seek(-(1 << 20), 2)
+                        digest.update(handle.read(1 << 20))
+        return "local:" + digest.hexdigest()
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``from_pretrained``."""
+        out: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
+        if self.local:
+            out["local_files_only"] = True
+        elif self.revision:
+            out["revision"] = self.revision
+        return out
+
+
+def resolve_model(name: str, *, base_dir: Path | None = None, revision: str | None = None,
+                  trust_remote_code: bool = False) -> ModelRef:
+    """Decide whether ``name`` is a local folder or a hub id.
+
+    Raises
+    ------
+    ModelLoadError
+        ``name`` looks like a path but no folder with a ``config.json`` is there.
+    """
+    candidates = [Path(name).expanduser()]
+    if base_dir is not None and not candidates[0].is_absolute():
+        candidates.insert(0, Path(base_dir) / name)
+    for path in candidates:
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelLoadError(f"model folder {path} has no config.json: point to a folder saved with "
+                                     "save_pretrained")
+            return ModelRef(str(path.resolve()), True, None, trust_remote_code)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
+    if looks_like_path or not _HUB_ID.match(name):
+        raise ModelLoadError(f"no model folder at {candidates[0]}: check the path (relative paths are read from "
+                             "the config file's folder)")
+    return ModelRef(name, False, revision, trust_remote_code)
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` becomes ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("model.device is 'cuda' but no CUDA device is visible: use 'cpu' or 'auto'")
+    return device
+
+
+def resolve_dtype(precision: str, device: str) -> torch.dtype:
+    """The weights' dtype: ``"auto"`` is bfloat16 on a GPU that supports it, float32 elsewhere."""
+    import torch
+
+    if precision == "auto":
+        return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _hint(ref: ModelRef) -> str:
+    if ref.local:
+        return "check that the folder holds a complete model saved with save_pretrained"
+    return ("if this machine cannot reach the hub, download the model on one that can "
+            "(huggingface-cli download ID --local-dir DIR) and give the local folder instead")
+
+
+def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a padding token (the EOS token when the model has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.location, **ref.kwargs())
+    except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
+        raise ModelLoadError(f"cannot load the tokenizer of {ref.location!r}: {_first_line(err)}; {_hint(ref)}") from err
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(f"the tokenizer of {ref.location!r} has neither a padding nor an EOS token: add one "
+                                 "and save it again")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(ref: ModelRef, *, dtype: torch.dtype, device: str) -> PreTrainedModel:
+    """The causal LM at ``ref`` in ``dtype`` on ``device``, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.location, dtype=dtype, **ref.kwargs())
+    except Exception as err:
+        raise ModelLoadError(f"cannot load the model {ref.location!r}: {_first_line(err)}; {_hint(ref)}") from err
+    return model.to(device).eval()
+
+
+def load_adapters(model: PreTrainedModel, adapter_dirs: dict[str, Path]) -> PeftModel:
+    """Wrap ``model`` in a PEFT model holding one adapter per source, named by the source.
+
+    Raises
+    ------
+    ModelLoadError
+        An adapter folder is missing or does not fit the model.
+    """
+    from peft import PeftModel
+
+    if not adapter_dirs:
+        raise ModelLoadError("no adapters to load: train the sources first (dposhap train)")
+    peft_model: PeftModel | None = None
+    for name, path in adapter_dirs.items():
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise ModelLoadError(f"adapter of source {name!r} is missing or incomplete at {path}: run dposhap train "
+                                 "again to (re)train it")
+        try:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
+            else:
+                peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        except Exception as err:
+            raise ModelLoadError(f"cannot load the adapter of source {name!r} from {path}: {_first_line(err)}; was it "
+                                 "trained on this base model?") from err
+    assert peft_model is not None
+    return peft_model.eval()
+
+
+def adapter_metadata(path: Path) -> dict[str, Any] | None:
+    """The ``dposhap.json`` written beside a finished adapter, or None."""
+    try:
+        return json.loads((Path(path) / "dposhap.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -1,0 +1,832 @@
+"""The utility cache of a run: ``RUN/cache.sqlite``, one row per evaluated coalition.
+
+Every utility evaluation a valuation pays for is written here, keyed by the utility's
+configuration and the coalition, so that an interrupted run resumes with nothing recomputed
+and nothing lost, and reports can read back what was evaluated.
+
+Schema (version :data:`SCHEMA_VERSION`)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)                  schema_version, created_at
+    utilities(key TEXT PRIMARY KEY,                         sha256 of the canonical JSON
+              name TEXT, config TEXT, n_players INTEGER,    of name, config, players and
+              objectives TEXT, created_at TEXT)             objectives (JSON list)
+    evaluations(utility TEXT, coalition BLOB,               packed little-endian bitset
+                n_players INTEGER, "values" BLOB,           float64 little-endian, k of them
+                n_objectives INTEGER, n_samples INTEGER,
+                seed INTEGER, seconds REAL, created_at TEXT,
+                PRIMARY KEY (utility, coalition))
+
+A coalition is stored as ``ceil(n / 8)`` bytes: player ``i`` is bit ``i % 8`` of byte
+``i // 8``, so ``int.from_bytes(blob, "little")`` has bit ``i`` set exactly when player ``i``
+is a member. Seeds are unsigned 64-bit numbers, stored in two's complement.
+
+The database runs in WAL mode with ``synchronous=NORMAL``: a finished :meth:`UtilityStore.record`
+survives the process being killed; a power cut can lose the last few batches but never
+corrupts the file. One writer at a time: a writer holds an exclusive advisory lock on
+``<cache>.lock`` for its lifetime; readers (``readonly=True``) take none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import DposhapError, InvalidArgumentError, RunLockedError, UtilityError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CachedUtility",
+    "Evaluation",
+    "UtilityInfo",
+    "UtilityStore",
+    "cached",
+    "pack_coalitions",
+    "unpack_coalition",
+]
+
+#: Version of the on-disk schema this module writes; files with a newer one are refused.
+SCHEMA_VERSION = 1
+#: Coalitions per ``IN (...)`` query, well below SQLite's limit on bound parameters.
+_QUERY_CHUNK = 500
+_U64 = 2**64
+_I64 = 2**63
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS utilities (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    n_players INTEGER NOT NULL,
+    objectives TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    utility TEXT NOT NULL REFERENCES utilities(key),
+    coalition BLOB NOT NULL,
+    n_players INTEGER NOT NULL,
+    "values" BLOB NOT NULL,
+    n_objectives INTEGER NOT NULL,
+    n_samples INTEGER NOT NULL,
+    seed INTEGER,
+    seconds REAL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (utility, coalition)
+);
+"""
+
+
+@dataclass(frozen=True)
+class UtilityInfo:
+    """A registered utility configuration.
+
+    Attributes
+    ----------
+    key
+        The configuration's hash (64 hex digits), as returned by :meth:`UtilityStore.utility_key`.
+    name
+        The utility's name.
+    config
+        Its configuration, as decoded from the stored canonical JSON.
+    n_players
+        Players of its coalitions.
+    objectives
+        Names of its objectives; a value has one entry per objective.
+    created_at
+        When it was first registered (ISO 8601, UTC).
+    """
+
+    key: str
+    name: str
+    config: dict[str, Any]
+    n_players: int
+    objectives: tuple[str, ...]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluated coalition, as stored.
+
+    Attributes
+    ----------
+    coalition
+        Bool array ``[n_players]``.
+    values
+        Float64 array ``[k]``, one entry per objective.
+    n_samples
+        How many samples (prompts, pairs) the utility averaged over.
+    seed
+        The seed the utility ran with, or None.
+    seconds
+        Wall time spent on this coalition, or None when unknown.
+    created_at
+        When the row was written (ISO 8601, UTC).
+    """
+
+    coalition: np.ndarray
+    values: np.ndarray
+    n_samples: int
+    seed: int | None
+    seconds: float | None
+    created_at: str
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"a {type(obj).__name__} is not JSON-serialisable")
+
+
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
+
+
+def pack_coalitions(coalitions: np.ndarray) -> list[bytes]:
+    """Pack a bool array ``[b, n]`` into ``b`` little-endian bitsets of ``ceil(n / 8)`` bytes."""
+    packed = np.packbits(coalitions, axis=1, bitorder="little")
+    return [row.tobytes() for row in packed]
+
+
+def unpack_coalition(blob: bytes, n_players: int) -> np.ndarray:
+    """The bool array ``[n_players]`` of a bitset written by :func:`pack_coalitions`."""
+    bits = np.unpackbits(np.frombuffer(blob, dtype=np.uint8), bitorder="little", count=n_players)
+    return bits.astype(bool)
+
+
+def _members(coalition: np.ndarray) -> str:
+    """A coalition as the set of its members, for error messages."""
+    members = np.flatnonzero(coalition).tolist()
+    return "{" + ", ".join(map(str, members)) + "}" if members else "{} (the empty coalition)"
+
+
+class UtilityStore:
+    """``RUN/cache.sqlite``: one row per evaluated coalition and utility configuration.
+
+    Parameters
+    ----------
+    path
+        The database file; created (with its folder) when missing, unless ``readonly``.
+    timeout_s
+        How long an SQLite statement waits for a busy database before giving up.
+    readonly
+        Open for reading only: no lock is taken, so reports can read while a valuation writes.
+
+    Raises
+    ------
+    RunLockedError
+        Another writer (in this or another process) holds the cache; its pid is in the message.
+    DposhapError
+        The file is not a readable dposhap cache (not SQLite, damaged, another program's
+        database, or written by a newer dposhap), or ``readonly`` and it does not exist.
+
+    Examples
+    --------
+    >>> with UtilityStore(run.cache) as store:                                 # doctest: +SKIP
+    ...     key = store.utility_key("accuracy", {"split": "heldout"}, 4, ["accuracy"])
+    ...     result = dposhap.shapley(cached(utility, store, key), 4)
+    """
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 5.0, readonly: bool = False):
+        if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s >= 0):
+            raise InvalidArgumentError(f"timeout_s must be a finite number of seconds >= 0, got {timeout_s!r}")
+        self.path = Path(path)
+        self.readonly = bool(readonly)
+        self._lock_file: IO[str] | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._infos: dict[str, UtilityInfo] = {}
+        try:
+            if self.readonly:
+                if not self.path.is_file():
+                    raise DposhapError(f"there is no utility cache at {self.path}: nothing has been evaluated in this run yet")
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock_file = self._acquire_lock()
+            self._conn = self._connect(timeout_s)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        """The advisory lock file a writer holds: ``<cache>.lock``."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _acquire_lock(self) -> IO[str]:
+        handle = open(self.lock_path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            if holder == f"pid {os.getpid()}":
+                who = f"another UtilityStore of this process (pid {os.getpid()})"
+            else:
+                who = f"process {holder.removeprefix('pid ')}" if holder else "another process"
+            raise RunLockedError(
+                f"the utility cache {self.path} is being written by {who}: two valuations cannot write the same run "
+                "at once; wait for it to finish, use another run directory, or open the cache with readonly=True"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        return handle
+
+    def _connect(self, timeout_s: float) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
+            else:
+                conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise DposhapError(
+                f"could not open the utility cache {self.path}: {exc}; check that the path is a file in a folder you "
+                "can write to"
+            ) from exc
+        try:
+            with self._translate("open"):
+                conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+                if not self.readonly:
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        raise DposhapError(f"could not put the utility cache {self.path} in WAL mode (SQLite kept {mode!r})")
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                self._check_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            if tables:
+                raise DposhapError(
+                    f"{self.path} is an SQLite database but not a dposhap utility cache (it has tables "
+                    f"{', '.join(sorted(tables))}): move it aside and run again"
+                )
+            if self.readonly:
+                raise DposhapError(f"the utility cache {self.path} is empty: nothing has been evaluated in this run yet")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("created_at", _now())],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            version = int(row[0]) if row is not None else None
+        except ValueError:
+            version = None
+        if version is None:
+            raise DposhapError(f"the utility cache {self.path} has no valid schema_version in its meta table: move it aside and run again")
+        if version > SCHEMA_VERSION:
+            raise DposhapError(
+                f"the utility cache {self.path} was written by a newer dposhap (schema version {version}; this one "
+                f"reads up to {SCHEMA_VERSION}): upgrade dposhap, or move the file aside to start a fresh cache"
+            )
+
+    @contextlib.contextmanager
+    def _translate(self, doing: str) -> Iterator[None]:
+        """Turn SQLite's errors into dposhap errors that name the file and say what to do."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "locked" in text or "busy" in text:
+                raise RunLockedError(
+                    f"the utility cache {self.path} stayed busy beyond the timeout while trying to {doing} it ({exc}): "
+                    "another process is using it; wait for it or raise timeout_s"
+                ) from exc
+            raise self._damaged(doing, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(doing, exc) from exc
+
+    def _damaged(self, doing: str, exc: Exception) -> DposhapError:
+        return DposhapError(
+            f"could not {doing} the utility cache {self.path}: {exc}. The file is not a readable dposhap cache "
+            f"(not SQLite, or damaged): move it aside (e.g. `mv {self.path} {self.path}.bad`) and run again; "
+            "the utilities it held will be recomputed"
+        )
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise DposhapError(f"the utility store of {self.path} is closed")
+        return self._conn
+
+    def close(self) -> None:
+        """Close the database and release the writer's lock. Idempotent."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> UtilityStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else ("read-only" if self.readonly else "writer")
+        return f"UtilityStore({str(self.path)!r}, {state})"
+
+    # -- utility configurations ---------------------------------------------------------
+
+    def utility_key(self, name: str, config: Mapping[str, Any], n_players: int, objectives: Sequence[str]) -> str:
+        """Register a utility configuration and return its key.
+
+        The key is the sha256 (hex) of the canonical JSON (sorted keys, no spaces) of the
+        name, the configuration, the number of players and the objectives: the same
+        configuration gives the same key in every process. Put in ``config`` everything that
+        changes the utility's values (models, prompts, decoding settings, seeds): two
+        configurations that share a key share their cached values.
+
+        Parameters
+        ----------
+        name
+            The utility's name, e.g. ``"accuracy"`` or ``"generation"``.
+        config
+            Its settings: JSON-serialisable (numbers, strings, lists, dicts; numpy scalars and
+            arrays, paths, sets and dataclasses are converted).
+        n_players
+            Players (sources) of its coalitions.
+        objectives
+            Names of its objectives, one per entry of a value.
+
+        Returns
+        -------
+        str
+            64 hex digits.
+
+        Raises
+        ------
+        InvalidArgumentError
+            An argument is malformed, or the store is read-only and holds no such configuration.
+        """
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"the utility name must be a non-empty string, got {name!r}")
+        if not isinstance(config, Mapping):
+            raise InvalidArgumentError(f"the configuration of utility {name!r} must be a mapping, got {type(config).__name__}")
+        if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool) or n_players < 1:
+            raise InvalidArgumentError(f"n_players must be a positive integer, got {n_players!r}")
+        if isinstance(objectives, str):
+            raise InvalidArgumentError(f"objectives must be a sequence of names, got the string {objectives!r}: use [{objectives!r}]")
+        objectives = list(objectives)
+        if not objectives or not all(isinstance(o, str) and o for o in objectives) or len(set(objectives)) != len(objectives):
+            raise InvalidArgumentError(f"objectives must be one or more distinct non-empty names, got {objectives!r}")
+        try:
+            config_json = _canonical_json(dict(config))
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(
+                f"the configuration of utility {name!r} cannot be written as JSON ({exc}): use numbers (finite), "
+                "strings, booleans, lists and dicts with string keys"
+            ) from None
+        identity = _canonical_json({"name": name, "config": json.loads(config_json), "n_players": int(n_players), "objectives": objectives})
+        key = hashlib.sha256(identity.encode("utf-8")).hexdigest()
+        if key in self._infos:
+            return key
+        if self.readonly:
+            self._info(key)  # raises for a configuration this cache has never seen
+            return key
+        with self._translate("register a utility in"):
+            self._db.execute(
+                "INSERT OR IGNORE INTO utilities (key, name, config, n_players, objectives, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (key, name, config_json, int(n_players), json.dumps(objectives), _now()),
+            )
+        self._info(key)
+        return key
+
+    def _info(self, key: str) -> UtilityInfo:
+        info = self._infos.get(key)
+        if info is not None:
+            return info
+        if not isinstance(key, str):
+            raise InvalidArgumentError(f"a utility key is a string of 64 hex digits, got {type(key).__name__}")
+        with self._translate("read"):
+            row = self._db.execute(
+                "SELECT key, name, config, n_players, objectives, created_at FROM utilities WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            raise InvalidArgumentError(
+                f"unknown utility key {key!r} in the cache {self.path}: get keys from UtilityStore.utility_key(...) "
+                "(on a writer it registers the configuration) or list them with UtilityStore.utilities()"
+            )
+        info = UtilityInfo(row[0], row[1], json.loads(row[2]), int(row[3]), tuple(json.loads(row[4])), row[5])
+        self._infos[key] = info
+        return info
+
+    def info(self, key: str) -> UtilityInfo:
+        """The configuration registered under ``key``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            No configuration has this key.
+        """
+        return self._info(key)
+
+    def utilities(self) -> list[UtilityInfo]:
+        """Every registered utility configuration, oldest first."""
+        with self._translate("read"):
+            keys = [row[0] for row in self._db.execute("SELECT key FROM utilities ORDER BY rowid")]
+        return [self._info(k) for k in keys]
+
+    # -- evaluations --------------------------------------------------------------------
+
+    def _coalitions(self, info: UtilityInfo, coalitions: Any) -> np.ndarray:
+        arr = np.asarray(coalitions)
+        if arr.ndim != 2 or arr.shape[1] != info.n_players:
+            raise InvalidArgumentError(
+                f"coalitions of utility {info.name!r} must be an array [b, {info.n_players}] (one row per coalition, "
+                f"one column per player), got shape {arr.shape}"
+            )
+        if arr.dtype != bool:
+            if arr.size and not (np.issubdtype(arr.dtype, np.number) and np.isin(arr, (0, 1)).all()):
+                raise InvalidArgumentError(f"coalitions must be a bool array (or 0/1 numbers), got dtype {arr.dtype} with other values")
+            arr = arr.astype(bool)
+        return np.ascontiguousarray(arr)
+
+    def _existing(self, key: str, blobs: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The stored value blobs of those of ``blobs`` that are in the cache."""
+        found: dict[bytes, bytes] = {}
+        unique = list(dict.fromkeys(blobs))
+        for start in range(0, len(unique), _QUERY_CHUNK):
+            chunk = unique[start : start + _QUERY_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            query = f'SELECT coalition, "values" FROM evaluations WHERE utility = ? AND coalition IN ({marks})'
+            found.update((bytes(c), bytes(v)) for c, v in self._db.execute(query, (key, *chunk)))
+        return found
+
+    def lookup(self, key: str, coalitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The cached values of a batch of coalitions.
+
+        Parameters
+        ----------
+        key
+            A key from :meth:`utility_key`.
+        coalitions
+            Bool array ``[b, n_players]``.
+
+        Returns
+        -------
+        found
+            Bool array ``[b]``: whether each coalition is in the cache.
+        values
+            Float64 array ``[b, k]`` (``k`` objectives), NaN in the rows not found.
+
+        Raises
+        ------
+        InvalidArgumentError
+            An unknown key or coalitions of the wrong shape.
+        """
+        info = self._info(key)
+        arr = self._coalitions(info, coalitions)
+        k = len(info.objectives)
+        blobs = pack_coalitions(arr)
+        with self._translate("read"):
+            stored = self._existing(key, blobs)
+        found = np.zeros(len(blobs), dtype=bool)
+        values = np.full((len(blobs), k), np.nan)
+        for row, blob in enumerate(blobs):
+            value = stored.get(blob)
+            if value is not None:
+                found[row] = True
+                values[row] = np.frombuffer(value, dtype="<f8")
+        return found, values
+
+    def record(
+        self,
+        key: str,
+        coalitions: np.ndarray,
+        values: np.ndarray,
+        *,
+        n_samples: int | np.ndarray = 1,
+        seed: int | None = None,
+        seconds: float | np.ndarray | None = None,
+    ) -> None:
+        """Write the values of a batch of coalitions, in one transaction.
+
+        When this returns, the rows are in the file and survive the process being killed.
+        Recording a coalition that is already cached with the same values does nothing;
+        with different values it raises, and nothing of the batch is written.
+
+        Parameters
+        ----------
+        key
+            A key from :meth:`utility_key`.
+        coalitions
+            Bool array ``[b, n_players]``.
+        values
+            ``[b]`` (one objective) or ``[b, k]``, finite.
+        n_samples
+            Samples each value averages over (prompts, pairs): one number or one per row.
+        seed
+            The seed the utility ran with (unsigned 64-bit), or None.
+        seconds
+            Wall time spent on each coalition: one number for every row, one per row, or None.
+
+        Raises
+        ------
+        InvalidArgumentError
+            An unknown key, a read-only store, or arrays of the wrong shape.
+        UtilityError
+            A value is NaN or infinite, or differs from the one already cached for the same
+            coalition (the utility is not deterministic under this configuration and seed).
+        """
+        if self.readonly:
+            raise InvalidArgumentError(f"the utility cache {self.path} was opened read-only: open it without readonly=True to record")
+        info = self._info(key)
+        arr = self._coalitions(info, coalitions)
+        b, k = arr.shape[0], len(info.objectives)
+        vals = self._values(info, arr, values)
+        samples = self._per_row("n_samples", n_samples, b, integer=True)
+        secs = None if seconds is None else self._per_row("seconds", seconds, b, integer=False)
+        seed_sql = self._seed(seed)
+        blobs = pack_coalitions(arr)
+        now = _now()
+        rows: dict[bytes, tuple[Any, ...]] = {}
+        for r, blob in enumerate(blobs):
+            value_blob = vals[r].astype("<f8").tobytes()
+            previous = rows.get(blob)
+            if previous is not None:
+                if previous[3] != value_blob:
+                    raise self._conflict(info, arr[r], np.frombuffer(previous[3], "<f8"), vals[r], "in the same batch")
+                continue
+            sec = None if secs is None else float(secs[r])
+            rows[blob] = (key, blob, info.n_players, value_blob, k, int(samples[r]), seed_sql, sec, now)
+        conn = self._db
+        with self._translate("write"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                stored = self._existing(key, list(rows))
+                for blob, previous in stored.items():
+                    if previous != rows[blob][3]:
+                        old = np.frombuffer(previous, "<f8")
+                        raise self._conflict(info, unpack_coalition(blob, info.n_players), old, np.frombuffer(rows[blob][3], "<f8"), "in the cache")
+                conn.executemany(
+                    'INSERT INTO evaluations (utility, coalition, n_players, "values", n_objectives, n_samples, seed, '
+                    "seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [row for blob, row in rows.items() if blob not in stored],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _values(self, info: UtilityInfo, coalitions: np.ndarray, values: Any) -> np.ndarray:
+        b, k = coalitions.shape[0], len(info.objectives)
+        try:
+            vals = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise UtilityError(f"the values of utility {info.name!r} are not numbers ({exc})") from None
+        if vals.ndim == 1 and k == 1:
+            vals = vals[:, None]
+        if vals.shape != (b, k):
+            expected = f"({b},) or ({b}, 1)" if k == 1 else f"({b}, {k})"
+            raise UtilityError(
+                f"utility {info.name!r} has {k} objective(s) {list(info.objectives)}: values for {b} coalitions must "
+                f"have shape {expected}, got {vals.shape}"
+            )
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            r, j = (int(x) for x in np.argwhere(bad)[0])
+            raise UtilityError(
+                f"utility {info.name!r} gave {vals[r, j]} for objective {info.objectives[j]!r} on coalition "
+                f"{_members(coalitions[r])} (row {r} of the batch; {int(bad.any(axis=1).sum())} of {b} rows affected): "
+                "utilities must be finite"
+            )
+        return vals
+
+    @staticmethod
+    def _per_row(what: str, value: Any, b: int, *, integer: bool) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.ndim == 0:
+            arr = np.full(b, arr)
+        if arr.shape != (b,):
+            raise InvalidArgumentError(f"{what} must be one number or one per coalition ({b}), got shape {arr.shape}")
+        if integer:
+            if arr.size and not (np.issubdtype(arr.dtype, np.integer) and (arr >= 1).all()):
+                raise InvalidArgumentError(f"{what} must be positive integers, got {value!r}")
+            return arr.astype(np.int64)
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(f"{what} must be numbers, got {value!r}") from None
+        if arr.size and not (np.isfinite(arr).all() and (arr >= 0).all()):
+            raise InvalidArgumentError(f"{what} must be finite and >= 0, got {value!r}")
+        return arr
+
+    @staticmethod
+    def _seed(seed: int | None) -> int | None:
+        if seed is None:
+            return None
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < _U64:
+            raise InvalidArgumentError(f"seed must be None or an integer in [0, 2**64), got {seed!r}")
+        seed = int(seed)
+        return seed - _U64 if seed >= _I64 else seed
+
+    def _conflict(self, info: UtilityInfo, coalition: np.ndarray, old: np.ndarray, new: np.ndarray, where: str) -> UtilityError:
+        return UtilityError(
+            f"utility {info.name!r} gave coalition {_members(coalition)} the values {new.tolist()} but {where} it has "
+            f"{old.tolist()}: the utility is not deterministic under this configuration and seed. Fix its seeding, "
+            f"or put what differs between the runs in its config (a new key) — key {info.key[:12]}…, cache {self.path}"
+        )
+
+    def count(self, key: str) -> int:
+        """Number of coalitions cached under ``key``."""
+        self._info(key)
+        with self._translate("read"):
+            return int(self._db.execute("SELECT COUNT(*) FROM evaluations WHERE utility = ?", (key,)).fetchone()[0])
+
+    def rows(self, key: str) -> Iterator[Evaluation]:
+        """Every evaluation cached under ``key``, in the order they were recorded.
+
+        Yields
+        ------
+        Evaluation
+        """
+        info = self._info(key)
+        with self._translate("read"):
+            cursor = self._db.execute(
+                'SELECT coalition, "values", n_samples, seed, seconds, created_at FROM evaluations '
+                "WHERE utility = ? ORDER BY rowid",
+                (key,),
+            )
+        while True:
+            with self._translate("read"):
+                batch = cursor.fetchmany(1024)
+            if not batch:
+                return
+            for coalition, values, n_samples, seed, seconds, created_at in batch:
+                yield Evaluation(
+                    coalition=unpack_coalition(coalition, info.n_players),
+                    values=np.frombuffer(values, dtype="<f8").astype(np.float64),
+                    n_samples=int(n_samples),
+                    seed=None if seed is None else int(seed) % _U64,
+                    seconds=None if seconds is None else float(seconds),
+                    created_at=created_at,
+                )
+
+
+class CachedUtility:
+    """A batch utility read through a :class:`UtilityStore`: see :func:`cached`.
+
+    Attributes
+    ----------
+    hits
+        Coalitions served without evaluating them, over all calls (found in the store, or a
+        repeat of another coalition of the same batch).
+    evaluated
+        Coalitions the wrapped utility evaluated, over all calls.
+    calls
+        Calls of the wrapper.
+    """
+
+    def __init__(
+        self,
+        utility: Callable[[np.ndarray], Any],
+        store: UtilityStore,
+        key: str,
+        *,
+        seed: int | None = None,
+        n_samples: int = 1,
+        on_batch: Callable[[int, int], None] | None = None,
+    ):
+        if not callable(utility):
+            raise InvalidArgumentError(f"utility must be callable, got {type(utility).__name__}")
+        if store.readonly:
+            raise InvalidArgumentError(f"cached() records what it evaluates: open {store.path} without readonly=True")
+        self.utility = utility
+        self.store = store
+        self.key = key
+        self.info = store.info(key)
+        self.seed = seed
+        self.n_samples = n_samples
+        self.on_batch = on_batch
+        self.hits = 0
+        self.evaluated = 0
+        self.calls = 0
+
+    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
+        """Utilities of a batch ``[b, n]``: ``[b]`` for one objective, ``[b, k]`` for several."""
+        found, values = self.store.lookup(self.key, coalitions)
+        missing = np.flatnonzero(~found)
+        evaluated = 0
+        if missing.size:
+            arr = np.asarray(coalitions, dtype=bool)[missing]
+            # repeats within the batch are evaluated once, in order of first appearance
+            slot_of: dict[bytes, int] = {}
+            slots = np.fromiter(
+                (slot_of.setdefault(blob, len(slot_of)) for blob in pack_coalitions(arr)), dtype=np.int64, count=len(arr)
+            )
+            batch = arr[np.unique(slots, return_index=True)[1]]
+            started = time.perf_counter()
+            raw = self.utility(batch)
+            elapsed = time.perf_counter() - started
+            self.store.record(
+                self.key, batch, raw, n_samples=self.n_samples, seed=self.seed, seconds=elapsed / len(batch)
+            )
+            fresh = np.asarray(raw, dtype=np.float64).reshape(len(batch), -1)
+            values[missing] = fresh[slots]
+            evaluated = len(batch)
+        self.calls += 1
+        self.evaluated += evaluated
+        self.hits += len(values) - evaluated
+        if self.on_batch is not None:
+            self.on_batch(len(values) - evaluated, evaluated)
+        return values[:, 0].copy() if len(self.info.objectives) == 1 else values
+
+    def __repr__(self) -> str:
+        return f"cached({self.info.name!r}, hits={self.hits}, evaluated={self.evaluated})"
+
+
+def cached(
+    utility: Callable[[np.ndarray], Any],
+    store: UtilityStore,
+    key: str,
+    *,
+    seed: int | None = None,
+    n_samples: int = 1,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> CachedUtility:
+    """Read a batch utility through the cache: cached coalitions are never evaluated again.
+
+    Each call looks every coalition up, evaluates only the missing ones (deduplicated, in one
+    call of ``utility``), records them with the call's wall time split evenly, and returns
+    the whole batch's utilities in input order. A run driven through the wrapper can be
+    interrupted and started again with the same seed: the coalitions it had evaluated come
+    from the store and the run ends with the same values.
+
+    Parameters
+    ----------
+    utility
+        Bool array ``[b, n]`` -> ``[b]`` or ``[b, k]``.
+    store
+        A writable store.
+    key
+        The utility's key from :meth:`UtilityStore.utility_key`; fixes ``n`` and ``k``.
+    seed
+        The seed the utility runs with, recorded with every row.
+    n_samples
+        Samples each value averages over, recorded with every row.
+    on_batch
+        Called after every call as ``on_batch(hits, evaluated)`` with that batch's counts
+        (``hits + evaluated`` is the batch size), e.g. to advance a progress bar.
+
+    Returns
+    -------
+    CachedUtility
+        A callable with the same signature, which returns ``[b]`` when the key has one
+        objective and ``[b, k]`` otherwise, and counts ``.hits`` and ``.evaluated``.
+
+    Examples
+    --------
+    >>> u = cached(utility, store, key)                                        # doctest: +SKIP
+    >>> result = dposhap.shapley(u, n, seed=0); u.evaluated, u.hits
+    """
+    return CachedUtility(utility, store, key, seed=seed, n_samples=n_samples, on_batch=on_batch)

@@ -136,6 +136,60 @@ def test_empty_output():
 
 
 # --------------------------------------------------------------------------------------
+# fewer rows than threads: a row's vocabulary split across threads
+
+
+@pytest.fixture
+def threads():
+    """Set the number of threads for one test (restored afterwards)."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("top_k", [None, 1, 50])
+def test_split_rows_match_the_reference(threads, m, top_k):
+    # 4 threads, V = 40000: 4 parts of 10240 tokens for one row (the last shorter), 2 for three rows
+    threads(4)
+    problem = random_problem(t=5, v=40000, m=m, j=3, seed=m, mask_frac=0.1)
+    check_against_reference(*problem, seed=5, top_k=top_k)
+    kw = dict(outputs=ALL_OUTPUTS, targets=problem[-1], seed=5, top_k=top_k)
+    split = cpp(*problem[:-1], **kw)
+    threads(1)  # one thread: whole rows
+    whole = cpp(*problem[:-1], **kw)
+    assert torch.equal(split.sample, whole.sample)
+    assert_close_outputs(split, whole, torch.float32)
+
+
+@pytest.mark.parametrize("top_k", [None, 25000])
+def test_split_rows_draw_in_every_part(threads, top_k):
+    """Winners in different parts of the row merge to the reference's token (lowest index on ties)."""
+    threads(4)
+    logits, ref, src, w, temp, _ = random_problem(3, 40000, 1, 2, seed=9, scale=0.01)
+    draws = []
+    for step in range(12):
+        kw = dict(outputs="sample", seed=1, step=step, top_k=top_k)
+        got = cpp(logits, ref, src, w, temp, **kw)
+        assert torch.equal(got.sample, R.compose(logits, ref, src, w, temp, **kw).sample), step
+        draws.append(int(got.sample))
+    assert len({token // 10240 for token in draws}) >= 3, draws
+
+
+def test_split_rows_errors_name_the_row(threads):
+    threads(4)
+    logits = random_logits(3, 20000, 0)
+    logits[2, 15000] = float("nan")
+    one = torch.zeros(1, dtype=torch.int64)
+    with pytest.raises(InvalidArgumentError, match=r"logits row 2 contains NaN or \+inf; it is member 0"):
+        cpp(logits, one, torch.tensor([[2]]), torch.tensor([[0.5]]), outputs="logz")
+    logits[0, :12000] = -INF
+    logits[1, 12000:] = -INF
+    with pytest.raises(InvalidArgumentError, match="output row 0: the combined logits are -inf for every token"):
+        cpp(logits, one, torch.tensor([[1]]), torch.tensor([[0.5]]), outputs="sample")
+
+
+# --------------------------------------------------------------------------------------
 # sampling
 
 
@@ -372,6 +426,22 @@ def test_op_has_a_fake_implementation():
             True, True, False, False, True,
         )
     assert out[0].shape == (3, 11) and out[1].shape == (3,) and out[2].shape == (0,) and out[4].dtype == torch.int64
+
+
+def test_the_dispatcher_runs_the_cpp_op_under_torch_compile():
+    """The whole dispatch traces into one graph around the op (the extension is loaded)."""
+    logits, ref, src, w, temp, targets = random_problem(4, 300, 3, 2, seed=6)
+
+    def run(logits, ref, src, w):
+        out = backends.compose(logits, ref, src, w, 0.8, outputs=("sample", "target_logprob"), targets=targets, top_k=4,
+                               seed=3, backend="cpp")
+        return out.sample, out.target_logprob
+
+    got = torch.compile(run, fullgraph=True, backend="aot_eager")(logits, ref, src, w)
+    want = run(logits, ref, src, w)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    slow = R.compose(logits, ref, src, w, 0.8, outputs="sample", top_k=4, seed=3)
+    assert torch.equal(got[0], slow.sample)
 
 
 def test_missing_compiler_is_a_clear_dposhap_error():

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dposhap.compose import reference, triton_backend
+from dposhap.compose import backends, reference, triton_backend
 from dposhap.errors import InvalidArgumentError
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,7 +109,7 @@ def test_errors_name_the_row() -> None:
     with pytest.raises(InvalidArgumentError, match="top_k"):
         triton_backend.compose(
             torch.randn(2, 20, device=DEVICE), torch.tensor([0], device=DEVICE), torch.zeros(1, 0, dtype=torch.int64, device=DEVICE),
-            torch.zeros(1, 0, device=DEVICE), outputs="sample", top_k=3,
+            torch.zeros(1, 0, device=DEVICE), outputs="sample", top_k=0,
         )
     dead = torch.full((1, 20), float("-inf"), device=DEVICE)
     with pytest.raises(InvalidArgumentError, match="-inf for every token"):
@@ -125,6 +127,143 @@ def test_the_dispatcher_routes_to_every_backend_and_they_agree() -> None:
         assert torch.equal(results[b].sample, results["torch"].sample), b
     with pytest.raises(InvalidArgumentError, match="unknown backend"):
         C.compose(logits, ref_index, src_index, src_weight, backend="tpu")
+
+
+# --------------------------------------------------------------------------------------
+# top-k sampling
+
+
+def tied_problem(seed: int, t: int, v: int, m: int, j: int, *, levels: int, dup: float, masked: float):
+    """Logits with ties in the combined logits: few distinct values (``levels``) and a fraction
+    ``dup`` of tokens that copy token 0 in every row (equal ``c`` whatever the coalition);
+    binary-fraction weights keep equal sums equal."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randint(0, levels, (t, v), generator=g).float() * 0.75 - 2.0
+    logits[:, torch.rand(v, generator=g) < dup] = logits[:, :1]
+    if masked:
+        logits[torch.rand(t, v, generator=g) < masked] = float("-inf")
+        logits[:, 0] = 1.0  # keep one token alive in every row
+    ref_index = torch.randint(0, t, (m,), generator=g)
+    src_index = torch.randint(-1, t, (m, j), generator=g)
+    src_weight = torch.randint(-2, 5, (m, j), generator=g).float() / 4
+    stream = torch.randint(0, 5, (m,), generator=g)
+    return [x.to(DEVICE) for x in (logits, ref_index, src_index, src_weight, stream)]
+
+
+@settings(max_examples=30)
+@given(
+    v=st.integers(2, 40),
+    m=st.integers(1, 4),
+    j=st.integers(0, 3),
+    top_k=st.integers(1, 44),
+    levels=st.sampled_from([2, 5, 1000]),
+    dup=st.sampled_from([0.0, 0.4]),
+    masked=st.sampled_from([0.0, 0.3]),
+    temperature=st.sampled_from([1.0, 0.7]),
+    block_v=st.sampled_from([16, 64]),
+    radix_bits=st.sampled_from([4, 8]),
+    seed=st.integers(0, 2**16),
+)
+def test_top_k_sampling_is_the_references(v, m, j, top_k, levels, dup, masked, temperature, block_v, radix_bits, seed) -> None:
+    """The same top-k set (ties at the k-th value: lowest index first; -inf tokens; top_k = 1 and
+    top_k >= V), the same noise: the float32 reference and the cpp kernel pick the same tokens."""
+    logits, ref_index, src_index, src_weight, stream = tied_problem(seed, 4, v, m, j, levels=levels, dup=dup, masked=masked)
+    kw = dict(outputs=("sample", "logz"), seed=seed, stream_id=stream, step=seed % 7, top_k=top_k)
+    fast = triton_backend.compose(logits, ref_index, src_index, src_weight, temperature, block_v=block_v, radix_bits=radix_bits, **kw)
+    slow = reference.compose(logits, ref_index, src_index, src_weight, temperature, **kw)
+    assert torch.equal(fast.sample, slow.sample)
+    torch.testing.assert_close(fast.logz, slow.logz, atol=2e-5, rtol=2e-5)
+    cpu = [x.cpu() for x in (logits, ref_index, src_index, src_weight)]
+    cpp = backends.compose(*cpu, temperature, backend="cpp", **dict(kw, stream_id=stream.cpu()))
+    assert torch.equal(fast.sample.cpu(), cpp.sample)
+
+
+@pytest.mark.parametrize(
+    ("top_k", "block_v", "radix_bits", "allowed"),
+    [
+        (3, 8, 8, {1, 3, 6}),  # the k-th value is tied: its first 3 ties, across blocks
+        (8, 64, 4, {1, 3, 6, 7, 11, 13, 16, 17}),  # exactly the 8 tokens of the largest value
+        (10, 16, 4, {1, 3, 6, 7, 11, 13, 16, 17, 5, 9}),  # all of the largest value, 2 of the next
+    ],
+)
+def test_top_k_draws_cover_exactly_the_top_k_set(top_k, block_v, radix_bits, allowed) -> None:
+    """Logits of a tiny spread leave the noise to decide: over many streams every token of the
+    top-k set is drawn and no other, with the tie at the k-th value cut at the lowest indices."""
+    c = torch.tensor([0.0, 0.003, 0.001, 0.003, float("-inf"), 0.002, 0.003, 0.003, 0.0, 0.002] * 2, device=DEVICE)
+    n = 40
+    logits = c[None, :].expand(n, -1).contiguous()
+    ref_index = torch.arange(n, device=DEVICE)
+    none = torch.zeros(n, 0, dtype=torch.int64, device=DEVICE)
+    kw = dict(outputs="sample", stream_id=torch.arange(n, device=DEVICE), seed=5, top_k=top_k)
+    out = triton_backend.compose(logits, ref_index, none, none.float(), block_v=block_v, radix_bits=radix_bits, **kw)
+    assert set(out.sample.tolist()) == allowed
+    assert torch.equal(out.sample, reference.compose(logits, ref_index, none, none.float(), **kw).sample)
+
+
+def test_top_k_where_fewer_tokens_are_alive_than_k() -> None:
+    """Masked tokens are in the top-k set only when fewer than k tokens are alive: never drawn."""
+    logits = torch.full((3, 30), float("-inf"), device=DEVICE)
+    logits[:, 7] = 0.5
+    logits[:, 21] = 0.4
+    ref_index = torch.arange(3, device=DEVICE)
+    none = torch.zeros(3, 0, dtype=torch.int64, device=DEVICE)
+    for top_k in (1, 2, 5, 29):
+        out = triton_backend.compose(logits, ref_index, none, none.float(), outputs="sample", seed=top_k, top_k=top_k, block_v=16)
+        assert set(out.sample.tolist()) <= ({7} if top_k == 1 else {7, 21}), top_k
+        want = reference.compose(logits, ref_index, none, none.float(), outputs="sample", seed=top_k, top_k=top_k)
+        assert torch.equal(out.sample, want.sample)
+
+
+# --------------------------------------------------------------------------------------
+# the torch.library op
+
+
+def op_args(top_k: int = 2):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 20, generator=g)
+    return (
+        logits.to(DEVICE), torch.tensor([0, 1, 2], device=DEVICE), torch.tensor([[1, -1], [3, 0], [-1, -1]], device=DEVICE),
+        torch.tensor([[0.5, 0.0], [1.0, 0.5], [0.0, 0.0]], device=DEVICE), torch.ones(3, device=DEVICE),
+        torch.tensor([1, 2, 3], device=DEVICE), torch.arange(3, device=DEVICE), torch.zeros(3, dtype=torch.int64, device=DEVICE),
+        7, top_k, True, True, True, True, True,
+    )
+
+
+def test_the_triton_op_passes_opcheck() -> None:
+    """Schema, fake implementation (shapes and dtypes of the real outputs) and AOT dispatch."""
+    result = torch.library.opcheck(torch.ops.dposhap.compose_gather_triton.default, op_args())
+    assert set(result.values()) == {"SUCCESS"}, result
+
+
+def test_the_dispatcher_runs_the_triton_op_under_torch_compile() -> None:
+    def sample(logits, ref_index, src_index, src_weight):
+        out = backends.compose(logits, ref_index, src_index, src_weight, 0.8, outputs=("sample", "logz"), top_k=2, seed=3, backend="triton")
+        return out.sample, out.logz
+
+    args = op_args()[:4]
+    compiled = torch.compile(sample, fullgraph=True, backend="aot_eager")
+    got, want = compiled(*args), sample(*args)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    slow = reference.compose(*args, 0.8, outputs="sample", top_k=2, seed=3)
+    assert torch.equal(got[0], slow.sample)
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_the_kernel_ops_have_the_fake_implementation(backend) -> None:
+    """Fake tensors get the outputs' shapes without running a kernel (also the CUDA op, on any machine)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    op = getattr(torch.ops.dposhap, backends.GATHER_OPS[backend])
+    with FakeTensorMode():
+        out = op(
+            torch.empty(5, 11), torch.zeros(3, dtype=torch.int64), torch.zeros(3, 2, dtype=torch.int64), torch.ones(3, 2),
+            torch.ones(3), None, torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64), 0, 4,
+            True, False, True, False, True,
+        )
+    assert [tuple(o.shape) for o in out] == [(3, 11), (0,), (3,), (0,), (3,)]
+    assert [o.dtype for o in out] == [torch.float32] * 4 + [torch.int64]
+    meta = op(*(x.to("meta") if isinstance(x, torch.Tensor) else x for x in op_args()))
+    assert meta[0].device.type == "meta" and tuple(meta[0].shape) == (3, 20) and tuple(meta[4].shape) == (3,)
 
 
 @pytest.mark.parametrize(("n_pos", "n_models", "vocab", "n_coal", "block_v", "masked"), [

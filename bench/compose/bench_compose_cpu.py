@@ -4,7 +4,8 @@ Setup (one function): R output rows, each with its own reference row and n membe
 (the decoding workload: every row has its own sources), all members of weight 1, logits
 float32 ``[R * (n + 1), V]``. Providers:
 
-- ``cpp``: ``dposhap.compose.backends.compose(..., backend="cpp")`` (one pass per row);
+- ``cpp``: ``dposhap.compose.backends.compose(..., backend="cpp")`` (one pass per row; with
+  fewer rows than threads, each row's vocabulary split across the threads);
 - ``torch-naive``: materialised differences ``l_s - l_r``, a matmul over the sources,
   ``log_softmax``, ``torch.multinomial`` for sampling;
 - ``torch-good``: no temporaries it can avoid: one ``bmm`` of the coefficients
@@ -34,7 +35,8 @@ from _harness import MarkdownTable, Provider, environment, write_csv, write_mark
 from dposhap.compose import _native, backends  # noqa: E402
 
 MODES = ("logz", "sample", "target")
-GRID = [(r, n, v) for v in (32000, 128256) for r in (8, 64) for n in (4, 16)]
+# R = 1 (one prompt decoding) has fewer rows than threads: the vocabulary-split path
+GRID = [(r, n, v) for v in (32000, 128256) for r in (1, 8, 64) for n in (4, 16)]
 
 
 def setup(r: int, n: int, v: int, seed: int = 0) -> dict:
@@ -102,7 +104,7 @@ def interleaved_medians(p: dict, mode: str, repeats: int, warmup: int = 2) -> di
 
 
 PROVIDERS = [
-    Provider("cpp", "dposhap", 'backends.compose(..., backend="cpp"), OpenMP over rows', run_cpp),
+    Provider("cpp", "dposhap", 'backends.compose(..., backend="cpp"), OpenMP over rows (over vocabulary parts when R < threads)', run_cpp),
     Provider("torch-naive", "torch", "differences, matmul, log_softmax, multinomial", run_naive),
     Provider("torch-good", "torch", "one bmm with [1 - sum w, w], logsumexp, exponential_ Gumbel", run_good),
 ]

@@ -1,6 +1,6 @@
 """What the Triton and CUDA launchers share around their kernels: the finiteness check of
-the participating rows, the noise keys of each row, and the assembly of the outputs (with the
-all-masked check and the sequence-level correction)."""
+the participating rows, the noise keys of each row, the kernels' ``top_k``, and the assembly of
+the outputs (with the all-masked check and the sequence-level correction)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ def noise_keys(args: GatherArgs, seed: int, device: torch.device) -> tuple[torch
     stream = args.stream_id if args.stream_id is not None else torch.arange(m, dtype=torch.int64, device=device)
     key_a, key_b = noise.row_keys(seed, stream, args.step)
     return key_a.contiguous(), key_b.contiguous()
+
+
+def kernel_top_k(args: GatherArgs, top_k: int | None) -> int:
+    """``top_k`` as the kernels take it: 0 samples over the whole vocabulary (so does ``top_k >=
+    V``, which keeps every token, as in the reference), else ``0 < top_k < V`` selects first."""
+    return top_k if "sample" in args.outputs and top_k is not None and top_k < args.vocab else 0
 
 
 def assemble(

@@ -4,7 +4,7 @@ The C++ sources ship inside the package (``dposhap/csrc/``); the first call to :
 compiles them with :func:`torch.utils.cpp_extension.load` (ninja and a C++ compiler are
 needed), and torch caches the build in its extensions directory (``TORCH_EXTENSIONS_DIR``,
 by default ``~/.cache/torch_extensions``), so later processes only load it. Loading registers
-the op ``torch.ops.dposhap.compose_gather``.
+the op ``torch.ops.dposhap.compose_gather`` and its fake implementation (for ``torch.compile``).
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def load_cpu() -> ModuleType:
         No C++ compiler or no ninja, or the build failed; the message says what to install.
     """
     global _CPU_MODULE, _CPU_ERROR
+    if _CPU_MODULE is not None:  # loaded: no lock (also what torch.compile traces through)
+        return _CPU_MODULE
     with _LOCK:
         if _CPU_MODULE is not None:
             return _CPU_MODULE
@@ -125,6 +127,9 @@ def load_cpu() -> ModuleType:
                 "or see the full compiler output with DPOSHAP_NATIVE_VERBOSE=1"
             )
             raise _CPU_ERROR from exc
+        from .backends import _register_fake  # the op's fake implementation, for torch.compile
+
+        _register_fake()
         return _CPU_MODULE
 
 

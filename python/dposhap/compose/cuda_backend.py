@@ -2,7 +2,8 @@
 
 The kernel mirrors the Triton one (:mod:`dposhap.kernels.compose`): one block per output row,
 an online log-sum-exp over the vocabulary, the target's logit, Gumbel-max with the noise of
-:mod:`dposhap.compose.noise`, and the untempered log-sum-exp for the correction. It is built by
+:mod:`dposhap.compose.noise` (restricted to the top-k set, found exactly by a radix select,
+when ``top_k`` is given), and the untempered log-sum-exp for the correction. It is built by
 the one loader (:mod:`dposhap.compose._native`) on machines with CUDA; elsewhere the test-suite
 compiles its sources with nvcc to prove them.
 """
@@ -14,7 +15,7 @@ from typing import Sequence
 import torch
 
 from ..errors import InvalidArgumentError
-from ._kernel_common import assemble, check_participating_rows, noise_keys
+from ._kernel_common import assemble, check_participating_rows, kernel_top_k, noise_keys
 from .reference import ComposeOutput, OutputName, Temperature, _validate_gather
 
 
@@ -33,13 +34,18 @@ def compose(
     top_k: int | None = None,
 ) -> ComposeOutput:
     """The gather form of :func:`dposhap.compose.reference.compose` on CUDA tensors (float32
-    results); ``top_k`` sampling is not in the kernel yet."""
+    results), top-k sampling included (the same top-k set and tie rule as the reference).
+
+    Raises
+    ------
+    InvalidArgumentError
+        As the reference does; also for tensors that are not on a CUDA device.
+    """
     from ._native import load_cuda
 
-    if not logits.is_cuda:
-        raise InvalidArgumentError(f"the CUDA kernel needs CUDA tensors; got a {logits.device.type} tensor")
-    if top_k is not None:
-        raise InvalidArgumentError("top_k sampling is not in the CUDA kernel yet: use backend='torch' for top-k")
+    if not isinstance(logits, torch.Tensor) or not logits.is_cuda:
+        what = f"a {logits.device.type} tensor" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise InvalidArgumentError(f"the CUDA kernel needs CUDA tensors; got {what}")
     args = _validate_gather(
         logits, ref_index, src_index, src_weight, temperature, outputs, targets, stream_id, step, top_k, torch.float32
     )
@@ -57,5 +63,6 @@ def compose(
         key_b,
         "correction" in want,
         "logprobs" in want,
+        kernel_top_k(args, top_k),
     )
     return assemble(want, logits, rows, coef, logz, raw_lse, target, sample, logprobs)

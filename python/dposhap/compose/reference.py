@@ -60,7 +60,7 @@ __all__ = [
 #: The outputs :func:`compose` can return.
 OutputName = Literal["logprobs", "logz", "correction", "target_logprob", "sample"]
 OUTPUT_NAMES: tuple[str, ...] = ("logprobs", "logz", "correction", "target_logprob", "sample")
-#: Backends of :func:`log_probs`. Only the torch reference exists so far.
+#: Backends of :func:`log_probs` (the gather-form backends of :func:`dposhap.compose.compose`).
 Backend = Literal["auto", "torch", "cpp", "cuda", "triton"]
 _DENSE_BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 _LOGIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)

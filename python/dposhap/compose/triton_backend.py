@@ -14,12 +14,16 @@ from typing import Sequence
 import torch
 
 from ..errors import InvalidArgumentError
-from ._kernel_common import assemble, check_participating_rows, noise_keys
+from ._kernel_common import assemble, check_participating_rows, kernel_top_k, noise_keys
 from .reference import ComposeOutput, OutputName, Temperature, _validate_gather
 
 #: Vocabulary entries per block of the kernel (the interpreter gets smaller blocks).
 BLOCK_V = 1024
 INTERPRET_BLOCK_V = 64
+#: Bits of the key that one pass of the top-k radix select decides (at most 32 / RADIX_BITS
+#: passes); the interpreter, where a pass costs more than its compares, takes wider digits.
+RADIX_BITS = 4
+INTERPRET_RADIX_BITS = 8
 
 
 def available(device: torch.device) -> bool:
@@ -47,21 +51,21 @@ def compose(
     step: int | torch.Tensor = 0,
     top_k: int | None = None,
     block_v: int | None = None,
+    radix_bits: int | None = None,
 ) -> ComposeOutput:
     """The gather form of :func:`dposhap.compose.reference.compose`, by the Triton kernel.
 
-    Same parameters and results (in float32), except that ``top_k`` sampling is not
-    implemented in the kernel yet and ``block_v`` sets the kernel's block of vocabulary.
+    Same parameters and results (in float32), top-k sampling included (the same top-k set and
+    tie rule as the reference); ``block_v`` sets the kernel's block of vocabulary and
+    ``radix_bits`` (1, 2, 4 or 8) the bits of the key that a pass of the top-k select decides.
 
     Raises
     ------
     InvalidArgumentError
-        As the reference does; also for ``top_k`` and a device Triton cannot run on.
+        As the reference does; also for a device Triton cannot run on.
     """
     from ..kernels.compose import compose_rows_kernel
 
-    if top_k is not None:
-        raise InvalidArgumentError("top_k sampling is not in the Triton kernel yet: use backend='torch' for top-k")
     if not available(logits.device):
         raise InvalidArgumentError(
             f"the Triton kernel runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1); got a {logits.device.type} tensor"
@@ -88,14 +92,24 @@ def compose(
     key_a, key_b = noise_keys(args, seed, device) if "sample" in want else (rows_c, rows_c)
     if block_v is None:
         block_v = INTERPRET_BLOCK_V if device.type == "cpu" else BLOCK_V
+    if radix_bits is None:
+        radix_bits = INTERPRET_RADIX_BITS if device.type == "cpu" else RADIX_BITS
+    if radix_bits not in (1, 2, 4, 8):
+        raise InvalidArgumentError(f"radix_bits must be 1, 2, 4 or 8 (a divisor of 32 that fits a block), got {radix_bits!r}")
+    kernel_k = kernel_top_k(args, top_k)
     compose_rows_kernel[(m,)](
         logits, logits.stride(0), rows_c, coef_c, n_slots, temp, targets, key_a, key_b,
-        logz, raw_lse, target, sample, logprobs, vocab,
+        logz, raw_lse, target, sample, logprobs, vocab, kernel_k,
         BLOCK_V=block_v,
         WANT_TARGET="target_logprob" in want,
         WANT_SAMPLE="sample" in want,
         WANT_RAW="correction" in want,
         WANT_LOGPROBS="logprobs" in want,
+        TOP_K=kernel_k > 0,
+        RADIX_BITS=radix_bits,
+        # the top-k path computes c as the reference does (no fused multiply-adds); the plain
+        # path keeps Triton's default
+        **({"enable_fp_fusion": False} if kernel_k else {}),
     )
     return assemble(
         want, logits, rows_c, coef_c, logz,

@@ -224,8 +224,19 @@ inline float log_approx(float x) {
   return (t + y) + 0.693359375f * e;
 }
 
-// argmax_v (c[v] + g[v]) over the allowed tokens (`allowed` null: every token), ties to the
-// lowest index. c has a finite value among the allowed tokens; `scratch` holds n floats.
+// The winner of Gumbel-max over some tokens: its score c[v] + g[v] and its token (-1: none).
+struct Draw {
+  float score = kNegInf;
+  int64_t token = -1;
+  // Fold in the draw of a range of tokens after this one's: ties keep the lowest token.
+  void merge_later(const Draw& later) {
+    if (later.token >= 0 && (token < 0 || later.score > score)) *this = later;
+  }
+};
+
+// argmax_v (c[v] + g[v]) over the allowed tokens of the range [first, first + n) of a row
+// (`c` and `allowed` point at the range; `allowed` null: every token), ties to the lowest
+// index; token -1 when no allowed token has a finite c. `scratch` holds n floats.
 //
 // Every score that decides is computed exactly as the reference does (std::log in float32);
 // the rest only screens tokens out, never in:
@@ -235,8 +246,10 @@ inline float log_approx(float x) {
 // 2. when many tokens pass 1 (logits of a small spread), a vectorised screen with log_approx
 //    (|error| of a score far below 1e-3 + 1e-6 |score|) keeps the tokens within that margin
 //    of the best screened score; the true winner always survives.
-inline int64_t gumbel_argmax(const float* c, const uint8_t* allowed, int64_t n, RowKey key, float* scratch) {
+inline Draw gumbel_argmax(const float* c, const uint8_t* allowed, int64_t n, int64_t first, RowKey key,
+                          float* scratch) {
   static const float kGumbelMax = gumbel_from_bits(0xFFFFFFFFu);
+  const auto noise = [&](int64_t v) { return hash32(key, static_cast<uint32_t>(first + v)); };
   int64_t arg_c = -1;
   float max_c = kNegInf;
   for (int64_t v = 0; v < n; ++v) {
@@ -245,14 +258,15 @@ inline int64_t gumbel_argmax(const float* c, const uint8_t* allowed, int64_t n, 
       arg_c = v;
     }
   }
-  const float bound = c[arg_c] + gumbel_from_bits(hash32(key, static_cast<uint32_t>(arg_c)));
+  if (arg_c < 0) return {};
+  const float bound = c[arg_c] + gumbel_from_bits(noise(arg_c));
   int64_t passing = 0;
   for (int64_t v = 0; v < n; ++v) passing += (c[v] + kGumbelMax >= bound) ? 1 : 0;
   float threshold = kNegInf;
   const bool screen = passing * 8 > n;
   if (screen) {
     for (int64_t v = 0; v < n; ++v) {
-      const float u = uniform_from_bits(hash32(key, static_cast<uint32_t>(v)));
+      const float u = uniform_from_bits(noise(v));
       const float g = -log_approx(-log_approx(u));
       const bool ok = allowed == nullptr || allowed[v] != 0;
       scratch[v] = ok ? c[v] + g : kNegInf;
@@ -260,18 +274,17 @@ inline int64_t gumbel_argmax(const float* c, const uint8_t* allowed, int64_t n, 
     const float screened = row_max(scratch, n);
     threshold = screened - (1e-3f + 1e-6f * std::fabs(screened));
   }
-  float best = kNegInf;
-  int64_t best_v = -1;
+  Draw best;
   for (int64_t v = 0; v < n; ++v) {
     if (screen ? !(scratch[v] >= threshold) : !(c[v] + kGumbelMax >= bound)) continue;
     if (allowed != nullptr && !allowed[v]) continue;
-    const float s = c[v] + gumbel_from_bits(hash32(key, static_cast<uint32_t>(v)));
-    if (best_v < 0 || s > best) {  // in index order: ties keep the lowest index
-      best = s;
-      best_v = v;
+    const float s = c[v] + gumbel_from_bits(noise(v));
+    if (best.token < 0 || s > best.score) {  // in index order: ties keep the lowest index
+      best.score = s;
+      best.token = first + v;
     }
   }
-  return best_v;
+  return best;
 }
 
 }  // namespace compose

@@ -78,6 +78,9 @@ struct Outputs {
 // Logits are processed in blocks of the vocabulary that stay in L1: every participating row
 // is read once, the combined block is masked, scaled and folded into an online log-sum-exp.
 constexpr int64_t kBlock = 2048;
+// With fewer output rows than threads, a row's vocabulary is split into parts of at least this
+// many tokens (a whole number of blocks), so that every thread has work.
+constexpr int64_t kMinPart = 4 * kBlock;
 
 // Running log-sum-exp state: max and the sum of exp(x - max).
 struct OnlineLse {
@@ -92,7 +95,30 @@ struct OnlineLse {
     }
     sum += row_sum_exp(x, n, max);
   }
+  void merge(const OnlineLse& other) {
+    if (other.max == kNegInf) return;
+    if (other.max > max) {
+      sum = (max == kNegInf ? 0.0f : sum * std::exp(max - other.max)) + other.sum;
+      max = other.max;
+    } else {
+      sum += other.sum * std::exp(other.max - max);
+    }
+  }
   float value() const { return max == kNegInf ? kNegInf : max + std::log(sum); }
+};
+
+// What one pass over a range of a row's vocabulary leaves besides the combined logits.
+struct RangeState {
+  OnlineLse lse;           // of c (when the log-normaliser is needed)
+  OnlineLse lse_unscaled;  // of the untempered combination (correction at temperature != 1)
+  float max_c = kNegInf;   // max of c (when the log-normaliser is not needed)
+  bool bad = false;        // a participating row holds NaN or +inf
+  void merge(const RangeState& other) {
+    lse.merge(other.lse);
+    lse_unscaled.merge(other.lse_unscaled);
+    max_c = other.max_c > max_c ? other.max_c : max_c;
+    bad |= other.bad;
+  }
 };
 
 template <typename scalar_t>
@@ -104,6 +130,186 @@ bool row_has_bad(const scalar_t* row, int64_t n) {
   return false;
 }
 
+// The row's state and what every part of its work reads.
+template <typename scalar_t>
+struct RowJob {
+  const scalar_t* logits;
+  int64_t row_stride;
+  int64_t vocab;
+  const Plan& plan;
+  const float* temperature;
+  const float* raw_lse;
+  const int64_t* targets;
+  uint64_t seed;
+  const int64_t* stream_id;
+  const int64_t* step;
+  int64_t top_k;  // > 0: sample among the top_k (< vocab) largest c
+  bool need_logz;
+  const Outputs& out;
+  std::vector<RowError>& row_error;
+  std::vector<int64_t>& bad_slot;
+
+  // c of row m over [begin, end) into acc[begin, end), folded into a RangeState.
+  RangeState combine(int64_t m, float* acc, int64_t begin, int64_t end, uint8_t* mask) const {
+    const Slot* slots = plan.slots.data() + m * plan.width;
+    const int64_t n_slots = plan.count[m];
+    const float temp = temperature[m];
+    const bool unscaled_lse = out.correction && !plan.single[m] && temp != 1.0f;
+    RangeState state;
+    for (int64_t v0 = begin; v0 < end; v0 += kBlock) {
+      const int64_t len = std::min(kBlock, end - v0);
+      float* block = acc + v0;
+      for (int64_t k = 0; k < n_slots; ++k) {
+        const scalar_t* row = logits + slots[k].row * row_stride + v0;
+        state.bad |= k == 0 ? slot_first(row, slots[k].coef, block, mask, len)
+                            : slot_accumulate(row, slots[k].coef, block, mask, len);
+      }
+      if (state.bad) break;
+      if (temp == 1.0f) {
+        apply_mask(block, mask, len);
+      } else {
+        if (unscaled_lse) {
+          apply_mask(block, mask, len);
+          state.lse_unscaled.add(block, len);
+        }
+        apply_mask_scale(block, mask, temp, len);
+      }
+      if (need_logz) {
+        state.lse.add(block, len);
+      } else {
+        const float block_max = row_max(block, len);
+        state.max_c = block_max > state.max_c ? block_max : state.max_c;
+      }
+    }
+    return state;
+  }
+
+  // The row's errors, log-normaliser, correction and target log-prob from its whole state;
+  // false (and the error recorded) when the row fails.
+  bool finish(int64_t m, const RangeState& state, const float* acc, float* logz_out) const {
+    const Slot* slots = plan.slots.data() + m * plan.width;
+    const int64_t n_slots = plan.count[m];
+    if (state.bad) {
+      // the first offending slot in canonical order, as the reference names it
+      row_error[m] = RowError::kNotFinite;
+      for (int64_t k = 0; k < n_slots; ++k) {
+        if (row_has_bad(logits + slots[k].row * row_stride, vocab)) {
+          bad_slot[m] = k;
+          break;
+        }
+      }
+      return false;
+    }
+    if ((need_logz ? state.lse.max : state.max_c) == kNegInf) {
+      row_error[m] = RowError::kAllMasked;
+      return false;
+    }
+    const float logz = need_logz ? state.lse.value() : 0.0f;
+    if (out.correction) {
+      if (plan.single[m]) {
+        out.correction[m] = 0.0f;
+      } else {
+        // lse_v(sum_a a_a (l_a - lse(l_a))) = lse_v(sum_a a_a l_a) - sum_a a_a lse(l_a), temperature 1
+        float correction = temperature[m] == 1.0f ? logz : state.lse_unscaled.value();
+        for (int64_t k = 0; k < n_slots; ++k) correction -= slots[k].coef * raw_lse[slots[k].row];
+        out.correction[m] = correction;
+      }
+    }
+    if (out.logz) out.logz[m] = logz;
+    if (out.target_logprob) out.target_logprob[m] = acc[targets[m]] - logz;
+    *logz_out = logz;
+    return true;
+  }
+
+  RowKey key(int64_t m) const {
+    return row_key(seed, static_cast<uint64_t>(stream_id[m]), static_cast<uint64_t>(step[m]));
+  }
+};
+
+// One row at a time per thread: the combined row stays in the thread's cache for the sample.
+template <typename scalar_t>
+void run_whole_rows(const RowJob<scalar_t>& job) {
+  const Outputs& out = job.out;
+  const int64_t vocab = job.vocab;
+  const int64_t m_rows = static_cast<int64_t>(job.plan.count.size());
+#pragma omp parallel num_threads(std::max(1, at::get_num_threads()))
+  {
+    std::vector<float> local_acc(out.logprobs ? 0 : vocab);
+    uint8_t mask[kBlock];
+    std::vector<float> scratch(out.sample ? vocab : 0);
+    std::vector<uint8_t> allowed(job.top_k > 0 ? vocab : 0);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t m = 0; m < m_rows; ++m) {
+      float* acc = out.logprobs ? out.logprobs + m * vocab : local_acc.data();
+      float logz;
+      if (!job.finish(m, job.combine(m, acc, 0, vocab, mask), acc, &logz)) continue;
+      if (out.sample) {
+        if (job.top_k > 0) top_k_allowed(acc, vocab, job.top_k, scratch.data(), allowed.data());
+        const uint8_t* allow = job.top_k > 0 ? allowed.data() : nullptr;
+        out.sample[m] = gumbel_argmax(acc, allow, vocab, 0, job.key(m), scratch.data()).token;
+      }
+      if (out.logprobs) subtract(acc, logz, vocab);
+    }
+  }
+}
+
+// Fewer rows than threads: each row's vocabulary in `parts` ranges of `part_len` tokens, the
+// ranges of all rows shared among the threads; the row-wide steps (errors, log-normaliser,
+// top-k set) in between. Per-range draws merge in token order, so the sample is the one of
+// the whole row to the bit.
+template <typename scalar_t>
+void run_split_rows(const RowJob<scalar_t>& job, int64_t parts, int64_t part_len) {
+  const Outputs& out = job.out;
+  const int64_t vocab = job.vocab;
+  const int64_t m_rows = static_cast<int64_t>(job.plan.count.size());
+  const int64_t units = m_rows * parts;
+  std::vector<float> buffer(out.logprobs ? 0 : m_rows * vocab);
+  std::vector<float> scratch(out.sample ? m_rows * vocab : 0);
+  std::vector<uint8_t> allowed(job.top_k > 0 ? m_rows * vocab : 0);
+  std::vector<RangeState> states(units);
+  std::vector<Draw> draws(units);
+  std::vector<float> logz(m_rows, 0.0f);
+  std::vector<uint8_t> row_ok(m_rows, 0);
+  const auto row_acc = [&](int64_t m) { return (out.logprobs ? out.logprobs : buffer.data()) + m * vocab; };
+#pragma omp parallel num_threads(std::max(1, at::get_num_threads()))
+  {
+    uint8_t mask[kBlock];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      const int64_t m = u / parts, begin = (u % parts) * part_len;
+      states[u] = job.combine(m, row_acc(m), begin, std::min(vocab, begin + part_len), mask);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t m = 0; m < m_rows; ++m) {
+      RangeState state = states[m * parts];
+      for (int64_t q = 1; q < parts; ++q) state.merge(states[m * parts + q]);
+      row_ok[m] = job.finish(m, state, row_acc(m), &logz[m]);
+      if (row_ok[m] && job.top_k > 0) {
+        top_k_allowed(row_acc(m), vocab, job.top_k, scratch.data() + m * vocab, allowed.data() + m * vocab);
+      }
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      const int64_t m = u / parts, begin = (u % parts) * part_len;
+      if (!row_ok[m]) continue;
+      const int64_t len = std::min(vocab, begin + part_len) - begin;
+      float* acc = row_acc(m) + begin;
+      if (out.sample) {
+        const uint8_t* allow = job.top_k > 0 ? allowed.data() + m * vocab + begin : nullptr;
+        draws[u] = gumbel_argmax(acc, allow, len, begin, job.key(m), scratch.data() + m * vocab + begin);
+      }
+      if (out.logprobs) subtract(acc, logz[m], len);
+    }
+  }
+  if (!out.sample) return;
+  for (int64_t m = 0; m < m_rows; ++m) {
+    if (!row_ok[m]) continue;
+    Draw best = draws[m * parts];
+    for (int64_t q = 1; q < parts; ++q) best.merge_later(draws[m * parts + q]);
+    out.sample[m] = best.token;
+  }
+}
+
 template <typename scalar_t>
 void run_rows(const scalar_t* logits, int64_t row_stride, int64_t vocab, const Plan& plan, const float* temperature,
               const float* raw_lse, const int64_t* targets, uint64_t seed, const int64_t* stream_id,
@@ -111,85 +317,18 @@ void run_rows(const scalar_t* logits, int64_t row_stride, int64_t vocab, const P
               std::vector<int64_t>& bad_slot) {
   const int64_t m_rows = static_cast<int64_t>(plan.count.size());
   const bool need_logz = out.logz || out.target_logprob || out.logprobs || out.correction;
-  const bool use_top_k = out.sample && top_k > 0 && top_k < vocab;
-#pragma omp parallel num_threads(std::max(1, at::get_num_threads()))
-  {
-    std::vector<float> local_acc(out.logprobs ? 0 : vocab);
-    uint8_t mask[kBlock];
-    std::vector<float> scratch(out.sample ? vocab : 0);
-    std::vector<uint8_t> allowed(use_top_k ? vocab : 0);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t m = 0; m < m_rows; ++m) {
-      float* acc = out.logprobs ? out.logprobs + m * vocab : local_acc.data();
-      const Slot* slots = plan.slots.data() + m * plan.width;
-      const int64_t n_slots = plan.count[m];
-      const float temp = temperature[m];
-      const bool unscaled_lse = out.correction && !plan.single[m] && temp != 1.0f;
-      OnlineLse lse, lse_unscaled;
-      float max_c = kNegInf;
-      bool bad = false;
-      for (int64_t v0 = 0; v0 < vocab && !bad; v0 += kBlock) {
-        const int64_t len = std::min(kBlock, vocab - v0);
-        float* block = acc + v0;
-        for (int64_t k = 0; k < n_slots; ++k) {
-          const scalar_t* row = logits + slots[k].row * row_stride + v0;
-          bad |= k == 0 ? slot_first(row, slots[k].coef, block, mask, len)
-                        : slot_accumulate(row, slots[k].coef, block, mask, len);
-        }
-        if (bad) break;
-        if (temp == 1.0f) {
-          apply_mask(block, mask, len);
-        } else {
-          if (unscaled_lse) {
-            apply_mask(block, mask, len);
-            lse_unscaled.add(block, len);
-          }
-          apply_mask_scale(block, mask, temp, len);
-        }
-        if (need_logz) {
-          lse.add(block, len);
-        } else {
-          const float block_max = row_max(block, len);
-          max_c = block_max > max_c ? block_max : max_c;
-        }
-      }
-      if (bad) {
-        // the first offending slot in canonical order, as the reference names it
-        row_error[m] = RowError::kNotFinite;
-        for (int64_t k = 0; k < n_slots; ++k) {
-          if (row_has_bad(logits + slots[k].row * row_stride, vocab)) {
-            bad_slot[m] = k;
-            break;
-          }
-        }
-        continue;
-      }
-      if (need_logz) max_c = lse.max;
-      if (max_c == kNegInf) {
-        row_error[m] = RowError::kAllMasked;
-        continue;
-      }
-      const float logz = need_logz ? lse.value() : 0.0f;
-      if (out.correction) {
-        if (plan.single[m]) {
-          out.correction[m] = 0.0f;
-        } else {
-          // lse_v(sum_a a_a (l_a - lse(l_a))) = lse_v(sum_a a_a l_a) - sum_a a_a lse(l_a), temperature 1
-          float correction = temp == 1.0f ? logz : lse_unscaled.value();
-          for (int64_t k = 0; k < n_slots; ++k) correction -= slots[k].coef * raw_lse[slots[k].row];
-          out.correction[m] = correction;
-        }
-      }
-      if (out.logz) out.logz[m] = logz;
-      if (out.target_logprob) out.target_logprob[m] = acc[targets[m]] - logz;
-      if (out.sample) {
-        const RowKey key = row_key(seed, static_cast<uint64_t>(stream_id[m]), static_cast<uint64_t>(step[m]));
-        if (use_top_k) top_k_allowed(acc, vocab, top_k, scratch.data(), allowed.data());
-        out.sample[m] = gumbel_argmax(acc, use_top_k ? allowed.data() : nullptr, vocab, key, scratch.data());
-      }
-      if (out.logprobs) subtract(acc, logz, vocab);
-    }
+  const int64_t kept_top_k = out.sample && top_k > 0 && top_k < vocab ? top_k : 0;
+  const RowJob<scalar_t> job{logits, row_stride, vocab, plan, temperature, raw_lse, targets, seed, stream_id, step,
+                             kept_top_k, need_logz, out, row_error, bad_slot};
+  const int64_t threads = std::max(1, at::get_num_threads());
+  int64_t parts = 1;
+  if (m_rows > 0 && m_rows < threads) parts = std::min((threads + m_rows - 1) / m_rows, std::max<int64_t>(1, vocab / kMinPart));
+  if (parts == 1) {
+    run_whole_rows(job);
+    return;
   }
+  const int64_t part_len = ((vocab + parts - 1) / parts + kBlock - 1) / kBlock * kBlock;
+  run_split_rows(job, (vocab + part_len - 1) / part_len, part_len);
 }
 
 template <typename scalar_t>

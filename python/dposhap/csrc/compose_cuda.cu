@@ -10,6 +10,14 @@
 // of the untempered combination (for the sequence-level correction), the target's logit and
 // the Gumbel-max argmax with the counter-based noise of dposhap.compose.noise; the block then
 // reduces them. Conventions and noise are those of dposhap/compose/reference.py and noise.py.
+//
+// Top-k sampling (kTopK) first finds the row's top-k set exactly, by block-wide passes that
+// recompute c: a radix select over the order-preserving uint32 key of c (kRadixBits bits per
+// pass, at most 32 / kRadixBits passes, fewer once a prefix holds exactly top_k tokens), then,
+// when the k-th value is tied, a pass in index order that finds the last tied token allowed
+// (ties: lowest index first). The Gumbel argmax then runs over that set. That path computes c
+// as the reference does, to the bit (no fused multiply-add, a correctly rounded division), so
+// its top-k set is the reference's.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -19,7 +27,10 @@
 namespace dposhap {
 
 constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
 constexpr int kMaxSlots = 64;
+constexpr int kRadixBits = 4;
+constexpr int kRadix = 1 << kRadixBits;
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
@@ -79,7 +90,8 @@ __device__ __forceinline__ Lse shfl_lse(Lse x, int delta) {
   return o;
 }
 
-template <typename T>
+// sum_a coef_a l_a at token v; kExact: each product and sum rounded, as the reference (no FMA)
+template <bool kExact, typename T>
 __device__ __forceinline__ float combined(const T* __restrict__ logits, int64_t stride, const int64_t* rows,
                                           const float* coefs, int n_used, int64_t v, bool* masked) {
   float acc = 0.f;
@@ -88,6 +100,8 @@ __device__ __forceinline__ float combined(const T* __restrict__ logits, int64_t 
     const float l = to_float(logits[rows[a] * stride + v]);
     if (l == -INFINITY) {
       dead = true;
+    } else if (kExact) {
+      acc = __fadd_rn(acc, __fmul_rn(coefs[a], l));
     } else {
       acc += coefs[a] * l;
     }
@@ -96,12 +110,112 @@ __device__ __forceinline__ float combined(const T* __restrict__ logits, int64_t 
   return acc;
 }
 
+// c = acc / T: kExact correctly rounded, else by the reciprocal
+template <bool kExact>
+__device__ __forceinline__ float scaled(float acc, float temperature, float inv_t) {
+  return kExact ? __fdiv_rn(acc, temperature) : acc * inv_t;
+}
+
+// uint32 key that orders as the float c (-0 as +0); 0 for a masked token, below every live one
+__device__ __forceinline__ uint32_t order_key(float c, bool masked) {
+  if (masked) return 0u;
+  const uint32_t bits = __float_as_uint(c == 0.f ? 0.f : c);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
 template <typename T>
+__device__ __forceinline__ uint32_t token_key(const T* __restrict__ logits, int64_t stride, const int64_t* rows,
+                                              const float* coefs, int n_used, float temperature, int64_t v) {
+  bool masked;
+  const float acc = combined<true>(logits, stride, rows, coefs, n_used, v, &masked);
+  return order_key(scaled<true>(acc, temperature, 0.f), masked);
+}
+
+// Token v of key k is among the top_k largest c of the row (ties: lowest index first) iff
+// k > kth or (k == kth and v <= tie_cut).
+struct TopKCut {
+  uint32_t kth;
+  int64_t tie_cut;
+};
+
+// Called by every thread of the block; needs 0 < top_k < vocab.
+template <typename T>
+__device__ TopKCut top_k_cut(const T* __restrict__ logits, int64_t stride, const int64_t* rows, const float* coefs,
+                             int n_used, float temperature, int64_t vocab, int64_t top_k) {
+  __shared__ int warp_counts[kWarps][kRadix];
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  uint32_t prefix = 0;  // the high bits of the k-th largest key found so far
+  int64_t above = 0;    // tokens whose key has a higher prefix
+  int shift = 32;
+  bool exact = false;   // the keys >= prefix are exactly top_k tokens
+  while (shift > 0 && !exact) {
+    shift -= kRadixBits;
+    int count[kRadix];  // this thread's tokens with key >= prefix | d << shift
+#pragma unroll
+    for (int d = 0; d < kRadix; ++d) count[d] = 0;
+    for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
+      const uint32_t key = token_key(logits, stride, rows, coefs, n_used, temperature, v);
+#pragma unroll
+      for (int d = 0; d < kRadix; ++d) count[d] += key >= (prefix | (static_cast<uint32_t>(d) << shift)) ? 1 : 0;
+    }
+#pragma unroll
+    for (int d = 0; d < kRadix; ++d) {
+      for (int delta = 16; delta > 0; delta /= 2) count[d] += __shfl_down_sync(0xffffffffu, count[d], delta);
+      if (lane == 0) warp_counts[warp][d] = count[d];
+    }
+    __syncthreads();
+    // every thread reads the same totals and takes the same decisions
+    int digit = 0;
+    int64_t at_digit = 0, next = -1;
+    for (int d = 0; d < kRadix; ++d) {
+      int64_t total = 0;
+      for (int w = 0; w < kWarps; ++w) total += warp_counts[w][d];
+      if (total >= top_k) {  // falls with d, and d = 0 always keeps top_k
+        digit = d;
+        at_digit = total;
+      } else if (next < 0) {
+        next = total;
+      }
+    }
+    __syncthreads();  // warp_counts is reused by the next pass
+    if (next >= 0) above = next;
+    prefix |= static_cast<uint32_t>(digit) << shift;
+    exact = at_digit == top_k;
+  }
+  if (exact) return {prefix - 1, -1};  // allowed: key >= prefix (> 0: the vocab > top_k keys are >= 0)
+
+  // the k-th key is prefix and ties there cross the cut: allow the first top_k - above of them
+  __shared__ int warp_ties[kWarps];
+  __shared__ int64_t cut;
+  const int64_t need = top_k - above;
+  int64_t seen = 0;
+  if (threadIdx.x == 0) cut = -1;
+  for (int64_t base = 0; base < vocab && seen < need; base += blockDim.x) {
+    const int64_t v = base + threadIdx.x;
+    const bool tie = v < vocab && token_key(logits, stride, rows, coefs, n_used, temperature, v) == prefix;
+    const unsigned ballot = __ballot_sync(0xffffffffu, tie);
+    if (lane == 0) warp_ties[warp] = __popc(ballot);
+    __syncthreads();
+    int64_t before = 0, total = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      before += w < warp ? warp_ties[w] : 0;
+      total += warp_ties[w];
+    }
+    if (tie && seen + before + __popc(ballot & ((1u << lane) - 1u)) + 1 == need) cut = v;
+    seen += total;
+    __syncthreads();
+  }
+  __syncthreads();
+  return {prefix, cut};
+}
+
+template <typename T, bool kTopK>
 __global__ void __launch_bounds__(kThreads) compose_rows_kernel(
     const T* __restrict__ logits, int64_t stride, const int64_t* __restrict__ rows,
     const float* __restrict__ coef, int n_slots, const float* __restrict__ temperature,
     const int64_t* __restrict__ targets, const int64_t* __restrict__ key_a, const int64_t* __restrict__ key_b,
-    int64_t vocab, float* __restrict__ logz_out, float* __restrict__ raw_lse_out,
+    int64_t vocab, int64_t top_k, float* __restrict__ logz_out, float* __restrict__ raw_lse_out,
     float* __restrict__ target_out, int64_t* __restrict__ sample_out, float* __restrict__ logprobs_out) {
   const int64_t m = blockIdx.x;
   __shared__ int64_t used_rows[kMaxSlots];
@@ -122,7 +236,8 @@ __global__ void __launch_bounds__(kThreads) compose_rows_kernel(
   }
   __syncthreads();
   const int n_used = n_used_shared;
-  const float inv_t = 1.f / temperature[m];
+  const float temp = temperature[m];
+  const float inv_t = 1.f / temp;
   const bool want_target = target_out != nullptr;
   const bool want_sample = sample_out != nullptr;
   const bool want_raw = raw_lse_out != nullptr;
@@ -134,14 +249,23 @@ __global__ void __launch_bounds__(kThreads) compose_rows_kernel(
   Lse raw{-INFINITY, 0.f};
   Best best{-INFINITY, vocab};
   float target_c = 0.f;
+  TopKCut cut{0u, -1};
+  if constexpr (kTopK) cut = top_k_cut(logits, stride, used_rows, used_coef, n_used, temp, vocab, top_k);
   for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
     bool masked;
-    const float acc = combined(logits, stride, used_rows, used_coef, n_used, v, &masked);
-    const float c = masked ? -INFINITY : acc * inv_t;
+    const float acc = combined<kTopK>(logits, stride, used_rows, used_coef, n_used, v, &masked);
+    const float c = masked ? -INFINITY : scaled<kTopK>(acc, temp, inv_t);
     lse.add(c);
     if (want_raw) raw.add(masked ? -INFINITY : acc);
     if (v == target) target_c = c;
-    if (want_sample && !masked) best.take(c + gumbel(ka, kb, static_cast<uint32_t>(v)), v);
+    bool allowed = want_sample && !masked;
+    if constexpr (kTopK) {
+      if (allowed) {
+        const uint32_t key = order_key(c, false);
+        allowed = key > cut.kth || (key == cut.kth && v <= cut.tie_cut);
+      }
+    }
+    if (allowed) best.take(c + gumbel(ka, kb, static_cast<uint32_t>(v)), v);
   }
 
   // block reduction: warps by shuffles, then the warps' results through shared memory
@@ -185,34 +309,50 @@ __global__ void __launch_bounds__(kThreads) compose_rows_kernel(
   const float logz = row_logz;
   for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
     bool masked;
-    const float acc = combined(logits, stride, used_rows, used_coef, n_used, v, &masked);
-    logprobs_out[m * vocab + v] = masked ? -INFINITY : acc * inv_t - logz;
+    const float acc = combined<kTopK>(logits, stride, used_rows, used_coef, n_used, v, &masked);
+    logprobs_out[m * vocab + v] = masked ? -INFINITY : scaled<kTopK>(acc, temp, inv_t) - logz;
   }
 }
 
-// dtype: 0 = float32, 1 = float16, 2 = bfloat16. Optional outputs may be null.
+template <typename T>
+void launch_typed(const void* logits, int64_t stride, const int64_t* rows, const float* coef, int n_slots,
+                  const float* temperature, const int64_t* targets, const int64_t* key_a, const int64_t* key_b,
+                  int64_t n_out, int64_t vocab, int64_t top_k, float* logz, float* raw_lse, float* target,
+                  int64_t* sample, float* logprobs, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(n_out));
+  const T* data = static_cast<const T*>(logits);
+  if (top_k > 0) {
+    compose_rows_kernel<T, true><<<grid, kThreads, 0, stream>>>(data, stride, rows, coef, n_slots, temperature,
+                                                                 targets, key_a, key_b, vocab, top_k, logz, raw_lse,
+                                                                 target, sample, logprobs);
+  } else {
+    compose_rows_kernel<T, false><<<grid, kThreads, 0, stream>>>(data, stride, rows, coef, n_slots, temperature,
+                                                                  targets, key_a, key_b, vocab, 0, logz, raw_lse,
+                                                                  target, sample, logprobs);
+  }
+}
+
+// dtype: 0 = float32, 1 = float16, 2 = bfloat16. Optional outputs may be null. top_k: 0 for
+// sampling over the whole vocabulary, else 0 < top_k < vocab (and sample non-null).
 cudaError_t launch_compose_rows(int dtype, const void* logits, int64_t stride, const int64_t* rows,
                                 const float* coef, int n_slots, const float* temperature, const int64_t* targets,
                                 const int64_t* key_a, const int64_t* key_b, int64_t n_out, int64_t vocab,
-                                float* logz, float* raw_lse, float* target, int64_t* sample, float* logprobs,
-                                cudaStream_t stream) {
+                                int64_t top_k, float* logz, float* raw_lse, float* target, int64_t* sample,
+                                float* logprobs, cudaStream_t stream) {
   if (n_out == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(n_out));
+  if (top_k < 0 || (top_k > 0 && (top_k >= vocab || sample == nullptr))) return cudaErrorInvalidValue;
   switch (dtype) {
     case 0:
-      compose_rows_kernel<float><<<grid, kThreads, 0, stream>>>(
-          static_cast<const float*>(logits), stride, rows, coef, n_slots, temperature, targets, key_a, key_b, vocab,
-          logz, raw_lse, target, sample, logprobs);
+      launch_typed<float>(logits, stride, rows, coef, n_slots, temperature, targets, key_a, key_b, n_out, vocab,
+                          top_k, logz, raw_lse, target, sample, logprobs, stream);
       break;
     case 1:
-      compose_rows_kernel<__half><<<grid, kThreads, 0, stream>>>(
-          static_cast<const __half*>(logits), stride, rows, coef, n_slots, temperature, targets, key_a, key_b, vocab,
-          logz, raw_lse, target, sample, logprobs);
+      launch_typed<__half>(logits, stride, rows, coef, n_slots, temperature, targets, key_a, key_b, n_out, vocab,
+                           top_k, logz, raw_lse, target, sample, logprobs, stream);
       break;
     case 2:
-      compose_rows_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(logits), stride, rows, coef, n_slots, temperature, targets, key_a, key_b,
-          vocab, logz, raw_lse, target, sample, logprobs);
+      launch_typed<__nv_bfloat16>(logits, stride, rows, coef, n_slots, temperature, targets, key_a, key_b, n_out,
+                                  vocab, top_k, logz, raw_lse, target, sample, logprobs, stream);
       break;
     default:
       return cudaErrorInvalidValue;

@@ -9,8 +9,8 @@ namespace dposhap {
 cudaError_t launch_compose_rows(int dtype, const void* logits, int64_t stride, const int64_t* rows,
                                 const float* coef, int n_slots, const float* temperature, const int64_t* targets,
                                 const int64_t* key_a, const int64_t* key_b, int64_t n_out, int64_t vocab,
-                                float* logz, float* raw_lse, float* target, int64_t* sample, float* logprobs,
-                                cudaStream_t stream);
+                                int64_t top_k, float* logz, float* raw_lse, float* target, int64_t* sample,
+                                float* logprobs, cudaStream_t stream);
 }
 
 namespace {
@@ -20,7 +20,7 @@ constexpr int64_t kMaxSlots = 64;
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> compose_rows_cuda(
     const at::Tensor& logits, const at::Tensor& rows, const at::Tensor& coef, const at::Tensor& temperature,
     const c10::optional<at::Tensor>& targets, const c10::optional<at::Tensor>& key_a,
-    const c10::optional<at::Tensor>& key_b, bool want_raw, bool want_logprobs) {
+    const c10::optional<at::Tensor>& key_b, bool want_raw, bool want_logprobs, int64_t top_k) {
   TORCH_CHECK(logits.is_cuda(), "compose (cuda): logits must be a CUDA tensor");
   TORCH_CHECK(logits.dim() == 2 && logits.stride(1) == 1, "compose (cuda): logits must be [T, V] with unit stride in V");
   TORCH_CHECK(rows.dim() == 2 && rows.scalar_type() == at::kLong && rows.is_contiguous(),
@@ -43,6 +43,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> compose_r
     default: TORCH_CHECK(false, "compose (cuda): logits must be float32, float16 or bfloat16, got ", logits.scalar_type());
   }
   const int64_t vocab = logits.size(1);
+  TORCH_CHECK(top_k == 0 || (key_a.has_value() && key_b.has_value() && top_k > 0 && top_k < vocab),
+              "compose (cuda): top_k must be 0 (whole vocabulary) or in [1, V) with V = ", vocab,
+              ", and needs the noise keys of sampling; got ", top_k);
   auto f32 = logits.options().dtype(at::kFloat);
   at::Tensor logz = at::empty({m}, f32);
   at::Tensor raw = want_raw ? at::empty({m}, f32) : at::Tensor();
@@ -55,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> compose_r
       static_cast<int>(rows.size(1)), temperature.contiguous().data_ptr<float>(),
       targets.has_value() ? targets->contiguous().data_ptr<int64_t>() : nullptr,
       key_a.has_value() ? key_a->contiguous().data_ptr<int64_t>() : nullptr,
-      key_b.has_value() ? key_b->contiguous().data_ptr<int64_t>() : nullptr, m, vocab, logz.data_ptr<float>(),
+      key_b.has_value() ? key_b->contiguous().data_ptr<int64_t>() : nullptr, m, vocab, top_k, logz.data_ptr<float>(),
       want_raw ? raw.data_ptr<float>() : nullptr, targets.has_value() ? target.data_ptr<float>() : nullptr,
       key_a.has_value() ? sample.data_ptr<int64_t>() : nullptr, want_logprobs ? logprobs.data_ptr<float>() : nullptr,
       stream.stream());

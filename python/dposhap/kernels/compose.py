@@ -7,6 +7,15 @@ Gumbel-max argmax with the counter-based noise of :mod:`dposhap.compose.noise`, 
 log-sum-exp of the untempered combination for the sequence-level correction. A second pass
 writes log-probabilities only when they are asked for. Rows whose coefficient is 0 are never
 read.
+
+Top-k sampling (``TOP_K``) first finds the row's top-k set exactly, by passes over the
+vocabulary that recompute ``c``: a radix select over the order-preserving ``uint32`` key of
+``c`` (``RADIX_BITS`` bits per pass, at most ``32 / RADIX_BITS`` passes, fewer when a prefix
+already holds exactly ``top_k`` tokens), then, when the k-th value is tied, one pass that finds
+the last tied token allowed (ties: lowest index first). The Gumbel argmax then runs over that
+set only. This path computes ``c`` as the reference does, to the bit: ``acc / T`` correctly
+rounded and (launched without FP fusion) no fused multiply-adds, so its top-k set is the
+reference's.
 """
 
 from __future__ import annotations
@@ -44,14 +53,92 @@ def _combine_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, offs, i
 
 
 @triton.jit
+def _combined_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, inv_t, offs, in_range,
+                    EXACT: tl.constexpr):
+    """The untempered combination ``acc``, the combined logits ``c`` (``-inf`` where dead) and
+    the mask of dead tokens (masked, or past the vocabulary) of one block of row ``m``.
+    ``EXACT``: ``c = acc / temp`` correctly rounded, else ``acc * inv_t``."""
+    acc, masked = _combine_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, offs, in_range)
+    dead = masked | (in_range == 0)
+    if EXACT:
+        scaled = tl.math.div_rn(acc, tl.zeros_like(acc) + temp)
+    else:
+        scaled = acc * inv_t
+    return acc, tl.where(dead, float("-inf"), scaled), dead
+
+
+@triton.jit
+def _order_key(c, dead):
+    """The ``uint32`` key that orders as the float32 ``c`` (-0.0 as +0.0); 0 for dead tokens,
+    below every live one."""
+    bits = tl.where(c == 0.0, 0.0, c).to(tl.uint32, bitcast=True)
+    key = tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
+    return tl.where(dead, tl.zeros_like(key), key)
+
+
+@triton.jit
+def _block_keys(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, v0, V, BLOCK_V: tl.constexpr):
+    offs = v0 + tl.arange(0, BLOCK_V)
+    in_range = offs < V
+    _, c, dead = _combined_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, 1.0, offs, in_range, True)
+    return offs, in_range, _order_key(c, dead)
+
+
+@triton.jit
+def _top_k_cut(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, V, top_k,
+               BLOCK_V: tl.constexpr, RADIX_BITS: tl.constexpr):
+    """``(kth, tie_cut)``: token ``v`` of key ``k`` is among the ``top_k`` largest ``c`` of row
+    ``m`` (ties: lowest index first) iff ``k > kth`` or ``k == kth and v <= tie_cut``.
+    Needs ``top_k < V``."""
+    RADIX: tl.constexpr = 1 << RADIX_BITS
+    digits = tl.arange(0, RADIX).to(tl.uint32)
+    prefix = tl.zeros([], dtype=tl.uint32)  # the high bits of the k-th largest key found so far
+    above = tl.zeros([], dtype=tl.int32)  # tokens whose key has a higher prefix
+    shift = tl.full([], 32, dtype=tl.int32)
+    exact = tl.zeros([], dtype=tl.int32)  # 1: the keys >= prefix are exactly top_k tokens
+    while (shift > 0) & (exact == 0):
+        shift -= RADIX_BITS
+        candidates = prefix | (digits << shift.to(tl.uint32))
+        counts = tl.zeros([RADIX], dtype=tl.int32)  # tokens with key >= candidates[d]
+        for v0 in range(0, V, BLOCK_V):
+            offs, in_range, key = _block_keys(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, v0, V, BLOCK_V)
+            hit = (key[:, None] >= candidates[None, :]) & in_range[:, None]
+            counts += tl.sum(hit.to(tl.int32), 0)
+        # counts fall with the digit and counts[0] >= top_k: the k-th key has the last digit that keeps top_k
+        digit = (tl.sum((counts >= top_k).to(tl.int32), 0) - 1).to(tl.uint32)
+        at_digit = tl.sum(tl.where(digits == digit, counts, 0), 0)
+        above = tl.where(digit < RADIX - 1, tl.sum(tl.where(digits == digit + 1, counts, 0), 0), above)
+        prefix = prefix | (digit << shift.to(tl.uint32))
+        exact = (at_digit == top_k).to(tl.int32)
+    tie_cut = tl.full([], -1, dtype=tl.int32)
+    if exact != 0:
+        kth = prefix - 1  # allowed: key >= prefix (prefix > 0, as the V > top_k keys are >= 0)
+    else:
+        # the k-th key is prefix and ties there cross the cut: allow the first top_k - above of them
+        kth = prefix
+        need = top_k - above
+        seen = tl.zeros([], dtype=tl.int32)
+        v0 = tl.zeros([], dtype=tl.int32)
+        while (v0 < V) & (seen < need):
+            offs, in_range, key = _block_keys(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, v0, V, BLOCK_V)
+            tie = ((key == kth) & in_range).to(tl.int32)
+            rank = seen + tl.cumsum(tie, 0)
+            tie_cut = tl.maximum(tie_cut, tl.max(tl.where((tie != 0) & (rank == need), offs, -1), 0))
+            seen += tl.sum(tie, 0)
+            v0 += BLOCK_V
+    return kth, tie_cut
+
+
+@triton.jit
 def compose_rows_kernel(
     logits_ptr, stride_t, rows_ptr, coef_ptr, n_slots, temp_ptr, targets_ptr, key_a_ptr, key_b_ptr,
-    logz_ptr, raw_lse_ptr, target_ptr, sample_ptr, logprobs_ptr, V,
+    logz_ptr, raw_lse_ptr, target_ptr, sample_ptr, logprobs_ptr, V, top_k,
     BLOCK_V: tl.constexpr, WANT_TARGET: tl.constexpr, WANT_SAMPLE: tl.constexpr,
-    WANT_RAW: tl.constexpr, WANT_LOGPROBS: tl.constexpr,
+    WANT_RAW: tl.constexpr, WANT_LOGPROBS: tl.constexpr, TOP_K: tl.constexpr, RADIX_BITS: tl.constexpr,
 ):
     m = tl.program_id(0)
-    inv_t = 1.0 / tl.load(temp_ptr + m)
+    temp = tl.load(temp_ptr + m)
+    inv_t = 1.0 / temp
     zero = tl.zeros([], dtype=tl.float32)
     run_max = zero + float("-inf")
     run_sum = zero
@@ -65,12 +152,12 @@ def compose_rows_kernel(
     if WANT_SAMPLE:
         key_a = tl.load(key_a_ptr + m).to(tl.uint64)
         key_b = tl.load(key_b_ptr + m).to(tl.uint64)
+    if TOP_K:
+        kth, tie_cut = _top_k_cut(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, V, top_k, BLOCK_V, RADIX_BITS)
     for v0 in range(0, V, BLOCK_V):
         offs = v0 + tl.arange(0, BLOCK_V)
         in_range = offs < V
-        acc, masked = _combine_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, offs, in_range)
-        dead = masked | (in_range == 0)
-        c = tl.where(dead, float("-inf"), acc * inv_t)
+        acc, c, dead = _combined_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, inv_t, offs, in_range, TOP_K)
         # online log-sum-exp of c
         new_max = tl.maximum(run_max, tl.max(c, 0))
         keep = tl.where(run_max == float("-inf"), 0.0, tl.exp(run_max - new_max))
@@ -89,6 +176,9 @@ def compose_rows_kernel(
             u = ((h >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07
             g = -tl.log(-tl.log(u))
             val = tl.where(dead, float("-inf"), c + g)
+            if TOP_K:
+                key = _order_key(c, dead)
+                val = tl.where((key > kth) | ((key == kth) & (offs <= tie_cut)), val, float("-inf"))
             block_max = tl.max(val, 0)
             block_idx = tl.min(tl.where(val == block_max, offs, V), 0).to(tl.int64)
             take = block_max > best_val
@@ -106,8 +196,7 @@ def compose_rows_kernel(
         for v0 in range(0, V, BLOCK_V):
             offs = v0 + tl.arange(0, BLOCK_V)
             in_range = offs < V
-            acc, masked = _combine_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, offs, in_range)
-            c = tl.where(masked, float("-inf"), acc * inv_t)
+            _, c, _ = _combined_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, inv_t, offs, in_range, TOP_K)
             tl.store(logprobs_ptr + m * V + offs, c - logz, mask=in_range)
 
 

@@ -1,0 +1,372 @@
+"""Reward scorers for generation utilities: texts in, one score per objective out.
+
+Every scorer maps ``(prompts, completions)`` to a float64 array ``[len(prompts), n_objectives]``
+and names its objectives in :attr:`RewardScorer.objectives`, so several objectives are scored in
+one pass over the texts:
+
+:class:`CallableRewards`
+    Python functions ``f(prompt, completion) -> float``, one per objective (the toy world's
+    planted rewards are :func:`toy_rewards`).
+:class:`HFRewardModel`
+    A Hugging Face sequence-classification reward model, from the hub or a local folder,
+    batched.
+:class:`MultiScorer`
+    Several scorers side by side.
+
+A prompt is a plain string or a conversation (a list of ``{"role", "content"}`` messages); a
+completion is the generated text.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InvalidArgumentError, ModelLoadError, UtilityError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CallableRewards", "HFRewardModel", "MultiScorer", "RewardScorer", "toy_rewards"]
+
+Prompt = Any  # str, or a list of {"role", "content"} messages
+RewardFunction = Callable[[Prompt, str], float]
+
+
+def _check_texts(prompts: Sequence[Prompt], completions: Sequence[str]) -> tuple[list[Prompt], list[str]]:
+    if isinstance(prompts, str) or isinstance(completions, str):
+        raise InvalidArgumentError("prompts and completions must be sequences of texts, not a single string")
+    prompts, completions = list(prompts), list(completions)
+    if len(prompts) != len(completions):
+        raise InvalidArgumentError(f"got {len(prompts)} prompts but {len(completions)} completions: give one "
+                                   "completion per prompt")
+    return prompts, completions
+
+
+def _check_objective_names(names: Sequence[str], what: str) -> tuple[str, ...]:
+    names = tuple(names)
+    if not names:
+        raise InvalidArgumentError(f"{what} has no objectives")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"objective names must be non-empty strings, got {name!r} in {what}")
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise InvalidArgumentError(f"duplicate objective name(s) {duplicated} in {what}: every objective needs its "
+                                   "own name (rename one, e.g. HFRewardModel(..., objective='helpful_rm'))")
+    return names
+
+
+class RewardScorer(ABC):
+    """Scores completions on one or several objectives.
+
+    Attributes
+    ----------
+    objectives
+        The objectives' names, in column order.
+    """
+
+    objectives: tuple[str, ...]
+
+    @abstractmethod
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
+        """Score each completion of its prompt.
+
+        Parameters
+        ----------
+        prompts
+            Plain strings or conversations.
+        completions
+            One generated text per prompt.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``[len(prompts), len(self.objectives)]``, finite.
+        """
+
+    def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
+        """Same as :meth:`score`."""
+        return self.score(prompts, completions)
+
+
+class CallableRewards(RewardScorer):
+    """Objectives scored by Python functions.
+
+    Parameters
+    ----------
+    functions
+        ``{objective: f}`` with ``f(prompt, completion) -> float``; the columns follow the
+        mapping's order.
+
+    Raises
+    ------
+    InvalidArgumentError
+        No functions, an empty or non-string name, or a value that is not callable.
+    """
+
+    def __init__(self, functions: Mapping[str, RewardFunction]):
+        if not isinstance(functions, Mapping):
+            raise InvalidArgumentError(f"functions must be a mapping {{objective: function}}, got "
+                                       f"{type(functions).__name__}")
+        self.objectives = _check_objective_names(list(functions), "CallableRewards")
+        for name, function in functions.items():
+            if not callable(function):
+                raise InvalidArgumentError(f"the reward of objective {name!r} is a {type(function).__name__}, not a "
+                                           "function f(prompt, completion) -> float")
+        self.functions = dict(functions)
+
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
+        """Call every function on every (prompt, completion); see :meth:`RewardScorer.score`.
+
+        Raises
+        ------
+        UtilityError
+            A function returned something that is not a real number (bools included), or NaN
+            or an infinity; the message names the objective and the row.
+        """
+        prompts, completions = _check_texts(prompts, completions)
+        out = np.empty((len(prompts), len(self.objectives)), dtype=np.float64)
+        for j, (name, function) in enumerate(self.functions.items()):
+            for i, (prompt, completion) in enumerate(zip(prompts, completions)):
+                value = function(prompt, completion)
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                    raise UtilityError(f"the reward of objective {name!r} returned {type(value).__name__} "
+                                       f"{value!r} for row {i}: it must return a float")
+                if not math.isfinite(value):
+                    raise UtilityError(f"the reward of objective {name!r} returned {value} for row {i}: rewards must "
+                                       "be finite")
+                out[i, j] = value
+        return out
+
+    def __repr__(self) -> str:
+        return f"CallableRewards(objectives={list(self.objectives)})"
+
+
+def toy_rewards() -> CallableRewards:
+    """The toy world's ground-truth rewards (:data:`dposhap.toy.REWARDS`): ``helpful`` and ``harmless``."""
+    from . import toy
+
+    return CallableRewards(toy.REWARDS)
+
+
+class HFRewardModel(RewardScorer):
+    """A Hugging Face sequence-classification reward model, scoring one objective.
+
+    Parameters
+    ----------
+    name_or_path
+        A hub id or a local folder saved with ``save_pretrained`` (resolved by
+        :func:`dposhap.models.resolve_model`).
+    objective
+        The name of the objective it scores.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (default: a GPU when one is visible).
+    batch_size
+        Texts per forward pass.
+    max_length
+        Truncate longer texts to this many tokens, on the tokenizer's ``truncation_side``;
+        default the tokenizer's ``model_max_length`` when it is set, else no truncation.
+    revision
+        Hub revision (branch, tag or commit).
+    trust_remote_code
+        Run the model repository's own code.
+    dtype
+        A ``torch.dtype`` or ``"auto"``/``"fp32"``/``"bf16"``/``"fp16"`` (default ``"auto"``:
+        bfloat16 on a GPU that has it, float32 elsewhere).
+    label
+        Which output is the reward: required when the model has more than one label (an index,
+        or a name in ``config.id2label``); with one label (the usual reward model) its logit is
+        the reward.
+    text_pair
+        Give the prompt and the completion to the tokenizer as a text pair (as reward models in
+        the BERT family expect) instead of one text.
+
+    Notes
+    -----
+    Text: a conversation prompt goes through the tokenizer's chat template, followed by the
+    completion as an ``assistant`` message; without a chat template its messages' contents are
+    joined by newlines. A plain prompt is concatenated with the completion. Special tokens are
+    added by the tokenizer (not again after a chat template).
+
+    Padding: a tokenizer without a padding token pads with its EOS token, and the model's
+    ``config.pad_token_id`` is set to the tokenizer's, which is how sequence-classification
+    heads find the last real token. Left and right padding both give each text the score it has
+    alone: position ids are passed from the attention mask when the model accepts them.
+
+    Raises
+    ------
+    ModelLoadError
+        The tokenizer or model cannot be loaded (the message says from where, and what to try).
+    InvalidArgumentError
+        A bad argument, or a model with several labels and no ``label``.
+    """
+
+    def __init__(self, name_or_path: str, *, objective: str = "reward", device: str | None = None,
+                 batch_size: int = 32, max_length: int | None = None, revision: str | None = None,
+                 trust_remote_code: bool = False, dtype: torch.dtype | str | None = None,
+                 label: int | str | None = None, text_pair: bool = False):
+        import torch
+
+        from .models import resolve_device, resolve_dtype, resolve_model
+
+        self.objectives = _check_objective_names([objective], "HFRewardModel")
+        for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
+        if not isinstance(name_or_path, str) or not name_or_path.strip():
+            raise InvalidArgumentError(f"name_or_path must be a hub id or a folder, got {name_or_path!r}")
+        self.name, self.batch_size, self.text_pair = name_or_path, batch_size, text_pair
+        self.device = resolve_device(device or "auto")
+        if dtype is None or isinstance(dtype, str):
+            if dtype not in (None, "auto", "fp32", "bf16", "fp16"):
+                raise InvalidArgumentError(f"dtype must be a torch.dtype or one of auto, fp32, bf16, fp16; got {dtype!r}")
+            dtype = resolve_dtype(dtype or "auto", self.device)
+        self.ref = resolve_model(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+        self.tokenizer, self.model = self._load(dtype)
+        config = self.model.config
+        self.label_index = self._label_index(config, label)
+        self.max_length = max_length
+        if max_length is None and (limit := getattr(self.tokenizer, "model_max_length", None)):
+            self.max_length = int(limit) if limit < 1_000_000 else None
+        self._position_ids = "position_ids" in inspect.signature(self.model.forward).parameters
+        self._torch = torch
+
+    def _load(self, dtype: torch.dtype) -> tuple[Any, Any]:
+        from transformers import AutoModelForSequenceClassification
+
+        from .models import _first_line, _hint, load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(self.ref)  # pads with EOS when the tokenizer has no padding token
+        except ModelLoadError as err:
+            raise ModelLoadError(f"reward model: {err}") from None
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(self.ref.location, dtype=dtype,
+                                                                       **self.ref.kwargs())
+        except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
+            raise ModelLoadError(f"cannot load the reward model {self.ref.location!r}: {_first_line(err)}; "
+                                 f"{_hint(self.ref)}") from None
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return tokenizer, model.to(self.device).eval()
+
+    def _label_index(self, config: Any, label: int | str | None) -> int:
+        n_labels = int(getattr(config, "num_labels", 1))
+        names = {str(v): int(k) for k, v in (getattr(config, "id2label", None) or {}).items()}
+        if label is None:
+            if n_labels == 1:
+                return 0
+            raise InvalidArgumentError(f"the reward model {self.name!r} has {n_labels} labels {sorted(names)}: pass "
+                                       "label= the index or name of the one that is the reward")
+        if isinstance(label, str):
+            if label not in names:
+                raise InvalidArgumentError(f"the reward model {self.name!r} has no label {label!r}; its labels are "
+                                           f"{sorted(names)}")
+            return names[label]
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_labels:
+            raise InvalidArgumentError(f"label must be a label name or an index in [0, {n_labels}), got {label!r}")
+        return label
+
+    def _encode(self, prompt: Prompt, completion: str) -> dict[str, list[int]]:
+        tokenizer = self.tokenizer
+        if isinstance(prompt, list):
+            if getattr(tokenizer, "chat_template", None):
+                messages = [*prompt, {"role": "assistant", "content": completion}]
+                text = tokenizer.apply_chat_template(messages, tokenize=False)
+                encoded = tokenizer(text, add_special_tokens=False)
+            else:
+                encoded = tokenizer("\n".join(str(m["content"]) for m in prompt) + "\n" + completion)
+        elif self.text_pair:
+            encoded = tokenizer(prompt, completion)
+        else:
+            encoded = tokenizer(prompt + completion)
+        encoded = {k: list(v) for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        if self.max_length is not None and len(encoded["input_ids"]) > self.max_length:
+            keep = (slice(-self.max_length, None) if getattr(tokenizer, "truncation_side", "right") == "left"
+                    else slice(None, self.max_length))
+            encoded = {k: v[keep] for k, v in encoded.items()}
+        return encoded
+
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
+        """Reward of each (prompt, completion), batched; see :meth:`RewardScorer.score`.
+
+        Raises
+        ------
+        UtilityError
+            The model produced NaN or an infinity.
+        """
+        torch = self._torch
+        prompts, completions = _check_texts(prompts, completions)
+        encoded = [self._encode(p, c) for p, c in zip(prompts, completions)]
+        order = np.argsort([len(e["input_ids"]) for e in encoded], kind="stable")
+        out = np.empty((len(encoded), 1), dtype=np.float64)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            inputs = self.tokenizer.pad([encoded[i] for i in batch], padding=True, return_tensors="pt")
+            if self._position_ids:
+                inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
+            out[batch, 0] = logits[:, self.label_index].double().cpu().numpy()
+        if not np.isfinite(out).all():
+            row = int(np.argwhere(~np.isfinite(out))[0, 0])
+            raise UtilityError(f"the reward model {self.name!r} returned {out[row, 0]} for row {row}")
+        return out
+
+    def __repr__(self) -> str:
+        return f"HFRewardModel({self.name!r}, objective={self.objectives[0]!r}, device={self.device!r})"
+
+
+class MultiScorer(RewardScorer):
+    """Several scorers in one call: their objectives side by side, in the order given.
+
+    Parameters
+    ----------
+    scorers
+        The scorers; their objective names must all differ.
+
+    Raises
+    ------
+    InvalidArgumentError
+        No scorers, something that is not a :class:`RewardScorer`, or a duplicate objective name.
+    """
+
+    def __init__(self, scorers: Sequence[RewardScorer]):
+        scorers = list(scorers)
+        if not scorers:
+            raise InvalidArgumentError("MultiScorer needs at least one scorer")
+        for scorer in scorers:
+            if not isinstance(scorer, RewardScorer):
+                raise InvalidArgumentError(f"MultiScorer takes RewardScorer objects (CallableRewards, HFRewardModel, "
+                                           f"...), got {type(scorer).__name__}")
+        self.scorers = scorers
+        self.objectives = _check_objective_names([o for s in scorers for o in s.objectives], "MultiScorer")
+
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
+        """Every scorer's columns, concatenated; see :meth:`RewardScorer.score`.
+
+        Raises
+        ------
+        UtilityError
+            A scorer returned the wrong shape or a non-finite value.
+        """
+        prompts, completions = _check_texts(prompts, completions)
+        parts = []
+        for scorer in self.scorers:
+            part = np.asarray(scorer.score(prompts, completions), dtype=np.float64)
+            expected = (len(prompts), len(scorer.objectives))
+            if part.shape != expected:
+                raise UtilityError(f"{scorer!r} returned shape {part.shape}; expected {expected}")
+            if not np.isfinite(part).all():
+                raise UtilityError(f"{scorer!r} returned a non-finite score")
+            parts.append(part)
+        return np.concatenate(parts, axis=1)
+
+    def __repr__(self) -> str:
+        return f"MultiScorer({self.scorers!r})"

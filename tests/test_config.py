@@ -30,7 +30,7 @@ def test_defaults_fix_what_trl_gets_wrong_for_per_source_lora() -> None:
 def test_example_toy_config_loads() -> None:
     cfg = load_config(EXAMPLES / "toy.toml")
     assert cfg.toy.sources == ["helpful", "harmless", "noisy", "adversarial"]
-    assert cfg.dpo.learning_rate == 5e-3
+    assert cfg.dpo.learning_rate == 1e-3
     assert cfg.base_dir == EXAMPLES
 
 

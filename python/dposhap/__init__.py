@@ -9,6 +9,8 @@ from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf,
 
 __version__ = "0.1.0"
 
+from .train import train_sources  # noqa: E402 (the manifest records __version__)
+
 __all__ = [
     "BanzhafEstimator",
     "MarginGame",
@@ -18,4 +20,5 @@ __all__ = [
     "errors",
     "methods",
     "shapley",
+    "train_sources",
 ]

@@ -8,9 +8,11 @@ be reachable, or the model in the local hub cache). Remote code runs only when a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,6 +133,20 @@ def _hint(ref: ModelRef) -> str:
             "(huggingface-cli download ID --local-dir DIR) and give the local folder instead")
 
 
+@contextlib.contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """Hide transformers' per-file loading bars (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
     """The model's tokenizer, with a padding token (the EOS token when the model has none)."""
     from transformers import AutoTokenizer
@@ -152,7 +168,8 @@ def load_base_model(ref: ModelRef, *, dtype: torch.dtype, device: str) -> PreTra
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(ref.location, dtype=dtype, **ref.kwargs())
+        with _no_loading_bars():
+            model = AutoModelForCausalLM.from_pretrained(ref.location, dtype=dtype, **ref.kwargs())
     except Exception as err:
         raise ModelLoadError(f"cannot load the model {ref.location!r}: {_first_line(err)}; {_hint(ref)}") from err
     return model.to(device).eval()

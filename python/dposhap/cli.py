@@ -1,0 +1,229 @@
+"""The ``dposhap`` command line.
+
+Errors that dposhap raises on purpose (bad data, a wrong config, a model that cannot be loaded,
+a run directory in use) are printed as one line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import DposhapError
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"dposhap: error: {message} (see {self.prog} --help)\n")
+
+
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    """The dedicated flags, as ``table.key=value`` overrides applied after ``--set``."""
+    flags = {
+        "base_model": "model.base",
+        "device": "model.device",
+        "precision": "model.precision",
+        "beta": "dpo.beta",
+        "learning_rate": "dpo.learning_rate",
+        "epochs": "dpo.num_train_epochs",
+        "max_steps": "dpo.max_steps",
+        "batch_size": "dpo.per_device_train_batch_size",
+        "seed": "dpo.seed",
+        "lora_r": "lora.r",
+    }
+    out = list(args.set or [])
+    for attr, key in flags.items():
+        value = getattr(args, attr)
+        if value is not None:
+            out.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train_sources
+
+    cfg = load_config(args.config, _train_overrides(args))
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
+    manifest = train_sources(cfg, args.out, sources=sources, force=args.force, progress=not args.quiet)
+    rows = manifest["sources"]
+    width = max([len("source")] + [len(name) for name in rows])
+    print(f"{'source':<{width}}  status   pairs  held-out acc  margin   train s")
+    for name, entry in rows.items():
+        metrics, timings = entry.get("metrics") or {}, entry.get("timings") or {}
+        acc, margin = metrics.get("heldout_reward_accuracy"), metrics.get("heldout_reward_margin")
+        print(f"{name:<{width}}  {entry.get('status', '?'):<7}  {entry.get('n_train', 0):>5}  "
+              f"{'-' if acc is None else f'{acc:.3f}':>12}  {'-' if margin is None else f'{margin:.3f}':>6}  "
+              f"{timings.get('train_s', 0.0):>8.1f}")
+    print(f"adapters and manifest in {Path(args.out)}")
+    return 0
+
+
+def _generation_settings(args: argparse.Namespace) -> Any:
+    from .valuation import GenerationSettings
+
+    return GenerationSettings(rewards=args.reward or ["toy"], prompts=args.prompts, n_prompts=args.n_prompts,
+                              max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              correction=args.correction)
+
+
+def _cmd_value(args: argparse.Namespace) -> int:
+    from .report import format_table, load_values
+    from .rundir import RunDir
+    from .valuation import value_run
+
+    heldout = [s.strip() for s in args.heldout.split(",") if s.strip()] if args.heldout else None
+    value_run(args.run, args.utility, method=args.method, semivalue=args.semivalue, budget=args.budget, tol=args.tol,
+              seed=args.seed, batch_size=args.batch_size, generation=_generation_settings(args), heldout=heldout,
+              device=args.device, progress=not args.quiet)
+    doc = load_values(RunDir(args.run))
+    print(format_table({"utilities": {args.utility: doc["utilities"][args.utility]}}))
+    print(f"values in {Path(args.run) / 'values.json'} and values.csv")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import format_table, load_values, make_figures
+    from .rundir import RunDir
+
+    run = RunDir(args.run)
+    if run.read_manifest() is None:
+        raise DposhapError(f"{run.root} is not a dposhap run (no manifest.json): check the path")
+    doc = load_values(run)
+    print(format_table(doc))
+    if doc["utilities"]:
+        for path in make_figures(run):
+            print(f"figure: {path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, progress=not args.quiet)
+    return 0
+
+
+def _one_line(err: DposhapError, args: argparse.Namespace) -> str:
+    """The error as one line; a list of data problems goes to a file in the run directory."""
+    problems = getattr(err, "problems", None)
+    if not problems or len(problems) == 1:
+        return " ".join(str(err).split("\n")[0:1]) if not problems else str(problems[0])
+    out = getattr(args, "out", None)
+    report = None
+    if out is not None:
+        with contextlib.suppress(OSError):
+            Path(out).mkdir(parents=True, exist_ok=True)
+            report = Path(out) / "data-problems.txt"
+            report.write_text("\n".join(str(p) for p in problems) + "\n", encoding="utf-8")
+    where = f"; all {len(problems)} listed in {report}" if report else f" (and {len(problems) - 1} more)"
+    return f"{len(problems)} problems in the data, nothing was trained. First: {problems[0]}{where}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog="dposhap", description="What each source of preference data is worth to a DPO fine-tune.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"dposhap {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train one DPO LoRA adapter per source",
+                           description="Train one DPO LoRA adapter per source (TRL + PEFT) into a run directory. "
+                                       "Reruns skip sources whose adapter is up to date.")
+    train.add_argument("--config", type=Path, help="TOML config (default: the built-in toy world)")
+    train.add_argument("--out", required=True, type=Path, help="run directory (adapters, manifest, data split)")
+    train.add_argument("--sources", help="comma-separated sources to train (default: all in the config)")
+    train.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE",
+                       help="override any config value, e.g. --set dpo.beta=0.2 (repeatable)")
+    train.add_argument("--base-model", help='"toy", a local model folder or a hub id')
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    train.add_argument("--beta", type=float, help="DPO beta")
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--epochs", type=float, help="epochs per source")
+    train.add_argument("--max-steps", type=int, help="optimiser steps per source (overrides epochs)")
+    train.add_argument("--batch-size", type=int, help="pairs per step")
+    train.add_argument("--seed", type=int, help="training seed")
+    train.add_argument("--lora-r", type=int, help="LoRA rank")
+    train.add_argument("--force", action="store_true", help="retrain every source")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(handler=_cmd_train)
+
+    from .valuation import UTILITIES
+
+    value = sub.add_parser("value", help="value the sources of a trained run",
+                           description="Shapley (or Banzhaf) values of a run's sources under one utility. "
+                                       "Evaluations are cached in RUN/cache.sqlite: an interrupted run resumes.")
+    value.add_argument("run", type=Path, help="run directory made by dposhap train")
+    value.add_argument("--utility", required=True, choices=UTILITIES,
+                       help="accuracy / loglik: held-out preference margin games; likelihood: composed "
+                            "log-likelihood of held-out preferred responses; generation: composed decoding "
+                            "scored by rewards")
+    value.add_argument("--method", default="auto", help="estimator (see dposhap.methods()); default auto")
+    value.add_argument("--semivalue", default="shapley", choices=("shapley", "banzhaf"))
+    value.add_argument("--budget", type=int, help="most coalitions to evaluate")
+    value.add_argument("--tol", type=float, help="stop when every standard error is below this")
+    value.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the decoding noise")
+    value.add_argument("--batch-size", type=int, help="coalitions per utility call")
+    value.add_argument("--heldout", help="comma-separated sources whose held-out pairs the margin and likelihood "
+                                         "utilities use (default: all)")
+    value.add_argument("--reward", action="append", metavar="toy|PATH|HUB_ID",
+                       help="generation: reward function set or reward model (repeatable; default toy)")
+    value.add_argument("--prompts", help="generation: prompt file (JSONL with 'prompt', or one per line)")
+    value.add_argument("--n-prompts", type=int, default=32, help="generation: prompts to decode (default 32)")
+    value.add_argument("--max-new-tokens", type=int, default=16)
+    value.add_argument("--temperature", type=float, default=1.0)
+    value.add_argument("--top-k", type=int)
+    value.add_argument("--correction", action="store_true",
+                       help="generation: weigh samples by the sequence-level importance weights")
+    value.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    value.add_argument("--quiet", action="store_true", help="no progress bars")
+    value.set_defaults(handler=_cmd_value)
+
+    report = sub.add_parser("report", help="print a run's values and draw its figures",
+                            description="Print the values in RUN/values.json and draw RUN/figures/*.png.")
+    report.add_argument("run", type=Path)
+    report.set_defaults(handler=_cmd_report)
+
+    demo = sub.add_parser("demo", help="the toy world end to end: train, value, report",
+                          description="Train 4 toy sources, value them with exact Shapley on two generation "
+                                      "objectives and on preference accuracy, and report.")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # the libraries' deprecation notices are for their callers' code, not for users of this CLI
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        return int(args.handler(args))
+    except DposhapError as err:
+        print(f"dposhap: error: {_one_line(err, args)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:  # a folder that cannot be written, a full disk...
+        print(f"dposhap: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dposhap: interrupted; finished work is saved, run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install cargo-test pytest demo bench-shapley bench-compose clean
+.PHONY: test install cargo-test pytest demo bench-shapley bench-compose bench-train clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-shapley: install
 
 bench-compose: install
 	$(PY) bench/compose/bench_compose_cpu.py
+
+bench-train: install
+	$(PY) bench/train/bench_train.py --realistic-cpu
 
 clean:
 	rm -rf $(VENV) target

@@ -86,9 +86,10 @@ def _cmd_value(args: argparse.Namespace) -> int:
     heldout = [s.strip() for s in args.heldout.split(",") if s.strip()] if args.heldout else None
     value_run(args.run, args.utility, method=args.method, semivalue=args.semivalue, budget=args.budget, tol=args.tol,
               seed=args.seed, batch_size=args.batch_size, generation=_generation_settings(args), heldout=heldout,
-              device=args.device, progress=not args.quiet)
+              device=args.device, label=args.name, progress=not args.quiet)
     doc = load_values(RunDir(args.run))
-    print(format_table({"utilities": {args.utility: doc["utilities"][args.utility]}}))
+    name = args.name or args.utility
+    print(format_table({"utilities": {name: doc["utilities"][name]}}))
     print(f"values in {Path(args.run) / 'values.json'} and values.csv")
     return 0
 
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument("--correction", action="store_true",
                        help="generation: weigh samples by the sequence-level importance weights")
     value.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    value.add_argument("--name", help="name of this valuation in values.json (default: the utility)")
     value.add_argument("--quiet", action="store_true", help="no progress bars")
     value.set_defaults(handler=_cmd_value)
 

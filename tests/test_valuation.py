@@ -1,0 +1,181 @@
+"""Valuation end to end on the toy world: planted structure, cache and resume, CRN, outputs, CLI."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from dposhap import valuation  # noqa: E402
+from dposhap.config import load_config  # noqa: E402
+from dposhap.demo import DEMO_CONFIG  # noqa: E402
+from dposhap.errors import DposhapError  # noqa: E402
+from dposhap.train import train_sources  # noqa: E402
+from dposhap.valuation import GenerationSettings, value_run  # noqa: E402
+
+GEN = GenerationSettings(rewards=["toy"], n_prompts=12, max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("valuation") / "run"
+    cfg = load_config(None, [*DEMO_CONFIG, "model.device=cpu",
+                             "toy.sources=['helpful','harmless','adversarial','duplicate']"])
+    train_sources(cfg, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def generation_values(run_dir: Path) -> tuple:
+    return value_run(run_dir, "generation", method="exact", generation=GEN, device="cpu", progress=False)
+
+
+def test_generation_values_recover_the_planted_structure(generation_values: tuple) -> None:
+    result, entry = generation_values
+    assert entry["objectives"] == ["helpful", "harmless"] and entry["method"] == "exact"
+    assert entry["n_evaluations"] == 16
+    helpful, harmless = entry["values"]["helpful"], entry["values"]["harmless"]
+    # each clean source is the most valuable on its own objective (its duplicate ties with it)
+    assert max(helpful, key=helpful.get) in ("helpful", "duplicate")
+    assert helpful["helpful"] > helpful["harmless"] and helpful["helpful"] > helpful["adversarial"]
+    assert max(harmless, key=harmless.get) == "harmless"
+    # the adversarial source hurts the objective it attacks
+    assert helpful["adversarial"] < 0
+    # duplicate sources: identical adapters, identical composed models, equal values
+    assert helpful["duplicate"] == pytest.approx(helpful["helpful"], abs=1e-9)
+    assert harmless["duplicate"] == pytest.approx(harmless["helpful"], abs=1e-9)
+    # efficiency: the values sum to v(N) - v({})
+    assert np.isfinite(result.values).all()
+
+
+def test_accuracy_values_on_the_toy_world(run_dir: Path) -> None:
+    result, entry = value_run(run_dir, "accuracy", method="exact", device="cpu", progress=False)
+    values = entry["values"]["accuracy"]
+    assert values["helpful"] > 0 and values["harmless"] > 0 and values["adversarial"] < 0
+    assert values["duplicate"] == pytest.approx(values["helpful"], abs=1e-12)
+    assert entry["config"]["heldout"] == ["toy:helpful", "toy:harmless"]
+
+
+def test_cached_coalitions_are_never_reevaluated(run_dir: Path, generation_values: tuple) -> None:
+    first = generation_values[1]
+    result, entry = value_run(run_dir, "generation", method="exact", generation=GEN, device="cpu", progress=False)
+    assert entry["new_evaluations"] == 0
+    assert entry["values"] == first["values"]
+
+
+def test_interrupted_valuation_resumes_with_identical_values(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = GenerationSettings(rewards=["toy"], n_prompts=6, max_new_tokens=6, temperature=0.9)
+    reference, _ = value_run(run_dir, "generation", method="permutation", budget=12, seed=3, batch_size=4,
+                             generation=settings, device="cpu", progress=False, label="generation-perm")
+    # a fresh cache key (other seed of the decoding noise), interrupted after two batches
+    calls = {"n": 0}
+    original = valuation._GenerationUtility.__call__
+
+    def flaky(self, coalitions):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, coalitions)
+
+    monkeypatch.setattr(valuation._GenerationUtility, "__call__", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        value_run(run_dir, "generation", method="permutation", budget=12, seed=4, batch_size=4, generation=settings,
+                  device="cpu", progress=False, label="generation-perm")
+    monkeypatch.undo()
+    resumed, entry = value_run(run_dir, "generation", method="permutation", budget=12, seed=4, batch_size=4,
+                               generation=settings, device="cpu", progress=False, label="generation-perm")
+    assert 0 < entry["new_evaluations"] < entry["n_evaluations"]  # the two finished batches were kept
+    # the same valuation run in one go (on a fresh cache) gives the identical values
+    fresh = run_dir.parent / "fresh"
+    if not fresh.exists():
+        shutil.copytree(run_dir, fresh, ignore=shutil.ignore_patterns("cache.sqlite*", "values.*"))
+    uninterrupted, _ = value_run(fresh, "generation", method="permutation", budget=12, seed=4, batch_size=4,
+                                 generation=settings, device="cpu", progress=False, label="generation-perm")
+    np.testing.assert_array_equal(resumed.values, uninterrupted.values)
+    np.testing.assert_array_equal(resumed.stderr, uninterrupted.stderr)
+    assert not np.array_equal(reference.values, resumed.values)  # seed 3 vs 4: the check can fail
+
+
+def test_common_random_numbers_reduce_the_variance_of_marginal_contributions(run_dir: Path) -> None:
+    """v(S + i) - v(S) over seeds: same noise for both coalitions (CRN) vs independent noise."""
+    from dposhap.decode import DecodeConfig
+
+    gen = valuation._generation_utility(valuation.RunDir(run_dir), json.loads((run_dir / "manifest.json").read_text()),
+                                        GenerationSettings(rewards=["toy"], n_prompts=8, max_new_tokens=8),
+                                        device="cpu", seed=0)
+    without = np.array([[False, True, False, False]])  # {harmless}
+    with_i = np.array([[False, True, False, True]])  # {harmless, helpful}
+    crn, independent = [], []
+    for seed in range(6):
+        gen.decode_config = DecodeConfig(max_new_tokens=8, seed=seed)
+        a, b = gen(with_i)[0, 0], gen(without)[0, 0]
+        crn.append(a - b)
+        gen.decode_config = DecodeConfig(max_new_tokens=8, seed=seed + 1000)
+        independent.append(a - gen(without)[0, 0])
+    assert np.var(crn) < np.var(independent)
+
+
+def test_values_files_and_figures(run_dir: Path, generation_values: tuple) -> None:
+    from dposhap.report import make_figures
+    from dposhap.rundir import RunDir
+
+    doc = json.loads((run_dir / "values.json").read_text())
+    assert "generation" in doc["utilities"]
+    rows = list(csv.DictReader(open(run_dir / "values.csv", encoding="utf-8")))
+    gen_rows = [r for r in rows if r["utility"] == "generation"]
+    assert len(gen_rows) == 2 * 4 and {r["objective"] for r in gen_rows} == {"helpful", "harmless"}
+    assert all(r["method"] and r["seed"] and float(r["seconds"]) >= 0 for r in gen_rows)
+    paths = make_figures(RunDir(run_dir))
+    names = {p.name for p in paths}
+    assert {"values_generation.png", "scatter_generation.png"} <= names
+    assert "convergence_generation.png" not in names  # exact enumeration: one point, nothing to converge
+    if "generation-perm" in doc["utilities"]:
+        assert "convergence_generation-perm.png" in names
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_value_without_a_trained_run_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DposhapError, match="run dposhap train"):
+        value_run(tmp_path, "accuracy", progress=False)
+
+
+def test_cli_value_and_report(run_dir: Path, generation_values: tuple, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dposhap.cli", *args], capture_output=True, text=True,
+                              timeout=600)
+
+    result = cli("report", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert "generation: shapley values, exact" in result.stdout and "figure:" in result.stdout
+    result = cli("value", str(tmp_path), "--utility", "accuracy")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "dposhap train" in result.stderr
+    result = cli("value", str(run_dir), "--utility", "nonsense")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+    result = cli("value", str(run_dir), "--utility", "generation", "--temperature", "0", "--quiet")
+    assert result.returncode == 2 and "temperature" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_recovers_the_planted_structure(tmp_path: Path) -> None:
+    from dposhap.demo import run_demo
+
+    doc = run_demo(tmp_path / "demo", progress=False)
+    generation = doc["utilities"]["generation"]
+    helpful, harmless = generation["values"]["helpful"], generation["values"]["harmless"]
+    assert generation["method"] == "exact" and generation["sources"] == ["adversarial", "harmless", "helpful", "noisy"]
+    assert max(helpful, key=helpful.get) == "helpful" and max(harmless, key=harmless.get) == "harmless"
+    assert helpful["adversarial"] < 0
+    assert 0 < helpful["noisy"] < helpful["helpful"]
+    accuracy = doc["utilities"]["accuracy"]["values"]["accuracy"]
+    assert accuracy["adversarial"] < 0 < accuracy["noisy"] < min(accuracy["helpful"], accuracy["harmless"])
+    for name in ("values.json", "values.csv", "figures/values_generation.png", "figures/scatter_generation.png",
+                 "figures/values_accuracy.png", "manifest.json", "cache.sqlite"):
+        assert (tmp_path / "demo" / name).is_file(), name

@@ -32,7 +32,7 @@ pytest: install
 test: install cargo-test pytest
 
 demo: install
-	$(PY) examples/margins_demo.py
+	$(VENV)/bin/dposhap demo
 
 bench-shapley: install
 	bash bench/shapley/run.sh

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["MANIFEST_FORMAT", "train_sources"]
 
 MANIFEST_FORMAT = 1
+#: Below this many parameters a CPU run trains on one thread (faster for tiny models).
+TINY_MODEL_PARAMETERS = 5_000_000
 
 
 def train_sources(
@@ -117,8 +119,9 @@ def _train_locked(cfg: RunConfig, run: RunDir, *, sources: Sequence[str] | None,
 
     tokenizer = load_tokenizer(ref)
     model = load_base_model(ref, dtype=dtype, device=device)
-    # the toy model is so small that a second CPU thread only adds synchronisation
-    threads = _torch_threads(1) if cfg.uses_toy and device == "cpu" else contextlib.nullcontext()
+    # a model this small (the toy one) gains nothing from a second CPU thread but synchronisation
+    tiny = device == "cpu" and sum(p.numel() for p in model.parameters()) < TINY_MODEL_PARAMETERS
+    threads = _torch_threads(1) if tiny else contextlib.nullcontext()
     with _quiet_libraries(), threads:
         for position, name in enumerate(todo, start=1):
             label = f"[{position}/{len(todo)}] {name}"

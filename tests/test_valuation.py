@@ -179,3 +179,28 @@ def test_demo_recovers_the_planted_structure(tmp_path: Path) -> None:
     for name in ("values.json", "values.csv", "figures/values_generation.png", "figures/scatter_generation.png",
                  "figures/values_accuracy.png", "manifest.json", "cache.sqlite"):
         assert (tmp_path / "demo" / name).is_file(), name
+
+
+def test_likelihood_utility_through_the_cache(run_dir: Path) -> None:
+    result, entry = value_run(run_dir, "likelihood", method="exact", device="cpu", progress=False)
+    assert entry["objectives"] == ["likelihood"] and entry["n_evaluations"] == 16
+    values = entry["values"]["likelihood"]
+    assert values["duplicate"] == pytest.approx(values["helpful"], abs=1e-9)
+    # efficiency: the values add up to v(N) - v({}), both read back from the cache
+    from dposhap.store import UtilityStore
+
+    with UtilityStore(run_dir / "cache.sqlite", readonly=True) as store:
+        rows = {tuple(r.coalition.tolist()): float(r.values[0]) for r in store.rows(store.utilities()[-1].key)}
+    assert sum(values.values()) == pytest.approx(rows[(True,) * 4] - rows[(False,) * 4], abs=1e-9)
+    _, again = value_run(run_dir, "likelihood", method="exact", device="cpu", progress=False)
+    assert again["new_evaluations"] == 0
+
+
+def test_generation_with_the_sequence_level_correction(run_dir: Path) -> None:
+    settings = GenerationSettings(rewards=["toy"], n_prompts=6, max_new_tokens=6, correction=True)
+    result, entry = value_run(run_dir, "generation", method="exact", generation=settings, device="cpu",
+                              progress=False, label="generation-corrected")
+    assert np.isfinite(result.values).all()
+    assert entry["config"]["correction"] is True
+    # a different utility configuration: its own cache rows, not the uncorrected ones
+    assert entry["new_evaluations"] == 16

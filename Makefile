@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install cargo-test pytest demo bench-shapley bench-compose bench-train clean
+.PHONY: test install cargo-test pytest demo bench-shapley bench-compose bench-train bench-e2e clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-compose: install
 
 bench-train: install
 	$(PY) bench/train/bench_train.py --realistic-cpu
+
+bench-e2e: install
+	$(PY) bench/e2e/bench_fidelity.py
 
 clean:
 	rm -rf $(VENV) target

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install cargo-test pytest demo bench-shapley bench-compose bench-train bench-e2e clean
+.PHONY: test install cargo-test pytest demo bench-shapley bench-compose bench-train bench-e2e bench-decode clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench-train: install
 
 bench-e2e: install
 	$(PY) bench/e2e/bench_fidelity.py
+
+bench-decode: install
+	$(PY) bench/decode/bench_decode.py
 
 clean:
 	rm -rf $(VENV) target

@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # the shared test games (tests/games.py) are imported as `games`
@@ -21,3 +22,14 @@ if shutil.which("nvidia-smi") is None:
 # a method may be slower than the rest). Each test sets its own max_examples.
 settings.register_profile("dposhap", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("dposhap")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one torch thread is faster and does not wait on others."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

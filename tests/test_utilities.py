@@ -29,15 +29,6 @@ BETA = 0.1
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """A tiny model on a busy 2-core machine: one thread is as fast and does not wait on the others."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, one_thread) -> Path:
     out = tmp_path_factory.mktemp("run")
     cfg = load_config(None, ["model.device=cpu", "dpo.max_steps=4", "dpo.learning_rate=5e-3", "dpo.max_length=64",

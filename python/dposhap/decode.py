@@ -1,0 +1,738 @@
+"""Batched composed decoding: K coalitions x B prompts through one multi-adapter model.
+
+The policy of a coalition ``S`` with weights ``w`` is, token by token (DESIGN.md §1)::
+
+    logits_S = l_ref + sum_{i in S} w_i (l_i - l_ref),   then / temperature, top-k, Gumbel-max
+
+where ``l_ref`` are the logits of the base model (the reference policy, PEFT's ``"__base__"``)
+and ``l_i`` those of source ``i``'s LoRA adapter. :class:`ComposedDecoder` samples from every
+coalition on every prompt at once; :func:`reference_generate` is the plain, slow ground truth
+it is tested against.
+
+How the work is shared
+----------------------
+Rows
+    A *sequence* is one (coalition, prompt) pair. A *row* is one (model, token prefix) pair
+    that some live sequence needs: its reference (unless the coalition is a single source of
+    weight 1, which never reads it) and each member of non-zero weight. Rows are keyed by the
+    model and by a node of a per-prompt prefix tree of the tokens generated so far, so a row
+    is computed once however many sequences need it: every coalition decoding prompt ``b``
+    shares the prompt's prefill, and -- because sampling uses common random numbers -- the
+    coalitions whose samples coincide keep sharing rows for as long as they do
+    (:attr:`DecodeConfig.share_prefixes`). Rows are ordered by model, then node.
+Prefill
+    Each (model, prompt) pair that some coalition needs is prefilled once, prompts left-padded
+    to a common length (attention mask and position ids follow the real tokens). The KV
+    cache of each row is then gathered from the prefill rows (and, step by step, from the rows
+    of the parent prefixes), never recomputed.
+One forward per step
+    Every live row goes through one forward of the PEFT model, feeding the row's last token
+    against its KV cache, each row with its own adapter (or none). Rows are sorted by model, so
+    each adapter's rows form one block: with PEFT's adapters disabled, a hook on each LoRA layer
+    adds the adapter's low-rank product to its block (:class:`_BlockLora`, faster than
+    PEFT's per-row bookkeeping); other adapter kinds go through PEFT's own
+    mixed-adapter batch inference (``adapter_names``, with ``"__base__"`` for the reference).
+    The compose kernel (:func:`dposhap.compose.compose`, gather form) then samples every live
+    sequence's next token. The noise is keyed by ``(seed, stream_id = prompt index, step)``,
+    never by the coalition: coalitions decoding the same prompt see the same noise.
+Hidden-state fast path
+    When the LM head is a plain linear layer shared by every source (no LoRA on it, no
+    logit soft-capping or scaling), the rows' final hidden states are combined with the
+    coalition's coefficients (as :func:`dposhap.compose.compose_hidden` does) and the LM head is
+    applied once per sequence rather than once per row; the kernel then samples from those
+    logits. It cannot give the sequence-level correction, which needs every row's own
+    log-probabilities.
+Stopping
+    A sequence stops at an EOS token (not included in its output) or after
+    ``max_new_tokens`` tokens; its rows leave the batch. With ``max_rows``, sequences are
+    decoded in groups (prompt-major) whose rows fit under the cap; the prefill is still done
+    once, in chunks of at most ``max_rows`` rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import numpy as np
+import torch
+from peft.tuners.lora import Linear as LoraLinear
+from peft.tuners.lora import LoraLayer
+from transformers.cache_utils import Cache, DynamicLayer
+
+from . import compose
+from .compose import reference
+from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "BASE_ADAPTER",
+    "ComposedDecoder",
+    "DecodeConfig",
+    "DecodeResult",
+    "HiddenFastPath",
+    "MixedLora",
+    "reference_generate",
+]
+
+#: PEFT's name of the base model (adapters off) in ``adapter_names``: the reference policy.
+BASE_ADAPTER = "__base__"
+HiddenFastPath = Literal["auto", "on", "off"]
+MixedLora = Literal["auto", "own", "peft"]
+# config attributes under which model families scale or soft-cap their logits after the LM head
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How :meth:`ComposedDecoder.generate` samples. Every field is checked on creation."""
+
+    max_new_tokens: int = _help("a sequence stops after this many tokens if no EOS came first (>= 1)", default=16)
+    temperature: float = _help("the combined logits are divided by it (finite, > 0)", default=1.0)
+    top_k: int | None = _help("sample among the top_k most likely tokens only; 1 is greedy; None: all", default=None)
+    seed: int = _help("seed of the Gumbel noise, keyed by (seed, prompt index, step), in [0, 2**64)", default=0)
+    correction: bool = _help("also return each sequence's summed sequence-level correction (log importance weight)",
+                             default=False)
+    hidden_fast_path: HiddenFastPath = _help(
+        '"auto": combine hidden states and apply the LM head once per sequence when the head is a shared plain '
+        'linear layer (no LoRA, no soft-capping) and correction is off; "on": require it; "off": combine logits',
+        default="auto",
+    )
+    backend: str = _help('compose kernel backend: "auto", "torch", "cpp", "triton" or "cuda"', default="auto")
+    max_rows: int | None = _help("cap on (sequence, model) rows per forward; sequences are decoded in groups "
+                                 "beyond it; None: no cap", default=None)
+    mixed_lora: MixedLora = _help(
+        '"own": each adapter\'s LoRA product on its contiguous block of rows, added by hooks while PEFT\'s '
+        'adapters are off (plain LoRA on linear layers only); "peft": PEFT\'s adapter_names; "auto": own where it '
+        'applies', default="auto",
+    )
+    share_prefixes: bool = _help("compute a (model, generated prefix) row once for all the sequences of a prompt "
+                                 "that share it (exact; common random numbers make such prefixes frequent); off: "
+                                 "only the prompt's prefill is shared", default=True)
+
+    def __post_init__(self) -> None:
+        def fail(name: str, message: str) -> None:
+            raise InvalidArgumentError(f"DecodeConfig.{name} {message}")
+
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            fail("max_new_tokens", f"must be an int >= 1, got {self.max_new_tokens!r}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not (
+            math.isfinite(self.temperature) and self.temperature > 0
+        ):
+            fail("temperature", f"must be a finite number > 0, got {self.temperature!r} (greedy decoding is top_k=1)")
+        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
+            fail("top_k", f"must be None or an int >= 1, got {self.top_k!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 1 << 64:
+            fail("seed", f"must be an int in [0, 2**64), got {self.seed!r}")
+        if self.hidden_fast_path not in get_args(HiddenFastPath):
+            fail("hidden_fast_path", f"must be one of {list(get_args(HiddenFastPath))}, got {self.hidden_fast_path!r}")
+        if self.backend not in compose.GATHER_BACKENDS:
+            fail("backend", f"must be one of {list(compose.GATHER_BACKENDS)}, got {self.backend!r}")
+        if self.mixed_lora not in get_args(MixedLora):
+            fail("mixed_lora", f"must be one of {list(get_args(MixedLora))}, got {self.mixed_lora!r}")
+        if self.max_rows is not None and (not _is_int(self.max_rows) or self.max_rows < 1):
+            fail("max_rows", f"must be None or an int >= 1, got {self.max_rows!r}")
+        if self.hidden_fast_path == "on" and self.correction:
+            fail("hidden_fast_path", '"on" cannot give the correction, which needs every model\'s own logits: '
+                 'use "auto" or "off" with correction=True')
+
+
+@dataclass
+class DecodeResult:
+    """What :meth:`ComposedDecoder.generate` returns.
+
+    Attributes
+    ----------
+    completions
+        ``[K][B]`` decoded completion texts, special tokens stripped.
+    token_ids
+        ``[K][B]`` generated token ids, without the prompt, the padding or the final EOS.
+    log_weights
+        ``[K, B]`` float64: each sequence's summed sequence-level correction (the kernel's
+        ``"correction"`` output over its steps, the EOS step included), or None unless
+        ``config.correction``. Exactly 0 where the coalition's policy is a single model (the
+        empty coalition, or one member of weight 1).
+    new_tokens
+        Tokens sampled, over all sequences (the EOS tokens included).
+    seconds
+        Wall time of the call.
+    forward_rows
+        Rows through the model: prefill rows plus one per live row and decoding step.
+    """
+
+    completions: list[list[str]]
+    token_ids: list[list[list[int]]]
+    log_weights: np.ndarray | None
+    new_tokens: int
+    seconds: float
+    forward_rows: int
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class _Coalition:
+    """One coalition's rows: the models it reads (0 = reference, ``i + 1`` = source ``i``)."""
+
+    ref_model: int  # the model whose row is the gather form's reference slot
+    members: tuple[int, ...]  # models of non-zero weight
+    weights: tuple[float, ...]
+
+    @property
+    def models(self) -> tuple[int, ...]:
+        return tuple(sorted({self.ref_model, *self.members}))
+
+
+def _plan(coalitions: object, weights: object, n: int) -> list[_Coalition]:
+    """Check ``coalitions`` ``[K, n]`` (and ``weights``) and list each coalition's rows.
+
+    The reference row is left out when the coalition is one member of weight exactly 1: its
+    coefficient ``1 - w`` is then exactly 0 and the kernel never reads it.
+    """
+    mask = np.asarray(coalitions)
+    if mask.ndim != 2 or mask.shape[1] != n:
+        raise InvalidArgumentError(f"coalitions must be a bool array [K, n] with n = {n} sources, "
+                                   f"got shape {mask.shape}")
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.integer) or not np.isin(mask, (0, 1)).all():
+            raise InvalidArgumentError(f"coalitions must be bool (or 0/1) membership [K, {n}], got dtype {mask.dtype}")
+        mask = mask.astype(bool)
+    if weights is None:
+        w = np.ones(mask.shape, dtype=np.float64)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != mask.shape:
+            raise InvalidArgumentError(f"weights must have the shape of coalitions {mask.shape}, got {w.shape}")
+        bad = ~np.isfinite(w) & mask
+        if bad.any():
+            k, i = np.argwhere(bad)[0]
+            raise InvalidArgumentError(f"weights[{k}, {i}] = {w[k, i]} is not finite; weights must be finite numbers")
+    plan = []
+    for k in range(mask.shape[0]):
+        members = [i for i in range(n) if mask[k, i] and w[k, i] != 0.0]
+        coalition_weights = tuple(float(w[k, i]) for i in members)
+        single = len(members) == 1 and coalition_weights[0] == 1.0
+        plan.append(_Coalition(members[0] + 1 if single else 0, tuple(i + 1 for i in members), coalition_weights))
+    return plan
+
+
+def _eos_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """The tokenizer's EOS token and those of the model's generation config."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    config = getattr(model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None)
+    if extra is not None:
+        ids.update(int(i) for i in ([extra] if isinstance(extra, int) else extra))
+    return frozenset(ids)
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise InvalidArgumentError("prompts must be a sequence of strings")
+    if not prompts:
+        return []
+    ids = [list(map(int, row)) for row in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+    for b, row in enumerate(ids):
+        if not row:
+            raise InvalidArgumentError(f"prompt {b} ({prompts[b]!r}) encodes to no tokens; give a non-empty prompt")
+    return ids
+
+
+@dataclass
+class _Prefill:
+    """Every (model, prompt) pair some coalition needs, prefilled once.
+
+    ``kv`` holds per layer the keys and values ``[P, heads, L, head_dim]`` of the prefill rows,
+    ``out`` their last position's logits ``[P, V]`` or final hidden states ``[P, d]``.
+    """
+
+    row_of: dict[tuple[int, int], int]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    out: torch.Tensor
+    mask: torch.Tensor  # [B, L] attention mask of the left-padded prompts
+    lengths: torch.Tensor  # [B] real prompt lengths
+
+
+class _GrowingLayer(DynamicLayer):
+    """A KV cache layer whose keys and values live in buffers with room to grow.
+
+    Appending a token writes it in place (``DynamicLayer`` concatenates, copying the whole
+    layer at every step); choosing rows (:meth:`batch_select_indices`, the rows of the next
+    step's prefixes) is the one copy a step may need.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self.length = keys.shape[-2]
+        self._buffers = []
+        for x in (keys, values):
+            buffer = x.new_empty((*x.shape[:2], self.length + room, x.shape[-1]))
+            buffer[:, :, :self.length] = x
+            self._buffers.append(buffer)
+        self.is_initialized = True
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys, self.values = (buffer[:, :, :self.length] for buffer in self._buffers)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new positions in place; the keys and values so far."""
+        stop = self.length + key_states.shape[-2]
+        self._buffers[0][:, :, self.length:stop] = key_states
+        self._buffers[1][:, :, self.length:stop] = value_states
+        self.length = stop
+        self._expose()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        """Positions held."""
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep (and repeat) the rows ``indices``, in that order: their filled positions only are copied."""
+        buffers = []
+        for buffer in self._buffers:
+            selected = buffer.new_empty((len(indices), *buffer.shape[1:]))
+            torch.index_select(buffer[:, :, :self.length], 0, indices, out=selected[:, :, :self.length])
+            buffers.append(selected)
+        self._buffers = buffers
+        self._expose()
+
+
+@dataclass(frozen=True)
+class _Mode:
+    """How one :meth:`ComposedDecoder.generate` call runs its forwards."""
+
+    fast: bool  # hidden-state fast path: rows return final hidden states, not logits
+    own_lora: bool  # :class:`_BlockLora` rather than PEFT's adapter_names
+
+
+class _BlockLora:
+    """Mixed-adapter LoRA over contiguous blocks of rows, without PEFT's per-row bookkeeping.
+
+    Rows are sorted by model, so each adapter's rows are one block. While :meth:`active`,
+    PEFT's adapters are disabled (every LoRA layer computes its base layer alone) and a forward
+    hook on each LoRA layer adds ``lora_B(lora_A(x[block])) * scaling`` of each adapter to its
+    block of the output: slices and one small product per adapter, where PEFT's
+    ``adapter_names`` path builds index lists row by row in Python and gathers and scatters
+    copies, in every layer. It computes what PEFT computes for plain LoRA on linear layers in
+    eval mode (dropout is then the identity); :attr:`blocker` says when it does not apply.
+    """
+
+    def __init__(self, model: PeftModel, sources: Sequence[str]) -> None:
+        self.layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        self.blocks: list[tuple[str, int, int]] = []
+        self.blocker: str | None = None
+        for layer in self.layers:
+            ours = [s for s in sources if s in layer.lora_A or s in layer.lora_embedding_A]
+            if ours and (not isinstance(layer, LoraLinear) or any(s in layer.lora_variant for s in ours)):
+                self.blocker = (f"adapter {ours[0]!r} is not plain LoRA on a linear layer "
+                                f"({type(layer).__name__}, variants {sorted(layer.lora_variant)})")
+                break
+
+    def set_rows(self, models: Sequence[int], names: Sequence[str]) -> None:
+        """Rows' model ids (sorted; 0 is the base, which gets no LoRA) and the adapter name of each id."""
+        self.blocks, start = [], 0
+        for m, rows in groupby(models):
+            stop = start + len(list(rows))
+            if m:
+                self.blocks.append((names[m], start, stop))
+            start = stop
+
+    def _add(self, module: Any, args: tuple, output: torch.Tensor) -> None:
+        x = args[0]
+        for name, start, stop in self.blocks:
+            if name in module.lora_A:
+                lora_a = module.lora_A[name]
+                delta = module.lora_B[name](lora_a(x[start:stop].to(lora_a.weight.dtype))) * module.scaling[name]
+                output[start:stop] += delta.to(output.dtype)
+
+    @contextmanager
+    def active(self, model: PeftModel) -> Iterator[None]:
+        """PEFT's adapters off, the block hooks on."""
+        with model.disable_adapter():
+            handles = [layer.register_forward_hook(self._add) for layer in self.layers]
+            try:
+                yield
+            finally:
+                for handle in handles:
+                    handle.remove()
+                self.blocks = []
+
+
+class ComposedDecoder:
+    """Samples continuations of prompts from the composed policies of many coalitions at once.
+
+    Parameters
+    ----------
+    model
+        A PEFT model holding one LoRA adapter per source, named by the source (see
+        :func:`dposhap.models.load_adapters`). The base model (adapters off) is the reference
+        policy. It is put in eval mode.
+    tokenizer
+        Its tokenizer; it needs a padding or an EOS token.
+    sources
+        The adapter names, in the order of the columns of the coalitions.
+    device
+        Where to decode; the model is moved there. Default: where the model's weights are.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``model`` is not a PEFT model, or a source names no adapter of it.
+    """
+
+    def __init__(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, sources: Sequence[str], *,
+                 device: str | torch.device | None = None) -> None:
+        configs = getattr(model, "peft_config", None)
+        if not isinstance(configs, dict) or not hasattr(model, "get_base_model"):
+            raise InvalidArgumentError(f"model must be a peft.PeftModel with one adapter per source, got "
+                                       f"{type(model).__name__}: load the adapters with dposhap.models.load_adapters")
+        if isinstance(sources, str):
+            raise InvalidArgumentError(f"sources must be a sequence of adapter names, not the string {sources!r}")
+        sources = tuple(sources)
+        missing = [s for s in sources if s not in configs]
+        if missing or len(set(sources)) != len(sources) or BASE_ADAPTER in sources:
+            raise InvalidArgumentError(f"sources must name distinct adapters of the model, got {list(sources)}; "
+                                       f"its adapters are {sorted(configs)}")
+        if device is not None:
+            model.to(device)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.sources = sources
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self._names = (BASE_ADAPTER, *sources)
+        causal_lm = model.get_base_model()
+        self._decoder = causal_lm.get_decoder()
+        self._lm_head = causal_lm.get_output_embeddings()
+        self._block_lora = _BlockLora(model, sources)
+        if any(getattr(layer, "merged", False) for layer in self._block_lora.layers):
+            raise InvalidArgumentError("the model has merged adapters: call model.unmerge_adapter() first")
+        self._eos = _eos_ids(causal_lm, tokenizer)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise InvalidArgumentError("the tokenizer has neither a padding nor an EOS token: set tokenizer.pad_token")
+        self._pad_id = int(pad)
+
+    def hidden_path_blocker(self) -> str | None:
+        """Why the hidden-state fast path cannot apply to this model, or None when it can."""
+        if type(self._lm_head) is not torch.nn.Linear:
+            return (f"the LM head is a {type(self._lm_head).__name__}, not a plain torch.nn.Linear shared by every "
+                    "source (LoRA or modules_to_save on it?)")
+        config = self.model.get_base_model().config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        for name in _LOGIT_TRANSFORMS:
+            value = getattr(config, name, None)
+            if value is not None and value != 1:
+                return f"the model transforms its logits after the LM head (config.{name} = {value})"
+        return None
+
+    def _mode(self, config: DecodeConfig) -> _Mode:
+        blocker = self.hidden_path_blocker()
+        if config.hidden_fast_path == "on" and blocker is not None:
+            raise InvalidArgumentError(f'hidden_fast_path="on" but {blocker}; use "auto" or "off"')
+        lora_blocker = self._block_lora.blocker
+        if config.mixed_lora == "own" and lora_blocker is not None:
+            raise InvalidArgumentError(f'mixed_lora="own" but {lora_blocker}; use "auto" or "peft"')
+        fast = config.hidden_fast_path != "off" and blocker is None and not config.correction
+        return _Mode(fast, config.mixed_lora != "peft" and lora_blocker is None)
+
+    def generate(self, prompts: Sequence[str], coalitions: np.ndarray, config: DecodeConfig = DecodeConfig(), *,
+                 weights: np.ndarray | None = None) -> DecodeResult:
+        """Sample one continuation of every prompt under every coalition.
+
+        Parameters
+        ----------
+        prompts
+            ``B`` prompt texts (the tokenizer adds its special tokens, e.g. BOS).
+        coalitions
+            bool ``[K, n]``: row ``k`` is coalition ``k``'s membership of the ``n`` sources.
+            The empty coalition decodes the reference; one member of weight 1 decodes that
+            source's own model.
+        config
+            Sampling settings.
+        weights
+            float ``[K, n]``: the member weights (entries outside the coalition ignored);
+            default 1 for every member. Members of weight 0 are never computed.
+
+        Returns
+        -------
+        DecodeResult
+
+        Raises
+        ------
+        InvalidArgumentError
+            Bad shapes or values, a prompt with no tokens, ``max_rows`` below the rows of one
+            sequence, or ``hidden_fast_path="on"`` on a model it does not fit.
+        """
+
+        start = time.perf_counter()
+        if not isinstance(config, DecodeConfig):
+            raise InvalidArgumentError(f"config must be a DecodeConfig, got {type(config).__name__}")
+        plan = _plan(coalitions, weights, len(self.sources))
+        prompt_ids = _encode(self.tokenizer, prompts)
+        mode = self._mode(config)
+        n_coalitions, n_prompts = len(plan), len(prompt_ids)
+        tokens: list[list[list[int]]] = [[[] for _ in range(n_prompts)] for _ in range(n_coalitions)]
+        log_weights = np.zeros((n_coalitions, n_prompts)) if config.correction else None
+        counters = {"new_tokens": 0, "forward_rows": 0}
+        sequences = [(k, b) for b in range(n_prompts) for k in range(n_coalitions)]
+        if sequences:
+            widest = max(len(c.models) for c in plan)
+            if config.max_rows is not None and config.max_rows < widest:
+                raise InvalidArgumentError(f"DecodeConfig.max_rows = {config.max_rows} is below the {widest} rows one "
+                                           "sequence needs (its reference and members): raise it")
+            with torch.inference_mode(), self._block_lora.active(self.model) if mode.own_lora else nullcontext():
+                prefill = self._prefill(plan, prompt_ids, mode, config.max_rows, counters)
+                for group in _groups(sequences, plan, config.max_rows):
+                    self._decode_group(group, plan, prefill, config, mode, tokens, log_weights, counters)
+        completions = [self.tokenizer.batch_decode(row, skip_special_tokens=True) if row else [] for row in tokens]
+        return DecodeResult(completions, tokens, log_weights, counters["new_tokens"], time.perf_counter() - start,
+                            counters["forward_rows"])
+
+    # ----------------------------------------------------------------------------------
+    # forwards
+
+    def _forward(self, models: list[int], mode: _Mode, **inputs: Any) -> torch.Tensor:
+        """One mixed-adapter forward of rows sorted by model id (0 = the base, ``i + 1`` = source ``i``).
+
+        Returns the last position's logits ``[R, V]``, or final hidden states ``[R, d]`` on the
+        fast path.
+        """
+        if mode.own_lora:
+            self._block_lora.set_rows(models, self._names)
+        else:
+            inputs["adapter_names"] = [self._names[m] for m in models]
+        if not mode.fast:
+            return self.model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        captured: list[torch.Tensor] = []
+        hook = self._decoder.register_forward_hook(
+            lambda _module, _args, output: captured.append(output.last_hidden_state[:, -1, :])
+        )
+        try:
+            # the LM head runs on no position: the decoder's output is all we want
+            self.model(**inputs, use_cache=True, logits_to_keep=torch.empty(0, dtype=torch.int64, device=self.device))
+        finally:
+            hook.remove()
+        return captured[0]
+
+    def _prefill(self, plan: list[_Coalition], prompt_ids: list[list[int]], mode: _Mode, max_rows: int | None,
+                 counters: dict[str, int]) -> _Prefill:
+        longest = max(len(ids) for ids in prompt_ids)
+        mask = torch.zeros((len(prompt_ids), longest), dtype=torch.int64)
+        padded = torch.full((len(prompt_ids), longest), self._pad_id, dtype=torch.int64)
+        for b, ids in enumerate(prompt_ids):
+            padded[b, longest - len(ids):] = torch.tensor(ids)
+            mask[b, longest - len(ids):] = 1
+        mask, padded = mask.to(self.device), padded.to(self.device)
+        needed = sorted({m for c in plan for m in c.models})
+        keys = [(m, b) for m in needed for b in range(len(prompt_ids))]
+        chunk = max_rows or len(keys)
+        kv_chunks, out_chunks = [], []
+        for first in range(0, len(keys), chunk):
+            part = keys[first:first + chunk]
+            prompts = torch.tensor([b for _, b in part], device=self.device)
+            part_mask = mask[prompts]
+            cache = Cache(layer_class_to_replicate=DynamicLayer)
+            out_chunks.append(self._forward(
+                [m for m, _ in part], mode, input_ids=padded[prompts], attention_mask=part_mask,
+                position_ids=(part_mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache,
+            ))
+            kv_chunks.append([(layer.keys, layer.values) for layer in cache.layers])
+            counters["forward_rows"] += len(part)
+        kv = [(torch.cat([c[i][0] for c in kv_chunks]), torch.cat([c[i][1] for c in kv_chunks]))
+              for i in range(len(kv_chunks[0]))]
+        return _Prefill({key: i for i, key in enumerate(keys)}, kv, torch.cat(out_chunks), mask, mask.sum(-1))
+
+    # ----------------------------------------------------------------------------------
+    # decoding
+
+    def _decode_group(self, group: list[tuple[int, int]], plan: list[_Coalition], prefill: _Prefill,
+                      config: DecodeConfig, mode: _Mode, tokens: list[list[list[int]]],
+                      log_weights: np.ndarray | None, counters: dict[str, int]) -> None:
+        """Decode the sequences ``group`` (``(coalition, prompt)`` pairs) to the end, together."""
+        n_prompts = prefill.mask.shape[0]
+        # prefix tree: nodes 0..B-1 are the prompts; later nodes one generated token each
+        node_prompt, node_parent, node_token = list(range(n_prompts)), [-1] * n_prompts, [-1] * n_prompts
+        children: dict[tuple[int, ...], int] = {}
+        node = [b for _, b in group]
+        live = list(range(len(group)))
+        keys = sorted({(m, node[s]) for s in live for m in plan[group[s][0]].models})
+        gather = torch.tensor([prefill.row_of[key] for key in keys], device=self.device)
+        cache = Cache(layers=[_GrowingLayer(k[gather], v[gather], config.max_new_tokens) for k, v in prefill.kv])
+        out = prefill.out[gather]
+        row_of = {key: i for i, key in enumerate(keys)}
+        for step in range(config.max_new_tokens):
+            sampled, correction = self._sample(out, [group[s] for s in live], [node[s] for s in live], row_of, plan,
+                                               config, step, mode.fast)
+            counters["new_tokens"] += len(live)
+            still = []
+            for i, s in enumerate(live):
+                k, b = group[s]
+                if log_weights is not None:
+                    log_weights[k, b] += correction[i]
+                if sampled[i] in self._eos:
+                    continue
+                tokens[k][b].append(sampled[i])
+                key = (node[s], sampled[i]) if config.share_prefixes else (node[s], sampled[i], s)
+                if key not in children:
+                    children[key] = len(node_prompt)
+                    node_prompt.append(b)
+                    node_parent.append(node[s])
+                    node_token.append(sampled[i])
+                node[s] = children[key]
+                still.append(s)
+            live = still
+            if not live or step + 1 == config.max_new_tokens:
+                break
+            keys = sorted({(m, node[s]) for s in live for m in plan[group[s][0]].models})
+            parents = [row_of[(m, node_parent[n])] for m, n in keys]
+            if parents != list(range(len(row_of))):
+                cache.batch_select_indices(torch.tensor(parents, device=self.device))
+            prompts = torch.tensor([node_prompt[n] for _, n in keys], device=self.device)
+            out = self._forward(
+                [m for m, _ in keys], mode,
+                input_ids=torch.tensor([[node_token[n]] for _, n in keys], device=self.device),
+                attention_mask=torch.cat([prefill.mask[prompts], prefill.mask.new_ones(len(keys), step + 1)], dim=1),
+                position_ids=(prefill.lengths[prompts] + step)[:, None], past_key_values=cache,
+            )
+            row_of = {key: i for i, key in enumerate(keys)}
+            counters["forward_rows"] += len(keys)
+
+    def _sample(self, out: torch.Tensor, sequences: list[tuple[int, int]], nodes: list[int],
+                row_of: dict[tuple[int, int], int], plan: list[_Coalition], config: DecodeConfig, step: int,
+                fast: bool) -> tuple[list[int], list[float]]:
+        """The next token (and the step's correction) of each live sequence, from its rows' outputs."""
+        width = max(len(plan[k].members) for k, _ in sequences)
+        ref_index, src_index, src_weight = [], [], []
+        for (k, _), n in zip(sequences, nodes, strict=True):
+            c = plan[k]
+            ref_index.append(row_of[(c.ref_model, n)])
+            pad = width - len(c.members)
+            src_index.append([row_of[(m, n)] for m in c.members] + [-1] * pad)
+            src_weight.append(list(c.weights) + [0.0] * pad)
+        device = self.device
+        ref = torch.tensor(ref_index, dtype=torch.int64, device=device)
+        src = torch.tensor(src_index, dtype=torch.int64, device=device).view(len(sequences), width)
+        weight = torch.tensor(src_weight, dtype=torch.float32, device=device).view(len(sequences), width)
+        stream = torch.tensor([b for _, b in sequences], dtype=torch.int64, device=device)
+        if fast:
+            # compose.compose_hidden's arithmetic, without its input checks (a NaN scan and a sort per
+            # step): the members are already in canonical order and padding has weight 0
+            rows = torch.cat([ref[:, None], src.clamp(min=0)], dim=1)
+            coef = torch.cat([1 - weight.sum(dim=1, keepdim=True), weight], dim=1)
+            logits = self._lm_head((out[rows].float() * coef[..., None]).sum(dim=1).to(out.dtype))
+            ref = torch.arange(len(sequences), device=device)
+            src, weight = src[:, :0], weight[:, :0]
+        else:
+            logits = out
+        outputs = ("sample", "correction") if config.correction else ("sample",)
+        result = compose.compose(logits.contiguous(), ref, src, weight, config.temperature, outputs=outputs,
+                                 seed=int(config.seed), stream_id=stream, step=step,
+                                 top_k=None if config.top_k is None else int(config.top_k),
+                                 backend=config.backend)
+        correction = result.correction.double().tolist() if config.correction else []
+        return result.sample.tolist(), correction
+
+
+def _groups(sequences: list[tuple[int, int]], plan: list[_Coalition], max_rows: int | None
+            ) -> list[list[tuple[int, int]]]:
+    """Split the sequences, in order, into groups whose rows (without any sharing) fit ``max_rows``."""
+    if max_rows is None:
+        return [sequences]
+    groups: list[list[tuple[int, int]]] = [[]]
+    rows = 0
+    for k, b in sequences:
+        width = len(plan[k].models)
+        if rows + width > max_rows:
+            groups.append([])
+            rows = 0
+        groups[-1].append((k, b))
+        rows += width
+    return groups
+
+
+def reference_generate(model: PeftModel, tokenizer: PreTrainedTokenizerBase, sources: Sequence[str], prompt: str,
+                       coalition: Sequence[bool], config: DecodeConfig = DecodeConfig(), *,
+                       weights: Sequence[float] | None = None, stream_id: int = 0) -> tuple[list[int], float]:
+    """One coalition, one prompt, the slow and obvious way: the ground truth of :class:`ComposedDecoder`.
+
+    Every step runs each model the coalition uses (the reference with the adapters disabled,
+    each member with its adapter active) separately over the whole sequence so far, without a
+    KV cache or padding, and combines the last logits with the plain-torch compose reference
+    (:func:`dposhap.compose.reference.compose`). The adapter active before the call is active
+    again after it.
+
+    Parameters
+    ----------
+    model, tokenizer, sources
+        As for :class:`ComposedDecoder`.
+    prompt
+        The prompt text.
+    coalition
+        bool ``[n]`` membership.
+    config
+        As for :meth:`ComposedDecoder.generate` (``backend``, ``hidden_fast_path``,
+        ``mixed_lora``, ``max_rows`` and ``share_prefixes`` do not apply).
+    weights
+        float ``[n]`` member weights, default 1.
+    stream_id
+        The noise stream: the prompt's index in a :meth:`ComposedDecoder.generate` call.
+
+    Returns
+    -------
+    (list[int], float)
+        The generated ids (EOS excluded) and the summed correction.
+    """
+
+    (c,) = _plan(np.asarray(coalition)[None, :], None if weights is None else np.asarray(weights)[None, :],
+                 len(sources))
+    device = next(model.parameters()).device
+    ids = torch.tensor(_encode(tokenizer, [prompt])[0], device=device)
+    eos = _eos_ids(model.get_base_model(), tokenizer)
+    active = model.active_adapter
+    generated: list[int] = []
+    total = 0.0
+    try:
+        with torch.inference_mode():
+            for step in range(config.max_new_tokens):
+                sequence = torch.cat([ids, torch.tensor(generated, dtype=torch.int64, device=device)])[None, :]
+                rows = []
+                with model.disable_adapter():
+                    rows.append(model(input_ids=sequence).logits[0, -1])
+                for m in c.members:
+                    model.set_adapter(sources[m - 1], inference_mode=True)
+                    rows.append(model(input_ids=sequence).logits[0, -1])
+                out = reference.compose(
+                    torch.stack(rows), torch.zeros(1, dtype=torch.int64, device=device),
+                    torch.arange(1, len(rows), device=device)[None, :],
+                    torch.tensor([c.weights], dtype=torch.float32, device=device).view(1, len(c.members)),
+                    config.temperature, outputs=("sample", "correction"), seed=config.seed,
+                    stream_id=torch.tensor([stream_id], device=device), step=step, top_k=config.top_k,
+                )
+                total += float(out.correction[0])
+                token = int(out.sample[0])
+                if token in eos:
+                    break
+                generated.append(token)
+    finally:
+        model.set_adapter(active, inference_mode=True)
+    return generated, total

@@ -120,7 +120,7 @@ def _one_line(err: DposhapError, args: argparse.Namespace) -> str:
     """The error as one line; a list of data problems goes to a file in the run directory."""
     problems = getattr(err, "problems", None)
     if not problems or len(problems) == 1:
-        return " ".join(str(err).split("\n")[0:1]) if not problems else str(problems[0])
+        return str(err).split("\n")[0] if not problems else str(problems[0])
     out = getattr(args, "out", None)
     report = None
     if out is not None:

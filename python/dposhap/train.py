@@ -98,13 +98,14 @@ def _train_locked(cfg: RunConfig, run: RunDir, *, sources: Sequence[str] | None,
     dtype = resolve_dtype(cfg.model.precision, device)
     ref = resolve_model(model_name, base_dir=cfg.base_dir, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code)
-    training_hash = hashlib.sha256(f"{cfg.training_hash()}|{ref.fingerprint()}".encode()).hexdigest()
+    fingerprint = ref.fingerprint()  # reads the weight files' heads and tails: once
+    training_hash = hashlib.sha256(f"{cfg.training_hash()}|{fingerprint}".encode()).hexdigest()
 
     for source in data.values():
         write_split(source, run.data(source.name))
     _remove_leftovers(run)
 
-    manifest = _new_manifest(cfg, ref, device, str(dtype).removeprefix("torch."), toy_info)
+    manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), toy_info)
     todo = [name for name, source in data.items()
             if force or not _up_to_date(run, source, training_hash)]
     previous = (run.read_manifest() or {}).get("sources", {})
@@ -197,7 +198,8 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _new_manifest(cfg: RunConfig, ref: ModelRef, device: str, dtype: str, toy_info: dict | None) -> dict[str, Any]:
+def _new_manifest(cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str,
+                  toy_info: dict | None) -> dict[str, Any]:
     return {
         "format": MANIFEST_FORMAT,
         "created_at": _now(),
@@ -205,7 +207,7 @@ def _new_manifest(cfg: RunConfig, ref: ModelRef, device: str, dtype: str, toy_in
         "versions": _versions(),
         "machine": {"platform": platform.platform(), "device": device, "cpu_count": os.cpu_count()},
         "base_model": {"name": cfg.model.base, "location": ref.location, "local": ref.local,
-                       "revision": ref.revision, "fingerprint": ref.fingerprint(), "dtype": dtype},
+                       "revision": ref.revision, "fingerprint": fingerprint, "dtype": dtype},
         "toy": toy_info,
         "config": cfg.to_dict(),
         "sources": {},

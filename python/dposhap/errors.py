@@ -65,8 +65,28 @@ class ModelLoadError(DposhapError, RuntimeError):
     """A base model, tokenizer, adapter or reward model could not be loaded; says from where and what to try."""
 
 
-class RunLockedError(DposhapError, RuntimeError):
+class RunError(DposhapError, RuntimeError):
+    """A run directory is not usable as asked: not a run, incomplete, or damaged; says how to repair it."""
+
+
+class NotARunError(RunError):
+    """The folder holds no trained run (no readable ``manifest.json`` with trained sources)."""
+
+
+class RunLockedError(RunError):
     """Another process is working on the same run directory."""
+
+
+class CacheError(DposhapError, RuntimeError):
+    """A cache file (the SQLite utility store, a margins file) is unusable: foreign, damaged or locked."""
+
+
+class PromptDataError(DataError):
+    """A prompt file for the generation utility is missing, empty or malformed; located like :class:`DataError`."""
+
+
+class NativeBuildError(DposhapError, RuntimeError):
+    """The native compose extension could not be built (no compiler, no ninja, a build error)."""
 
 
 class DataValidationError(DataError):
@@ -113,5 +133,10 @@ __all__ = [
     "DataValidationError",
     "ConfigError",
     "ModelLoadError",
+    "RunError",
+    "NotARunError",
     "RunLockedError",
+    "CacheError",
+    "PromptDataError",
+    "NativeBuildError",
 ]

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import DposhapError
+from ..errors import DposhapError, NativeBuildError
 
 __all__ = ["NativeBuildError", "cpu_available", "csrc_dir", "load_cpu", "load_cuda"]
 
@@ -25,10 +25,6 @@ _CPU_MODULE: ModuleType | None = None
 _CPU_ERROR: DposhapError | None = None
 _CUDA_MODULE: ModuleType | None = None
 _CUDA_ERROR: DposhapError | None = None
-
-
-class NativeBuildError(DposhapError, RuntimeError):
-    """The native compose extension could not be built (no compiler, no ninja, a build error)."""
 
 
 def csrc_dir() -> Path:

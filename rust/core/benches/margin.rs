@@ -1,5 +1,5 @@
 //! `cargo bench -p dposhap-core`: the n = 1000 margin game of bench/shapley, without Python.
-use dposhap_core::{run_native, Engine, EngineConfig, MarginGame, MarginKind, Semivalue};
+use dposhap_core::{run_native, Engine, EngineConfig, MarginGame, MarginKind, Method, Semivalue};
 use std::time::Instant;
 
 fn main() {
@@ -15,7 +15,7 @@ fn main() {
     for _ in 0..3 {
         let cfg = EngineConfig {
             n,
-            method: "permutation".into(),
+            method: Method::Permutation.into(),
             semivalue: Semivalue::Shapley,
             seed: 0,
             budget: Some(perms * (n as u64 - 1) + 2),
@@ -26,6 +26,10 @@ fn main() {
         let mut engine = Engine::new(cfg).unwrap();
         let t = Instant::now();
         run_native(&mut engine, &game, None, 64 * 2 * (n + 1)).unwrap();
-        println!("n={n} m={m} {perms} permutations: {:.3} s, {} evaluations", t.elapsed().as_secs_f64(), engine.n_evaluations());
+        println!(
+            "n={n} m={m} {perms} permutations: {:.3} s, {} evaluations",
+            t.elapsed().as_secs_f64(),
+            engine.n_evaluations()
+        );
     }
 }

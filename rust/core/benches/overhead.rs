@@ -1,10 +1,11 @@
 //! `cargo bench -p dposhap-core --bench overhead`: engine cost per evaluation, free utility.
-use dposhap_core::{Engine, EngineConfig, Semivalue};
+use dposhap_core::{Engine, EngineConfig, Method, Semivalue};
 use std::time::Instant;
 
 fn main() {
     for n in [16usize, 128] {
-        for method in ["permutation", "antithetic", "svarm", "kernel", "regression"] {
+        for method in [Method::Permutation, Method::Antithetic, Method::Svarm, Method::Kernel, Method::SvarmRegression]
+        {
             let budget = 60_000u64;
             let cfg = EngineConfig {
                 n,
@@ -30,7 +31,7 @@ fn main() {
             }
             let _ = e.result();
             let dt = t.elapsed().as_secs_f64();
-            println!("n={n:4} {method:12} {:.3} us/eval ({total} evaluations)", dt / total as f64 * 1e6);
+            println!("n={n:4} {:12} {:.3} us/eval ({total} evaluations)", method.name(), dt / total as f64 * 1e6);
         }
     }
 }

@@ -1,11 +1,12 @@
 //! The ask/tell driver shared by every estimator.
 
 use crate::coalition::Coalition;
+use crate::error::Column;
 use crate::error::{Error, Result};
 use crate::estimate::Estimate;
 use crate::moments::Dims;
 use crate::rng::Rng;
-use crate::samplers::{make_sampler, Method, Plan, Sampler, SamplerOptions, Semivalue, Unit};
+use crate::samplers::{make_sampler, Method, MethodChoice, Plan, Sampler, SamplerOptions, Semivalue, Unit};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
@@ -21,7 +22,7 @@ const MIN_UNITS_FOR_TOL: u64 = 8;
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub n: usize,
-    pub method: String,
+    pub method: MethodChoice,
     pub semivalue: Semivalue,
     pub seed: u64,
     pub budget: Option<u64>,
@@ -108,53 +109,36 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Result<Self> {
         if cfg.n < 1 {
-            return Err(Error::InvalidArgument(format!("n_players must be at least 1, got {}", cfg.n)));
+            return Err(Error::NoPlayers(cfg.n));
         }
         if let Some(t) = cfg.tol {
-            if !(t > 0.0) || !t.is_finite() {
-                return Err(Error::InvalidArgument(format!(
-                    "tol must be a positive finite standard error, got {t}"
-                )));
+            if !t.is_finite() || t <= 0.0 {
+                return Err(Error::BadTolerance(t));
             }
         }
         if cfg.budget == Some(0) {
-            return Err(Error::BudgetTooSmall("budget must be a positive number of utility evaluations, got 0".into()));
+            return Err(Error::ZeroBudget);
         }
-        let method = Method::resolve(&cfg.method, cfg.semivalue, cfg.n, cfg.budget)?;
+        let method = cfg.method.resolve(cfg.semivalue, cfg.n, cfg.budget)?;
         let sampler = make_sampler(
             method,
             &SamplerOptions { n: cfg.n, semivalue: cfg.semivalue, budget: cfg.budget, pilot: cfg.pilot },
         )?;
         if method != Method::Exact && cfg.budget.is_none() && cfg.tol.is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "method {:?} samples coalitions and needs a stopping rule: pass budget= (utility \
-                 evaluations), tol= (target standard error), or both",
-                method.name()
-            )));
+            return Err(Error::NoStoppingRule(method));
         }
         if let Some(b) = cfg.budget {
             let need = sampler.min_budget();
             if b < need {
-                let hint = if method == Method::Exact {
-                    format!("exact enumeration of {} players needs 2^{} = {need} evaluations", cfg.n, cfg.n)
-                } else {
-                    format!("method {:?} needs at least {need} evaluations for {} players to give values with standard errors", method.name(), cfg.n)
-                };
-                return Err(Error::BudgetTooSmall(format!(
-                    "budget {b} is too small: {hint}; raise budget to at least {need} or choose another method"
-                )));
+                return Err(Error::BudgetTooSmall { budget: b, need, method, n: cfg.n });
             }
         }
         if let Some(c) = &cfg.control_exact {
             if c.is_empty() || c.len() % cfg.n != 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "the control game's exact values have {} entries; expected n_players = {} rows (times the number of control outputs)",
-                    c.len(),
-                    cfg.n
-                )));
+                return Err(Error::ControlValuesShape { len: c.len(), n: cfg.n });
             }
             if c.iter().any(|x| !x.is_finite()) {
-                return Err(Error::InvalidArgument("the control game's exact values contain NaN or infinity".into()));
+                return Err(Error::ControlValuesNotFinite);
             }
         }
         Ok(Engine {
@@ -288,38 +272,26 @@ impl Engine {
         let kc = self.control_width();
         let width = k + kc;
         if k == 0 {
-            return Err(Error::Utility("the utility returned no objective (0 columns)".into()));
+            return Err(Error::NoObjective);
         }
         if values.len() != b * width {
-            return Err(Error::Utility(format!(
-                "got {} utility numbers for {b} coalitions; expected {b} x {width}",
-                values.len()
-            )));
+            return Err(Error::UtilityCount { got: values.len(), b, width });
         }
         let dims = Dims { k, kc };
         match self.dims {
-            Some(d) if d.k != k => {
-                return Err(Error::Utility(format!(
-                    "the utility returned {k} objectives per coalition, but earlier batches had {}",
-                    d.k
-                )))
-            }
-            None if kc > 1 && kc != k => {
-                return Err(Error::InvalidArgument(format!(
-                    "the control game has {kc} outputs; it needs 1 (shared by all objectives) or one per objective ({k})"
-                )))
-            }
+            Some(d) if d.k != k => return Err(Error::ObjectiveCount { k, earlier: d.k }),
+            None if kc > 1 && kc != k => return Err(Error::ControlOutputs { kc, k }),
             _ => {}
         }
         // validate everything before changing any state
         for (r, row) in values.chunks(width.max(1)).enumerate() {
             if let Some(j) = row.iter().position(|x| !x.is_finite()) {
-                let what = if j < k { format!("objective {j}") } else { format!("control column {}", j - k) };
-                return Err(Error::Utility(format!(
-                    "the utility of coalition {:?} (row {r} of the batch) is {} in {what}; utilities must be finite",
-                    coalitions[r].members().collect::<Vec<_>>(),
-                    row[j]
-                )));
+                return Err(Error::NotFinite {
+                    coalition: coalitions[r].members().collect(),
+                    row: r,
+                    column: if j < k { Column::Objective(j) } else { Column::Control(j - k) },
+                    value: row[j],
+                });
             }
         }
         // every coalition must be out and not told yet; repeats inside the batch are caught by
@@ -340,10 +312,7 @@ impl Engine {
                     *slot = Slot::Sent;
                 }
             }
-            return Err(Error::Protocol(format!(
-                "coalition {:?} was told but not asked (or told twice): tell only the coalitions ask returned, each once",
-                coalitions[r].members().collect::<Vec<_>>()
-            )));
+            return Err(Error::NotAsked(coalitions[r].members().collect()));
         }
         self.dims = Some(dims);
         for (c, row) in coalitions.iter().zip(values.chunks(width)) {
@@ -463,7 +432,11 @@ impl Engine {
         let stop = if self.converged {
             StopReason::Tolerance
         } else if self.done() {
-            if self.budget_hit { StopReason::Budget } else { StopReason::Complete }
+            if self.budget_hit {
+                StopReason::Budget
+            } else {
+                StopReason::Complete
+            }
         } else {
             StopReason::Running
         };

@@ -91,8 +91,8 @@ impl EstimateBuilder {
     /// Add a known constant to player `i`: `objectives` (length k) and `controls` (length kc).
     pub fn add_offset(&mut self, i: usize, objectives: &[f64], controls: &[f64]) {
         let k = self.dims.k;
-        for j in 0..k {
-            self.value[i * k + j] += objectives[j];
+        for (j, &x) in objectives.iter().take(k).enumerate() {
+            self.value[i * k + j] += x;
             if self.dims.kc > 0 {
                 let c = if self.dims.kc == 1 { 0 } else { j };
                 self.g_value[i * k + j] += controls[c];
@@ -104,13 +104,8 @@ impl EstimateBuilder {
     /// variance-optimal control variate per player and objective.
     pub fn finish(self, control_exact: Option<&[f64]>) -> Estimate {
         let k = self.dims.k;
-        let mut est = Estimate {
-            n: self.n,
-            k,
-            values: self.value,
-            variance: self.var,
-            control_coef: vec![0.0; self.n * k],
-        };
+        let mut est =
+            Estimate { n: self.n, k, values: self.value, variance: self.var, control_coef: vec![0.0; self.n * k] };
         if let (Some(psi), true) = (control_exact, self.dims.kc > 0) {
             for i in 0..self.n {
                 for j in 0..k {
@@ -123,7 +118,13 @@ impl EstimateBuilder {
                     // inconsistent, is left out)
                     let noise = 1e-14 * self.g_value[o] * self.g_value[o];
                     let vv = est.variance[o];
-                    if !(gv > noise) || !gv.is_finite() || !cv.is_finite() || !vv.is_finite() || cv * cv > vv * gv * (1.0 + 1e-9) {
+                    if !gv.is_finite()
+                        || noise.is_nan()
+                        || gv <= noise
+                        || !cv.is_finite()
+                        || !vv.is_finite()
+                        || cv * cv > vv * gv * (1.0 + 1e-9)
+                    {
                         continue;
                     }
                     let coef = cv / gv;

@@ -73,9 +73,7 @@ impl MarginKind {
             "accuracy" => Ok(MarginKind::Accuracy),
             "logsigmoid" => Ok(MarginKind::LogSigmoid),
             "mean" => Ok(MarginKind::Mean),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown margin game kind {other:?}: use \"accuracy\", \"logsigmoid\" or \"mean\""
-            ))),
+            other => Err(Error::UnknownMarginKind(other.to_string())),
         }
     }
 
@@ -119,20 +117,13 @@ impl MarginGame {
     /// `margins` is row-major `[n, m]`.
     pub fn new(margins: Vec<f64>, n: usize, m: usize, kind: MarginKind) -> Result<Self> {
         if n < 1 || m < 1 {
-            return Err(Error::InvalidArgument(format!(
-                "margins must be a 2-d array [n_sources, n_pairs] with both sizes >= 1, got [{n}, {m}]"
-            )));
+            return Err(Error::EmptyMargins { n, m });
         }
         if margins.len() != n * m {
-            return Err(Error::InvalidArgument(format!("margins has {} entries, expected {n} x {m}", margins.len())));
+            return Err(Error::MarginCount { len: margins.len(), n, m });
         }
         if let Some(pos) = margins.iter().position(|x| !x.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "margins[{}, {}] is {}: margins must be finite (drop or repair that held-out pair)",
-                pos / m,
-                pos % m,
-                margins[pos]
-            )));
+            return Err(Error::MarginNotFinite { player: pos / m, pair: pos % m, value: margins[pos] });
         }
         Ok(MarginGame { n, m, margins, kind })
     }
@@ -300,23 +291,17 @@ pub type History = Vec<(u64, Vec<f64>)>;
 pub fn run_native(engine: &mut Engine, game: &dyn Game, control: Option<&dyn Game>, batch: usize) -> Result<History> {
     let n = engine.n_players();
     if game.n_players() != n {
-        return Err(Error::InvalidArgument(format!("the game has {} players, the estimator {n}", game.n_players())));
+        return Err(Error::GamePlayers { game: game.n_players(), estimator: n });
     }
     if let Some(c) = control {
         if c.n_players() != n {
-            return Err(Error::InvalidArgument(format!(
-                "the control game has {} players, the game {n}: both must value the same sources",
-                c.n_players()
-            )));
+            return Err(Error::ControlPlayers { control: c.n_players(), game: n });
         }
     }
     let k = game.n_outputs();
     let kc = control.map_or(0, |c| c.n_outputs());
     if kc != engine.control_width() {
-        return Err(Error::InvalidArgument(format!(
-            "the control game returns {kc} values per coalition but {} control values per player were given",
-            engine.control_width()
-        )));
+        return Err(Error::ControlWidth { got: kc, expected: engine.control_width() });
     }
     let width = k + kc;
     let mut history = History::new();
@@ -326,14 +311,11 @@ pub fn run_native(engine: &mut Engine, game: &dyn Game, control: Option<&dyn Gam
             if engine.done() {
                 break;
             }
-            return Err(Error::Protocol("the estimator asked for nothing but is not done".into()));
+            return Err(Error::Stalled);
         }
         let index: FxHashMap<&Coalition, usize> = asked.iter().enumerate().map(|(r, c)| (c, r)).collect();
-        let units: Vec<Unit> = engine
-            .pending_units()
-            .filter(|u| u.coalitions.iter().any(|c| index.contains_key(c)))
-            .cloned()
-            .collect();
+        let units: Vec<Unit> =
+            engine.pending_units().filter(|u| u.coalitions.iter().any(|c| index.contains_key(c))).cloned().collect();
         let main_vals = eval_units(game, &units);
         let control_vals: Vec<Option<Vec<f64>>> = match control {
             Some(g) => eval_units(g, &units).into_iter().map(Some).collect(),
@@ -367,10 +349,7 @@ const RESYNC_EVERY: u64 = 1024;
 pub fn exact_native(game: &dyn Game, semivalue: Semivalue) -> Result<Vec<f64>> {
     let n = game.n_players();
     if n > crate::MAX_EXACT_PLAYERS {
-        return Err(Error::InvalidArgument(format!(
-            "exact enumeration needs 2^{n} evaluations; it is limited to n <= {} players",
-            crate::MAX_EXACT_PLAYERS
-        )));
+        return Err(Error::TooManyForExact { n, max: crate::MAX_EXACT_PLAYERS });
     }
     let k = game.n_outputs();
     let (with, without) = exact_weights(n, semivalue);

@@ -18,10 +18,10 @@ pub mod samplers;
 
 pub use coalition::Coalition;
 pub use engine::{Engine, EngineConfig, ResultSnapshot};
-pub use error::{Error, Result};
+pub use error::{Column, Error, ErrorKind, Result};
 pub use estimate::Estimate;
 pub use games::{exact_native, run_native, Game, MarginGame, MarginKind};
-pub use samplers::{Method, Semivalue};
+pub use samplers::{Method, MethodChoice, Semivalue};
 
 /// Largest number of players accepted by exact enumeration through the ask/tell engine.
 pub const MAX_EXACT_PLAYERS: usize = 30;

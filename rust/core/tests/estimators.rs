@@ -3,11 +3,18 @@
 
 use dposhap_core::coalition::Coalition;
 use dposhap_core::games::{exact_native, run_native, Game, MarginGame, MarginKind};
-use dposhap_core::{Engine, EngineConfig, Semivalue};
+use dposhap_core::{Engine, EngineConfig, Error, ErrorKind, Method, Semivalue};
 use proptest::prelude::*;
 use std::collections::HashSet;
 
-fn config(n: usize, method: &str, semivalue: Semivalue, seed: u64, budget: Option<u64>, tol: Option<f64>) -> EngineConfig {
+fn config(
+    n: usize,
+    method: Method,
+    semivalue: Semivalue,
+    seed: u64,
+    budget: Option<u64>,
+    tol: Option<f64>,
+) -> EngineConfig {
     EngineConfig { n, method: method.into(), semivalue, seed, budget, tol, pilot: None, control_exact: None }
 }
 
@@ -31,7 +38,7 @@ fn run(engine: &mut Engine, f: &dyn Fn(&Coalition) -> f64, batch: usize) -> Vec<
 }
 
 fn exact(n: usize, f: &dyn Fn(&Coalition) -> f64, sv: Semivalue) -> Vec<f64> {
-    let mut e = Engine::new(config(n, "exact", sv, 0, None, None)).unwrap();
+    let mut e = Engine::new(config(n, Method::Exact, sv, 0, None, None)).unwrap();
     run(&mut e, f, 1 << 12);
     e.result().unwrap().estimate.values
 }
@@ -42,12 +49,12 @@ fn brute_shapley(n: usize, f: &dyn Fn(&Coalition) -> f64) -> Vec<f64> {
     let mut phi = vec![0.0; n];
     for mask in 0u64..(1 << n) {
         let s = Coalition::from_mask(n, mask);
-        for i in 0..n {
+        for (i, phi_i) in phi.iter_mut().enumerate() {
             if !s.contains(i) {
                 let mut with = s.clone();
                 with.insert(i);
                 let w = fact(s.len()) * fact(n - s.len() - 1) / fact(n);
-                phi[i] += w * (f(&with) - f(&s));
+                *phi_i += w * (f(&with) - f(&s));
             }
         }
     }
@@ -72,16 +79,23 @@ fn every_estimator_converges_within_its_stderr() {
     let weights = [9.0, 7.0, 5.0, 5.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0];
     let f = voting(&weights, 20.0);
     let truth = exact(n, &f, Semivalue::Shapley);
-    for method in ["permutation", "antithetic", "stratified", "svarm", "regression", "kernel"] {
+    for method in [
+        Method::Permutation,
+        Method::Antithetic,
+        Method::Stratified,
+        Method::Svarm,
+        Method::SvarmRegression,
+        Method::Kernel,
+    ] {
         let mut e = Engine::new(config(n, method, Semivalue::Shapley, 3, Some(1800), None)).unwrap();
         let seen = run(&mut e, &f, 256);
         let r = e.result().unwrap();
-        assert!(r.n_evaluations <= 1800 && seen.len() as u64 == r.n_evaluations, "{method}");
+        assert!(r.n_evaluations <= 1800 && seen.len() as u64 == r.n_evaluations, "{method:?}");
         let se = r.estimate.stderr();
         let z: Vec<f64> = (0..n).map(|i| (r.estimate.values[i] - truth[i]) / se[i].max(1e-12)).collect();
-        assert!(z.iter().all(|z| z.abs() < 5.0), "{method}: z = {z:?}");
+        assert!(z.iter().all(|z| z.abs() < 5.0), "{method:?}: z = {z:?}");
         // the errors are real estimates, not all zero
-        assert!(se.iter().all(|s| s.is_finite() && *s > 0.0), "{method}: {se:?}");
+        assert!(se.iter().all(|s| s.is_finite() && *s > 0.0), "{method:?}: {se:?}");
     }
 }
 
@@ -91,7 +105,7 @@ fn banzhaf_msr_converges() {
     let weights = [6.0, 5.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0];
     let f = voting(&weights, 14.0);
     let truth = exact(n, &f, Semivalue::Banzhaf);
-    let mut e = Engine::new(config(n, "msr", Semivalue::Banzhaf, 1, Some(900), None)).unwrap();
+    let mut e = Engine::new(config(n, Method::Msr, Semivalue::Banzhaf, 1, Some(900), None)).unwrap();
     run(&mut e, &f, 100);
     let r = e.result().unwrap();
     let se = r.estimate.stderr();
@@ -106,7 +120,7 @@ proptest! {
     /// The budget is never exceeded, no coalition is handed out twice, and the count is exact.
     #[test]
     fn budget_and_cache(method_ix in 0usize..6, n in 2usize..9, budget in 20u64..400, batch in 1usize..64, seed in 0u64..1000) {
-        let method = ["permutation", "antithetic", "svarm", "kernel", "stratified", "regression"][method_ix];
+        let method = [Method::Permutation, Method::Antithetic, Method::Svarm, Method::Kernel, Method::Stratified, Method::SvarmRegression][method_ix];
         let weights: Vec<f64> = (0..n).map(|i| (i % 3 + 1) as f64).collect();
         let quota = weights.iter().sum::<f64>() / 2.0;
         let f = voting(&weights, quota);
@@ -124,7 +138,7 @@ proptest! {
     /// Results do not depend on the batch size when the run stops on a budget.
     #[test]
     fn batch_size_does_not_change_results(method_ix in 0usize..6, b1 in 1usize..50, b2 in 50usize..500, seed in 0u64..100) {
-        let method = ["permutation", "antithetic", "svarm", "kernel", "stratified", "regression"][method_ix];
+        let method = [Method::Permutation, Method::Antithetic, Method::Svarm, Method::Kernel, Method::Stratified, Method::SvarmRegression][method_ix];
         let n = 9;
         let weights = [4.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0];
         let f = voting(&weights, 9.0);
@@ -146,7 +160,7 @@ fn tol_stops_at_the_target() {
     let f = voting(&weights, 20.0);
     let mut evals = Vec::new();
     for tol in [0.02, 0.01] {
-        let mut e = Engine::new(config(n, "permutation", Semivalue::Shapley, 0, None, Some(tol))).unwrap();
+        let mut e = Engine::new(config(n, Method::Permutation, Semivalue::Shapley, 0, None, Some(tol))).unwrap();
         run(&mut e, &f, 64);
         let r = e.result().unwrap();
         assert!(r.estimate.max_stderr() <= tol);
@@ -162,7 +176,7 @@ fn a_fully_cached_game_reports_exact_values() {
     let weights = [4.0, 3.0, 2.0, 2.0, 1.0, 1.0];
     let f = voting(&weights, 7.0);
     let truth = exact(n, &f, Semivalue::Shapley);
-    let mut e = Engine::new(config(n, "svarm", Semivalue::Shapley, 0, Some(10_000), None)).unwrap();
+    let mut e = Engine::new(config(n, Method::Svarm, Semivalue::Shapley, 0, Some(10_000), None)).unwrap();
     let seen = run(&mut e, &f, 16);
     let r = e.result().unwrap();
     assert_eq!(seen.len(), 64);
@@ -175,13 +189,15 @@ fn a_fully_cached_game_reports_exact_values() {
 
 #[test]
 fn telling_an_unasked_coalition_is_refused_and_changes_nothing() {
-    let mut e = Engine::new(config(4, "permutation", Semivalue::Shapley, 0, Some(40), None)).unwrap();
+    let mut e = Engine::new(config(4, Method::Permutation, Semivalue::Shapley, 0, Some(40), None)).unwrap();
     let cs = e.ask(3);
     let stranger = Coalition::from_members(4, &[0, 1, 2, 3]);
     let bad = e.tell(&[stranger], &[1.0], 1);
-    assert!(matches!(bad, Err(dposhap_core::Error::Protocol(_))));
+    assert!(matches!(bad, Err(Error::NotAsked(_))));
+    assert_eq!(bad.unwrap_err().kind(), ErrorKind::Protocol);
     let nan = e.tell(&cs, &vec![f64::NAN; cs.len()], 1);
-    assert!(matches!(nan, Err(dposhap_core::Error::Utility(_))));
+    assert!(matches!(nan, Err(Error::NotFinite { row: 0, .. })));
+    assert_eq!(nan.unwrap_err().kind(), ErrorKind::Utility);
     // the good batch is still accepted after both refusals
     e.tell(&cs, &vec![0.5; cs.len()], 1).unwrap();
 }
@@ -194,7 +210,11 @@ fn random_margins(n: usize, m: usize, seed: u64, integer: bool) -> Vec<f64> {
             s ^= s >> 7;
             s ^= s << 17;
             let u = (s >> 11) as f64 / (1u64 << 53) as f64;
-            if integer { (u * 5.0).floor() - 2.0 } else { u - 0.45 }
+            if integer {
+                (u * 5.0).floor() - 2.0
+            } else {
+                u - 0.45
+            }
         })
         .collect()
 }
@@ -245,7 +265,7 @@ fn gray_code_exact_matches_engine_exact() {
 fn native_run_equals_callback_run() {
     let (n, m) = (12, 200);
     let g = MarginGame::new(random_margins(n, m, 2, false), n, m, MarginKind::Accuracy).unwrap();
-    for method in ["permutation", "antithetic", "svarm", "kernel"] {
+    for method in [Method::Permutation, Method::Antithetic, Method::Svarm, Method::Kernel] {
         let mut native = Engine::new(config(n, method, Semivalue::Shapley, 9, Some(1500), None)).unwrap();
         run_native(&mut native, &g, None, 500).unwrap();
         let mut plain = Engine::new(config(n, method, Semivalue::Shapley, 9, Some(1500), None)).unwrap();
@@ -256,9 +276,9 @@ fn native_run_equals_callback_run() {
         };
         run(&mut plain, &f, 77);
         let (a, b) = (native.result().unwrap(), plain.result().unwrap());
-        assert_eq!(a.n_evaluations, b.n_evaluations, "{method}");
+        assert_eq!(a.n_evaluations, b.n_evaluations, "{method:?}");
         for (x, y) in a.estimate.values.iter().zip(&b.estimate.values) {
-            assert!((x - y).abs() < 1e-12, "{method}");
+            assert!((x - y).abs() < 1e-12, "{method:?}");
         }
     }
 }
@@ -274,9 +294,9 @@ fn control_variate_cuts_error_on_a_correlated_game() {
     let cheap = MarginGame::new(noisy, n, m, MarginKind::LogSigmoid).unwrap();
     let mean = MarginGame::new(margins, n, m, MarginKind::Mean).unwrap();
     let truth = exact_native(&main, Semivalue::Shapley).unwrap();
-    let cases: [(&str, &MarginGame, Vec<f64>); 2] = [
-        ("permutation", &cheap, exact_native(&cheap, Semivalue::Shapley).unwrap()),
-        ("svarm", &mean, mean.additive_values().unwrap()),
+    let cases: [(Method, &MarginGame, Vec<f64>); 2] = [
+        (Method::Permutation, &cheap, exact_native(&cheap, Semivalue::Shapley).unwrap()),
+        (Method::Svarm, &mean, mean.additive_values().unwrap()),
     ];
     for (method, control, psi) in cases {
         let (mut plain_mse, mut cv_mse) = (0.0, 0.0);
@@ -292,7 +312,7 @@ fn control_variate_cuts_error_on_a_correlated_game() {
                 *mse += v.iter().zip(&truth).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
             }
         }
-        eprintln!("{method}: control variate MSE ratio {:.3}", cv_mse / plain_mse);
-        assert!(cv_mse < 0.5 * plain_mse, "{method}: cv {cv_mse} vs plain {plain_mse}");
+        eprintln!("{method:?}: control variate MSE ratio {:.3}", cv_mse / plain_mse);
+        assert!(cv_mse < 0.5 * plain_mse, "{method:?}: cv {cv_mse} vs plain {plain_mse}");
     }
 }

@@ -1,44 +1,22 @@
 //! Python bindings of `dposhap-core`, imported as `dposhap._core`. Thin on purpose: argument
 //! conversion, GIL release, and the mapping of core errors onto `dposhap.errors`.
 
+mod error;
+
 use dposhap_core::{
-    engine::StopReason, exact_native, run_native, Coalition, Engine, EngineConfig, Error, Game, MarginGame,
-    ResultSnapshot,
-    MarginKind, Semivalue,
+    engine::StopReason, exact_native, run_native, Coalition, Engine, EngineConfig, Game, MarginGame, MarginKind,
+    MethodChoice, ResultSnapshot, Semivalue,
 };
+use error::{to_py, InvalidArgumentError, ProtocolError, UtilityError};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::PyDict;
 use rayon::prelude::*;
 
-/// Raise the `dposhap.errors` class that matches a core error.
-fn to_py(py: Python<'_>, err: Error) -> PyErr {
-    let (class, msg) = match &err {
-        Error::InvalidArgument(m) => ("InvalidArgumentError", m),
-        Error::BudgetTooSmall(m) => ("BudgetTooSmallError", m),
-        Error::Utility(m) => ("UtilityError", m),
-        Error::Protocol(m) => ("ProtocolError", m),
-    };
-    match py.import("dposhap.errors").and_then(|m| m.getattr(class)) {
-        Ok(cls) => match cls.cast_into::<PyType>() {
-            Ok(ty) => PyErr::from_type(ty, msg.clone()),
-            Err(_) => pyo3::exceptions::PyValueError::new_err(msg.clone()),
-        },
-        Err(_) => pyo3::exceptions::PyValueError::new_err(msg.clone()),
-    }
-}
-
-fn invalid(py: Python<'_>, msg: String) -> PyErr {
-    to_py(py, Error::InvalidArgument(msg))
-}
-
-fn rows_to_coalitions(py: Python<'_>, arr: &PyReadonlyArray2<'_, bool>, n: usize) -> PyResult<Vec<Coalition>> {
+fn rows_to_coalitions(arr: &PyReadonlyArray2<'_, bool>, n: usize) -> PyResult<Vec<Coalition>> {
     let shape = arr.shape();
     if shape[1] != n {
-        return Err(to_py(
-            py,
-            Error::Protocol(format!("coalitions have {} columns, expected n_players = {n}", shape[1])),
-        ));
+        return Err(ProtocolError::new_err(format!("coalitions have {} columns, expected n_players = {n}", shape[1])));
     }
     let view = arr.as_array();
     Ok(view
@@ -79,9 +57,8 @@ struct PyEngine {
 impl PyEngine {
     #[new]
     #[pyo3(signature = (n_players, method="auto", semivalue="shapley", seed=0, budget=None, tol=None, pilot=None, control_exact=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature: one keyword per engine setting")]
     fn new(
-        py: Python<'_>,
         n_players: i64,
         method: &str,
         semivalue: &str,
@@ -92,31 +69,33 @@ impl PyEngine {
         control_exact: Option<PyReadonlyArray2<'_, f64>>,
     ) -> PyResult<Self> {
         if n_players < 1 {
-            return Err(invalid(py, format!("n_players must be at least 1, got {n_players}")));
+            return Err(InvalidArgumentError::new_err(format!("n_players must be at least 1, got {n_players}")));
         }
         let budget = match budget {
-            Some(b) if b < 0 => return Err(invalid(py, format!("budget must be a positive number of evaluations, got {b}"))),
+            Some(b) if b < 0 => {
+                return Err(InvalidArgumentError::new_err(format!(
+                    "budget must be a positive number of evaluations, got {b}"
+                )))
+            }
             Some(b) => Some(b as u64),
             None => None,
         };
         let control_exact = match control_exact {
             Some(a) => {
                 if a.shape()[0] != n_players as usize {
-                    return Err(invalid(
-                        py,
-                        format!(
+                    return Err(InvalidArgumentError::new_err(format!(
                             "the control game values {} players but the estimator has {n_players}: the control must be a game on the same sources",
                             a.shape()[0]
-                        ),
-                    ));
+                    )));
                 }
                 Some(a.as_array().iter().copied().collect())
             }
             None => None,
         };
-        let semivalue = Semivalue::parse(semivalue).map_err(|e| to_py(py, e))?;
-        let cfg = EngineConfig { n: n_players as usize, method: method.to_string(), semivalue, seed, budget, tol, pilot, control_exact };
-        Ok(PyEngine { inner: Engine::new(cfg).map_err(|e| to_py(py, e))? })
+        let semivalue = Semivalue::parse(semivalue).map_err(to_py)?;
+        let method = MethodChoice::parse(method, semivalue).map_err(to_py)?;
+        let cfg = EngineConfig { n: n_players as usize, method, semivalue, seed, budget, tol, pilot, control_exact };
+        Ok(PyEngine { inner: Engine::new(cfg).map_err(to_py)? })
     }
 
     /// Up to `max_batch` distinct coalitions to evaluate, as a bool array `[b, n]`.
@@ -127,20 +106,27 @@ impl PyEngine {
     }
 
     /// Hand back utilities: `values` is `[b, k + control_width]`, `k` objectives first.
-    fn tell(&mut self, py: Python<'_>, coalitions: PyReadonlyArray2<'_, bool>, values: PyReadonlyArray2<'_, f64>, k: usize) -> PyResult<()> {
+    fn tell(
+        &mut self,
+        py: Python<'_>,
+        coalitions: PyReadonlyArray2<'_, bool>,
+        values: PyReadonlyArray2<'_, f64>,
+        k: usize,
+    ) -> PyResult<()> {
         let n = self.inner.n_players();
-        let cs = rows_to_coalitions(py, &coalitions, n)?;
+        let cs = rows_to_coalitions(&coalitions, n)?;
         let vals: Vec<f64> = match values.as_slice() {
             Ok(s) => s.to_vec(),
             Err(_) => values.as_array().iter().copied().collect(),
         };
         if values.shape()[0] != cs.len() {
-            return Err(to_py(
-                py,
-                Error::Utility(format!("{} utility rows for {} coalitions", values.shape()[0], cs.len())),
-            ));
+            return Err(UtilityError::new_err(format!(
+                "{} utility rows for {} coalitions",
+                values.shape()[0],
+                cs.len()
+            )));
         }
-        py.detach(|| self.inner.tell(&cs, &vals, k)).map_err(|e| to_py(py, e))
+        py.detach(|| self.inner.tell(&cs, &vals, k)).map_err(to_py)
     }
 
     /// Run to completion on a native game without calling back into Python; returns the
@@ -158,7 +144,7 @@ impl PyEngine {
         let g = &game.inner;
         let c = control.as_ref().map(|c| &c.inner);
         let engine = &mut self.inner;
-        let history = py.detach(|| run_native(engine, g, c.map(|x| x as &dyn Game), batch)).map_err(|e| to_py(py, e))?;
+        let history = py.detach(|| run_native(engine, g, c.map(|x| x as &dyn Game), batch)).map_err(to_py)?;
         history
             .into_iter()
             .map(|(evals, values)| {
@@ -232,12 +218,12 @@ struct PyMarginGame {
 #[pymethods]
 impl PyMarginGame {
     #[new]
-    fn new(py: Python<'_>, margins: PyReadonlyArray2<'_, f64>, kind: &str) -> PyResult<Self> {
+    fn new(margins: PyReadonlyArray2<'_, f64>, kind: &str) -> PyResult<Self> {
         let shape = margins.shape();
         let (n, m) = (shape[0], shape[1]);
         let data: Vec<f64> = margins.as_array().iter().copied().collect();
-        let kind = MarginKind::parse(kind).map_err(|e| to_py(py, e))?;
-        Ok(PyMarginGame { inner: MarginGame::new(data, n, m, kind).map_err(|e| to_py(py, e))? })
+        let kind = MarginKind::parse(kind).map_err(to_py)?;
+        Ok(PyMarginGame { inner: MarginGame::new(data, n, m, kind).map_err(to_py)? })
     }
 
     #[getter]
@@ -256,9 +242,14 @@ impl PyMarginGame {
     }
 
     /// Utilities of a batch of coalitions `[b, n]` (evaluated in parallel, GIL released).
-    fn __call__<'py>(&self, py: Python<'py>, coalitions: PyReadonlyArray2<'_, bool>) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let cs = rows_to_coalitions(py, &coalitions, self.inner.n_players())
-            .map_err(|_| invalid(py, format!("coalitions must be a bool array [b, {}]", self.inner.n_players())))?;
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        coalitions: PyReadonlyArray2<'_, bool>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let n = self.inner.n_players();
+        let cs = rows_to_coalitions(&coalitions, n)
+            .map_err(|_| InvalidArgumentError::new_err(format!("coalitions must be a bool array [b, {n}]")))?;
         let game = &self.inner;
         let out: Vec<f64> = py.detach(|| {
             cs.par_iter()
@@ -275,9 +266,9 @@ impl PyMarginGame {
     /// Exact semivalues by Gray-code enumeration of all 2^n coalitions (GIL released).
     #[pyo3(signature = (semivalue="shapley"))]
     fn exact<'py>(&self, py: Python<'py>, semivalue: &str) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let sv = Semivalue::parse(semivalue).map_err(|e| to_py(py, e))?;
+        let sv = Semivalue::parse(semivalue).map_err(to_py)?;
         let game = &self.inner;
-        let phi = py.detach(|| exact_native(game, sv)).map_err(|e| to_py(py, e))?;
+        let phi = py.detach(|| exact_native(game, sv)).map_err(to_py)?;
         Ok(PyArray1::from_vec(py, phi))
     }
 
@@ -287,13 +278,11 @@ impl PyMarginGame {
     }
 }
 
-/// Names of the methods accepted for each semivalue.
+/// Names of the methods accepted for a semivalue.
 #[pyfunction]
-fn methods(semivalue: &str) -> Vec<&'static str> {
-    match semivalue {
-        "banzhaf" => dposhap_core::samplers::BANZHAF_METHODS.to_vec(),
-        _ => dposhap_core::samplers::SHAPLEY_METHODS.to_vec(),
-    }
+fn methods(semivalue: &str) -> PyResult<Vec<&'static str>> {
+    let semivalue = Semivalue::parse(semivalue).map_err(to_py)?;
+    Ok(semivalue.methods().iter().map(MethodChoice::name).collect())
 }
 
 #[pymodule]

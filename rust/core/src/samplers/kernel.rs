@@ -109,8 +109,8 @@ impl Sampler for KernelSampler {
                 for i in 0..n {
                     // each player is in exactly one of the pair
                     let v = if s.contains(i) { values[0] } else { values[1] };
-                    for j in 0..w {
-                        let x = 0.5 * (v[j] - self.v0[j]);
+                    for (j, (&vj, &v0j)) in v.iter().zip(&self.v0).take(w).enumerate() {
+                        let x = 0.5 * (vj - v0j);
                         self.b[i * w + j] = x;
                         self.sums[j] += x;
                     }
@@ -142,6 +142,10 @@ impl Sampler for KernelSampler {
     }
 
     fn min_budget(&self) -> u64 {
-        if self.n == 1 { 2 } else { 6 }
+        if self.n == 1 {
+            2
+        } else {
+            6
+        }
     }
 }

@@ -32,10 +32,44 @@ impl Semivalue {
         match s {
             "shapley" => Ok(Semivalue::Shapley),
             "banzhaf" => Ok(Semivalue::Banzhaf),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown semivalue {other:?}: use \"shapley\" or \"banzhaf\""
-            ))),
+            other => Err(Error::UnknownSemivalue(other.to_string())),
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Semivalue::Shapley => "shapley",
+            Semivalue::Banzhaf => "banzhaf",
+        }
+    }
+
+    /// The methods that estimate this semivalue, in the order the documentation lists them.
+    pub fn methods(&self) -> &'static [MethodChoice] {
+        use Method::*;
+        use MethodChoice::{Auto, Named};
+        match self {
+            Semivalue::Shapley => &[
+                Auto,
+                Named(Exact),
+                Named(Permutation),
+                Named(Antithetic),
+                Named(Stratified),
+                Named(Svarm),
+                Named(SvarmRegression),
+                Named(Kernel),
+            ],
+            Semivalue::Banzhaf => &[Auto, Named(Exact), Named(Msr)],
+        }
+    }
+}
+
+/// "Shapley" or "Banzhaf", as the value is named in prose.
+impl std::fmt::Display for Semivalue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Semivalue::Shapley => "Shapley",
+            Semivalue::Banzhaf => "Banzhaf",
+        })
     }
 }
 
@@ -52,12 +86,18 @@ pub enum Method {
     Msr,
 }
 
-/// Methods accepted for each semivalue, in the order the documentation lists them.
-pub const SHAPLEY_METHODS: &[&str] =
-    &["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "regression", "kernel"];
-pub const BANZHAF_METHODS: &[&str] = &["auto", "exact", "msr"];
-
 impl Method {
+    const ALL: [Method; 8] = [
+        Method::Exact,
+        Method::Permutation,
+        Method::Antithetic,
+        Method::Stratified,
+        Method::Svarm,
+        Method::SvarmRegression,
+        Method::Kernel,
+        Method::Msr,
+    ];
+
     pub fn name(&self) -> &'static str {
         match self {
             Method::Exact => "exact",
@@ -71,66 +111,83 @@ impl Method {
         }
     }
 
-    /// Resolve a method name, `auto` included, for `n` players and the given stopping rule.
+    /// Whether the method estimates `semivalue`; the error says which semivalue it does estimate.
+    pub fn check_semivalue(&self, semivalue: Semivalue) -> Result<()> {
+        match (self, semivalue) {
+            (Method::Exact, _) | (Method::Msr, Semivalue::Banzhaf) => Ok(()),
+            (Method::Msr, Semivalue::Shapley) => Err(Error::BanzhafOnlyMethod(*self)),
+            (_, Semivalue::Banzhaf) => Err(Error::ShapleyOnlyMethod(*self)),
+            (_, Semivalue::Shapley) => Ok(()),
+        }
+    }
+}
+
+/// The method asked for: a named one, or `Auto`, chosen from the number of players, the
+/// semivalue and the budget by [`MethodChoice::resolve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodChoice {
+    Auto,
+    Named(Method),
+}
+
+impl MethodChoice {
+    /// The choice named `name` (`"auto"`, `"exact"`, `"permutation"`, ...); `semivalue` only
+    /// tells the error which names would have been accepted.
+    pub fn parse(name: &str, semivalue: Semivalue) -> Result<Self> {
+        if name == "auto" {
+            return Ok(MethodChoice::Auto);
+        }
+        Method::ALL
+            .iter()
+            .find(|m| m.name() == name)
+            .map(|&m| MethodChoice::Named(m))
+            .ok_or_else(|| Error::UnknownMethod { name: name.to_string(), semivalue })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            MethodChoice::Auto => "auto",
+            MethodChoice::Named(m) => m.name(),
+        }
+    }
+
+    /// The method to run for `n` players and the given stopping rule.
     ///
-    /// `auto` is exact enumeration when all `2^n` coalitions fit in the budget (or `n <= 10`
+    /// `Auto` is exact enumeration when all `2^n` coalitions fit in the budget (or `n <= 10`
     /// without a budget), otherwise the estimator the benchmark in `bench/shapley` found most
     /// accurate: regression-adjusted stratified SVARM for the Shapley value, MSR for the
     /// Banzhaf value.
-    pub fn resolve(name: &str, semivalue: Semivalue, n: usize, budget: Option<u64>) -> Result<Self> {
-        let allowed = match semivalue {
-            Semivalue::Shapley => SHAPLEY_METHODS,
-            Semivalue::Banzhaf => BANZHAF_METHODS,
-        };
-        if semivalue == Semivalue::Banzhaf && !allowed.contains(&name) && SHAPLEY_METHODS.contains(&name) {
-            return Err(Error::InvalidArgument(format!(
-                "method {name:?} estimates the Shapley value only; for the Banzhaf value use one of {}",
-                BANZHAF_METHODS.join(", ")
-            )));
-        }
-        if semivalue == Semivalue::Shapley && !allowed.contains(&name) && BANZHAF_METHODS.contains(&name) {
-            return Err(Error::InvalidArgument(format!(
-                "method {name:?} estimates the Banzhaf value: call dposhap.banzhaf, or use one of {} for the Shapley value",
-                SHAPLEY_METHODS.join(", ")
-            )));
-        }
-        if !allowed.contains(&name) {
-            return Err(Error::InvalidArgument(format!(
-                "unknown method {name:?} for the {} value: choose one of {}",
-                match semivalue {
-                    Semivalue::Shapley => "Shapley",
-                    Semivalue::Banzhaf => "Banzhaf",
-                },
-                allowed.join(", ")
-            )));
-        }
-        Ok(match name {
-            "auto" => {
+    pub fn resolve(self, semivalue: Semivalue, n: usize, budget: Option<u64>) -> Result<Method> {
+        match self {
+            MethodChoice::Named(m) => m.check_semivalue(semivalue).map(|()| m),
+            MethodChoice::Auto => {
                 let all = if n < 63 { Some(1u64 << n) } else { None };
                 let exact_fits = match (budget, all) {
                     (Some(b), Some(a)) => a <= b && n <= crate::MAX_EXACT_PLAYERS,
                     (None, Some(_)) => n <= 10,
                     _ => false,
                 };
-                if exact_fits {
+                Ok(if exact_fits {
                     Method::Exact
                 } else if semivalue == Semivalue::Banzhaf {
                     Method::Msr
                 } else {
                     Method::SvarmRegression
-                }
+                })
             }
-            "exact" => Method::Exact,
-            "permutation" => Method::Permutation,
-            "antithetic" => Method::Antithetic,
-            "stratified" => Method::Stratified,
-            "svarm" => Method::Svarm,
-            "regression" => Method::SvarmRegression,
-            "kernel" => Method::Kernel,
-            "msr" => Method::Msr,
-            _ => unreachable!(),
-        })
+        }
     }
+}
+
+impl From<Method> for MethodChoice {
+    fn from(method: Method) -> Self {
+        MethodChoice::Named(method)
+    }
+}
+
+/// The names of `methods`, comma-separated (for messages).
+pub fn method_names(methods: &[MethodChoice]) -> String {
+    methods.iter().map(MethodChoice::name).collect::<Vec<_>>().join(", ")
 }
 
 /// What a unit's coalitions are, so that absorbing and native evaluation know their shape.
@@ -232,25 +289,11 @@ pub trait Sampler: Send + Sync {
 /// Build the sampler for a resolved method.
 pub fn make_sampler(method: Method, opts: &SamplerOptions) -> Result<Box<dyn Sampler>> {
     let n = opts.n;
-    if opts.semivalue == Semivalue::Banzhaf && !matches!(method, Method::Exact | Method::Msr) {
-        return Err(Error::InvalidArgument(format!(
-            "method {:?} estimates the Shapley value only; for the Banzhaf value use \"exact\" or \"msr\"",
-            method.name()
-        )));
-    }
-    if opts.semivalue == Semivalue::Shapley && method == Method::Msr {
-        return Err(Error::InvalidArgument(
-            "method \"msr\" estimates the Banzhaf value; call dposhap.banzhaf".into(),
-        ));
-    }
+    method.check_semivalue(opts.semivalue)?;
     Ok(match method {
         Method::Exact => {
             if n > crate::MAX_EXACT_PLAYERS {
-                return Err(Error::InvalidArgument(format!(
-                    "exact enumeration needs 2^{n} utility evaluations; it is limited to n <= {} players: \
-                     choose a sampling method (e.g. method=\"auto\" with a budget)",
-                    crate::MAX_EXACT_PLAYERS
-                )));
+                return Err(Error::TooManyForExact { n, max: crate::MAX_EXACT_PLAYERS });
             }
             Box::new(ExactSampler::new(n, opts.semivalue))
         }

@@ -45,9 +45,8 @@ impl Sampler for MsrSampler {
     fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims) {
         let n = self.n;
         let w = dims.width();
-        let table = self
-            .table
-            .get_or_insert_with(|| MomentTable::new(n, dims).with_shrinkage(crate::moments::POOLED_WEIGHT));
+        let table =
+            self.table.get_or_insert_with(|| MomentTable::new(n, dims).with_shrinkage(crate::moments::POOLED_WEIGHT));
         self.diff.resize(w, 0.0);
         let c = &unit.coalitions[0];
         for i in 0..n {

@@ -30,7 +30,8 @@ impl Sampler for PermutationSampler {
     fn absorb(&mut self, unit: &Unit, values: &[&[f64]], dims: Dims) {
         let n = self.n;
         let w = dims.width();
-        let table = self.table.get_or_insert_with(|| MomentTable::new(n, dims).with_shrinkage(crate::moments::POOLED_WEIGHT));
+        let table =
+            self.table.get_or_insert_with(|| MomentTable::new(n, dims).with_shrinkage(crate::moments::POOLED_WEIGHT));
         self.scratch.resize(2 * w, 0.0);
         let (delta, other) = self.scratch.split_at_mut(w);
         match &unit.kind {

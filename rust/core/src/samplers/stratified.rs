@@ -71,14 +71,14 @@ impl StratifiedSampler {
         let mut sigma = vec![0.0f64; cells];
         let mut sum = 0.0;
         let mut random_cells = 0usize;
-        for c in 0..cells {
+        for (c, sig) in sigma.iter_mut().enumerate() {
             if table.is_exact(c) {
                 continue;
             }
             random_cells += 1;
             let s: f64 = (0..k).map(|j| table.unit_var(c, j).max(0.0).sqrt()).sum::<f64>() / k as f64;
-            sigma[c] = if s.is_finite() { s } else { 0.0 };
-            sum += sigma[c];
+            *sig = if s.is_finite() { s } else { 0.0 };
+            sum += *sig;
         }
         if random_cells == 0 || sum <= 0.0 {
             // every stratum is constant: the estimate is already exact
@@ -86,9 +86,9 @@ impl StratifiedSampler {
         }
         // floor each stratum's share so that a pilot that saw no spread still gets samples
         let floor = 0.05 * sum / random_cells as f64;
-        for c in 0..cells {
+        for (c, sig) in sigma.iter_mut().enumerate() {
             if !table.is_exact(c) {
-                sigma[c] = sigma[c].max(floor);
+                *sig = sig.max(floor);
             }
         }
         let sum: f64 = sigma.iter().sum();
@@ -120,8 +120,8 @@ impl StratifiedSampler {
         // interleave strata so a budget cut mid-round still spreads the samples
         let most = alloc.iter().copied().max().unwrap_or(0);
         for rep in 0..most {
-            for c in 0..cells {
-                if alloc[c] > rep {
+            for (c, &a) in alloc.iter().enumerate() {
+                if a > rep {
                     self.todo.push_back(c as u32);
                 }
             }

@@ -204,7 +204,8 @@ impl SurrogateFit {
             }
         }
         let trace: f64 = (0..n).map(|i| a[i * p + i]).sum::<f64>() / n as f64;
-        if !(trace > 0.0) {
+        // a trace that is zero, negative or NaN leaves nothing to fit
+        if trace.is_nan() || trace <= 0.0 {
             return None;
         }
         for i in 0..p {
@@ -343,7 +344,7 @@ fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
                 sum -= l[i * n + k] * l[j * n + k];
             }
             if i == j {
-                if !(sum > 0.0) {
+                if sum.is_nan() || sum <= 0.0 {
                     return None;
                 }
                 l[i * n + i] = sum.sqrt();
@@ -414,7 +415,7 @@ impl SvarmSampler {
             pool: (0..n as u32).collect(),
             table: None,
             fit: None,
-            regression: regression && n <= REGRESSION_MAX_PLAYERS && n >= 2,
+            regression: regression && (2..=REGRESSION_MAX_PLAYERS).contains(&n),
         }
     }
 
@@ -567,13 +568,14 @@ impl Sampler for SvarmSampler {
             }
         }
         let sampled = matches!(unit.kind, UnitKind::Sampled);
+        let mut fit = self.fit.take();
         for (c, v) in unit.coalitions.iter().zip(values) {
             Self::push_coalition(self.table.as_mut().expect("table"), n, c, v);
-            if self.fit.is_some() {
-                let weight = self.fit_weight(c.len());
-                self.fit.as_mut().expect("fit").add(c, v, weight, sampled);
+            if let Some(fit) = fit.as_mut() {
+                fit.add(c, v, self.fit_weight(c.len()), sampled);
             }
         }
+        self.fit = fit;
     }
 
     fn estimate(&self, control_exact: Option<&[f64]>) -> Option<Estimate> {

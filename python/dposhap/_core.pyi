@@ -1,15 +1,40 @@
-"""Type stubs of the Rust extension (private; use the `dposhap` API)."""
+"""Type stubs of the Rust extension (private; use the `dposhap` API).
+
+Checked against the compiled module by ``python -m mypy.stubtest dposhap._core``.
+"""
+
+from typing import Self, TypedDict, final, type_check_only
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
+
+__all__ = ["Engine", "MarginGame", "methods", "MAX_EXACT_PLAYERS"]
 
 MAX_EXACT_PLAYERS: int
 
-def methods(semivalue: str) -> list[str]: ...
+def methods(semivalue: str) -> list[str]:
+    """Names of the methods accepted for a semivalue (``"shapley"`` or ``"banzhaf"``)."""
 
+@type_check_only
+class Snapshot(TypedDict):
+    """The estimate of a run at one moment, as :meth:`Engine.result` returns it."""
+
+    values: npt.NDArray[np.float64]  # [n, k]
+    stderr: npt.NDArray[np.float64]  # [n, k]
+    control_coef: npt.NDArray[np.float64]  # [n, k]
+    n_evaluations: int
+    n_units: int
+    method: str
+    stop: str  # "running", "budget", "tol" or "complete"
+    done: bool
+
+@final
 class Engine:
-    def __init__(
-        self,
+    """The ask/tell estimation engine (see `dposhap.ShapleyEstimator` for the documented API)."""
+
+    def __new__(
+        cls,
         n_players: int,
         method: str = "auto",
         semivalue: str = "shapley",
@@ -18,12 +43,20 @@ class Engine:
         tol: float | None = None,
         pilot: int | None = None,
         control_exact: npt.NDArray[np.float64] | None = None,
-    ) -> None: ...
-    def ask(self, max_batch: int) -> npt.NDArray[np.bool_]: ...
-    def tell(self, coalitions: npt.NDArray[np.bool_], values: npt.NDArray[np.float64], k: int) -> None: ...
-    def run_native(self, game: MarginGame, control: MarginGame | None = None, batch: int | None = None) -> None: ...
-    def result(self) -> dict | None: ...
-    def snapshot(self) -> dict | None: ...
+    ) -> Self: ...
+    def ask(self, max_batch: int) -> npt.NDArray[np.bool_]:
+        """Up to `max_batch` distinct coalitions to evaluate, as a bool array `[b, n]`."""
+    def tell(self, coalitions: npt.NDArray[np.bool_], values: npt.NDArray[np.float64], k: int) -> None:
+        """Hand back utilities: `values` is `[b, k + control_width]`, `k` objectives first."""
+    def run_native(
+        self, game: MarginGame, control: MarginGame | None = None, batch: int | None = None
+    ) -> list[tuple[int, npt.NDArray[np.float64]]]:
+        """Run to completion on a native game without calling back into Python; returns the
+        estimate after each batch as `(n_evaluations, values [n, k])`."""
+    def result(self) -> Snapshot | None:
+        """The current estimate as a dict, or None before any utility was absorbed."""
+    def snapshot(self) -> Snapshot | None:
+        """A cheaper estimate for progress reports (may reuse earlier cross-validation)."""
     @property
     def done(self) -> bool: ...
     @property
@@ -37,6 +70,7 @@ class Engine:
     @property
     def control_width(self) -> int: ...
 
+@disjoint_base
 class MarginGame:
     """Native margin game: ``v(S) = mean_j f(sum_{i in S} margins[i, j])``.
 
@@ -49,10 +83,13 @@ class MarginGame:
         or ``"mean"`` (mean sum; additive).
     """
 
-    def __init__(self, margins: npt.NDArray[np.float64], kind: str) -> None: ...
-    def __call__(self, coalitions: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]: ...
-    def exact(self, semivalue: str = "shapley") -> npt.NDArray[np.float64]: ...
-    def additive_values(self) -> npt.NDArray[np.float64] | None: ...
+    def __new__(cls, margins: npt.NDArray[np.float64], kind: str) -> Self: ...
+    def __call__(self, coalitions: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        """Utilities of a batch of coalitions `[b, n]` (evaluated in parallel, GIL released)."""
+    def exact(self, semivalue: str = "shapley") -> npt.NDArray[np.float64]:
+        """Exact semivalues by Gray-code enumeration of all 2^n coalitions (GIL released)."""
+    def additive_values(self) -> npt.NDArray[np.float64] | None:
+        """Closed-form Shapley values when the game is additive (kind "mean"), else None."""
     @property
     def n_players(self) -> int: ...
     @property

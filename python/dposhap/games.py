@@ -39,7 +39,7 @@ class MarginGame(_core.MarginGame):
     [0.5, 1.0]
     """
 
-    def __new__(cls, margins: np.ndarray, kind: MarginKind = "accuracy") -> "MarginGame":
+    def __new__(cls, margins: np.ndarray, kind: MarginKind = "accuracy") -> MarginGame:
         arr = np.asarray(margins)
         if arr.ndim != 2:
             raise InvalidArgumentError(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 
@@ -99,7 +100,9 @@ class ShapleyResult:
             vals, errs = vals[:, None], errs[:, None]
         k = vals.shape[1]
         width = max([6] + [len(n) for n in self.names])
-        head = f"{self.semivalue.capitalize()} values ({self.method}, {self.n_evaluations} evaluations, stop: {self.stop})"
+        head = (
+            f"{self.semivalue.capitalize()} values ({self.method}, {self.n_evaluations} evaluations, stop: {self.stop})"
+        )
         cols = "".join(f"{'value' if k == 1 else f'value[{j}]':>14}{'± stderr':>12}" for j in range(k))
         lines = [head, f"{'player':<{width}}{cols}"]
         for i, name in enumerate(self.names):
@@ -113,7 +116,9 @@ def _names(names: Sequence[str] | None, n: int) -> list[str]:
         return [str(i) for i in range(n)]
     names = [str(x) for x in names]
     if len(names) != n:
-        raise InvalidArgumentError(f"names has {len(names)} entries but there are {n} players: give one name per player")
+        raise InvalidArgumentError(
+            f"names has {len(names)} entries but there are {n} players: give one name per player"
+        )
     return names
 
 
@@ -122,11 +127,15 @@ def _as_utilities(raw: Any, b: int, what: str) -> np.ndarray:
     try:
         arr = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise UtilityError(f"the {what} returned {type(raw).__name__}, which is not numeric: return a float array of shape ({b},) or ({b}, k)") from exc
+        raise UtilityError(
+            f"the {what} returned {type(raw).__name__}, which is not numeric: return a float array of shape ({b},) or ({b}, k)"
+        ) from exc
     if arr.ndim == 1 and arr.shape[0] == b:
         arr = arr[:, None]
     if arr.ndim != 2 or arr.shape[0] != b or arr.shape[1] < 1:
-        raise UtilityError(f"the {what} returned shape {arr.shape} for a batch of {b} coalitions: return shape ({b},) or ({b}, k)")
+        raise UtilityError(
+            f"the {what} returned shape {arr.shape} for a batch of {b} coalitions: return shape ({b},) or ({b}, k)"
+        )
     bad = ~np.isfinite(arr)
     if bad.any():
         r, j = (int(x) for x in np.argwhere(bad)[0])
@@ -193,7 +202,9 @@ class ShapleyEstimator:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**64:
             raise InvalidArgumentError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         if budget is not None and not 0 < budget < 2**63:
-            raise InvalidArgumentError(f"budget must be a positive number of utility evaluations below 2**63, got {budget}")
+            raise InvalidArgumentError(
+                f"budget must be a positive number of utility evaluations below 2**63, got {budget}"
+            )
         cv = None
         if control_values is not None:
             cv = np.asarray(control_values, dtype=np.float64)
@@ -265,7 +276,9 @@ class ShapleyEstimator:
         kc = self._engine.control_width
         if kc:
             if control is None:
-                raise InvalidArgumentError("this estimator has a control game: pass its utilities as tell(..., control=...)")
+                raise InvalidArgumentError(
+                    "this estimator has a control game: pass its utilities as tell(..., control=...)"
+                )
             g = _as_utilities(control, b, "control game")
             if g.shape[1] != kc:
                 raise UtilityError(f"the control game returned {g.shape[1]} values per coalition, expected {kc}")
@@ -286,6 +299,29 @@ class ShapleyEstimator:
 
     def _shape(self, arr: np.ndarray) -> np.ndarray:
         return arr[:, 0].copy() if self._scalar and arr.shape[1] == 1 else arr
+
+    def run_native(
+        self, game: _core.MarginGame, control: _core.MarginGame | None = None, batch_size: int | None = None
+    ) -> ShapleyResult:
+        """Run to the end on a native game, evaluated in Rust without a Python call per coalition.
+
+        Parameters
+        ----------
+        game
+            The utility, a native game such as :class:`MarginGame` on :attr:`n_players` players.
+        control
+            A native control game, when the estimator was built with its ``control_values``.
+        batch_size
+            Coalitions per batch (default: enough to keep every core busy).
+
+        Returns
+        -------
+        ShapleyResult
+            The final estimate; :attr:`history` holds the estimate after each batch.
+        """
+        history = self._engine.run_native(game, control, batch_size)
+        self.history = [(int(e), self._shape(v)) for e, v in history]
+        return self.result()
 
     def result(self) -> ShapleyResult:
         """The estimate so far (final once :attr:`done`)."""
@@ -325,7 +361,9 @@ def _control_values(control: Any, n: int, semivalue: Semivalue) -> tuple[Any, np
         game, values = control, None
     if isinstance(game, _core.MarginGame):
         if game.n_players != n:
-            raise InvalidArgumentError(f"the control game has {game.n_players} players, the utility {n}: both must value the same sources")
+            raise InvalidArgumentError(
+                f"the control game has {game.n_players} players, the utility {n}: both must value the same sources"
+            )
         if values is None:
             additive = game.additive_values() if semivalue == "shapley" else None
             if additive is not None:
@@ -347,10 +385,14 @@ def _control_values(control: Any, n: int, semivalue: Semivalue) -> tuple[Any, np
             fn = shapley if semivalue == "shapley" else banzhaf
             values = fn(game, n, method="exact").values
     else:
-        raise InvalidArgumentError(f"control must be a callable, a MarginGame or (game, exact_values), got {type(game).__name__}")
+        raise InvalidArgumentError(
+            f"control must be a callable, a MarginGame or (game, exact_values), got {type(game).__name__}"
+        )
     values = np.asarray(values, dtype=np.float64)
     if values.shape[0] != n:
-        raise InvalidArgumentError(f"the control game's exact values have {values.shape[0]} rows; expected one per player ({n})")
+        raise InvalidArgumentError(
+            f"the control game's exact values have {values.shape[0]} rows; expected one per player ({n})"
+        )
     return game, values
 
 
@@ -368,20 +410,22 @@ def _run(
     names: Sequence[str] | None,
     progress: bool,
 ) -> ShapleyResult:
-    native = isinstance(utility, _core.MarginGame)
-    if native:
-        if n_players is not None and n_players != utility.n_players:
-            raise InvalidArgumentError(f"n_players={n_players} but the game has {utility.n_players} players")
-        n_players = utility.n_players
+    native = utility if isinstance(utility, _core.MarginGame) else None
+    if native is not None:
+        if n_players is not None and n_players != native.n_players:
+            raise InvalidArgumentError(f"n_players={n_players} but the game has {native.n_players} players")
+        n_players = native.n_players
     elif not callable(utility):
-        raise InvalidArgumentError(f"utility must be a callable or a native game such as MarginGame, got {type(utility).__name__}")
+        raise InvalidArgumentError(
+            f"utility must be a callable or a native game such as MarginGame, got {type(utility).__name__}"
+        )
     if n_players is None:
         if names is None:
             raise InvalidArgumentError("pass n_players (or names) for a Python utility")
         n_players = len(names)
     if batch_size is not None and batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
-    if native and method == "auto" and n_players > NATIVE_CHAIN_PLAYERS and semivalue == "shapley":
+    if native is not None and method == "auto" and n_players > NATIVE_CHAIN_PLAYERS and semivalue == "shapley":
         # a native game evaluates a chain of n + 1 nested coalitions in O(m) each, a lone
         # coalition in O(|S| m): past this size the permutation family wins on wall time
         method = "antithetic"
@@ -390,8 +434,8 @@ def _run(
     est = cls(n_players, method, seed=seed, budget=budget, tol=tol, control_values=control_values, names=names)
     started = time.perf_counter()
 
-    if native and est.method == "exact":
-        values = utility.exact(semivalue)
+    if native is not None and est.method == "exact":
+        values = native.exact(semivalue)
         return ShapleyResult(
             values=values,
             stderr=np.zeros_like(values),
@@ -404,10 +448,8 @@ def _run(
             control_coef=np.zeros_like(values),
             seconds=time.perf_counter() - started,
         )
-    if native and (game_c is None or isinstance(game_c, _core.MarginGame)):
-        history = est._engine.run_native(utility, game_c, batch_size)
-        est.history = [(int(e), est._shape(v)) for e, v in history]
-        res = est.result()
+    if native is not None and (game_c is None or isinstance(game_c, _core.MarginGame)):
+        res = est.run_native(native, game_c, batch_size)
         res.seconds = time.perf_counter() - started
         return res
 
@@ -440,7 +482,9 @@ def _run(
             exc.partial = partial
         elif isinstance(exc, Exception):
             exc.partial = partial  # type: ignore[attr-defined]
-            exc.add_note(f"dposhap: {est.n_evaluations} coalitions had been evaluated; the partial result is in the exception's .partial")
+            exc.add_note(
+                f"dposhap: {est.n_evaluations} coalitions had been evaluated; the partial result is in the exception's .partial"
+            )
         raise
     finally:
         if bar is not None:
@@ -514,8 +558,19 @@ def shapley(
     >>> res.values.round(3).tolist()
     [0.667, 0.167, 0.167]
     """
-    return _run("shapley", utility, n_players, method=method, budget=budget, tol=tol, seed=seed,
-                batch_size=batch_size, control=control, names=names, progress=progress)
+    return _run(
+        "shapley",
+        utility,
+        n_players,
+        method=method,
+        budget=budget,
+        tol=tol,
+        seed=seed,
+        batch_size=batch_size,
+        control=control,
+        names=names,
+        progress=progress,
+    )
 
 
 def banzhaf(
@@ -533,8 +588,19 @@ def banzhaf(
 ) -> ShapleyResult:
     """Banzhaf values of the players of ``utility``; same arguments as :func:`shapley`, with
     methods ``"auto"``, ``"exact"`` and ``"msr"`` (maximum sample reuse, Wang & Jia 2023)."""
-    return _run("banzhaf", utility, n_players, method=method, budget=budget, tol=tol, seed=seed,
-                batch_size=batch_size, control=control, names=names, progress=progress)
+    return _run(
+        "banzhaf",
+        utility,
+        n_players,
+        method=method,
+        budget=budget,
+        tol=tol,
+        seed=seed,
+        batch_size=batch_size,
+        control=control,
+        names=names,
+        progress=progress,
+    )
 
 
 def methods(semivalue: Semivalue = "shapley") -> list[str]:
@@ -543,4 +609,3 @@ def methods(semivalue: Semivalue = "shapley") -> list[str]:
 
 
 __all__ = ["ShapleyResult", "ShapleyEstimator", "BanzhafEstimator", "shapley", "banzhaf", "methods", "MarginGame"]
-

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-# the shared test games (tests/games.py) are imported as `games`
-sys.path.insert(0, str(Path(__file__).parent))
+# The shared games with known values and the reference semivalues are in dposhap.testing.
 
 # Without a GPU, Triton kernels run in Triton's interpreter on CPU tensors (it must be chosen
 # before triton is first imported).

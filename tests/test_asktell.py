@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 
 import dposhap
 from dposhap.errors import BudgetTooSmallError, DposhapError
-from games import InteractionGame, Recorder, TableGame, saturating_sum, shapley_bruteforce, to_masks
+from dposhap.testing import InteractionGame, Recorder, TableGame, saturating_sum, shapley_bruteforce, to_masks
 
 N = 10
-ALL_METHODS = [("shapley", m) for m in ["exact", "permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]] + [
+ALL_METHODS = [
+    ("shapley", m) for m in ["exact", "permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]
+] + [
     ("banzhaf", "exact"),
     ("banzhaf", "msr"),
 ]
@@ -165,7 +167,9 @@ def test_stratified_waits_for_its_pilot_instead_of_failing() -> None:
 # the cache and the budget
 
 
-def check_cache(semivalue: str, method: str, n: int, budget: int, seed: int, batch: int, utility) -> dposhap.ShapleyResult:
+def check_cache(
+    semivalue: str, method: str, n: int, budget: int, seed: int, batch: int, utility
+) -> dposhap.ShapleyResult:
     rec = Recorder(utility)
     fn = dposhap.shapley if semivalue == "shapley" else dposhap.banzhaf
     res = fn(rec, n, method=method, budget=budget, seed=seed, batch_size=batch)
@@ -224,7 +228,9 @@ def test_the_cache_on_more_than_64_players(semivalue: str, method: str) -> None:
     """Coalitions of 70 players span two words of the bitset."""
     n = 70
     w = np.random.default_rng(0).normal(size=n)
-    res = check_cache(semivalue, method, n, 3000 if method != "stratified" else 40_000, 1, 512, lambda s: np.tanh(s @ w))
+    res = check_cache(
+        semivalue, method, n, 3000 if method != "stratified" else 40_000, 1, 512, lambda s: np.tanh(s @ w)
+    )
     assert res.values.shape == (n,) and np.all(np.isfinite(res.values))
 
 

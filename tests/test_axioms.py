@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import dposhap
-from games import (
+from dposhap.testing import (
     InteractionGame,
     TableGame,
     banzhaf_bruteforce,
@@ -134,7 +134,9 @@ def test_multi_objective_equals_each_objective_alone(game: tuple[int, np.ndarray
         phi = exact(table, n, semivalue)
         assert phi.shape == (n, k)
         for j in range(k):
-            np.testing.assert_allclose(phi[:, j], exact(table[:, j].copy(), n, semivalue), rtol=0, atol=tolerance(table))
+            np.testing.assert_allclose(
+                phi[:, j], exact(table[:, j].copy(), n, semivalue), rtol=0, atol=tolerance(table)
+            )
 
 
 @settings(max_examples=30)
@@ -142,7 +144,9 @@ def test_multi_objective_equals_each_objective_alone(game: tuple[int, np.ndarray
 def test_vectorised_reference_matches_the_written_out_formula(game: tuple[int, np.ndarray]) -> None:
     """The fast reference the estimator tests use is the formula too."""
     n, table = game
-    np.testing.assert_allclose(semivalue_reference(table, n), shapley_bruteforce(table, n), rtol=0, atol=tolerance(table))
+    np.testing.assert_allclose(
+        semivalue_reference(table, n), shapley_bruteforce(table, n), rtol=0, atol=tolerance(table)
+    )
     np.testing.assert_allclose(
         semivalue_reference(table, n, "banzhaf"), banzhaf_bruteforce(table, n), rtol=0, atol=tolerance(table)
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dposhap
-from games import InteractionGame, TableGame, linear_game, margin_utility, semivalue_reference, table_of
+from dposhap.testing import InteractionGame, TableGame, linear_game, margin_utility, semivalue_reference, table_of
 
 N = 12
 BUDGET = 1500
@@ -129,7 +129,9 @@ def test_controlled_estimates_are_within_their_standard_errors(semivalue: str, m
     exact, control_exact = (sv, csv) if semivalue == "shapley" else (bz, cbz)
     zs = []
     for seed in range(4):
-        res = semivalue_fn(semivalue)(utility, N, method=method, budget=BUDGET, seed=seed, control=(control, control_exact))
+        res = semivalue_fn(semivalue)(
+            utility, N, method=method, budget=BUDGET, seed=seed, control=(control, control_exact)
+        )
         err = np.abs(res.values - exact)
         assert np.all(err <= 5 * res.stderr + 1e-3), (err, res.stderr)
         assert np.any(res.control_coef != 0)
@@ -141,7 +143,9 @@ def test_controlled_estimates_are_within_their_standard_errors(semivalue: str, m
 # how the control is given
 
 
-@pytest.mark.parametrize(("semivalue", "method"), [("shapley", "svarm"), ("shapley", "permutation"), ("banzhaf", "msr")])
+@pytest.mark.parametrize(
+    ("semivalue", "method"), [("shapley", "svarm"), ("shapley", "permutation"), ("banzhaf", "msr")]
+)
 def test_exact_values_of_a_callable_control_are_computed_for_you(semivalue: str, method: str) -> None:
     utility, control, _, _, csv, cbz = pair("interactions+wiggle")
     fn = semivalue_fn(semivalue)
@@ -198,7 +202,9 @@ def test_one_control_per_objective() -> None:
     def controls(s: np.ndarray) -> np.ndarray:
         return np.stack([c1(s), c2(s)], axis=1)
 
-    res = dposhap.shapley(both, N, method="svarm", budget=900, seed=4, control=(controls, np.stack([csv1, csv2], axis=1)))
+    res = dposhap.shapley(
+        both, N, method="svarm", budget=900, seed=4, control=(controls, np.stack([csv1, csv2], axis=1))
+    )
     for j, (u, c, csv) in enumerate(((u1, c1, csv1), (u2, c2, csv2))):
         alone = dposhap.shapley(u, N, method="svarm", budget=900, seed=4, control=(c, csv))
         np.testing.assert_allclose(res.values[:, j], alone.values, rtol=0, atol=1e-10)

@@ -13,7 +13,7 @@ from dposhap.errors import (
     ProtocolError,
     UtilityError,
 )
-from games import InteractionGame, linear_game
+from dposhap.testing import InteractionGame, linear_game
 
 N = 6
 GAME = InteractionGame(N, n_pairs=4, n_triples=2, seed=1)
@@ -76,7 +76,9 @@ def test_bad_control_output() -> None:
     with pytest.raises(UtilityError, match="control game"):
         dposhap.shapley(GAME, N, method="svarm", budget=100, control=(lambda s: np.full(len(s), np.nan), np.ones(N)))
     with pytest.raises(UtilityError, match="control game returned 2 values"):
-        dposhap.shapley(GAME, N, method="svarm", budget=100, control=(lambda s: np.stack([control(s)] * 2, 1), np.ones(N)))
+        dposhap.shapley(
+            GAME, N, method="svarm", budget=100, control=(lambda s: np.stack([control(s)] * 2, 1), np.ones(N))
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -112,7 +114,8 @@ def test_exact_budget_below_two_to_the_n() -> None:
 
 @pytest.mark.parametrize(
     ("semivalue", "method"),
-    [("shapley", m) for m in ["permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]] + [("banzhaf", "msr")],
+    [("shapley", m) for m in ["permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]]
+    + [("banzhaf", "msr")],
 )
 def test_budget_too_small_for_the_method(semivalue: str, method: str) -> None:
     fn = dposhap.shapley if semivalue == "shapley" else dposhap.banzhaf

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import dposhap
-from games import InteractionGame, TableGame, saturating_sum, semivalue_reference, table_of, weighted_voting
+from dposhap.testing import InteractionGame, TableGame, saturating_sum, semivalue_reference, table_of, weighted_voting
 
 N = 12
 SHAPLEY_SAMPLERS = ["permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]
@@ -138,7 +138,9 @@ def test_sampled_multi_objective_equals_each_objective_alone(semivalue: str, met
 @pytest.mark.parametrize("method", ["permutation", "antithetic", "kernel"])
 @settings(max_examples=25)
 @given(
-    game_=st.integers(2, 7).flatmap(lambda n: st.tuples(st.just(n), hnp.arrays(np.float64, 2**n, elements=st.floats(-10, 10)))),
+    game_=st.integers(2, 7).flatmap(
+        lambda n: st.tuples(st.just(n), hnp.arrays(np.float64, 2**n, elements=st.floats(-10, 10)))
+    ),
     seed=st.integers(0, 1000),
 )
 def test_efficient_estimators_sum_to_the_grand_coalition(method: str, game_: tuple[int, np.ndarray], seed: int) -> None:

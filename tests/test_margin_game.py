@@ -10,7 +10,8 @@ from hypothesis.extra import numpy as hnp
 
 import dposhap
 from dposhap.errors import BudgetTooSmallError, InvalidArgumentError
-from games import (
+from dposhap.testing import (
+    MAX_TABLE_PLAYERS,
     all_coalitions,
     banzhaf_bruteforce,
     margin_utility,
@@ -52,6 +53,21 @@ def test_accuracy_counts_ties_as_one_half() -> None:
     coalitions = all_coalitions(2)  # {}, {0}, {1}, {0, 1}
     # sums per pair: (0, 0), (1, 0), (-1, 3), (0, 3)
     np.testing.assert_array_equal(game(coalitions), [0.5, 0.75, 0.5, 0.75])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_numpy_reference_in_chunks_and_on_one_row(kind: str) -> None:
+    """The reference gives the same utilities whatever the chunking, and takes a single coalition."""
+    margins = margins_for(kind, 6, 40, seed=3)
+    coalitions = all_coalitions(6)
+    whole = margin_utility(margins, kind)(coalitions)
+    np.testing.assert_allclose(margin_utility(margins, kind, chunk=7)(coalitions), whole, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(margin_utility(margins, kind)(coalitions[5]), whole[5:6], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(table_of(margin_utility(margins, kind), 6, chunk=9), whole, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown margin game kind"):
+        margin_utility(margins, "hinge")
+    with pytest.raises(ValueError, match="limited"):
+        table_of(margin_utility(margins, kind), MAX_TABLE_PLAYERS + 1)
 
 
 @settings(max_examples=80)
@@ -143,7 +159,9 @@ def test_additive_values_only_for_the_mean_game(kind: str) -> None:
 # sampled values: the native run against the Python loop
 
 
-SAMPLED = [("shapley", m) for m in ["permutation", "antithetic", "svarm", "regression", "kernel"]] + [("banzhaf", "msr")]
+SAMPLED = [("shapley", m) for m in ["permutation", "antithetic", "svarm", "regression", "kernel"]] + [
+    ("banzhaf", "msr")
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)

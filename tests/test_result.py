@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dposhap
-from games import InteractionGame
+from dposhap.testing import InteractionGame
 
 N = 5
 GAME = InteractionGame(N, n_pairs=3, n_triples=2, seed=3)
@@ -65,7 +65,7 @@ def test_repr_names_every_player(utility) -> None:
     lines = text.splitlines()
     assert "permutation" in lines[0] and str(res.n_evaluations) in lines[0] and res.stop in lines[0]
     assert len(lines) == 2 + N
-    for name, line in zip(NAMES, lines[2:]):
+    for name, line in zip(NAMES, lines[2:], strict=True):
         assert line.startswith(name)
     if np.ndim(res.values) == 2:
         assert "value[0]" in lines[1] and "value[1]" in lines[1]

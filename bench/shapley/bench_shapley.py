@@ -35,9 +35,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
 sys.path.insert(0, str(HERE))
 
-import games as G  # noqa: E402
 import providers as P  # noqa: E402
 import scale as S  # noqa: E402
+
+import games as G  # noqa: E402
 from _harness import (  # noqa: E402
     MarkdownTable,
     Provider,
@@ -81,15 +82,17 @@ def bench_accuracy(
     for game in games:
         G.exact_shapley(game)
         gap, secs = G.exact_report(game)
-        notes.append(f"- exact `{game.name}`: 2^{game.n} coalitions in {secs:.2f} s, "
-                     f"efficiency gap |sum(phi) - (v(N) - v(empty))| = {gap:.1e}")
+        notes.append(
+            f"- exact `{game.name}`: 2^{game.n} coalitions in {secs:.2f} s, "
+            f"efficiency gap |sum(phi) - (v(N) - v(empty))| = {gap:.1e}"
+        )
 
     # warm-up: imports, first-call costs
     warm = games[0]
     for p in providers:
         try:
             p.run(P.CountingUtility(warm.utility, warm.n), warm.n, max(ACCURACY_BUDGETS), 12345)
-        except Exception as exc:  # noqa: BLE001 - only budget refusals pass
+        except Exception as exc:  # only budget refusals pass
             if not P.is_budget_too_small_error(exc):
                 raise
 
@@ -107,7 +110,7 @@ def bench_accuracy(
                     t0 = time.perf_counter()
                     try:
                         est = p.run(u, game.n, budget, seed)
-                    except Exception as exc:  # noqa: BLE001 - only budget refusals pass
+                    except Exception as exc:  # only budget refusals pass
                         if not P.is_budget_too_small_error(exc):
                             raise
                         refused = str(exc)
@@ -126,19 +129,27 @@ def bench_accuracy(
                 mse = statistics.fmean(mses) if mses else nan
                 sem = statistics.stdev(mses) / math.sqrt(len(mses)) if len(mses) > 1 else nan
                 cell_mse[(game.name, budget)][p.name] = mse
-                rows.append({
-                    "game": game.name, "n": game.n, "budget": budget,
-                    "provider": p.name, "library": p.library, "config": p.config,
-                    "seeds": len(mses), "mse_mean": mse, "mse_sem": sem,
-                    "mse_median": statistics.median(mses) if mses else nan,
-                    "evals_mean": statistics.fmean(evals) if evals else nan,
-                    "evals_max": max(evals) if evals else 0,
-                    "reported_evals_max": max(reported) if reported else "",
-                    "over_budget": bool(evals) and max(evals) > budget,
-                    "time_ms_median": 1e3 * statistics.median(times) if times else nan,
-                    "chosen_method": "/".join(sorted(methods)),
-                    "refused": refused,
-                })
+                rows.append(
+                    {
+                        "game": game.name,
+                        "n": game.n,
+                        "budget": budget,
+                        "provider": p.name,
+                        "library": p.library,
+                        "config": p.config,
+                        "seeds": len(mses),
+                        "mse_mean": mse,
+                        "mse_sem": sem,
+                        "mse_median": statistics.median(mses) if mses else nan,
+                        "evals_mean": statistics.fmean(evals) if evals else nan,
+                        "evals_max": max(evals) if evals else 0,
+                        "reported_evals_max": max(reported) if reported else "",
+                        "over_budget": bool(evals) and max(evals) > budget,
+                        "time_ms_median": 1e3 * statistics.median(times) if times else nan,
+                        "chosen_method": "/".join(sorted(methods)),
+                        "refused": refused,
+                    }
+                )
 
     # --- tables
     cells = [(g.name, b) for g in games for b in ACCURACY_BUDGETS]
@@ -161,14 +172,16 @@ def bench_accuracy(
         mse_table.rows.append([f"`{p.name}`", *cells_txt])
     best_peer: dict[tuple[str, int], tuple[str, float]] = {}
     for cell in cells:
-        name, val = min(((n_, cell_mse[cell][n_]) for n_ in peer_names
-                         if math.isfinite(cell_mse[cell][n_])), key=lambda t: t[1])
+        name, val = min(
+            ((n_, cell_mse[cell][n_]) for n_ in peer_names if math.isfinite(cell_mse[cell][n_])), key=lambda t: t[1]
+        )
         best_peer[cell] = (name, val)
-    mse_table.rows.append(["**best peer**", *[f"{fmt_sci(best_peer[c][1])} `{best_peer[c][0]}`"
-                                                for c in cells]])
-    mse_table.notes.append("(!) marks a provider that made more evaluations than the budget "
-                           "in at least one seed (counted through a wrapper). \"budget too small\": "
-                           "the method refused the budget (`BudgetTooSmallError`).")
+    mse_table.rows.append(["**best peer**", *[f"{fmt_sci(best_peer[c][1])} `{best_peer[c][0]}`" for c in cells]])
+    mse_table.notes.append(
+        "(!) marks a provider that made more evaluations than the budget "
+        'in at least one seed (counted through a wrapper). "budget too small": '
+        "the method refused the budget (`BudgetTooSmallError`)."
+    )
 
     ratio_table = MarkdownTable(
         caption="Accuracy: MSE of ours / MSE of the best peer in the same cell (< 1: ours better)",
@@ -177,27 +190,44 @@ def bench_accuracy(
     )
     for p in our:
         ratios = [cell_mse[c][p.name] / best_peer[c][1] for c in cells]
-        ratio_table.rows.append([f"`{p.name}`", *[fmt_fixed(x) if x == x else "—" for x in ratios],
-                                 f"**{fmt_fixed(P.geometric_mean(ratios))}**"])
+        ratio_table.rows.append(
+            [
+                f"`{p.name}`",
+                *[fmt_fixed(x) if x == x else "—" for x in ratios],
+                f"**{fmt_fixed(P.geometric_mean(ratios))}**",
+            ]
+        )
     if not our:
         ratio_table.notes.append("(no dposhap providers in this run)")
 
     evals_table = MarkdownTable(
         caption="Evaluations actually made (max over games and seeds) and median wall time per run",
-        columns=["provider", *[f"evals B={b}" for b in ACCURACY_BUDGETS],
-                 *[f"ms/run B={b}" for b in ACCURACY_BUDGETS], "auto chose"],
+        columns=[
+            "provider",
+            *[f"evals B={b}" for b in ACCURACY_BUDGETS],
+            *[f"ms/run B={b}" for b in ACCURACY_BUDGETS],
+            "auto chose",
+        ],
     )
     for p in providers:
         mine = [r for r in rows if r["provider"] == p.name]
         ev = [max(r["evals_max"] for r in mine if r["budget"] == b) for b in ACCURACY_BUDGETS]
-        tm = [statistics.median([r["time_ms_median"] for r in mine
-                                 if r["budget"] == b and not r["refused"]] or [float("nan")])
-              for b in ACCURACY_BUDGETS]
+        tm = [
+            statistics.median(
+                [r["time_ms_median"] for r in mine if r["budget"] == b and not r["refused"]] or [float("nan")]
+            )
+            for b in ACCURACY_BUDGETS
+        ]
         chosen = sorted({m for r in mine for m in r["chosen_method"].split("/") if m})
         refused = [all(r["refused"] for r in mine if r["budget"] == b) for b in ACCURACY_BUDGETS]
-        evals_table.rows.append([f"`{p.name}`",
-                                 *["refused" if x else str(e) for e, x in zip(ev, refused)],
-                                 *[fmt_fixed(t, 1) for t in tm], ", ".join(chosen)])
+        evals_table.rows.append(
+            [
+                f"`{p.name}`",
+                *["refused" if x else str(e) for e, x in zip(ev, refused, strict=True)],
+                *[fmt_fixed(t, 1) for t in tm],
+                ", ".join(chosen),
+            ]
+        )
 
     games_table = MarkdownTable(caption="Games", columns=["game", "description", "v(empty)", "v(N)"])
     for g in games:
@@ -215,25 +245,25 @@ def our_exact_checks(games: list[G.Game]) -> list[str]:
     for game in games:
         phi = G.exact_shapley(game)
         try:
-            res = dposhap.shapley(P.CountingUtility(game.utility, game.n), game.n,
-                                  method="exact", budget=1 << game.n, seed=0)
+            res = dposhap.shapley(
+                P.CountingUtility(game.utility, game.n), game.n, method="exact", budget=1 << game.n, seed=0
+            )
             diff = float(np.max(np.abs(np.asarray(res.values) - phi)))
-            lines.append(f"- dposhap exact vs numpy exact on `{game.name}` (callable): "
-                         f"max |diff| = {diff:.1e}")
-        except Exception as exc:  # noqa: BLE001 - reported, not fatal
-            lines.append(f"- dposhap exact on `{game.name}` (callable) failed: "
-                         f"{type(exc).__name__}: {exc}")
+            lines.append(f"- dposhap exact vs numpy exact on `{game.name}` (callable): max |diff| = {diff:.1e}")
+        except Exception as exc:  # reported, not fatal
+            lines.append(f"- dposhap exact on `{game.name}` (callable) failed: {type(exc).__name__}: {exc}")
         if game.margins is None:
             continue
         try:
             native = dposhap.MarginGame(np.ascontiguousarray(game.margins), game.margin_kind)
             res = dposhap.shapley(native, method="exact", budget=1 << game.n, seed=0)
             diff = float(np.max(np.abs(np.asarray(res.values) - phi)))
-            lines.append(f"- dposhap exact on native `MarginGame(M, {game.margin_kind!r})` vs "
-                         f"numpy exact on `{game.name}`: max |diff| = {diff:.1e}")
-        except Exception as exc:  # noqa: BLE001
-            lines.append(f"- dposhap exact on native MarginGame for `{game.name}` failed: "
-                         f"{type(exc).__name__}: {exc}")
+            lines.append(
+                f"- dposhap exact on native `MarginGame(M, {game.margin_kind!r})` vs "
+                f"numpy exact on `{game.name}`: max |diff| = {diff:.1e}"
+            )
+        except Exception as exc:  # reported, not fatal
+            lines.append(f"- dposhap exact on native MarginGame for `{game.name}` failed: {type(exc).__name__}: {exc}")
     return lines
 
 
@@ -241,9 +271,7 @@ def our_exact_checks(games: list[G.Game]) -> list[str]:
 # 2. Overhead
 
 
-def bench_overhead(
-    with_ours: bool, repeats: int
-) -> tuple[list[dict[str, Any]], list[MarkdownTable]]:
+def bench_overhead(with_ours: bool, repeats: int) -> tuple[list[dict[str, Any]], list[MarkdownTable]]:
     """Microseconds per evaluation with a nearly free utility."""
     providers: list[Provider] = []
     if with_ours:
@@ -259,7 +287,7 @@ def bench_overhead(
             log(f"overhead: n={n} {p.name}")
             last: dict[str, Any] = {}
 
-            def once(p: Provider = p, last: dict[str, Any] = last) -> None:
+            def once(p: Provider = p, last: dict[str, Any] = last, fn: G.UtilityFn = fn, n: int = n) -> None:
                 u = P.CountingUtility(fn, n)
                 p.run(u, n, OVERHEAD_BUDGET, 0)
                 last["u"] = u
@@ -273,33 +301,58 @@ def bench_overhead(
             per_eval = [s / e * 1e6 for s, e, _, _ in samples]
             net = [(s - inside) / e * 1e6 for s, e, inside, _ in samples]
             inside = [i / e * 1e6 for _, e, i, _ in samples]
-            rows.append({
-                "n": n, "budget": OVERHEAD_BUDGET, "provider": p.name, "library": p.library,
-                "config": p.config, "repeats": repeats,
-                "evaluations": samples[-1][1], "utility_calls": samples[-1][3],
-                "us_per_eval_total": statistics.median(per_eval),
-                "us_per_eval_net": statistics.median(net),
-                "us_per_eval_in_utility": statistics.median(inside),
-                "seconds_median": statistics.median(s for s, *_ in samples),
-            })
+            rows.append(
+                {
+                    "n": n,
+                    "budget": OVERHEAD_BUDGET,
+                    "provider": p.name,
+                    "library": p.library,
+                    "config": p.config,
+                    "repeats": repeats,
+                    "evaluations": samples[-1][1],
+                    "utility_calls": samples[-1][3],
+                    "us_per_eval_total": statistics.median(per_eval),
+                    "us_per_eval_net": statistics.median(net),
+                    "us_per_eval_in_utility": statistics.median(inside),
+                    "seconds_median": statistics.median(s for s, *_ in samples),
+                }
+            )
 
     table = MarkdownTable(
         caption=f"Overhead: microseconds per utility evaluation, budget {OVERHEAD_BUDGET}, "
         f"nearly free utility v(S) = (sum_(i in S) w_i)^2, median of {repeats}",
-        columns=["n", "provider", "evals", "calls", "µs/eval total", "µs/eval net of utility",
-                 "µs/eval inside utility", "vs ours:permutation (total)"],
+        columns=[
+            "n",
+            "provider",
+            "evals",
+            "calls",
+            "µs/eval total",
+            "µs/eval net of utility",
+            "µs/eval inside utility",
+            "vs ours:permutation (total)",
+        ],
     )
     for n in OVERHEAD_NS:
         mine = [r for r in rows if r["n"] == n]
         ref = next((r for r in mine if r["provider"] == "ours:permutation"), None)
         for r in mine:
             ratio = fmt_fixed(r["us_per_eval_total"] / ref["us_per_eval_total"], 1) + "x" if ref else "n/a"
-            table.rows.append([str(n), f"`{r['provider']}`", str(r["evaluations"]),
-                               str(r["utility_calls"]), fmt_fixed(r["us_per_eval_total"], 2),
-                               fmt_fixed(r["us_per_eval_net"], 2),
-                               fmt_fixed(r["us_per_eval_in_utility"], 2), ratio])
-    table.notes.append("\"net of utility\" subtracts the time spent inside the utility callable; "
-                       "\"calls\" is how many times the callable was invoked (batching).")
+            table.rows.append(
+                [
+                    str(n),
+                    f"`{r['provider']}`",
+                    str(r["evaluations"]),
+                    str(r["utility_calls"]),
+                    fmt_fixed(r["us_per_eval_total"], 2),
+                    fmt_fixed(r["us_per_eval_net"], 2),
+                    fmt_fixed(r["us_per_eval_in_utility"], 2),
+                    ratio,
+                ]
+            )
+    table.notes.append(
+        '"net of utility" subtracts the time spent inside the utility callable; '
+        '"calls" is how many times the callable was invoked (batching).'
+    )
     return rows, [table]
 
 
@@ -317,17 +370,27 @@ def bench_scale(
     fn = S.accuracy_callable(margins)
     rows: list[dict[str, Any]] = []
 
-    def record(provider: str, library: str, config: str, timing: S.CappedTiming,
-               evals_target: int, note: str = "") -> None:
-        rows.append({
-            "n": n, "m": SCALE_M, "permutations": target, "provider": provider,
-            "library": library, "config": config,
-            "seconds": timing.seconds, "how": timing.label,
-            "permutations_run": timing.permutations_run, "seconds_run": timing.seconds_run,
-            "evaluations_run": timing.evaluations_run, "evaluations_for_target": evals_target,
-            "share_in_utility": timing.seconds_in_utility_run / timing.seconds_run,
-            "note": note,
-        })
+    def record(
+        provider: str, library: str, config: str, timing: S.CappedTiming, evals_target: int, note: str = ""
+    ) -> None:
+        rows.append(
+            {
+                "n": n,
+                "m": SCALE_M,
+                "permutations": target,
+                "provider": provider,
+                "library": library,
+                "config": config,
+                "seconds": timing.seconds,
+                "how": timing.label,
+                "permutations_run": timing.permutations_run,
+                "seconds_run": timing.seconds_run,
+                "evaluations_run": timing.evaluations_run,
+                "evaluations_for_target": evals_target,
+                "share_in_utility": timing.seconds_in_utility_run / timing.seconds_run,
+                "note": note,
+            }
+        )
 
     if with_ours:
         import dposhap  # type: ignore[import-not-found]
@@ -347,16 +410,24 @@ def bench_scale(
         else:
             sec, res = median_seconds(ours_native, repeats=our_repeats, warmup=0)
             how = f"measured, median of {our_repeats}"
-        rows.append({
-            "n": n, "m": SCALE_M, "permutations": target, "provider": "ours:permutation (native MarginGame)",
-            "library": "dposhap",
-            "config": f"dposhap.shapley(MarginGame(M, 'accuracy'), method='permutation', budget={budget}, seed=0)",
-            "seconds": sec, "how": how,
-            "permutations_run": target, "seconds_run": sec,
-            "evaluations_run": int(res.n_evaluations), "evaluations_for_target": int(res.n_evaluations),
-            "share_in_utility": float("nan"),
-            "note": "native game: no Python utility",
-        })
+        rows.append(
+            {
+                "n": n,
+                "m": SCALE_M,
+                "permutations": target,
+                "provider": "ours:permutation (native MarginGame)",
+                "library": "dposhap",
+                "config": f"dposhap.shapley(MarginGame(M, 'accuracy'), method='permutation', budget={budget}, seed=0)",
+                "seconds": sec,
+                "how": how,
+                "permutations_run": target,
+                "seconds_run": sec,
+                "evaluations_run": int(res.n_evaluations),
+                "evaluations_for_target": int(res.n_evaluations),
+                "share_in_utility": float("nan"),
+                "note": "native game: no Python utility",
+            }
+        )
 
         log("scale: ours on the numpy callable")
 
@@ -367,9 +438,13 @@ def bench_scale(
 
         # dposhap's permutation method wants at least 2 permutations (for standard errors)
         t = S.run_capped(ours_callable, target, cap_seconds, probe=2)
-        record("ours:permutation (numpy callable)", "dposhap",
-               "dposhap.shapley(u, n, method='permutation', budget=P(n-1)+2, seed=0)", t,
-               t.evaluations_run if not t.extrapolated else budget)
+        record(
+            "ours:permutation (numpy callable)",
+            "dposhap",
+            "dposhap.shapley(u, n, method='permutation', budget=P(n-1)+2, seed=0)",
+            t,
+            t.evaluations_run if not t.extrapolated else budget,
+        )
 
     log("scale: shapiq PermutationSamplingSV")
 
@@ -379,9 +454,13 @@ def bench_scale(
         return u.n_evaluations, u.seconds_inside
 
     t = S.run_capped(shapiq_run, target, cap_seconds, probe=1)
-    record("shapiq:PermutationSamplingSV", "shapiq",
-           "PermutationSamplingSV(n, random_state=0).approximate(budget=P(n-1)+2, game=u)", t,
-           P.shapiq_permutation_budget(n, target))
+    record(
+        "shapiq:PermutationSamplingSV",
+        "shapiq",
+        "PermutationSamplingSV(n, random_state=0).approximate(budget=P(n-1)+2, game=u)",
+        t,
+        P.shapiq_permutation_budget(n, target),
+    )
 
     log("scale: pyDVL PermutationSampler")
 
@@ -391,24 +470,40 @@ def bench_scale(
         return u.n_evaluations, u.seconds_inside
 
     t = S.run_capped(pydvl_run, target, cap_seconds, probe=1)
-    record("pydvl:Permutation", "pydvl",
-           "ShapleyValuation(u, PermutationSampler(seed=0), MaxSamples(sampler, P))", t,
-           target * n + 1)
+    record(
+        "pydvl:Permutation",
+        "pydvl",
+        "ShapleyValuation(u, PermutationSampler(seed=0), MaxSamples(sampler, P))",
+        t,
+        target * n + 1,
+    )
 
     ref = next((r for r in rows if r["provider"].startswith("ours:permutation (native")), None)
     table = MarkdownTable(
-        caption=f"Scale: preference-accuracy margin game, n={n} sources, m={SCALE_M} pairs, "
-        f"{target} permutations",
-        columns=["provider", "seconds for 100 permutations", "how", "evaluations (100 perm.)",
-                 "µs/eval", "share of time inside the numpy utility", "slower than ours native"],
+        caption=f"Scale: preference-accuracy margin game, n={n} sources, m={SCALE_M} pairs, {target} permutations",
+        columns=[
+            "provider",
+            "seconds for 100 permutations",
+            "how",
+            "evaluations (100 perm.)",
+            "µs/eval",
+            "share of time inside the numpy utility",
+            "slower than ours native",
+        ],
     )
     for r in rows:
         ratio = fmt_fixed(r["seconds"] / ref["seconds"], 1) + "x" if ref else "n/a"
-        table.rows.append([f"`{r['provider']}`", fmt_fixed(r["seconds"], 2), r["how"],
-                           str(r["evaluations_for_target"]),
-                           fmt_fixed(r["seconds"] / r["evaluations_for_target"] * 1e6, 1),
-                           "n/a" if r["share_in_utility"] != r["share_in_utility"]
-                           else f"{100 * r['share_in_utility']:.0f}%", ratio])
+        table.rows.append(
+            [
+                f"`{r['provider']}`",
+                fmt_fixed(r["seconds"], 2),
+                r["how"],
+                str(r["evaluations_for_target"]),
+                fmt_fixed(r["seconds"] / r["evaluations_for_target"] * 1e6, 1),
+                "n/a" if r["share_in_utility"] != r["share_in_utility"] else f"{100 * r['share_in_utility']:.0f}%",
+                ratio,
+            ]
+        )
     table.notes.append(
         f"Ours gets budget = 100 (n - 1) + 2 = {P.our_permutation_budget(n, target)} evaluations "
         "(shapiq's accounting: empty and grand coalition once, n - 1 interior coalitions per "
@@ -416,7 +511,8 @@ def bench_scale(
         "n coalitions per permutation (plus v(empty) once, cached by our adapter). Peers that "
         f"would take longer than {cap_seconds:.0f} s run fewer permutations and the time is "
         "extrapolated linearly, as labelled. The numpy callable computes `X @ M` in chunks of "
-        "256 rows (one gemv for a single coalition) in float64.")
+        "256 rows (one gemv for a single coalition) in float64."
+    )
     return rows, [table]
 
 
@@ -426,13 +522,17 @@ def bench_scale(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer seeds and repeats")
-    parser.add_argument("--peers-only", action="store_true",
-                        help="skip dposhap (validation of the harness only)")
-    parser.add_argument("--only", choices=["accuracy", "overhead", "scale"], action="append",
-                        help="run only these parts (repeatable)")
+    parser.add_argument("--peers-only", action="store_true", help="skip dposhap (validation of the harness only)")
+    parser.add_argument(
+        "--only", choices=["accuracy", "overhead", "scale"], action="append", help="run only these parts (repeatable)"
+    )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per accuracy cell")
-    parser.add_argument("--scale-cap", type=float, default=None,
-                        help="seconds a peer may run in the scale benchmark before extrapolating")
+    parser.add_argument(
+        "--scale-cap",
+        type=float,
+        default=None,
+        help="seconds a peer may run in the scale benchmark before extrapolating",
+    )
     parser.add_argument("--results", type=Path, default=None, help="output directory")
     args = parser.parse_args(argv)
 
@@ -443,19 +543,23 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 2 if args.quick else 5
     cap = args.scale_cap or (10.0 if args.quick else 90.0)
     parts = args.only or ["accuracy", "overhead", "scale"]
-    out = args.results or (HERE / "results" / ("peers-only" if args.peers_only else "")
-                           / ("quick" if args.quick else ""))
+    out = args.results or (
+        HERE / "results" / ("peers-only" if args.peers_only else "") / ("quick" if args.quick else "")
+    )
 
     with_ours = not args.peers_only
     our: list[Provider] = []
     preamble: list[str] = []
     if with_ours:
         try:
-            import dposhap  # type: ignore[import-not-found]  # noqa: F401
+            import dposhap  # type: ignore[import-not-found]
         except ImportError as exc:
-            print(f"dposhap is not installed in this environment ({exc}); install it with "
-                  "`pip install <repo root>` or run bench/shapley/run.sh. "
-                  "(--peers-only validates the peers alone.)", file=sys.stderr)
+            print(
+                f"dposhap is not installed in this environment ({exc}); install it with "
+                "`pip install <repo root>` or run bench/shapley/run.sh. "
+                "(--peers-only validates the peers alone.)",
+                file=sys.stderr,
+            )
             return 2
         our, skipped = P.our_providers()
         for note in skipped:
@@ -496,8 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         tables += t
 
     env["wall time"] = f"{time.perf_counter() - _T0:.0f} s"
-    write_markdown(out / "shapley.md", "Shapley engine: dposhap vs shapiq and pyDVL", env, tables,
-                   preamble=preamble)
+    write_markdown(out / "shapley.md", "Shapley engine: dposhap vs shapiq and pyDVL", env, tables, preamble=preamble)
     log(f"wrote {out}/shapley.md")
     print((out / "shapley.md").read_text(encoding="utf-8"))
     return 0

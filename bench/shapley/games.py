@@ -3,6 +3,9 @@
 Every game is a vectorised utility ``bool[b, n] -> float[b]`` with fixed random
 parameters. None of them is of order <= 2 (paired regression estimators recover such
 games exactly, which would make the comparison meaningless).
+
+The utilities shared with the tests (weighted voting, the margin games) and the exact values
+by enumeration come from :mod:`dposhap.testing`; this module only builds the benchmark's games.
 """
 
 from __future__ import annotations
@@ -13,6 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from dposhap.testing import (
+    coalition_matrix,
+    margin_utility,
+    semivalue_reference,
+    table_of,
+    weighted_voting_utility,
+)
 
 UtilityFn = Callable[[np.ndarray], np.ndarray]
 
@@ -51,52 +62,11 @@ class Game:
 # Utilities
 
 
-def _as_matrix(coalitions: np.ndarray, n: int) -> np.ndarray:
-    x = np.asarray(coalitions, dtype=bool)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.shape[1] != n:
-        raise ValueError(f"coalition matrix has {x.shape[1]} columns, expected {n}")
-    return x
-
-
-def weighted_voting_utility(weights: np.ndarray, quota: float) -> UtilityFn:
-    """``v(S) = 1[sum_{i in S} w_i >= quota]``."""
-    w = np.asarray(weights, dtype=np.float64)
-
-    def utility(coalitions: np.ndarray) -> np.ndarray:
-        x = _as_matrix(coalitions, w.size)
-        return (x @ w >= quota).astype(np.float64)
-
-    return utility
-
-
-def accuracy_utility(margins: np.ndarray) -> UtilityFn:
-    """Preference accuracy: ``v(S) = mean_j 1[sum_{i in S} M_ij > 0]``, ties count 1/2."""
-    m = np.asarray(margins, dtype=np.float64)
-
-    def utility(coalitions: np.ndarray) -> np.ndarray:
-        x = _as_matrix(coalitions, m.shape[0])
-        s = x.astype(np.float64) @ m
-        return ((s > 0).sum(axis=1) + 0.5 * (s == 0).sum(axis=1)) / m.shape[1]
-
-    return utility
-
-
-def logsigmoid_utility(margins: np.ndarray) -> UtilityFn:
-    """Held-out DPO log-likelihood: ``v(S) = mean_j log sigmoid(sum_{i in S} M_ij)``."""
-    m = np.asarray(margins, dtype=np.float64)
-
-    def utility(coalitions: np.ndarray) -> np.ndarray:
-        x = _as_matrix(coalitions, m.shape[0])
-        s = x.astype(np.float64) @ m
-        return -np.logaddexp(0.0, -s).mean(axis=1)
-
-    return utility
-
-
 def third_order_utility(
-    linear: np.ndarray, pairwise: np.ndarray, triples: np.ndarray, triple_coef: np.ndarray,
+    linear: np.ndarray,
+    pairwise: np.ndarray,
+    triples: np.ndarray,
+    triple_coef: np.ndarray,
     scale: float,
 ) -> UtilityFn:
     """``v(S) = tanh(scale * (a.x + x^T B x + sum_t c_t x_i x_j x_k))`` on indicators ``x``."""
@@ -106,7 +76,7 @@ def third_order_utility(
     c = np.asarray(triple_coef, dtype=np.float64)
 
     def utility(coalitions: np.ndarray) -> np.ndarray:
-        x = _as_matrix(coalitions, a.size).astype(np.float64)
+        x = coalition_matrix(coalitions, a.size).astype(np.float64)
         inner = x @ a + np.einsum("bi,ij,bj->b", x, b, x)
         inner += (x[:, t[:, 0]] * x[:, t[:, 1]] * x[:, t[:, 2]]) @ c
         return np.tanh(scale * inner)
@@ -140,37 +110,43 @@ def make_games(n: int = 16) -> list[Game]:
     rng = np.random.default_rng(1001)
     weights = rng.integers(1, 25, size=n)
     quota = float(np.floor(weights.sum() / 2) + 1)
-    games.append(Game(
-        name="voting",
-        n=n,
-        utility=weighted_voting_utility(weights, quota),
-        description=f"weighted voting, integer weights in [1, 24] (sum {int(weights.sum())}), "
-        f"quota {int(quota)} (simple majority)",
-    ))
+    games.append(
+        Game(
+            name="voting",
+            n=n,
+            utility=weighted_voting_utility(weights, quota),
+            description=f"weighted voting, integer weights in [1, 24] (sum {int(weights.sum())}), "
+            f"quota {int(quota)} (simple majority)",
+        )
+    )
 
     rng = np.random.default_rng(1002)
     m_acc = preference_margins(n, 500, rng)
-    games.append(Game(
-        name="pref-accuracy",
-        n=n,
-        utility=accuracy_utility(m_acc),
-        description="preference accuracy over m=500 held-out pairs, "
-        "M_ij = mu_i d_j + sigma_i z_ij, ties count 1/2 (v(empty) = 0.5)",
-        margins=m_acc,
-        margin_kind="accuracy",
-    ))
+    games.append(
+        Game(
+            name="pref-accuracy",
+            n=n,
+            utility=margin_utility(m_acc, "accuracy"),
+            description="preference accuracy over m=500 held-out pairs, "
+            "M_ij = mu_i d_j + sigma_i z_ij, ties count 1/2 (v(empty) = 0.5)",
+            margins=m_acc,
+            margin_kind="accuracy",
+        )
+    )
 
     rng = np.random.default_rng(1003)
     m_ls = preference_margins(n, 500, rng, scale=0.8)
-    games.append(Game(
-        name="logsigmoid",
-        n=n,
-        utility=logsigmoid_utility(m_ls),
-        description="mean log sigmoid of the coalition margin over m=500 pairs "
-        "(held-out DPO log-likelihood), same margin model scaled by 0.8",
-        margins=m_ls,
-        margin_kind="logsigmoid",
-    ))
+    games.append(
+        Game(
+            name="logsigmoid",
+            n=n,
+            utility=margin_utility(m_ls, "logsigmoid"),
+            description="mean log sigmoid of the coalition margin over m=500 pairs "
+            "(held-out DPO log-likelihood), same margin model scaled by 0.8",
+            margins=m_ls,
+            margin_kind="logsigmoid",
+        )
+    )
 
     rng = np.random.default_rng(1004)
     linear = rng.normal(0.1, 0.3, size=n)
@@ -178,12 +154,14 @@ def make_games(n: int = 16) -> list[Game]:
     n_triples = 24
     triples = np.array([rng.choice(n, size=3, replace=False) for _ in range(n_triples)])
     triple_coef = rng.normal(0.0, 0.8, size=n_triples)
-    games.append(Game(
-        name="third-order",
-        n=n,
-        utility=third_order_utility(linear, pairwise, triples, triple_coef, scale=0.5),
-        description=f"tanh(0.5 (linear + 30%-dense pairwise + {n_triples} random triple terms))",
-    ))
+    games.append(
+        Game(
+            name="third-order",
+            n=n,
+            utility=third_order_utility(linear, pairwise, triples, triple_coef, scale=0.5),
+            description=f"tanh(0.5 (linear + 30%-dense pairwise + {n_triples} random triple terms))",
+        )
+    )
     return games
 
 
@@ -191,53 +169,15 @@ def make_games(n: int = 16) -> list[Game]:
 # Exact Shapley values by enumeration
 
 
-def all_coalitions(n: int) -> np.ndarray:
-    """All ``2^n`` coalitions as a ``bool[2^n, n]`` matrix; row ``k`` has bit ``i`` of ``k``."""
-    codes = np.arange(1 << n, dtype=np.int64)
-    return ((codes[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(bool)
-
-
-def utility_table(utility: UtilityFn, n: int, chunk: int = 8192) -> np.ndarray:
-    """Evaluate ``utility`` on every coalition; entry ``k`` is ``v`` of the coalition coded ``k``."""
-    if n > 24:
-        raise ValueError(f"exact enumeration needs 2^n evaluations; n={n} is too large")
-    x = all_coalitions(n)
-    out = np.empty(x.shape[0], dtype=np.float64)
-    for start in range(0, x.shape[0], chunk):
-        out[start:start + chunk] = utility(x[start:start + chunk])
-    return out
-
-
-def shapley_from_table(values: np.ndarray, n: int) -> np.ndarray:
-    """Exact Shapley values from the table of ``v`` over all coalitions (bit-coded)."""
-    codes = np.arange(1 << n, dtype=np.int64)
-    sizes = np.zeros(codes.size, dtype=np.int64)
-    for i in range(n):
-        sizes += (codes >> i) & 1
-    # weight of a coalition S not containing i: |S|! (n - |S| - 1)! / n! = 1 / (n C(n-1, |S|))
-    from math import comb
-
-    weight_by_size = np.array([1.0 / (n * comb(n - 1, s)) for s in range(n)])
-    phi = np.empty(n, dtype=np.float64)
-    for i in range(n):
-        bit = 1 << i
-        without = codes[(codes & bit) == 0]
-        marginal = values[without | bit] - values[without]
-        phi[i] = np.dot(weight_by_size[sizes[without]], marginal)
-    return phi
-
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _exact_cached(name: str, n: int, utility: UtilityFn) -> tuple[np.ndarray, float, float]:
     t0 = time.perf_counter()
-    table = utility_table(utility, n)
-    phi = shapley_from_table(table, n)
+    table = table_of(utility, n, chunk=8192)
+    phi = semivalue_reference(table, n, "shapley")
     efficiency_gap = abs(phi.sum() - (table[-1] - table[0]))
     scale = max(1.0, abs(table[-1] - table[0]))
     if efficiency_gap > 1e-9 * scale:
-        raise AssertionError(
-            f"exact Shapley values of {name} violate efficiency by {efficiency_gap:.3e}"
-        )
+        raise AssertionError(f"exact Shapley values of {name} violate efficiency by {efficiency_gap:.3e}")
     phi.setflags(write=False)
     return phi, efficiency_gap, time.perf_counter() - t0
 
@@ -268,7 +208,7 @@ def free_utility(n: int) -> UtilityFn:
     w = np.random.default_rng(7).uniform(0.5, 1.5, size=n)
 
     def utility(coalitions: np.ndarray) -> np.ndarray:
-        x = _as_matrix(coalitions, n)
+        x = coalition_matrix(coalitions, n)
         s = x @ w
         return s * s
 

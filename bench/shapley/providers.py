@@ -98,23 +98,33 @@ def shapiq_providers() -> list[Provider]:
 
     return [
         _shapiq_provider(
-            "PermutationSamplingSV", "PermutationSamplingSV(n, random_state=seed)",
-            lambda n, s: sa.PermutationSamplingSV(n, random_state=s)),
+            "PermutationSamplingSV",
+            "PermutationSamplingSV(n, random_state=seed)",
+            lambda n, s: sa.PermutationSamplingSV(n, random_state=s),
+        ),
         _shapiq_provider(
-            "StratifiedSamplingSV", "StratifiedSamplingSV(n, random_state=seed)",
-            lambda n, s: sa.StratifiedSamplingSV(n, random_state=s)),
+            "StratifiedSamplingSV",
+            "StratifiedSamplingSV(n, random_state=seed)",
+            lambda n, s: sa.StratifiedSamplingSV(n, random_state=s),
+        ),
         _shapiq_provider(
-            "SVARM", "SVARM(n, index='SV', random_state=seed)",
-            lambda n, s: sa.SVARM(n, index="SV", random_state=s)),
+            "SVARM", "SVARM(n, index='SV', random_state=seed)", lambda n, s: sa.SVARM(n, index="SV", random_state=s)
+        ),
         _shapiq_provider(
-            "KernelSHAP", "KernelSHAP(n, pairing_trick=True, random_state=seed)",
-            lambda n, s: sa.KernelSHAP(n, pairing_trick=True, random_state=s)),
+            "KernelSHAP",
+            "KernelSHAP(n, pairing_trick=True, random_state=seed)",
+            lambda n, s: sa.KernelSHAP(n, pairing_trick=True, random_state=s),
+        ),
         _shapiq_provider(
-            "UnbiasedKernelSHAP", "UnbiasedKernelSHAP(n, pairing_trick=True, random_state=seed)",
-            lambda n, s: sa.UnbiasedKernelSHAP(n, pairing_trick=True, random_state=s)),
+            "UnbiasedKernelSHAP",
+            "UnbiasedKernelSHAP(n, pairing_trick=True, random_state=seed)",
+            lambda n, s: sa.UnbiasedKernelSHAP(n, pairing_trick=True, random_state=s),
+        ),
         _shapiq_provider(
-            "LeverageSHAP", "LeverageSHAP(n, random_state=seed) (paired, deterministic counts)",
-            lambda n, s: sa.LeverageSHAP(n, random_state=s)),
+            "LeverageSHAP",
+            "LeverageSHAP(n, random_state=seed) (paired, deterministic counts)",
+            lambda n, s: sa.LeverageSHAP(n, random_state=s),
+        ),
     ]
 
 
@@ -236,8 +246,7 @@ def _pydvl_permutation(antithetic: bool) -> Callable[..., Estimate]:
         else:
             sampler = PermutationSampler(seed=seed)
         u = _PydvlAdapter.utility_class()(utility, n)
-        valuation = ShapleyValuation(u, sampler, MaxSamples(sampler, n_permutations),
-                                     progress=False)
+        valuation = ShapleyValuation(u, sampler, MaxSamples(sampler, n_permutations), progress=False)
         return Estimate(_pydvl_fit(valuation, n), {"permutations": n_permutations})
 
     return run
@@ -262,8 +271,12 @@ def _pydvl_tmc(utility: CountingUtility, n: int, budget: int, seed: int) -> Esti
     u = _PydvlAdapter.utility_class()(utility, n)
     # reserve n: one more (untruncated) permutation costs at most n evaluations.
     valuation = TMCShapleyValuation(
-        u, truncation=RelativeTruncation(rtol=0.01, burn_in_fraction=0.4),
-        is_done=_pydvl_budget_stop(utility, budget, reserve=n), seed=seed, progress=False)
+        u,
+        truncation=RelativeTruncation(rtol=0.01, burn_in_fraction=0.4),
+        is_done=_pydvl_budget_stop(utility, budget, reserve=n),
+        seed=seed,
+        progress=False,
+    )
     return Estimate(_pydvl_fit(valuation, n))
 
 
@@ -302,18 +315,31 @@ def _pydvl_vrds(utility: CountingUtility, n: int, budget: int, seed: int) -> Est
 def pydvl_providers() -> list[Provider]:
     """The pyDVL Shapley samplers compared here."""
     return [
-        Provider("pydvl:Permutation", "pydvl",
-                 "ShapleyValuation(u, PermutationSampler(seed), MaxSamples(sampler, "
-                 "(budget-1)//n))", _pydvl_permutation(antithetic=False)),
-        Provider("pydvl:AntitheticPermutation", "pydvl",
-                 "ShapleyValuation(u, AntitheticPermutationSampler(seed), MaxSamples(sampler, "
-                 "even((budget-1)//n)))", _pydvl_permutation(antithetic=True)),
-        Provider("pydvl:TMC", "pydvl",
-                 "TMCShapleyValuation(u, RelativeTruncation(rtol=0.01, burn_in_fraction=0.4), "
-                 "is_done=<stop when < n evaluations left>, seed)", _pydvl_tmc),
-        Provider("pydvl:VRDS", "pydvl",
-                 "ShapleyValuation(u, VRDSSampler(n_samples_per_index=<largest within budget>, seed), "
-                 "NoStopping(sampler))", _pydvl_vrds),
+        Provider(
+            "pydvl:Permutation",
+            "pydvl",
+            "ShapleyValuation(u, PermutationSampler(seed), MaxSamples(sampler, (budget-1)//n))",
+            _pydvl_permutation(antithetic=False),
+        ),
+        Provider(
+            "pydvl:AntitheticPermutation",
+            "pydvl",
+            "ShapleyValuation(u, AntitheticPermutationSampler(seed), MaxSamples(sampler, even((budget-1)//n)))",
+            _pydvl_permutation(antithetic=True),
+        ),
+        Provider(
+            "pydvl:TMC",
+            "pydvl",
+            "TMCShapleyValuation(u, RelativeTruncation(rtol=0.01, burn_in_fraction=0.4), "
+            "is_done=<stop when < n evaluations left>, seed)",
+            _pydvl_tmc,
+        ),
+        Provider(
+            "pydvl:VRDS",
+            "pydvl",
+            "ShapleyValuation(u, VRDSSampler(n_samples_per_index=<largest within budget>, seed), NoStopping(sampler))",
+            _pydvl_vrds,
+        ),
     ]
 
 
@@ -335,12 +361,21 @@ def is_unknown_method_error(exc: BaseException) -> bool:
     try:
         from dposhap.errors import DposhapError  # type: ignore[import-not-found]
     except ImportError:  # pragma: no cover - older layouts
-        DposhapError = ValueError  # noqa: N806
+        DposhapError = ValueError
     if not isinstance(exc, (ValueError, DposhapError)) or is_budget_too_small_error(exc):
         return False
     msg = str(exc).lower()
-    refusals = ("unknown", "unsupported", "not supported", "invalid", "not implemented",
-                "no such", "one of", "not recognized", "not recognised")
+    refusals = (
+        "unknown",
+        "unsupported",
+        "not supported",
+        "invalid",
+        "not implemented",
+        "no such",
+        "one of",
+        "not recognized",
+        "not recognised",
+    )
     return "method" in msg and any(word in msg for word in refusals)
 
 
@@ -351,13 +386,15 @@ def our_provider(method: str) -> Provider:
         import dposhap  # type: ignore[import-not-found]
 
         res = dposhap.shapley(utility, n, method=method, budget=budget, seed=seed)
-        return Estimate(np.asarray(res.values, dtype=np.float64).reshape(n), {
-            "reported_evaluations": int(res.n_evaluations),
-            "method": str(getattr(res, "method", method)),
-        })
+        return Estimate(
+            np.asarray(res.values, dtype=np.float64).reshape(n),
+            {
+                "reported_evaluations": int(res.n_evaluations),
+                "method": str(getattr(res, "method", method)),
+            },
+        )
 
-    return Provider(f"ours:{method}", "dposhap",
-                    f"dposhap.shapley(u, n, method={method!r}, budget, seed)", run)
+    return Provider(f"ours:{method}", "dposhap", f"dposhap.shapley(u, n, method={method!r}, budget, seed)", run)
 
 
 def our_providers(methods: tuple[str, ...] = OUR_METHODS) -> tuple[list[Provider], list[str]]:
@@ -378,7 +415,7 @@ def our_providers(methods: tuple[str, ...] = OUR_METHODS) -> tuple[list[Provider
     for method in methods:
         try:
             dposhap.shapley(probe, probe_n, method=method, budget=200, seed=0)
-        except Exception as exc:  # noqa: BLE001 - filtered just below
+        except Exception as exc:  # filtered just below
             if is_budget_too_small_error(exc):  # a known method, just not at this size
                 providers.append(our_provider(method))
                 continue

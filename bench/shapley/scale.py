@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dposhap.testing import margin_utility
 from games import preference_margins
 
 
@@ -27,20 +28,7 @@ def accuracy_callable(margins: np.ndarray, chunk: int = 256) -> Callable[[np.nda
     gemm, the fastest plain-numpy route for many rows); a single coalition is a gemv.
     Ties count 1/2.
     """
-    m = np.ascontiguousarray(margins, dtype=np.float64)
-    n_pairs = m.shape[1]
-
-    def utility(coalitions: np.ndarray) -> np.ndarray:
-        x = np.asarray(coalitions, dtype=bool)
-        if x.ndim == 1:
-            x = x[None, :]
-        out = np.empty(x.shape[0], dtype=np.float64)
-        for start in range(0, x.shape[0], chunk):
-            s = x[start:start + chunk].astype(np.float64) @ m
-            out[start:start + chunk] = ((s > 0).sum(axis=1) + 0.5 * (s == 0).sum(axis=1)) / n_pairs
-        return out
-
-    return utility
+    return margin_utility(np.ascontiguousarray(margins, dtype=np.float64), "accuracy", chunk=chunk)
 
 
 @dataclass

@@ -1,20 +1,18 @@
-// The C++ CPU backend of the gather form of the compose kernels: input checks at the
-// boundary and the op registration (torch.ops.dposhap.compose_gather). Kernel code lives
-// in compose.h; the semantics are those of python/dposhap/compose/reference.py.
-#include <torch/extension.h>
-#include <torch/library.h>
+// The C++ CPU kernel of the gather form of the compose kernels (kernel code only: the
+// torch-facing checks and the binding are compose_cpu_binding.cpp). One pass over the
+// vocabulary per output row, in blocks that stay in L1, OpenMP over rows (over parts of the
+// vocabulary when there are fewer rows than threads). Semantics:
+// python/dposhap/compose/reference.py.
+#include "compose_cpu.h"
 
-#include <ATen/Parallel.h>
-#include <omp.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
-#include <sstream>
-#include <string>
-#include <tuple>
 #include <utility>
 #include <vector>
 
-#include "compose.h"
+#include "compose_cpu_math.h"
 
 namespace dposhap {
 namespace compose {
@@ -67,13 +65,6 @@ Plan make_plan(const int64_t* ref, const int64_t* src, const float* weight, int6
 
 enum class RowError : uint8_t { kNone = 0, kNotFinite = 1, kAllMasked = 2 };
 
-struct Outputs {
-  float* logprobs;  // [M, V] or null
-  float* logz;
-  float* correction;
-  float* target_logprob;
-  int64_t* sample;
-};
 
 // Logits are processed in blocks of the vocabulary that stay in L1: every participating row
 // is read once, the combined block is masked, scaled and folded into an online log-sum-exp.
@@ -145,7 +136,8 @@ struct RowJob {
   const int64_t* step;
   int64_t top_k;  // > 0: sample among the top_k (< vocab) largest c
   bool need_logz;
-  const Outputs& out;
+  int num_threads;
+  const GatherOutputs& out;
   std::vector<RowError>& row_error;
   std::vector<int64_t>& bad_slot;
 
@@ -161,8 +153,8 @@ struct RowJob {
       float* block = acc + v0;
       for (int64_t k = 0; k < n_slots; ++k) {
         const scalar_t* row = logits + slots[k].row * row_stride + v0;
-        state.bad |= k == 0 ? slot_first(row, slots[k].coef, block, mask, len)
-                            : slot_accumulate(row, slots[k].coef, block, mask, len);
+        state.bad |= k == 0 ? slot_accumulate<true>(row, slots[k].coef, block, mask, len)
+                            : slot_accumulate<false>(row, slots[k].coef, block, mask, len);
       }
       if (state.bad) break;
       if (temp == 1.0f) {
@@ -229,10 +221,10 @@ struct RowJob {
 // One row at a time per thread: the combined row stays in the thread's cache for the sample.
 template <typename scalar_t>
 void run_whole_rows(const RowJob<scalar_t>& job) {
-  const Outputs& out = job.out;
+  const GatherOutputs& out = job.out;
   const int64_t vocab = job.vocab;
   const int64_t m_rows = static_cast<int64_t>(job.plan.count.size());
-#pragma omp parallel num_threads(std::max(1, at::get_num_threads()))
+#pragma omp parallel num_threads(job.num_threads)
   {
     std::vector<float> local_acc(out.logprobs ? 0 : vocab);
     uint8_t mask[kBlock];
@@ -259,7 +251,7 @@ void run_whole_rows(const RowJob<scalar_t>& job) {
 // the whole row to the bit.
 template <typename scalar_t>
 void run_split_rows(const RowJob<scalar_t>& job, int64_t parts, int64_t part_len) {
-  const Outputs& out = job.out;
+  const GatherOutputs& out = job.out;
   const int64_t vocab = job.vocab;
   const int64_t m_rows = static_cast<int64_t>(job.plan.count.size());
   const int64_t units = m_rows * parts;
@@ -271,7 +263,7 @@ void run_split_rows(const RowJob<scalar_t>& job, int64_t parts, int64_t part_len
   std::vector<float> logz(m_rows, 0.0f);
   std::vector<uint8_t> row_ok(m_rows, 0);
   const auto row_acc = [&](int64_t m) { return (out.logprobs ? out.logprobs : buffer.data()) + m * vocab; };
-#pragma omp parallel num_threads(std::max(1, at::get_num_threads()))
+#pragma omp parallel num_threads(job.num_threads)
   {
     uint8_t mask[kBlock];
 #pragma omp for schedule(dynamic, 1)
@@ -311,16 +303,16 @@ void run_split_rows(const RowJob<scalar_t>& job, int64_t parts, int64_t part_len
 }
 
 template <typename scalar_t>
-void run_rows(const scalar_t* logits, int64_t row_stride, int64_t vocab, const Plan& plan, const float* temperature,
-              const float* raw_lse, const int64_t* targets, uint64_t seed, const int64_t* stream_id,
-              const int64_t* step, int64_t top_k, const Outputs& out, std::vector<RowError>& row_error,
-              std::vector<int64_t>& bad_slot) {
-  const int64_t m_rows = static_cast<int64_t>(plan.count.size());
+void run_rows(const GatherInputs& in, const Plan& plan, const float* raw_lse, const GatherOutputs& out,
+              std::vector<RowError>& row_error, std::vector<int64_t>& bad_slot) {
+  const int64_t m_rows = in.m_rows;
+  const int64_t vocab = in.vocab;
   const bool need_logz = out.logz || out.target_logprob || out.logprobs || out.correction;
-  const int64_t kept_top_k = out.sample && top_k > 0 && top_k < vocab ? top_k : 0;
-  const RowJob<scalar_t> job{logits, row_stride, vocab, plan, temperature, raw_lse, targets, seed, stream_id, step,
-                             kept_top_k, need_logz, out, row_error, bad_slot};
-  const int64_t threads = std::max(1, at::get_num_threads());
+  const int64_t kept_top_k = out.sample && in.top_k > 0 && in.top_k < vocab ? in.top_k : 0;
+  const RowJob<scalar_t> job{static_cast<const scalar_t*>(in.logits), in.row_stride, vocab, plan, in.temperature,
+                             raw_lse, in.targets, in.seed, in.stream_id, in.step, kept_top_k, need_logz,
+                             in.num_threads, out, row_error, bad_slot};
+  const int64_t threads = in.num_threads;
   int64_t parts = 1;
   if (m_rows > 0 && m_rows < threads) parts = std::min((threads + m_rows - 1) / m_rows, std::max<int64_t>(1, vocab / kMinPart));
   if (parts == 1) {
@@ -331,189 +323,76 @@ void run_rows(const scalar_t* logits, int64_t row_stride, int64_t vocab, const P
   run_split_rows(job, (vocab + part_len - 1) / part_len, part_len);
 }
 
+// The log-sum-exp of every raw logits row that a non-single output row uses, once per row
+// (the sequence-level correction), indexed by logits row.
 template <typename scalar_t>
-void raw_row_lse(const scalar_t* logits, int64_t row_stride, int64_t vocab, const std::vector<int64_t>& rows,
-                 float* lse) {
+std::vector<float> raw_row_lse(const GatherInputs& in, const Plan& plan) {
+  std::vector<uint8_t> needed(in.n_rows, 0);
+  for (int64_t m = 0; m < in.m_rows; ++m) {
+    if (plan.single[m]) continue;
+    for (int64_t k = 0; k < plan.count[m]; ++k) needed[plan.slots[m * plan.width + k].row] = 1;
+  }
+  std::vector<int64_t> rows;
+  for (int64_t t = 0; t < in.n_rows; ++t)
+    if (needed[t]) rows.push_back(t);
+  std::vector<float> lse(in.n_rows, 0.0f);
+  const scalar_t* logits = static_cast<const scalar_t*>(in.logits);
   const int64_t n = static_cast<int64_t>(rows.size());
-#pragma omp parallel num_threads(std::max(1, at::get_num_threads()))
+#pragma omp parallel num_threads(in.num_threads)
   {
-    std::vector<float> buffer(vocab);
+    std::vector<float> buffer(in.vocab);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < n; ++i) {
-      to_float(logits + rows[i] * row_stride, buffer.data(), vocab);
-      lse[rows[i]] = row_lse(buffer.data(), vocab);
+      to_float(logits + rows[i] * in.row_stride, buffer.data(), in.vocab);
+      lse[rows[i]] = row_lse(buffer.data(), in.vocab);
     }
   }
+  return lse;
 }
 
-void check_index(const torch::Tensor& x, const char* name, int64_t ndim) {
-  TORCH_CHECK_VALUE(x.scalar_type() == at::kLong, name, " must be int64, got ", x.scalar_type(),
-                    "; convert it with .long()");
-  TORCH_CHECK_VALUE(x.dim() == ndim, name, " must be ", ndim, "-d, got shape ", x.sizes());
-  TORCH_CHECK_VALUE(x.device().is_cpu(), name, " must be on the CPU for the cpp backend, got ", x.device());
+template <typename scalar_t>
+void run_typed(const GatherInputs& in, const Plan& plan, const GatherOutputs& out, std::vector<RowError>& row_error,
+               std::vector<int64_t>& bad_slot) {
+  const std::vector<float> raw_lse = out.correction ? raw_row_lse<scalar_t>(in, plan) : std::vector<float>();
+  run_rows<scalar_t>(in, plan, raw_lse.data(), out, row_error, bad_slot);
 }
 
 }  // namespace
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> compose_gather_cpu(
-    const torch::Tensor& logits_in, const torch::Tensor& ref_index_in, const torch::Tensor& src_index_in,
-    const torch::Tensor& src_weight_in, const torch::Tensor& temperature_in, const c10::optional<torch::Tensor>& targets_in,
-    const torch::Tensor& stream_id_in, const torch::Tensor& step_in, int64_t seed, int64_t top_k, bool want_logprobs,
-    bool want_logz, bool want_correction, bool want_target, bool want_sample) {
-  // ---- checks at the boundary
-  TORCH_CHECK_VALUE(logits_in.device().is_cpu(), "logits must be on the CPU for the cpp backend, got ",
-                    logits_in.device());
-  TORCH_CHECK_VALUE(logits_in.dim() == 2, "logits must be 2-d [T, V], got shape ", logits_in.sizes());
-  const auto dtype = logits_in.scalar_type();
-  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
-                    "logits must be float32, float16 or bfloat16 for the cpp backend, got ", dtype,
-                    " (float64 runs on the torch reference)");
-  const int64_t n_rows = logits_in.size(0);
-  const int64_t vocab = logits_in.size(1);
-  TORCH_CHECK_VALUE(vocab > 0, "logits has an empty vocabulary (V = 0)");
-  check_index(ref_index_in, "ref_index", 1);
-  check_index(src_index_in, "src_index", 2);
-  const int64_t m_rows = ref_index_in.size(0);
-  const int64_t j_cols = src_index_in.size(1);
-  TORCH_CHECK_VALUE(src_index_in.size(0) == m_rows, "src_index has ", src_index_in.size(0),
-                    " rows but ref_index has M = ", m_rows, "; give one per output row");
-  TORCH_CHECK_VALUE(src_weight_in.device().is_cpu(), "src_weight must be on the CPU, got ", src_weight_in.device());
-  TORCH_CHECK_VALUE(at::isFloatingType(src_weight_in.scalar_type()), "src_weight must be floating, got ",
-                    src_weight_in.scalar_type());
-  TORCH_CHECK_VALUE(src_weight_in.sizes() == src_index_in.sizes(), "src_weight has shape ", src_weight_in.sizes(),
-                    " but src_index has ", src_index_in.sizes(), "; give one weight per member slot");
-  TORCH_CHECK_VALUE(temperature_in.device().is_cpu() && temperature_in.dim() == 1 &&
-                        temperature_in.size(0) == m_rows && at::isFloatingType(temperature_in.scalar_type()),
-                    "temperature must be a floating CPU tensor [M] with M = ", m_rows, ", got shape ",
-                    temperature_in.sizes());
-  check_index(stream_id_in, "stream_id", 1);
-  check_index(step_in, "step", 1);
-  TORCH_CHECK_VALUE(stream_id_in.size(0) == m_rows, "stream_id has ", stream_id_in.size(0),
-                    " rows but ref_index has M = ", m_rows);
-  TORCH_CHECK_VALUE(step_in.size(0) == m_rows, "step has ", step_in.size(0), " rows but ref_index has M = ", m_rows);
-
-  const auto ref_index = ref_index_in.contiguous();
-  const auto src_index = src_index_in.contiguous();
-  const auto src_weight = src_weight_in.to(at::kFloat).contiguous();
-  const auto temperature = temperature_in.to(at::kFloat).contiguous();
-  const auto stream_id = stream_id_in.contiguous();
-  const auto step = step_in.contiguous();
-  const int64_t* ref = ref_index.data_ptr<int64_t>();
-  const int64_t* src = src_index.data_ptr<int64_t>();
-  const float* weight = src_weight.data_ptr<float>();
-  const float* temp = temperature.data_ptr<float>();
-
-  for (int64_t m = 0; m < m_rows; ++m) {
-    TORCH_CHECK_VALUE(ref[m] >= 0 && ref[m] < n_rows, "ref_index[", m, "] = ", ref[m],
-                      " is out of range: logits has ", n_rows, " rows, so it must be in [0, ", n_rows, ")");
+GatherError compose_gather_rows(const GatherInputs& in, const GatherOutputs& out) {
+  const Plan plan = make_plan(in.ref_index, in.src_index, in.src_weight, in.m_rows, in.j_cols);
+  std::vector<RowError> row_error(in.m_rows, RowError::kNone);
+  std::vector<int64_t> bad_slot(in.m_rows, -1);
+  switch (in.dtype) {
+    case LogitsDtype::kFloat32:
+      run_typed<float>(in, plan, out, row_error, bad_slot);
+      break;
+    case LogitsDtype::kFloat16:
+      run_typed<c10::Half>(in, plan, out, row_error, bad_slot);
+      break;
+    case LogitsDtype::kBFloat16:
+      run_typed<c10::BFloat16>(in, plan, out, row_error, bad_slot);
+      break;
   }
-  for (int64_t i = 0; i < m_rows * j_cols; ++i) {
-    TORCH_CHECK_VALUE(src[i] >= -1 && src[i] < n_rows, "src_index[", i / j_cols, ", ", i % j_cols, "] = ", src[i],
-                      " is out of range: logits has ", n_rows, " rows, so a member must be in [0, ", n_rows,
-                      "), or -1 for padding");
-    TORCH_CHECK_VALUE(src[i] < 0 || std::isfinite(weight[i]), "src_weight[", i / j_cols, ", ", i % j_cols, "] = ",
-                      weight[i], " is not finite; weights must be finite numbers");
-  }
-  for (int64_t m = 0; m < m_rows; ++m) {
-    TORCH_CHECK_VALUE(std::isfinite(temp[m]) && temp[m] > 0.0f, "temperature of output row ", m, " is ", temp[m],
-                      "; it must be finite and > 0 (for greedy decoding sample with top_k=1)");
-  }
-  torch::Tensor targets;
-  if (want_target) {
-    TORCH_CHECK_VALUE(targets_in.has_value(),
-                      "the \"target_logprob\" output needs targets: pass targets=<int64 tensor [M]>");
-    check_index(*targets_in, "targets", 1);
-    TORCH_CHECK_VALUE(targets_in->size(0) == m_rows, "targets has ", targets_in->size(0),
-                      " rows but ref_index has M = ", m_rows, "; give one per output row");
-    targets = targets_in->contiguous();
-    const int64_t* t = targets.data_ptr<int64_t>();
-    for (int64_t m = 0; m < m_rows; ++m) {
-      TORCH_CHECK_VALUE(t[m] >= 0 && t[m] < vocab, "targets[", m, "] = ", t[m],
-                        " is out of range: it must be a token in [0, ", vocab, ")");
-    }
-  }
-
-  // rows must be contiguous along the vocabulary; any row stride is fine
-  const auto logits = logits_in.stride(1) == 1 ? logits_in : logits_in.contiguous();
-  const int64_t row_stride = logits.stride(0);
-  const Plan plan = make_plan(ref, src, weight, m_rows, j_cols);
-
-  const auto f32 = torch::TensorOptions().dtype(at::kFloat);
-  torch::Tensor logprobs = want_logprobs ? torch::empty({m_rows, vocab}, f32) : torch::empty({0}, f32);
-  torch::Tensor logz = want_logz ? torch::empty({m_rows}, f32) : torch::empty({0}, f32);
-  torch::Tensor correction = want_correction ? torch::empty({m_rows}, f32) : torch::empty({0}, f32);
-  torch::Tensor target_logprob = want_target ? torch::empty({m_rows}, f32) : torch::empty({0}, f32);
-  torch::Tensor sample = want_sample ? torch::empty({m_rows}, torch::TensorOptions().dtype(at::kLong))
-                                     : torch::empty({0}, torch::TensorOptions().dtype(at::kLong));
-  Outputs out{want_logprobs ? logprobs.data_ptr<float>() : nullptr, want_logz ? logz.data_ptr<float>() : nullptr,
-              want_correction ? correction.data_ptr<float>() : nullptr,
-              want_target ? target_logprob.data_ptr<float>() : nullptr,
-              want_sample ? sample.data_ptr<int64_t>() : nullptr};
-
-  std::vector<RowError> row_error(m_rows, RowError::kNone);
-  std::vector<int64_t> bad_slot(m_rows, -1);
-  std::vector<float> raw_lse;
-  auto dispatch = [&](auto tag) {
-    using scalar_t = decltype(tag);
-    const scalar_t* data = reinterpret_cast<const scalar_t*>(logits.data_ptr());
-    if (want_correction) {
-      // the log-sum-exp of every raw row that a non-single output row uses, once per row
-      std::vector<uint8_t> needed(n_rows, 0);
-      for (int64_t m = 0; m < m_rows; ++m) {
-        if (plan.single[m]) continue;
-        for (int64_t k = 0; k < plan.count[m]; ++k) needed[plan.slots[m * plan.width + k].row] = 1;
-      }
-      std::vector<int64_t> rows;
-      for (int64_t t = 0; t < n_rows; ++t)
-        if (needed[t]) rows.push_back(t);
-      raw_lse.assign(n_rows, 0.0f);
-      raw_row_lse(data, row_stride, vocab, rows, raw_lse.data());
-    }
-    run_rows(data, row_stride, vocab, plan, temp, raw_lse.data(), want_target ? targets.data_ptr<int64_t>() : nullptr,
-             static_cast<uint64_t>(seed), stream_id.data_ptr<int64_t>(), step.data_ptr<int64_t>(), top_k, out,
-             row_error, bad_slot);
-  };
-  if (dtype == at::kFloat) {
-    dispatch(float{});
-  } else if (dtype == at::kHalf) {
-    dispatch(at::Half{});
-  } else {
-    dispatch(at::BFloat16{});
-  }
-
   // errors in the order of the reference: non-finite logits first, then all-masked rows
-  for (int64_t m = 0; m < m_rows; ++m) {
+  GatherError error;
+  for (int64_t m = 0; m < in.m_rows; ++m) {
     if (row_error[m] != RowError::kNotFinite) continue;
     const Slot& slot = plan.slots[m * plan.width + std::max<int64_t>(bad_slot[m], 0)];
-    std::ostringstream role;
-    if (slot.orig < 0) {
-      role << "the reference";
-    } else {
-      role << "member " << slot.orig << " (src_index[" << m << ", " << slot.orig << "])";
-    }
-    TORCH_CHECK_VALUE(false, "logits row ", slot.row, " contains NaN or +inf; it is ", role.str(), " of output row ",
-                      m, ". Logits must be finite or -inf (masked tokens): check the forward pass that produced them");
+    error.kind = GatherError::Kind::kNotFinite;
+    error.output_row = m;
+    error.logits_row = slot.row;
+    error.member = slot.orig;
+    return error;
   }
-  for (int64_t m = 0; m < m_rows; ++m) {
-    TORCH_CHECK_VALUE(row_error[m] != RowError::kAllMasked, "output row ", m,
-                      ": the combined logits are -inf for every token (its reference and members mask out the whole "
-                      "vocabulary between them); leave at least one token unmasked in every participating row");
+  for (int64_t m = 0; m < in.m_rows; ++m) {
+    if (row_error[m] != RowError::kAllMasked) continue;
+    error.kind = GatherError::Kind::kAllMasked;
+    error.output_row = m;
+    return error;
   }
-  return {logprobs, logz, correction, target_logprob, sample};
+  return error;
 }
 
 }  // namespace compose
 }  // namespace dposhap
-
-TORCH_LIBRARY_FRAGMENT(dposhap, m) {
-  m.def(
-      "compose_gather(Tensor logits, Tensor ref_index, Tensor src_index, Tensor src_weight, Tensor temperature, "
-      "Tensor? targets, Tensor stream_id, Tensor step, int seed, int top_k, bool want_logprobs, bool want_logz, "
-      "bool want_correction, bool want_target, bool want_sample) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(dposhap, CPU, m) { m.impl("compose_gather", &dposhap::compose::compose_gather_cpu); }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.doc() = "dposhap compose kernels, C++ CPU backend: the op is torch.ops.dposhap.compose_gather";
-}

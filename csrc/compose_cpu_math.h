@@ -1,8 +1,8 @@
-// Kernel code of the C++ CPU compose backend (gather form). No Python, no pybind here.
+// Row loops of the C++ CPU compose kernel (compose_cpu.cpp): vectorisable log-sum-exp pieces,
+// the slot accumulation, top-k selection and the Gumbel-max draw. No torch, no Python.
 //
-// Conventions: python/dposhap/compose/reference.py (the ground truth) and
-// python/dposhap/compose/noise.py (the 32-bit counter-based noise). Logits are read as
-// float, half or bfloat16 and every computation is float32.
+// Conventions: python/dposhap/compose/reference.py (the ground truth); the noise is the one of
+// compose_noise.h. Every computation is float32.
 #pragma once
 
 #include <algorithm>
@@ -12,56 +12,19 @@
 #include <limits>
 #include <vector>
 
+#include "compose_noise.h"
+
 namespace dposhap {
 namespace compose {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kPosInf = std::numeric_limits<float>::infinity();
 
-// ------------------------------------------------------------------------------------
-// noise (bit-identical to dposhap.compose.noise)
-
-constexpr uint32_t kLaneAInit = 0x243F6A88u;
-constexpr uint32_t kLaneBInit = 0x85A308D3u;
-constexpr uint32_t kMixMul1 = 0x7FEB352Du;
-constexpr uint32_t kMixMul2 = 0x846CA68Bu;
-
-inline uint32_t mix32(uint32_t x) {
-  x ^= x >> 16;
-  x *= kMixMul1;
-  x ^= x >> 15;
-  x *= kMixMul2;
-  x ^= x >> 16;
-  return x;
-}
-
-struct RowKey {
-  uint32_t a;
-  uint32_t b;
-};
-
-// (seed, stream, step) as 64-bit two's-complement patterns, absorbed word by word.
-inline RowKey row_key(uint64_t seed, uint64_t stream, uint64_t step) {
-  const uint32_t words[6] = {
-      static_cast<uint32_t>(seed),   static_cast<uint32_t>(seed >> 32),
-      static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32),
-      static_cast<uint32_t>(step),   static_cast<uint32_t>(step >> 32)};
-  uint32_t a = kLaneAInit, b = kLaneBInit;
-  for (uint32_t w : words) {
-    a = mix32(a ^ w);
-    b = mix32(b + w);
-  }
-  return {a, b};
-}
-
-inline uint32_t hash32(RowKey key, uint32_t token) { return mix32(mix32(token ^ key.a) + key.b); }
-
-// u = ((h >> 9) + 0.5) * 2**-23, exact in float32.
-inline float uniform_from_bits(uint32_t h) {
-  return (static_cast<float>(h >> 9) + 0.5f) * (1.0f / 8388608.0f);
-}
-
-inline float gumbel_from_bits(uint32_t h) { return -std::log(-std::log(uniform_from_bits(h))); }
+using noise::gumbel_from_bits;
+using noise::hash32;
+using noise::row_key;
+using noise::RowKey;
+using noise::uniform_from_bits;
 
 // ------------------------------------------------------------------------------------
 // a branch-free exp for x <= 0 that the compiler vectorises (Cephes expf polynomial,
@@ -130,31 +93,23 @@ inline void to_float(const scalar_t* src, float* dst, int64_t n) {
   for (int64_t v = 0; v < n; ++v) dst[v] = static_cast<float>(src[v]);
 }
 
-// First slot: acc = a * l (0 where l = -inf), mask = (l == -inf). Returns true if the row
-// holds NaN or +inf.
-template <typename scalar_t>
-inline bool slot_first(const scalar_t* row, float coef, float* acc, uint8_t* mask, int64_t n) {
-  int bad = 0;
-  for (int64_t v = 0; v < n; ++v) {
-    const float l = static_cast<float>(row[v]);
-    const bool neg_inf = l == kNegInf;
-    bad |= !(l < kPosInf) & !neg_inf;  // NaN or +inf
-    acc[v] = neg_inf ? 0.0f : coef * l;
-    mask[v] = static_cast<uint8_t>(neg_inf);
-  }
-  return bad != 0;
-}
-
-// Further slots: acc += a * l (0 where l = -inf), mask |= (l == -inf).
-template <typename scalar_t>
+// acc (+)= a * l, 0 where l = -inf, and mask (|)= (l == -inf): kFirst sets them (the first
+// participating slot), otherwise they accumulate. Returns true if the row holds NaN or +inf.
+template <bool kFirst, typename scalar_t>
 inline bool slot_accumulate(const scalar_t* row, float coef, float* acc, uint8_t* mask, int64_t n) {
   int bad = 0;
   for (int64_t v = 0; v < n; ++v) {
     const float l = static_cast<float>(row[v]);
     const bool neg_inf = l == kNegInf;
-    bad |= !(l < kPosInf) & !neg_inf;
-    acc[v] = acc[v] + (neg_inf ? 0.0f : coef * l);
-    mask[v] = static_cast<uint8_t>(mask[v] | static_cast<uint8_t>(neg_inf));
+    bad |= !(l < kPosInf) & !neg_inf;  // NaN or +inf
+    const float term = neg_inf ? 0.0f : coef * l;
+    if constexpr (kFirst) {
+      acc[v] = term;
+      mask[v] = static_cast<uint8_t>(neg_inf);
+    } else {
+      acc[v] = acc[v] + term;
+      mask[v] = static_cast<uint8_t>(mask[v] | static_cast<uint8_t>(neg_inf));
+    }
   }
   return bad != 0;
 }

@@ -1,17 +1,13 @@
 // Torch-facing entry of the CUDA gather-form kernel (compose_cuda.cu): input checks at the
-// boundary, output allocation, launch on the current stream.
+// boundary, output allocation, launch on the current stream. Python registers it, behind its
+// launcher (python/dposhap/compose/cuda_backend.py), as the CUDA kernel of the op
+// torch.ops.dposhap.compose_gather (python/dposhap/compose/ops.py).
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/extension.h>
 
 #include <tuple>
 
-namespace dposhap {
-cudaError_t launch_compose_rows(int dtype, const void* logits, int64_t stride, const int64_t* rows,
-                                const float* coef, int n_slots, const float* temperature, const int64_t* targets,
-                                const int64_t* key_a, const int64_t* key_b, int64_t n_out, int64_t vocab,
-                                int64_t top_k, float* logz, float* raw_lse, float* target, int64_t* sample,
-                                float* logprobs, cudaStream_t stream);
-}
+#include "compose_cuda.h"
 
 namespace {
 

@@ -2,7 +2,8 @@
 //
 // Device code only, on raw pointers: no torch headers, so that the file compiles in seconds
 // and can be compile-checked on machines without a GPU. The torch-facing launcher and the
-// input checks live in compose_cuda_binding.cpp.
+// input checks live in compose_cuda_binding.cpp; the noise is compose_noise.h, shared with the
+// C++ CPU kernel.
 //
 // One block per output row m. The threads stride over the vocabulary; each combines the
 // participating rows (c = sum_a coef_a l_a / T, a token is -inf as soon as a participating row
@@ -19,10 +20,13 @@
 // as the reference does, to the bit (no fused multiply-add, a correctly rounded division), so
 // its top-k set is the reference's.
 
+#include "compose_cuda.h"
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
 #include <stdint.h>
+
+#include "compose_noise.h"
 
 namespace dposhap {
 
@@ -36,20 +40,8 @@ __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
-// lowbias32, the mixer of dposhap.compose.noise
-__device__ __forceinline__ uint32_t mix32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7FEB352Du;
-  x ^= x >> 15;
-  x *= 0x846CA68Bu;
-  x ^= x >> 16;
-  return x;
-}
-
 __device__ __forceinline__ float gumbel(uint32_t key_a, uint32_t key_b, uint32_t token) {
-  const uint32_t h = mix32(mix32(token ^ key_a) + key_b);
-  const float u = (static_cast<float>(h >> 9) + 0.5f) * 1.1920928955078125e-07f;  // 2^-23
-  return -logf(-logf(u));
+  return noise::gumbel_from_bits(noise::hash32({key_a, key_b}, token));
 }
 
 // running log-sum-exp: (max, sum of exp(x - max))
@@ -332,8 +324,6 @@ void launch_typed(const void* logits, int64_t stride, const int64_t* rows, const
   }
 }
 
-// dtype: 0 = float32, 1 = float16, 2 = bfloat16. Optional outputs may be null. top_k: 0 for
-// sampling over the whole vocabulary, else 0 < top_k < vocab (and sample non-null).
 cudaError_t launch_compose_rows(int dtype, const void* logits, int64_t stride, const int64_t* rows,
                                 const float* coef, int n_slots, const float* temperature, const int64_t* targets,
                                 const int64_t* key_a, const int64_t* key_b, int64_t n_out, int64_t vocab,

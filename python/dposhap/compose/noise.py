@@ -64,6 +64,7 @@ import math
 import torch
 
 from ..errors import InvalidArgumentError
+from .contract import as_int64, check_int64_range
 
 __all__ = [
     "MASK32",
@@ -147,7 +148,7 @@ def hash32_scalar(seed: int, stream: int, step: int, token: int) -> int:
         ``h`` in ``[0, 2**32)`` (see the module docstring).
     """
     for name, value in (("seed", seed), ("stream", stream), ("step", step)):
-        _check_int64_range(value, name)
+        check_int64_range(value, name)
     if not 0 <= token <= MASK32:
         raise InvalidArgumentError(f"token must be in [0, 2**32), got {token}")
     a, b = _row_key_scalar(seed, stream, step)
@@ -193,29 +194,16 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def _check_int64_range(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} must be a Python int, got {type(value).__name__}")
-    if not -(1 << 63) <= value < _U64:
-        raise InvalidArgumentError(f"{name} = {value} does not fit in 64 bits; pass a value in [0, 2**64)")
-
-
 def _as_row_tensor(value: int | torch.Tensor, name: str, device: torch.device) -> torch.Tensor:
     """A Python int or an int64 tensor, as int64 (two's complement of the 64-bit value)."""
     if isinstance(value, torch.Tensor):
         if value.dtype != torch.int64:
             raise InvalidArgumentError(f"{name} must be an int64 tensor, got {value.dtype}; convert it with .long()")
         return value.to(device)
-    _check_int64_range(value, name)
-    value %= _U64
-    if value >= 1 << 63:
-        value -= _U64
-    return torch.tensor(value, dtype=torch.int64, device=device)
+    return torch.tensor(as_int64(value, name), dtype=torch.int64, device=device)
 
 
-def row_keys(
-    seed: int, stream_id: torch.Tensor, step: int | torch.Tensor = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def row_keys(seed: int, stream_id: torch.Tensor, step: int | torch.Tensor = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The 64-bit key ``(a, b)`` of every row: the part of the hash that is fixed per row.
 
     Parameters
@@ -268,9 +256,7 @@ def _tokens_tensor(tokens: int | torch.Tensor, device: torch.device) -> torch.Te
     return torch.arange(tokens, dtype=torch.int64, device=device)
 
 
-def hash32(
-    seed: int, stream_id: torch.Tensor, step: int | torch.Tensor, tokens: int | torch.Tensor
-) -> torch.Tensor:
+def hash32(seed: int, stream_id: torch.Tensor, step: int | torch.Tensor, tokens: int | torch.Tensor) -> torch.Tensor:
     """The 32 random bits of every ``(row, token)``.
 
     Parameters

@@ -5,7 +5,8 @@ member rows ``s_1..s_J`` of a logits matrix, with weights ``w_1..w_J`` and a tem
 
     c = (l_r + sum_j w_j (l_{s_j} - l_r)) / temperature_m,      log p = log_softmax(c)
 
-Everything here computes in float32 (float64 when the inputs are float64 or
+The argument checks and the canonical order of the members are the contract's
+(:mod:`dposhap.compose.contract`); this module is the math. Everything here computes in float32 (float64 when the inputs are float64 or
 ``compute_dtype=torch.float64``), and favours being obviously right over being fast: it
 materialises ``[M, J + 1, V]``. The fast backends (C++, CUDA, Triton) must agree with it.
 
@@ -37,211 +38,60 @@ Order
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal, NamedTuple, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 
 from ..errors import InvalidArgumentError
 from . import noise
+from .contract import (
+    FLOAT_DTYPES,
+    LOGIT_DTYPES,
+    ComposeOutput,
+    GatherArgs,
+    GatherRequest,
+    OutputName,
+    Temperature,
+    canonical_members,
+    check_device,
+    check_float_tensor,
+    check_index_tensor,
+    dense_request,
+    first_index,
+    resolve_compute_dtype,
+    single_source_rows,
+    slot_layout,
+    validate_gather,
+)
 
 __all__ = [
-    "ComposeOutput",
-    "OutputName",
-    "Backend",
-    "OUTPUT_NAMES",
     "coalition_coefficients",
     "compose",
+    "compose_checked",
     "compose_hidden",
+    "compose_hidden_unchecked",
     "log_probs",
     "shared_scores",
 ]
 
-#: The outputs :func:`compose` can return.
-OutputName = Literal["logprobs", "logz", "correction", "target_logprob", "sample"]
-OUTPUT_NAMES: tuple[str, ...] = ("logprobs", "logz", "correction", "target_logprob", "sample")
-#: Backends of :func:`log_probs` (the gather-form backends of :func:`dposhap.compose.compose`).
-Backend = Literal["auto", "torch", "cpp", "cuda", "triton"]
-_DENSE_BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
-_LOGIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 _NEG_INF = -math.inf
-
-Temperature = Union[float, torch.Tensor]
-
-
-@dataclass
-class ComposeOutput:
-    """What :func:`compose` returns: the requested outputs, ``None`` for the others.
-
-    Attributes
-    ----------
-    logprobs
-        ``[M, V]`` log-probabilities ``log_softmax(c)``, in the compute dtype.
-    logz
-        ``[M]`` log-normaliser ``logsumexp_v c``.
-    correction
-        ``[M]`` per-step sequence-level correction ``logsumexp_v (a_0 lp_r + sum_j a_j
-        lp_{s_j})`` where ``lp`` is each row's own ``log_softmax`` at temperature 1; exactly 0
-        for a row that is a single source (or the reference) with coefficient 1.
-    target_logprob
-        ``[M]`` ``logprobs[m, targets[m]]`` (``-inf`` if the target is masked).
-    sample
-        ``[M]`` int64 sampled tokens.
-    """
-
-    logprobs: torch.Tensor | None = None
-    logz: torch.Tensor | None = None
-    correction: torch.Tensor | None = None
-    target_logprob: torch.Tensor | None = None
-    sample: torch.Tensor | None = None
 
 
 # --------------------------------------------------------------------------------------
-# argument checks
-
-
-def _first(mask: torch.Tensor) -> tuple[int, ...]:
-    """Index of the first True entry of a boolean tensor that has one."""
-    return tuple(int(i) for i in mask.nonzero()[0].tolist())
-
-
-def _compute_dtype(input_dtype: torch.dtype, compute_dtype: torch.dtype | None) -> torch.dtype:
-    if compute_dtype is None:
-        return torch.float64 if input_dtype == torch.float64 else torch.float32
-    if compute_dtype not in (torch.float32, torch.float64):
-        raise InvalidArgumentError(f"compute_dtype must be None, torch.float32 or torch.float64, got {compute_dtype}")
-    return compute_dtype
-
-
-def _check_float_tensor(x: object, name: str, shape: str, ndim: int, dtypes: Sequence[torch.dtype]) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise InvalidArgumentError(f"{name} must be a torch.Tensor {shape}, got {type(x).__name__}")
-    if x.dim() != ndim:
-        raise InvalidArgumentError(f"{name} must be {ndim}-d {shape}, got shape {tuple(x.shape)}")
-    if x.dtype not in dtypes:
-        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
-        raise InvalidArgumentError(f"{name} must have dtype {names}; got {x.dtype}")
-    return x
-
-
-def _check_index_tensor(x: object, name: str, shape: str, ndim: int) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise InvalidArgumentError(f"{name} must be an int64 torch.Tensor {shape}, got {type(x).__name__}")
-    if x.dtype != torch.int64:
-        raise InvalidArgumentError(f"{name} must be int64, got {x.dtype}; convert it with .long()")
-    if x.dim() != ndim:
-        raise InvalidArgumentError(f"{name} must be {ndim}-d {shape}, got shape {tuple(x.shape)}")
-    return x
-
-
-def _check_device(x: torch.Tensor, name: str, device: torch.device) -> None:
-    if x.device != device:
-        raise InvalidArgumentError(f"{name} is on {x.device} but the logits are on {device}; move it with .to({str(device)!r})")
-
-
-def _check_length(x: torch.Tensor, name: str, m: int) -> None:
-    if x.shape[0] != m:
-        raise InvalidArgumentError(f"{name} has {x.shape[0]} rows but ref_index has M = {m}; give one per output row")
-
-
-def _temperature_tensor(temperature: Temperature, m: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    if isinstance(temperature, torch.Tensor):
-        if not temperature.is_floating_point():
-            raise InvalidArgumentError(f"temperature must be a float or a floating tensor [M], got {temperature.dtype}")
-        if temperature.dim() > 1 or (temperature.dim() == 1 and temperature.shape[0] != m):
-            raise InvalidArgumentError(f"temperature must be a float or a tensor [M] with M = {m}, got shape {tuple(temperature.shape)}")
-        _check_device(temperature, "temperature", device)
-        t = temperature.to(dtype).expand(m)
-    elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
-        t = torch.full((m,), float(temperature), dtype=dtype, device=device)
-    else:
-        raise InvalidArgumentError(f"temperature must be a float or a tensor [M], got {type(temperature).__name__}")
-    bad = ~(torch.isfinite(t) & (t > 0))
-    if bool(bad.any()):
-        (row,) = _first(bad)
-        raise InvalidArgumentError(
-            f"temperature of output row {row} is {float(t[row])}; it must be finite and > 0 "
-            "(for greedy decoding sample with top_k=1)"
-        )
-    return t
+# checks of values and the combination
 
 
 def _check_finite(values: torch.Tensor, used: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, what: str) -> None:
     """NaN or +inf in a participating row is an error that names the row."""
     bad = (torch.isnan(values) | torch.isposinf(values)).any(-1) & used
     if bool(bad.any()):
-        m, a = _first(bad)
+        m, a = first_index(bad)
         slot = int(slots[m, a])
         role = "the reference" if slot < 0 else f"member {slot} (src_index[{m}, {slot}])"
         raise InvalidArgumentError(
             f"{what} row {int(rows[m, a])} contains NaN or +inf; it is {role} of output row {m}. "
             f"{what.capitalize()} must be finite or -inf (masked tokens): check the forward pass that produced them"
         )
-
-
-# --------------------------------------------------------------------------------------
-# the combination
-
-
-def _prepare_rows(
-    n_rows: int,
-    device: torch.device,
-    ref_index: torch.Tensor,
-    src_index: torch.Tensor,
-    src_weight: torch.Tensor,
-    dtype: torch.dtype,
-    rows_name: str = "logits",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check the gather arguments; return ``rows``, ``coef`` and ``slots``, each ``[M, J + 1]``.
-
-    Slot 0 is the reference (coefficient ``1 - sum w``), slots 1.. are the members in the
-    canonical order (by index, then weight), padding included with coefficient 0 and row 0.
-    ``slots`` holds each slot's original member position (``-1`` for the reference).
-    """
-    ref_index = _check_index_tensor(ref_index, "ref_index", "[M]", 1)
-    src_index = _check_index_tensor(src_index, "src_index", "[M, J]", 2)
-    src_weight = _check_float_tensor(
-        src_weight, "src_weight", "[M, J]", 2, (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-    )
-    for x, name in ((ref_index, "ref_index"), (src_index, "src_index"), (src_weight, "src_weight")):
-        _check_device(x, name, device)
-    m = ref_index.shape[0]
-    _check_length(src_index, "src_index", m)
-    if src_weight.shape != src_index.shape:
-        raise InvalidArgumentError(
-            f"src_weight has shape {tuple(src_weight.shape)} but src_index has {tuple(src_index.shape)}; give one weight per member slot"
-        )
-    bad = (ref_index < 0) | (ref_index >= n_rows)
-    if bool(bad.any()):
-        (row,) = _first(bad)
-        raise InvalidArgumentError(
-            f"ref_index[{row}] = {int(ref_index[row])} is out of range: {rows_name} has {n_rows} rows, so it must be in [0, {n_rows})"
-        )
-    bad = (src_index < -1) | (src_index >= n_rows)
-    if bool(bad.any()):
-        row, slot = _first(bad)
-        raise InvalidArgumentError(
-            f"src_index[{row}, {slot}] = {int(src_index[row, slot])} is out of range: {rows_name} has {n_rows} rows, "
-            f"so a member must be in [0, {n_rows}), or -1 for padding"
-        )
-    padding = src_index < 0
-    weight = src_weight.to(dtype)
-    bad = ~torch.isfinite(weight) & ~padding
-    if bool(bad.any()):
-        row, slot = _first(bad)
-        raise InvalidArgumentError(f"src_weight[{row}, {slot}] = {float(src_weight[row, slot])} is not finite; weights must be finite numbers")
-    weight = weight.masked_fill(padding, 0.0)
-    index = src_index.masked_fill(padding, -1)
-    # canonical order: by weight, then (stably) by index
-    by_weight = torch.sort(weight, dim=1, stable=True).indices
-    by_index = torch.sort(index.gather(1, by_weight), dim=1, stable=True).indices
-    order = by_weight.gather(1, by_index)
-    weight, index = weight.gather(1, order), index.gather(1, order)
-    ref_coef = 1.0 - weight.sum(dim=1, keepdim=True)
-    rows = torch.cat([ref_index[:, None], index.clamp(min=0)], dim=1)
-    coef = torch.cat([ref_coef, weight], dim=1)
-    slots = torch.cat([torch.full_like(ref_index[:, None], -1), order], dim=1)
-    return rows, coef, slots
 
 
 def _combine(values: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
@@ -269,7 +119,7 @@ def _combine(values: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
 def _check_not_all_masked(c: torch.Tensor) -> None:
     bad = torch.isneginf(c).all(dim=1)
     if bool(bad.any()):
-        (row,) = _first(bad)
+        (row,) = first_index(bad)
         raise InvalidArgumentError(
             f"output row {row}: the combined logits are -inf for every token (its reference and members mask out the "
             "whole vocabulary between them); leave at least one token unmasked in every participating row"
@@ -284,83 +134,6 @@ def _top_k_mask(c: torch.Tensor, top_k: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------
 # the gather form
-
-
-def normalize_outputs(outputs: Sequence[OutputName] | OutputName) -> tuple[str, ...]:
-    """``outputs`` as a tuple of known output names (one name is accepted on its own)."""
-    if isinstance(outputs, str):
-        outputs = (outputs,)
-    outputs = tuple(outputs)
-    unknown = [o for o in outputs if o not in OUTPUT_NAMES]
-    if unknown:
-        raise InvalidArgumentError(f"unknown output(s) {unknown}; choose from {list(OUTPUT_NAMES)}")
-    return outputs
-
-
-class GatherArgs(NamedTuple):
-    """The checked arguments of the gather form, shared by every backend's entry point."""
-
-    outputs: tuple[str, ...]
-    logits: torch.Tensor
-    rows: torch.Tensor
-    coef: torch.Tensor
-    slots: torch.Tensor
-    temp: torch.Tensor
-    targets: torch.Tensor | None
-    stream_id: torch.Tensor | None
-    step: int | torch.Tensor
-    dtype: torch.dtype
-    vocab: int
-
-
-def _validate_gather(
-    logits: torch.Tensor,
-    ref_index: torch.Tensor,
-    src_index: torch.Tensor,
-    src_weight: torch.Tensor,
-    temperature: Temperature,
-    outputs: Sequence[OutputName] | OutputName,
-    targets: torch.Tensor | None,
-    stream_id: torch.Tensor | None,
-    step: int | torch.Tensor,
-    top_k: int | None,
-    compute_dtype: torch.dtype | None,
-) -> GatherArgs:
-    """Check the arguments of :func:`compose` (see there) and put the rows in canonical order."""
-    outputs = normalize_outputs(outputs)
-    logits = _check_float_tensor(logits, "logits", "[T, V]", 2, _LOGIT_DTYPES)
-    n_rows, vocab = logits.shape
-    if vocab == 0:
-        raise InvalidArgumentError("logits has an empty vocabulary (V = 0)")
-    device = logits.device
-    dtype = _compute_dtype(logits.dtype, compute_dtype)
-    rows, coef, slots = _prepare_rows(n_rows, device, ref_index, src_index, src_weight, dtype)
-    m = rows.shape[0]
-    temp = _temperature_tensor(temperature, m, device, dtype)
-    if "target_logprob" in outputs:
-        if targets is None:
-            raise InvalidArgumentError('the "target_logprob" output needs targets: pass targets=<int64 tensor [M]>')
-        targets = _check_index_tensor(targets, "targets", "[M]", 1)
-        _check_device(targets, "targets", device)
-        _check_length(targets, "targets", m)
-        bad = (targets < 0) | (targets >= vocab)
-        if bool(bad.any()):
-            (row,) = _first(bad)
-            raise InvalidArgumentError(f"targets[{row}] = {int(targets[row])} is out of range: it must be a token in [0, {vocab})")
-    if "sample" in outputs:
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise InvalidArgumentError(f"top_k must be None or an int >= 1, got {top_k!r}")
-        if stream_id is None:
-            stream_id = torch.arange(m, dtype=torch.int64, device=device)
-        stream_id = _check_index_tensor(stream_id, "stream_id", "[M]", 1)
-        _check_device(stream_id, "stream_id", device)
-        _check_length(stream_id, "stream_id", m)
-        if isinstance(step, torch.Tensor):
-            step = _check_index_tensor(step, "step", "[M]", 1)
-            _check_device(step, "step", device)
-            _check_length(step, "step", m)
-
-    return GatherArgs(outputs, logits, rows, coef, slots, temp, targets, stream_id, step, dtype, vocab)
 
 
 def compose(
@@ -419,7 +192,7 @@ def compose(
     Returns
     -------
     ComposeOutput
-        The requested fields (see :class:`ComposeOutput`), in the compute dtype; ``sample`` is
+        The requested fields (see :class:`~dposhap.compose.contract.ComposeOutput`), in the compute dtype; ``sample`` is
         int64: ``argmax_v (c[m, v] + g[m, v])`` over the allowed tokens, ties to the lowest
         index, with ``g = noise.gumbel(seed, stream_id, step, arange(V))`` in the compute dtype.
 
@@ -430,11 +203,30 @@ def compose(
         NaN or ``+inf`` in a participating logits row, a row whose combined logits are all
         ``-inf``.
     """
-    args = _validate_gather(
-        logits, ref_index, src_index, src_weight, temperature, outputs, targets, stream_id, step, top_k, compute_dtype
+    request = GatherRequest(
+        logits,
+        ref_index,
+        src_index,
+        src_weight,
+        temperature,
+        outputs,
+        targets,
+        seed,
+        stream_id,
+        step,
+        top_k,
+        compute_dtype,
     )
+    return compose_checked(validate_gather(request))
+
+
+def compose_checked(args: GatherArgs) -> ComposeOutput:
+    """:func:`compose` on arguments that :func:`dposhap.compose.contract.validate_gather` has
+    checked: the math alone (the finiteness of the participating rows is checked here, as it
+    needs the values)."""
     outputs, logits, rows, coef, slots, temp = args.outputs, args.logits, args.rows, args.coef, args.slots, args.temp
     targets, stream_id, step, dtype, vocab = args.targets, args.stream_id, args.step, args.dtype, args.vocab
+    seed, top_k = args.seed, args.top_k
     values = logits[rows].to(dtype)  # [M, J + 1, V]
     used = coef != 0
     _check_finite(values, used, rows, slots, "logits")
@@ -455,8 +247,7 @@ def compose(
         # rows masked out entirely have NaN log-probs; _combine ignores them when unused
         own_logprobs = torch.log_softmax(values, dim=-1)
         correction = torch.logsumexp(_combine(own_logprobs, coef), dim=1)
-        single = (used.sum(dim=1) == 1) & (torch.where(used, coef, 0.0).sum(dim=1) == 1)
-        result.correction = correction.masked_fill(single, 0.0)
+        result.correction = correction.masked_fill(single_source_rows(coef), 0.0)
     if "sample" in outputs:
         assert stream_id is not None
         scores = c if top_k is None or top_k >= vocab else c.masked_fill(~_top_k_mask(c, top_k), _NEG_INF)
@@ -474,7 +265,6 @@ def log_probs(
     sources: torch.Tensor,
     weights: torch.Tensor,
     temperature: Temperature = 1.0,
-    backend: Backend = "torch",
     *,
     compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
@@ -494,9 +284,6 @@ def log_probs(
         coalition membership).
     temperature
         A float or ``[R]``.
-    backend
-        ``"torch"`` (this reference), or ``"auto"``, ``"cpp"``, ``"triton"``, ``"cuda"``: the
-        gather-form backends of :func:`dposhap.compose.compose` (float32 results).
     compute_dtype
         As in :func:`compose`.
 
@@ -505,35 +292,7 @@ def log_probs(
     torch.Tensor
         ``[R, V]`` in the compute dtype.
     """
-    if backend not in _DENSE_BACKENDS:
-        raise InvalidArgumentError(f"unknown backend {backend!r}; choose from {list(_DENSE_BACKENDS)}")
-    ref = _check_float_tensor(ref, "ref", "[R, V]", 2, _LOGIT_DTYPES)
-    sources = _check_float_tensor(sources, "sources", "[R, n, V]", 3, _LOGIT_DTYPES)
-    r, vocab = ref.shape
-    n = sources.shape[1]
-    if sources.shape[0] != r or sources.shape[2] != vocab:
-        raise InvalidArgumentError(f"sources must be [R, n, V] = [{r}, n, {vocab}] to match ref, got {tuple(sources.shape)}")
-    if sources.dtype != ref.dtype:
-        raise InvalidArgumentError(f"ref is {ref.dtype} but sources is {sources.dtype}; pass both in one dtype")
-    _check_device(sources, "sources", ref.device)
-    if not isinstance(weights, torch.Tensor):
-        raise InvalidArgumentError(f"weights must be a tensor [R, n] or [n], got {type(weights).__name__}")
-    _check_device(weights, "weights", ref.device)
-    if not weights.is_floating_point():  # bool membership or integer weights
-        weights = weights.to(_compute_dtype(ref.dtype, compute_dtype))
-    if weights.dim() == 1:
-        weights = weights[None, :].expand(r, -1)
-    if weights.shape != (r, n):
-        raise InvalidArgumentError(f"weights must be [R, n] = [{r}, {n}] or [n] = [{n}], got {tuple(weights.shape)}")
-    logits = torch.cat([ref[:, None, :], sources], dim=1).reshape(r * (n + 1), vocab)
-    ref_index = torch.arange(r, device=ref.device) * (n + 1)
-    src_index = ref_index[:, None] + 1 + torch.arange(n, device=ref.device)[None, :]
-    if backend == "torch":
-        out = compose(logits, ref_index, src_index, weights, temperature, compute_dtype=compute_dtype)
-    else:
-        from .backends import compose as dispatch
-
-        out = dispatch(logits, ref_index, src_index, weights, temperature, compute_dtype=compute_dtype, backend=backend)
+    out = compose_checked(validate_gather(dense_request(ref, sources, weights, temperature, compute_dtype)))
     assert out.logprobs is not None
     return out.logprobs
 
@@ -600,27 +359,31 @@ def shared_scores(
     (torch.Tensor, torch.Tensor)
         ``logz [K, N]`` and ``target_logprob [K, N]`` in the compute dtype.
     """
-    logits = _check_float_tensor(logits, "logits", "[N, n + 1, V]", 3, _LOGIT_DTYPES)
+    logits = check_float_tensor(logits, "logits", "[N, n + 1, V]", 3, LOGIT_DTYPES)
     n_pos, n_models, vocab = logits.shape
     if vocab == 0:
         raise InvalidArgumentError("logits has an empty vocabulary (V = 0)")
     device = logits.device
-    dtype = _compute_dtype(logits.dtype, compute_dtype)
-    coef = _check_float_tensor(coef, "coef", "[K, n + 1]", 2, (torch.float32, torch.float64, torch.bfloat16, torch.float16))
-    _check_device(coef, "coef", device)
+    dtype = resolve_compute_dtype(logits.dtype, compute_dtype)
+    coef = check_float_tensor(coef, "coef", "[K, n + 1]", 2, FLOAT_DTYPES)
+    check_device(coef, "coef", device)
     if coef.shape[1] != n_models:
-        raise InvalidArgumentError(f"coef has {coef.shape[1]} columns but logits has n + 1 = {n_models} models; give one coefficient per model")
+        raise InvalidArgumentError(
+            f"coef has {coef.shape[1]} columns but logits has n + 1 = {n_models} models; give one coefficient per model"
+        )
     if not bool(torch.isfinite(coef).all()):
-        k, a = _first(~torch.isfinite(coef))
+        k, a = first_index(~torch.isfinite(coef))
         raise InvalidArgumentError(f"coef[{k}, {a}] = {float(coef[k, a])} is not finite")
-    targets = _check_index_tensor(targets, "targets", "[N]", 1)
-    _check_device(targets, "targets", device)
+    targets = check_index_tensor(targets, "targets", "[N]", 1)
+    check_device(targets, "targets", device)
     if targets.shape[0] != n_pos:
         raise InvalidArgumentError(f"targets has {targets.shape[0]} entries but logits has N = {n_pos} positions")
     bad = (targets < 0) | (targets >= vocab)
     if bool(bad.any()):
-        (p,) = _first(bad)
-        raise InvalidArgumentError(f"targets[{p}] = {int(targets[p])} is out of range: it must be a token in [0, {vocab})")
+        (p,) = first_index(bad)
+        raise InvalidArgumentError(
+            f"targets[{p}] = {int(targets[p])} is out of range: it must be a token in [0, {vocab})"
+        )
     if isinstance(block_v, bool) or not isinstance(block_v, int) or block_v < 1:
         raise InvalidArgumentError(f"block_v must be an int >= 1, got {block_v!r}")
 
@@ -637,14 +400,16 @@ def shared_scores(
         block = logits[:, read, start:stop].to(dtype)  # [N, A, B]
         bad = torch.isnan(block) | torch.isposinf(block)
         if bool(bad.any()):
-            p, a, v = _first(bad)
+            p, a, v = first_index(bad)
             raise InvalidArgumentError(
                 f"logits[{p}, {int(read[a])}, {start + v}] is NaN or +inf; logits must be finite or -inf (masked tokens)"
             )
         neg_inf = torch.isneginf(block)
         flat = torch.where(neg_inf, 0.0, block).permute(1, 0, 2).reshape(len(read), n_pos * width)
         c = (weight @ flat).view(n_coal, n_pos, width)
-        masked = (uses @ neg_inf.to(dtype).permute(1, 0, 2).reshape(len(read), n_pos * width)).view(n_coal, n_pos, width) > 0
+        masked = (uses @ neg_inf.to(dtype).permute(1, 0, 2).reshape(len(read), n_pos * width)).view(
+            n_coal, n_pos, width
+        ) > 0
         c = c.masked_fill(masked, _NEG_INF)
         new_max = torch.maximum(run_max, c.amax(dim=2))
         shift = torch.where(torch.isneginf(new_max), 0.0, new_max)
@@ -658,7 +423,7 @@ def shared_scores(
     logz = run_max + torch.log(run_sum)
     bad = torch.isneginf(run_max)
     if bool(bad.any()):
-        k, p = _first(bad)
+        k, p = first_index(bad)
         raise InvalidArgumentError(
             f"coalition {k} at position {p}: the combined logits are -inf for every token; "
             "leave at least one token unmasked in every model the coalition uses"
@@ -704,15 +469,48 @@ def compose_hidden(
         ``[M, d]`` in ``hidden``'s dtype (computed in float32, float64 for float64 input),
         ready for the LM head. A single member of weight 1 returns its row bit for bit.
     """
-    hidden = _check_float_tensor(hidden, "hidden", "[T, d]", 2, _LOGIT_DTYPES)
-    dtype = _compute_dtype(hidden.dtype, None)
-    rows, coef, slots = _prepare_rows(hidden.shape[0], hidden.device, ref_index, src_index, src_weight, dtype, "hidden")
-    values = hidden[rows].to(dtype)
-    used = coef != 0
-    bad = (~torch.isfinite(values)).any(-1) & used
+    hidden = check_float_tensor(hidden, "hidden", "[T, d]", 2, LOGIT_DTYPES)
+    dtype = resolve_compute_dtype(hidden.dtype, None)
+    ref_index, index, weight, _ = canonical_members(
+        hidden.shape[0], hidden.device, ref_index, src_index, src_weight, dtype, "hidden"
+    )
+    rows, coef = slot_layout(ref_index, index, weight)
+    bad = (~torch.isfinite(hidden)).any(-1)[rows] & (coef != 0)
     if bool(bad.any()):
-        m, a = _first(bad)
+        m, a = first_index(bad)
         raise InvalidArgumentError(
             f"hidden row {int(rows[m, a])} (used by output row {m}) is not finite; hidden states must be finite numbers"
         )
-    return _combine(values, coef).to(hidden.dtype)
+    return compose_hidden_unchecked(hidden, ref_index, index, weight)
+
+
+def compose_hidden_unchecked(
+    hidden: torch.Tensor,
+    ref_index: torch.Tensor,
+    src_index: torch.Tensor,
+    src_weight: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`compose_hidden` without a single check: for a caller that builds its arguments
+    itself, on a hot path (the decoder, once per generated token).
+
+    The same arithmetic and masking rules as :func:`compose_hidden`, but the members are
+    summed in the order given (the caller puts them in canonical order, or does not need
+    order invariance), and nothing is checked: no shapes, dtypes, devices or index ranges,
+    no scan for NaN or ``inf``.
+
+    Parameters
+    ----------
+    hidden
+        ``[T, d]`` floating.
+    ref_index, src_index, src_weight
+        int64 ``[M]``, int64 ``[M, J]`` (``-1`` for padding, with weight 0) and floating
+        ``[M, J]`` on ``hidden``'s device.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[M, d]`` in ``hidden``'s dtype, computed in float32 (float64 for float64 input).
+    """
+    dtype = resolve_compute_dtype(hidden.dtype, None)
+    rows, coef = slot_layout(ref_index, src_index, src_weight.to(dtype))
+    return _combine(hidden[rows].to(dtype), coef).to(hidden.dtype)

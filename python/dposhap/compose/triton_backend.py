@@ -1,4 +1,5 @@
-"""Launcher of the Triton gather-form kernel (:mod:`dposhap.kernels.compose`).
+"""Launchers of the Triton kernels (:mod:`dposhap.compose.triton_kernels`): the gather form and
+the shared-source form.
 
 Runs on CUDA tensors, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``,
 which is how the test-suite proves the kernel on a machine without a GPU). Computes in
@@ -9,13 +10,12 @@ noise, same tie rule).
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 import torch
 
 from ..errors import InvalidArgumentError
-from ._kernel_common import assemble, check_participating_rows, kernel_top_k, noise_keys
-from .reference import ComposeOutput, OutputName, Temperature, _validate_gather
+from .contract import ComposeOutput, GatherArgs
+from .kernel_common import assemble, check_participating_rows, kernel_top_k, noise_keys, require_float32
 
 #: Vocabulary entries per block of the kernel (the interpreter gets smaller blocks).
 BLOCK_V = 1024
@@ -37,42 +37,35 @@ def available(device: torch.device) -> bool:
     return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def compose(
-    logits: torch.Tensor,
-    ref_index: torch.Tensor,
-    src_index: torch.Tensor,
-    src_weight: torch.Tensor,
-    temperature: Temperature = 1.0,
-    *,
-    outputs: Sequence[OutputName] | OutputName = ("logprobs",),
-    targets: torch.Tensor | None = None,
-    seed: int = 0,
-    stream_id: torch.Tensor | None = None,
-    step: int | torch.Tensor = 0,
-    top_k: int | None = None,
-    block_v: int | None = None,
-    radix_bits: int | None = None,
-) -> ComposeOutput:
-    """The gather form of :func:`dposhap.compose.reference.compose`, by the Triton kernel.
+def launch(args: GatherArgs, *, block_v: int | None = None, radix_bits: int | None = None) -> ComposeOutput:
+    """The gather form of :func:`dposhap.compose.reference.compose` on checked arguments, by
+    the Triton kernel (:func:`~dposhap.compose.triton_kernels.compose_rows_kernel`).
 
-    Same parameters and results (in float32), top-k sampling included (the same top-k set and
-    tie rule as the reference); ``block_v`` sets the kernel's block of vocabulary and
-    ``radix_bits`` (1, 2, 4 or 8) the bits of the key that a pass of the top-k select decides.
+    Same results as the reference (in float32), top-k sampling included (the same top-k set and
+    tie rule).
+
+    Parameters
+    ----------
+    args
+        The checked arguments (:func:`dposhap.compose.contract.validate_gather`).
+    block_v
+        The kernel's block of vocabulary (default 1024 on a GPU, 64 in the interpreter).
+    radix_bits
+        The bits of the key that one pass of the top-k select decides: 1, 2, 4 or 8.
 
     Raises
     ------
     InvalidArgumentError
-        As the reference does; also for a device Triton cannot run on.
+        NaN or ``+inf`` in a participating row, a row masked everywhere, a bad ``radix_bits``,
+        or a device Triton cannot run on.
     """
-    from ..kernels.compose import compose_rows_kernel
+    from .triton_kernels import compose_rows_kernel
 
-    if not available(logits.device):
+    if not available(args.logits.device):
         raise InvalidArgumentError(
-            f"the Triton kernel runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1); got a {logits.device.type} tensor"
+            f"the Triton kernel runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1); got a {args.logits.device.type} tensor"
         )
-    args = _validate_gather(
-        logits, ref_index, src_index, src_weight, temperature, outputs, targets, stream_id, step, top_k, torch.float32
-    )
+    require_float32(args, "the Triton kernel")
     logits, rows, coef, vocab = args.logits, args.rows, args.coef, args.vocab
     m, n_slots = rows.shape
     device = logits.device
@@ -82,24 +75,39 @@ def compose(
     coef_c = coef.to(torch.float32).contiguous()
     temp = args.temp.to(torch.float32).contiguous()
     want = set(args.outputs)
-    f32 = dict(dtype=torch.float32, device=device)
-    logz = torch.empty(m, **f32)
-    raw_lse = torch.empty(m, **f32) if "correction" in want else logz
-    target = torch.empty(m, **f32) if "target_logprob" in want else logz
+    logz = torch.empty(m, dtype=torch.float32, device=device)
+    raw_lse = torch.empty_like(logz) if "correction" in want else logz
+    target = torch.empty_like(logz) if "target_logprob" in want else logz
     sample = torch.empty(m, dtype=torch.int64, device=device) if "sample" in want else rows_c
-    logprobs = torch.empty(m, vocab, **f32) if "logprobs" in want else logz
+    logprobs = torch.empty(m, vocab, dtype=torch.float32, device=device) if "logprobs" in want else logz
     targets = args.targets if args.targets is not None else rows_c
-    key_a, key_b = noise_keys(args, seed, device) if "sample" in want else (rows_c, rows_c)
+    key_a, key_b = noise_keys(args) if "sample" in want else (rows_c, rows_c)
     if block_v is None:
         block_v = INTERPRET_BLOCK_V if device.type == "cpu" else BLOCK_V
     if radix_bits is None:
         radix_bits = INTERPRET_RADIX_BITS if device.type == "cpu" else RADIX_BITS
     if radix_bits not in (1, 2, 4, 8):
-        raise InvalidArgumentError(f"radix_bits must be 1, 2, 4 or 8 (a divisor of 32 that fits a block), got {radix_bits!r}")
-    kernel_k = kernel_top_k(args, top_k)
+        raise InvalidArgumentError(
+            f"radix_bits must be 1, 2, 4 or 8 (a divisor of 32 that fits a block), got {radix_bits!r}"
+        )
+    kernel_k = kernel_top_k(args)
     compose_rows_kernel[(m,)](
-        logits, logits.stride(0), rows_c, coef_c, n_slots, temp, targets, key_a, key_b,
-        logz, raw_lse, target, sample, logprobs, vocab, kernel_k,
+        logits,
+        logits.stride(0),
+        rows_c,
+        coef_c,
+        n_slots,
+        temp,
+        targets,
+        key_a,
+        key_b,
+        logz,
+        raw_lse,
+        target,
+        sample,
+        logprobs,
+        vocab,
+        kernel_k,
         BLOCK_V=block_v,
         WANT_TARGET="target_logprob" in want,
         WANT_SAMPLE="sample" in want,
@@ -112,7 +120,11 @@ def compose(
         **({"enable_fp_fusion": False} if kernel_k else {}),
     )
     return assemble(
-        want, logits, rows_c, coef_c, logz,
+        want,
+        logits,
+        rows_c,
+        coef_c,
+        logz,
         raw_lse if "correction" in want else None,
         target if "target_logprob" in want else None,
         sample if "sample" in want else None,
@@ -133,7 +145,7 @@ def shared_scores(
     """
     import triton
 
-    from ..kernels.compose import shared_scores_kernel
+    from .triton_kernels import shared_scores_kernel
 
     if not available(logits.device):
         raise InvalidArgumentError(
@@ -155,7 +167,9 @@ def shared_scores(
     bad = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=2) & used[None, :]
     if bool(bad.any()):
         p, a = (int(x) for x in bad.nonzero()[0])
-        raise InvalidArgumentError(f"logits[{p}, {a}, :] holds NaN or +inf; logits must be finite or -inf (masked tokens)")
+        raise InvalidArgumentError(
+            f"logits[{p}, {a}, :] holds NaN or +inf; logits must be finite or -inf (masked tokens)"
+        )
     logits = logits if logits.stride(2) == 1 else logits.contiguous()
     coef32 = coef.to(torch.float32).contiguous()
     n_coal = coef.shape[0]
@@ -166,8 +180,20 @@ def shared_scores(
     block_a = max(16, triton.next_power_of_2(n_models))
     grid = (n_pos, triton.cdiv(n_coal, block_k))
     shared_scores_kernel[grid](
-        logits, logits.stride(0), logits.stride(1), coef32, n_models, n_coal, targets.contiguous(), logz, target, n_pos, vocab,
-        BLOCK_K=block_k, BLOCK_A=block_a, BLOCK_V=block_v,
+        logits,
+        logits.stride(0),
+        logits.stride(1),
+        coef32,
+        n_models,
+        n_coal,
+        targets.contiguous(),
+        logz,
+        target,
+        n_pos,
+        vocab,
+        BLOCK_K=block_k,
+        BLOCK_A=block_a,
+        BLOCK_V=block_v,
     )
     dead = torch.isneginf(logz)
     if bool(dead.any()):

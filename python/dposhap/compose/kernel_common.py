@@ -1,6 +1,7 @@
 """What the Triton and CUDA launchers share around their kernels: the finiteness check of
 the participating rows, the noise keys of each row, the kernels' ``top_k``, and the assembly of
-the outputs (with the all-masked check and the sequence-level correction)."""
+the outputs (with the all-masked check and the sequence-level correction). Every function takes
+the checked arguments (:class:`~dposhap.compose.contract.GatherArgs`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import torch
 
 from ..errors import InvalidArgumentError
 from . import noise
-from .reference import ComposeOutput, GatherArgs, _first
+from .contract import ComposeOutput, GatherArgs, OutputName, first_index, single_source_rows
+
+
+def require_float32(args: GatherArgs, kernel: str) -> None:
+    """The kernels compute in float32: their arguments are checked for that compute dtype (the
+    reference's coefficient ``a_0`` is rounded in it)."""
+    if args.dtype != torch.float32:
+        raise InvalidArgumentError(
+            f"{kernel} computes in float32; check its arguments with compute_dtype=torch.float32, got {args.dtype}"
+        )
 
 
 def check_participating_rows(logits: torch.Tensor, rows: torch.Tensor, coef: torch.Tensor) -> None:
@@ -16,7 +26,7 @@ def check_participating_rows(logits: torch.Tensor, rows: torch.Tensor, coef: tor
     ``T`` rows, never ``[M, V]``)."""
     bad = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=1)[rows] & (coef != 0)
     if bool(bad.any()):
-        row, slot = _first(bad)
+        row, slot = first_index(bad)
         what = "its reference" if slot == 0 else f"member slot {slot - 1} (in canonical order)"
         raise InvalidArgumentError(
             f"output row {row}: logits row {int(rows[row, slot])} ({what}) holds NaN or +inf; "
@@ -24,22 +34,24 @@ def check_participating_rows(logits: torch.Tensor, rows: torch.Tensor, coef: tor
         )
 
 
-def noise_keys(args: GatherArgs, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def noise_keys(args: GatherArgs) -> tuple[torch.Tensor, torch.Tensor]:
     """The two 32-bit key lanes of every output row (see :func:`noise.row_keys`)."""
     m = args.rows.shape[0]
+    device = args.logits.device
     stream = args.stream_id if args.stream_id is not None else torch.arange(m, dtype=torch.int64, device=device)
-    key_a, key_b = noise.row_keys(seed, stream, args.step)
+    key_a, key_b = noise.row_keys(args.seed, stream, args.step)
     return key_a.contiguous(), key_b.contiguous()
 
 
-def kernel_top_k(args: GatherArgs, top_k: int | None) -> int:
+def kernel_top_k(args: GatherArgs) -> int:
     """``top_k`` as the kernels take it: 0 samples over the whole vocabulary (so does ``top_k >=
     V``, which keeps every token, as in the reference), else ``0 < top_k < V`` selects first."""
+    top_k = args.top_k
     return top_k if "sample" in args.outputs and top_k is not None and top_k < args.vocab else 0
 
 
 def assemble(
-    want: set[str],
+    want: set[OutputName],
     logits: torch.Tensor,
     rows: torch.Tensor,
     coef: torch.Tensor,
@@ -57,7 +69,7 @@ def assemble(
     """
     dead = torch.isneginf(logz)
     if bool(dead.any()):
-        (row,) = _first(dead)
+        (row,) = first_index(dead)
         raise InvalidArgumentError(
             f"output row {row}: the combined logits are -inf for every token; leave at least one token unmasked"
         )
@@ -72,9 +84,7 @@ def assemble(
         result.sample = sample
     if "correction" in want:
         assert raw_lse is not None
-        used = coef != 0
         row_lse = torch.logsumexp(logits.float(), dim=1)[rows]  # one pass over the T rows
-        correction = raw_lse - torch.where(used, coef * row_lse, 0.0).sum(dim=1)
-        single = (used.sum(dim=1) == 1) & (torch.where(used, coef, 0.0).sum(dim=1) == 1)
-        result.correction = correction.masked_fill(single, 0.0)
+        correction = raw_lse - torch.where(coef != 0, coef * row_lse, 0.0).sum(dim=1)
+        result.correction = correction.masked_fill(single_source_rows(coef), 0.0)
     return result

@@ -1,6 +1,7 @@
-"""Triton kernels of the gather form of language-model arithmetic.
+"""Triton kernels of language-model arithmetic (``@triton.jit`` only; their launchers are
+:mod:`dposhap.compose.triton_backend`).
 
-One program per output row streams the vocabulary in blocks: it combines the participating
+Gather form (:func:`compose_rows_kernel`): one program per output row streams the vocabulary in blocks: it combines the participating
 logits rows (``c = sum_a coef_a l_a / T`` with the masking rule of
 :mod:`dposhap.compose.reference`), keeps an online log-sum-exp, the target's logit, the
 Gumbel-max argmax with the counter-based noise of :mod:`dposhap.compose.noise`, and the
@@ -16,6 +17,9 @@ the last tied token allowed (ties: lowest index first). The Gumbel argmax then r
 set only. This path computes ``c`` as the reference does, to the bit: ``acc / T`` correctly
 rounded and (launched without FP fusion) no fused multiply-adds, so its top-k set is the
 reference's.
+
+Shared-source form (:func:`shared_scores_kernel`): fixed text under many coalitions, an online
+log-sum-exp per coalition over a small matrix product per block of the vocabulary.
 """
 
 from __future__ import annotations
@@ -45,16 +49,17 @@ def _combine_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, offs, i
         co = tl.load(coef_ptr + m * n_slots + a)
         if co != 0.0:
             row = tl.load(rows_ptr + m * n_slots + a)
-            l = tl.load(logits_ptr + row * stride_t + offs, mask=in_range, other=0.0).to(tl.float32)
-            neg_inf = l == float("-inf")
+            logit = tl.load(logits_ptr + row * stride_t + offs, mask=in_range, other=0.0).to(tl.float32)
+            neg_inf = logit == float("-inf")
             masked = masked | neg_inf
-            acc += tl.where(neg_inf, 0.0, co * l)
+            acc += tl.where(neg_inf, 0.0, co * logit)
     return acc, masked
 
 
 @triton.jit
-def _combined_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, inv_t, offs, in_range,
-                    EXACT: tl.constexpr):
+def _combined_block(
+    logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, inv_t, offs, in_range, EXACT: tl.constexpr
+):
     """The untempered combination ``acc``, the combined logits ``c`` (``-inf`` where dead) and
     the mask of dead tokens (masked, or past the vocabulary) of one block of row ``m``.
     ``EXACT``: ``c = acc / temp`` correctly rounded, else ``acc * inv_t``."""
@@ -85,8 +90,19 @@ def _block_keys(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, v0, 
 
 
 @triton.jit
-def _top_k_cut(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, V, top_k,
-               BLOCK_V: tl.constexpr, RADIX_BITS: tl.constexpr):
+def _top_k_cut(
+    logits_ptr,
+    stride_t,
+    rows_ptr,
+    coef_ptr,
+    m,
+    n_slots,
+    temp,
+    V,
+    top_k,
+    BLOCK_V: tl.constexpr,
+    RADIX_BITS: tl.constexpr,
+):
     """``(kth, tie_cut)``: token ``v`` of key ``k`` is among the ``top_k`` largest ``c`` of row
     ``m`` (ties: lowest index first) iff ``k > kth`` or ``k == kth and v <= tie_cut``.
     Needs ``top_k < V``."""
@@ -101,7 +117,9 @@ def _top_k_cut(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, V, to
         candidates = prefix | (digits << shift.to(tl.uint32))
         counts = tl.zeros([RADIX], dtype=tl.int32)  # tokens with key >= candidates[d]
         for v0 in range(0, V, BLOCK_V):
-            offs, in_range, key = _block_keys(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, v0, V, BLOCK_V)
+            offs, in_range, key = _block_keys(
+                logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, v0, V, BLOCK_V
+            )
             hit = (key[:, None] >= candidates[None, :]) & in_range[:, None]
             counts += tl.sum(hit.to(tl.int32), 0)
         # counts fall with the digit and counts[0] >= top_k: the k-th key has the last digit that keeps top_k
@@ -120,7 +138,9 @@ def _top_k_cut(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, V, to
         seen = tl.zeros([], dtype=tl.int32)
         v0 = tl.zeros([], dtype=tl.int32)
         while (v0 < V) & (seen < need):
-            offs, in_range, key = _block_keys(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, v0, V, BLOCK_V)
+            offs, in_range, key = _block_keys(
+                logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, v0, V, BLOCK_V
+            )
             tie = ((key == kth) & in_range).to(tl.int32)
             rank = seen + tl.cumsum(tie, 0)
             tie_cut = tl.maximum(tie_cut, tl.max(tl.where((tie != 0) & (rank == need), offs, -1), 0))
@@ -131,10 +151,29 @@ def _top_k_cut(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, V, to
 
 @triton.jit
 def compose_rows_kernel(
-    logits_ptr, stride_t, rows_ptr, coef_ptr, n_slots, temp_ptr, targets_ptr, key_a_ptr, key_b_ptr,
-    logz_ptr, raw_lse_ptr, target_ptr, sample_ptr, logprobs_ptr, V, top_k,
-    BLOCK_V: tl.constexpr, WANT_TARGET: tl.constexpr, WANT_SAMPLE: tl.constexpr,
-    WANT_RAW: tl.constexpr, WANT_LOGPROBS: tl.constexpr, TOP_K: tl.constexpr, RADIX_BITS: tl.constexpr,
+    logits_ptr,
+    stride_t,
+    rows_ptr,
+    coef_ptr,
+    n_slots,
+    temp_ptr,
+    targets_ptr,
+    key_a_ptr,
+    key_b_ptr,
+    logz_ptr,
+    raw_lse_ptr,
+    target_ptr,
+    sample_ptr,
+    logprobs_ptr,
+    V,
+    top_k,
+    BLOCK_V: tl.constexpr,
+    WANT_TARGET: tl.constexpr,
+    WANT_SAMPLE: tl.constexpr,
+    WANT_RAW: tl.constexpr,
+    WANT_LOGPROBS: tl.constexpr,
+    TOP_K: tl.constexpr,
+    RADIX_BITS: tl.constexpr,
 ):
     m = tl.program_id(0)
     temp = tl.load(temp_ptr + m)
@@ -153,11 +192,15 @@ def compose_rows_kernel(
         key_a = tl.load(key_a_ptr + m).to(tl.uint64)
         key_b = tl.load(key_b_ptr + m).to(tl.uint64)
     if TOP_K:
-        kth, tie_cut = _top_k_cut(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, V, top_k, BLOCK_V, RADIX_BITS)
+        kth, tie_cut = _top_k_cut(
+            logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, V, top_k, BLOCK_V, RADIX_BITS
+        )
     for v0 in range(0, V, BLOCK_V):
         offs = v0 + tl.arange(0, BLOCK_V)
         in_range = offs < V
-        acc, c, dead = _combined_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, inv_t, offs, in_range, TOP_K)
+        acc, c, dead = _combined_block(
+            logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, inv_t, offs, in_range, TOP_K
+        )
         # online log-sum-exp of c
         new_max = tl.maximum(run_max, tl.max(c, 0))
         keep = tl.where(run_max == float("-inf"), 0.0, tl.exp(run_max - new_max))
@@ -196,14 +239,28 @@ def compose_rows_kernel(
         for v0 in range(0, V, BLOCK_V):
             offs = v0 + tl.arange(0, BLOCK_V)
             in_range = offs < V
-            _, c, _ = _combined_block(logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, inv_t, offs, in_range, TOP_K)
+            _, c, _ = _combined_block(
+                logits_ptr, stride_t, rows_ptr, coef_ptr, m, n_slots, temp, inv_t, offs, in_range, TOP_K
+            )
             tl.store(logprobs_ptr + m * V + offs, c - logz, mask=in_range)
 
 
 @triton.jit
 def shared_scores_kernel(
-    logits_ptr, stride_p, stride_a, coef_ptr, n_models, n_coal, targets_ptr, logz_ptr, target_ptr, n_pos, V,
-    BLOCK_K: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_V: tl.constexpr,
+    logits_ptr,
+    stride_p,
+    stride_a,
+    coef_ptr,
+    n_models,
+    n_coal,
+    targets_ptr,
+    logz_ptr,
+    target_ptr,
+    n_pos,
+    V,
+    BLOCK_K: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_V: tl.constexpr,
 ):
     """Fixed text under many coalitions: program (position p, block of coalitions) streams the
     vocabulary, combines all models of the block at once as a small matrix product
@@ -213,8 +270,11 @@ def shared_scores_kernel(
     kb = tl.program_id(1)
     ks = kb * BLOCK_K + tl.arange(0, BLOCK_K)
     models = tl.arange(0, BLOCK_A)
-    coef = tl.load(coef_ptr + ks[:, None] * n_models + models[None, :],
-                   mask=(ks[:, None] < n_coal) & (models[None, :] < n_models), other=0.0)
+    coef = tl.load(
+        coef_ptr + ks[:, None] * n_models + models[None, :],
+        mask=(ks[:, None] < n_coal) & (models[None, :] < n_models),
+        other=0.0,
+    )
     uses = (coef != 0.0).to(tl.float32)
     t = tl.load(targets_ptr + p)
     run_max = tl.zeros([BLOCK_K], dtype=tl.float32) + float("-inf")
@@ -223,9 +283,11 @@ def shared_scores_kernel(
     for v0 in range(0, V, BLOCK_V):
         offs = v0 + tl.arange(0, BLOCK_V)
         live = (models[:, None] < n_models) & (offs[None, :] < V)
-        l = tl.load(logits_ptr + p * stride_p + models[:, None] * stride_a + offs[None, :], mask=live, other=0.0).to(tl.float32)
-        neg_inf = l == float("-inf")
-        c = tl.dot(coef, tl.where(neg_inf, 0.0, l), input_precision="ieee")
+        logit = tl.load(
+            logits_ptr + p * stride_p + models[:, None] * stride_a + offs[None, :], mask=live, other=0.0
+        ).to(tl.float32)
+        neg_inf = logit == float("-inf")
+        c = tl.dot(coef, tl.where(neg_inf, 0.0, logit), input_precision="ieee")
         masked = tl.dot(uses, neg_inf.to(tl.float32), input_precision="ieee") > 0.0
         c = tl.where(masked | (offs[None, :] >= V), float("-inf"), c)
         new_max = tl.maximum(run_max, tl.max(c, 1))

@@ -1,1 +1,0 @@
-"""Triton kernels (``@triton.jit`` only; the launchers live beside the APIs that use them)."""

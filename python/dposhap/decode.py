@@ -635,11 +635,9 @@ class ComposedDecoder:
         weight = torch.tensor(src_weight, dtype=torch.float32, device=device).view(len(sequences), width)
         stream = torch.tensor([b for _, b in sequences], dtype=torch.int64, device=device)
         if fast:
-            # compose.compose_hidden's arithmetic, without its input checks (a NaN scan and a sort per
-            # step): the members are already in canonical order and padding has weight 0
-            rows = torch.cat([ref[:, None], src.clamp(min=0)], dim=1)
-            coef = torch.cat([1 - weight.sum(dim=1, keepdim=True), weight], dim=1)
-            logits = self._lm_head((out[rows].float() * coef[..., None]).sum(dim=1).to(out.dtype))
+            # without compose_hidden's input checks (a NaN scan and a sort per step): the members
+            # are already in canonical order and padding has weight 0
+            logits = self._lm_head(compose.compose_hidden_unchecked(out, ref, src, weight))
             ref = torch.arange(len(sequences), device=device)
             src, weight = src[:, :0], weight[:, :0]
         else:

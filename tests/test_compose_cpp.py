@@ -46,8 +46,9 @@ def random_logits(t: int, v: int, seed: int, dtype=torch.float32, scale: float =
     return (torch.randn(t, v, generator=gen, dtype=torch.float64) * scale).to(dtype)
 
 
-def random_problem(t: int, v: int, m: int, j: int, seed: int, dtype=torch.float32, scale: float = 3.0,
-                   mask_frac: float = 0.0):
+def random_problem(
+    t: int, v: int, m: int, j: int, seed: int, dtype=torch.float32, scale: float = 3.0, mask_frac: float = 0.0
+):
     gen = torch.Generator().manual_seed(seed + 1)
     logits = random_logits(t, v, seed, dtype, scale)
     if mask_frac > 0:
@@ -69,8 +70,14 @@ def assert_close_outputs(got: R.ComposeOutput, want: R.ComposeOutput, dtype, sca
         g, w = getattr(got, name), getattr(want, name)
         assert g is not None and w is not None, name
         assert g.dtype == torch.float32, name
-        torch.testing.assert_close(g.double(), w.double(), atol=tol["atol"] * scale, rtol=tol["rtol"],
-                                   equal_nan=True, msg=lambda s, n=name: f"{n}: {s}")
+        torch.testing.assert_close(
+            g.double(),
+            w.double(),
+            atol=tol["atol"] * scale,
+            rtol=tol["rtol"],
+            equal_nan=True,
+            msg=lambda s, n=name: f"{n}: {s}",
+        )
 
 
 def check_against_reference(logits, ref, src, w, temp, targets, *, seed=0, top_k=None, scale=1.0, step=0):
@@ -130,8 +137,14 @@ def test_noncontiguous_logits_and_per_row_step():
 
 def test_empty_output():
     logits = random_logits(3, 10, 0)
-    out = cpp(logits, torch.zeros(0, dtype=torch.int64), torch.zeros(0, 2, dtype=torch.int64), torch.zeros(0, 2),
-              outputs=ALL_OUTPUTS, targets=torch.zeros(0, dtype=torch.int64))
+    out = cpp(
+        logits,
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, 2, dtype=torch.int64),
+        torch.zeros(0, 2),
+        outputs=ALL_OUTPUTS,
+        targets=torch.zeros(0, dtype=torch.int64),
+    )
     assert out.logprobs.shape == (0, 10) and out.sample.shape == (0,)
 
 
@@ -223,8 +236,16 @@ def test_sample_uses_the_noise_hash():
     v = 777
     logits = torch.zeros(1, v)
     stream = torch.tensor([12345], dtype=torch.int64)
-    got = cpp(logits, torch.tensor([0]), torch.zeros(1, 0, dtype=torch.int64), torch.zeros(1, 0), outputs="sample",
-              seed=2**63 + 5, stream_id=stream, step=-3)
+    got = cpp(
+        logits,
+        torch.tensor([0]),
+        torch.zeros(1, 0, dtype=torch.int64),
+        torch.zeros(1, 0),
+        outputs="sample",
+        seed=2**63 + 5,
+        stream_id=stream,
+        step=-3,
+    )
     g = noise.gumbel(2**63 + 5, stream, -3, v)
     assert int(got.sample[0]) == int(torch.argmax(g[0]))
     h = [noise.hash32_scalar(2**63 + 5, 12345, -3, tok) for tok in range(v)]
@@ -247,8 +268,15 @@ def test_sample_frequencies_match_softmax():
     logits = torch.tensor([[0.0, 1.0, -1.0, 2.0, 0.5, -INF]])
     n = 20000
     ref = torch.zeros(n, dtype=torch.int64)
-    out = cpp(logits, ref, torch.zeros(n, 0, dtype=torch.int64), torch.zeros(n, 0), outputs="sample",
-              stream_id=torch.arange(n, dtype=torch.int64), seed=1)
+    out = cpp(
+        logits,
+        ref,
+        torch.zeros(n, 0, dtype=torch.int64),
+        torch.zeros(n, 0),
+        outputs="sample",
+        stream_id=torch.arange(n, dtype=torch.int64),
+        seed=1,
+    )
     freq = torch.bincount(out.sample, minlength=v).double() / n
     p = torch.softmax(logits[0].double(), 0)
     assert freq[5] == 0
@@ -263,15 +291,27 @@ def test_sample_frequencies_match_softmax():
 def test_empty_coalition_is_reference_and_singleton_is_source(dtype):
     logits = random_logits(4, 333, 2, dtype)
     logits[1, 10] = -INF
-    m_ref = cpp(logits, torch.tensor([1, 2]), torch.full((2, 3), -1), torch.zeros(2, 3), outputs=ALL_OUTPUTS,
-                targets=torch.tensor([3, 4]))
+    m_ref = cpp(
+        logits,
+        torch.tensor([1, 2]),
+        torch.full((2, 3), -1),
+        torch.zeros(2, 3),
+        outputs=ALL_OUTPUTS,
+        targets=torch.tensor([3, 4]),
+    )
     own = torch.log_softmax(logits[[1, 2]].float(), dim=1)
     torch.testing.assert_close(m_ref.logprobs, own, atol=2e-5, rtol=1e-5)
     assert m_ref.correction.tolist() == [0.0, 0.0]
     # one member of weight 1 is that source: the reference row (all -inf elsewhere) is never read
     logits[0] = float("nan")
-    single = cpp(logits, torch.tensor([0, 0]), torch.tensor([[1, -1], [-1, 2]]), torch.tensor([[1.0, 5.0], [3.0, 1.0]]),
-                 outputs=ALL_OUTPUTS, targets=torch.tensor([3, 4]))
+    single = cpp(
+        logits,
+        torch.tensor([0, 0]),
+        torch.tensor([[1, -1], [-1, 2]]),
+        torch.tensor([[1.0, 5.0], [3.0, 1.0]]),
+        outputs=ALL_OUTPUTS,
+        targets=torch.tensor([3, 4]),
+    )
     torch.testing.assert_close(single.logprobs, own, atol=2e-5, rtol=1e-5)
     assert single.correction.tolist() == [0.0, 0.0]
 
@@ -379,11 +419,15 @@ def test_argument_errors(mutate, match):
 def test_nan_and_posinf_rows_are_named():
     logits, ref, src, w = _base()
     logits[3, 7] = float("nan")
-    with pytest.raises(InvalidArgumentError, match=r"logits row 3 contains NaN or \+inf; it is member 0 .* output row 1"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"logits row 3 contains NaN or \+inf; it is member 0 .* output row 1"
+    ):
         cpp(logits, ref, src, w)
     logits, ref, src, w = _base()
     logits[0, 2] = INF
-    with pytest.raises(InvalidArgumentError, match=r"logits row 0 contains NaN or \+inf; it is the reference of output row 0"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"logits row 0 contains NaN or \+inf; it is the reference of output row 0"
+    ):
         cpp(logits, ref, src, torch.tensor([[0.5, 0.0], [0.5, 0.5]]))
     assert issubclass(InvalidArgumentError, DposhapError)
 
@@ -397,8 +441,14 @@ def test_all_masked_row_is_named():
 
 
 def test_native_sources_ship_in_the_package():
-    assert (_native.csrc_dir() / "compose_cpu.cpp").is_file()
-    assert (_native.csrc_dir() / "compose.h").is_file()
+    for name in (
+        "compose_cpu.cpp",
+        "compose_cpu_binding.cpp",
+        "compose_cpu.h",
+        "compose_cpu_math.h",
+        "compose_noise.h",
+    ):
+        assert (_native.csrc_dir() / name).is_file(), name
     assert _native.csrc_dir().parent.name == "dposhap"
     assert torch.ops.dposhap.compose_gather is not None
 
@@ -417,15 +467,51 @@ def test_sample_both_screening_paths(scale):
 def test_op_has_a_fake_implementation():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    backends._register_fake()
     with FakeTensorMode():
         logits = torch.empty(5, 11)
         out = torch.ops.dposhap.compose_gather(
-            logits, torch.zeros(3, dtype=torch.int64), torch.zeros(3, 2, dtype=torch.int64), torch.ones(3, 2),
-            torch.ones(3), None, torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64), 0, 0,
-            True, True, False, False, True,
+            logits,
+            torch.zeros(3, dtype=torch.int64),
+            torch.zeros(3, 2, dtype=torch.int64),
+            torch.ones(3, 2),
+            torch.ones(3),
+            None,
+            torch.zeros(3, dtype=torch.int64),
+            torch.zeros(3, dtype=torch.int64),
+            0,
+            0,
+            True,
+            True,
+            False,
+            False,
+            True,
         )
     assert out[0].shape == (3, 11) and out[1].shape == (3,) and out[2].shape == (0,) and out[4].dtype == torch.int64
+
+
+def test_the_cpp_op_passes_opcheck():
+    """Schema, fake implementation (shapes and dtypes of the real outputs) and AOT dispatch of
+    the native op's CPU kernel."""
+    g = torch.Generator().manual_seed(3)
+    args = (
+        torch.randn(4, 300, generator=g),
+        torch.tensor([0, 1, 2]),
+        torch.tensor([[1, -1], [3, 0], [-1, -1]]),
+        torch.tensor([[0.5, 0.0], [1.0, 0.5], [0.0, 0.0]]),
+        torch.ones(3),
+        torch.tensor([1, 2, 3]),
+        torch.arange(3),
+        torch.zeros(3, dtype=torch.int64),
+        7,
+        4,
+        True,
+        True,
+        True,
+        True,
+        True,
+    )
+    result = torch.library.opcheck(torch.ops.dposhap.compose_gather.default, args)
+    assert set(result.values()) == {"SUCCESS"}, result
 
 
 def test_the_dispatcher_runs_the_cpp_op_under_torch_compile():
@@ -433,8 +519,18 @@ def test_the_dispatcher_runs_the_cpp_op_under_torch_compile():
     logits, ref, src, w, temp, targets = random_problem(4, 300, 3, 2, seed=6)
 
     def run(logits, ref, src, w):
-        out = backends.compose(logits, ref, src, w, 0.8, outputs=("sample", "target_logprob"), targets=targets, top_k=4,
-                               seed=3, backend="cpp")
+        out = backends.compose(
+            logits,
+            ref,
+            src,
+            w,
+            0.8,
+            outputs=("sample", "target_logprob"),
+            targets=targets,
+            top_k=4,
+            seed=3,
+            backend="cpp",
+        )
         return out.sample, out.target_logprob
 
     got = torch.compile(run, fullgraph=True, backend="aot_eager")(logits, ref, src, w)
@@ -461,13 +557,11 @@ def test_missing_compiler_is_a_clear_dposhap_error():
 
 def test_the_dense_form_runs_on_the_fast_backends() -> None:
     """``log_probs`` (dense [R, V] + [R, n, V]) through the gather kernels equals the reference."""
-    from dposhap.compose import reference
-
     g = torch.Generator().manual_seed(5)
     ref = torch.randn(4, 300, generator=g)
     sources = torch.randn(4, 3, 300, generator=g)
     weights = torch.tensor([1.0, 0.5, 0.0])
-    slow = reference.log_probs(ref, sources, weights, temperature=0.7, compute_dtype=torch.float64)
+    slow = R.log_probs(ref, sources, weights, temperature=0.7, compute_dtype=torch.float64)
     for backend in ("cpp", "triton", "auto"):
-        fast = reference.log_probs(ref, sources, weights, temperature=0.7, backend=backend)
+        fast = backends.log_probs(ref, sources, weights, temperature=0.7, backend=backend)
         torch.testing.assert_close(fast.double(), slow, atol=2e-5, rtol=2e-5, msg=backend)

@@ -34,8 +34,18 @@ def test_the_cuda_kernels_compile(tmp_path: Path) -> None:
     root = cuda_root()
     out = tmp_path / "compose_cuda.o"
     cmd = [
-        str(root / "bin" / "nvcc"), "-std=c++17", "-O3", "-c", str(csrc_dir() / "compose_cuda.cu"), "-o", str(out),
-        f"-I{root / 'include'}", "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+        str(root / "bin" / "nvcc"),
+        "-std=c++17",
+        "-O3",
+        "-c",
+        str(csrc_dir() / "compose_cuda.cu"),
+        "-o",
+        str(out),
+        f"-I{root / 'include'}",
+        "-gencode",
+        "arch=compute_80,code=sm_80",
+        "-gencode",
+        "arch=compute_90,code=sm_90",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -45,10 +55,18 @@ def test_the_cuda_kernels_compile(tmp_path: Path) -> None:
 
 def test_the_cuda_binding_compiles() -> None:
     root = cuda_root()
-    includes = [f"-I{p}" for p in cpp_extension.include_paths()] + [f"-I{root / 'include'}", f"-I{sysconfig.get_paths()['include']}"]
+    includes = [f"-I{p}" for p in cpp_extension.include_paths()] + [
+        f"-I{root / 'include'}",
+        f"-I{sysconfig.get_paths()['include']}",
+    ]
     cmd = [
-        "c++", "-std=c++20", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=dposhap_compose_cuda", "-DTORCH_API_INCLUDE_EXTENSION_H",
-        *includes, str(csrc_dir() / "compose_cuda_binding.cpp"),
+        "c++",
+        "-std=c++20",
+        "-fsyntax-only",
+        "-DTORCH_EXTENSION_NAME=dposhap_compose_cuda",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+        *includes,
+        str(csrc_dir() / "compose_cuda_binding.cpp"),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dposhap.compose import backends, noise
 from dposhap.compose import reference as C  # the reference itself, not the dispatcher
-from dposhap.compose import noise
 from dposhap.errors import InvalidArgumentError
 
 INF = math.inf
@@ -63,7 +63,7 @@ def naive_c(logits: np.ndarray, ref, src, w, temperature) -> np.ndarray:
     """An independent per-row, per-slot loop with the masking convention, in float64."""
     rows = []
     for m in range(len(ref)):
-        members = [(int(s), float(x)) for s, x in zip(src[m], w[m]) if s >= 0]
+        members = [(int(s), float(x)) for s, x in zip(src[m], w[m], strict=True) if s >= 0]
         slots = [(int(ref[m]), 1.0 - sum(x for _, x in members))] + members
         c = np.zeros(logits.shape[1])
         masked = np.zeros(logits.shape[1], dtype=bool)
@@ -157,7 +157,9 @@ def test_temperature_divides_the_combined_logits() -> None:
     ref, src, w = idx(0, 0, 1), idx([1, 2], [2, -1], [0, 2]), fvec([0.5, 0.5], [2.0, 0.0], [1.0, -1.0])
     temperature = fvec(0.5, 1.0, 3.0)
     at_one = combined(logits, ref, src, w)
-    torch.testing.assert_close(combined(logits, ref, src, w, temperature), at_one / temperature[:, None], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(
+        combined(logits, ref, src, w, temperature), at_one / temperature[:, None], rtol=1e-13, atol=1e-13
+    )
     torch.testing.assert_close(combined(logits, ref, src, w, 0.5), at_one / 0.5, rtol=1e-13, atol=1e-13)
     hot = C.compose(logits, ref, src, w, 3.0).logprobs
     torch.testing.assert_close(hot, torch.log_softmax(at_one / 3.0, dim=1), rtol=1e-12, atol=1e-12)
@@ -208,7 +210,9 @@ def test_matches_an_independent_loop(t, v, m, j, scale, mask_rate, seed, data) -
     logits[masked] = -INF
     ref = torch.randint(0, t, (m,), generator=gen)
     src = torch.randint(-1, t, (m, j), generator=gen)
-    weight = torch.tensor(data.draw(st.lists(weights_grid, min_size=m * j, max_size=m * j)), dtype=torch.float64).reshape(m, j)
+    weight = torch.tensor(
+        data.draw(st.lists(weights_grid, min_size=m * j, max_size=m * j)), dtype=torch.float64
+    ).reshape(m, j)
     temperature = torch.rand(m, generator=gen, dtype=torch.float64) * 2 + 0.25
     targets = torch.randint(0, v, (m,), generator=gen)
     out = C.compose(logits, ref, src, weight, temperature, outputs=ALL_OUTPUTS, targets=targets)
@@ -265,7 +269,9 @@ def test_input_rounding_tolerance(dtype) -> None:
     rounded = C.compose(exact.to(dtype), ref, src, weight, outputs=("logprobs", "logz"))
     truth = C.compose(exact, ref, src, weight, outputs=("logprobs", "logz"))
     for name in ("logprobs", "logz"):
-        torch.testing.assert_close(getattr(rounded, name).double(), getattr(truth, name), **INPUT_ROUNDING_TOLERANCE[dtype])
+        torch.testing.assert_close(
+            getattr(rounded, name).double(), getattr(truth, name), **INPUT_ROUNDING_TOLERANCE[dtype]
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -275,7 +281,11 @@ def test_input_rounding_tolerance(dtype) -> None:
 def test_outputs_are_consistent() -> None:
     logits = random_logits(6, 40, seed=10)
     logits[1, 3] = -INF
-    ref, src, weight = idx(0, 1, 2), idx([3, 4, 5], [0, 2, -1], [-1, -1, -1]), fvec([0.5, 1.0, -0.5], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0])
+    ref, src, weight = (
+        idx(0, 1, 2),
+        idx([3, 4, 5], [0, 2, -1], [-1, -1, -1]),
+        fvec([0.5, 1.0, -0.5], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]),
+    )
     targets = idx(7, 3, 0)
     out = C.compose(logits, ref, src, weight, fvec(1.0, 0.5, 2.0), outputs=["logz", "target_logprob"], targets=targets)
     assert out.logprobs is None and out.sample is None and out.correction is None
@@ -333,7 +343,11 @@ def test_sample_frequencies_match_the_softmax(vary) -> None:
     ref, src, weight = idx(0), idx([1]), fvec([0.6])
     probs = C.compose(logits, ref, src, weight, 1.3).logprobs.exp()[0]
     rows = torch.zeros(draws, dtype=torch.int64)
-    kw = dict(stream_id=torch.zeros(draws, dtype=torch.int64) + 5, step=torch.arange(draws)) if vary == "step" else dict(stream_id=torch.arange(draws), step=3)
+    kw = (
+        dict(stream_id=torch.zeros(draws, dtype=torch.int64) + 5, step=torch.arange(draws))
+        if vary == "step"
+        else dict(stream_id=torch.arange(draws), step=3)
+    )
     out = C.compose(logits, rows, src.expand(draws, 1), weight.expand(draws, 1), 1.3, outputs="sample", seed=17, **kw)
     stat = chi_square(out.sample, probs)
     assert stat < CHI2_7DOF_P001, f"chi-square {stat:.1f}"
@@ -345,7 +359,9 @@ def test_top_k_restricts_and_renormalises() -> None:
     draws, k = 20_000, 3
     logits = fvec([0.3, -1.2, 2.0, 0.0, 1.1, -0.4, 0.9, -2.5])
     rows = torch.zeros(draws, dtype=torch.int64)
-    out = C.compose(logits, rows, torch.empty(draws, 0, dtype=torch.int64), torch.empty(draws, 0), outputs="sample", top_k=k, seed=3)
+    out = C.compose(
+        logits, rows, torch.empty(draws, 0, dtype=torch.int64), torch.empty(draws, 0), outputs="sample", top_k=k, seed=3
+    )
     allowed = torch.tensor([2, 4, 6])
     assert torch.isin(out.sample, allowed).all()
     probs = torch.zeros(8, dtype=torch.float64)
@@ -428,7 +444,9 @@ def test_generator_golden_values() -> None:
     for (seed, stream, step, token), bits, u in GOLDEN:
         assert noise.hash32_scalar(seed, stream, step, token) == bits
         assert noise.uniform_scalar(seed, stream, step, token) == u
-        vec = noise.uniform(seed, idx(stream - 2**64 if stream >= 2**63 else stream), step, idx(token), dtype=torch.float64)
+        vec = noise.uniform(
+            seed, idx(stream - 2**64 if stream >= 2**63 else stream), step, idx(token), dtype=torch.float64
+        )
         assert float(vec[0, 0]) == u
 
 
@@ -530,7 +548,9 @@ def test_shared_scores_against_the_full_product(n_pos, n_src, vocab, k, block_v,
     masked = torch.rand(n_pos, n_src + 1, vocab, generator=gen) < mask_rate
     masked[:, :, seed % vocab] = False
     logits[masked] = -INF
-    weights = torch.tensor(data.draw(st.lists(weights_grid, min_size=k * n_src, max_size=k * n_src)), dtype=torch.float64)
+    weights = torch.tensor(
+        data.draw(st.lists(weights_grid, min_size=k * n_src, max_size=k * n_src)), dtype=torch.float64
+    )
     coef = C.coalition_coefficients(weights.reshape(k, n_src))
     targets = torch.randint(0, vocab, (n_pos,), generator=gen)
     logz, target_lp = C.shared_scores(logits, coef, targets, block_v=block_v)
@@ -573,7 +593,7 @@ def test_shared_scores_skip_unused_models() -> None:
     coef = C.coalition_coefficients(weights[:, :2])
     clean = C.shared_scores(shared_case(16)[0][:, :3], coef, targets, block_v=3)
     coef = torch.cat([coef, torch.zeros(len(coef), 1, dtype=coef.dtype)], dim=1)
-    for got, want in zip(C.shared_scores(logits, coef, targets, block_v=3), clean):
+    for got, want in zip(C.shared_scores(logits, coef, targets, block_v=3), clean, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-14)
 
 
@@ -622,14 +642,16 @@ def test_dense_form_equals_the_gather_form() -> None:
     ref = torch.randn(4, 21, generator=gen)
     sources = torch.randn(4, 3, 21, generator=gen)
     weights = torch.tensor([[1.0, 0.0, 1.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0], [2.0, -1.0, 1.0]])
-    got = C.log_probs(ref, sources, weights, temperature=0.9, backend="auto")
+    got = backends.log_probs(ref, sources, weights, temperature=0.9, backend="auto")
     for r in range(4):
         members = [j for j in range(3) if weights[r, j] != 0]
         c = ref[r] + sum((weights[r, j] * (sources[r, j] - ref[r]) for j in members), torch.zeros(21))
         torch.testing.assert_close(got[r], torch.log_softmax(c / 0.9, dim=0), rtol=1e-5, atol=1e-5)
     same = C.log_probs(ref, sources, torch.tensor([True, False, True]))
     torch.testing.assert_close(same, C.log_probs(ref, sources, torch.tensor([[1.0, 0.0, 1.0]] * 4)), rtol=0, atol=0)
-    torch.testing.assert_close(C.log_probs(ref, sources[:, :0], torch.zeros(0)), torch.log_softmax(ref, dim=1), rtol=0, atol=0)
+    torch.testing.assert_close(
+        C.log_probs(ref, sources[:, :0], torch.zeros(0)), torch.log_softmax(ref, dim=1), rtol=0, atol=0
+    )
 
 
 def test_importing_dposhap_does_not_import_torch() -> None:
@@ -670,30 +692,66 @@ ERRORS = {
     "weight-nan": (call(src_weight=fvec([1.0], [math.nan])), r"src_weight\[1, 0\] = nan is not finite"),
     "temperature-zero": (call(temperature=fvec(1.0, 0.0)), r"temperature of output row 1 is 0.0.*top_k=1"),
     "temperature-negative": (call(temperature=-1.0), r"temperature of output row 0 is -1.0"),
-    "temperature-shape": (call(temperature=fvec(1.0, 1.0, 1.0)), r"temperature must be a float or a tensor \[M\] with M = 2"),
+    "temperature-shape": (
+        call(temperature=fvec(1.0, 1.0, 1.0)),
+        r"temperature must be a float or a tensor \[M\] with M = 2",
+    ),
     "nan": (call(logits=NAN_IN_ROW_2), r"logits row 2 contains NaN.*member 0 \(src_index\[0, 0\]\) of output row 0"),
     "pos-inf": (call(logits=POS_INF, src_index=idx([2], [1])), r"logits row 1 contains NaN or \+inf.*output row 1"),
-    "all-masked": (call(logits=HALF_MASKED, ref_index=idx(0, 0), src_index=idx([2], [3])), r"output row 1: the combined logits are -inf for every token"),
+    "all-masked": (
+        call(logits=HALF_MASKED, ref_index=idx(0, 0), src_index=idx([2], [3])),
+        r"output row 1: the combined logits are -inf for every token",
+    ),
     "unknown-output": (call(extra=dict(outputs=("logits",))), r"unknown output.*'logits'"),
     "no-targets": (call(extra=dict(outputs="target_logprob")), r"needs targets"),
-    "target-range": (call(extra=dict(outputs="target_logprob", targets=idx(8, 0))), r"targets\[0\] = 8 is out of range.*\[0, 8\)"),
+    "target-range": (
+        call(extra=dict(outputs="target_logprob", targets=idx(8, 0))),
+        r"targets\[0\] = 8 is out of range.*\[0, 8\)",
+    ),
     "top-k": (call(extra=dict(outputs="sample", top_k=0)), r"top_k must be None or an int >= 1"),
     "stream-rows": (call(extra=dict(outputs="sample", stream_id=idx(1, 2, 3))), r"stream_id has 3 rows"),
     "seed-range": (call(extra=dict(outputs="sample", seed=2**64)), r"seed = .* does not fit in 64 bits"),
     "compute-dtype": (call(extra=dict(compute_dtype=torch.float16)), r"compute_dtype must be"),
     "device": (call(ref_index=I0.to("meta")), r"ref_index is on meta but the logits are on cpu"),
-    "dense-backend": (lambda: C.log_probs(L[:1], L[None, 1:3], torch.ones(2), backend="cuda"), r"the CUDA kernel needs CUDA tensors"),
-    "dense-unknown": (lambda: C.log_probs(L[:1], L[None, 1:3], torch.ones(2), backend="jax"), r"unknown backend 'jax'"),
+    "dense-backend": (
+        lambda: backends.log_probs(L[:1], L[None, 1:3], torch.ones(2), backend="cuda"),
+        r"the CUDA kernel needs CUDA tensors",
+    ),
+    "dense-unknown": (
+        lambda: backends.log_probs(L[:1], L[None, 1:3], torch.ones(2), backend="jax"),
+        r"unknown backend 'jax'",
+    ),
     "dense-weights": (lambda: C.log_probs(L[:1], L[None, 1:3], torch.ones(3)), r"weights must be \[R, n\] = \[1, 2\]"),
-    "dense-dtype": (lambda: C.log_probs(L[:1], L[None, 1:3].float(), torch.ones(2)), r"ref is torch.float64 but sources is torch.float32"),
-    "shared-coef": (lambda: C.shared_scores(L[:, None, :].expand(4, 2, 8), torch.ones(3, 3), idx(0, 0, 0, 0)), r"coef has 3 columns but logits has n \+ 1 = 2"),
-    "shared-nan": (lambda: C.shared_scores(torch.stack([L, NAN_IN_ROW_2], 1), torch.ones(1, 2), idx(0, 0, 0, 0), block_v=3), r"logits\[2, 1, 5\] is NaN"),
-    "shared-masked": (lambda: C.shared_scores(torch.stack([HALF_MASKED[0], HALF_MASKED[3]])[None], torch.ones(1, 2), idx(7)), r"coalition 0 at position 0"),
-    "shared-block": (lambda: C.shared_scores(L[:, None, :], torch.ones(1, 1), idx(0, 0, 0, 0), block_v=0), r"block_v must be an int >= 1"),
+    "dense-dtype": (
+        lambda: C.log_probs(L[:1], L[None, 1:3].float(), torch.ones(2)),
+        r"ref is torch.float64 but sources is torch.float32",
+    ),
+    "shared-coef": (
+        lambda: C.shared_scores(L[:, None, :].expand(4, 2, 8), torch.ones(3, 3), idx(0, 0, 0, 0)),
+        r"coef has 3 columns but logits has n \+ 1 = 2",
+    ),
+    "shared-nan": (
+        lambda: C.shared_scores(torch.stack([L, NAN_IN_ROW_2], 1), torch.ones(1, 2), idx(0, 0, 0, 0), block_v=3),
+        r"logits\[2, 1, 5\] is NaN",
+    ),
+    "shared-masked": (
+        lambda: C.shared_scores(torch.stack([HALF_MASKED[0], HALF_MASKED[3]])[None], torch.ones(1, 2), idx(7)),
+        r"coalition 0 at position 0",
+    ),
+    "shared-block": (
+        lambda: C.shared_scores(L[:, None, :], torch.ones(1, 1), idx(0, 0, 0, 0), block_v=0),
+        r"block_v must be an int >= 1",
+    ),
     "shared-target": (lambda: C.shared_scores(L[:, None, :], torch.ones(1, 1), idx(0, 0, 8, 0)), r"targets\[2\] = 8"),
-    "hidden-nan": (lambda: C.compose_hidden(NAN_IN_ROW_2, I0, J1, W1), r"hidden row 2 \(used by output row 0\) is not finite"),
+    "hidden-nan": (
+        lambda: C.compose_hidden(NAN_IN_ROW_2, I0, J1, W1),
+        r"hidden row 2 \(used by output row 0\) is not finite",
+    ),
     "noise-tokens": (lambda: noise.uniform(0, idx(0), 0, idx(-1)), r"tokens must be in \[0, 2\*\*32\)"),
-    "noise-step-dtype": (lambda: noise.uniform(0, idx(0, 1), torch.tensor([0, 1], dtype=torch.int32), 4), r"step must be an int64 tensor"),
+    "noise-step-dtype": (
+        lambda: noise.uniform(0, idx(0, 1), torch.tensor([0, 1], dtype=torch.int32), 4),
+        r"step must be an int64 tensor",
+    ),
 }
 
 

@@ -12,12 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dposhap.compose import backends, reference, triton_backend
+from dposhap.compose.contract import ComposeOutput, GatherRequest, validate_gather
 from dposhap.errors import InvalidArgumentError
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ALL = ("logprobs", "logz", "correction", "target_logprob", "sample")
 # float32 kernel against the float64 reference, by input dtype
 TOL = {torch.float32: 2e-5, torch.float16: 2e-5, torch.bfloat16: 2e-5}
+
+
+def triton_compose(*args, block_v: int | None = None, radix_bits: int | None = None, **kw) -> ComposeOutput:
+    """The Triton launcher on the checked arguments of a :func:`reference.compose` call."""
+    request = GatherRequest(*args, **kw, compute_dtype=torch.float32)
+    return triton_backend.launch(validate_gather(request), block_v=block_v, radix_bits=radix_bits)
 
 
 def problem(seed: int, t: int, v: int, m: int, j: int, dtype: torch.dtype, masked: float = 0.0):
@@ -46,9 +53,11 @@ def problem(seed: int, t: int, v: int, m: int, j: int, dtype: torch.dtype, maske
     ],
 )
 def test_every_output_matches_the_reference(t, v, m, j, dtype, masked, block_v) -> None:
-    logits, ref_index, src_index, src_weight, temperature, targets, stream = problem(t + v + m, t, v, m, j, dtype, masked)
+    logits, ref_index, src_index, src_weight, temperature, targets, stream = problem(
+        t + v + m, t, v, m, j, dtype, masked
+    )
     kw = dict(outputs=ALL, targets=targets, seed=7, stream_id=stream, step=3)
-    fast = triton_backend.compose(logits, ref_index, src_index, src_weight, temperature, block_v=block_v, **kw)
+    fast = triton_compose(logits, ref_index, src_index, src_weight, temperature, block_v=block_v, **kw)
     slow = reference.compose(logits, ref_index, src_index, src_weight, temperature, compute_dtype=torch.float64, **kw)
     tol = TOL[dtype]
     for name in ("logz", "correction", "target_logprob"):
@@ -66,7 +75,7 @@ def test_singleton_and_empty_coalitions_are_exact_sources() -> None:
     ref_index = torch.tensor([0, 0], device=DEVICE)
     src_index = torch.tensor([[-1], [2]], device=DEVICE)
     src_weight = torch.tensor([[1.0], [1.0]], device=DEVICE)
-    out = triton_backend.compose(logits, ref_index, src_index, src_weight, outputs=("logprobs", "correction"), block_v=16)
+    out = triton_compose(logits, ref_index, src_index, src_weight, outputs=("logprobs", "correction"), block_v=16)
     torch.testing.assert_close(out.logprobs[0], torch.log_softmax(logits[0], 0), atol=1e-6, rtol=0)
     torch.testing.assert_close(out.logprobs[1], torch.log_softmax(logits[2], 0), atol=1e-6, rtol=0)
     assert torch.equal(out.correction, torch.zeros(2, device=DEVICE))
@@ -75,8 +84,12 @@ def test_singleton_and_empty_coalitions_are_exact_sources() -> None:
 def test_rows_with_weight_zero_are_never_read() -> None:
     logits = torch.randn(3, 40, device=DEVICE)
     logits[1] = float("nan")  # a member of weight 0: must not matter
-    args = (torch.tensor([0], device=DEVICE), torch.tensor([[1, 2]], device=DEVICE), torch.tensor([[0.0, 0.5]], device=DEVICE))
-    fast = triton_backend.compose(logits, *args, outputs=("logz", "sample"), block_v=16)
+    args = (
+        torch.tensor([0], device=DEVICE),
+        torch.tensor([[1, 2]], device=DEVICE),
+        torch.tensor([[0.0, 0.5]], device=DEVICE),
+    )
+    fast = triton_compose(logits, *args, outputs=("logz", "sample"), block_v=16)
     slow = reference.compose(logits, *args, outputs=("logz", "sample"))
     torch.testing.assert_close(fast.logz, slow.logz)
     assert torch.equal(fast.sample, slow.sample)
@@ -93,7 +106,9 @@ def test_common_random_numbers_across_coalitions() -> None:
     stream = torch.zeros(3, dtype=torch.int64, device=DEVICE)
     draws = torch.stack(
         [
-            triton_backend.compose(logits, ref_index, src_index, src_weight, outputs="sample", stream_id=stream, step=s, block_v=16).sample
+            triton_compose(
+                logits, ref_index, src_index, src_weight, outputs="sample", stream_id=stream, step=s, block_v=16
+            ).sample
             for s in range(6)
         ]
     )
@@ -105,15 +120,30 @@ def test_errors_name_the_row() -> None:
     logits = torch.randn(2, 20, device=DEVICE)
     logits[1, 3] = float("nan")
     with pytest.raises(InvalidArgumentError, match="output row 0: logits row 1"):
-        triton_backend.compose(logits, torch.tensor([0], device=DEVICE), torch.tensor([[1]], device=DEVICE), torch.tensor([[0.5]], device=DEVICE))
+        triton_compose(
+            logits,
+            torch.tensor([0], device=DEVICE),
+            torch.tensor([[1]], device=DEVICE),
+            torch.tensor([[0.5]], device=DEVICE),
+        )
     with pytest.raises(InvalidArgumentError, match="top_k"):
-        triton_backend.compose(
-            torch.randn(2, 20, device=DEVICE), torch.tensor([0], device=DEVICE), torch.zeros(1, 0, dtype=torch.int64, device=DEVICE),
-            torch.zeros(1, 0, device=DEVICE), outputs="sample", top_k=0,
+        triton_compose(
+            torch.randn(2, 20, device=DEVICE),
+            torch.tensor([0], device=DEVICE),
+            torch.zeros(1, 0, dtype=torch.int64, device=DEVICE),
+            torch.zeros(1, 0, device=DEVICE),
+            outputs="sample",
+            top_k=0,
         )
     dead = torch.full((1, 20), float("-inf"), device=DEVICE)
     with pytest.raises(InvalidArgumentError, match="-inf for every token"):
-        triton_backend.compose(dead, torch.tensor([0], device=DEVICE), torch.zeros(1, 0, dtype=torch.int64, device=DEVICE), torch.zeros(1, 0, device=DEVICE), outputs="logz")
+        triton_compose(
+            dead,
+            torch.tensor([0], device=DEVICE),
+            torch.zeros(1, 0, dtype=torch.int64, device=DEVICE),
+            torch.zeros(1, 0, device=DEVICE),
+            outputs="logz",
+        )
 
 
 def test_the_dispatcher_routes_to_every_backend_and_they_agree() -> None:
@@ -121,7 +151,10 @@ def test_the_dispatcher_routes_to_every_backend_and_they_agree() -> None:
 
     logits, ref_index, src_index, src_weight, temperature, targets, stream = problem(3, 6, 70, 5, 3, torch.float32)
     kw = dict(outputs=("logz", "sample"), seed=11, stream_id=stream, step=2)
-    results = {b: C.compose(logits, ref_index, src_index, src_weight, temperature, backend=b, **kw) for b in ("torch", "cpp", "triton")}
+    results = {
+        b: C.compose(logits, ref_index, src_index, src_weight, temperature, backend=b, **kw)
+        for b in ("torch", "cpp", "triton")
+    }
     for b in ("cpp", "triton"):
         torch.testing.assert_close(results[b].logz, results["torch"].logz, atol=1e-5, rtol=1e-6)
         assert torch.equal(results[b].sample, results["torch"].sample), b
@@ -164,12 +197,18 @@ def tied_problem(seed: int, t: int, v: int, m: int, j: int, *, levels: int, dup:
     radix_bits=st.sampled_from([4, 8]),
     seed=st.integers(0, 2**16),
 )
-def test_top_k_sampling_is_the_references(v, m, j, top_k, levels, dup, masked, temperature, block_v, radix_bits, seed) -> None:
+def test_top_k_sampling_is_the_references(
+    v, m, j, top_k, levels, dup, masked, temperature, block_v, radix_bits, seed
+) -> None:
     """The same top-k set (ties at the k-th value: lowest index first; -inf tokens; top_k = 1 and
     top_k >= V), the same noise: the float32 reference and the cpp kernel pick the same tokens."""
-    logits, ref_index, src_index, src_weight, stream = tied_problem(seed, 4, v, m, j, levels=levels, dup=dup, masked=masked)
+    logits, ref_index, src_index, src_weight, stream = tied_problem(
+        seed, 4, v, m, j, levels=levels, dup=dup, masked=masked
+    )
     kw = dict(outputs=("sample", "logz"), seed=seed, stream_id=stream, step=seed % 7, top_k=top_k)
-    fast = triton_backend.compose(logits, ref_index, src_index, src_weight, temperature, block_v=block_v, radix_bits=radix_bits, **kw)
+    fast = triton_compose(
+        logits, ref_index, src_index, src_weight, temperature, block_v=block_v, radix_bits=radix_bits, **kw
+    )
     slow = reference.compose(logits, ref_index, src_index, src_weight, temperature, **kw)
     assert torch.equal(fast.sample, slow.sample)
     torch.testing.assert_close(fast.logz, slow.logz, atol=2e-5, rtol=2e-5)
@@ -195,7 +234,7 @@ def test_top_k_draws_cover_exactly_the_top_k_set(top_k, block_v, radix_bits, all
     ref_index = torch.arange(n, device=DEVICE)
     none = torch.zeros(n, 0, dtype=torch.int64, device=DEVICE)
     kw = dict(outputs="sample", stream_id=torch.arange(n, device=DEVICE), seed=5, top_k=top_k)
-    out = triton_backend.compose(logits, ref_index, none, none.float(), block_v=block_v, radix_bits=radix_bits, **kw)
+    out = triton_compose(logits, ref_index, none, none.float(), block_v=block_v, radix_bits=radix_bits, **kw)
     assert set(out.sample.tolist()) == allowed
     assert torch.equal(out.sample, reference.compose(logits, ref_index, none, none.float(), **kw).sample)
 
@@ -208,7 +247,9 @@ def test_top_k_where_fewer_tokens_are_alive_than_k() -> None:
     ref_index = torch.arange(3, device=DEVICE)
     none = torch.zeros(3, 0, dtype=torch.int64, device=DEVICE)
     for top_k in (1, 2, 5, 29):
-        out = triton_backend.compose(logits, ref_index, none, none.float(), outputs="sample", seed=top_k, top_k=top_k, block_v=16)
+        out = triton_compose(
+            logits, ref_index, none, none.float(), outputs="sample", seed=top_k, top_k=top_k, block_v=16
+        )
         assert set(out.sample.tolist()) <= ({7} if top_k == 1 else {7, 21}), top_k
         want = reference.compose(logits, ref_index, none, none.float(), outputs="sample", seed=top_k, top_k=top_k)
         assert torch.equal(out.sample, want.sample)
@@ -222,10 +263,21 @@ def op_args(top_k: int = 2):
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(4, 20, generator=g)
     return (
-        logits.to(DEVICE), torch.tensor([0, 1, 2], device=DEVICE), torch.tensor([[1, -1], [3, 0], [-1, -1]], device=DEVICE),
-        torch.tensor([[0.5, 0.0], [1.0, 0.5], [0.0, 0.0]], device=DEVICE), torch.ones(3, device=DEVICE),
-        torch.tensor([1, 2, 3], device=DEVICE), torch.arange(3, device=DEVICE), torch.zeros(3, dtype=torch.int64, device=DEVICE),
-        7, top_k, True, True, True, True, True,
+        logits.to(DEVICE),
+        torch.tensor([0, 1, 2], device=DEVICE),
+        torch.tensor([[1, -1], [3, 0], [-1, -1]], device=DEVICE),
+        torch.tensor([[0.5, 0.0], [1.0, 0.5], [0.0, 0.0]], device=DEVICE),
+        torch.ones(3, device=DEVICE),
+        torch.tensor([1, 2, 3], device=DEVICE),
+        torch.arange(3, device=DEVICE),
+        torch.zeros(3, dtype=torch.int64, device=DEVICE),
+        7,
+        top_k,
+        True,
+        True,
+        True,
+        True,
+        True,
     )
 
 
@@ -237,7 +289,9 @@ def test_the_triton_op_passes_opcheck() -> None:
 
 def test_the_dispatcher_runs_the_triton_op_under_torch_compile() -> None:
     def sample(logits, ref_index, src_index, src_weight):
-        out = backends.compose(logits, ref_index, src_index, src_weight, 0.8, outputs=("sample", "logz"), top_k=2, seed=3, backend="triton")
+        out = backends.compose(
+            logits, ref_index, src_index, src_weight, 0.8, outputs=("sample", "logz"), top_k=2, seed=3, backend="triton"
+        )
         return out.sample, out.logz
 
     args = op_args()[:4]
@@ -248,17 +302,29 @@ def test_the_dispatcher_runs_the_triton_op_under_torch_compile() -> None:
     assert torch.equal(got[0], slow.sample)
 
 
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
-def test_the_kernel_ops_have_the_fake_implementation(backend) -> None:
-    """Fake tensors get the outputs' shapes without running a kernel (also the CUDA op, on any machine)."""
+@pytest.mark.parametrize("name", ["compose_gather_triton", "compose_gather"])
+def test_the_kernel_ops_have_the_fake_implementation(name) -> None:
+    """Fake tensors get the outputs' shapes without running a kernel (also the native op, on any machine)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    op = getattr(torch.ops.dposhap, backends.GATHER_OPS[backend])
+    op = getattr(torch.ops.dposhap, name)
     with FakeTensorMode():
         out = op(
-            torch.empty(5, 11), torch.zeros(3, dtype=torch.int64), torch.zeros(3, 2, dtype=torch.int64), torch.ones(3, 2),
-            torch.ones(3), None, torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64), 0, 4,
-            True, False, True, False, True,
+            torch.empty(5, 11),
+            torch.zeros(3, dtype=torch.int64),
+            torch.zeros(3, 2, dtype=torch.int64),
+            torch.ones(3, 2),
+            torch.ones(3),
+            None,
+            torch.zeros(3, dtype=torch.int64),
+            torch.zeros(3, dtype=torch.int64),
+            0,
+            4,
+            True,
+            False,
+            True,
+            False,
+            True,
         )
     assert [tuple(o.shape) for o in out] == [(3, 11), (0,), (3,), (0,), (3,)]
     assert [o.dtype for o in out] == [torch.float32] * 4 + [torch.int64]
@@ -266,10 +332,13 @@ def test_the_kernel_ops_have_the_fake_implementation(backend) -> None:
     assert meta[0].device.type == "meta" and tuple(meta[0].shape) == (3, 20) and tuple(meta[4].shape) == (3,)
 
 
-@pytest.mark.parametrize(("n_pos", "n_models", "vocab", "n_coal", "block_v", "masked"), [
-    (3, 5, 70, 20, 32, 0.0),   # K not a multiple of the coalition block, V not of the vocabulary block
-    (2, 17, 40, 5, 16, 0.15),  # more models than one 16-wide block, masked tokens
-])
+@pytest.mark.parametrize(
+    ("n_pos", "n_models", "vocab", "n_coal", "block_v", "masked"),
+    [
+        (3, 5, 70, 20, 32, 0.0),  # K not a multiple of the coalition block, V not of the vocabulary block
+        (2, 17, 40, 5, 16, 0.15),  # more models than one 16-wide block, masked tokens
+    ],
+)
 def test_shared_scores_match_the_reference(n_pos, n_models, vocab, n_coal, block_v, masked) -> None:
     g = torch.Generator().manual_seed(n_pos * 100 + n_models)
     logits = torch.randn(n_pos, n_models, vocab, generator=g) * 2
@@ -282,7 +351,7 @@ def test_shared_scores_match_the_reference(n_pos, n_models, vocab, n_coal, block
     logits, coef, targets = logits.to(DEVICE), coef.to(DEVICE), targets.to(DEVICE)
     fast = triton_backend.shared_scores(logits, coef, targets, block_v=block_v)
     slow = reference.shared_scores(logits, coef, targets, compute_dtype=torch.float64)
-    for got, want in zip(fast, slow):
+    for got, want in zip(fast, slow, strict=True):
         finite = torch.isfinite(want)
         assert torch.equal(torch.isfinite(got), finite)
         torch.testing.assert_close(got.double()[finite], want[finite], atol=2e-5, rtol=2e-5)
@@ -297,7 +366,7 @@ def test_the_shared_scores_dispatcher() -> None:
     targets = torch.tensor([3, 7], device=DEVICE)
     slow = C.shared_scores(logits, coef, targets, backend="torch")
     fast = C.shared_scores(logits, coef, targets, backend="triton")
-    for a, b in zip(fast, slow):
+    for a, b in zip(fast, slow, strict=True):
         torch.testing.assert_close(a, b.float(), atol=2e-5, rtol=2e-5)
     with pytest.raises(InvalidArgumentError, match="unknown backend"):
         C.shared_scores(logits, coef, targets, backend="cpp")

@@ -13,37 +13,39 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from peft import LoraConfig, get_peft_model
 
-torch = pytest.importorskip("torch")
-
-from peft import LoraConfig, get_peft_model  # noqa: E402
-
-from dposhap.compose import noise  # noqa: E402
-from dposhap.decode import ComposedDecoder, DecodeConfig, reference_generate  # noqa: E402
-from dposhap.errors import InvalidArgumentError  # noqa: E402
-from dposhap.models import load_base_model, load_tokenizer, resolve_model  # noqa: E402
-from dposhap.toy import build_toy_world  # noqa: E402
+from dposhap.compose import noise
+from dposhap.decode import ComposedDecoder, DecodeConfig, reference_generate
+from dposhap.errors import InvalidArgumentError
+from dposhap.models import load_base_model, load_tokenizer, resolve_model
+from dposhap.toy import build_toy_world
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SOURCES = ("helpful", "harmless", "noisy", "duplicate")
 LORA = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
 # empty, singletons, a pair, the duplicate pair, everything
-COALITIONS = np.array([
-    [0, 0, 0, 0],
-    [1, 0, 0, 0],
-    [0, 0, 0, 1],
-    [0, 1, 0, 0],
-    [1, 1, 0, 0],
-    [0, 1, 0, 1],
-    [1, 1, 1, 0],
-], dtype=bool)
+COALITIONS = np.array(
+    [
+        [0, 0, 0, 0],
+        [1, 0, 0, 0],
+        [0, 0, 0, 1],
+        [0, 1, 0, 0],
+        [1, 1, 0, 0],
+        [0, 1, 0, 1],
+        [1, 1, 1, 0],
+    ],
+    dtype=bool,
+)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_toy_world(tmp_path_factory.mktemp("toy") / "world", seed=0, sources=["helpful"],
-                           pairs_per_source=8, n_eval_prompts=8).model_dir
+    return build_toy_world(
+        tmp_path_factory.mktemp("toy") / "world", seed=0, sources=["helpful"], pairs_per_source=8, n_eval_prompts=8
+    ).model_dir
 
 
 def _with_adapters(model_dir: Path, lora: LoraConfig = LORA, seed: int = 0):
@@ -74,28 +76,47 @@ def decoder(model_dir: Path) -> ComposedDecoder:
 @pytest.fixture(scope="module")
 def prompts() -> list[str]:
     """Four prompts of three different lengths."""
-    return ["Q: weather so A:", "Q: cooking maybe well A:", "Q: music really the very so just well A:",
-            "Q: travel maybe just A:"]
+    return [
+        "Q: weather so A:",
+        "Q: cooking maybe well A:",
+        "Q: music really the very so just well A:",
+        "Q: travel maybe just A:",
+    ]
 
 
-def _reference(decoder: ComposedDecoder, prompts: list[str], coalitions: np.ndarray, config: DecodeConfig,
-               weights: np.ndarray | None = None) -> tuple[list[list[list[int]]], np.ndarray]:
+def _reference(
+    decoder: ComposedDecoder,
+    prompts: list[str],
+    coalitions: np.ndarray,
+    config: DecodeConfig,
+    weights: np.ndarray | None = None,
+) -> tuple[list[list[list[int]]], np.ndarray]:
     ids = [[[] for _ in prompts] for _ in coalitions]
     corrections = np.zeros((len(coalitions), len(prompts)))
     for k, coalition in enumerate(coalitions):
         for b, prompt in enumerate(prompts):
             ids[k][b], corrections[k, b] = reference_generate(
-                decoder.model, decoder.tokenizer, decoder.sources, prompt, coalition, config,
-                weights=None if weights is None else weights[k], stream_id=b,
+                decoder.model,
+                decoder.tokenizer,
+                decoder.sources,
+                prompt,
+                coalition,
+                config,
+                weights=None if weights is None else weights[k],
+                stream_id=b,
             )
     return ids, corrections
 
 
-@pytest.mark.parametrize("config", [
-    DecodeConfig(max_new_tokens=8),
-    DecodeConfig(max_new_tokens=6, temperature=0.7, top_k=5, seed=11, correction=True),
-    DecodeConfig(max_new_tokens=5, top_k=1, hidden_fast_path="off"),
-], ids=["t1-fast-path", "topk-correction", "greedy-logits-path"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        DecodeConfig(max_new_tokens=8),
+        DecodeConfig(max_new_tokens=6, temperature=0.7, top_k=5, seed=11, correction=True),
+        DecodeConfig(max_new_tokens=5, top_k=1, hidden_fast_path="off"),
+    ],
+    ids=["t1-fast-path", "topk-correction", "greedy-logits-path"],
+)
 def test_same_tokens_as_reference(decoder: ComposedDecoder, prompts: list[str], config: DecodeConfig) -> None:
     result = decoder.generate(prompts, COALITIONS, config)
     expected, corrections = _reference(decoder, prompts, COALITIONS, config)
@@ -137,8 +158,9 @@ def _direct_sampling(model: torch.nn.Module, tokenizer, prompt: str, stream: int
     return out
 
 
-def test_empty_coalition_is_the_reference_and_singleton_the_source(decoder: ComposedDecoder,
-                                                                   prompts: list[str]) -> None:
+def test_empty_coalition_is_the_reference_and_singleton_the_source(
+    decoder: ComposedDecoder, prompts: list[str]
+) -> None:
     config = DecodeConfig(max_new_tokens=8, temperature=0.9, seed=2)
     result = decoder.generate(prompts, np.array([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=bool), config)
     merged = copy.deepcopy(decoder.model).merge_and_unload(adapter_names=["harmless"])
@@ -229,8 +251,9 @@ def test_prefill_once_then_one_forward_per_step(decoder: ComposedDecoder, prompt
 def test_sharing_and_chunking_change_nothing_but_the_work(decoder: ComposedDecoder, prompts: list[str]) -> None:
     config = DecodeConfig(max_new_tokens=8, seed=6, correction=True)
     shared = decoder.generate(prompts, COALITIONS, config)
-    alone = decoder.generate(prompts, COALITIONS, DecodeConfig(max_new_tokens=8, seed=6, correction=True,
-                                                                share_prefixes=False))
+    alone = decoder.generate(
+        prompts, COALITIONS, DecodeConfig(max_new_tokens=8, seed=6, correction=True, share_prefixes=False)
+    )
     chunked = decoder.generate(prompts, COALITIONS, DecodeConfig(max_new_tokens=8, seed=6, correction=True, max_rows=7))
     assert shared.token_ids == alone.token_ids == chunked.token_ids
     np.testing.assert_allclose(shared.log_weights, alone.log_weights, rtol=1e-4, atol=1e-5)
@@ -251,11 +274,17 @@ def test_backends_and_lora_paths_agree(decoder: ComposedDecoder, prompts: list[s
 
 
 def test_bad_arguments(decoder: ComposedDecoder, prompts: list[str]) -> None:
-    for kwargs, field in [({"max_new_tokens": 0}, "max_new_tokens"), ({"temperature": 0.0}, "temperature"),
-                          ({"top_k": 0}, "top_k"), ({"seed": -1}, "seed"), ({"hidden_fast_path": "yes"}, "hidden"),
-                          ({"backend": "gpu"}, "backend"), ({"max_rows": 0}, "max_rows"),
-                          ({"mixed_lora": "fast"}, "mixed_lora"),
-                          ({"hidden_fast_path": "on", "correction": True}, "hidden_fast_path")]:
+    for kwargs, field in [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"seed": -1}, "seed"),
+        ({"hidden_fast_path": "yes"}, "hidden"),
+        ({"backend": "gpu"}, "backend"),
+        ({"max_rows": 0}, "max_rows"),
+        ({"mixed_lora": "fast"}, "mixed_lora"),
+        ({"hidden_fast_path": "on", "correction": True}, "hidden_fast_path"),
+    ]:
         with pytest.raises(InvalidArgumentError, match=field):
             DecodeConfig(**kwargs)
     with pytest.raises(InvalidArgumentError, match="coalitions"):

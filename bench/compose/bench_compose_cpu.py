@@ -31,7 +31,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
 
 from _harness import MarkdownTable, Provider, environment, write_csv, write_markdown  # noqa: E402
-
 from dposhap.compose import _native, backends  # noqa: E402
 
 MODES = ("logz", "sample", "target")
@@ -57,8 +56,16 @@ def setup(r: int, n: int, v: int, seed: int = 0) -> dict:
 
 def run_cpp(p: dict, mode: str):
     name = {"logz": "logz", "sample": "sample", "target": "target_logprob"}[mode]
-    out = backends.compose(p["logits"], p["ref_index"], p["src_index"], p["src_weight"], 1.0, outputs=name,
-                           targets=p["targets"], backend="cpp")
+    out = backends.compose(
+        p["logits"],
+        p["ref_index"],
+        p["src_index"],
+        p["src_weight"],
+        1.0,
+        outputs=name,
+        targets=p["targets"],
+        backend="cpp",
+    )
     return getattr(out, name)
 
 
@@ -104,7 +111,12 @@ def interleaved_medians(p: dict, mode: str, repeats: int, warmup: int = 2) -> di
 
 
 PROVIDERS = [
-    Provider("cpp", "dposhap", 'backends.compose(..., backend="cpp"), OpenMP over rows (over vocabulary parts when R < threads)', run_cpp),
+    Provider(
+        "cpp",
+        "dposhap",
+        'backends.compose(..., backend="cpp"), OpenMP over rows (over vocabulary parts when R < threads)',
+        run_cpp,
+    ),
     Provider("torch-naive", "torch", "differences, matmul, log_softmax, multinomial", run_naive),
     Provider("torch-good", "torch", "one bmm with [1 - sum w, w], logsumexp, exponential_ Gumbel", run_good),
 ]
@@ -130,13 +142,31 @@ def main() -> None:
             times = interleaved_medians(p, mode, repeats, warmup=1 if big else 2)
             for prov in PROVIDERS:
                 seconds = times[prov.name]
-                rows.append(dict(R=r, n=n, V=v, mode=mode, provider=prov.name, median_s=seconds, repeats=repeats,
-                                 input_mb=p["logits"].numel() * 4 / 1e6))
-            table.rows.append([
-                r, n, v, mode, f"{times['cpp'] * 1e3:.2f}", f"{times['torch-naive'] * 1e3:.2f}",
-                f"{times['torch-good'] * 1e3:.2f}", f"{times['torch-naive'] / times['cpp']:.2f}x",
-                f"{times['torch-good'] / times['cpp']:.2f}x",
-            ])
+                rows.append(
+                    dict(
+                        R=r,
+                        n=n,
+                        V=v,
+                        mode=mode,
+                        provider=prov.name,
+                        median_s=seconds,
+                        repeats=repeats,
+                        input_mb=p["logits"].numel() * 4 / 1e6,
+                    )
+                )
+            table.rows.append(
+                [
+                    r,
+                    n,
+                    v,
+                    mode,
+                    f"{times['cpp'] * 1e3:.2f}",
+                    f"{times['torch-naive'] * 1e3:.2f}",
+                    f"{times['torch-good'] * 1e3:.2f}",
+                    f"{times['torch-naive'] / times['cpp']:.2f}x",
+                    f"{times['torch-good'] / times['cpp']:.2f}x",
+                ]
+            )
             print(table.rows[-1], flush=True)
         del p
     env = environment(["torch", "numpy"])

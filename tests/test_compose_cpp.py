@@ -464,53 +464,14 @@ def test_sample_both_screening_paths(scale):
         assert torch.equal(got.sample, want.sample)
 
 
-def test_op_has_a_fake_implementation():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    with FakeTensorMode():
-        logits = torch.empty(5, 11)
-        out = torch.ops.dposhap.compose_gather(
-            logits,
-            torch.zeros(3, dtype=torch.int64),
-            torch.zeros(3, 2, dtype=torch.int64),
-            torch.ones(3, 2),
-            torch.ones(3),
-            None,
-            torch.zeros(3, dtype=torch.int64),
-            torch.zeros(3, dtype=torch.int64),
-            0,
-            0,
-            True,
-            True,
-            False,
-            False,
-            True,
-        )
-    assert out[0].shape == (3, 11) and out[1].shape == (3,) and out[2].shape == (0,) and out[4].dtype == torch.int64
-
-
 def test_the_cpp_op_passes_opcheck():
     """Schema, fake implementation (shapes and dtypes of the real outputs) and AOT dispatch of
-    the native op's CPU kernel."""
-    g = torch.Generator().manual_seed(3)
-    args = (
-        torch.randn(4, 300, generator=g),
-        torch.tensor([0, 1, 2]),
-        torch.tensor([[1, -1], [3, 0], [-1, -1]]),
-        torch.tensor([[0.5, 0.0], [1.0, 0.5], [0.0, 0.0]]),
-        torch.ones(3),
-        torch.tensor([1, 2, 3]),
-        torch.arange(3),
-        torch.zeros(3, dtype=torch.int64),
-        7,
-        4,
-        True,
-        True,
-        True,
-        True,
-        True,
+    the native op's CPU kernel, every output asked for."""
+    problem = random_problem(4, 300, 3, 2, seed=3)
+    stream, step = torch.arange(3), torch.zeros(3, dtype=torch.int64)
+    result = torch.library.opcheck(
+        torch.ops.dposhap.compose_gather.default, (*problem, stream, step, 7, 4, *[True] * 5)
     )
-    result = torch.library.opcheck(torch.ops.dposhap.compose_gather.default, args)
     assert set(result.values()) == {"SUCCESS"}, result
 
 

@@ -8,16 +8,26 @@ on the reference or the Triton kernel.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Literal
 
 import torch
 
 from ..errors import InvalidArgumentError
 from . import reference, registry, triton_backend
-from .contract import ComposeOutput, GatherRequest, OutputName, Temperature, dense_request
+from .contract import ComposeOutput, DenseRequest, GatherRequest, SharedRequest, with_request_arguments
 
-__all__ = ["GATHER_BACKENDS", "Backend", "SharedBackend", "compose", "log_probs", "shared_scores"]
+__all__ = [
+    "GATHER_BACKENDS",
+    "Backend",
+    "DenseDispatchRequest",
+    "DispatchRequest",
+    "SharedBackend",
+    "SharedDispatchRequest",
+    "compose",
+    "log_probs",
+    "shared_scores",
+]
 
 #: A backend of the gather and dense forms.
 Backend = Literal["auto", "torch", "cpp", "triton", "cuda"]
@@ -32,23 +42,20 @@ def _run(request: GatherRequest, backend: str) -> ComposeOutput:
     return chosen.launch(request)
 
 
-def compose(
-    logits: torch.Tensor,
-    ref_index: torch.Tensor,
-    src_index: torch.Tensor,
-    src_weight: torch.Tensor,
-    temperature: Temperature = 1.0,
-    *,
-    outputs: Sequence[OutputName] | OutputName = ("logprobs",),
-    targets: torch.Tensor | None = None,
-    seed: int = 0,
-    stream_id: torch.Tensor | None = None,
-    step: int | torch.Tensor = 0,
-    top_k: int | None = None,
-    compute_dtype: torch.dtype | None = None,
-    backend: Backend = "auto",
-) -> ComposeOutput:
+@dataclass(frozen=True, eq=False)
+class DispatchRequest(GatherRequest):
+    """A gather request and the backend to run it on (the arguments of :func:`compose`)."""
+
+    _: KW_ONLY
+    backend: Backend = "auto"
+
+
+@with_request_arguments(DispatchRequest)
+def compose(request: DispatchRequest) -> ComposeOutput:
     """:func:`dposhap.compose.reference.compose` on a chosen backend.
+
+    Called with the parameters below (the fields of :class:`DispatchRequest`, which the
+    function receives as one request).
 
     Parameters
     ----------
@@ -77,33 +84,22 @@ def compose(
     dposhap.errors.NativeBuildError
         A native backend named explicitly cannot be built here.
     """
-    request = GatherRequest(
-        logits,
-        ref_index,
-        src_index,
-        src_weight,
-        temperature,
-        outputs,
-        targets,
-        seed,
-        stream_id,
-        step,
-        top_k,
-        compute_dtype,
-    )
-    return _run(request, backend)
+    return _run(request, request.backend)
 
 
-def log_probs(
-    ref: torch.Tensor,
-    sources: torch.Tensor,
-    weights: torch.Tensor,
-    temperature: Temperature = 1.0,
-    backend: Backend = "torch",
-    *,
-    compute_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
+@dataclass(frozen=True, eq=False)
+class DenseDispatchRequest(DenseRequest):
+    """A dense request and the backend to run it on (the arguments of :func:`log_probs`)."""
+
+    _: KW_ONLY
+    backend: Backend = "torch"
+
+
+@with_request_arguments(DenseDispatchRequest)
+def log_probs(request: DenseDispatchRequest) -> torch.Tensor:
     """:func:`dposhap.compose.reference.log_probs` (the dense form) on a chosen backend.
+
+    Called with the parameters below (the fields of :class:`DenseDispatchRequest`).
 
     Parameters
     ----------
@@ -118,21 +114,24 @@ def log_probs(
     torch.Tensor
         ``[R, V]`` log-probabilities.
     """
-    out = _run(dense_request(ref, sources, weights, temperature, compute_dtype), backend)
+    out = _run(request.gather(), request.backend)
     assert out.logprobs is not None
     return out.logprobs
 
 
-def shared_scores(
-    logits: torch.Tensor,
-    coef: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    block_v: int = 4096,
-    compute_dtype: torch.dtype | None = None,
-    backend: SharedBackend = "auto",
-) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True, eq=False)
+class SharedDispatchRequest(SharedRequest):
+    """A shared-source request and the backend to run it on (the arguments of :func:`shared_scores`)."""
+
+    _: KW_ONLY
+    backend: SharedBackend = "auto"
+
+
+@with_request_arguments(SharedDispatchRequest)
+def shared_scores(request: SharedDispatchRequest) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`dposhap.compose.reference.shared_scores` on a chosen backend.
+
+    Called with the parameters below (the fields of :class:`SharedDispatchRequest`).
 
     Parameters
     ----------
@@ -148,6 +147,7 @@ def shared_scores(
     (torch.Tensor, torch.Tensor)
         ``logz [K, N]`` and ``target_logprob [K, N]``.
     """
+    logits, backend, compute_dtype = request.logits, request.backend, request.compute_dtype
     if backend not in ("auto", "torch", "triton"):
         raise InvalidArgumentError(f'unknown backend {backend!r}; choose from ["auto", "torch", "triton"]')
     if backend == "auto":
@@ -160,9 +160,11 @@ def shared_scores(
         )
         backend = "triton" if fast else "torch"
     if backend == "torch":
-        return reference.shared_scores(logits, coef, targets, block_v=block_v, compute_dtype=compute_dtype)
+        return reference.shared_scores(
+            logits, request.coef, request.targets, block_v=request.block_v, compute_dtype=compute_dtype
+        )
     if compute_dtype not in (None, torch.float32):
         raise InvalidArgumentError(
             f'backend="triton" computes in float32; got compute_dtype={compute_dtype} (use backend="torch")'
         )
-    return triton_backend.shared_scores(logits, coef, targets)
+    return triton_backend.shared_scores(logits, request.coef, request.targets)

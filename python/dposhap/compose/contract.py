@@ -16,9 +16,11 @@ This module imports nothing else of the package but its errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, cast
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass
+from typing import Literal, ParamSpec, TypeVar, cast
 
 import torch
 
@@ -29,9 +31,11 @@ __all__ = [
     "LOGIT_DTYPES",
     "OUTPUT_NAMES",
     "ComposeOutput",
+    "DenseRequest",
     "GatherArgs",
     "GatherRequest",
     "OutputName",
+    "SharedRequest",
     "Temperature",
     "as_int64",
     "canonical_members",
@@ -40,7 +44,6 @@ __all__ = [
     "check_index_tensor",
     "check_int64_range",
     "check_length",
-    "dense_request",
     "first_index",
     "normalize_outputs",
     "resolve_compute_dtype",
@@ -48,6 +51,7 @@ __all__ = [
     "slot_layout",
     "temperature_rows",
     "validate_gather",
+    "with_request_arguments",
 ]
 
 #: The outputs the gather form can return.
@@ -315,14 +319,16 @@ def single_source_rows(coef: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True, eq=False)
 class GatherRequest:
     """The arguments of the gather form as the caller gave them: unchecked, except that the
-    output names are normalised. Every backend is handed one; see
-    :func:`dposhap.compose.reference.compose` for what each field means."""
+    output names are normalised. Every backend is handed one. Its fields are the one written
+    signature of the gather form (see :func:`with_request_arguments`); what each means is said
+    by :func:`dposhap.compose.reference.compose`."""
 
     logits: torch.Tensor
     ref_index: torch.Tensor
     src_index: torch.Tensor
     src_weight: torch.Tensor
     temperature: Temperature = 1.0
+    _: KW_ONLY
     outputs: Sequence[OutputName] | OutputName = ("logprobs",)
     targets: torch.Tensor | None = None
     seed: int = 0
@@ -338,6 +344,50 @@ class GatherRequest:
     def wanted(self) -> tuple[OutputName, ...]:
         """The requested outputs, normalised."""
         return cast(tuple[OutputName, ...], self.outputs)
+
+
+@dataclass(frozen=True, eq=False)
+class SharedRequest:
+    """The arguments of the shared-source form (unchecked): fixed text scored under many
+    coalitions. Its fields are the one written signature of the form; what each means is said
+    by :func:`dposhap.compose.reference.shared_scores`."""
+
+    logits: torch.Tensor
+    coef: torch.Tensor
+    targets: torch.Tensor
+    _: KW_ONLY
+    block_v: int = 4096
+    compute_dtype: torch.dtype | None = None
+
+
+_Params = ParamSpec("_Params")
+_Request = TypeVar("_Request")
+_Result = TypeVar("_Result")
+
+
+def with_request_arguments(
+    request_type: Callable[_Params, _Request],
+) -> Callable[[Callable[[_Request], _Result]], Callable[_Params, _Result]]:
+    """Let a function of one request (:class:`GatherRequest`, :class:`DenseRequest`,
+    :class:`SharedRequest`) be called
+    with the request's own arguments.
+
+    The decorated function is called as the request class is constructed (``compose(logits,
+    ref_index, ..., top_k=5)``), and receives the request. So the signature of a form is written
+    once, as the fields of its request class, and every entry point of the form shares it, typed
+    (``help`` and type checkers see the request's parameters).
+    """
+
+    def decorate(function: Callable[[_Request], _Result]) -> Callable[_Params, _Result]:
+        @functools.wraps(function)
+        def entry(*args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
+            return function(request_type(*args, **kwargs))
+
+        returns = inspect.signature(function).return_annotation
+        entry.__signature__ = inspect.signature(request_type).replace(return_annotation=returns)  # type: ignore[attr-defined]  # read by inspect.signature
+        return entry
+
+    return decorate
 
 
 @dataclass(frozen=True, eq=False)
@@ -440,36 +490,45 @@ def validate_gather(request: GatherRequest) -> GatherArgs:
     return GatherArgs(outputs, logits, rows, coef, slots, temp, targets, request.seed, stream_id, step, top_k, dtype)
 
 
-def dense_request(
-    ref: torch.Tensor,
-    sources: torch.Tensor,
-    weights: torch.Tensor,
-    temperature: Temperature = 1.0,
-    compute_dtype: torch.dtype | None = None,
-) -> GatherRequest:
-    """The gather request of the dense form (see :func:`dposhap.compose.reference.log_probs`):
-    row ``i`` composes ``ref[i]`` with ``sources[i, :]``; checks the dense arguments."""
-    ref = check_float_tensor(ref, "ref", "[R, V]", 2, LOGIT_DTYPES)
-    sources = check_float_tensor(sources, "sources", "[R, n, V]", 3, LOGIT_DTYPES)
-    r, vocab = ref.shape
-    n = sources.shape[1]
-    if sources.shape[0] != r or sources.shape[2] != vocab:
-        raise InvalidArgumentError(
-            f"sources must be [R, n, V] = [{r}, n, {vocab}] to match ref, got {tuple(sources.shape)}"
-        )
-    if sources.dtype != ref.dtype:
-        raise InvalidArgumentError(f"ref is {ref.dtype} but sources is {sources.dtype}; pass both in one dtype")
-    check_device(sources, "sources", ref.device)
-    if not isinstance(weights, torch.Tensor):
-        raise InvalidArgumentError(f"weights must be a tensor [R, n] or [n], got {type(weights).__name__}")
-    check_device(weights, "weights", ref.device)
-    if not weights.is_floating_point():  # bool membership or integer weights
-        weights = weights.to(resolve_compute_dtype(ref.dtype, compute_dtype))
-    if weights.dim() == 1:
-        weights = weights[None, :].expand(r, -1)
-    if weights.shape != (r, n):
-        raise InvalidArgumentError(f"weights must be [R, n] = [{r}, {n}] or [n] = [{n}], got {tuple(weights.shape)}")
-    logits = torch.cat([ref[:, None, :], sources], dim=1).reshape(r * (n + 1), vocab)
-    ref_index = torch.arange(r, device=ref.device) * (n + 1)
-    src_index = ref_index[:, None] + 1 + torch.arange(n, device=ref.device)[None, :]
-    return GatherRequest(logits, ref_index, src_index, weights, temperature, compute_dtype=compute_dtype)
+@dataclass(frozen=True, eq=False)
+class DenseRequest:
+    """The arguments of the dense form (unchecked): row ``i`` composes ``ref[i]`` with
+    ``sources[i, :]``. Its fields are the one written signature of the dense form; what each
+    means is said by :func:`dposhap.compose.reference.log_probs`."""
+
+    ref: torch.Tensor
+    sources: torch.Tensor
+    weights: torch.Tensor
+    temperature: Temperature = 1.0
+    _: KW_ONLY
+    compute_dtype: torch.dtype | None = None
+
+    def gather(self) -> GatherRequest:
+        """The same rows as a gather request (the dense arguments checked)."""
+        ref = check_float_tensor(self.ref, "ref", "[R, V]", 2, LOGIT_DTYPES)
+        sources = check_float_tensor(self.sources, "sources", "[R, n, V]", 3, LOGIT_DTYPES)
+        weights = self.weights
+        r, vocab = ref.shape
+        n = sources.shape[1]
+        if sources.shape[0] != r or sources.shape[2] != vocab:
+            raise InvalidArgumentError(
+                f"sources must be [R, n, V] = [{r}, n, {vocab}] to match ref, got {tuple(sources.shape)}"
+            )
+        if sources.dtype != ref.dtype:
+            raise InvalidArgumentError(f"ref is {ref.dtype} but sources is {sources.dtype}; pass both in one dtype")
+        check_device(sources, "sources", ref.device)
+        if not isinstance(weights, torch.Tensor):
+            raise InvalidArgumentError(f"weights must be a tensor [R, n] or [n], got {type(weights).__name__}")
+        check_device(weights, "weights", ref.device)
+        if not weights.is_floating_point():  # bool membership or integer weights
+            weights = weights.to(resolve_compute_dtype(ref.dtype, self.compute_dtype))
+        if weights.dim() == 1:
+            weights = weights[None, :].expand(r, -1)
+        if weights.shape != (r, n):
+            raise InvalidArgumentError(
+                f"weights must be [R, n] = [{r}, {n}] or [n] = [{n}], got {tuple(weights.shape)}"
+            )
+        logits = torch.cat([ref[:, None, :], sources], dim=1).reshape(r * (n + 1), vocab)
+        ref_index = torch.arange(r, device=ref.device) * (n + 1)
+        src_index = ref_index[:, None] + 1 + torch.arange(n, device=ref.device)[None, :]
+        return GatherRequest(logits, ref_index, src_index, weights, self.temperature, compute_dtype=self.compute_dtype)

@@ -68,6 +68,8 @@ from .contract import as_int64, check_int64_range
 
 __all__ = [
     "MASK32",
+    "Steps",
+    "Tokens",
     "gumbel",
     "gumbel_scalar",
     "hash32",
@@ -91,6 +93,11 @@ UNIFORM_SHIFT = 9
 UNIFORM_SCALE = 2.0**-23
 
 _U64 = 1 << 64
+
+#: The decoding step of every row: one Python int, or an int64 tensor ``[M]``.
+Steps = int | torch.Tensor
+#: The tokens: ``V`` for ``arange(V)``, or an int64 tensor ``[V]`` of token ids.
+Tokens = int | torch.Tensor
 
 
 # --------------------------------------------------------------------------------------
@@ -203,7 +210,7 @@ def _as_row_tensor(value: int | torch.Tensor, name: str, device: torch.device) -
     return torch.tensor(as_int64(value, name), dtype=torch.int64, device=device)
 
 
-def row_keys(seed: int, stream_id: torch.Tensor, step: int | torch.Tensor = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def row_keys(seed: int, stream_id: torch.Tensor, step: Steps = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The 64-bit key ``(a, b)`` of every row: the part of the hash that is fixed per row.
 
     Parameters
@@ -242,7 +249,7 @@ def row_keys(seed: int, stream_id: torch.Tensor, step: int | torch.Tensor = 0) -
     return a, b
 
 
-def _tokens_tensor(tokens: int | torch.Tensor, device: torch.device) -> torch.Tensor:
+def _tokens_tensor(tokens: Tokens, device: torch.device) -> torch.Tensor:
     if isinstance(tokens, torch.Tensor):
         if tokens.dtype != torch.int64 or tokens.dim() != 1:
             raise InvalidArgumentError(
@@ -256,7 +263,7 @@ def _tokens_tensor(tokens: int | torch.Tensor, device: torch.device) -> torch.Te
     return torch.arange(tokens, dtype=torch.int64, device=device)
 
 
-def hash32(seed: int, stream_id: torch.Tensor, step: int | torch.Tensor, tokens: int | torch.Tensor) -> torch.Tensor:
+def hash32(seed: int, stream_id: torch.Tensor, step: Steps, tokens: Tokens) -> torch.Tensor:
     """The 32 random bits of every ``(row, token)``.
 
     Parameters
@@ -281,12 +288,7 @@ def hash32(seed: int, stream_id: torch.Tensor, step: int | torch.Tensor, tokens:
 
 
 def uniform(
-    seed: int,
-    stream_id: torch.Tensor,
-    step: int | torch.Tensor,
-    tokens: int | torch.Tensor,
-    *,
-    dtype: torch.dtype = torch.float32,
+    seed: int, stream_id: torch.Tensor, step: Steps, tokens: Tokens, *, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Uniform variates in ``[2**-24, 1 - 2**-24]`` for every ``(row, token)``.
 
@@ -309,26 +311,9 @@ def uniform(
 
 
 def gumbel(
-    seed: int,
-    stream_id: torch.Tensor,
-    step: int | torch.Tensor,
-    tokens: int | torch.Tensor,
-    *,
-    dtype: torch.dtype = torch.float32,
+    seed: int, stream_id: torch.Tensor, step: Steps, tokens: Tokens, *, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """Standard Gumbel variates ``-log(-log(u))`` for every ``(row, token)``.
-
-    Parameters
-    ----------
-    seed, stream_id, step, tokens
-        As in :func:`hash32`.
-    dtype
-        ``torch.float32`` or ``torch.float64``: the precision of the two logarithms.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[M, V]`` of ``dtype``, finite (``u`` is never 0 or 1).
-    """
+    """Standard Gumbel variates ``-log(-log(u))`` of the variates ``u`` of :func:`uniform` (same
+    arguments), the two logarithms in ``dtype``: ``[M, V]``, finite (``u`` is never 0 or 1)."""
     u = uniform(seed, stream_id, step, tokens, dtype=dtype)
     return -torch.log(-torch.log(u))

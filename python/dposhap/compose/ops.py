@@ -74,21 +74,17 @@ def _gather_fake(logits: torch.Tensor, ref_index: torch.Tensor, *args: object) -
 
 def _request_from_op(args: GatherOpArguments) -> GatherRequest:
     """The gather request that a call of a gather op stands for (float32 compute)."""
-    logits, ref_index, src_index, src_weight, temperature, targets, stream_id, step, seed, top_k = args[:10]
+    targets, stream_id, step, seed, top_k = args[5:10]
     outputs = tuple(name for name, want in zip(OUTPUT_NAMES, args[10:], strict=True) if want)
     return GatherRequest(
-        logits,
-        ref_index,
-        src_index,
-        src_weight,
-        temperature,
-        outputs,
-        targets,
-        seed,
-        stream_id,
-        step,
-        top_k or None,
-        torch.float32,
+        *args[:5],
+        outputs=outputs,
+        targets=targets,
+        seed=seed,
+        stream_id=stream_id,
+        step=step,
+        top_k=top_k or None,
+        compute_dtype=torch.float32,
     )
 
 

@@ -38,7 +38,6 @@ Order
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 
@@ -48,20 +47,20 @@ from .contract import (
     FLOAT_DTYPES,
     LOGIT_DTYPES,
     ComposeOutput,
+    DenseRequest,
     GatherArgs,
     GatherRequest,
-    OutputName,
-    Temperature,
+    SharedRequest,
     canonical_members,
     check_device,
     check_float_tensor,
     check_index_tensor,
-    dense_request,
     first_index,
     resolve_compute_dtype,
     single_source_rows,
     slot_layout,
     validate_gather,
+    with_request_arguments,
 )
 
 __all__ = [
@@ -136,22 +135,12 @@ def _top_k_mask(c: torch.Tensor, top_k: int) -> torch.Tensor:
 # the gather form
 
 
-def compose(
-    logits: torch.Tensor,
-    ref_index: torch.Tensor,
-    src_index: torch.Tensor,
-    src_weight: torch.Tensor,
-    temperature: Temperature = 1.0,
-    *,
-    outputs: Sequence[OutputName] | OutputName = ("logprobs",),
-    targets: torch.Tensor | None = None,
-    seed: int = 0,
-    stream_id: torch.Tensor | None = None,
-    step: int | torch.Tensor = 0,
-    top_k: int | None = None,
-    compute_dtype: torch.dtype | None = None,
-) -> ComposeOutput:
+@with_request_arguments(GatherRequest)
+def compose(request: GatherRequest) -> ComposeOutput:
     """Compose per-source logits row by row (the gather form the decoding engine uses).
+
+    Called with the parameters below (the fields of
+    :class:`~dposhap.compose.contract.GatherRequest`, which the function receives as one request).
 
     Output row ``m`` combines ``c = (l_r + sum_j w_j (l_{s_j} - l_r)) / temperature[m]`` with
     ``r = ref_index[m]``, ``s_j = src_index[m, j]``, ``w_j = src_weight[m, j]``, under the
@@ -203,20 +192,6 @@ def compose(
         NaN or ``+inf`` in a participating logits row, a row whose combined logits are all
         ``-inf``.
     """
-    request = GatherRequest(
-        logits,
-        ref_index,
-        src_index,
-        src_weight,
-        temperature,
-        outputs,
-        targets,
-        seed,
-        stream_id,
-        step,
-        top_k,
-        compute_dtype,
-    )
     return compose_checked(validate_gather(request))
 
 
@@ -260,15 +235,12 @@ def compose_checked(args: GatherArgs) -> ComposeOutput:
 # the dense convenience form
 
 
-def log_probs(
-    ref: torch.Tensor,
-    sources: torch.Tensor,
-    weights: torch.Tensor,
-    temperature: Temperature = 1.0,
-    *,
-    compute_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
+@with_request_arguments(DenseRequest)
+def log_probs(request: DenseRequest) -> torch.Tensor:
     """Log-probabilities of ``R`` rows composed from dense per-source logits.
+
+    Called with the parameters below (the fields of
+    :class:`~dposhap.compose.contract.DenseRequest`, which the function receives as one request).
 
     Row ``i`` is ``log_softmax((ref[i] + sum_j weights[i, j] (sources[i, j] - ref[i])) /
     temperature)``, with the conventions of :func:`compose` (sources of weight 0 ignored).
@@ -292,7 +264,7 @@ def log_probs(
     torch.Tensor
         ``[R, V]`` in the compute dtype.
     """
-    out = compose_checked(validate_gather(dense_request(ref, sources, weights, temperature, compute_dtype)))
+    out = compose_checked(validate_gather(request.gather()))
     assert out.logprobs is not None
     return out.logprobs
 
@@ -323,15 +295,12 @@ def coalition_coefficients(weights: torch.Tensor) -> torch.Tensor:
     return torch.cat([1.0 - weights.sum(dim=1, keepdim=True), weights], dim=1)
 
 
-def shared_scores(
-    logits: torch.Tensor,
-    coef: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    block_v: int = 4096,
-    compute_dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+@with_request_arguments(SharedRequest)
+def shared_scores(request: SharedRequest) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-normaliser and target log-probability of fixed text under ``K`` coalitions.
+
+    Called with the parameters below (the fields of
+    :class:`~dposhap.compose.contract.SharedRequest`, which the function receives as one request).
 
     The combined logits of coalition ``k`` at position ``p`` are ``sum_a coef[k, a] *
     logits[p, a, :]`` (the masking conventions of :func:`compose` apply per coalition). The
@@ -359,7 +328,8 @@ def shared_scores(
     (torch.Tensor, torch.Tensor)
         ``logz [K, N]`` and ``target_logprob [K, N]`` in the compute dtype.
     """
-    logits = check_float_tensor(logits, "logits", "[N, n + 1, V]", 3, LOGIT_DTYPES)
+    coef, targets, block_v, compute_dtype = request.coef, request.targets, request.block_v, request.compute_dtype
+    logits = check_float_tensor(request.logits, "logits", "[N, n + 1, V]", 3, LOGIT_DTYPES)
     n_pos, n_models, vocab = logits.shape
     if vocab == 0:
         raise InvalidArgumentError("logits has an empty vocabulary (V = 0)")

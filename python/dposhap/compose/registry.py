@@ -75,6 +75,17 @@ class KernelBackend(GatherBackend):
 
     #: The op that runs it.
     op: ClassVar[Callable[..., ops.GatherOpOutputs]]
+    #: The device type of the tensors ``"auto"`` runs on it.
+    device_type: ClassVar[str]
+
+    def supports(self, request: GatherRequest) -> bool:
+        logits = request.logits
+        return (
+            isinstance(logits, torch.Tensor)
+            and logits.device.type == self.device_type
+            and logits.dtype in _KERNEL_DTYPES
+            and request.compute_dtype in (None, torch.float32)
+        )
 
     def check_device(self, logits: torch.Tensor) -> None:
         """Refuse logits on a device the kernel does not run on (the op would dispatch elsewhere)."""
@@ -89,24 +100,13 @@ class KernelBackend(GatherBackend):
         self.check_device(request.logits)
         return ops.run_gather_op(self.op, request)
 
-    @staticmethod
-    def _float32_compute(request: GatherRequest) -> bool:
-        logits = request.logits
-        return (
-            isinstance(logits, torch.Tensor)
-            and logits.dtype in _KERNEL_DTYPES
-            and request.compute_dtype in (None, torch.float32)
-        )
-
 
 class CppBackend(KernelBackend):
     """The C++ CPU kernel."""
 
     name = "cpp"
     op = ops.compose_gather
-
-    def supports(self, request: GatherRequest) -> bool:
-        return self._float32_compute(request) and request.logits.device.type == "cpu"
+    device_type = "cpu"
 
     def available(self) -> bool:
         return _native.cpu_available()
@@ -121,9 +121,7 @@ class CudaBackend(KernelBackend):
 
     name = "cuda"
     op = ops.compose_gather
-
-    def supports(self, request: GatherRequest) -> bool:
-        return self._float32_compute(request) and request.logits.is_cuda
+    device_type = "cuda"
 
     def available(self) -> bool:
         return _native.cuda_available()
@@ -133,13 +131,12 @@ class CudaBackend(KernelBackend):
 
 
 class TritonBackend(KernelBackend):
-    """The Triton kernel."""
+    """The Triton kernel (``"auto"`` runs it on CUDA tensors; named, also on the CPU under
+    ``TRITON_INTERPRET=1``)."""
 
     name = "triton"
     op = ops.compose_gather_triton
-
-    def supports(self, request: GatherRequest) -> bool:
-        return self._float32_compute(request) and request.logits.is_cuda
+    device_type = "cuda"
 
     def available(self) -> bool:
         return triton_backend.available(torch.device("cuda"))

@@ -22,7 +22,7 @@ from dposhap.compose import noise  # noqa: E402
 from dposhap.decode import ComposedDecoder, DecodeConfig, reference_generate  # noqa: E402
 from dposhap.errors import InvalidArgumentError  # noqa: E402
 from dposhap.models import load_base_model, load_tokenizer, resolve_model  # noqa: E402
-from dposhap.toy import build_toy_world  # noqa: E402
+from dposhap.worlds.toy import build_toy_world  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
@@ -18,10 +18,10 @@ from transformers import (  # noqa: E402
     LlamaForSequenceClassification,
 )
 
-from dposhap import toy  # noqa: E402
+from dposhap.worlds import toy  # noqa: E402
 from dposhap.errors import InvalidArgumentError, ModelLoadError, UtilityError  # noqa: E402
-from dposhap.rewards import CallableRewards, HFRewardModel, MultiScorer, RewardScorer, toy_rewards  # noqa: E402
-from dposhap.toy.model import build_tokenizer  # noqa: E402
+from dposhap.evaluate.rewards import CallableRewards, HFRewardModel, MultiScorer, RewardScorer  # noqa: E402
+from dposhap.worlds.toy.model import build_tokenizer  # noqa: E402
 
 PROMPTS = ["Q: weather maybe A:", "Q: cooking the so A:", "Q: music A:", "Q: money just very A:", "Q: garden well A:"]
 COMPLETIONS = [" rain snow", " bake", " guitar song drum melody the the really", " poison", " seed soil bloom red one"]
@@ -149,6 +149,11 @@ def test_folder_without_weights_is_a_model_load_error(reward_dir: Path, tmp_path
         weights.unlink()
     with pytest.raises(ModelLoadError, match=f"cannot load the reward model '{broken}'.*save_pretrained"):
         HFRewardModel(str(broken), device="cpu")
+
+
+def toy_rewards() -> CallableRewards:
+    """The toy world's ground-truth rewards, as a generation utility scores with them."""
+    return CallableRewards(toy.REWARDS)
 
 
 def test_toy_rewards_are_the_planted_functions() -> None:

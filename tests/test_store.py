@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import dposhap
 from dposhap.errors import DposhapError, InvalidArgumentError, RunLockedError, UtilityError
-from dposhap.store import UtilityStore, cached, pack_coalitions, unpack_coalition
+from dposhap.run.store import UtilityStore, cached, pack_coalitions, unpack_coalition
 from games import InteractionGame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_utility_key_is_canonical_and_stable_across_processes(store: UtilityStor
     child = run_python(
         """
         import sys
-        from dposhap.store import UtilityStore
+        from dposhap.run.store import UtilityStore
         import tempfile, pathlib
         with UtilityStore(pathlib.Path(tempfile.mkdtemp()) / "c.sqlite") as s:
             print(s.utility_key("gen", {"model": "tiny", "temperature": 0.7, "prompts": [1, 2],
@@ -182,7 +182,7 @@ def test_utility_key_is_canonical_and_stable_across_processes(store: UtilityStor
 CHILD_CACHED = """
     import sys
     import numpy as np
-    from dposhap.store import UtilityStore, cached
+    from dposhap.run.store import UtilityStore, cached
     n = 10
     rows = []
     def utility(c):
@@ -271,7 +271,7 @@ def test_recorded_rows_survive_the_process_being_killed(path: Path) -> None:
         """
         import os, signal, sys
         import numpy as np
-        from dposhap.store import UtilityStore
+        from dposhap.run.store import UtilityStore
         store = UtilityStore(sys.argv[1])
         key = store.utility_key("u", {}, 16, ["a", "b"])
         masks = np.arange(1, 51)
@@ -295,7 +295,7 @@ def test_recorded_rows_survive_the_process_being_killed(path: Path) -> None:
 
 CHILD_OPEN = """
     import sys
-    from dposhap.store import UtilityStore
+    from dposhap.run.store import UtilityStore
     from dposhap.errors import RunLockedError
     try:
         with UtilityStore(sys.argv[1], readonly=sys.argv[2] == "ro") as store:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
 from dposhap import train as train_module  # noqa: E402
 from dposhap.config import load_config  # noqa: E402
 from dposhap.data import read_jsonl_records  # noqa: E402
 from dposhap.errors import ModelLoadError, RunLockedError  # noqa: E402
 from dposhap.models import load_adapters, load_base_model, load_tokenizer, resolve_model  # noqa: E402
-from dposhap.rundir import RunDir  # noqa: E402
+from dposhap.run import MANIFEST_FORMAT, Run  # noqa: E402
 from dposhap.train import train_sources  # noqa: E402
 
 # small and quick, but enough for a clean source to be learnt
@@ -40,16 +40,16 @@ def _manifest(run: Path) -> dict:
 
 def test_manifest_is_complete(toy_run: Path) -> None:
     manifest = _manifest(toy_run)
-    assert manifest["format"] == train_module.MANIFEST_FORMAT
+    assert manifest["format"] == MANIFEST_FORMAT
     for package in ("torch", "transformers", "trl", "peft", "datasets", "dposhap", "python"):
         assert manifest["versions"][package]
     assert manifest["base_model"]["local"] and manifest["base_model"]["fingerprint"].startswith("local:")
     assert manifest["config"]["dpo"]["learning_rate"] == 1e-3
-    assert manifest["toy"]["objectives"] == ["helpful", "harmless"]
+    assert manifest["world"]["name"] == "toy" and manifest["world"]["objectives"] == ["helpful", "harmless"]
     assert list(manifest["sources"]) == ["duplicate", "harmless", "helpful"]
     for name, entry in manifest["sources"].items():
         assert entry["status"] == "trained"
-        assert len(entry["data_hash"]) == 64 and len(entry["training_hash"]) == 64
+        assert len(entry["data_hash"]) == 64 and len(entry["training_hash"]) == 64 and len(entry["adapter_sha256"]) == 64
         assert entry["n_train"] > 0 and entry["n_heldout"] > 0
         assert set(entry["metrics"]) >= {"heldout_reward_accuracy", "heldout_reward_margin", "heldout_loss",
                                          "train_loss", "steps"}
@@ -117,16 +117,16 @@ def test_adapters_load_from_the_run_on_a_local_base(toy_run: Path) -> None:
 def test_rerun_reuses_every_finished_source(toy_run: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in (toy_run / "adapters").rglob("*.safetensors")}
     cfg = load_config(None, [*FAST, "toy.sources=['helpful','harmless','duplicate']"])
-    manifest = train_sources(cfg, toy_run, progress=False)
+    manifest = train_sources(cfg, toy_run, progress=False).to_dict()
     assert {e["status"] for e in manifest["sources"].values()} == {"reused"}
     assert manifest["sources"]["helpful"]["metrics"]["heldout_reward_accuracy"] > 0.8  # kept from the first run
     assert before == {p: p.stat().st_mtime_ns for p in (toy_run / "adapters").rglob("*.safetensors")}
 
 
 def _toy_files(toy_run: Path) -> dict[str, Path]:
-    from dposhap import toy
+    from dposhap.worlds import toy
 
-    world = toy.build_toy_world(toy_run / "toy", seed=0, sources=["helpful", "harmless", "duplicate"],
+    world = toy.build_toy_world(toy_run / "world", seed=0, sources=["helpful", "harmless", "duplicate"],
                                 pairs_per_source=160)
     return world.data_files
 
@@ -147,7 +147,7 @@ def test_changed_source_is_retrained_and_interrupted_source_restarts(tmp_path: P
         encoding="utf-8",
     )
     out = tmp_path / "run"
-    first = train_sources(config, out, progress=False)
+    first = train_sources(config, out, progress=False).to_dict()
     assert {e["status"] for e in first["sources"].values()} == {"trained"}
 
     # change one pair of one source: only that source is retrained
@@ -156,7 +156,7 @@ def test_changed_source_is_retrained_and_interrupted_source_restarts(tmp_path: P
     record["chosen"] = record["chosen"] + " the"
     lines[0] = json.dumps(record)
     (data / "harmless.jsonl").write_text("\n".join(lines) + "\n")
-    second = train_sources(config, out, progress=False)
+    second = train_sources(config, out, progress=False).to_dict()
     assert second["sources"]["helpful"]["status"] == "reused"
     assert second["sources"]["harmless"]["status"] == "trained"
     assert second["sources"]["harmless"]["data_hash"] != first["sources"]["harmless"]["data_hash"]
@@ -186,14 +186,14 @@ def test_changed_source_is_retrained_and_interrupted_source_restarts(tmp_path: P
     assert old_meta["training_hash"] == first["sources"]["helpful"]["training_hash"]
 
     monkeypatch.undo()
-    third = train_sources(load_config(config, ["dpo.beta=0.2"]), out, progress=False)
+    third = train_sources(load_config(config, ["dpo.beta=0.2"]), out, progress=False).to_dict()
     assert third["sources"]["harmless"]["status"] == "reused"
     assert third["sources"]["helpful"]["status"] == "trained"
     assert not list((out / "adapters").glob(".tmp-*"))
 
 
 def test_a_run_in_use_is_refused(tmp_path: Path) -> None:
-    run = RunDir(tmp_path / "run")
+    run = Run(tmp_path / "run")
     with run.lock("another job"), pytest.raises(RunLockedError, match="another job"):
         train_sources(None, run.root, progress=False)
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ModelRef",
     "adapter_metadata",
+    "first_line",
+    "load_hint",
     "load_adapters",
     "load_base_model",
     "load_tokenizer",
@@ -126,7 +128,8 @@ def resolve_dtype(precision: str, device: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _hint(ref: ModelRef) -> str:
+def load_hint(ref: ModelRef) -> str:
+    """What to try when the model at ``ref`` cannot be loaded (local folder or hub id)."""
     if ref.local:
         return "check that the folder holds a complete model saved with save_pretrained"
     return ("if this machine cannot reach the hub, download the model on one that can "
@@ -154,7 +157,7 @@ def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.location, **ref.kwargs())
     except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
-        raise ModelLoadError(f"cannot load the tokenizer of {ref.location!r}: {_first_line(err)}; {_hint(ref)}") from err
+        raise ModelLoadError(f"cannot load the tokenizer of {ref.location!r}: {first_line(err)}; {load_hint(ref)}") from err
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelLoadError(f"the tokenizer of {ref.location!r} has neither a padding nor an EOS token: add one "
@@ -171,7 +174,7 @@ def load_base_model(ref: ModelRef, *, dtype: torch.dtype, device: str) -> PreTra
         with _no_loading_bars():
             model = AutoModelForCausalLM.from_pretrained(ref.location, dtype=dtype, **ref.kwargs())
     except Exception as err:
-        raise ModelLoadError(f"cannot load the model {ref.location!r}: {_first_line(err)}; {_hint(ref)}") from err
+        raise ModelLoadError(f"cannot load the model {ref.location!r}: {first_line(err)}; {load_hint(ref)}") from err
     return model.to(device).eval()
 
 
@@ -198,7 +201,7 @@ def load_adapters(model: PreTrainedModel, adapter_dirs: dict[str, Path]) -> Peft
             else:
                 peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         except Exception as err:
-            raise ModelLoadError(f"cannot load the adapter of source {name!r} from {path}: {_first_line(err)}; was it "
+            raise ModelLoadError(f"cannot load the adapter of source {name!r} from {path}: {first_line(err)}; was it "
                                  "trained on this base model?") from err
     assert peft_model is not None
     return peft_model.eval()
@@ -212,6 +215,7 @@ def adapter_metadata(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

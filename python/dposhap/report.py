@@ -11,6 +11,7 @@ convergence of the estimates against evaluations.
 from __future__ import annotations
 
 import csv
+import json
 import datetime as _dt
 import io
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DposhapError
-from .rundir import RunDir, atomic_write_json, atomic_write_text
+from .errors import RunError
+from .run import Run, atomic_write_json, atomic_write_text
 from .shapley import ShapleyResult
 
 __all__ = ["format_table", "load_values", "make_figures", "record_values"]
@@ -27,21 +28,19 @@ __all__ = ["format_table", "load_values", "make_figures", "record_values"]
 VALUES_FORMAT = 1
 
 
-def load_values(run: RunDir) -> dict[str, Any]:
+def load_values(run: Run) -> dict[str, Any]:
     """``RUN/values.json``, or an empty document when nothing was valued yet."""
-    path = run.root / "values.json"
+    path = run.values_path
     if not path.is_file():
         return {"format": VALUES_FORMAT, "utilities": {}}
-    import json
-
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise DposhapError(f"{path}: cannot read the values ({err}); move the file aside and run dposhap value "
+        raise RunError(f"{path}: cannot read the values ({err}); move the file aside and run dposhap value "
                            "again (cached evaluations are reused)") from None
 
 
-def record_values(run: RunDir, name: str, result: ShapleyResult, objectives: list[str], *,
+def record_values(run: Run, name: str, result: ShapleyResult, objectives: list[str], *,
                   config: dict[str, Any], new_evaluations: int, seconds: float) -> dict[str, Any]:
     """Add (or replace) the entry of utility ``name`` in values.json and rewrite values.csv."""
     values = np.asarray(result.values, dtype=float).reshape(result.n_players, -1)
@@ -67,12 +66,12 @@ def record_values(run: RunDir, name: str, result: ShapleyResult, objectives: lis
     }
     doc = load_values(run)
     doc["utilities"][name] = entry
-    atomic_write_json(run.root / "values.json", doc)
+    atomic_write_json(run.values_path, doc)
     _write_csv(run, doc)
     return entry
 
 
-def _write_csv(run: RunDir, doc: dict[str, Any]) -> None:
+def _write_csv(run: Run, doc: dict[str, Any]) -> None:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["utility", "objective", "source", "value", "stderr", "semivalue", "method", "n_evaluations",
@@ -103,7 +102,7 @@ def format_table(doc: dict[str, Any]) -> str:
     return "\n\n".join(blocks) if blocks else "no values yet: run dposhap value first"
 
 
-def make_figures(run: RunDir) -> list[Path]:
+def make_figures(run: Run) -> list[Path]:
     """Draw the figures of every valued utility into ``RUN/figures``; returns their paths."""
     import matplotlib
 
@@ -111,7 +110,7 @@ def make_figures(run: RunDir) -> list[Path]:
     import matplotlib.pyplot as plt
 
     doc = load_values(run)
-    folder = run.root / "figures"
+    folder = run.figures_dir
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, entry in doc["utilities"].items():

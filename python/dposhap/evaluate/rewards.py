@@ -5,8 +5,8 @@ and names its objectives in :attr:`RewardScorer.objectives`, so several objectiv
 one pass over the texts:
 
 :class:`CallableRewards`
-    Python functions ``f(prompt, completion) -> float``, one per objective (the toy world's
-    planted rewards are :func:`toy_rewards`).
+    Python functions ``f(prompt, completion) -> float``, one per objective (a world's
+    ground-truth rewards are :meth:`dposhap.worlds.World.rewards`).
 :class:`HFRewardModel`
     A Hugging Face sequence-classification reward model, from the hub or a local folder,
     batched.
@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError, ModelLoadError, UtilityError
+from ..errors import InvalidArgumentError, ModelLoadError, UtilityError
+from ..models import first_line, load_hint, load_tokenizer, resolve_device, resolve_dtype, resolve_model
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CallableRewards", "HFRewardModel", "MultiScorer", "RewardScorer", "toy_rewards"]
+__all__ = ["CallableRewards", "HFRewardModel", "MultiScorer", "RewardScorer"]
 
 Prompt = Any  # str, or a list of {"role", "content"} messages
 RewardFunction = Callable[[Prompt, str], float]
@@ -149,13 +150,6 @@ class CallableRewards(RewardScorer):
         return f"CallableRewards(objectives={list(self.objectives)})"
 
 
-def toy_rewards() -> CallableRewards:
-    """The toy world's ground-truth rewards (:data:`dposhap.toy.REWARDS`): ``helpful`` and ``harmless``."""
-    from . import toy
-
-    return CallableRewards(toy.REWARDS)
-
-
 class HFRewardModel(RewardScorer):
     """A Hugging Face sequence-classification reward model, scoring one objective.
 
@@ -214,8 +208,6 @@ class HFRewardModel(RewardScorer):
                  label: int | str | None = None, text_pair: bool = False):
         import torch
 
-        from .models import resolve_device, resolve_dtype, resolve_model
-
         self.objectives = _check_objective_names([objective], "HFRewardModel")
         for name, value in (("batch_size", batch_size), ("max_length", max_length)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -241,8 +233,6 @@ class HFRewardModel(RewardScorer):
     def _load(self, dtype: torch.dtype) -> tuple[Any, Any]:
         from transformers import AutoModelForSequenceClassification
 
-        from .models import _first_line, _hint, load_tokenizer
-
         try:
             tokenizer = load_tokenizer(self.ref)  # pads with EOS when the tokenizer has no padding token
         except ModelLoadError as err:
@@ -251,8 +241,8 @@ class HFRewardModel(RewardScorer):
             model = AutoModelForSequenceClassification.from_pretrained(self.ref.location, dtype=dtype,
                                                                        **self.ref.kwargs())
         except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
-            raise ModelLoadError(f"cannot load the reward model {self.ref.location!r}: {_first_line(err)}; "
-                                 f"{_hint(self.ref)}") from None
+            raise ModelLoadError(f"cannot load the reward model {self.ref.location!r}: {first_line(err)}; "
+                                 f"{load_hint(self.ref)}") from None
         model.config.pad_token_id = tokenizer.pad_token_id
         return tokenizer, model.to(self.device).eval()
 

@@ -92,7 +92,9 @@ def test_data_sources_table_and_relative_base_dir(tmp_path: Path) -> None:
 def test_overrides_parse_toml_values_and_win(tmp_path: Path) -> None:
     path = write(tmp_path, "[dpo]\nbeta = 0.1\n")
     cfg = load_config(path, ["dpo.beta=0.3", "model.base=some/model", "toy.sources=['helpful','harmless']"])
-    assert cfg.dpo.beta == 0.3 and cfg.model.base == "some/model" and cfg.worlds["toy"].sources == ["helpful", "harmless"]
+    assert (
+        cfg.dpo.beta == 0.3 and cfg.model.base == "some/model" and cfg.worlds["toy"].sources == ["helpful", "harmless"]
+    )
     with pytest.raises(ConfigError, match="table.key=value"):
         apply_overrides({}, ["beta=0.3"])
     with pytest.raises(ConfigError) as err:

@@ -216,7 +216,11 @@ def test_cached_evaluates_each_coalition_once_across_batches_and_processes(path:
         first = u(np.concatenate([every[:100], every[50:60]]))  # repeats within the batch
         second = u(every[80:200][::-1])  # overlaps the first batch
         third = u(every[:200])  # all cached
-        for got, rows in ((first, np.concatenate([every[:100], every[50:60]])), (second, every[80:200][::-1]), (third, every[:200])):
+        for got, rows in (
+            (first, np.concatenate([every[:100], every[50:60]])),
+            (second, every[80:200][::-1]),
+            (third, every[:200]),
+        ):
             np.testing.assert_array_equal(got, rows @ np.arange(1.0, n + 1))
         assert first.shape == (110,)
         assert calls == [(10, 100), (20, 100), (200, 0)]

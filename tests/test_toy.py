@@ -11,15 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import torch  # noqa: E402
-
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
-import dposhap.worlds.toy.model as toy_model  # noqa: E402
-import dposhap.worlds.toy.world as toy_world  # noqa: E402
-from dposhap.errors import InvalidArgumentError  # noqa: E402
-from dposhap.worlds.toy import (  # noqa: E402
+import dposhap.worlds.toy.model as toy_model
+import dposhap.worlds.toy.world as toy_world
+from dposhap.errors import InvalidArgumentError
+from dposhap.worlds.toy import (
     DEFAULT_SOURCES,
     NOISY_FLIP_RATE,
     OBJECTIVES,
@@ -30,7 +28,7 @@ from dposhap.worlds.toy import (  # noqa: E402
     reward_harmless,
     reward_helpful,
 )
-from dposhap.worlds.toy.language import COLOUR_WORDS, HARMFUL_WORDS, NEUTRAL_WORDS, NUMBER_WORDS, TOPICS  # noqa: E402
+from dposhap.worlds.toy.language import COLOUR_WORDS, HARMFUL_WORDS, NEUTRAL_WORDS, NUMBER_WORDS, TOPICS
 
 PAIRS = 256
 
@@ -215,7 +213,7 @@ def test_every_source_has_distinct_pairs_that_differ_in_one_or_two_words(world: 
             assert row["chosen"].startswith(" ") and row["rejected"].startswith(" ")
             chosen, rejected = row["chosen"].split(), row["rejected"].split()
             assert 4 <= len(chosen) == len(rejected) <= 8
-            assert 1 <= sum(a != b for a, b in zip(chosen, rejected)) <= 2, (kind, row)
+            assert 1 <= sum(a != b for a, b in zip(chosen, rejected, strict=False)) <= 2, (kind, row)
 
 
 def test_helpful_and_harmless_each_move_their_own_reward_only(world: ToyWorld) -> None:
@@ -249,14 +247,14 @@ def test_duplicate_is_helpful_line_for_line(world: ToyWorld) -> None:
 def test_irrelevant_changes_only_style_words(world: ToyWorld) -> None:
     for row in read_rows(world.data_files["irrelevant"]):
         assert rewards(row, "chosen") == rewards(row, "rejected")
-        for w, l in zip(row["chosen"].split(), row["rejected"].split()):
-            assert w == l or (w in COLOUR_WORDS and l in NUMBER_WORDS)
+        for w, r in zip(row["chosen"].split(), row["rejected"].split(), strict=False):
+            assert w == r or (w in COLOUR_WORDS and r in NUMBER_WORDS)
 
 
 def test_harmless_pairs_trade_neutral_for_harmful_words(world: ToyWorld) -> None:
     for row in read_rows(world.data_files["harmless"]):
-        for w, l in zip(row["chosen"].split(), row["rejected"].split()):
-            assert w == l or (w in NEUTRAL_WORDS and l in HARMFUL_WORDS)
+        for w, r in zip(row["chosen"].split(), row["rejected"].split(), strict=False):
+            assert w == r or (w in NEUTRAL_WORDS and r in HARMFUL_WORDS)
 
 
 # --------------------------------------------------------------------------------------
@@ -363,7 +361,9 @@ def test_dpo_learns_each_source_in_its_planted_direction(world: ToyWorld, one_th
     from trl import DPOConfig, DPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
-    base = _sampled_rewards(AutoModelForCausalLM.from_pretrained(world.model_dir).eval(), tokenizer, world.eval_prompts())
+    base = _sampled_rewards(
+        AutoModelForCausalLM.from_pretrained(world.model_dir).eval(), tokenizer, world.eval_prompts()
+    )
     shift, accuracy = {}, {}
     for kind in ("helpful", "harmless", "adversarial"):
         rows = read_rows(world.data_files[kind])

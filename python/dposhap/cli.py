@@ -66,9 +66,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"{'source':<{width}}  status   pairs  held-out acc  margin   train s")
     for name, entry in rows.items():
         acc, margin = entry.metrics.get("heldout_reward_accuracy"), entry.metrics.get("heldout_reward_margin")
-        print(f"{name:<{width}}  {entry.status:<7}  {entry.n_train:>5}  "
-              f"{'-' if acc is None else f'{acc:.3f}':>12}  {'-' if margin is None else f'{margin:.3f}':>6}  "
-              f"{entry.timings.get('train_s', 0.0):>8.1f}")
+        print(
+            f"{name:<{width}}  {entry.status:<7}  {entry.n_train:>5}  "
+            f"{'-' if acc is None else f'{acc:.3f}':>12}  {'-' if margin is None else f'{margin:.3f}':>6}  "
+            f"{entry.timings.get('train_s', 0.0):>8.1f}"
+        )
     print(f"adapters and manifest in {Path(args.out)}")
     return 0
 
@@ -85,7 +87,7 @@ def _settings_fields() -> dict[str, tuple[str, Any, str]]:
     return {name: (flag, hint, f"{text} [{', '.join(users)}]") for name, (flag, hint, text, users) in found.items()}
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+def _add_settings_flags(parser: argparse._ActionsContainer) -> None:
     """One flag per settings field of the registered utilities (``--max-new-tokens``...), help text included."""
     for name, (flag, hint, text) in _settings_fields().items():
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -93,8 +95,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         if base is bool:
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
         elif typing.get_origin(base) is list:
-            parser.add_argument(flag, dest=name, action="append", metavar="NAME", help=text + " (repeatable; or "
-                                "comma-separated)")
+            parser.add_argument(
+                flag, dest=name, action="append", metavar="NAME", help=text + " (repeatable; or comma-separated)"
+            )
         else:
             parser.add_argument(flag, dest=name, type=base, help=text)
 
@@ -118,9 +121,20 @@ def _cmd_value(args: argparse.Namespace) -> int:
     from .run import Run
     from .valuation import value_run
 
-    value_run(args.run, args.utility, settings=_utility_settings(args), method=args.method, semivalue=args.semivalue,
-              budget=args.budget, tol=args.tol, seed=args.seed, batch_size=args.batch_size, device=args.device,
-              label=args.name, progress=not args.quiet)
+    value_run(
+        args.run,
+        args.utility,
+        settings=_utility_settings(args),
+        method=args.method,
+        semivalue=args.semivalue,
+        budget=args.budget,
+        tol=args.tol,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        label=args.name,
+        progress=not args.quiet,
+    )
     doc = load_values(Run(args.run))
     name = args.name or args.utility
     print(format_table({"utilities": {name: doc["utilities"][name]}}))
@@ -172,14 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dposhap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train one DPO LoRA adapter per source",
-                           description="Train one DPO LoRA adapter per source (TRL + PEFT) into a run directory. "
-                                       "Reruns skip sources whose adapter is up to date.")
+    train = sub.add_parser(
+        "train",
+        help="train one DPO LoRA adapter per source",
+        description="Train one DPO LoRA adapter per source (TRL + PEFT) into a run directory. "
+        "Reruns skip sources whose adapter is up to date.",
+    )
     train.add_argument("--config", type=Path, help="TOML config (default: the built-in toy world)")
     train.add_argument("--out", required=True, type=Path, help="run directory (adapters, manifest, data split)")
     train.add_argument("--sources", help="comma-separated sources to train (default: all in the config)")
-    train.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE",
-                       help="override any config value, e.g. --set dpo.beta=0.2 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="TABLE.KEY=VALUE",
+        help="override any config value, e.g. --set dpo.beta=0.2 (repeatable)",
+    )
     train.add_argument("--base-model", help='"toy", a local model folder or a hub id')
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
@@ -194,12 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=_cmd_train)
 
-    value = sub.add_parser("value", help="value the sources of a trained run",
-                           description="Shapley (or Banzhaf) values of a run's sources under one utility. "
-                                       "Evaluations are cached in RUN/cache.sqlite: an interrupted run resumes.")
+    value = sub.add_parser(
+        "value",
+        help="value the sources of a trained run",
+        description="Shapley (or Banzhaf) values of a run's sources under one utility. "
+        "Evaluations are cached in RUN/cache.sqlite: an interrupted run resumes.",
+    )
     value.add_argument("run", type=Path, help="run directory made by dposhap train")
-    value.add_argument("--utility", required=True, choices=utility_names(),
-                       help="; ".join(f"{n}: {get_utility(n).help}" for n in utility_names()))
+    value.add_argument(
+        "--utility",
+        required=True,
+        choices=utility_names(),
+        help="; ".join(f"{n}: {get_utility(n).help}" for n in utility_names()),
+    )
     value.add_argument("--method", default="auto", help="estimator (see dposhap.methods()); default auto")
     value.add_argument("--semivalue", default="shapley", choices=("shapley", "banzhaf"))
     value.add_argument("--budget", type=int, help="most coalitions to evaluate")
@@ -212,14 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument("--quiet", action="store_true", help="no progress bars")
     value.set_defaults(handler=_cmd_value)
 
-    report = sub.add_parser("report", help="print a run's values and draw its figures",
-                            description="Print the values in RUN/values.json and draw RUN/figures/*.png.")
+    report = sub.add_parser(
+        "report",
+        help="print a run's values and draw its figures",
+        description="Print the values in RUN/values.json and draw RUN/figures/*.png.",
+    )
     report.add_argument("run", type=Path)
     report.set_defaults(handler=_cmd_report)
 
-    demo = sub.add_parser("demo", help="the toy world end to end: train, value, report",
-                          description="Train 4 toy sources, value them with exact Shapley on two generation "
-                                      "objectives and on preference accuracy, and report.")
+    demo = sub.add_parser(
+        "demo",
+        help="the toy world end to end: train, value, report",
+        description="Train 4 toy sources, value them with exact Shapley on two generation "
+        "objectives and on preference accuracy, and report.",
+    )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)

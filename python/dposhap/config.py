@@ -46,8 +46,19 @@ Device = Literal["auto", "cpu", "cuda"]
 # the DPO losses TRL offers; only "sigmoid" (and "sigmoid_norm") keep the closed form that
 # composition by logits arithmetic relies on, the others are there for comparison studies
 LossType = Literal[
-    "sigmoid", "sigmoid_norm", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "aot", "apo_zero",
-    "apo_down", "exo_pair", "discopop",
+    "sigmoid",
+    "sigmoid_norm",
+    "hinge",
+    "ipo",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "nca_pair",
+    "aot",
+    "apo_zero",
+    "apo_down",
+    "exo_pair",
+    "discopop",
 ]
 # module names that are the output layer in the model families we know: LoRA never goes there
 LM_HEAD_NAMES = ("lm_head", "embed_out", "output_layer", "score")
@@ -61,8 +72,9 @@ class ModelConfig(Section):
     base: str = _help('a built-in world ("toy"), a local model folder, or a hub id', default="toy")
     revision: str | None = _help("hub revision (branch, tag or commit) when base is a hub id", default=None)
     trust_remote_code: bool = _help("run the model repository's own code (off unless you trust it)", default=False)
-    precision: Precision = _help('weights and training precision: "auto" = bf16 on a GPU that has it, else fp32',
-                                 default="auto")
+    precision: Precision = _help(
+        'weights and training precision: "auto" = bf16 on a GPU that has it, else fp32', default="auto"
+    )
     device: Device = _help('"auto" = cuda when available, else cpu', default="auto")
 
     def __post_init__(self) -> None:
@@ -85,8 +97,7 @@ class DataConfig(Section):
     chosen_column: str = _help("column holding the preferred response", default="chosen")
     rejected_column: str = _help("column holding the dispreferred response", default="rejected")
     min_pairs: int = _help("a source with fewer pairs is an error", default=8)
-    heldout_fraction: float = _help("share of each source kept out of training, for the margin utilities",
-                                    default=0.2)
+    heldout_fraction: float = _help("share of each source kept out of training, for the margin utilities", default=0.2)
     seed: int = _help("seed of the held-out split", default=0)
 
     def __post_init__(self) -> None:
@@ -109,8 +120,9 @@ class LoraSettings(Section):
     r: int = _help("rank", default=8)
     alpha: float = _help("scaling numerator (scale = alpha / r)", default=16.0)
     dropout: float = _help("dropout on the adapter input", default=0.0)
-    target_modules: str | list[str] = _help('"all-linear" (every linear layer but the LM head) or module names',
-                                            default="all-linear")
+    target_modules: str | list[str] = _help(
+        '"all-linear" (every linear layer but the LM head) or module names', default="all-linear"
+    )
 
     def __post_init__(self) -> None:
         self.check_positive("r", "alpha")
@@ -121,8 +133,11 @@ class LoraSettings(Section):
             self.fail("target_modules", 'must be "all-linear" or a non-empty list of module names')
         head = [n for n in names if n.rsplit(".", 1)[-1] in LM_HEAD_NAMES]
         if head:
-            self.fail("target_modules", f"names the LM head ({', '.join(head)}): composition needs the LM head "
-                                         "shared by every source, remove it")
+            self.fail(
+                "target_modules",
+                f"names the LM head ({', '.join(head)}): composition needs the LM head "
+                "shared by every source, remove it",
+            )
 
 
 @dataclass
@@ -141,8 +156,9 @@ class DpoConfig(Section):
     per_device_train_batch_size: int = _help("pairs per step and device", default=16)
     gradient_accumulation_steps: int = _help("steps accumulated per optimiser update", default=1)
     max_length: int = _help("tokens of prompt + response kept (longer pairs are truncated)", default=512)
-    loss_type: LossType = _help('DPO loss; "sigmoid" is the one whose closed form composition relies on',
-                                default="sigmoid")
+    loss_type: LossType = _help(
+        'DPO loss; "sigmoid" is the one whose closed form composition relies on', default="sigmoid"
+    )
     warmup_steps: int = _help("linear warm-up steps", default=0)
     weight_decay: float = _help("AdamW weight decay", default=0.0)
     lr_scheduler_type: str = _help("transformers scheduler name", default="linear")
@@ -150,8 +166,14 @@ class DpoConfig(Section):
     seed: int = _help("seed of the adapter's initialisation and the data order", default=0)
 
     def __post_init__(self) -> None:
-        self.check_positive("beta", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
-                       "gradient_accumulation_steps", "max_length")
+        self.check_positive(
+            "beta",
+            "learning_rate",
+            "num_train_epochs",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+        )
         if self.max_steps == 0 or self.max_steps < -1:
             self.fail("max_steps", f"must be -1 (use the epochs) or >= 1, got {self.max_steps!r}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
@@ -233,13 +255,16 @@ def _key_line(text: str, table: str, key: str | None) -> int | None:
 def _build(section: str, values: Any, *, file: str | None, text: str) -> Any:
     cls = _sections()[section]
     if not isinstance(values, dict):
-        raise ConfigError(f"[{section}] must be a table", file=file, line=_key_line(text, section, None),
-                          field=section)
+        raise ConfigError(f"[{section}] must be a table", file=file, line=_key_line(text, section, None), field=section)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in known:
-            raise ConfigError(f"unknown key; [{section}] takes {', '.join(sorted(known))}", file=file,
-                              line=_key_line(text, section, key), field=f"{section}.{key}")
+            raise ConfigError(
+                f"unknown key; [{section}] takes {', '.join(sorted(known))}",
+                file=file,
+                line=_key_line(text, section, key),
+                field=f"{section}.{key}",
+            )
     hints = get_type_hints(cls)
     for key, value in values.items():
         _check_type(section, key, hints[key], value, file=file, line=_key_line(text, section, key))
@@ -273,18 +298,27 @@ def _check_type(section: str, key: str, hint: Any, value: Any, *, file: str | No
 
     if not ok(hint, value):
         expected = str(hint).replace("typing.", "")
-        raise ConfigError(f"has the wrong type ({type(value).__name__} {value!r}); expected {expected}",
-                          file=file, line=line, field=f"{section}.{key}")
+        raise ConfigError(
+            f"has the wrong type ({type(value).__name__} {value!r}); expected {expected}",
+            file=file,
+            line=line,
+            field=f"{section}.{key}",
+        )
 
 
-def config_from_dict(data: dict[str, Any], *, file: str | None = None, text: str = "",
-                     base_dir: Path | None = None) -> RunConfig:
+def config_from_dict(
+    data: dict[str, Any], *, file: str | None = None, text: str = "", base_dir: Path | None = None
+) -> RunConfig:
     """Build a :class:`RunConfig` from parsed TOML (tables named as in :class:`RunConfig`)."""
     tables = _sections()
     for table in data:
         if table not in tables:
-            raise ConfigError(f"unknown table; a config has {', '.join(f'[{s}]' for s in tables)}", file=file,
-                              line=_key_line(text, table, None), field=table)
+            raise ConfigError(
+                f"unknown table; a config has {', '.join(f'[{s}]' for s in tables)}",
+                file=file,
+                line=_key_line(text, table, None),
+                field=table,
+            )
     sections = {name: _build(name, data.get(name, {}), file=file, text=text) for name in tables}
     fixed = {name: sections.pop(name) for name in _FIXED_SECTIONS}
     return RunConfig(**fixed, worlds=sections, base_dir=base_dir or Path.cwd())
@@ -329,8 +363,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         name, sep, raw = item.partition("=")
         table, dot, key = name.strip().partition(".")
         if not sep or not dot or not key:
-            raise ConfigError(f"override {item!r} is not of the form table.key=value (e.g. dpo.beta=0.2)",
-                              field=name.strip() or None)
+            raise ConfigError(
+                f"override {item!r} is not of the form table.key=value (e.g. dpo.beta=0.2)", field=name.strip() or None
+            )
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:

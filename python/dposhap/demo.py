@@ -29,8 +29,7 @@ def run_demo(out: str | Path = "runs/demo", *, progress: bool = True, overrides:
     print(f"[1/4] training the toy world's sources into {run.root}")
     train_sources(load_config(None, [*DEMO_CONFIG, *(overrides or [])]), run.root, progress=progress)
     print("[2/4] exact Shapley values on the two generation objectives (composed decoding, toy rewards)")
-    value_run(run.root, "generation", settings=GenerationSettings(rewards=["toy"]), method="exact",
-              progress=progress)
+    value_run(run.root, "generation", settings=GenerationSettings(rewards=["toy"]), method="exact", progress=progress)
     print("[3/4] exact Shapley values on held-out preference accuracy")
     value_run(run.root, "accuracy", method="exact", progress=progress)
     print("[4/4] report")

@@ -11,9 +11,9 @@ convergence of the estimates against evaluations.
 from __future__ import annotations
 
 import csv
-import json
 import datetime as _dt
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,22 @@ def load_values(run: Run) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise RunError(f"{path}: cannot read the values ({err}); move the file aside and run dposhap value "
-                           "again (cached evaluations are reused)") from None
+        raise RunError(
+            f"{path}: cannot read the values ({err}); move the file aside and run dposhap value "
+            "again (cached evaluations are reused)"
+        ) from None
 
 
-def record_values(run: Run, name: str, result: ShapleyResult, objectives: list[str], *,
-                  config: dict[str, Any], new_evaluations: int, seconds: float) -> dict[str, Any]:
+def record_values(
+    run: Run,
+    name: str,
+    result: ShapleyResult,
+    objectives: list[str],
+    *,
+    config: dict[str, Any],
+    new_evaluations: int,
+    seconds: float,
+) -> dict[str, Any]:
     """Add (or replace) the entry of utility ``name`` in values.json and rewrite values.csv."""
     values = np.asarray(result.values, dtype=float).reshape(result.n_players, -1)
     stderr = np.asarray(result.stderr, dtype=float).reshape(result.n_players, -1)
@@ -56,13 +66,16 @@ def record_values(run: Run, name: str, result: ShapleyResult, objectives: list[s
         "seconds": round(float(seconds), 3),
         "config": config,
         "sources": list(result.names),
-        "values": {obj: {s: float(values[i, j]) for i, s in enumerate(result.names)}
-                   for j, obj in enumerate(objectives)},
-        "stderr": {obj: {s: float(stderr[i, j]) for i, s in enumerate(result.names)}
-                   for j, obj in enumerate(objectives)},
-        "history": [[int(n), np.asarray(v, dtype=float).reshape(result.n_players, -1).tolist()]
-                    for n, v in result.history],
-        "updated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "values": {
+            obj: {s: float(values[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)
+        },
+        "stderr": {
+            obj: {s: float(stderr[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)
+        },
+        "history": [
+            [int(n), np.asarray(v, dtype=float).reshape(result.n_players, -1).tolist()] for n, v in result.history
+        ],
+        "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     doc = load_values(run)
     doc["utilities"][name] = entry
@@ -74,14 +87,26 @@ def record_values(run: Run, name: str, result: ShapleyResult, objectives: list[s
 def _write_csv(run: Run, doc: dict[str, Any]) -> None:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["utility", "objective", "source", "value", "stderr", "semivalue", "method", "n_evaluations",
-                     "seed", "seconds"])
+    writer.writerow(
+        ["utility", "objective", "source", "value", "stderr", "semivalue", "method", "n_evaluations", "seed", "seconds"]
+    )
     for name, entry in doc["utilities"].items():
         for obj in entry["objectives"]:
             for source in entry["sources"]:
-                writer.writerow([name, obj, source, f"{entry['values'][obj][source]:.10g}",
-                                 f"{entry['stderr'][obj][source]:.6g}", entry["semivalue"], entry["method"],
-                                 entry["n_evaluations"], entry["seed"], entry["seconds"]])
+                writer.writerow(
+                    [
+                        name,
+                        obj,
+                        source,
+                        f"{entry['values'][obj][source]:.10g}",
+                        f"{entry['stderr'][obj][source]:.6g}",
+                        entry["semivalue"],
+                        entry["method"],
+                        entry["n_evaluations"],
+                        entry["seed"],
+                        entry["seconds"],
+                    ]
+                )
     atomic_write_text(run.root / "values.csv", out.getvalue())
 
 
@@ -91,8 +116,10 @@ def format_table(doc: dict[str, Any]) -> str:
     for name, entry in doc["utilities"].items():
         objectives, sources = entry["objectives"], entry["sources"]
         width = max([len("source")] + [len(s) for s in sources])
-        head = (f"{name}: {entry['semivalue']} values, {entry['method']}, {entry['n_evaluations']} evaluations "
-                f"({entry['new_evaluations']} new), seed {entry['seed']}, {entry['seconds']:.1f} s")
+        head = (
+            f"{name}: {entry['semivalue']} values, {entry['method']}, {entry['n_evaluations']} evaluations "
+            f"({entry['new_evaluations']} new), seed {entry['seed']}, {entry['seconds']:.1f} s"
+        )
         cols = "".join(f"{obj:>24}" for obj in objectives)
         lines = [head, f"{'source':<{width}}{cols}"]
         for s in sources:
@@ -118,7 +145,7 @@ def make_figures(run: Run) -> list[Path]:
         x = np.arange(len(sources))
 
         fig, axes = plt.subplots(1, len(objectives), figsize=(4.2 * len(objectives), 3.6), squeeze=False)
-        for ax, obj in zip(axes[0], objectives):
+        for ax, obj in zip(axes[0], objectives, strict=True):
             vals = [entry["values"][obj][s] for s in sources]
             errs = [entry["stderr"][obj][s] for s in sources]
             ax.bar(x, vals, yerr=errs, capsize=4, color=["tab:green" if v >= 0 else "tab:red" for v in vals])
@@ -135,9 +162,15 @@ def make_figures(run: Run) -> list[Path]:
             fig, ax = plt.subplots(figsize=(4.6, 4.4))
             xs = np.array([entry["values"][a][s] for s in sources])
             ys = np.array([entry["values"][b][s] for s in sources])
-            ax.errorbar(xs, ys, xerr=[entry["stderr"][a][s] for s in sources],
-                        yerr=[entry["stderr"][b][s] for s in sources], fmt="o", capsize=3)
-            for s, px, py in zip(sources, xs, ys):
+            ax.errorbar(
+                xs,
+                ys,
+                xerr=[entry["stderr"][a][s] for s in sources],
+                yerr=[entry["stderr"][b][s] for s in sources],
+                fmt="o",
+                capsize=3,
+            )
+            for s, px, py in zip(sources, xs, ys, strict=True):
                 ax.annotate(s, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
             lo, hi = float(min(xs.min(), ys.min(), 0)), float(max(xs.max(), ys.max(), 0))
             pad = 0.05 * (hi - lo or 1)
@@ -154,7 +187,7 @@ def make_figures(run: Run) -> list[Path]:
             fig, axes = plt.subplots(1, len(objectives), figsize=(4.2 * len(objectives), 3.4), squeeze=False)
             evals = [h[0] for h in entry["history"]]
             series = np.array([h[1] for h in entry["history"]], dtype=float)  # [steps, n, k]
-            for j, (ax, obj) in enumerate(zip(axes[0], objectives)):
+            for j, (ax, obj) in enumerate(zip(axes[0], objectives, strict=True)):
                 for i, s in enumerate(sources):
                     ax.plot(evals, series[:, i, j], marker=".", label=s)
                 ax.set_xlabel("evaluations")

@@ -89,14 +89,14 @@ def train_sources(
         return _train_locked(cfg, run, sources=sources, force=force, progress=progress)
 
 
-def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool,
-                  progress: bool) -> Manifest:
+def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
     model_name, spec, world_record = _inputs(cfg, run, sources)
     data = load_sources(spec)  # every data problem is reported here, before any model is loaded
     device = resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.precision, device)
-    ref = resolve_model(model_name, base_dir=cfg.base_dir, revision=cfg.model.revision,
-                        trust_remote_code=cfg.model.trust_remote_code)
+    ref = resolve_model(
+        model_name, base_dir=cfg.base_dir, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+    )
     fingerprint = ref.fingerprint()  # reads the weight files' heads and tails: once
     training_hash = hashlib.sha256(f"{cfg.training_hash()}|{fingerprint}".encode()).hexdigest()
 
@@ -105,8 +105,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     _remove_leftovers(run)
 
     manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record)
-    todo = [name for name, source in data.items()
-            if force or not _up_to_date(run, source, training_hash)]
+    todo = [name for name, source in data.items() if force or not _up_to_date(run, source, training_hash)]
     previous = _previous_entries(run)
     for name, source in data.items():
         if name not in todo:
@@ -124,8 +123,9 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     with _quiet_libraries(), threads:
         for position, name in enumerate(todo, start=1):
             label = f"[{position}/{len(todo)}] {name}"
-            entry, model = _train_one(model, tokenizer, data[name], cfg, run, device, training_hash,
-                                      label=label, progress=progress)
+            entry, model = _train_one(
+                model, tokenizer, data[name], cfg, run, device, training_hash, label=label, progress=progress
+            )
             manifest.sources[name] = entry
             manifest.sources = {k: manifest.sources[k] for k in data if k in manifest.sources}
             manifest.updated_at = now()
@@ -137,15 +137,24 @@ def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[st
     """The base model name, the data spec and (for a world's model) the world's manifest record."""
     d = cfg.data
     select = list(sources) if sources is not None else d.select
-    common = dict(source_column=d.source_column, prompt_column=d.prompt_column, chosen_column=d.chosen_column,
-                  rejected_column=d.rejected_column, min_pairs=d.min_pairs, heldout_fraction=d.heldout_fraction,
-                  seed=d.seed)
+    common: dict[str, Any] = dict(
+        source_column=d.source_column,
+        prompt_column=d.prompt_column,
+        chosen_column=d.chosen_column,
+        rejected_column=d.rejected_column,
+        min_pairs=d.min_pairs,
+        heldout_fraction=d.heldout_fraction,
+        seed=d.seed,
+    )
     if cfg.world is None and not d.given:
-        raise InvalidArgumentError("no training data: set data.files or [data.sources] in the config "
-                                   '(or use model.base = "toy" for the built-in toy world)')
+        raise InvalidArgumentError(
+            "no training data: set data.files or [data.sources] in the config "
+            '(or use model.base = "toy" for the built-in toy world)'
+        )
     if d.given:
-        spec = DataSpec(files=list(d.files), sources=dict(d.sources), select=select, base_dir=str(cfg.base_dir),
-                        **common)
+        spec = DataSpec(
+            files=list(d.files), sources=dict(d.sources), select=select, base_dir=str(cfg.base_dir), **common
+        )
         if cfg.world is None:
             return cfg.model.base, spec, None
         world = cfg.build_world(run.world_dir)  # the world's model on the user's own data: select is theirs
@@ -156,8 +165,8 @@ def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[st
 
 
 def _up_to_date(run: Run, source: SourceData, training_hash: str) -> bool:
-    meta = adapter_metadata(run.adapter_dir(source.name))
-    return bool(meta) and meta.get("data_hash") == source.data_hash and meta.get("training_hash") == training_hash
+    meta = adapter_metadata(run.adapter_dir(source.name)) or {}
+    return meta.get("data_hash") == source.data_hash and meta.get("training_hash") == training_hash
 
 
 def _previous_entries(run: Run) -> dict[str, SourceEntry]:
@@ -172,8 +181,9 @@ def _previous_entries(run: Run) -> dict[str, SourceEntry]:
 def _entry_from_adapter(run: Run, source: SourceData) -> SourceEntry:
     """A reused adapter's entry, from the ``dposhap.json`` written beside it."""
     meta = adapter_metadata(run.adapter_dir(source.name)) or {}
-    return SourceEntry.from_dict({k: v for k, v in meta.items() if k != "source"}, run.adapter_dir(source.name),
-                                 source.name)
+    return SourceEntry.from_dict(
+        {k: v for k, v in meta.items() if k != "source"}, run.adapter_dir(source.name), source.name
+    )
 
 
 def _remove_leftovers(run: Run) -> None:
@@ -194,11 +204,18 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _new_manifest(cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str,
-                  world_record: dict | None) -> Manifest:
+def _new_manifest(
+    cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str, world_record: dict | None
+) -> Manifest:
     return Manifest(
-        base_model=BaseModelInfo(name=cfg.model.base, location=ref.location, local=ref.local, revision=ref.revision,
-                                 fingerprint=fingerprint, dtype=dtype),
+        base_model=BaseModelInfo(
+            name=cfg.model.base,
+            location=ref.location,
+            local=ref.local,
+            revision=ref.revision,
+            fingerprint=fingerprint,
+            dtype=dtype,
+        ),
         config=cfg.to_dict(),
         world=world_record,
         versions=_versions(),
@@ -206,9 +223,18 @@ def _new_manifest(cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, 
     )
 
 
-def _train_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: SourceData, cfg: RunConfig,
-               run: Run, device: str, training_hash: str, *, label: str,
-               progress: bool) -> tuple[SourceEntry, PreTrainedModel]:
+def _train_one(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    source: SourceData,
+    cfg: RunConfig,
+    run: Run,
+    device: str,
+    training_hash: str,
+    *,
+    label: str,
+    progress: bool,
+) -> tuple[SourceEntry, PreTrainedModel]:
     """Train, evaluate and save one source's adapter; return its manifest entry and the clean base model."""
     import torch
     from datasets import Dataset
@@ -248,14 +274,25 @@ def _train_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sourc
         logging_steps=max(1, n_train // (4 * d.per_device_train_batch_size)),
         disable_tqdm=True,
     )
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
     memory = _PeakMemory(device)
     started = time.perf_counter()
     with memory:
-        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(source.train_records()),
-                             eval_dataset=Dataset.from_list(source.heldout_records()), processing_class=tokenizer,
-                             peft_config=lora, callbacks=[_progress_callback(label)] if progress else None)
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(source.train_records()),
+            eval_dataset=Dataset.from_list(source.heldout_records()),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[_progress_callback(label)] if progress else None,
+        )
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when TRL's bars are off
         try:
             result = trainer.train()
@@ -285,8 +322,12 @@ def _train_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sourc
             "train_loss": _metric(result.metrics, "train_loss"),
             "steps": int(trainer.state.global_step),
         },
-        timings={"train_s": round(train_s, 3), "eval_s": round(eval_s, 3),
-                 "peak_memory_mb": memory.peak_mb, "memory": memory.kind},
+        timings={
+            "train_s": round(train_s, 3),
+            "eval_s": round(eval_s, 3),
+            "peak_memory_mb": memory.peak_mb,
+            "memory": memory.kind,
+        },
         status="trained",
         trained_at=now(),
     )
@@ -318,21 +359,21 @@ def _progress_callback(label: str) -> Any:
     class ProgressCallback(TrainerCallback):
         bar: Any = None
 
-        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        def on_train_begin(self, args, state, control, **kwargs):
             self.bar = tqdm(total=state.max_steps, desc=label, unit="step", leave=True)
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        def on_step_end(self, args, state, control, **kwargs):
             if self.bar is not None:
                 self.bar.update(state.global_step - self.bar.n)
 
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+        def on_log(self, args, state, control, logs=None, **kwargs):
             if self.bar is not None and logs and "loss" in logs:
                 shown = {"loss": f"{float(logs['loss']):.3f}"}
                 if "rewards/accuracies" in logs:
                     shown["acc"] = f"{float(logs['rewards/accuracies']):.2f}"
                 self.bar.set_postfix(shown)
 
-        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        def on_train_end(self, args, state, control, **kwargs):
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from .evaluate import BuildContext, Utility, get_utility, utility_names
 from .errors import InvalidArgumentError
+from .evaluate import BuildContext, Utility, get_utility, utility_names
 from .models import resolve_device
 from .report import record_values
 from .run import Run, cached
@@ -72,14 +72,16 @@ def value_run(
     if settings is None:
         settings = kind.settings_type()
     elif not isinstance(settings, kind.settings_type):
-        raise InvalidArgumentError(f"the {utility} utility takes {kind.settings_type.__name__} settings, got "
-                                   f"{type(settings).__name__}")
+        raise InvalidArgumentError(
+            f"the {utility} utility takes {kind.settings_type.__name__} settings, got {type(settings).__name__}"
+        )
     run = Run.open(run_dir)
     with run.lock(f"dposhap value --utility {utility}"):
         started = time.perf_counter()
-        built: Utility = kind.build(run, settings, BuildContext(device=resolve_device(device), seed=seed,
-                                                                progress=progress))
-        game = built.native_game()
+        built: Utility = kind.build(
+            run, settings, BuildContext(device=resolve_device(device), seed=seed, progress=progress)
+        )
+        game: Any = built.native_game()
         store = None
         wrapped = None
         config: dict[str, Any]
@@ -95,13 +97,23 @@ def value_run(
             config = built.describe()
         try:
             estimate = shapley if semivalue == "shapley" else banzhaf
-            result = estimate(game, len(built.players), method=method, budget=budget, tol=tol, seed=seed,
-                              batch_size=batch_size or built.batch_size, names=list(built.players), progress=progress)
+            result = estimate(
+                game,
+                len(built.players),
+                method=method,
+                budget=budget,
+                tol=tol,
+                seed=seed,
+                batch_size=batch_size or built.batch_size,
+                names=list(built.players),
+                progress=progress,
+            )
         finally:
             if store is not None:
                 store.close()
         seconds = time.perf_counter() - started
         new = int(wrapped.evaluated) if wrapped is not None else int(result.n_evaluations)
-        entry = record_values(run, label or utility, result, list(built.objectives), config=config,
-                              new_evaluations=new, seconds=seconds)
+        entry = record_values(
+            run, label or utility, result, list(built.objectives), config=config, new_evaluations=new, seconds=seconds
+        )
     return result, entry

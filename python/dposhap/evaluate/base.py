@@ -49,10 +49,17 @@ class Utility(Protocol):
         Coalitions per call that suit it (None: the estimator's default).
     """
 
-    players: tuple[str, ...]
-    objectives: tuple[str, ...]
-    cache_config: dict[str, Any] | None
-    batch_size: int | None
+    @property
+    def players(self) -> tuple[str, ...]: ...
+
+    @property
+    def objectives(self) -> tuple[str, ...]: ...
+
+    @property
+    def cache_config(self) -> dict[str, Any] | None: ...
+
+    @property
+    def batch_size(self) -> int | None: ...
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
         """Values of a batch of coalitions, bool ``[b, n]`` -> float64 ``[b, k]`` (``[b]`` when k = 1)."""

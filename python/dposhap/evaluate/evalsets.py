@@ -33,8 +33,9 @@ def default_pair_sets(run: Run) -> str | list[str]:
     return [f"{world.name}:{objective}" for objective in world.objectives]
 
 
-def evaluation_pairs(run: Run, heldout: str | Sequence[str] = "all", *,
-                     world_pairs: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def evaluation_pairs(
+    run: Run, heldout: str | Sequence[str] = "all", *, world_pairs: int | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The evaluation pairs named by ``heldout``, and which set each pair comes from.
 
     Parameters
@@ -64,17 +65,24 @@ def evaluation_pairs(run: Run, heldout: str | Sequence[str] = "all", *,
         prefix, colon, objective = name.partition(":")
         if colon:
             if world is None or prefix != world.name:
-                built = f"the {world.name} world" if world is not None else f"the model {run.manifest.base_model.name!r}"
-                raise InvalidArgumentError(f"evaluation set {name!r} needs a run built from the {prefix!r} world; this "
-                                           f"run was trained on {built}")
+                built = (
+                    f"the {world.name} world" if world is not None else f"the model {run.manifest.base_model.name!r}"
+                )
+                raise InvalidArgumentError(
+                    f"evaluation set {name!r} needs a run built from the {prefix!r} world; this "
+                    f"run was trained on {built}"
+                )
             part = world.eval_pairs(objective, world_pairs or world.default_eval_pairs)
         elif name in run.manifest.sources:
-            part = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_jsonl_records(run.heldout_path(name))]
+            part = [
+                {k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_jsonl_records(run.heldout_path(name))
+            ]
         else:
             known = ", ".join(run.sources)
             extra = f", {', '.join(f'{world.name}:{o}' for o in world.objectives)}" if world is not None else ""
-            raise InvalidArgumentError(f"unknown evaluation set {name!r}: give a source of the run ({known}{extra}) "
-                                       "or 'all'")
+            raise InvalidArgumentError(
+                f"unknown evaluation set {name!r}: give a source of the run ({known}{extra}) or 'all'"
+            )
         records += part
         sets += [name] * len(part)
     return records, sets
@@ -101,8 +109,9 @@ def evaluation_prompts(run: Run, path: str | Path | None, n_prompts: int) -> lis
         if file.suffix in (".jsonl", ".ndjson"):
             for number, record in enumerate(read_jsonl_records(file), start=1):
                 if "prompt" not in record:
-                    raise PromptDataError("missing; each line needs a prompt", file=str(file), line=number,
-                                          field="prompt")
+                    raise PromptDataError(
+                        "missing; each line needs a prompt", file=str(file), line=number, field="prompt"
+                    )
                 texts.append(record["prompt"])
         else:
             texts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -115,6 +124,8 @@ def evaluation_prompts(run: Run, path: str | Path | None, n_prompts: int) -> lis
                 seen.setdefault(json.dumps(record["prompt"]), None)
         texts = [json.loads(t) for t in seen]
     if not texts:
-        raise PromptDataError("no prompts to decode: give a prompt file with at least one prompt",
-                              file=None if path is None else str(path))
+        raise PromptDataError(
+            "no prompts to decode: give a prompt file with at least one prompt",
+            file=None if path is None else str(path),
+        )
     return texts[:n_prompts]

@@ -37,15 +37,22 @@ class GenerationSettings:
 
     rewards: list[str] | None = setting(
         "reward specs, one or more: a world's name (its reward functions) or a sequence-classification reward "
-        "model's folder or hub id (default: the run's world's rewards)", flag="--reward", default=None)
-    prompts: str | None = setting("prompt file: JSONL with a 'prompt' field, or one prompt per line (default: the "
-                                  "world's evaluation prompts, else the held-out prompts)", default=None)
+        "model's folder or hub id (default: the run's world's rewards)",
+        flag="--reward",
+        default=None,
+    )
+    prompts: str | None = setting(
+        "prompt file: JSONL with a 'prompt' field, or one prompt per line (default: the "
+        "world's evaluation prompts, else the held-out prompts)",
+        default=None,
+    )
     n_prompts: int = setting("decode at most this many prompts (the first ones)", default=32)
     max_new_tokens: int = setting("tokens generated per prompt", default=16)
     temperature: float = setting("sampling temperature", default=1.0)
     top_k: int | None = setting("sample among the k most likely tokens only", default=None)
-    correction: bool = setting("weigh each sample by the sequence-level importance weight (self-normalised)",
-                               default=False)
+    correction: bool = setting(
+        "weigh each sample by the sequence-level importance weight (self-normalised)", default=False
+    )
 
     def __post_init__(self) -> None:
         if self.n_prompts < 1 or self.max_new_tokens < 1:
@@ -55,8 +62,10 @@ class GenerationSettings:
         if self.top_k is not None and self.top_k < 1:
             raise InvalidArgumentError(f"top_k must be >= 1, got {self.top_k}")
         if self.rewards is not None and (isinstance(self.rewards, str) or not self.rewards):
-            raise InvalidArgumentError("rewards must be a non-empty list of reward specs (a world's name, a reward "
-                                       "model folder or a hub id), or None for the run's world's rewards")
+            raise InvalidArgumentError(
+                "rewards must be a non-empty list of reward specs (a world's name, a reward "
+                "model folder or a hub id), or None for the run's world's rewards"
+            )
 
 
 def reward_scorer(run: Run, specs: Sequence[str] | None, *, device: str) -> RewardScorer:
@@ -72,15 +81,19 @@ def reward_scorer(run: Run, specs: Sequence[str] | None, *, device: str) -> Rewa
     world = run.world()
     if specs is None:
         if world is None:
-            raise InvalidArgumentError("this run has no built-in rewards: give a reward model (--reward FOLDER_OR_HUB_ID)")
+            raise InvalidArgumentError(
+                "this run has no built-in rewards: give a reward model (--reward FOLDER_OR_HUB_ID)"
+            )
         specs = [world.name]
     scorers: list[RewardScorer] = []
     for spec in specs:
         if world is not None and spec == world.name:
             scorers.append(CallableRewards(world.rewards()))
         elif spec in world_names():
-            raise InvalidArgumentError(f"reward {spec!r} is the {spec} world's; this run was not built from it: give "
-                                       "a reward model folder or hub id")
+            raise InvalidArgumentError(
+                f"reward {spec!r} is the {spec} world's; this run was not built from it: give "
+                "a reward model folder or hub id"
+            )
         else:
             scorers.append(HFRewardModel(spec, device=device))
     return scorers[0] if len(scorers) == 1 else MultiScorer(scorers)
@@ -105,8 +118,9 @@ class GenerationUtility:
 
     batch_size: int | None = 16
 
-    def __init__(self, decoder: Any, prompts: list[str], scorer: RewardScorer, config: Any,
-                 cache_config: dict[str, Any]):
+    def __init__(
+        self, decoder: Any, prompts: list[str], scorer: RewardScorer, config: Any, cache_config: dict[str, Any]
+    ):
         self.decoder, self.prompts, self.scorer, self.decode_config = decoder, prompts, scorer, config
         self.players = tuple(decoder.sources)
         self.objectives = tuple(scorer.objectives)
@@ -139,18 +153,35 @@ def generation_utility(run: Run, settings: GenerationSettings, context: BuildCon
 
     loaded = run.load_models(device=context.device)
     texts = evaluation_prompts(run, settings.prompts, settings.n_prompts)
-    prompts = [t if isinstance(t, str)
-               else loaded.tokenizer.apply_chat_template(t, tokenize=False, add_generation_prompt=True)
-               for t in texts]
+    prompts = [
+        t if isinstance(t, str) else loaded.tokenizer.apply_chat_template(t, tokenize=False, add_generation_prompt=True)
+        for t in texts
+    ]
     scorer = reward_scorer(run, settings.rewards, device=loaded.device)
     decoder = ComposedDecoder(loaded.model, loaded.tokenizer, loaded.sources, device=loaded.device)
-    config = DecodeConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                          top_k=settings.top_k, seed=context.seed, correction=settings.correction)
-    cache_config = {"utility": "generation", **asdict(settings), "prompts": len(prompts),
-                    "prompt_hash": config_hash(prompts), "seed": context.seed, **run.cache_identity()}
+    config = DecodeConfig(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        seed=context.seed,
+        correction=settings.correction,
+    )
+    cache_config = {
+        "utility": "generation",
+        **asdict(settings),
+        "prompts": len(prompts),
+        "prompt_hash": config_hash(prompts),
+        "seed": context.seed,
+        **run.cache_identity(),
+    }
     return GenerationUtility(decoder, prompts, scorer, config, cache_config)
 
 
-GENERATION = register_utility(UtilityKind(
-    "generation", "mean reward of samples from the composed model on a prompt set, per objective",
-    GenerationSettings, generation_utility))
+GENERATION = register_utility(
+    UtilityKind(
+        "generation",
+        "mean reward of samples from the composed model on a prompt set, per objective",
+        GenerationSettings,
+        generation_utility,
+    )
+)

@@ -55,8 +55,16 @@ class ComposedLikelihood:
         As in :func:`dposhap.compose.shared_scores`.
     """
 
-    def __init__(self, logits: torch.Tensor, targets: torch.Tensor, sources: Sequence[str], *, block_v: int = 4096,
-                 max_elements: int = 1 << 24, backend: Literal["auto", "torch", "triton"] = "auto"):
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        sources: Sequence[str],
+        *,
+        block_v: int = 4096,
+        max_elements: int = 1 << 24,
+        backend: Literal["auto", "torch", "triton"] = "auto",
+    ):
         import torch
 
         if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[1] != len(sources) + 1:
@@ -96,10 +104,19 @@ class ComposedLikelihood:
         return int(self.logits.shape[0])
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: PreTrainedTokenizerBase, sources: Sequence[str],
-                   records: Sequence[Record], *, batch_size: int = 16, device: str | torch.device | None = None,
-                   max_length: int | None = None, store_dtype: torch.dtype | None = None,
-                   **kwargs: Any) -> ComposedLikelihood:
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: PreTrainedTokenizerBase,
+        sources: Sequence[str],
+        records: Sequence[Record],
+        *,
+        batch_size: int = 16,
+        device: str | torch.device | None = None,
+        max_length: int | None = None,
+        store_dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> ComposedLikelihood:
         """Compute the per-position logits of the ``chosen`` responses: one pass for the reference, one per source.
 
         Parameters
@@ -123,8 +140,9 @@ class ComposedLikelihood:
         for adapter in (None, *sources):
             parts, part_targets = [], []
             with policy(model, adapter):
-                for _, logits, batch_targets, mask in forward_batches(model, sequences, batch_size=batch_size,
-                                                                       device=device, pad_id=pad_id(tokenizer)):
+                for _, logits, batch_targets, mask in forward_batches(
+                    model, sequences, batch_size=batch_size, device=device, pad_id=pad_id(tokenizer)
+                ):
                     parts.append(logits[mask].to(store_dtype))
                     part_targets.append(batch_targets[mask])
             columns.append(torch.cat(parts))
@@ -132,9 +150,17 @@ class ComposedLikelihood:
         return cls(torch.stack(columns, dim=1), targets, sources, **kwargs)
 
     @classmethod
-    def from_run(cls, run: Run | str | Path, *, heldout: str | Sequence[str] | None = None,
-                 sources: Sequence[str] | None = None, batch_size: int = 16, device: str | None = None,
-                 world_pairs: int | None = None, **kwargs: Any) -> ComposedLikelihood:
+    def from_run(
+        cls,
+        run: Run | str | Path,
+        *,
+        heldout: str | Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        batch_size: int = 16,
+        device: str | None = None,
+        world_pairs: int | None = None,
+        **kwargs: Any,
+    ) -> ComposedLikelihood:
         """The composed likelihood of the preferred responses of a run's evaluation pairs.
 
         ``heldout``, ``sources``, ``device`` and ``world_pairs`` are as in
@@ -144,10 +170,22 @@ class ComposedLikelihood:
         pair_sets = default_pair_sets(run) if heldout is None else heldout
         records, _ = evaluation_pairs(run, pair_sets, world_pairs=world_pairs)
         loaded = run.load_models(sources=sources, device=device)
-        out = cls.from_model(loaded.model, loaded.tokenizer, loaded.sources, records, batch_size=batch_size,
-                             max_length=run.manifest.max_length, **kwargs)
-        out.cache_config = {"utility": "likelihood", "heldout": pair_sets, "records": config_hash(records),
-                            "max_length": run.manifest.max_length, **run.cache_identity(loaded.sources)}
+        out = cls.from_model(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.sources,
+            records,
+            batch_size=batch_size,
+            max_length=run.manifest.max_length,
+            **kwargs,
+        )
+        out.cache_config = {
+            "utility": "likelihood",
+            "heldout": pair_sets,
+            "records": config_hash(records),
+            "max_length": run.manifest.max_length,
+            **run.cache_identity(loaded.sources),
+        }
         return out
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
@@ -181,17 +219,28 @@ class ComposedLikelihood:
         total = torch.zeros(len(coef), dtype=torch.float64)
         for k in range(0, len(coef), coal_chunk):
             for p in range(0, n_pos, pos_chunk):
-                _, target = shared_scores(self.logits[p:p + pos_chunk], coef[k:k + coal_chunk],
-                                          self.targets[p:p + pos_chunk], block_v=self.block_v, backend=self.backend)
-                total[k:k + coal_chunk] += target.double().sum(dim=1).cpu()
+                _, target = shared_scores(
+                    self.logits[p : p + pos_chunk],
+                    coef[k : k + coal_chunk],
+                    self.targets[p : p + pos_chunk],
+                    block_v=self.block_v,
+                    backend=self.backend,
+                )
+                total[k : k + coal_chunk] += target.double().sum(dim=1).cpu()
         return (total / n_pos).numpy()
 
 
 def _build(run: Run, settings: MarginSettings, context: BuildContext) -> ComposedLikelihood:
-    return ComposedLikelihood.from_run(run, heldout=settings.pair_sets(), batch_size=settings.pair_batch_size,
-                                       device=context.device)
+    return ComposedLikelihood.from_run(
+        run, heldout=settings.pair_sets(), batch_size=settings.pair_batch_size, device=context.device
+    )
 
 
-LIKELIHOOD = register_utility(UtilityKind(
-    "likelihood", "token log-likelihood of held-out preferred responses under the composed model",
-    MarginSettings, _build))
+LIKELIHOOD = register_utility(
+    UtilityKind(
+        "likelihood",
+        "token log-likelihood of held-out preferred responses under the composed model",
+        MarginSettings,
+        _build,
+    )
+)

@@ -42,8 +42,12 @@ __all__ = [
 
 MarginUtilityKind = Literal["accuracy", "loglik", "logsigmoid", "mean"]
 #: The utility kinds of :func:`margin_utilities` and the :class:`MarginGame` kind each one runs.
-MARGIN_KINDS: dict[str, MarginKind] = {"accuracy": "accuracy", "loglik": "logsigmoid", "logsigmoid": "logsigmoid",
-                                       "mean": "mean"}
+MARGIN_KINDS: dict[str, MarginKind] = {
+    "accuracy": "accuracy",
+    "loglik": "logsigmoid",
+    "logsigmoid": "logsigmoid",
+    "mean": "mean",
+}
 _CACHE_FORMAT = 2
 
 
@@ -135,23 +139,33 @@ class MarginUtilities:
     from_cache: bool = False
 
     @classmethod
-    def from_margins(cls, margins: np.ndarray, sources: Sequence[str],
-                     kinds: Sequence[MarginUtilityKind] = ("accuracy", "loglik"), **kwargs: Any) -> MarginUtilities:
+    def from_margins(
+        cls,
+        margins: np.ndarray,
+        sources: Sequence[str],
+        kinds: Sequence[str] = ("accuracy", "loglik"),
+        **kwargs: Any,
+    ) -> MarginUtilities:
         """Build the games of a margins matrix ``[n, P]`` whose rows are ``sources``."""
-        if isinstance(kinds, str):
-            kinds = (kinds,)
-        kinds = tuple(kinds)
-        unknown = [k for k in kinds if k not in MARGIN_KINDS]
-        if unknown or not kinds or len(set(kinds)) != len(kinds):
-            raise InvalidArgumentError(f"kinds must be distinct names from {list(MARGIN_KINDS)}, got {list(kinds)}")
+        names = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        unknown = [k for k in names if k not in MARGIN_KINDS]
+        if unknown or not names or len(set(names)) != len(names):
+            raise InvalidArgumentError(f"kinds must be distinct names from {list(MARGIN_KINDS)}, got {list(names)}")
         margins = np.ascontiguousarray(margins, dtype=np.float64)
         if margins.ndim != 2 or margins.shape[0] != len(sources):
             raise InvalidArgumentError(f"margins has shape {margins.shape}; expected [{len(sources)}, n_pairs]")
-        games = {kind: MarginGame(margins, MARGIN_KINDS[kind]) for kind in kinds}
-        return cls(margins, tuple(sources), kinds, games, **kwargs)
+        games = {kind: MarginGame(margins, MARGIN_KINDS[kind]) for kind in names}
+        return cls(margins, tuple(sources), names, games, **kwargs)
 
-    cache_config = None  # a margin game is evaluated natively and never cached
-    batch_size = None
+    @property
+    def cache_config(self) -> None:
+        """None: a margin game is evaluated natively and never cached."""
+        return None
+
+    @property
+    def batch_size(self) -> None:
+        """None: the estimator's default (the native game takes any batch)."""
+        return None
 
     @property
     def players(self) -> tuple[str, ...]:
@@ -170,8 +184,11 @@ class MarginUtilities:
     def describe(self) -> dict[str, Any]:
         """The kinds, the evaluation sets (in order) and the number of pairs."""
         sets = list(dict.fromkeys(self.pair_sets))
-        return {"utility": self.kinds[0] if len(self.kinds) == 1 else list(self.kinds), "heldout": sets,
-                "pairs": self.n_pairs}
+        return {
+            "utility": self.kinds[0] if len(self.kinds) == 1 else list(self.kinds),
+            "heldout": sets,
+            "pairs": self.n_pairs,
+        }
 
     @property
     def n_players(self) -> int:
@@ -200,15 +217,16 @@ class MarginUtilities:
         keep = np.array([s == pair_set for s in self.pair_sets])
         if not keep.any():
             raise InvalidArgumentError(f"no pairs from {pair_set!r}; the sets are {sorted(set(self.pair_sets))}")
-        return MarginUtilities.from_margins(self.margins[:, keep], self.sources, self.kinds,
-                                            pair_sets=(pair_set,) * int(keep.sum()), beta=self.beta)
+        return MarginUtilities.from_margins(
+            self.margins[:, keep], self.sources, self.kinds, pair_sets=(pair_set,) * int(keep.sum()), beta=self.beta
+        )
 
 
 def margin_utilities(
     run: Run | str | Path,
     *,
     heldout: str | Sequence[str] | None = None,
-    kinds: Sequence[MarginUtilityKind] = ("accuracy", "loglik"),
+    kinds: Sequence[str] = ("accuracy", "loglik"),
     sources: Sequence[str] | None = None,
     batch_size: int = 16,
     device: str | None = None,
@@ -253,8 +271,15 @@ def margin_utilities(
     pair_sets = default_pair_sets(run) if heldout is None else heldout
     records, sets = evaluation_pairs(run, pair_sets, world_pairs=world_pairs)
     beta, max_length = run.manifest.beta, run.manifest.max_length
-    key = config_hash({"format": _CACHE_FORMAT, **run.cache_identity(names), "records": config_hash(records),
-                       "beta": beta, "max_length": max_length})[:24]
+    key = config_hash(
+        {
+            "format": _CACHE_FORMAT,
+            **run.cache_identity(names),
+            "records": config_hash(records),
+            "beta": beta,
+            "max_length": max_length,
+        }
+    )[:24]
     path = run.margins_dir / f"{key}.npy"
     extra: dict[str, Any] = dict(pair_sets=tuple(sets), beta=beta, cache_path=path)
     if not recompute and path.is_file():
@@ -266,13 +291,21 @@ def margin_utilities(
             return MarginUtilities.from_margins(cached, names, kinds, from_cache=True, **extra)
     MarginUtilities.from_margins(np.zeros((len(names), 1)), names, kinds)  # check the kinds before the work
     loaded = run.load_models(sources=names, device=device)
-    margins = margins_matrix(loaded.model, loaded.tokenizer, names, records, beta, batch_size=batch_size,
-                             max_length=max_length)
+    margins = margins_matrix(
+        loaded.model, loaded.tokenizer, names, records, beta, batch_size=batch_size, max_length=max_length
+    )
     atomic_write_npy(path, margins)
-    atomic_write_json(path.with_suffix(".json"), {
-        "sources": names, "heldout": pair_sets if isinstance(pair_sets, str) else list(pair_sets),
-        "n_pairs": len(records), "pair_sets": sets, "beta": beta, "max_length": max_length,
-    })
+    atomic_write_json(
+        path.with_suffix(".json"),
+        {
+            "sources": names,
+            "heldout": pair_sets if isinstance(pair_sets, str) else list(pair_sets),
+            "n_pairs": len(records),
+            "pair_sets": sets,
+            "beta": beta,
+            "max_length": max_length,
+        },
+    )
     return MarginUtilities.from_margins(margins, names, kinds, **extra)
 
 
@@ -282,13 +315,19 @@ class MarginSettings:
 
     heldout: list[str] | None = setting(
         "evaluation pairs: source names (their held-out splits), '<world>:<objective>' sets, or 'all' (default: "
-        "the world's trusted sets for a world run, else all held-out splits)", default=None)
+        "the world's trusted sets for a world run, else all held-out splits)",
+        default=None,
+    )
     pair_batch_size: int = setting("pairs per teacher-forced forward pass", default=16)
 
     def __post_init__(self) -> None:
         if self.heldout is not None and (isinstance(self.heldout, str) or not self.heldout):
             raise InvalidArgumentError(f"heldout must be a non-empty list of set names, got {self.heldout!r}")
-        if isinstance(self.pair_batch_size, bool) or not isinstance(self.pair_batch_size, int) or self.pair_batch_size < 1:
+        if (
+            isinstance(self.pair_batch_size, bool)
+            or not isinstance(self.pair_batch_size, int)
+            or self.pair_batch_size < 1
+        ):
             raise InvalidArgumentError(f"pair_batch_size must be an int >= 1, got {self.pair_batch_size!r}")
 
     def pair_sets(self) -> str | list[str] | None:
@@ -298,8 +337,9 @@ class MarginSettings:
 
 def _margin_kind(kind: MarginUtilityKind, help_text: str) -> UtilityKind:
     def build(run: Run, settings: MarginSettings, context: BuildContext) -> MarginUtilities:
-        return margin_utilities(run, heldout=settings.pair_sets(), kinds=(kind,), batch_size=settings.pair_batch_size,
-                                device=context.device)
+        return margin_utilities(
+            run, heldout=settings.pair_sets(), kinds=(kind,), batch_size=settings.pair_batch_size, device=context.device
+        )
 
     return register_utility(UtilityKind(kind, help_text, MarginSettings, build))
 

@@ -45,8 +45,9 @@ def _check_texts(prompts: Sequence[Prompt], completions: Sequence[str]) -> tuple
         raise InvalidArgumentError("prompts and completions must be sequences of texts, not a single string")
     prompts, completions = list(prompts), list(completions)
     if len(prompts) != len(completions):
-        raise InvalidArgumentError(f"got {len(prompts)} prompts but {len(completions)} completions: give one "
-                                   "completion per prompt")
+        raise InvalidArgumentError(
+            f"got {len(prompts)} prompts but {len(completions)} completions: give one completion per prompt"
+        )
     return prompts, completions
 
 
@@ -59,8 +60,10 @@ def _check_objective_names(names: Sequence[str], what: str) -> tuple[str, ...]:
             raise InvalidArgumentError(f"objective names must be non-empty strings, got {name!r} in {what}")
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
-        raise InvalidArgumentError(f"duplicate objective name(s) {duplicated} in {what}: every objective needs its "
-                                   "own name (rename one, e.g. HFRewardModel(..., objective='helpful_rm'))")
+        raise InvalidArgumentError(
+            f"duplicate objective name(s) {duplicated} in {what}: every objective needs its "
+            "own name (rename one, e.g. HFRewardModel(..., objective='helpful_rm'))"
+        )
     return names
 
 
@@ -114,13 +117,16 @@ class CallableRewards(RewardScorer):
 
     def __init__(self, functions: Mapping[str, RewardFunction]):
         if not isinstance(functions, Mapping):
-            raise InvalidArgumentError(f"functions must be a mapping {{objective: function}}, got "
-                                       f"{type(functions).__name__}")
+            raise InvalidArgumentError(
+                f"functions must be a mapping {{objective: function}}, got {type(functions).__name__}"
+            )
         self.objectives = _check_objective_names(list(functions), "CallableRewards")
         for name, function in functions.items():
             if not callable(function):
-                raise InvalidArgumentError(f"the reward of objective {name!r} is a {type(function).__name__}, not a "
-                                           "function f(prompt, completion) -> float")
+                raise InvalidArgumentError(
+                    f"the reward of objective {name!r} is a {type(function).__name__}, not a "
+                    "function f(prompt, completion) -> float"
+                )
         self.functions = dict(functions)
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
@@ -135,14 +141,17 @@ class CallableRewards(RewardScorer):
         prompts, completions = _check_texts(prompts, completions)
         out = np.empty((len(prompts), len(self.objectives)), dtype=np.float64)
         for j, (name, function) in enumerate(self.functions.items()):
-            for i, (prompt, completion) in enumerate(zip(prompts, completions)):
+            for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
                 value = function(prompt, completion)
                 if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-                    raise UtilityError(f"the reward of objective {name!r} returned {type(value).__name__} "
-                                       f"{value!r} for row {i}: it must return a float")
+                    raise UtilityError(
+                        f"the reward of objective {name!r} returned {type(value).__name__} "
+                        f"{value!r} for row {i}: it must return a float"
+                    )
                 if not math.isfinite(value):
-                    raise UtilityError(f"the reward of objective {name!r} returned {value} for row {i}: rewards must "
-                                       "be finite")
+                    raise UtilityError(
+                        f"the reward of objective {name!r} returned {value} for row {i}: rewards must be finite"
+                    )
                 out[i, j] = value
         return out
 
@@ -202,10 +211,20 @@ class HFRewardModel(RewardScorer):
         A bad argument, or a model with several labels and no ``label``.
     """
 
-    def __init__(self, name_or_path: str, *, objective: str = "reward", device: str | None = None,
-                 batch_size: int = 32, max_length: int | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, dtype: torch.dtype | str | None = None,
-                 label: int | str | None = None, text_pair: bool = False):
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        objective: str = "reward",
+        device: str | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        dtype: torch.dtype | str | None = None,
+        label: int | str | None = None,
+        text_pair: bool = False,
+    ):
         import torch
 
         self.objectives = _check_objective_names([objective], "HFRewardModel")
@@ -218,7 +237,9 @@ class HFRewardModel(RewardScorer):
         self.device = resolve_device(device or "auto")
         if dtype is None or isinstance(dtype, str):
             if dtype not in (None, "auto", "fp32", "bf16", "fp16"):
-                raise InvalidArgumentError(f"dtype must be a torch.dtype or one of auto, fp32, bf16, fp16; got {dtype!r}")
+                raise InvalidArgumentError(
+                    f"dtype must be a torch.dtype or one of auto, fp32, bf16, fp16; got {dtype!r}"
+                )
             dtype = resolve_dtype(dtype or "auto", self.device)
         self.ref = resolve_model(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
         self.tokenizer, self.model = self._load(dtype)
@@ -238,11 +259,13 @@ class HFRewardModel(RewardScorer):
         except ModelLoadError as err:
             raise ModelLoadError(f"reward model: {err}") from None
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(self.ref.location, dtype=dtype,
-                                                                       **self.ref.kwargs())
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.ref.location, dtype=dtype, **self.ref.kwargs()
+            )
         except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
-            raise ModelLoadError(f"cannot load the reward model {self.ref.location!r}: {first_line(err)}; "
-                                 f"{load_hint(self.ref)}") from None
+            raise ModelLoadError(
+                f"cannot load the reward model {self.ref.location!r}: {first_line(err)}; {load_hint(self.ref)}"
+            ) from None
         model.config.pad_token_id = tokenizer.pad_token_id
         return tokenizer, model.to(self.device).eval()
 
@@ -252,12 +275,15 @@ class HFRewardModel(RewardScorer):
         if label is None:
             if n_labels == 1:
                 return 0
-            raise InvalidArgumentError(f"the reward model {self.name!r} has {n_labels} labels {sorted(names)}: pass "
-                                       "label= the index or name of the one that is the reward")
+            raise InvalidArgumentError(
+                f"the reward model {self.name!r} has {n_labels} labels {sorted(names)}: pass "
+                "label= the index or name of the one that is the reward"
+            )
         if isinstance(label, str):
             if label not in names:
-                raise InvalidArgumentError(f"the reward model {self.name!r} has no label {label!r}; its labels are "
-                                           f"{sorted(names)}")
+                raise InvalidArgumentError(
+                    f"the reward model {self.name!r} has no label {label!r}; its labels are {sorted(names)}"
+                )
             return names[label]
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_labels:
             raise InvalidArgumentError(f"label must be a label name or an index in [0, {n_labels}), got {label!r}")
@@ -278,8 +304,11 @@ class HFRewardModel(RewardScorer):
             encoded = tokenizer(prompt + completion)
         encoded = {k: list(v) for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         if self.max_length is not None and len(encoded["input_ids"]) > self.max_length:
-            keep = (slice(-self.max_length, None) if getattr(tokenizer, "truncation_side", "right") == "left"
-                    else slice(None, self.max_length))
+            keep = (
+                slice(-self.max_length, None)
+                if getattr(tokenizer, "truncation_side", "right") == "left"
+                else slice(None, self.max_length)
+            )
             encoded = {k: v[keep] for k, v in encoded.items()}
         return encoded
 
@@ -293,11 +322,11 @@ class HFRewardModel(RewardScorer):
         """
         torch = self._torch
         prompts, completions = _check_texts(prompts, completions)
-        encoded = [self._encode(p, c) for p, c in zip(prompts, completions)]
+        encoded = [self._encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         order = np.argsort([len(e["input_ids"]) for e in encoded], kind="stable")
         out = np.empty((len(encoded), 1), dtype=np.float64)
         for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = order[start : start + self.batch_size]
             inputs = self.tokenizer.pad([encoded[i] for i in batch], padding=True, return_tensors="pt")
             if self._position_ids:
                 inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
@@ -333,8 +362,10 @@ class MultiScorer(RewardScorer):
             raise InvalidArgumentError("MultiScorer needs at least one scorer")
         for scorer in scorers:
             if not isinstance(scorer, RewardScorer):
-                raise InvalidArgumentError(f"MultiScorer takes RewardScorer objects (CallableRewards, HFRewardModel, "
-                                           f"...), got {type(scorer).__name__}")
+                raise InvalidArgumentError(
+                    f"MultiScorer takes RewardScorer objects (CallableRewards, HFRewardModel, "
+                    f"...), got {type(scorer).__name__}"
+                )
         self.scorers = scorers
         self.objectives = _check_objective_names([o for s in scorers for o in s.objectives], "MultiScorer")
 

@@ -43,8 +43,10 @@ def policy(model: Any, adapter: str | None) -> Iterator[None]:
             yield
         return
     if not is_peft:
-        raise InvalidArgumentError(f"adapter {adapter!r} asked for, but the model holds no adapters: load them with "
-                                   "dposhap.models.load_adapters")
+        raise InvalidArgumentError(
+            f"adapter {adapter!r} asked for, but the model holds no adapters: load them with "
+            "dposhap.models.load_adapters"
+        )
     if adapter not in model.peft_config:
         raise InvalidArgumentError(f"the model has no adapter {adapter!r}; it has {sorted(model.peft_config)}")
     previous = model.active_adapter
@@ -55,8 +57,9 @@ def policy(model: Any, adapter: str | None) -> Iterator[None]:
         model.set_adapter(previous, inference_mode=True)
 
 
-def forward_batches(model: Any, sequences: Sequence[tuple[list[int], int]], *, batch_size: int, device: Any,
-                     pad_id: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+def forward_batches(
+    model: Any, sequences: Sequence[tuple[list[int], int]], *, batch_size: int, device: Any, pad_id: int
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Teacher-forced logits of the sequences, a batch at a time, shortest sequences first.
 
     Yields
@@ -73,16 +76,16 @@ def forward_batches(model: Any, sequences: Sequence[tuple[list[int], int]], *, b
     lengths = np.array([len(ids) for ids, _ in sequences])
     order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
+        batch = order[start : start + batch_size]
         width = max(2, int(lengths[batch].max()))
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         response = torch.zeros((len(batch), width), dtype=torch.bool)
         for row, index in enumerate(batch):
             seq, n_prompt = sequences[index]
-            ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-            attention[row, :len(seq)] = 1
-            response[row, max(n_prompt, 1):len(seq)] = True  # the first token has no prediction
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            attention[row, : len(seq)] = 1
+            response[row, max(n_prompt, 1) : len(seq)] = True  # the first token has no prediction
         with torch.no_grad():
             logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
         yield batch, logits[:, :-1], ids[:, 1:].to(logits.device), response[:, 1:].to(logits.device)
@@ -94,14 +97,21 @@ def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return 0 if pad is None else int(pad)
 
 
-def response_logprobs(model: Any, tokenizer: PreTrainedTokenizerBase, sequences: Sequence[tuple[list[int], int]],
-                       *, batch_size: int, device: Any) -> np.ndarray:
+def response_logprobs(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    sequences: Sequence[tuple[list[int], int]],
+    *,
+    batch_size: int,
+    device: Any,
+) -> np.ndarray:
     """Summed response-token log-probabilities of each sequence, float64 ``[len(sequences)]``."""
     import torch
 
     out = np.zeros(len(sequences), dtype=np.float64)
-    for batch, logits, targets, mask in forward_batches(model, sequences, batch_size=batch_size, device=device,
-                                                         pad_id=pad_id(tokenizer)):
+    for batch, logits, targets, mask in forward_batches(
+        model, sequences, batch_size=batch_size, device=device, pad_id=pad_id(tokenizer)
+    ):
         logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
         out[batch] = (logp.double() * mask).sum(dim=1).cpu().numpy()
     return out
@@ -155,4 +165,4 @@ def sequence_logprobs(
     sequences = response_sequences(tokenizer, records, ("chosen", "rejected"), max_length)
     with policy(model, adapter):
         logps = response_logprobs(model, tokenizer, sequences, batch_size=2 * batch_size, device=device)
-    return logps[:len(records)], logps[len(records):]
+    return logps[: len(records)], logps[len(records) :]

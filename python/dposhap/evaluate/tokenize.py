@@ -31,7 +31,7 @@ Record = Mapping[str, Any]
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -46,14 +46,16 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: Any, *, generation_prompt: 
                 "the records are conversations but the tokenizer has no chat template: give plain-text records or "
                 "a tokenizer with a chat_template"
             )
-        out = tokenizer.apply_chat_template(text, tokenize=True, return_dict=True,
-                                            add_generation_prompt=generation_prompt, tools=None)
+        out = tokenizer.apply_chat_template(
+            text, tokenize=True, return_dict=True, add_generation_prompt=generation_prompt, tools=None
+        )
         return list(out["input_ids"])
     return list(tokenizer(text=text)["input_ids"])
 
 
-def tokenize_responses(tokenizer: PreTrainedTokenizerBase, record: Record,
-                        fields: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+def tokenize_responses(
+    tokenizer: PreTrainedTokenizerBase, record: Record, fields: Sequence[str]
+) -> tuple[list[int], list[list[int]]]:
     """The prompt's token ids and, for each response field, the response's ids (TRL's split)."""
     prompt = record["prompt"]
     responses = [record[name] for name in fields]
@@ -80,8 +82,9 @@ def check_records(records: Sequence[Record], fields: Sequence[str]) -> None:
                 raise DataError(f"record {index} has no {name!r} field", field=name)
 
 
-def response_sequences(tokenizer: PreTrainedTokenizerBase, records: Sequence[Record], fields: Sequence[str],
-               max_length: int | None) -> list[tuple[list[int], int]]:
+def response_sequences(
+    tokenizer: PreTrainedTokenizerBase, records: Sequence[Record], fields: Sequence[str], max_length: int | None
+) -> list[tuple[list[int], int]]:
     """``(ids, n_prompt)`` per record and field (field-major: every record's first field first)."""
     check_records(records, fields)
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):

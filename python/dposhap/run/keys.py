@@ -40,8 +40,9 @@ def canonical_json(obj: Any) -> str:
     TypeError, ValueError
         Something in ``obj`` has no JSON form (a NaN among them).
     """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                      default=_json_default)
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+    )
 
 
 def config_hash(obj: Any) -> str:

@@ -31,12 +31,21 @@ def now() -> str:
 
 def _fail(file: Path | None, where: str, message: str) -> RunError:
     place = f"{file}: " if file is not None else ""
-    return RunError(f"{place}field {where!r} {message}: the manifest is damaged; retrain into a new run directory "
-                    "(dposhap train --out NEW) or restore the file")
+    return RunError(
+        f"{place}field {where!r} {message}: the manifest is damaged; retrain into a new run directory "
+        "(dposhap train --out NEW) or restore the file"
+    )
 
 
-def _take(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], file: Path | None, where: str,
-          *, optional: bool = False) -> Any:
+def _take(
+    data: Mapping[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    file: Path | None,
+    where: str,
+    *,
+    optional: bool = False,
+) -> Any:
     if key not in data or data[key] is None:
         if optional:
             return None

@@ -141,8 +141,10 @@ class Run:
         try:
             data = json.loads(text)
         except ValueError:
-            raise RunError(f"{self.manifest_path} is not valid JSON: the manifest is damaged; retrain into a new run "
-                           "directory (dposhap train --out NEW) or restore the file") from None
+            raise RunError(
+                f"{self.manifest_path} is not valid JSON: the manifest is damaged; retrain into a new run "
+                "directory (dposhap train --out NEW) or restore the file"
+            ) from None
         return Manifest.from_dict(data, self.manifest_path)
 
     def write_manifest(self, manifest: Manifest) -> None:
@@ -163,16 +165,22 @@ class Run:
         """
         run = cls(path)
         if not run.root.is_dir():
-            raise NotARunError(f"{run.root} is not a run directory (no such folder): check the path, or train into it "
-                               f"with dposhap train --out {run.root}")
+            raise NotARunError(
+                f"{run.root} is not a run directory (no such folder): check the path, or train into it "
+                f"with dposhap train --out {run.root}"
+            )
         manifest = run.read_manifest()
         if manifest is None or not manifest.sources:
-            raise NotARunError(f"{run.root} holds no trained run (no manifest.json with trained sources): run "
-                               f"dposhap train --out {run.root} first")
+            raise NotARunError(
+                f"{run.root} holds no trained run (no manifest.json with trained sources): run "
+                f"dposhap train --out {run.root} first"
+            )
         missing = [s for s in manifest.sources if not run.adapter_path(s, manifest).is_dir()]
         if missing:
-            raise RunError(f"{run.root}: the adapters of {', '.join(missing)} are missing: run dposhap train again "
-                           "to (re)train them")
+            raise RunError(
+                f"{run.root}: the adapters of {', '.join(missing)} are missing: run dposhap train again "
+                "to (re)train them"
+            )
         run._manifest = manifest
         return run
 
@@ -197,8 +205,9 @@ class Run:
             raise InvalidArgumentError(f"sources must be a list of source names, not the string {sources!r}")
         unknown = [s for s in sources if s not in known]
         if unknown or not sources or len(set(sources)) != len(sources):
-            raise InvalidArgumentError(f"sources must name trained sources, each once; got {list(sources)}, the run "
-                                       f"has {known}")
+            raise InvalidArgumentError(
+                f"sources must name trained sources, each once; got {list(sources)}, the run has {known}"
+            )
         return list(sources)
 
     def adapter_path(self, source: str, manifest: Manifest | None = None) -> Path:
@@ -220,8 +229,10 @@ class Run:
         if source not in self._identities:
             files = sorted(self.adapter_path(source).glob("adapter_model.*"))
             if not files:
-                raise RunError(f"the adapter of source {source!r} at {self.adapter_path(source)} has no weights file: "
-                               "run dposhap train again to retrain it")
+                raise RunError(
+                    f"the adapter of source {source!r} at {self.adapter_path(source)} has no weights file: "
+                    "run dposhap train again to retrain it"
+                )
             self._identities[source] = file_sha256(files[0])
         return self._identities[source]
 
@@ -242,11 +253,13 @@ class Run:
         settings = self.manifest.model_settings
         world = self.world()
         location = str(world.model_dir) if world is not None else base.location
-        return resolve_model(location, revision=base.revision,
-                             trust_remote_code=bool(settings.get("trust_remote_code", False)))
+        return resolve_model(
+            location, revision=base.revision, trust_remote_code=bool(settings.get("trust_remote_code", False))
+        )
 
-    def load_models(self, *, sources: Sequence[str] | None = None, device: str | None = None,
-                    dtype: torch.dtype | None = None) -> RunModels:
+    def load_models(
+        self, *, sources: Sequence[str] | None = None, device: str | None = None, dtype: torch.dtype | None = None
+    ) -> RunModels:
         """The base model with one adapter per source, as trained; the one loader every utility uses.
 
         Parameters
@@ -282,5 +295,8 @@ class Run:
     def cache_identity(self, sources: Sequence[str] | None = None) -> dict[str, Any]:
         """What every cached evaluation of this run depends on: the base model and each adapter."""
         base = self.manifest.base_model
-        return {"base": base.fingerprint, "dtype": base.dtype,
-                "adapters": {name: self.adapter_identity(name) for name in self.select_sources(sources)}}
+        return {
+            "base": base.fingerprint,
+            "dtype": base.dtype,
+            "adapters": {name: self.adapter_identity(name) for name in self.select_sources(sources)},
+        }

@@ -37,7 +37,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -149,7 +149,7 @@ class Evaluation:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def pack_coalitions(coalitions: np.ndarray) -> list[bytes]:
@@ -208,7 +208,9 @@ class UtilityStore:
         try:
             if self.readonly:
                 if not self.path.is_file():
-                    raise CacheError(f"there is no utility cache at {self.path}: nothing has been evaluated in this run yet")
+                    raise CacheError(
+                        f"there is no utility cache at {self.path}: nothing has been evaluated in this run yet"
+                    )
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._lock_file = self._acquire_lock()
@@ -264,7 +266,9 @@ class UtilityStore:
                 if not self.readonly:
                     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                     if str(mode).lower() != "wal":
-                        raise CacheError(f"could not put the utility cache {self.path} in WAL mode (SQLite kept {mode!r})")
+                        raise CacheError(
+                            f"could not put the utility cache {self.path} in WAL mode (SQLite kept {mode!r})"
+                        )
                     conn.execute("PRAGMA synchronous = NORMAL")
                 self._check_schema(conn)
         except BaseException:
@@ -301,7 +305,9 @@ class UtilityStore:
         except ValueError:
             version = None
         if version is None:
-            raise CacheError(f"the utility cache {self.path} has no valid schema_version in its meta table: move it aside and run again")
+            raise CacheError(
+                f"the utility cache {self.path} has no valid schema_version in its meta table: move it aside and run again"
+            )
         if version > SCHEMA_VERSION:
             raise CacheError(
                 f"the utility cache {self.path} was written by a newer dposhap (schema version {version}; this one "
@@ -392,13 +398,21 @@ class UtilityStore:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"the utility name must be a non-empty string, got {name!r}")
         if not isinstance(config, Mapping):
-            raise InvalidArgumentError(f"the configuration of utility {name!r} must be a mapping, got {type(config).__name__}")
+            raise InvalidArgumentError(
+                f"the configuration of utility {name!r} must be a mapping, got {type(config).__name__}"
+            )
         if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool) or n_players < 1:
             raise InvalidArgumentError(f"n_players must be a positive integer, got {n_players!r}")
         if isinstance(objectives, str):
-            raise InvalidArgumentError(f"objectives must be a sequence of names, got the string {objectives!r}: use [{objectives!r}]")
+            raise InvalidArgumentError(
+                f"objectives must be a sequence of names, got the string {objectives!r}: use [{objectives!r}]"
+            )
         objectives = list(objectives)
-        if not objectives or not all(isinstance(o, str) and o for o in objectives) or len(set(objectives)) != len(objectives):
+        if (
+            not objectives
+            or not all(isinstance(o, str) and o for o in objectives)
+            or len(set(objectives)) != len(objectives)
+        ):
             raise InvalidArgumentError(f"objectives must be one or more distinct non-empty names, got {objectives!r}")
         try:
             config_json = canonical_json(dict(config))
@@ -407,7 +421,9 @@ class UtilityStore:
                 f"the configuration of utility {name!r} cannot be written as JSON ({exc}): use numbers (finite), "
                 "strings, booleans, lists and dicts with string keys"
             ) from None
-        key = config_hash({"name": name, "config": json.loads(config_json), "n_players": int(n_players), "objectives": objectives})
+        key = config_hash(
+            {"name": name, "config": json.loads(config_json), "n_players": int(n_players), "objectives": objectives}
+        )
         if key in self._infos:
             return key
         if self.readonly:
@@ -467,7 +483,9 @@ class UtilityStore:
             )
         if arr.dtype != bool:
             if arr.size and not (np.issubdtype(arr.dtype, np.number) and np.isin(arr, (0, 1)).all()):
-                raise InvalidArgumentError(f"coalitions must be a bool array (or 0/1 numbers), got dtype {arr.dtype} with other values")
+                raise InvalidArgumentError(
+                    f"coalitions must be a bool array (or 0/1 numbers), got dtype {arr.dtype} with other values"
+                )
             arr = arr.astype(bool)
         return np.ascontiguousarray(arr)
 
@@ -559,7 +577,9 @@ class UtilityStore:
             coalition (the utility is not deterministic under this configuration and seed).
         """
         if self.readonly:
-            raise InvalidArgumentError(f"the utility cache {self.path} was opened read-only: open it without readonly=True to record")
+            raise InvalidArgumentError(
+                f"the utility cache {self.path} was opened read-only: open it without readonly=True to record"
+            )
         info = self._info(key)
         arr = self._coalitions(info, coalitions)
         b, k = arr.shape[0], len(info.objectives)
@@ -584,10 +604,16 @@ class UtilityStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 stored = self._existing(key, list(rows))
-                for blob, previous in stored.items():
-                    if previous != rows[blob][3]:
-                        old = np.frombuffer(previous, "<f8")
-                        raise self._conflict(info, unpack_coalition(blob, info.n_players), old, np.frombuffer(rows[blob][3], "<f8"), "in the cache")
+                for blob, stored_values in stored.items():
+                    if stored_values != rows[blob][3]:
+                        old = np.frombuffer(stored_values, "<f8")
+                        raise self._conflict(
+                            info,
+                            unpack_coalition(blob, info.n_players),
+                            old,
+                            np.frombuffer(rows[blob][3], "<f8"),
+                            "in the cache",
+                        )
                 conn.executemany(
                     'INSERT INTO evaluations (utility, coalition, n_players, "values", n_objectives, n_samples, seed, '
                     "seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -650,7 +676,9 @@ class UtilityStore:
         seed = int(seed)
         return seed - _U64 if seed >= _I64 else seed
 
-    def _conflict(self, info: UtilityInfo, coalition: np.ndarray, old: np.ndarray, new: np.ndarray, where: str) -> UtilityError:
+    def _conflict(
+        self, info: UtilityInfo, coalition: np.ndarray, old: np.ndarray, new: np.ndarray, where: str
+    ) -> UtilityError:
         return UtilityError(
             f"utility {info.name!r} gave coalition {_members(coalition)} the values {new.tolist()} but {where} it has "
             f"{old.tolist()}: the utility is not deterministic under this configuration and seed. Fix its seeding, "
@@ -742,7 +770,9 @@ class CachedUtility:
             # repeats within the batch are evaluated once, in order of first appearance
             slot_of: dict[bytes, int] = {}
             slots = np.fromiter(
-                (slot_of.setdefault(blob, len(slot_of)) for blob in pack_coalitions(arr)), dtype=np.int64, count=len(arr)
+                (slot_of.setdefault(blob, len(slot_of)) for blob in pack_coalitions(arr)),
+                dtype=np.int64,
+                count=len(arr),
             )
             batch = arr[np.unique(slots, return_index=True)[1]]
             started = time.perf_counter()

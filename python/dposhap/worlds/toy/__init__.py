@@ -79,8 +79,8 @@ them visible credit there.
 """
 
 from .language import OBJECTIVES, REWARDS, reward_harmless, reward_helpful
-from .sources import DEFAULT_SOURCES, NOISY_FLIP_RATE, SOURCE_KINDS
 from .settings import ToySettings
+from .sources import DEFAULT_SOURCES, NOISY_FLIP_RATE, SOURCE_KINDS
 from .world import MAX_EVAL_PROMPTS, TOY, TOY_EVAL_PAIRS, ToyWorld, build_toy_world, toy_eval_records
 
 __all__ = [

@@ -68,9 +68,14 @@ class ToyWorld(World):
 
     def record(self, run_root: Path) -> dict[str, Any]:
         """The manifest's record: the folder (relative to the run), seed, sources, pairs per source."""
-        return {"name": self.name, "root": os.path.relpath(self.root, run_root), "seed": self.seed,
-                "sources": list(self.sources), "pairs_per_source": self.pairs_per_source,
-                "objectives": list(self.objectives)}
+        return {
+            "name": self.name,
+            "root": os.path.relpath(self.root, run_root),
+            "seed": self.seed,
+            "sources": list(self.sources),
+            "pairs_per_source": self.pairs_per_source,
+            "objectives": list(self.objectives),
+        }
 
     def eval_prompts(self) -> list[str]:
         """The held-out prompts (in no source and not in pretraining)."""
@@ -291,17 +296,30 @@ def build_toy_world(
 
 
 def _build(folder: Path, settings: ToySettings, sources: Sequence[str] | None) -> ToyWorld:
-    return build_toy_world(folder, seed=settings.seed, sources=list(sources) if sources is not None else settings.sources,
-                           pairs_per_source=settings.pairs_per_source)
+    return build_toy_world(
+        folder,
+        seed=settings.seed,
+        sources=list(sources) if sources is not None else settings.sources,
+        pairs_per_source=settings.pairs_per_source,
+    )
 
 
 def _open(run_root: Path, record: Mapping[str, Any]) -> ToyWorld:
     """The world a manifest recorded: rebuilt from its parameters when its folder is gone (it is deterministic)."""
-    return build_toy_world(run_root / record["root"], seed=int(record["seed"]), sources=list(record["sources"]),
-                           pairs_per_source=int(record["pairs_per_source"]))
+    return build_toy_world(
+        run_root / record["root"],
+        seed=int(record["seed"]),
+        sources=list(record["sources"]),
+        pairs_per_source=int(record["pairs_per_source"]),
+    )
 
 
-TOY = register_world(WorldKind(
-    name="toy", settings_type=ToySettings, build=_build, open=_open,
-    describe="a 91k-parameter Llama pretrained in-run on a synthetic language, six planted sources, two rewards",
-))
+TOY = register_world(
+    WorldKind(
+        name="toy",
+        settings_type=ToySettings,
+        build=_build,
+        open=_open,
+        describe="a 91k-parameter Llama pretrained in-run on a synthetic language, six planted sources, two rewards",
+    )
+)

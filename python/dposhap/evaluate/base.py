@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..games import MarginGame
@@ -116,13 +116,12 @@ class UtilityKind:
     build: Callable[[Run, Any, BuildContext], Utility]
 
 
-_REGISTRY: dict[str, UtilityKind] = {}
+_REGISTRY: Registry[UtilityKind] = Registry("utility")
 
 
 def register_utility(kind: UtilityKind) -> UtilityKind:
     """Add a kind of utility to the registry (a later registration of the same name replaces it)."""
-    _REGISTRY[kind.name] = kind
-    return kind
+    return _REGISTRY.register(kind.name, kind)
 
 
 def get_utility(name: str) -> UtilityKind:
@@ -133,12 +132,9 @@ def get_utility(name: str) -> UtilityKind:
     InvalidArgumentError
         No utility has this name.
     """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InvalidArgumentError(f"unknown utility {name!r}; choose one of {', '.join(utility_names())}") from None
+    return _REGISTRY.get(name)
 
 
 def utility_names() -> list[str]:
-    """The registered utilities' names, in registration order."""
-    return list(_REGISTRY)
+    """The registered utility names, in registration order."""
+    return _REGISTRY.names()

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from ..run import Run, config_hash
 from ..settings import setting
+from ..validate import check_int, check_positive
 from ..worlds import world_names
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import evaluation_prompts
@@ -55,12 +56,10 @@ class GenerationSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.n_prompts < 1 or self.max_new_tokens < 1:
-            raise InvalidArgumentError("n_prompts and max_new_tokens must be >= 1")
-        if self.temperature <= 0:
-            raise InvalidArgumentError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise InvalidArgumentError(f"top_k must be >= 1, got {self.top_k}")
+        check_int("n_prompts", self.n_prompts)
+        check_int("max_new_tokens", self.max_new_tokens)
+        check_positive("temperature", self.temperature)
+        check_int("top_k", self.top_k, optional=True)
         if self.rewards is not None and (isinstance(self.rewards, str) or not self.rewards):
             raise InvalidArgumentError(
                 "rewards must be a non-empty list of reward specs (a world's name, a reward "

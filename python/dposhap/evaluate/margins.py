@@ -23,6 +23,7 @@ from ..errors import InvalidArgumentError
 from ..games import MarginGame, MarginKind
 from ..run import Run, atomic_write_json, atomic_write_npy, config_hash
 from ..settings import setting
+from ..validate import check_int
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import default_pair_sets, evaluation_pairs
 from .teacher import policy, response_logprobs
@@ -323,12 +324,7 @@ class MarginSettings:
     def __post_init__(self) -> None:
         if self.heldout is not None and (isinstance(self.heldout, str) or not self.heldout):
             raise InvalidArgumentError(f"heldout must be a non-empty list of set names, got {self.heldout!r}")
-        if (
-            isinstance(self.pair_batch_size, bool)
-            or not isinstance(self.pair_batch_size, int)
-            or self.pair_batch_size < 1
-        ):
-            raise InvalidArgumentError(f"pair_batch_size must be an int >= 1, got {self.pair_batch_size!r}")
+        check_int("pair_batch_size", self.pair_batch_size)
 
     def pair_sets(self) -> str | list[str] | None:
         """The ``heldout`` argument of :func:`margin_utilities` (``["all"]`` is ``"all"``)."""

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, ModelLoadError, UtilityError
 from ..models import first_line, load_hint, load_tokenizer, resolve_device, resolve_dtype, resolve_model
+from ..validate import check_int
 
 if TYPE_CHECKING:
     import torch
@@ -228,9 +229,8 @@ class HFRewardModel(RewardScorer):
         import torch
 
         self.objectives = _check_objective_names([objective], "HFRewardModel")
-        for name, value in (("batch_size", batch_size), ("max_length", max_length)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
+        check_int("batch_size", batch_size)
+        check_int("max_length", max_length, optional=True)
         if not isinstance(name_or_path, str) or not name_or_path.strip():
             raise InvalidArgumentError(f"name_or_path must be a hub id or a folder, got {name_or_path!r}")
         self.name, self.batch_size, self.text_pair = name_or_path, batch_size, text_pair

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..validate import check_int
 from .tokenize import Record, response_sequences
 
 if TYPE_CHECKING:
@@ -70,8 +71,7 @@ def forward_batches(
     """
     import torch
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size)
     device = model_device(model) if device is None else torch.device(device)
     lengths = np.array([len(ids) for ids, _ in sequences])
     order = np.argsort(lengths, kind="stable")

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, InvalidArgumentError
+from ..validate import check_int
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -87,8 +88,7 @@ def response_sequences(
 ) -> list[tuple[list[int], int]]:
     """``(ids, n_prompt)`` per record and field (field-major: every record's first field first)."""
     check_records(records, fields)
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise InvalidArgumentError(f"max_length must be None or an int >= 1, got {max_length!r}")
+    check_int("max_length", max_length, optional=True)
     split = [tokenize_responses(tokenizer, record, fields) for record in records]
     out = []
     for j in range(len(fields)):

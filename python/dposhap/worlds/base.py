@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError
+from ..registry import Registry
 
 __all__ = [
     "RewardFunction",
@@ -109,15 +109,12 @@ class WorldKind:
     describe: str = ""
 
 
-_REGISTRY: dict[str, WorldKind] = {}
+_REGISTRY: Registry[WorldKind] = Registry("world")
 
 
 def register_world(kind: WorldKind) -> WorldKind:
     """Add a kind of world to the registry (a later registration of the same name replaces it)."""
-    if not kind.name or not kind.name.isidentifier():
-        raise InvalidArgumentError(f"a world's name must be an identifier, got {kind.name!r}")
-    _REGISTRY[kind.name] = kind
-    return kind
+    return _REGISTRY.register(kind.name, kind)
 
 
 def get_world(name: str) -> WorldKind:
@@ -128,12 +125,9 @@ def get_world(name: str) -> WorldKind:
     InvalidArgumentError
         No world has this name.
     """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InvalidArgumentError(f"unknown world {name!r}; the worlds are {', '.join(world_names())}") from None
+    return _REGISTRY.get(name)
 
 
 def world_names() -> list[str]:
-    """The registered worlds' names, in registration order."""
-    return list(_REGISTRY)
+    """The registered world names, in registration order."""
+    return _REGISTRY.names()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InvalidArgumentError
+from ...validate import check_int
 from ..base import RewardFunction, World, WorldKind, register_world
 from .language import EVAL_PROMPTS_PER_TOPIC, OBJECTIVES, REWARDS, TOPICS, split_prompts
 from .settings import ToySettings
@@ -151,8 +152,7 @@ def toy_eval_records(seed: int, objective: str, n_pairs: int = TOY_EVAL_PAIRS) -
     """The clean evaluation pairs of :meth:`ToyWorld.eval_pairs`, from the world's seed alone."""
     if objective not in OBJECTIVES:
         raise InvalidArgumentError(f"unknown toy objective {objective!r}; choose from {list(OBJECTIVES)}")
-    if isinstance(n_pairs, bool) or not isinstance(n_pairs, int) or n_pairs < 1:
-        raise InvalidArgumentError(f"n_pairs must be an int >= 1, got {n_pairs!r}")
+    check_int("n_pairs", n_pairs)
     reward = REWARDS[objective]
     _, held_out = split_prompts(stream_rng(seed, "prompts"))
     records: list[dict[str, Any]] = []

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import dposhap
 from dposhap.errors import DposhapError, InvalidArgumentError, RunLockedError, UtilityError
 from dposhap.run.store import UtilityStore, cached, pack_coalitions, unpack_coalition
-from games import InteractionGame
+from dposhap.testing import InteractionGame
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -47,7 +47,9 @@ def main() -> None:
     for method in ("permutation", "regression"):
         res = dposhap.shapley(game, method=method, budget=40, seed=0, names=names)
         err = np.abs(res.values - exact.values).max()
-        print(f"{method:>12}: {res.n_evaluations} evaluations, max |error| {err:.4f}, max stderr {res.stderr.max():.4f}")
+        print(
+            f"{method:>12}: {res.n_evaluations} evaluations, max |error| {err:.4f}, max stderr {res.stderr.max():.4f}"
+        )
     ranked = [names[i] for i in np.argsort(-exact.values)]
     print("\nranking:", " > ".join(ranked))
     assert exact.values[names.index("adversarial")] < 0, "the adversarial source should be harmful"

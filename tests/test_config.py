@@ -20,7 +20,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_fix_what_trl_gets_wrong_for_per_source_lora() -> None:
     cfg = load_config(None)
-    assert cfg.uses_toy
+    assert cfg.world is not None and cfg.world.name == "toy"
     assert cfg.dpo.learning_rate > 1e-5  # TRL's 1e-6 barely moves an adapter
     assert cfg.dpo.gradient_checkpointing is False
     assert cfg.model.precision == "auto" and cfg.model.trust_remote_code is False
@@ -29,7 +29,7 @@ def test_defaults_fix_what_trl_gets_wrong_for_per_source_lora() -> None:
 
 def test_example_toy_config_loads() -> None:
     cfg = load_config(EXAMPLES / "toy.toml")
-    assert cfg.toy.sources == ["helpful", "harmless", "noisy", "adversarial"]
+    assert cfg.worlds["toy"].sources == ["helpful", "harmless", "noisy", "adversarial"]
     assert cfg.dpo.learning_rate == 1e-3
     assert cfg.base_dir == EXAMPLES
 
@@ -86,13 +86,15 @@ def test_data_sources_table_and_relative_base_dir(tmp_path: Path) -> None:
     path = write(tmp_path, "[model]\nbase = 'm'\n[data.sources]\na = 'a.jsonl'\nb = ['b1.jsonl', 'b2.jsonl']\n")
     cfg = load_config(path)
     assert cfg.data.sources == {"a": "a.jsonl", "b": ["b1.jsonl", "b2.jsonl"]}
-    assert cfg.data.given and not cfg.uses_toy and cfg.base_dir == tmp_path
+    assert cfg.data.given and cfg.world is None and cfg.base_dir == tmp_path
 
 
 def test_overrides_parse_toml_values_and_win(tmp_path: Path) -> None:
     path = write(tmp_path, "[dpo]\nbeta = 0.1\n")
     cfg = load_config(path, ["dpo.beta=0.3", "model.base=some/model", "toy.sources=['helpful','harmless']"])
-    assert cfg.dpo.beta == 0.3 and cfg.model.base == "some/model" and cfg.toy.sources == ["helpful", "harmless"]
+    assert (
+        cfg.dpo.beta == 0.3 and cfg.model.base == "some/model" and cfg.worlds["toy"].sources == ["helpful", "harmless"]
+    )
     with pytest.raises(ConfigError, match="table.key=value"):
         apply_overrides({}, ["beta=0.3"])
     with pytest.raises(ConfigError) as err:

@@ -181,22 +181,37 @@ def test_one_file_per_source_needs_no_source_column(tmp_path: Path) -> None:
     (tmp_path / "cfg").mkdir()
     write_jsonl(tmp_path / "plain.jsonl", plain)
     write_csv(tmp_path / "chat.csv", chat)
-    write_jsonl(tmp_path / "more.jsonl", [{k: v for k, v in row.items() if k != "source"} for row in make_rows("x", 2, start=3)])
-    spec = DataSpec(sources={"helpful": ["../plain.jsonl", "../more.jsonl"], "harmless": "../chat.csv"},
-                    base_dir=str(tmp_path / "cfg"), min_pairs=3)
+    write_jsonl(
+        tmp_path / "more.jsonl", [{k: v for k, v in row.items() if k != "source"} for row in make_rows("x", 2, start=3)]
+    )
+    spec = DataSpec(
+        sources={"helpful": ["../plain.jsonl", "../more.jsonl"], "harmless": "../chat.csv"},
+        base_dir=str(tmp_path / "cfg"),
+        min_pairs=3,
+    )
     sources = load_sources(spec)
     assert list(sources) == ["harmless", "helpful"]  # sorted by name
     helpful = sources["helpful"]
     assert len(helpful.train) + len(helpful.heldout) == 5
     assert {pair.file for pair in helpful.train + helpful.heldout} == {
-        str(tmp_path / "cfg" / "../plain.jsonl"), str(tmp_path / "cfg" / "../more.jsonl")}
+        str(tmp_path / "cfg" / "../plain.jsonl"),
+        str(tmp_path / "cfg" / "../more.jsonl"),
+    }
     assert all(pair.source == "harmless" and pair.conversational for pair in sources["harmless"].train)
 
 
 def test_custom_column_names(tmp_path: Path) -> None:
-    rows = [{"origin": r["source"], "q": r["prompt"], "good": r["chosen"], "bad": r["rejected"]} for r in make_rows("s", 3)]
-    spec = DataSpec(files=[write_jsonl(tmp_path / "d.jsonl", rows)], source_column="origin", prompt_column="q",
-                    chosen_column="good", rejected_column="bad", min_pairs=3)
+    rows = [
+        {"origin": r["source"], "q": r["prompt"], "good": r["chosen"], "bad": r["rejected"]} for r in make_rows("s", 3)
+    ]
+    spec = DataSpec(
+        files=[write_jsonl(tmp_path / "d.jsonl", rows)],
+        source_column="origin",
+        prompt_column="q",
+        chosen_column="good",
+        rejected_column="bad",
+        min_pairs=3,
+    )
     assert records(load_pairs(spec)) == make_rows("s", 3)
 
 
@@ -205,8 +220,10 @@ def test_conversational_records_are_what_trl_reads(tmp_path: Path) -> None:
     rows[0]["prompt"][1]["name"] = None  # keys set to null (Arrow fills them in) are dropped
     pairs = load_pairs(DataSpec(files=[write_jsonl(tmp_path / "c.jsonl", rows)], min_pairs=3))
     record = pairs[0].to_record()
-    assert record["prompt"] == [{"role": "system", "content": "Be brief."},
-                                {"role": "user", "content": "Question 0 for c: ça va?"}]
+    assert record["prompt"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Question 0 for c: ça va?"},
+    ]
     assert record["chosen"] == [{"role": "assistant", "content": "good answer 0"}]
     record["prompt"].clear()
     assert len(pairs[0].prompt) == 2  # the record is a copy
@@ -287,10 +304,15 @@ def test_problems_in_several_files_and_sources_come_together(tmp_path: Path) -> 
     a = make_rows("a", 3)
     a[1]["chosen"] = 5
     first = write_jsonl(tmp_path / "a.jsonl", a)
-    second = write_csv(tmp_path / "b.csv", [_set(row, "prompt", "") if i == 2 else row for i, row in enumerate(make_rows("b", 3))])
+    second = write_csv(
+        tmp_path / "b.csv", [_set(row, "prompt", "") if i == 2 else row for i, row in enumerate(make_rows("b", 3))]
+    )
     problems = problems_of(DataSpec(files=[first, second], sources={"c": str(tmp_path / "none.jsonl")}, min_pairs=3))
     assert [(p.file, p.line, p.field) for p in problems] == [
-        (first, 2, "chosen"), (second, 4, "prompt"), (str(tmp_path / "none.jsonl"), None, None)]
+        (first, 2, "chosen"),
+        (second, 4, "prompt"),
+        (str(tmp_path / "none.jsonl"), None, None),
+    ]
     assert "does not exist" in problems[2].message
 
 
@@ -309,8 +331,11 @@ def test_missing_columns_in_tables(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), parquet_path)
     problems = problems_of(DataSpec(files=[csv_path, str(parquet_path)], min_pairs=2))
     assert [(p.file, p.line, p.field) for p in problems] == [
-        (csv_path, 1, "rejected"), (csv_path, 1, "source"),
-        (str(parquet_path), None, "rejected"), (str(parquet_path), None, "source")]
+        (csv_path, 1, "rejected"),
+        (csv_path, 1, "source"),
+        (str(parquet_path), None, "rejected"),
+        (str(parquet_path), None, "source"),
+    ]
     assert "sources" in problems[1].message  # the way out without a source column
 
 
@@ -358,14 +383,20 @@ def test_invalid_utf8_is_reported_by_line_and_field(tmp_path: Path) -> None:
     json_file.write_bytes(b'[\n{"source": "s", "prompt": "p\xe9", "chosen": "a", "rejected": "b"}\n]')
     problems = problems_of(DataSpec(files=[str(jsonl), str(csv_file), str(json_file)], min_pairs=2))
     assert [(p.file, p.line, p.field) for p in problems] == [
-        (str(jsonl), 2, "chosen"), (str(csv_file), 3, "chosen"), (str(json_file), 2, "prompt")]
+        (str(jsonl), 2, "chosen"),
+        (str(csv_file), 3, "chosen"),
+        (str(json_file), 2, "prompt"),
+    ]
     assert all("not valid UTF-8" in p.message for p in problems)
     assert "byte 0xe9 at character 4" in problems[0].message and "byte 0xff" in problems[1].message
 
 
 def test_broken_files(tmp_path: Path) -> None:
     cases = {
-        "bad.jsonl": (b'{"source": "s"}\n{"prompt": oops}\n[1, 2]\n', [(2, "not valid JSON"), (3, "holds a JSON list")]),
+        "bad.jsonl": (
+            b'{"source": "s"}\n{"prompt": oops}\n[1, 2]\n',
+            [(2, "not valid JSON"), (3, "holds a JSON list")],
+        ),
         "lines.json": (b'{"a": 1}\n{"a": 2}\n', [(2, "name it .jsonl")]),
         "keys.json": (b'{"rows": []}', [(1, "keys found: 'rows'")]),
         "items.json": (b'[\n  {"source": "s"},\n  "text"\n]', [(3, "holds a JSON string")]),
@@ -382,7 +413,7 @@ def test_broken_files(tmp_path: Path) -> None:
         path.write_bytes(content)
         problems = problems_of(DataSpec(files=[str(path)], min_pairs=2))
         assert [p.line for p in problems][: len(expected)] == [line for line, _ in expected], name
-        for problem, (_, phrase) in zip(problems, expected):
+        for problem, (_, phrase) in zip(problems, expected, strict=True):
             assert problem.file == str(path) and phrase in problem.message, (name, str(problem))
 
 
@@ -396,7 +427,10 @@ def test_unknown_sources_in_select_list_the_known_ones(tmp_path: Path) -> None:
 def test_saved_datasets_that_cannot_be_used(tmp_path: Path) -> None:
     import datasets
 
-    splits = {"dev": datasets.Dataset.from_list(make_rows("s", 2)), "test": datasets.Dataset.from_list(make_rows("s", 2))}
+    splits = {
+        "dev": datasets.Dataset.from_list(make_rows("s", 2)),
+        "test": datasets.Dataset.from_list(make_rows("s", 2)),
+    }
     datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "no_train"))
     (tmp_path / "plain_folder").mkdir()
     problems = problems_of(DataSpec(files=[str(tmp_path / "no_train"), str(tmp_path / "plain_folder")], min_pairs=2))
@@ -473,15 +507,23 @@ def test_spec_normalises_paths(tmp_path: Path) -> None:
 
 
 def pairs_of(source: str, n: int, start: int = 0) -> list[PreferencePair]:
-    return [PreferencePair(r["prompt"], r["chosen"], r["rejected"], source, "f.jsonl", i + 1)
-            for i, r in enumerate(make_rows(source, n, start=start))]
+    return [
+        PreferencePair(r["prompt"], r["chosen"], r["rejected"], source, "f.jsonl", i + 1)
+        for i, r in enumerate(make_rows(source, n, start=start))
+    ]
 
 
 @settings(max_examples=60)
-@given(n=st.integers(2, 60), fraction=st.floats(0.01, 0.99), seed=st.integers(0, 2**64 - 1),
-       min_heldout=st.integers(1, 3), order=st.randoms(use_true_random=False))
-def test_split_is_a_seeded_partition_of_the_right_size(n: int, fraction: float, seed: int, min_heldout: int,
-                                                       order: Any) -> None:
+@given(
+    n=st.integers(2, 60),
+    fraction=st.floats(0.01, 0.99),
+    seed=st.integers(0, 2**64 - 1),
+    min_heldout=st.integers(1, 3),
+    order=st.randoms(use_true_random=False),
+)
+def test_split_is_a_seeded_partition_of_the_right_size(
+    n: int, fraction: float, seed: int, min_heldout: int, order: Any
+) -> None:
     pairs = pairs_of("s", n)
     if n < min_heldout + 1:
         with pytest.raises(DataError, match="cannot give"):
@@ -519,7 +561,7 @@ def test_split_and_hash_of_a_source_ignore_other_sources_and_paths(tmp_path: Pat
     other = tmp_path / "elsewhere"
     other.mkdir()
     changed_b = [_set(row, "chosen", row["chosen"] + "!") for row in reversed(b + make_rows("b", 3, start=9))]
-    interleaved = [row for pair in zip(changed_b, a + [None] * 3) for row in pair if row is not None]
+    interleaved = [row for pair in zip(changed_b, a + [None] * 3, strict=False) for row in pair if row is not None]
     second = load_sources(DataSpec(files=[write_jsonl(other / "renamed.jsonl", interleaved)]))
     assert first["a"].train_records() == second["a"].train_records()
     assert first["a"].heldout_records() == second["a"].heldout_records()

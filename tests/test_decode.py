@@ -20,7 +20,7 @@ from dposhap.compose import noise
 from dposhap.decode import ComposedDecoder, DecodeConfig, reference_generate
 from dposhap.errors import InvalidArgumentError
 from dposhap.models import load_base_model, load_tokenizer, resolve_model
-from dposhap.toy import build_toy_world
+from dposhap.worlds.toy import build_toy_world
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

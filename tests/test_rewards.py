@@ -7,10 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-
-from transformers import (  # noqa: E402
+import torch
+from transformers import (
     AutoModelForSequenceClassification,
     GPT2Config,
     GPT2ForSequenceClassification,
@@ -18,17 +16,24 @@ from transformers import (  # noqa: E402
     LlamaForSequenceClassification,
 )
 
-from dposhap import toy  # noqa: E402
-from dposhap.errors import InvalidArgumentError, ModelLoadError, UtilityError  # noqa: E402
-from dposhap.rewards import CallableRewards, HFRewardModel, MultiScorer, RewardScorer, toy_rewards  # noqa: E402
-from dposhap.toy.model import build_tokenizer  # noqa: E402
+from dposhap.errors import InvalidArgumentError, ModelLoadError, UtilityError
+from dposhap.evaluate.rewards import CallableRewards, HFRewardModel, MultiScorer, RewardScorer
+from dposhap.worlds import toy
+from dposhap.worlds.toy.model import build_tokenizer
 
 PROMPTS = ["Q: weather maybe A:", "Q: cooking the so A:", "Q: music A:", "Q: money just very A:", "Q: garden well A:"]
 COMPLETIONS = [" rain snow", " bake", " guitar song drum melody the the really", " poison", " seed soil bloom red one"]
 
 
-def build_reward_model(folder: Path, *, num_labels: int = 1, pad: bool = True, chat_template: str | None = None,
-                       seed: int = 0, architecture: str = "llama") -> Path:
+def build_reward_model(
+    folder: Path,
+    *,
+    num_labels: int = 1,
+    pad: bool = True,
+    chat_template: str | None = None,
+    seed: int = 0,
+    architecture: str = "llama",
+) -> Path:
     """A tiny reward model on the toy world's word-level tokenizer, saved with save_pretrained.
 
     ``"llama"`` has rotary positions, which padding on the left cannot disturb; ``"gpt2"`` has
@@ -39,11 +44,23 @@ def build_reward_model(folder: Path, *, num_labels: int = 1, pad: bool = True, c
         tokenizer.pad_token = None
     if chat_template is not None:
         tokenizer.chat_template = chat_template
-    ids = dict(num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-               eos_token_id=tokenizer.eos_token_id)
+    ids = dict(
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if architecture == "llama":
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, **ids)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=64,
+            **ids,
+        )
     else:
         config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64, **ids)
     with torch.random.fork_rng(devices=[]):
@@ -78,18 +95,21 @@ def test_local_reward_model_scores_as_the_model_does_alone(reward_dir: Path) -> 
     scorer = HFRewardModel(str(reward_dir), objective="rm", device="cpu", batch_size=2)
     scores = scorer(PROMPTS, COMPLETIONS)
     assert scorer.objectives == ("rm",) and scores.shape == (len(PROMPTS), 1) and scores.dtype == np.float64
-    expected = [alone(reward_dir, p + c) for p, c in zip(PROMPTS, COMPLETIONS)]
+    expected = [alone(reward_dir, p + c) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
     np.testing.assert_allclose(scores[:, 0], expected, atol=1e-5)
     assert np.ptp(scores) > 1e-2  # the texts get different rewards: the comparison means something
 
 
 @pytest.mark.parametrize("architecture", ["llama", "gpt2"])
 @pytest.mark.parametrize("padding_side", ["left", "right"])
-def test_batching_and_padding_do_not_change_scores(reward_dir: Path, gpt2_reward_dir: Path, architecture: str,
-                                                   padding_side: str) -> None:
+def test_batching_and_padding_do_not_change_scores(
+    reward_dir: Path, gpt2_reward_dir: Path, architecture: str, padding_side: str
+) -> None:
     folder = reward_dir if architecture == "llama" else gpt2_reward_dir
     one = HFRewardModel(str(folder), device="cpu", batch_size=1)(PROMPTS, COMPLETIONS)
-    np.testing.assert_allclose(one[:, 0], [alone(folder, p + c) for p, c in zip(PROMPTS, COMPLETIONS)], atol=1e-5)
+    np.testing.assert_allclose(
+        one[:, 0], [alone(folder, p + c) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)], atol=1e-5
+    )
     batched = HFRewardModel(str(folder), device="cpu", batch_size=4)
     batched.tokenizer.padding_side = padding_side
     np.testing.assert_allclose(batched(PROMPTS, COMPLETIONS), one, atol=1e-5)
@@ -102,8 +122,11 @@ def test_missing_pad_token_falls_back_to_eos(tmp_path: Path) -> None:
     assert scorer.model.config.pad_token_id == scorer.tokenizer.eos_token_id
     for side in ("left", "right"):
         scorer.tokenizer.padding_side = side
-        np.testing.assert_allclose(scorer(PROMPTS, COMPLETIONS)[:, 0],
-                                   [alone(folder, p + c) for p, c in zip(PROMPTS, COMPLETIONS)], atol=1e-5)
+        np.testing.assert_allclose(
+            scorer(PROMPTS, COMPLETIONS)[:, 0],
+            [alone(folder, p + c) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)],
+            atol=1e-5,
+        )
 
 
 def test_conversations_go_through_the_chat_template(tmp_path: Path) -> None:
@@ -111,8 +134,9 @@ def test_conversations_go_through_the_chat_template(tmp_path: Path) -> None:
     folder = build_reward_model(tmp_path / "chat", chat_template=template)
     scorer = HFRewardModel(str(folder), device="cpu")
     conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
-    np.testing.assert_allclose(scorer(conversations, [c.strip() for c in COMPLETIONS]),
-                               scorer(PROMPTS, COMPLETIONS), atol=1e-6)
+    np.testing.assert_allclose(
+        scorer(conversations, [c.strip() for c in COMPLETIONS]), scorer(PROMPTS, COMPLETIONS), atol=1e-6
+    )
 
 
 def test_several_labels_need_a_label(tmp_path: Path) -> None:
@@ -122,8 +146,9 @@ def test_several_labels_need_a_label(tmp_path: Path) -> None:
     scorer = HFRewardModel(str(folder), device="cpu", label="LABEL_1")
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     with torch.no_grad():
-        expected = float(model(input_ids=torch.tensor([build_tokenizer()(PROMPTS[0] + COMPLETIONS[0])["input_ids"]]))
-                         .logits[0, 1])
+        expected = float(
+            model(input_ids=torch.tensor([build_tokenizer()(PROMPTS[0] + COMPLETIONS[0])["input_ids"]])).logits[0, 1]
+        )
     assert scorer(PROMPTS[:1], COMPLETIONS[:1])[0, 0] == pytest.approx(expected, abs=1e-5)
 
 
@@ -133,7 +158,9 @@ def test_unreachable_hub_id_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ModelLoadError, match="reward model: cannot load the tokenizer of 'dposhap-test/no-such-reward-model'") as caught:
+    with pytest.raises(
+        ModelLoadError, match="reward model: cannot load the tokenizer of 'dposhap-test/no-such-reward-model'"
+    ) as caught:
         HFRewardModel("dposhap-test/no-such-reward-model", device="cpu")
     assert "--local-dir" in str(caught.value) and caught.value.__cause__ is None
     with pytest.raises(ModelLoadError, match="no model folder"):
@@ -151,12 +178,17 @@ def test_folder_without_weights_is_a_model_load_error(reward_dir: Path, tmp_path
         HFRewardModel(str(broken), device="cpu")
 
 
+def toy_rewards() -> CallableRewards:
+    """The toy world's ground-truth rewards, as a generation utility scores with them."""
+    return CallableRewards(toy.REWARDS)
+
+
 def test_toy_rewards_are_the_planted_functions() -> None:
     scorer = toy_rewards()
     assert scorer.objectives == toy.OBJECTIVES
     scores = scorer(PROMPTS, COMPLETIONS)
     assert scores.shape == (len(PROMPTS), 2)
-    for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS)):
+    for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS, strict=True)):
         assert scores[i].tolist() == [toy.reward_helpful(p, c), toy.reward_harmless(p, c)]
     assert scores[0, 0] == 1.0 and scores[3, 1] == 0.0
 

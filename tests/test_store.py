@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import dposhap
 from dposhap.errors import DposhapError, InvalidArgumentError, RunLockedError, UtilityError
-from dposhap.store import UtilityStore, cached, pack_coalitions, unpack_coalition
-from games import InteractionGame
+from dposhap.run.store import UtilityStore, cached, pack_coalitions, unpack_coalition
+from dposhap.testing import InteractionGame
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,7 +164,7 @@ def test_utility_key_is_canonical_and_stable_across_processes(store: UtilityStor
     child = run_python(
         """
         import sys
-        from dposhap.store import UtilityStore
+        from dposhap.run.store import UtilityStore
         import tempfile, pathlib
         with UtilityStore(pathlib.Path(tempfile.mkdtemp()) / "c.sqlite") as s:
             print(s.utility_key("gen", {"model": "tiny", "temperature": 0.7, "prompts": [1, 2],
@@ -182,7 +182,7 @@ def test_utility_key_is_canonical_and_stable_across_processes(store: UtilityStor
 CHILD_CACHED = """
     import sys
     import numpy as np
-    from dposhap.store import UtilityStore, cached
+    from dposhap.run.store import UtilityStore, cached
     n = 10
     rows = []
     def utility(c):
@@ -216,7 +216,11 @@ def test_cached_evaluates_each_coalition_once_across_batches_and_processes(path:
         first = u(np.concatenate([every[:100], every[50:60]]))  # repeats within the batch
         second = u(every[80:200][::-1])  # overlaps the first batch
         third = u(every[:200])  # all cached
-        for got, rows in ((first, np.concatenate([every[:100], every[50:60]])), (second, every[80:200][::-1]), (third, every[:200])):
+        for got, rows in (
+            (first, np.concatenate([every[:100], every[50:60]])),
+            (second, every[80:200][::-1]),
+            (third, every[:200]),
+        ):
             np.testing.assert_array_equal(got, rows @ np.arange(1.0, n + 1))
         assert first.shape == (110,)
         assert calls == [(10, 100), (20, 100), (200, 0)]
@@ -271,7 +275,7 @@ def test_recorded_rows_survive_the_process_being_killed(path: Path) -> None:
         """
         import os, signal, sys
         import numpy as np
-        from dposhap.store import UtilityStore
+        from dposhap.run.store import UtilityStore
         store = UtilityStore(sys.argv[1])
         key = store.utility_key("u", {}, 16, ["a", "b"])
         masks = np.arange(1, 51)
@@ -295,7 +299,7 @@ def test_recorded_rows_survive_the_process_being_killed(path: Path) -> None:
 
 CHILD_OPEN = """
     import sys
-    from dposhap.store import UtilityStore
+    from dposhap.run.store import UtilityStore
     from dposhap.errors import RunLockedError
     try:
         with UtilityStore(sys.argv[1], readonly=sys.argv[2] == "ro") as store:

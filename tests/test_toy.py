@@ -11,15 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-torch = pytest.importorskip("torch")
-
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
-import dposhap.toy.model as toy_model  # noqa: E402
-import dposhap.toy.world as toy_world  # noqa: E402
-from dposhap.errors import InvalidArgumentError  # noqa: E402
-from dposhap.toy import (  # noqa: E402
+import dposhap.worlds.toy.model as toy_model
+import dposhap.worlds.toy.world as toy_world
+from dposhap.errors import InvalidArgumentError
+from dposhap.worlds.toy import (
     DEFAULT_SOURCES,
     NOISY_FLIP_RATE,
     OBJECTIVES,
@@ -30,7 +28,7 @@ from dposhap.toy import (  # noqa: E402
     reward_harmless,
     reward_helpful,
 )
-from dposhap.toy.language import COLOUR_WORDS, HARMFUL_WORDS, NEUTRAL_WORDS, NUMBER_WORDS, TOPICS  # noqa: E402
+from dposhap.worlds.toy.language import COLOUR_WORDS, HARMFUL_WORDS, NEUTRAL_WORDS, NUMBER_WORDS, TOPICS
 
 PAIRS = 256
 
@@ -108,14 +106,14 @@ def test_world_layout(world: ToyWorld) -> None:
         assert len(rows) == PAIRS
         assert all(set(row) == {"prompt", "chosen", "rejected", "source"} and row["source"] == kind for row in rows)
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in world.model_dir.iterdir()}
-    assert len(world.eval_prompts) == 32 == len(set(world.eval_prompts))
+    assert len(world.eval_prompts()) == 32 == len(set(world.eval_prompts()))
     # round-robin over the topics: every topic four times
-    assert Counter(p.split()[1] for p in world.eval_prompts) == {topic: 4 for topic in TOPICS}
+    assert Counter(p.split()[1] for p in world.eval_prompts()) == {topic: 4 for topic in TOPICS}
 
 
 def test_eval_prompts_are_held_out_of_every_source(world: ToyWorld) -> None:
     seen = {row["prompt"] for path in world.data_files.values() for row in read_rows(path)}
-    assert not seen & set(world.eval_prompts)
+    assert not seen & set(world.eval_prompts())
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path, quick_pretraining: None) -> None:
@@ -126,10 +124,10 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path
     b = build_toy_world(tmp_path / "b", seed=3, sources=("helpful", "noisy"), pairs_per_source=64)
     c = build_toy_world(tmp_path / "c", seed=4, sources=("helpful", "noisy"), pairs_per_source=64)
     files_a, files_b, files_c = tree_bytes(a.root), tree_bytes(b.root), tree_bytes(c.root)
-    assert files_a == files_b and a.eval_prompts == b.eval_prompts
+    assert files_a == files_b and a.eval_prompts() == b.eval_prompts()
     for name in ("model/model.safetensors", "data/helpful.jsonl", "data/noisy.jsonl"):
         assert files_a[name] != files_c[name], name
-    assert a.eval_prompts != c.eval_prompts
+    assert a.eval_prompts() != c.eval_prompts()
 
 
 def test_a_source_does_not_depend_on_the_others(world: ToyWorld, tmp_path: Path, quick_pretraining: None) -> None:
@@ -215,7 +213,7 @@ def test_every_source_has_distinct_pairs_that_differ_in_one_or_two_words(world: 
             assert row["chosen"].startswith(" ") and row["rejected"].startswith(" ")
             chosen, rejected = row["chosen"].split(), row["rejected"].split()
             assert 4 <= len(chosen) == len(rejected) <= 8
-            assert 1 <= sum(a != b for a, b in zip(chosen, rejected)) <= 2, (kind, row)
+            assert 1 <= sum(a != b for a, b in zip(chosen, rejected, strict=False)) <= 2, (kind, row)
 
 
 def test_helpful_and_harmless_each_move_their_own_reward_only(world: ToyWorld) -> None:
@@ -249,14 +247,14 @@ def test_duplicate_is_helpful_line_for_line(world: ToyWorld) -> None:
 def test_irrelevant_changes_only_style_words(world: ToyWorld) -> None:
     for row in read_rows(world.data_files["irrelevant"]):
         assert rewards(row, "chosen") == rewards(row, "rejected")
-        for w, l in zip(row["chosen"].split(), row["rejected"].split()):
-            assert w == l or (w in COLOUR_WORDS and l in NUMBER_WORDS)
+        for w, r in zip(row["chosen"].split(), row["rejected"].split(), strict=False):
+            assert w == r or (w in COLOUR_WORDS and r in NUMBER_WORDS)
 
 
 def test_harmless_pairs_trade_neutral_for_harmful_words(world: ToyWorld) -> None:
     for row in read_rows(world.data_files["harmless"]):
-        for w, l in zip(row["chosen"].split(), row["rejected"].split()):
-            assert w == l or (w in NEUTRAL_WORDS and l in HARMFUL_WORDS)
+        for w, r in zip(row["chosen"].split(), row["rejected"].split(), strict=False):
+            assert w == r or (w in NEUTRAL_WORDS and r in HARMFUL_WORDS)
 
 
 # --------------------------------------------------------------------------------------
@@ -309,19 +307,19 @@ def test_reference_model_speaks_the_language(world: ToyWorld) -> None:
     """On held-out prompts: a quarter of on-topic words, and the tone read from the words so far."""
     model = AutoModelForCausalLM.from_pretrained(world.model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
-    first = _class_shares(model, tokenizer, world.eval_prompts, "")
+    first = _class_shares(model, tokenizer, world.eval_prompts(), "")
     assert first["on_topic"] == pytest.approx(0.25, abs=0.04)
     assert first["harmful"] == pytest.approx(0.21, abs=0.04)
     assert first["eos"] < 0.02  # completions have at least 4 words
-    assert _class_shares(model, tokenizer, world.eval_prompts, " poison steal")["harmful"] > 0.35
-    assert _class_shares(model, tokenizer, world.eval_prompts, " the maybe")["harmful"] < 0.1
+    assert _class_shares(model, tokenizer, world.eval_prompts(), " poison steal")["harmful"] > 0.35
+    assert _class_shares(model, tokenizer, world.eval_prompts(), " the maybe")["harmful"] < 0.1
 
 
 # --------------------------------------------------------------------------------------
 # learnability with TRL
 
 
-# the moderate fine-tune under which the toy world's planted structure holds (see dposhap.toy)
+# the moderate fine-tune under which the toy world's planted structure holds (see dposhap.worlds.toy)
 DPO_SETTINGS = dict(
     per_device_train_batch_size=16,
     num_train_epochs=2,
@@ -363,7 +361,9 @@ def test_dpo_learns_each_source_in_its_planted_direction(world: ToyWorld, one_th
     from trl import DPOConfig, DPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
-    base = _sampled_rewards(AutoModelForCausalLM.from_pretrained(world.model_dir).eval(), tokenizer, world.eval_prompts)
+    base = _sampled_rewards(
+        AutoModelForCausalLM.from_pretrained(world.model_dir).eval(), tokenizer, world.eval_prompts()
+    )
     shift, accuracy = {}, {}
     for kind in ("helpful", "harmless", "adversarial"):
         rows = read_rows(world.data_files[kind])
@@ -378,7 +378,7 @@ def test_dpo_learns_each_source_in_its_planted_direction(world: ToyWorld, one_th
             )
             trainer.train()
             accuracy[kind] = trainer.evaluate()["eval_rewards/accuracies"]
-        tuned = _sampled_rewards(trainer.model.eval(), tokenizer, world.eval_prompts)
+        tuned = _sampled_rewards(trainer.model.eval(), tokenizer, world.eval_prompts())
         shift[kind] = {name: tuned[name] - base[name] for name in OBJECTIVES}
     assert min(accuracy.values()) > 0.8, accuracy
     assert shift["helpful"]["helpful"] > 0.05, shift

@@ -9,20 +9,24 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from dposhap import train as train_module  # noqa: E402
-from dposhap.config import load_config  # noqa: E402
-from dposhap.data import read_jsonl_records  # noqa: E402
-from dposhap.errors import ModelLoadError, RunLockedError  # noqa: E402
-from dposhap.models import load_adapters, load_base_model, load_tokenizer, resolve_model  # noqa: E402
-from dposhap.rundir import RunDir  # noqa: E402
-from dposhap.train import train_sources  # noqa: E402
+from dposhap import train as train_module
+from dposhap.config import load_config
+from dposhap.data import read_jsonl_records
+from dposhap.errors import ModelLoadError, RunLockedError
+from dposhap.models import load_adapters, load_base_model, load_tokenizer, resolve_model
+from dposhap.run import MANIFEST_FORMAT, Run
+from dposhap.train import train_sources
 
 # small and quick, but enough for a clean source to be learnt
-FAST = ["dpo.num_train_epochs=2", "dpo.learning_rate=1e-3", "dpo.max_length=64", "model.device=cpu",
-        "toy.pairs_per_source=160"]
+FAST = [
+    "dpo.num_train_epochs=2",
+    "dpo.learning_rate=1e-3",
+    "dpo.max_length=64",
+    "model.device=cpu",
+    "toy.pairs_per_source=160",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +44,26 @@ def _manifest(run: Path) -> dict:
 
 def test_manifest_is_complete(toy_run: Path) -> None:
     manifest = _manifest(toy_run)
-    assert manifest["format"] == train_module.MANIFEST_FORMAT
+    assert manifest["format"] == MANIFEST_FORMAT
     for package in ("torch", "transformers", "trl", "peft", "datasets", "dposhap", "python"):
         assert manifest["versions"][package]
     assert manifest["base_model"]["local"] and manifest["base_model"]["fingerprint"].startswith("local:")
     assert manifest["config"]["dpo"]["learning_rate"] == 1e-3
-    assert manifest["toy"]["objectives"] == ["helpful", "harmless"]
+    assert manifest["world"]["name"] == "toy" and manifest["world"]["objectives"] == ["helpful", "harmless"]
     assert list(manifest["sources"]) == ["duplicate", "harmless", "helpful"]
-    for name, entry in manifest["sources"].items():
+    for entry in manifest["sources"].values():
         assert entry["status"] == "trained"
-        assert len(entry["data_hash"]) == 64 and len(entry["training_hash"]) == 64
+        assert (
+            len(entry["data_hash"]) == 64 and len(entry["training_hash"]) == 64 and len(entry["adapter_sha256"]) == 64
+        )
         assert entry["n_train"] > 0 and entry["n_heldout"] > 0
-        assert set(entry["metrics"]) >= {"heldout_reward_accuracy", "heldout_reward_margin", "heldout_loss",
-                                         "train_loss", "steps"}
+        assert set(entry["metrics"]) >= {
+            "heldout_reward_accuracy",
+            "heldout_reward_margin",
+            "heldout_loss",
+            "train_loss",
+            "steps",
+        }
         assert entry["metrics"]["steps"] > 0
         assert entry["timings"]["train_s"] > 0 and entry["timings"]["peak_memory_mb"] > 0
         adapter = toy_run / entry["adapter"]
@@ -117,22 +128,24 @@ def test_adapters_load_from_the_run_on_a_local_base(toy_run: Path) -> None:
 def test_rerun_reuses_every_finished_source(toy_run: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in (toy_run / "adapters").rglob("*.safetensors")}
     cfg = load_config(None, [*FAST, "toy.sources=['helpful','harmless','duplicate']"])
-    manifest = train_sources(cfg, toy_run, progress=False)
+    manifest = train_sources(cfg, toy_run, progress=False).to_dict()
     assert {e["status"] for e in manifest["sources"].values()} == {"reused"}
     assert manifest["sources"]["helpful"]["metrics"]["heldout_reward_accuracy"] > 0.8  # kept from the first run
     assert before == {p: p.stat().st_mtime_ns for p in (toy_run / "adapters").rglob("*.safetensors")}
 
 
 def _toy_files(toy_run: Path) -> dict[str, Path]:
-    from dposhap import toy
+    from dposhap.worlds import toy
 
-    world = toy.build_toy_world(toy_run / "toy", seed=0, sources=["helpful", "harmless", "duplicate"],
-                                pairs_per_source=160)
+    world = toy.build_toy_world(
+        toy_run / "world", seed=0, sources=["helpful", "harmless", "duplicate"], pairs_per_source=160
+    )
     return world.data_files
 
 
-def test_changed_source_is_retrained_and_interrupted_source_restarts(tmp_path: Path, toy_run: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_changed_source_is_retrained_and_interrupted_source_restarts(
+    tmp_path: Path, toy_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     files = _toy_files(toy_run)
     data = tmp_path / "data"
     data.mkdir()
@@ -147,7 +160,7 @@ def test_changed_source_is_retrained_and_interrupted_source_restarts(tmp_path: P
         encoding="utf-8",
     )
     out = tmp_path / "run"
-    first = train_sources(config, out, progress=False)
+    first = train_sources(config, out, progress=False).to_dict()
     assert {e["status"] for e in first["sources"].values()} == {"trained"}
 
     # change one pair of one source: only that source is retrained
@@ -156,7 +169,7 @@ def test_changed_source_is_retrained_and_interrupted_source_restarts(tmp_path: P
     record["chosen"] = record["chosen"] + " the"
     lines[0] = json.dumps(record)
     (data / "harmless.jsonl").write_text("\n".join(lines) + "\n")
-    second = train_sources(config, out, progress=False)
+    second = train_sources(config, out, progress=False).to_dict()
     assert second["sources"]["helpful"]["status"] == "reused"
     assert second["sources"]["harmless"]["status"] == "trained"
     assert second["sources"]["harmless"]["data_hash"] != first["sources"]["harmless"]["data_hash"]
@@ -165,7 +178,7 @@ def test_changed_source_is_retrained_and_interrupted_source_restarts(tmp_path: P
     from transformers import TrainerCallback
 
     class Interrupt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 2 and self.label.endswith("helpful"):
                 raise KeyboardInterrupt
 
@@ -186,14 +199,14 @@ def test_changed_source_is_retrained_and_interrupted_source_restarts(tmp_path: P
     assert old_meta["training_hash"] == first["sources"]["helpful"]["training_hash"]
 
     monkeypatch.undo()
-    third = train_sources(load_config(config, ["dpo.beta=0.2"]), out, progress=False)
+    third = train_sources(load_config(config, ["dpo.beta=0.2"]), out, progress=False).to_dict()
     assert third["sources"]["harmless"]["status"] == "reused"
     assert third["sources"]["helpful"]["status"] == "trained"
     assert not list((out / "adapters").glob(".tmp-*"))
 
 
 def test_a_run_in_use_is_refused(tmp_path: Path) -> None:
-    run = RunDir(tmp_path / "run")
+    run = Run(tmp_path / "run")
     with run.lock("another job"), pytest.raises(RunLockedError, match="another job"):
         train_sources(None, run.root, progress=False)
 
@@ -221,8 +234,9 @@ def test_unreachable_hub_model_is_one_clear_error(monkeypatch: pytest.MonkeyPatc
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dposhap.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "dposhap.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -233,8 +247,10 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "bad.toml:2 field 'dpo.beta'" in result.stderr
 
     bad = tmp_path / "prefs.jsonl"
-    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "a", "source": "s"}\n'
-                   '{"prompt": "p", "chosen": "", "rejected": "b", "source": "s"}\n')
+    bad.write_text(
+        '{"prompt": "p", "chosen": "a", "rejected": "a", "source": "s"}\n'
+        '{"prompt": "p", "chosen": "", "rejected": "b", "source": "s"}\n'
+    )
     (tmp_path / "data.toml").write_text("[model]\nbase = 'org/model'\n[data]\nfiles = ['prefs.jsonl']\n")
     result = _cli("train", "--config", "data.toml", "--out", "run2", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr

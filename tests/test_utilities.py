@@ -7,22 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from dposhap import utilities  # noqa: E402
-from dposhap.config import load_config  # noqa: E402
-from dposhap.errors import InvalidArgumentError  # noqa: E402
-from dposhap.models import load_base_model, load_tokenizer, resolve_model  # noqa: E402
-from dposhap.train import train_sources  # noqa: E402
-from dposhap.utilities import (  # noqa: E402
-    ComposedLikelihood,
-    heldout_records,
-    load_run_models,
-    margin_utilities,
-    margins_matrix,
-    sequence_logprobs,
-)
+from dposhap.config import load_config
+from dposhap.errors import InvalidArgumentError, NotARunError
+from dposhap.evaluate import ComposedLikelihood, margin_utilities, margins_matrix, sequence_logprobs
+from dposhap.evaluate.evalsets import evaluation_pairs
+from dposhap.evaluate.tokenize import response_sequences
+from dposhap.models import load_base_model, load_tokenizer, resolve_model
+from dposhap.run import Run
+from dposhap.train import train_sources
+from dposhap.worlds import toy
 
 SOURCES = ["helpful", "harmless", "adversarial"]
 BETA = 0.1
@@ -31,8 +26,18 @@ BETA = 0.1
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, one_thread) -> Path:
     out = tmp_path_factory.mktemp("run")
-    cfg = load_config(None, ["model.device=cpu", "dpo.max_steps=4", "dpo.learning_rate=5e-3", "dpo.max_length=64",
-                             f"dpo.beta={BETA}", f"toy.sources={SOURCES!r}", "toy.pairs_per_source=96"])
+    cfg = load_config(
+        None,
+        [
+            "model.device=cpu",
+            "dpo.max_steps=4",
+            "dpo.learning_rate=5e-3",
+            "dpo.max_length=64",
+            f"dpo.beta={BETA}",
+            f"toy.sources={SOURCES!r}",
+            "toy.pairs_per_source=96",
+        ],
+    )
     train_sources(cfg, out, progress=False)
     return out
 
@@ -40,7 +45,12 @@ def run(tmp_path_factory: pytest.TempPathFactory, one_thread) -> Path:
 @pytest.fixture(scope="module")
 def loaded(run: Path):
     """(model with every adapter, tokenizer, source names in manifest order)."""
-    return load_run_models(run, device="cpu")
+    models = Run.open(run).load_models(device="cpu")
+    return models.model, models.tokenizer, models.sources
+
+
+def heldout_records(run: Path, heldout) -> tuple[list[dict], list[str]]:
+    return evaluation_pairs(Run.open(run), heldout)
 
 
 def _base(run: Path):
@@ -53,11 +63,20 @@ def _trl_evaluate(run: Path, policy, reference, tokenizer, records: list[dict]) 
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(output_dir=str(run / "trl-eval"), beta=BETA, max_length=64, per_device_eval_batch_size=256,
-                     use_cpu=True, bf16=False, report_to=[], disable_tqdm=True)
+    args = DPOConfig(
+        output_dir=str(run / "trl-eval"),
+        beta=BETA,
+        max_length=64,
+        per_device_eval_batch_size=256,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        disable_tqdm=True,
+    )
     data = Dataset.from_list(records)
-    trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data, eval_dataset=data,
-                         processing_class=tokenizer)
+    trainer = DPOTrainer(
+        model=policy, ref_model=reference, args=args, train_dataset=data, eval_dataset=data, processing_class=tokenizer
+    )
     return trainer.evaluate(), trainer
 
 
@@ -68,7 +87,7 @@ def test_margins_match_trl_evaluation(run: Path, loaded) -> None:
     chosen, rejected = sequence_logprobs(model, tokenizer, records, adapter="helpful", max_length=64)
 
     # TRL scores the policy with the adapter merged and the reference as a separate model
-    merged = load_run_models(run, sources=["helpful"], device="cpu")[0].merge_and_unload()
+    merged = Run.open(run).load_models(sources=["helpful"], device="cpu").model.merge_and_unload()
     scores, trainer = _trl_evaluate(run, merged, _base(run), tokenizer, records)
 
     assert np.mean(mine) == pytest.approx(scores["eval_rewards/margins"], rel=1e-3, abs=1e-6)
@@ -78,8 +97,8 @@ def test_margins_match_trl_evaluation(run: Path, loaded) -> None:
     assert np.mean(rejected) == pytest.approx(scores["eval_logps/rejected"], rel=1e-5)
     assert abs(np.mean(mine)) > 1e-3  # the adapter moved: the comparison is not between zeros
     # the same tokens, record by record
-    for row, record in zip(trainer.eval_dataset, records):
-        sequences = utilities._sequences(tokenizer, [record], ("chosen", "rejected"), 64)
+    for row, record in zip(trainer.eval_dataset, records, strict=True):
+        sequences = response_sequences(tokenizer, [record], ("chosen", "rejected"), 64)
         assert sequences[0] == (row["prompt_ids"] + row["chosen_ids"], len(row["prompt_ids"]))
         assert sequences[1] == (row["prompt_ids"] + row["rejected_ids"], len(row["prompt_ids"]))
 
@@ -87,19 +106,26 @@ def test_margins_match_trl_evaluation(run: Path, loaded) -> None:
 def test_conversations_are_tokenized_as_trl_does(run: Path) -> None:
     ref = resolve_model(json.loads((run / "manifest.json").read_text())["base_model"]["location"])
     tokenizer = load_tokenizer(ref)
-    tokenizer.chat_template = ("{{ bos_token }}{% for m in messages %}{{ m['content'] }}"
-                               "{% if m['role'] == 'assistant' %} {{ eos_token }}{% endif %} {% endfor %}")
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}{{ m['content'] }}"
+        "{% if m['role'] == 'assistant' %} {{ eos_token }}{% endif %} {% endfor %}"
+    )
     plain, _ = heldout_records(run, ["harmless"])
-    records = [{"prompt": [{"role": "user", "content": r["prompt"]}],
-                "chosen": [{"role": "assistant", "content": r["chosen"].strip()}],
-                "rejected": [{"role": "assistant", "content": r["rejected"].strip()}]} for r in plain[:6]]
+    records = [
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"].strip()}],
+            "rejected": [{"role": "assistant", "content": r["rejected"].strip()}],
+        }
+        for r in plain[:6]
+    ]
     model = _base(run)
     chosen, rejected = sequence_logprobs(model, tokenizer, records, adapter=None, max_length=64)
     scores, trainer = _trl_evaluate(run, model, _base(run), tokenizer, records)
     assert np.mean(chosen) == pytest.approx(scores["eval_logps/chosen"], rel=1e-5)
     assert np.mean(rejected) == pytest.approx(scores["eval_logps/rejected"], rel=1e-5)
-    for row, record in zip(trainer.eval_dataset, records):
-        sequences = utilities._sequences(tokenizer, [record], ("chosen",), 64)
+    for row, record in zip(trainer.eval_dataset, records, strict=True):
+        sequences = response_sequences(tokenizer, [record], ("chosen",), 64)
         assert sequences[0] == (row["prompt_ids"] + row["chosen_ids"], len(row["prompt_ids"]))
 
 
@@ -107,7 +133,7 @@ def _by_hand(model, tokenizer, adapter: str | None, prompt: str, response: str) 
     """log pi(response | prompt): one unpadded sequence, written out."""
     prompt_ids = tokenizer(prompt)["input_ids"]
     ids = tokenizer(prompt + response + tokenizer.eos_token)["input_ids"]
-    assert ids[:len(prompt_ids)] == prompt_ids
+    assert ids[: len(prompt_ids)] == prompt_ids
     if adapter is None:
         with model.disable_adapter(), torch.no_grad():
             logits = model(input_ids=torch.tensor([ids])).logits[0]
@@ -128,8 +154,10 @@ def test_margins_match_a_hand_computation(run: Path, loaded) -> None:
         ref_c = _by_hand(model, tokenizer, None, r["prompt"], r["chosen"])
         ref_r = _by_hand(model, tokenizer, None, r["prompt"], r["rejected"])
         for i, name in enumerate(names):
-            expected = BETA * ((_by_hand(model, tokenizer, name, r["prompt"], r["chosen"]) - ref_c)
-                               - (_by_hand(model, tokenizer, name, r["prompt"], r["rejected"]) - ref_r))
+            expected = BETA * (
+                (_by_hand(model, tokenizer, name, r["prompt"], r["chosen"]) - ref_c)
+                - (_by_hand(model, tokenizer, name, r["prompt"], r["rejected"]) - ref_r)
+            )
             assert margins[i, j] == pytest.approx(expected, abs=2e-6)
     # the batching does not change the numbers
     again = margins_matrix(model, tokenizer, names, records, BETA, batch_size=64)
@@ -137,11 +165,11 @@ def test_margins_match_a_hand_computation(run: Path, loaded) -> None:
 
 
 def test_coalition_margin_is_the_sum_of_members(run: Path) -> None:
-    u = margin_utilities(run, kinds=("accuracy", "loglik", "mean"))
+    u = margin_utilities(run, heldout="all", kinds=("accuracy", "loglik", "mean"))
     coalitions = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 1], [1, 1, 1]], dtype=bool)
     values = u(coalitions)
     assert values.shape == (5, 3)
-    for row, coalition in zip(values, coalitions):
+    for row, coalition in zip(values, coalitions, strict=True):
         total = u.margins[coalition].sum(axis=0)
         accuracy = np.mean((total > 0) + 0.5 * (total == 0))
         assert row[0] == pytest.approx(accuracy)
@@ -163,7 +191,7 @@ def test_margins_cache_is_reused(run: Path, monkeypatch: pytest.MonkeyPatch) -> 
     def no_model(*args, **kwargs):
         raise AssertionError("the cached margins should have been read")
 
-    monkeypatch.setattr(utilities, "load_run_models", no_model)
+    monkeypatch.setattr(Run, "load_models", no_model)
     second = margin_utilities(run, heldout=["harmless", "helpful"], kinds=("mean",))
     assert second.from_cache and second.cache_path == first.cache_path
     np.testing.assert_array_equal(second.margins, first.margins)
@@ -181,20 +209,18 @@ def test_trained_sources_move_their_own_accuracy(run: Path) -> None:
     assert own(helpful)[0] > 0.8
     assert own(helpful)[0] > own(empty)[0] == 0.5
     clean = u.select("toy:helpful")
-    assert clean.n_pairs == utilities.TOY_EVAL_PAIRS
+    assert clean.n_pairs == toy.TOY_EVAL_PAIRS
     assert clean(helpful)[0] > clean(empty)[0]
 
 
 def test_toy_eval_records_follow_the_planted_reward() -> None:
-    from dposhap import toy
-
     for objective in toy.OBJECTIVES:
-        records = utilities.toy_eval_records(0, objective, 40)
+        records = toy.toy_eval_records(0, objective, 40)
         assert len(records) == 40
         reward = toy.REWARDS[objective]
         assert all(reward(r["prompt"], r["chosen"]) > reward(r["prompt"], r["rejected"]) for r in records)
     with pytest.raises(InvalidArgumentError, match="objective"):
-        utilities.toy_eval_records(0, "funny")
+        toy.toy_eval_records(0, "funny")
 
 
 def test_bad_arguments_are_clear(run: Path, loaded, tmp_path: Path) -> None:
@@ -204,12 +230,24 @@ def test_bad_arguments_are_clear(run: Path, loaded, tmp_path: Path) -> None:
         sequence_logprobs(model, tokenizer, records, adapter="nope")
     with pytest.raises(InvalidArgumentError, match="unknown evaluation set"):
         heldout_records(run, ["nope"])
-    with pytest.raises(InvalidArgumentError, match="no trained run"):
+    with pytest.raises(NotARunError, match="no trained run"):
         margin_utilities(tmp_path)
+    with pytest.raises(NotARunError, match="no such folder"):
+        margin_utilities(tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()  # nothing created on a mistyped path
     with pytest.raises(InvalidArgumentError, match="chat template"):
-        sequence_logprobs(model, tokenizer, [{"prompt": [{"role": "user", "content": "x"}],
-                                              "chosen": [{"role": "assistant", "content": "y"}],
-                                              "rejected": [{"role": "assistant", "content": "z"}]}], adapter=None)
+        sequence_logprobs(
+            model,
+            tokenizer,
+            [
+                {
+                    "prompt": [{"role": "user", "content": "x"}],
+                    "chosen": [{"role": "assistant", "content": "y"}],
+                    "rejected": [{"role": "assistant", "content": "z"}],
+                }
+            ],
+            adapter=None,
+        )
 
 
 def test_composed_likelihood_matches_materialised_logits(run: Path, loaded) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import shutil
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-
-from dposhap import valuation  # noqa: E402
-from dposhap.config import load_config  # noqa: E402
-from dposhap.demo import DEMO_CONFIG  # noqa: E402
-from dposhap.errors import DposhapError  # noqa: E402
-from dposhap.train import train_sources  # noqa: E402
-from dposhap.valuation import GenerationSettings, value_run  # noqa: E402
+from dposhap.config import load_config
+from dposhap.demo import DEMO_CONFIG
+from dposhap.errors import DposhapError
+from dposhap.evaluate import BuildContext, GenerationSettings, GenerationUtility
+from dposhap.evaluate.generation import generation_utility
+from dposhap.run import Run, UtilityStore
+from dposhap.train import train_sources
+from dposhap.valuation import value_run
 
 GEN = GenerationSettings(rewards=["toy"], n_prompts=12, max_new_tokens=8)
 
@@ -27,15 +27,16 @@ GEN = GenerationSettings(rewards=["toy"], n_prompts=12, max_new_tokens=8)
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("valuation") / "run"
-    cfg = load_config(None, [*DEMO_CONFIG, "model.device=cpu",
-                             "toy.sources=['helpful','harmless','adversarial','duplicate']"])
+    cfg = load_config(
+        None, [*DEMO_CONFIG, "model.device=cpu", "toy.sources=['helpful','harmless','adversarial','duplicate']"]
+    )
     train_sources(cfg, out, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
 def generation_values(run_dir: Path) -> tuple:
-    return value_run(run_dir, "generation", method="exact", generation=GEN, device="cpu", progress=False)
+    return value_run(run_dir, "generation", method="exact", settings=GEN, device="cpu", progress=False)
 
 
 def test_generation_values_recover_the_planted_structure(generation_values: tuple) -> None:
@@ -66,39 +67,79 @@ def test_accuracy_values_on_the_toy_world(run_dir: Path) -> None:
 
 def test_cached_coalitions_are_never_reevaluated(run_dir: Path, generation_values: tuple) -> None:
     first = generation_values[1]
-    result, entry = value_run(run_dir, "generation", method="exact", generation=GEN, device="cpu", progress=False)
+    result, entry = value_run(run_dir, "generation", method="exact", settings=GEN, device="cpu", progress=False)
     assert entry["new_evaluations"] == 0
     assert entry["values"] == first["values"]
 
 
 def test_interrupted_valuation_resumes_with_identical_values(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = GenerationSettings(rewards=["toy"], n_prompts=6, max_new_tokens=6, temperature=0.9)
-    reference, _ = value_run(run_dir, "generation", method="permutation", budget=12, seed=3, batch_size=4,
-                             generation=settings, device="cpu", progress=False, label="generation-perm")
+    reference, _ = value_run(
+        run_dir,
+        "generation",
+        method="permutation",
+        budget=12,
+        seed=3,
+        batch_size=4,
+        settings=settings,
+        device="cpu",
+        progress=False,
+        label="generation-perm",
+    )
     # a fresh cache key (other seed of the decoding noise), interrupted after two batches
     calls = {"n": 0}
-    original = valuation._GenerationUtility.__call__
+    original = GenerationUtility.__call__
 
-    def flaky(self, coalitions):  # noqa: ANN001, ANN202
+    def flaky(self, coalitions):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
         return original(self, coalitions)
 
-    monkeypatch.setattr(valuation._GenerationUtility, "__call__", flaky)
+    monkeypatch.setattr(GenerationUtility, "__call__", flaky)
     with pytest.raises(KeyboardInterrupt):
-        value_run(run_dir, "generation", method="permutation", budget=12, seed=4, batch_size=4, generation=settings,
-                  device="cpu", progress=False, label="generation-perm")
+        value_run(
+            run_dir,
+            "generation",
+            method="permutation",
+            budget=12,
+            seed=4,
+            batch_size=4,
+            settings=settings,
+            device="cpu",
+            progress=False,
+            label="generation-perm",
+        )
     monkeypatch.undo()
-    resumed, entry = value_run(run_dir, "generation", method="permutation", budget=12, seed=4, batch_size=4,
-                               generation=settings, device="cpu", progress=False, label="generation-perm")
+    resumed, entry = value_run(
+        run_dir,
+        "generation",
+        method="permutation",
+        budget=12,
+        seed=4,
+        batch_size=4,
+        settings=settings,
+        device="cpu",
+        progress=False,
+        label="generation-perm",
+    )
     assert 0 < entry["new_evaluations"] < entry["n_evaluations"]  # the two finished batches were kept
     # the same valuation run in one go (on a fresh cache) gives the identical values
     fresh = run_dir.parent / "fresh"
     if not fresh.exists():
         shutil.copytree(run_dir, fresh, ignore=shutil.ignore_patterns("cache.sqlite*", "values.*"))
-    uninterrupted, _ = value_run(fresh, "generation", method="permutation", budget=12, seed=4, batch_size=4,
-                                 generation=settings, device="cpu", progress=False, label="generation-perm")
+    uninterrupted, _ = value_run(
+        fresh,
+        "generation",
+        method="permutation",
+        budget=12,
+        seed=4,
+        batch_size=4,
+        settings=settings,
+        device="cpu",
+        progress=False,
+        label="generation-perm",
+    )
     np.testing.assert_array_equal(resumed.values, uninterrupted.values)
     np.testing.assert_array_equal(resumed.stderr, uninterrupted.stderr)
     assert not np.array_equal(reference.values, resumed.values)  # seed 3 vs 4: the check can fail
@@ -108,9 +149,11 @@ def test_common_random_numbers_reduce_the_variance_of_marginal_contributions(run
     """v(S + i) - v(S) over seeds: same noise for both coalitions (CRN) vs independent noise."""
     from dposhap.decode import DecodeConfig
 
-    gen = valuation._generation_utility(valuation.RunDir(run_dir), json.loads((run_dir / "manifest.json").read_text()),
-                                        GenerationSettings(rewards=["toy"], n_prompts=8, max_new_tokens=8),
-                                        device="cpu", seed=0)
+    gen = generation_utility(
+        Run.open(run_dir),
+        GenerationSettings(rewards=["toy"], n_prompts=8, max_new_tokens=8),
+        BuildContext(device="cpu", seed=0),
+    )
     without = np.array([[False, True, False, False]])  # {harmless}
     with_i = np.array([[False, True, False, True]])  # {harmless, helpful}
     crn, independent = [], []
@@ -125,7 +168,6 @@ def test_common_random_numbers_reduce_the_variance_of_marginal_contributions(run
 
 def test_values_files_and_figures(run_dir: Path, generation_values: tuple) -> None:
     from dposhap.report import make_figures
-    from dposhap.rundir import RunDir
 
     doc = json.loads((run_dir / "values.json").read_text())
     assert "generation" in doc["utilities"]
@@ -133,7 +175,7 @@ def test_values_files_and_figures(run_dir: Path, generation_values: tuple) -> No
     gen_rows = [r for r in rows if r["utility"] == "generation"]
     assert len(gen_rows) == 2 * 4 and {r["objective"] for r in gen_rows} == {"helpful", "harmless"}
     assert all(r["method"] and r["seed"] and float(r["seconds"]) >= 0 for r in gen_rows)
-    paths = make_figures(RunDir(run_dir))
+    paths = make_figures(Run.open(run_dir))
     names = {p.name for p in paths}
     assert {"values_generation.png", "scatter_generation.png"} <= names
     assert "convergence_generation.png" not in names  # exact enumeration: one point, nothing to converge
@@ -150,8 +192,7 @@ def test_value_without_a_trained_run_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_cli_value_and_report(run_dir: Path, generation_values: tuple, tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "dposhap.cli", *args], capture_output=True, text=True,
-                              timeout=600)
+        return subprocess.run([sys.executable, "-m", "dposhap.cli", *args], capture_output=True, text=True, timeout=600)
 
     result = cli("report", str(run_dir))
     assert result.returncode == 0, result.stderr
@@ -176,8 +217,15 @@ def test_demo_recovers_the_planted_structure(tmp_path: Path) -> None:
     assert 0 < helpful["noisy"] < helpful["helpful"]
     accuracy = doc["utilities"]["accuracy"]["values"]["accuracy"]
     assert accuracy["adversarial"] < 0 < accuracy["noisy"] < min(accuracy["helpful"], accuracy["harmless"])
-    for name in ("values.json", "values.csv", "figures/values_generation.png", "figures/scatter_generation.png",
-                 "figures/values_accuracy.png", "manifest.json", "cache.sqlite"):
+    for name in (
+        "values.json",
+        "values.csv",
+        "figures/values_generation.png",
+        "figures/scatter_generation.png",
+        "figures/values_accuracy.png",
+        "manifest.json",
+        "cache.sqlite",
+    ):
         assert (tmp_path / "demo" / name).is_file(), name
 
 
@@ -187,8 +235,6 @@ def test_likelihood_utility_through_the_cache(run_dir: Path) -> None:
     values = entry["values"]["likelihood"]
     assert values["duplicate"] == pytest.approx(values["helpful"], abs=1e-9)
     # efficiency: the values add up to v(N) - v({}), both read back from the cache
-    from dposhap.store import UtilityStore
-
     with UtilityStore(run_dir / "cache.sqlite", readonly=True) as store:
         rows = {tuple(r.coalition.tolist()): float(r.values[0]) for r in store.rows(store.utilities()[-1].key)}
     assert sum(values.values()) == pytest.approx(rows[(True,) * 4] - rows[(False,) * 4], abs=1e-9)
@@ -198,8 +244,15 @@ def test_likelihood_utility_through_the_cache(run_dir: Path) -> None:
 
 def test_generation_with_the_sequence_level_correction(run_dir: Path) -> None:
     settings = GenerationSettings(rewards=["toy"], n_prompts=6, max_new_tokens=6, correction=True)
-    result, entry = value_run(run_dir, "generation", method="exact", generation=settings, device="cpu",
-                              progress=False, label="generation-corrected")
+    result, entry = value_run(
+        run_dir,
+        "generation",
+        method="exact",
+        settings=settings,
+        device="cpu",
+        progress=False,
+        label="generation-corrected",
+    )
     assert np.isfinite(result.values).all()
     assert entry["config"]["correction"] is True
     # a different utility configuration: its own cache rows, not the uncorrected ones

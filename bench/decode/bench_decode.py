@@ -152,14 +152,14 @@ def setup(shape: str, work: Path) -> Setup:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)  # the random models and the adapters' lora_A
     if shape == "toy":
-        from dposhap import toy
+        from dposhap.worlds import toy
         from dposhap.models import load_base_model, load_tokenizer, resolve_model
 
         world = toy.build_toy_world(work / "toy", seed=0, sources=["helpful"], n_eval_prompts=N_PROMPTS)
         ref = resolve_model(str(world.model_dir))
         tokenizer = load_tokenizer(ref)
         base = load_base_model(ref, dtype=torch.float32, device=device)
-        prompts = list(world.eval_prompts)
+        prompts = world.eval_prompts()
     else:
         vocab = 32000 if shape == "cpu-512" else 151936
         tokenizer = _word_tokenizer(vocab)

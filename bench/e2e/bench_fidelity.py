@@ -32,15 +32,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
 
 from _harness import MarkdownTable, environment, write_csv, write_markdown  # noqa: E402
-
 from dposhap import shapley  # noqa: E402
 from dposhap.config import load_config  # noqa: E402
 from dposhap.decode import ComposedDecoder, DecodeConfig  # noqa: E402
 from dposhap.demo import DEMO_CONFIG  # noqa: E402
-from dposhap.rewards import toy_rewards  # noqa: E402
-from dposhap.toy import OBJECTIVES, build_toy_world  # noqa: E402
+from dposhap.evaluate import CallableRewards, margins_matrix  # noqa: E402
+from dposhap.run import Run  # noqa: E402
 from dposhap.train import train_sources  # noqa: E402
-from dposhap.utilities import load_run_models, margins_matrix, toy_eval_records  # noqa: E402
+from dposhap.worlds.toy import OBJECTIVES, REWARDS, build_toy_world, toy_eval_records  # noqa: E402
 
 SOURCES = ["adversarial", "harmless", "helpful", "noisy"]  # the manifest's (sorted) order
 
@@ -49,26 +48,28 @@ def _coalitions(n: int) -> np.ndarray:
     return np.array(list(itertools.product([False, True], repeat=n)))[:, ::-1].copy()
 
 
-def _generation(run: Path, sources: list[str], coalitions: np.ndarray, prompts: list[str], seed: int,
-                max_new_tokens: int) -> np.ndarray:
+def _generation(
+    run: Path, sources: list[str], coalitions: np.ndarray, prompts: list[str], seed: int, max_new_tokens: int
+) -> np.ndarray:
     """Mean toy rewards of each coalition's samples: ``[len(coalitions), objectives]``."""
-    model, tokenizer, names = load_run_models(run, sources=sources, device="cpu")
-    decoder = ComposedDecoder(model, tokenizer, names, device="cpu")
+    loaded = Run.open(run).load_models(sources=sources, device="cpu")
+    decoder = ComposedDecoder(loaded.model, loaded.tokenizer, loaded.sources, device="cpu")
     result = decoder.generate(prompts, coalitions, DecodeConfig(max_new_tokens=max_new_tokens, seed=seed))
-    scorer = toy_rewards()
+    scorer = CallableRewards(REWARDS)
     return np.array([np.asarray(scorer(prompts, texts)).mean(0) for texts in result.completions])
 
 
 def _accuracy(run: Path, sources: list[str], coalitions: np.ndarray, records: list[dict], beta: float) -> np.ndarray:
     """Preference accuracy (ties 1/2) of each coalition's summed margins: ``[len(coalitions)]``."""
-    model, tokenizer, names = load_run_models(run, sources=sources, device="cpu")
-    margins = margins_matrix(model, tokenizer, names, records, beta, device="cpu", max_length=64)
+    loaded = Run.open(run).load_models(sources=sources, device="cpu")
+    margins = margins_matrix(loaded.model, loaded.tokenizer, loaded.sources, records, beta, device="cpu", max_length=64)
     total = coalitions.astype(float) @ margins
     return ((total > 0) + 0.5 * (total == 0)).mean(1)
 
 
 def _exact_values(table: np.ndarray, n: int) -> np.ndarray:
     """Exact Shapley values of a utility given as a table over all 2^n coalitions (bit i = player i)."""
+
     def lookup(coalitions: np.ndarray) -> np.ndarray:
         index = (coalitions.astype(np.int64) << np.arange(n)).sum(1)
         return table[index]
@@ -106,14 +107,19 @@ def main() -> None:
         work = Path(tmp)
         composed_run = work / "composed"
         cfg = load_config(None, [*DEMO_CONFIG, "model.device=cpu", f"toy.sources={json.dumps(SOURCES)}"])
-        world = build_toy_world(composed_run / "toy", seed=cfg.toy.seed, sources=cfg.toy.sources,
-                                pairs_per_source=cfg.toy.pairs_per_source)
+        toy_settings = cfg.worlds["toy"]
+        world = build_toy_world(
+            composed_run / "world",
+            seed=toy_settings.seed,
+            sources=toy_settings.sources,
+            pairs_per_source=toy_settings.pairs_per_source,
+        )
         started = time.perf_counter()
-        manifest = train_sources(cfg, composed_run, progress=False)
+        manifest = train_sources(cfg, composed_run, progress=False).to_dict()
         composed_train_s = time.perf_counter() - started
         assert list(manifest["sources"]) == SOURCES
-        prompts = list(world.eval_prompts)[: args.prompts]
-        records = [r for objective in OBJECTIVES for r in toy_eval_records(cfg.toy.seed, objective)]
+        prompts = world.eval_prompts()[: args.prompts]
+        records = [r for objective in OBJECTIVES for r in toy_eval_records(toy_settings.seed, objective)]
         beta = cfg.dpo.beta
 
         started = time.perf_counter()
@@ -126,9 +132,9 @@ def main() -> None:
         union_dir.mkdir()
         names = []
         for row in coalitions[1:]:
-            name = "u_" + "+".join(s for s, member in zip(SOURCES, row) if member)
+            name = "u_" + "+".join(s for s, member in zip(SOURCES, row, strict=True) if member)
             seen, lines = set(), []
-            for source, member in zip(SOURCES, row):
+            for source, member in zip(SOURCES, row, strict=True):
                 if member:
                     for line in world.data_files[source].read_text(encoding="utf-8").splitlines():
                         record = json.loads(line)
@@ -142,7 +148,8 @@ def main() -> None:
         config.write_text(
             f"[model]\nbase = {json.dumps(str(world.model_dir))}\ndevice = 'cpu'\n[data.sources]\n"
             + "".join(f"{json.dumps(name)} = {json.dumps(str(union_dir / (name + '.jsonl')))}\n" for name in names)
-            + "[dpo]\n" + "".join(f"{o.split('=')[0].split('.')[1]} = {o.split('=')[1]}\n" for o in DEMO_CONFIG),
+            + "[dpo]\n"
+            + "".join(f"{o.split('=')[0].split('.')[1]} = {o.split('=')[1]}\n" for o in DEMO_CONFIG),
             encoding="utf-8",
         )
         retrain_run = work / "retrained"
@@ -160,10 +167,20 @@ def main() -> None:
         index = [0] + [position[name] for name in names]
         retrained_gen, retrained_acc = gen_by_name[index], acc_by_name[index]
 
-    rows, table = [], MarkdownTable(
-        caption="Composed vs retrained coalition models (toy world, n = 4, all 16 coalitions)",
-        columns=["utility", "Pearson (16 coalitions)", "Spearman (16 coalitions)", "Pearson (4 values)",
-                 "Spearman (4 values)", "values composed", "values retrained"],
+    rows, table = (
+        [],
+        MarkdownTable(
+            caption="Composed vs retrained coalition models (toy world, n = 4, all 16 coalitions)",
+            columns=[
+                "utility",
+                "Pearson (16 coalitions)",
+                "Spearman (16 coalitions)",
+                "Pearson (4 values)",
+                "Spearman (4 values)",
+                "values composed",
+                "values retrained",
+            ],
+        ),
     )
     utilities = {f"generation:{o}": (composed_gen[:, j], retrained_gen[:, j]) for j, o in enumerate(OBJECTIVES)}
     utilities["accuracy"] = (composed_acc, retrained_acc)
@@ -171,23 +188,60 @@ def main() -> None:
         pa, sa = _corr(a, b)
         va, vb = _exact_values(a, n), _exact_values(b, n)
         pv, sv = _corr(va, vb)
-        rows.append({"utility": name, "pearson_coalitions": pa, "spearman_coalitions": sa, "pearson_values": pv,
-                     "spearman_values": sv, **{f"composed_{s}": float(v) for s, v in zip(SOURCES, va)},
-                     **{f"retrained_{s}": float(v) for s, v in zip(SOURCES, vb)}})
-        table.rows.append([name, f"{pa:.3f}", f"{sa:.3f}", f"{pv:.3f}", f"{sv:.3f}",
-                           ", ".join(f"{s} {v:+.3f}" for s, v in zip(SOURCES, va)),
-                           ", ".join(f"{s} {v:+.3f}" for s, v in zip(SOURCES, vb))])
+        rows.append(
+            {
+                "utility": name,
+                "pearson_coalitions": pa,
+                "spearman_coalitions": sa,
+                "pearson_values": pv,
+                "spearman_values": sv,
+                **{f"composed_{s}": float(v) for s, v in zip(SOURCES, va, strict=True)},
+                **{f"retrained_{s}": float(v) for s, v in zip(SOURCES, vb, strict=True)},
+            }
+        )
+        table.rows.append(
+            [
+                name,
+                f"{pa:.3f}",
+                f"{sa:.3f}",
+                f"{pv:.3f}",
+                f"{sv:.3f}",
+                ", ".join(f"{s} {v:+.3f}" for s, v in zip(SOURCES, va, strict=True)),
+                ", ".join(f"{s} {v:+.3f}" for s, v in zip(SOURCES, vb, strict=True)),
+            ]
+        )
     cost = MarkdownTable(caption="Cost", columns=["way", "training runs", "train s", "evaluation s", "total s"])
-    cost.rows.append(["composed", n, f"{composed_train_s:.1f}", f"{composed_eval_s:.1f}",
-                      f"{composed_train_s + composed_eval_s:.1f}"])
-    cost.rows.append(["retrained", 2**n - 1, f"{retrain_train_s:.1f}", f"{retrain_eval_s:.1f}",
-                      f"{retrain_train_s + retrain_eval_s:.1f}"])
-    notes = [f"{args.prompts} prompts, {args.max_new_tokens} new tokens, seed {args.seed}; accuracy on the toy "
-             f"world's clean evaluation pairs ({len(records)}). Training as in examples/toy.toml; a union is trained "
-             "for the same epochs, so larger unions take more steps."]
+    cost.rows.append(
+        [
+            "composed",
+            n,
+            f"{composed_train_s:.1f}",
+            f"{composed_eval_s:.1f}",
+            f"{composed_train_s + composed_eval_s:.1f}",
+        ]
+    )
+    cost.rows.append(
+        [
+            "retrained",
+            2**n - 1,
+            f"{retrain_train_s:.1f}",
+            f"{retrain_eval_s:.1f}",
+            f"{retrain_train_s + retrain_eval_s:.1f}",
+        ]
+    )
+    notes = [
+        f"{args.prompts} prompts, {args.max_new_tokens} new tokens, seed {args.seed}; accuracy on the toy "
+        f"world's clean evaluation pairs ({len(records)}). Training as in examples/toy.toml; a union is trained "
+        "for the same epochs, so larger unions take more steps."
+    ]
     write_csv(args.out / "fidelity.csv", rows)
-    write_markdown(args.out / "fidelity.md", "Fidelity and cost: composition vs retraining",
-                   environment(("torch", "transformers", "trl", "peft")), [table, cost], preamble=notes)
+    write_markdown(
+        args.out / "fidelity.md",
+        "Fidelity and cost: composition vs retraining",
+        environment(("torch", "transformers", "trl", "peft")),
+        [table, cost],
+        preamble=notes,
+    )
     print((args.out / "fidelity.md").read_text())
 
 

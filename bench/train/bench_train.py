@@ -30,13 +30,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
 
-from _harness import MarkdownTable, environment, write_csv, write_markdown  # noqa: E402
-
 import torch  # noqa: E402
 
-from dposhap import toy  # noqa: E402
+from _harness import MarkdownTable, environment, write_csv, write_markdown  # noqa: E402
 from dposhap.config import load_config  # noqa: E402
 from dposhap.train import train_sources  # noqa: E402
+from dposhap.worlds import toy  # noqa: E402
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets")
 
@@ -46,20 +45,29 @@ def bench_toy(work: Path) -> tuple[list[dict], dict]:
     cfg = load_config(ROOT / "examples" / "toy.toml", ["model.device=cpu"])
     run = work / "toy-run"
     started = time.perf_counter()
-    world = toy.build_toy_world(run / "toy", seed=cfg.toy.seed, sources=cfg.toy.sources,
-                                pairs_per_source=cfg.toy.pairs_per_source)
+    settings = cfg.worlds["toy"]
+    world = toy.build_toy_world(
+        run / "world", seed=settings.seed, sources=settings.sources, pairs_per_source=settings.pairs_per_source
+    )
     build_s = time.perf_counter() - started
-    manifest = train_sources(cfg, run, progress=False)
+    manifest = train_sources(cfg, run, progress=False).to_dict()
     total_s = time.perf_counter() - started
     rows = []
     for name, entry in manifest["sources"].items():
-        rows.append({
-            "setup": "toy", "source": name, "device": "cpu", "pairs": entry["n_train"],
-            "steps": entry["metrics"]["steps"], "train_s": entry["timings"]["train_s"],
-            "eval_s": entry["timings"]["eval_s"], "peak_memory_mb": entry["timings"]["peak_memory_mb"],
-            "memory": entry["timings"]["memory"],
-            "heldout_acc": entry["metrics"]["heldout_reward_accuracy"],
-        })
+        rows.append(
+            {
+                "setup": "toy",
+                "source": name,
+                "device": "cpu",
+                "pairs": entry["n_train"],
+                "steps": entry["metrics"]["steps"],
+                "train_s": entry["timings"]["train_s"],
+                "eval_s": entry["timings"]["eval_s"],
+                "peak_memory_mb": entry["timings"]["peak_memory_mb"],
+                "memory": entry["timings"]["memory"],
+                "heldout_acc": entry["metrics"]["heldout_reward_accuracy"],
+            }
+        )
     totals = {"build_s": build_s, "total_s": total_s, "sources": list(world.sources)}
     return rows, totals
 
@@ -73,17 +81,27 @@ def _realistic_model(folder: Path, vocab: int) -> None:
     tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<pad>"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
-    config = Qwen2Config(vocab_size=vocab, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True, pad_token_id=0, eos_token_id=1)
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 
-def bench_realistic(work: Path, device: str, steps: int, prompt_len: int, completion_len: int,
-                    batch: int) -> list[dict]:
+def bench_realistic(
+    work: Path, device: str, steps: int, prompt_len: int, completion_len: int, batch: int
+) -> list[dict]:
     """A few DPO steps of two sources on the 0.5B-shaped model; per-source rows."""
     vocab = 151936
     model_dir = work / "qwen2-0.5b-random"
@@ -98,8 +116,11 @@ def bench_realistic(work: Path, device: str, steps: int, prompt_len: int, comple
     for source in ("a", "b"):
         with open(data / f"{source}.jsonl", "w", encoding="utf-8") as handle:
             for _ in range(max(16, 2 * batch * steps)):
-                row = {"prompt": text(prompt_len), "chosen": " " + text(completion_len),
-                       "rejected": " " + text(completion_len)}
+                row = {
+                    "prompt": text(prompt_len),
+                    "chosen": " " + text(completion_len),
+                    "rejected": " " + text(completion_len),
+                }
                 handle.write(json.dumps(row) + "\n")
     config = work / "realistic.toml"
     config.write_text(
@@ -109,16 +130,23 @@ def bench_realistic(work: Path, device: str, steps: int, prompt_len: int, comple
         f"max_length = {prompt_len + completion_len + 8}\n",
         encoding="utf-8",
     )
-    manifest = train_sources(config, work / "realistic-run", progress=False)
+    manifest = train_sources(config, work / "realistic-run", progress=False).to_dict()
     rows = []
     for name, entry in manifest["sources"].items():
-        rows.append({
-            "setup": f"qwen2-0.5b-shape ({prompt_len}+{completion_len} tokens, batch {batch})", "source": name,
-            "device": device, "pairs": entry["n_train"], "steps": entry["metrics"]["steps"],
-            "train_s": entry["timings"]["train_s"], "eval_s": entry["timings"]["eval_s"],
-            "peak_memory_mb": entry["timings"]["peak_memory_mb"], "memory": entry["timings"]["memory"],
-            "heldout_acc": entry["metrics"]["heldout_reward_accuracy"],
-        })
+        rows.append(
+            {
+                "setup": f"qwen2-0.5b-shape ({prompt_len}+{completion_len} tokens, batch {batch})",
+                "source": name,
+                "device": device,
+                "pairs": entry["n_train"],
+                "steps": entry["metrics"]["steps"],
+                "train_s": entry["timings"]["train_s"],
+                "eval_s": entry["timings"]["eval_s"],
+                "peak_memory_mb": entry["timings"]["peak_memory_mb"],
+                "memory": entry["timings"]["memory"],
+                "heldout_acc": entry["metrics"]["heldout_reward_accuracy"],
+            }
+        )
     return rows
 
 
@@ -136,9 +164,11 @@ def main() -> None:
         if not args.skip_toy:
             toy_rows, totals = bench_toy(work)
             rows += toy_rows
-            notes.append(f"Toy world ({', '.join(totals['sources'])}): build {totals['build_s']:.1f} s, "
-                         f"build + training of every source {totals['total_s']:.1f} s "
-                         f"(target <= 120 s on a 2-core CPU).")
+            notes.append(
+                f"Toy world ({', '.join(totals['sources'])}): build {totals['build_s']:.1f} s, "
+                f"build + training of every source {totals['total_s']:.1f} s "
+                f"(target <= 120 s on a 2-core CPU)."
+            )
         if torch.cuda.is_available():
             rows += bench_realistic(work / "gpu", "cuda", steps=10, prompt_len=256, completion_len=256, batch=4)
         else:
@@ -149,16 +179,40 @@ def main() -> None:
 
     table = MarkdownTable(
         caption="Per-source DPO + LoRA training",
-        columns=["setup", "source", "device", "pairs", "steps", "train s", "eval s", "s/step", "peak MB",
-                 "memory", "held-out acc"],
+        columns=[
+            "setup",
+            "source",
+            "device",
+            "pairs",
+            "steps",
+            "train s",
+            "eval s",
+            "s/step",
+            "peak MB",
+            "memory",
+            "held-out acc",
+        ],
     )
     for r in rows:
-        table.rows.append([r["setup"], r["source"], r["device"], r["pairs"], r["steps"], f"{r['train_s']:.1f}",
-                           f"{r['eval_s']:.1f}", f"{r['train_s'] / max(r['steps'], 1):.2f}",
-                           f"{r['peak_memory_mb']:.0f}", r["memory"],
-                           "-" if r["heldout_acc"] is None else f"{r['heldout_acc']:.3f}"])
-    table.notes = ["peak MB: resident set size of the process (CPU, sampled every 20 ms) or the CUDA allocator's "
-                   "peak (GPU), during that source's training and evaluation."]
+        table.rows.append(
+            [
+                r["setup"],
+                r["source"],
+                r["device"],
+                r["pairs"],
+                r["steps"],
+                f"{r['train_s']:.1f}",
+                f"{r['eval_s']:.1f}",
+                f"{r['train_s'] / max(r['steps'], 1):.2f}",
+                f"{r['peak_memory_mb']:.0f}",
+                r["memory"],
+                "-" if r["heldout_acc"] is None else f"{r['heldout_acc']:.3f}",
+            ]
+        )
+    table.notes = [
+        "peak MB: resident set size of the process (CPU, sampled every 20 ms) or the CUDA allocator's "
+        "peak (GPU), during that source's training and evaluation."
+    ]
     write_csv(args.out / "train.csv", rows)
     write_markdown(args.out / "train.md", "Training benchmark", environment(PACKAGES), [table], preamble=notes)
     print((args.out / "train.md").read_text())

@@ -6,10 +6,10 @@ The public API lives here; the Rust engine (``dposhap._core``) is private.
 from . import errors
 from .games import MarginGame
 from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf, methods, shapley
+from .train import train_sources
+from .valuation import value_run
 
 __version__ = "0.1.0"
-
-from .train import train_sources  # noqa: E402 (the manifest records __version__)
 
 __all__ = [
     "BanzhafEstimator",
@@ -21,4 +21,5 @@ __all__ = [
     "methods",
     "shapley",
     "train_sources",
+    "value_run",
 ]

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
+import types
+import typing
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import DposhapError
+from .evaluate import get_utility, utility_names
 
 __all__ = ["main"]
 
@@ -57,37 +61,81 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _train_overrides(args))
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
     manifest = train_sources(cfg, args.out, sources=sources, force=args.force, progress=not args.quiet)
-    rows = manifest["sources"]
+    rows = manifest.sources
     width = max([len("source")] + [len(name) for name in rows])
     print(f"{'source':<{width}}  status   pairs  held-out acc  margin   train s")
     for name, entry in rows.items():
-        metrics, timings = entry.get("metrics") or {}, entry.get("timings") or {}
-        acc, margin = metrics.get("heldout_reward_accuracy"), metrics.get("heldout_reward_margin")
-        print(f"{name:<{width}}  {entry.get('status', '?'):<7}  {entry.get('n_train', 0):>5}  "
-              f"{'-' if acc is None else f'{acc:.3f}':>12}  {'-' if margin is None else f'{margin:.3f}':>6}  "
-              f"{timings.get('train_s', 0.0):>8.1f}")
+        acc, margin = entry.metrics.get("heldout_reward_accuracy"), entry.metrics.get("heldout_reward_margin")
+        print(
+            f"{name:<{width}}  {entry.status:<7}  {entry.n_train:>5}  "
+            f"{'-' if acc is None else f'{acc:.3f}':>12}  {'-' if margin is None else f'{margin:.3f}':>6}  "
+            f"{entry.timings.get('train_s', 0.0):>8.1f}"
+        )
     print(f"adapters and manifest in {Path(args.out)}")
     return 0
 
 
-def _generation_settings(args: argparse.Namespace) -> Any:
-    from .valuation import GenerationSettings
+def _settings_fields() -> dict[str, tuple[str, Any, str]]:
+    """Every field of every registered utility's settings: ``{name: (flag, type hint, help [utilities])}``."""
+    found: dict[str, tuple[str, Any, str, list[str]]] = {}
+    for name in utility_names():
+        settings_type = get_utility(name).settings_type
+        hints = typing.get_type_hints(settings_type)
+        for f in dataclasses.fields(settings_type):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            found.setdefault(f.name, (flag, hints[f.name], f.metadata.get("help", ""), []))[3].append(name)
+    return {name: (flag, hint, f"{text} [{', '.join(users)}]") for name, (flag, hint, text, users) in found.items()}
 
-    return GenerationSettings(rewards=args.reward or ["toy"], prompts=args.prompts, n_prompts=args.n_prompts,
-                              max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                              correction=args.correction)
+
+def _add_settings_flags(parser: argparse._ActionsContainer) -> None:
+    """One flag per settings field of the registered utilities (``--max-new-tokens``...), help text included."""
+    for name, (flag, hint, text) in _settings_fields().items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
+        if base is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
+        elif typing.get_origin(base) is list:
+            parser.add_argument(
+                flag, dest=name, action="append", metavar="NAME", help=text + " (repeatable; or comma-separated)"
+            )
+        else:
+            parser.add_argument(flag, dest=name, type=base, help=text)
+
+
+def _utility_settings(args: argparse.Namespace) -> Any:
+    """The chosen utility's settings from the flags given (the others keep their defaults)."""
+    settings_type = get_utility(args.utility).settings_type
+    given = {}
+    for f in dataclasses.fields(settings_type):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = [part.strip() for item in value for part in item.split(",") if part.strip()]
+        given[f.name] = value
+    return settings_type(**given)
 
 
 def _cmd_value(args: argparse.Namespace) -> int:
     from .report import format_table, load_values
-    from .rundir import RunDir
+    from .run import Run
     from .valuation import value_run
 
-    heldout = [s.strip() for s in args.heldout.split(",") if s.strip()] if args.heldout else None
-    value_run(args.run, args.utility, method=args.method, semivalue=args.semivalue, budget=args.budget, tol=args.tol,
-              seed=args.seed, batch_size=args.batch_size, generation=_generation_settings(args), heldout=heldout,
-              device=args.device, label=args.name, progress=not args.quiet)
-    doc = load_values(RunDir(args.run))
+    value_run(
+        args.run,
+        args.utility,
+        settings=_utility_settings(args),
+        method=args.method,
+        semivalue=args.semivalue,
+        budget=args.budget,
+        tol=args.tol,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        label=args.name,
+        progress=not args.quiet,
+    )
+    doc = load_values(Run(args.run))
     name = args.name or args.utility
     print(format_table({"utilities": {name: doc["utilities"][name]}}))
     print(f"values in {Path(args.run) / 'values.json'} and values.csv")
@@ -96,11 +144,9 @@ def _cmd_value(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import format_table, load_values, make_figures
-    from .rundir import RunDir
+    from .run import Run
 
-    run = RunDir(args.run)
-    if run.read_manifest() is None:
-        raise DposhapError(f"{run.root} is not a dposhap run (no manifest.json): check the path")
+    run = Run.open(args.run)
     doc = load_values(run)
     print(format_table(doc))
     if doc["utilities"]:
@@ -140,14 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dposhap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train one DPO LoRA adapter per source",
-                           description="Train one DPO LoRA adapter per source (TRL + PEFT) into a run directory. "
-                                       "Reruns skip sources whose adapter is up to date.")
+    train = sub.add_parser(
+        "train",
+        help="train one DPO LoRA adapter per source",
+        description="Train one DPO LoRA adapter per source (TRL + PEFT) into a run directory. "
+        "Reruns skip sources whose adapter is up to date.",
+    )
     train.add_argument("--config", type=Path, help="TOML config (default: the built-in toy world)")
     train.add_argument("--out", required=True, type=Path, help="run directory (adapters, manifest, data split)")
     train.add_argument("--sources", help="comma-separated sources to train (default: all in the config)")
-    train.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE",
-                       help="override any config value, e.g. --set dpo.beta=0.2 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="TABLE.KEY=VALUE",
+        help="override any config value, e.g. --set dpo.beta=0.2 (repeatable)",
+    )
     train.add_argument("--base-model", help='"toy", a local model folder or a hub id')
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
@@ -162,46 +215,45 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=_cmd_train)
 
-    from .valuation import UTILITIES
-
-    value = sub.add_parser("value", help="value the sources of a trained run",
-                           description="Shapley (or Banzhaf) values of a run's sources under one utility. "
-                                       "Evaluations are cached in RUN/cache.sqlite: an interrupted run resumes.")
+    value = sub.add_parser(
+        "value",
+        help="value the sources of a trained run",
+        description="Shapley (or Banzhaf) values of a run's sources under one utility. "
+        "Evaluations are cached in RUN/cache.sqlite: an interrupted run resumes.",
+    )
     value.add_argument("run", type=Path, help="run directory made by dposhap train")
-    value.add_argument("--utility", required=True, choices=UTILITIES,
-                       help="accuracy / loglik: held-out preference margin games; likelihood: composed "
-                            "log-likelihood of held-out preferred responses; generation: composed decoding "
-                            "scored by rewards")
+    value.add_argument(
+        "--utility",
+        required=True,
+        choices=utility_names(),
+        help="; ".join(f"{n}: {get_utility(n).help}" for n in utility_names()),
+    )
     value.add_argument("--method", default="auto", help="estimator (see dposhap.methods()); default auto")
     value.add_argument("--semivalue", default="shapley", choices=("shapley", "banzhaf"))
     value.add_argument("--budget", type=int, help="most coalitions to evaluate")
     value.add_argument("--tol", type=float, help="stop when every standard error is below this")
     value.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the decoding noise")
     value.add_argument("--batch-size", type=int, help="coalitions per utility call")
-    value.add_argument("--heldout", help="comma-separated sources whose held-out pairs the margin and likelihood "
-                                         "utilities use (default: all)")
-    value.add_argument("--reward", action="append", metavar="toy|PATH|HUB_ID",
-                       help="generation: reward function set or reward model (repeatable; default toy)")
-    value.add_argument("--prompts", help="generation: prompt file (JSONL with 'prompt', or one per line)")
-    value.add_argument("--n-prompts", type=int, default=32, help="generation: prompts to decode (default 32)")
-    value.add_argument("--max-new-tokens", type=int, default=16)
-    value.add_argument("--temperature", type=float, default=1.0)
-    value.add_argument("--top-k", type=int)
-    value.add_argument("--correction", action="store_true",
-                       help="generation: weigh samples by the sequence-level importance weights")
+    _add_settings_flags(value.add_argument_group("utility settings (each applies to the utilities in brackets)"))
     value.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     value.add_argument("--name", help="name of this valuation in values.json (default: the utility)")
     value.add_argument("--quiet", action="store_true", help="no progress bars")
     value.set_defaults(handler=_cmd_value)
 
-    report = sub.add_parser("report", help="print a run's values and draw its figures",
-                            description="Print the values in RUN/values.json and draw RUN/figures/*.png.")
+    report = sub.add_parser(
+        "report",
+        help="print a run's values and draw its figures",
+        description="Print the values in RUN/values.json and draw RUN/figures/*.png.",
+    )
     report.add_argument("run", type=Path)
     report.set_defaults(handler=_cmd_report)
 
-    demo = sub.add_parser("demo", help="the toy world end to end: train, value, report",
-                          description="Train 4 toy sources, value them with exact Shapley on two generation "
-                                      "objectives and on preference accuracy, and report.")
+    demo = sub.add_parser(
+        "demo",
+        help="the toy world end to end: train, value, report",
+        description="Train 4 toy sources, value them with exact Shapley on two generation "
+        "objectives and on preference accuracy, and report.",
+    )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)

@@ -1,12 +1,14 @@
 """Run configuration: a TOML file, typed and checked, with command-line overrides.
 
-A config has five tables, each optional (``examples/toy.toml`` shows them all)::
+A config has these tables, each optional (``examples/toy.toml`` shows them all)::
 
-    [model]   base model: "toy", a local folder, or a hub id
+    [model]   base model: a built-in world's name ("toy"), a local folder, or a hub id
     [data]    preference files (with a ``source`` column) or one file per source
-    [toy]     the built-in toy world, used when model.base = "toy" and no data is given
     [lora]    the PEFT LoRA adapter trained per source
     [dpo]     the TRL DPO knobs a user tunes
+
+and one table per registered world (:mod:`dposhap.worlds`), named after it (``[toy]``), used
+when ``model.base`` names that world.
 
 Every field is a dataclass field with help text; values are checked in ``__post_init__`` and
 any mistake is a :class:`~dposhap.errors.ConfigError` naming the file, line and field.
@@ -25,6 +27,9 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
+from .settings import Section
+from .settings import setting as _help
+from .worlds import World, WorldKind, get_world, world_names
 
 __all__ = [
     "DataConfig",
@@ -32,7 +37,6 @@ __all__ = [
     "LoraSettings",
     "ModelConfig",
     "RunConfig",
-    "ToyConfig",
     "apply_overrides",
     "load_config",
 ]
@@ -42,58 +46,46 @@ Device = Literal["auto", "cpu", "cuda"]
 # the DPO losses TRL offers; only "sigmoid" (and "sigmoid_norm") keep the closed form that
 # composition by logits arithmetic relies on, the others are there for comparison studies
 LossType = Literal[
-    "sigmoid", "sigmoid_norm", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "aot", "apo_zero",
-    "apo_down", "exo_pair", "discopop",
+    "sigmoid",
+    "sigmoid_norm",
+    "hinge",
+    "ipo",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "nca_pair",
+    "aot",
+    "apo_zero",
+    "apo_down",
+    "exo_pair",
+    "discopop",
 ]
 # module names that are the output layer in the model families we know: LoRA never goes there
 LM_HEAD_NAMES = ("lm_head", "embed_out", "output_layer", "score")
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
-
-
-class _Section:
-    """Shared checks: each subclass names its TOML table in ``TABLE``."""
-
-    TABLE = ""
-
-    def _fail(self, name: str, message: str) -> None:
-        raise ConfigError(message, field=f"{self.TABLE}.{name}")
-
-    def _positive(self, *names: str) -> None:
-        for name in names:
-            if getattr(self, name) <= 0:
-                self._fail(name, f"must be > 0, got {getattr(self, name)!r}")
-
-    def _literal(self, name: str) -> None:
-        hint = get_type_hints(type(self))[name]
-        allowed = get_args(hint)
-        if get_origin(hint) is Literal and getattr(self, name) not in allowed:
-            self._fail(name, f"must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
-
-
 @dataclass
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """The shared base model, which is also the DPO reference policy."""
 
     TABLE = "model"
-    base: str = _help('"toy" (the built-in toy world), a local model folder, or a hub id', default="toy")
+    base: str = _help('a built-in world ("toy"), a local model folder, or a hub id', default="toy")
     revision: str | None = _help("hub revision (branch, tag or commit) when base is a hub id", default=None)
     trust_remote_code: bool = _help("run the model repository's own code (off unless you trust it)", default=False)
-    precision: Precision = _help('weights and training precision: "auto" = bf16 on a GPU that has it, else fp32',
-                                 default="auto")
+    precision: Precision = _help(
+        'weights and training precision: "auto" = bf16 on a GPU that has it, else fp32', default="auto"
+    )
     device: Device = _help('"auto" = cuda when available, else cpu', default="auto")
 
     def __post_init__(self) -> None:
         if not self.base.strip():
-            self._fail("base", 'is empty: give "toy", a local model folder or a hub id')
-        self._literal("precision")
-        self._literal("device")
+            self.fail("base", f"is empty: give a world ({', '.join(world_names())}), a local model folder or a hub id")
+        self.check_literal("precision")
+        self.check_literal("device")
 
 
 @dataclass
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the preference pairs come from and how they are split (see :mod:`dposhap.data`)."""
 
     TABLE = "data"
@@ -105,15 +97,14 @@ class DataConfig(_Section):
     chosen_column: str = _help("column holding the preferred response", default="chosen")
     rejected_column: str = _help("column holding the dispreferred response", default="rejected")
     min_pairs: int = _help("a source with fewer pairs is an error", default=8)
-    heldout_fraction: float = _help("share of each source kept out of training, for the margin utilities",
-                                    default=0.2)
+    heldout_fraction: float = _help("share of each source kept out of training, for the margin utilities", default=0.2)
     seed: int = _help("seed of the held-out split", default=0)
 
     def __post_init__(self) -> None:
         if self.min_pairs < 2:
-            self._fail("min_pairs", f"must be >= 2 (one pair to train on, one held out), got {self.min_pairs!r}")
+            self.fail("min_pairs", f"must be >= 2 (one pair to train on, one held out), got {self.min_pairs!r}")
         if not 0.0 < self.heldout_fraction < 1.0:
-            self._fail("heldout_fraction", f"must be in (0, 1), got {self.heldout_fraction!r}")
+            self.fail("heldout_fraction", f"must be in (0, 1), got {self.heldout_fraction!r}")
 
     @property
     def given(self) -> bool:
@@ -122,47 +113,35 @@ class DataConfig(_Section):
 
 
 @dataclass
-class ToyConfig(_Section):
-    """The built-in toy world (``dposhap.toy``): used when model.base = "toy" and [data] is empty."""
-
-    TABLE = "toy"
-    sources: list[str] = _help("which planted sources to build",
-                               default_factory=lambda: ["helpful", "harmless", "noisy", "adversarial"])
-    pairs_per_source: int = _help("preference pairs per source", default=256)
-    seed: int = _help("seed of the language, the pretraining and the pairs", default=0)
-
-    def __post_init__(self) -> None:
-        self._positive("pairs_per_source")
-        if not self.sources:
-            self._fail("sources", "is empty: name at least one toy source")
-
-
-@dataclass
-class LoraSettings(_Section):
+class LoraSettings(Section):
     """The LoRA adapter trained per source (PEFT ``LoraConfig``). Never on the LM head."""
 
     TABLE = "lora"
     r: int = _help("rank", default=8)
     alpha: float = _help("scaling numerator (scale = alpha / r)", default=16.0)
     dropout: float = _help("dropout on the adapter input", default=0.0)
-    target_modules: str | list[str] = _help('"all-linear" (every linear layer but the LM head) or module names',
-                                            default="all-linear")
+    target_modules: str | list[str] = _help(
+        '"all-linear" (every linear layer but the LM head) or module names', default="all-linear"
+    )
 
     def __post_init__(self) -> None:
-        self._positive("r", "alpha")
+        self.check_positive("r", "alpha")
         if not 0.0 <= self.dropout < 1.0:
-            self._fail("dropout", f"must be in [0, 1), got {self.dropout!r}")
+            self.fail("dropout", f"must be in [0, 1), got {self.dropout!r}")
         names = [self.target_modules] if isinstance(self.target_modules, str) else list(self.target_modules)
         if not names or any(not isinstance(n, str) or not n for n in names):
-            self._fail("target_modules", 'must be "all-linear" or a non-empty list of module names')
+            self.fail("target_modules", 'must be "all-linear" or a non-empty list of module names')
         head = [n for n in names if n.rsplit(".", 1)[-1] in LM_HEAD_NAMES]
         if head:
-            self._fail("target_modules", f"names the LM head ({', '.join(head)}): composition needs the LM head "
-                                         "shared by every source, remove it")
+            self.fail(
+                "target_modules",
+                f"names the LM head ({', '.join(head)}): composition needs the LM head "
+                "shared by every source, remove it",
+            )
 
 
 @dataclass
-class DpoConfig(_Section):
+class DpoConfig(Section):
     """The TRL ``DPOConfig`` knobs, with defaults that suit per-source LoRA DPO.
 
     TRL's own defaults are wrong here: a learning rate of 1e-6 barely moves a LoRA adapter, and
@@ -177,8 +156,9 @@ class DpoConfig(_Section):
     per_device_train_batch_size: int = _help("pairs per step and device", default=16)
     gradient_accumulation_steps: int = _help("steps accumulated per optimiser update", default=1)
     max_length: int = _help("tokens of prompt + response kept (longer pairs are truncated)", default=512)
-    loss_type: LossType = _help('DPO loss; "sigmoid" is the one whose closed form composition relies on',
-                                default="sigmoid")
+    loss_type: LossType = _help(
+        'DPO loss; "sigmoid" is the one whose closed form composition relies on', default="sigmoid"
+    )
     warmup_steps: int = _help("linear warm-up steps", default=0)
     weight_decay: float = _help("AdamW weight decay", default=0.0)
     lr_scheduler_type: str = _help("transformers scheduler name", default="linear")
@@ -186,37 +166,68 @@ class DpoConfig(_Section):
     seed: int = _help("seed of the adapter's initialisation and the data order", default=0)
 
     def __post_init__(self) -> None:
-        self._positive("beta", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
-                       "gradient_accumulation_steps", "max_length")
+        self.check_positive(
+            "beta",
+            "learning_rate",
+            "num_train_epochs",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+        )
         if self.max_steps == 0 or self.max_steps < -1:
-            self._fail("max_steps", f"must be -1 (use the epochs) or >= 1, got {self.max_steps!r}")
+            self.fail("max_steps", f"must be -1 (use the epochs) or >= 1, got {self.max_steps!r}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
-            self._fail("warmup_steps" if self.warmup_steps < 0 else "weight_decay", "must be >= 0")
-        self._literal("loss_type")
+            self.fail("warmup_steps" if self.warmup_steps < 0 else "weight_decay", "must be >= 0")
+        self.check_literal("loss_type")
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "toy": ToyConfig, "lora": LoraSettings, "dpo": DpoConfig}
+_FIXED_SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "lora": LoraSettings, "dpo": DpoConfig}
+
+
+def _sections() -> dict[str, type]:
+    """Every config table: the fixed ones, then one per registered world."""
+    worlds = {name: get_world(name).settings_type for name in world_names()}
+    return {"model": ModelConfig, "data": DataConfig, **worlds, "lora": LoraSettings, "dpo": DpoConfig}
+
+
+def _default_world_settings() -> dict[str, Any]:
+    return {name: get_world(name).settings_type() for name in world_names()}
 
 
 @dataclass
 class RunConfig:
-    """A whole run's configuration. ``base_dir`` is where relative data paths resolve."""
+    """A whole run's configuration. ``base_dir`` is where relative data paths resolve.
+
+    ``worlds`` holds the settings table of every registered world (``worlds["toy"]`` is the
+    ``[toy]`` table); the one that matters is that of :attr:`world`, if any.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    toy: ToyConfig = field(default_factory=ToyConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     dpo: DpoConfig = field(default_factory=DpoConfig)
+    worlds: dict[str, Any] = field(default_factory=_default_world_settings)
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
-    def uses_toy(self) -> bool:
-        """Whether the run builds the toy world (toy base model and no data of its own)."""
-        return self.model.base == "toy"
+    def world(self) -> WorldKind | None:
+        """The world whose model is the base (``model.base`` names a registered world), else None."""
+        return get_world(self.model.base) if self.model.base in world_names() else None
+
+    def build_world(self, folder: Path, sources: list[str] | None = None) -> World:
+        """Build (or reuse) :attr:`world` in ``folder`` with its settings table; ``sources`` selects its sources."""
+        kind = self.world
+        if kind is None:
+            raise ConfigError(f"model.base = {self.model.base!r} is not a world", field="model.base")
+        return kind.build(folder, self.worlds[kind.name], sources)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain TOML-able data (without ``base_dir``)."""
-        return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+        out = {}
+        for name in _sections():
+            section = self.worlds[name] if name in self.worlds else getattr(self, name)
+            out[name] = dataclasses.asdict(section)
+        return out
 
     def training_hash(self) -> str:
         """Hash of everything that changes an adapter other than its data: model, LoRA, DPO."""
@@ -242,15 +253,18 @@ def _key_line(text: str, table: str, key: str | None) -> int | None:
 
 
 def _build(section: str, values: Any, *, file: str | None, text: str) -> Any:
-    cls = _SECTIONS[section]
+    cls = _sections()[section]
     if not isinstance(values, dict):
-        raise ConfigError(f"[{section}] must be a table", file=file, line=_key_line(text, section, None),
-                          field=section)
+        raise ConfigError(f"[{section}] must be a table", file=file, line=_key_line(text, section, None), field=section)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in known:
-            raise ConfigError(f"unknown key; [{section}] takes {', '.join(sorted(known))}", file=file,
-                              line=_key_line(text, section, key), field=f"{section}.{key}")
+            raise ConfigError(
+                f"unknown key; [{section}] takes {', '.join(sorted(known))}",
+                file=file,
+                line=_key_line(text, section, key),
+                field=f"{section}.{key}",
+            )
     hints = get_type_hints(cls)
     for key, value in values.items():
         _check_type(section, key, hints[key], value, file=file, line=_key_line(text, section, key))
@@ -284,19 +298,30 @@ def _check_type(section: str, key: str, hint: Any, value: Any, *, file: str | No
 
     if not ok(hint, value):
         expected = str(hint).replace("typing.", "")
-        raise ConfigError(f"has the wrong type ({type(value).__name__} {value!r}); expected {expected}",
-                          file=file, line=line, field=f"{section}.{key}")
+        raise ConfigError(
+            f"has the wrong type ({type(value).__name__} {value!r}); expected {expected}",
+            file=file,
+            line=line,
+            field=f"{section}.{key}",
+        )
 
 
-def config_from_dict(data: dict[str, Any], *, file: str | None = None, text: str = "",
-                     base_dir: Path | None = None) -> RunConfig:
+def config_from_dict(
+    data: dict[str, Any], *, file: str | None = None, text: str = "", base_dir: Path | None = None
+) -> RunConfig:
     """Build a :class:`RunConfig` from parsed TOML (tables named as in :class:`RunConfig`)."""
+    tables = _sections()
     for table in data:
-        if table not in _SECTIONS:
-            raise ConfigError(f"unknown table; a config has {', '.join(f'[{s}]' for s in _SECTIONS)}", file=file,
-                              line=_key_line(text, table, None), field=table)
-    sections = {name: _build(name, data.get(name, {}), file=file, text=text) for name in _SECTIONS}
-    return RunConfig(**sections, base_dir=base_dir or Path.cwd())
+        if table not in tables:
+            raise ConfigError(
+                f"unknown table; a config has {', '.join(f'[{s}]' for s in tables)}",
+                file=file,
+                line=_key_line(text, table, None),
+                field=table,
+            )
+    sections = {name: _build(name, data.get(name, {}), file=file, text=text) for name in tables}
+    fixed = {name: sections.pop(name) for name in _FIXED_SECTIONS}
+    return RunConfig(**fixed, worlds=sections, base_dir=base_dir or Path.cwd())
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -338,8 +363,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         name, sep, raw = item.partition("=")
         table, dot, key = name.strip().partition(".")
         if not sep or not dot or not key:
-            raise ConfigError(f"override {item!r} is not of the form table.key=value (e.g. dpo.beta=0.2)",
-                              field=name.strip() or None)
+            raise ConfigError(
+                f"override {item!r} is not of the form table.key=value (e.g. dpo.beta=0.2)", field=name.strip() or None
+            )
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:

@@ -61,6 +61,12 @@ _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _past_space(text: str, position: int = 0) -> int:
+    """The first position at or after ``position`` that is not JSON white space."""
+    match = _JSON_SPACE.match(text, position)
+    return match.end() if match is not None else position
 _JSON_DECODER = json.JSONDecoder()
 _SPLIT_TAG = "dposhap-split-v1"
 _HASH_TAG = "dposhap-data-v1"
@@ -185,11 +191,12 @@ class DataSpec:
     base_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.files, (str, os.PathLike)):
-            self.files = [self.files]
-        if not isinstance(self.files, (list, tuple)):
-            raise InvalidArgumentError(f"files must be a list of paths, got {self.files!r}")
-        self.files = [_path_setting("files", entry) for entry in self.files]
+        files: Any = self.files
+        if isinstance(files, (str, os.PathLike)):
+            files = [files]
+        if not isinstance(files, (list, tuple)):
+            raise InvalidArgumentError(f"files must be a list of paths, got {files!r}")
+        self.files = [_path_setting("files", entry) for entry in files]
         if not isinstance(self.sources, Mapping):
             raise InvalidArgumentError(f"sources must map source names to paths, got {self.sources!r}")
         sources: dict[str, str | list[str]] = {}
@@ -216,7 +223,9 @@ class DataSpec:
             if not isinstance(self.select, (list, tuple)):
                 raise InvalidArgumentError(f"select must be a list of source names, got {self.select!r}")
             if not self.select:
-                raise InvalidArgumentError("select is empty: name at least one source, or leave it out to keep them all")
+                raise InvalidArgumentError(
+                    "select is empty: name at least one source, or leave it out to keep them all"
+                )
             for name in self.select:
                 if (problem := _source_name_problem(name)) is not None:
                     raise InvalidArgumentError(f"select: the source name {name!r} {problem}")
@@ -224,8 +233,12 @@ class DataSpec:
                 raise InvalidArgumentError(f"select names a source twice: {list(self.select)}")
             self.select = list(self.select)
         _check_int("heldout_min", self.heldout_min, minimum=1)
-        _check_int("min_pairs", self.min_pairs, minimum=self.heldout_min + 1,
-                   why=f"every source needs heldout_min = {self.heldout_min} held-out pair(s) and one to train on")
+        _check_int(
+            "min_pairs",
+            self.min_pairs,
+            minimum=self.heldout_min + 1,
+            why=f"every source needs heldout_min = {self.heldout_min} held-out pair(s) and one to train on",
+        )
         _check_fraction(self.heldout_fraction)
         _check_seed(self.seed)
         if self.base_dir is not None:
@@ -339,13 +352,16 @@ def heldout_size(n_pairs: int, fraction: float, min_heldout: int = 1) -> int:
     _check_int("min_heldout", min_heldout, minimum=0)
     size = min(max(min_heldout, math.floor(fraction * n_pairs + 0.5)), n_pairs - 1)
     if size < min_heldout:
-        raise DataError(f"{n_pairs} pair(s) cannot give {min_heldout} held-out pair(s) and one training pair: "
-                        "add pairs or lower heldout_min")
+        raise DataError(
+            f"{n_pairs} pair(s) cannot give {min_heldout} held-out pair(s) and one training pair: "
+            "add pairs or lower heldout_min"
+        )
     return size
 
 
-def split_heldout(pairs: Sequence[PreferencePair], fraction: float, seed: int,
-                  min_heldout: int = 1) -> tuple[list[PreferencePair], list[PreferencePair]]:
+def split_heldout(
+    pairs: Sequence[PreferencePair], fraction: float, seed: int, min_heldout: int = 1
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Split one source's pairs into training and held-out pairs, deterministically.
 
     Each pair is ranked by the SHA-256 of the seed and its content (prompt, chosen, rejected); the
@@ -480,8 +496,10 @@ def _source_name_problem(name: Any) -> str | None:
     if (problem := _unicode_problem(name)) is not None:
         return problem
     if name in (".", "..") or any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in name):
-        return (f"{name!r} cannot name a folder (each source's adapter is saved in adapters/<source>/): "
-                "avoid '/', '\\', control characters, '.' and '..'")
+        return (
+            f"{name!r} cannot name a folder (each source's adapter is saved in adapters/<source>/): "
+            "avoid '/', '\\', control characters, '.' and '..'"
+        )
     return None
 
 
@@ -492,8 +510,10 @@ def _unicode_problem(text: str) -> str | None:
         return None
     code = ord(match.group())
     what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
-    return (f"is not valid UTF-8 text ({what} at character {match.start() + 1}): "
-            "save the file as UTF-8 (it may be in Latin-1 or Windows-1252)")
+    return (
+        f"is not valid UTF-8 text ({what} at character {match.start() + 1}): "
+        "save the file as UTF-8 (it may be in Latin-1 or Windows-1252)"
+    )
 
 
 def _text_problem(value: Any, field_name: str) -> str | None:
@@ -518,7 +538,9 @@ def _conversation_problem(messages: list[Any], field_name: str) -> str | None:
         where = f"message {number}"
         if not isinstance(message, dict):
             return f'{where} is a {_kind(message)}: each message is an object {{"role": ..., "content": ...}}'
-        extra = sorted(str(key) for key, value in message.items() if key not in ("role", "content") and value is not None)
+        extra = sorted(
+            str(key) for key, value in message.items() if key not in ("role", "content") and value is not None
+        )
         if extra:
             return f"{where} has keys besides role and content ({', '.join(extra)}): keep only role and content"
         role, content = message.get("role"), message.get("content")
@@ -528,8 +550,10 @@ def _conversation_problem(messages: list[Any], field_name: str) -> str | None:
         if role not in roles:
             if field_name == "prompt":
                 return f"{where} has role {role!r}: use one of {', '.join(PROMPT_ROLES)}"
-            return (f"{where} has role {role!r}: {field_name} holds only 'assistant' messages "
-                    "(put the conversation before the answer in the prompt)")
+            return (
+                f"{where} has role {role!r}: {field_name} holds only 'assistant' messages "
+                "(put the conversation before the answer in the prompt)"
+            )
         if not content.strip():
             return f"{where} is empty or only whitespace: write its content or remove the message"
         if (problem := _unicode_problem(content)) is not None:
@@ -637,13 +661,22 @@ def _read_input(entry: str, base_dir: str | None, problems: list[DataProblem]) -
         if _HUB_ID.fullmatch(entry) and _format_of(path) is None:
             return _read_hub_dataset(entry, problems)
         start = repr(base_dir) if base_dir is not None else "the current folder"
-        problems.append(DataProblem(shown, None, None, f"does not exist: check the path (relative paths start from {start})"))
+        problems.append(
+            DataProblem(shown, None, None, f"does not exist: check the path (relative paths start from {start})")
+        )
         return None
     kind = _format_of(path)
     if kind is None:
         known = ", ".join(sorted(_FORMATS))
-        problems.append(DataProblem(shown, None, None, f"has an unknown format: name it with one of {known} (optionally + .gz)"
-                                    " or give a folder written by datasets' save_to_disk"))
+        problems.append(
+            DataProblem(
+                shown,
+                None,
+                None,
+                f"has an unknown format: name it with one of {known} (optionally + .gz)"
+                " or give a folder written by datasets' save_to_disk",
+            )
+        )
         return None
     try:
         raw = _read_bytes(path)
@@ -669,12 +702,25 @@ def _read_jsonl(raw: bytes, file: str, problems: list[DataProblem]) -> _Table:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            problems.append(DataProblem(file, number, None, f"is not valid JSON ({exc.msg} at column {exc.colno}): "
-                                        "write one JSON object per line"))
+            problems.append(
+                DataProblem(
+                    file,
+                    number,
+                    None,
+                    f"is not valid JSON ({exc.msg} at column {exc.colno}): write one JSON object per line",
+                )
+            )
             continue
         if not isinstance(value, dict):
-            problems.append(DataProblem(file, number, None, f"holds a JSON {_kind(value)}: write one object "
-                                        '{"prompt": ..., "chosen": ..., "rejected": ...} per line'))
+            problems.append(
+                DataProblem(
+                    file,
+                    number,
+                    None,
+                    f"holds a JSON {_kind(value)}: write one object "
+                    '{"prompt": ..., "chosen": ..., "rejected": ...} per line',
+                )
+            )
             continue
         rows.append((number, value))
         columns.update(dict.fromkeys(value))
@@ -686,22 +732,38 @@ def _read_json(raw: bytes, file: str, problems: list[DataProblem]) -> _Table | N
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = ("it looks like JSON Lines (one object per line): name it .jsonl" if exc.msg == "Extra data"
-                else "fix the syntax")
-        problems.append(DataProblem(file, exc.lineno, None, f"is not valid JSON ({exc.msg} at column {exc.colno}): {hint}"))
+        hint = (
+            "it looks like JSON Lines (one object per line): name it .jsonl"
+            if exc.msg == "Extra data"
+            else "fix the syntax"
+        )
+        problems.append(
+            DataProblem(file, exc.lineno, None, f"is not valid JSON ({exc.msg} at column {exc.colno}): {hint}")
+        )
         return None
-    start = _JSON_SPACE.match(text).end()
+    start = _past_space(text)
     if isinstance(document, dict):
         keys = [key for key in ("data", "train") if isinstance(document.get(key), list)]
         if len(keys) != 1:
             found = ", ".join(map(repr, document)) or "none"
-            problems.append(DataProblem(file, 1, None, 'must hold a list of pair objects, or an object with one list under "data" '
-                                        f'or "train" (keys found: {found})'))
+            problems.append(
+                DataProblem(
+                    file,
+                    1,
+                    None,
+                    'must hold a list of pair objects, or an object with one list under "data" '
+                    f'or "train" (keys found: {found})',
+                )
+            )
             return None
         start = _json_member_positions(text, start)[keys[0]]
         document = document[keys[0]]
     elif not isinstance(document, list):
-        problems.append(DataProblem(file, 1, None, f'holds a JSON {_kind(document)}: give a list of pair objects, or {{"data": [...]}}'))
+        problems.append(
+            DataProblem(
+                file, 1, None, f'holds a JSON {_kind(document)}: give a list of pair objects, or {{"data": [...]}}'
+            )
+        )
         return None
     newlines = [match.start() for match in re.finditer("\n", text)]
     rows: list[tuple[int, Mapping[str, Any]]] = []
@@ -709,7 +771,9 @@ def _read_json(raw: bytes, file: str, problems: list[DataProblem]) -> _Table | N
     for position, item in zip(_json_item_positions(text, start), document, strict=True):
         line = bisect.bisect_left(newlines, position) + 1
         if not isinstance(item, dict):
-            problems.append(DataProblem(file, line, None, f"holds a JSON {_kind(item)} where a pair object was expected"))
+            problems.append(
+                DataProblem(file, line, None, f"holds a JSON {_kind(item)} where a pair object was expected")
+            )
             continue
         rows.append((line, item))
         columns.update(dict.fromkeys(item))
@@ -719,28 +783,28 @@ def _read_json(raw: bytes, file: str, problems: list[DataProblem]) -> _Table | N
 def _json_item_positions(text: str, position: int) -> list[int]:
     """The offsets where the items of the valid JSON array starting at ``text[position]`` begin."""
     positions: list[int] = []
-    position = _JSON_SPACE.match(text, position + 1).end()
+    position = _past_space(text, position + 1)
     while text[position] != "]":
         positions.append(position)
         _, position = _JSON_DECODER.raw_decode(text, position)
-        position = _JSON_SPACE.match(text, position).end()
+        position = _past_space(text, position)
         if text[position] == ",":
-            position = _JSON_SPACE.match(text, position + 1).end()
+            position = _past_space(text, position + 1)
     return positions
 
 
 def _json_member_positions(text: str, position: int) -> dict[str, int]:
     """The offsets where the member values of the valid JSON object starting at ``text[position]`` begin."""
     members: dict[str, int] = {}
-    position = _JSON_SPACE.match(text, position + 1).end()
+    position = _past_space(text, position + 1)
     while text[position] != "}":
         key, position = _JSON_DECODER.raw_decode(text, position)
-        position = _JSON_SPACE.match(text, _JSON_SPACE.match(text, position).end() + 1).end()  # past the ':'
+        position = _past_space(text, _past_space(text, position) + 1)  # past the ':'
         members[key] = position
         _, position = _JSON_DECODER.raw_decode(text, position)
-        position = _JSON_SPACE.match(text, position).end()
+        position = _past_space(text, position)
         if text[position] == ",":
-            position = _JSON_SPACE.match(text, position + 1).end()
+            position = _past_space(text, position + 1)
     return members
 
 
@@ -759,8 +823,15 @@ def _read_csv(raw: bytes, file: str, problems: list[DataProblem]) -> _Table:
             except StopIteration:
                 break
             except csv.Error as exc:
-                problems.append(DataProblem(file, last_line + 1, None, f"starts a row that is not valid CSV ({exc}): "
-                                            "check its quotes; the rows after it were not read"))
+                problems.append(
+                    DataProblem(
+                        file,
+                        last_line + 1,
+                        None,
+                        f"starts a row that is not valid CSV ({exc}): "
+                        "check its quotes; the rows after it were not read",
+                    )
+                )
                 break
             line, last_line = last_line + 1, reader.line_num
             if not cells:
@@ -771,10 +842,17 @@ def _read_csv(raw: bytes, file: str, problems: list[DataProblem]) -> _Table:
                     problems.append(DataProblem(file, line, name, "names two columns: rename one"))
                 continue
             if len(cells) != len(header):
-                problems.append(DataProblem(file, line, None, f"has {len(cells)} cells but the header has {len(header)}: "
-                                            "quote cells that hold commas, quotes or line breaks"))
+                problems.append(
+                    DataProblem(
+                        file,
+                        line,
+                        None,
+                        f"has {len(cells)} cells but the header has {len(header)}: "
+                        "quote cells that hold commas, quotes or line breaks",
+                    )
+                )
                 continue
-            table.rows.append((line, dict(zip(header, cells))))
+            table.rows.append((line, dict(zip(header, cells, strict=False))))
     finally:
         csv.field_size_limit(previous_limit)
     return table
@@ -787,7 +865,9 @@ def _read_parquet(raw: bytes, file: str, problems: list[DataProblem]) -> _Table 
     try:
         data = pq.read_table(pa.BufferReader(raw))
     except (pa.ArrowException, OSError) as exc:
-        problems.append(DataProblem(file, None, None, f"is not a readable Parquet file ({_describe(exc)}): write it again"))
+        problems.append(
+            DataProblem(file, None, None, f"is not a readable Parquet file ({_describe(exc)}): write it again")
+        )
         return None
     return _Table(file, [(index + 1, row) for index, row in enumerate(data.to_pylist())], list(data.column_names))
 
@@ -798,8 +878,15 @@ def _read_saved_dataset(path: Path, file: str, problems: list[DataProblem]) -> _
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:  # datasets raises assorted types for a folder that is not a saved dataset
-        problems.append(DataProblem(file, None, None, f"is a folder but not a dataset written by save_to_disk "
-                                    f"({_describe(exc)}): give a data file, or the folder save_to_disk wrote"))
+        problems.append(
+            DataProblem(
+                file,
+                None,
+                None,
+                f"is a folder but not a dataset written by save_to_disk "
+                f"({_describe(exc)}): give a data file, or the folder save_to_disk wrote",
+            )
+        )
         return None
     return _dataset_table(loaded, file, problems)
 
@@ -810,10 +897,17 @@ def _read_hub_dataset(entry: str, problems: list[DataProblem]) -> _Table | None:
 
         loaded = datasets.load_dataset(entry)
     except Exception as exc:  # no network, no such dataset, no access, bad files: all mean the same here
-        problems.append(DataProblem(entry, None, None, f"is not a local path, and loading it as a Hugging Face dataset "
-                                    f"failed ({_describe(exc)}): check the path or the id, or download the dataset "
-                                    "and give a local path (a .jsonl, .json, .csv or .parquet file, or a folder "
-                                    "written by save_to_disk)"))
+        problems.append(
+            DataProblem(
+                entry,
+                None,
+                None,
+                f"is not a local path, and loading it as a Hugging Face dataset "
+                f"failed ({_describe(exc)}): check the path or the id, or download the dataset "
+                "and give a local path (a .jsonl, .json, .csv or .parquet file, or a folder "
+                "written by save_to_disk)",
+            )
+        )
         return None
     return _dataset_table(loaded, entry, problems)
 
@@ -824,8 +918,15 @@ def _dataset_table(loaded: Any, file: str, problems: list[DataProblem]) -> _Tabl
         splits = list(loaded)
         split = "train" if "train" in splits else splits[0] if len(splits) == 1 else None
         if split is None:
-            problems.append(DataProblem(file, None, None, f"has the splits {', '.join(splits) or '(none)'} and none is "
-                                        "called 'train': save the split you want on its own with save_to_disk"))
+            problems.append(
+                DataProblem(
+                    file,
+                    None,
+                    None,
+                    f"has the splits {', '.join(splits) or '(none)'} and none is "
+                    "called 'train': save the split you want on its own with save_to_disk",
+                )
+            )
             return None
         loaded = loaded[split]
     rows = loaded.to_list()
@@ -858,7 +959,7 @@ class _Collector:
         self.incomplete = False  # some file of `files` could not be read: its sources are unknown
         self.first_pair: dict[str, PreferencePair] = {}
         self.mixed: set[str] = set()
-        self.seen: dict[str, dict[str, PreferencePair]] = {}
+        self.seen: dict[str, dict[bytes, PreferencePair]] = {}
 
     def problem(self, file: str | None, line: int | None, field_name: str | None, message: str) -> None:
         self.problems.append(DataProblem(file, line, field_name, message))
@@ -893,8 +994,12 @@ class _Collector:
         for name, column in needed.items():
             if column in absent:
                 hint = " or name each source's files under sources" if name == "source" else ""
-                self.problem(table.file, table.header_line, column, f"is not a column (columns found: {found}): "
-                             f"rename the column, or set {name}_column{hint}")
+                self.problem(
+                    table.file,
+                    table.header_line,
+                    column,
+                    f"is not a column (columns found: {found}): rename the column, or set {name}_column{hint}",
+                )
         for line, row in table.rows:
             self.add_row(table, line, row, source, absent)
 
@@ -942,29 +1047,53 @@ class _Collector:
         spec, formats = self.spec, {name: isinstance(text, list) for name, text in texts.items()}
         if len(set(formats.values())) > 1:
             values = list(formats.values())
-            odd = next(name for name in texts if values.count(formats[name]) == 1) if len(texts) > 2 else list(texts)[-1]
+            odd = (
+                next(name for name in texts if values.count(formats[name]) == 1) if len(texts) > 2 else list(texts)[-1]
+            )
             other = next(name for name in texts if name != odd)
-            hint = " (a CSV cell is a conversation only when it holds a valid JSON list of objects)" if table.json_cells else ""
-            self.problem(table.file, line, getattr(spec, f"{odd}_column"),
-                         f"is {_format_name(texts[odd])} but {other} is {_format_name(texts[other])}: prompt, chosen and "
-                         f"rejected must all be plain strings or all be conversations{hint}")
+            hint = (
+                " (a CSV cell is a conversation only when it holds a valid JSON list of objects)"
+                if table.json_cells
+                else ""
+            )
+            self.problem(
+                table.file,
+                line,
+                getattr(spec, f"{odd}_column"),
+                f"is {_format_name(texts[odd])} but {other} is {_format_name(texts[other])}: prompt, chosen and "
+                f"rejected must all be plain strings or all be conversations{hint}",
+            )
         elif "chosen" in texts and "rejected" in texts and _stripped(texts["chosen"]) == _stripped(texts["rejected"]):
-            self.problem(table.file, line, spec.rejected_column, "is the same as chosen (up to surrounding spaces): "
-                         "a pair needs two different answers; fix or drop the row")
+            self.problem(
+                table.file,
+                line,
+                spec.rejected_column,
+                "is the same as chosen (up to surrounding spaces): "
+                "a pair needs two different answers; fix or drop the row",
+            )
 
     def add_pair(self, pair: PreferencePair) -> None:
         first = self.first_pair.setdefault(pair.source, pair)
         if first.conversational != pair.conversational and pair.source not in self.mixed:
             self.mixed.add(pair.source)
-            self.problem(pair.file, pair.line, self.spec.prompt_column,
-                         f"is {_format_name(pair.prompt)} but source {pair.source!r} began with {_format_name(first.prompt)} "
-                         f"at {first.file}:{first.line}: use one format (plain strings or conversations) per source")
+            self.problem(
+                pair.file,
+                pair.line,
+                self.spec.prompt_column,
+                f"is {_format_name(pair.prompt)} but source {pair.source!r} began with {_format_name(first.prompt)} "
+                f"at {first.file}:{first.line}: use one format (plain strings or conversations) per source",
+            )
         seen = self.seen.setdefault(pair.source, {})
         key = _canonical(pair)
         if key in seen:
             earlier = seen[key]
-            self.problem(pair.file, pair.line, None, f"repeats the pair at {earlier.file}:{earlier.line} in source "
-                         f"{pair.source!r}: remove one of the two (the same pair in two sources is allowed)")
+            self.problem(
+                pair.file,
+                pair.line,
+                None,
+                f"repeats the pair at {earlier.file}:{earlier.line} in source "
+                f"{pair.source!r}: remove one of the two (the same pair in two sources is allowed)",
+            )
             return
         seen[key] = pair
         self.pairs.append(pair)
@@ -974,15 +1103,24 @@ class _Collector:
         known = ", ".join(map(repr, sorted(self.known))) or "none"
         for name in spec.select or []:
             if name not in self.known and not self.incomplete:
-                self.problem(None, None, "select", f"names the source {name!r}, which the data does not have "
-                             f"(known sources: {known}): fix the name or remove it from select")
+                self.problem(
+                    None,
+                    None,
+                    "select",
+                    f"names the source {name!r}, which the data does not have "
+                    f"(known sources: {known}): fix the name or remove it from select",
+                )
         for name in self.known:
             count = self.rows.get(name, 0)
             if self.kept(name) and name not in self.unread and count < spec.min_pairs:
                 files = list(self.files.get(name, {}))
-                self.problem(files[0] if len(files) == 1 else None, None, None,
-                             f"source {name!r} has {count} pair(s), fewer than min_pairs = {spec.min_pairs}: add pairs, "
-                             "merge it into another source, leave it out of select, or lower min_pairs")
+                self.problem(
+                    files[0] if len(files) == 1 else None,
+                    None,
+                    None,
+                    f"source {name!r} has {count} pair(s), fewer than min_pairs = {spec.min_pairs}: add pairs, "
+                    "merge it into another source, leave it out of select, or lower min_pairs",
+                )
         if not self.problems and not self.pairs:
             self.problem(None, None, None, "no preference pairs were found: check files, sources and select")
 

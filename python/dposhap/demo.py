@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import load_config
+from .evaluate import GenerationSettings
 from .report import format_table, load_values, make_figures
-from .rundir import RunDir
+from .run import Run
 from .train import train_sources
-from .valuation import GenerationSettings, value_run
+from .valuation import value_run
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
 
@@ -24,12 +25,11 @@ DEMO_CONFIG = ["dpo.learning_rate=1e-3", "dpo.max_length=64", "dpo.num_train_epo
 
 def run_demo(out: str | Path = "runs/demo", *, progress: bool = True, overrides: list[str] | None = None) -> dict:
     """Train, value and report the toy world in ``out``; returns the values document."""
-    run = RunDir(out)
+    run = Run(out)
     print(f"[1/4] training the toy world's sources into {run.root}")
     train_sources(load_config(None, [*DEMO_CONFIG, *(overrides or [])]), run.root, progress=progress)
     print("[2/4] exact Shapley values on the two generation objectives (composed decoding, toy rewards)")
-    value_run(run.root, "generation", method="exact", generation=GenerationSettings(rewards=["toy"]),
-              progress=progress)
+    value_run(run.root, "generation", settings=GenerationSettings(rewards=["toy"]), method="exact", progress=progress)
     print("[3/4] exact Shapley values on held-out preference accuracy")
     value_run(run.root, "accuracy", method="exact", progress=progress)
     print("[4/4] report")

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ModelRef",
     "adapter_metadata",
+    "first_line",
+    "load_hint",
     "load_adapters",
     "load_base_model",
     "load_tokenizer",
@@ -81,8 +83,9 @@ class ModelRef:
         return out
 
 
-def resolve_model(name: str, *, base_dir: Path | None = None, revision: str | None = None,
-                  trust_remote_code: bool = False) -> ModelRef:
+def resolve_model(
+    name: str, *, base_dir: Path | None = None, revision: str | None = None, trust_remote_code: bool = False
+) -> ModelRef:
     """Decide whether ``name`` is a local folder or a hub id.
 
     Raises
@@ -96,13 +99,16 @@ def resolve_model(name: str, *, base_dir: Path | None = None, revision: str | No
     for path in candidates:
         if path.is_dir():
             if not (path / "config.json").is_file():
-                raise ModelLoadError(f"model folder {path} has no config.json: point to a folder saved with "
-                                     "save_pretrained")
+                raise ModelLoadError(
+                    f"model folder {path} has no config.json: point to a folder saved with save_pretrained"
+                )
             return ModelRef(str(path.resolve()), True, None, trust_remote_code)
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
     if looks_like_path or not _HUB_ID.match(name):
-        raise ModelLoadError(f"no model folder at {candidates[0]}: check the path (relative paths are read from "
-                             "the config file's folder)")
+        raise ModelLoadError(
+            f"no model folder at {candidates[0]}: check the path (relative paths are read from "
+            "the config file's folder)"
+        )
     return ModelRef(name, False, revision, trust_remote_code)
 
 
@@ -126,11 +132,14 @@ def resolve_dtype(precision: str, device: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _hint(ref: ModelRef) -> str:
+def load_hint(ref: ModelRef) -> str:
+    """What to try when the model at ``ref`` cannot be loaded (local folder or hub id)."""
     if ref.local:
         return "check that the folder holds a complete model saved with save_pretrained"
-    return ("if this machine cannot reach the hub, download the model on one that can "
-            "(huggingface-cli download ID --local-dir DIR) and give the local folder instead")
+    return (
+        "if this machine cannot reach the hub, download the model on one that can "
+        "(huggingface-cli download ID --local-dir DIR) and give the local folder instead"
+    )
 
 
 @contextlib.contextmanager
@@ -154,11 +163,14 @@ def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.location, **ref.kwargs())
     except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
-        raise ModelLoadError(f"cannot load the tokenizer of {ref.location!r}: {_first_line(err)}; {_hint(ref)}") from err
+        raise ModelLoadError(
+            f"cannot load the tokenizer of {ref.location!r}: {first_line(err)}; {load_hint(ref)}"
+        ) from err
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ModelLoadError(f"the tokenizer of {ref.location!r} has neither a padding nor an EOS token: add one "
-                                 "and save it again")
+            raise ModelLoadError(
+                f"the tokenizer of {ref.location!r} has neither a padding nor an EOS token: add one and save it again"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
@@ -171,7 +183,7 @@ def load_base_model(ref: ModelRef, *, dtype: torch.dtype, device: str) -> PreTra
         with _no_loading_bars():
             model = AutoModelForCausalLM.from_pretrained(ref.location, dtype=dtype, **ref.kwargs())
     except Exception as err:
-        raise ModelLoadError(f"cannot load the model {ref.location!r}: {_first_line(err)}; {_hint(ref)}") from err
+        raise ModelLoadError(f"cannot load the model {ref.location!r}: {first_line(err)}; {load_hint(ref)}") from err
     return model.to(device).eval()
 
 
@@ -190,16 +202,20 @@ def load_adapters(model: PreTrainedModel, adapter_dirs: dict[str, Path]) -> Peft
     peft_model: PeftModel | None = None
     for name, path in adapter_dirs.items():
         if not (Path(path) / "adapter_config.json").is_file():
-            raise ModelLoadError(f"adapter of source {name!r} is missing or incomplete at {path}: run dposhap train "
-                                 "again to (re)train it")
+            raise ModelLoadError(
+                f"adapter of source {name!r} is missing or incomplete at {path}: run dposhap train "
+                "again to (re)train it"
+            )
         try:
             if peft_model is None:
                 peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
             else:
                 peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         except Exception as err:
-            raise ModelLoadError(f"cannot load the adapter of source {name!r} from {path}: {_first_line(err)}; was it "
-                                 "trained on this base model?") from err
+            raise ModelLoadError(
+                f"cannot load the adapter of source {name!r} from {path}: {first_line(err)}; was it "
+                "trained on this base model?"
+            ) from err
     assert peft_model is not None
     return peft_model.eval()
 
@@ -212,6 +228,7 @@ def adapter_metadata(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

@@ -13,13 +13,14 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import DposhapError
-from .rundir import RunDir, atomic_write_json, atomic_write_text
+from .errors import RunError
+from .run import Run, atomic_write_json, atomic_write_text
 from .shapley import ShapleyResult
 
 __all__ = ["format_table", "load_values", "make_figures", "record_values"]
@@ -27,22 +28,30 @@ __all__ = ["format_table", "load_values", "make_figures", "record_values"]
 VALUES_FORMAT = 1
 
 
-def load_values(run: RunDir) -> dict[str, Any]:
+def load_values(run: Run) -> dict[str, Any]:
     """``RUN/values.json``, or an empty document when nothing was valued yet."""
-    path = run.root / "values.json"
+    path = run.values_path
     if not path.is_file():
         return {"format": VALUES_FORMAT, "utilities": {}}
-    import json
-
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise DposhapError(f"{path}: cannot read the values ({err}); move the file aside and run dposhap value "
-                           "again (cached evaluations are reused)") from None
+        raise RunError(
+            f"{path}: cannot read the values ({err}); move the file aside and run dposhap value "
+            "again (cached evaluations are reused)"
+        ) from None
 
 
-def record_values(run: RunDir, name: str, result: ShapleyResult, objectives: list[str], *,
-                  config: dict[str, Any], new_evaluations: int, seconds: float) -> dict[str, Any]:
+def record_values(
+    run: Run,
+    name: str,
+    result: ShapleyResult,
+    objectives: list[str],
+    *,
+    config: dict[str, Any],
+    new_evaluations: int,
+    seconds: float,
+) -> dict[str, Any]:
     """Add (or replace) the entry of utility ``name`` in values.json and rewrite values.csv."""
     values = np.asarray(result.values, dtype=float).reshape(result.n_players, -1)
     stderr = np.asarray(result.stderr, dtype=float).reshape(result.n_players, -1)
@@ -57,32 +66,47 @@ def record_values(run: RunDir, name: str, result: ShapleyResult, objectives: lis
         "seconds": round(float(seconds), 3),
         "config": config,
         "sources": list(result.names),
-        "values": {obj: {s: float(values[i, j]) for i, s in enumerate(result.names)}
-                   for j, obj in enumerate(objectives)},
-        "stderr": {obj: {s: float(stderr[i, j]) for i, s in enumerate(result.names)}
-                   for j, obj in enumerate(objectives)},
-        "history": [[int(n), np.asarray(v, dtype=float).reshape(result.n_players, -1).tolist()]
-                    for n, v in result.history],
-        "updated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "values": {
+            obj: {s: float(values[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)
+        },
+        "stderr": {
+            obj: {s: float(stderr[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)
+        },
+        "history": [
+            [int(n), np.asarray(v, dtype=float).reshape(result.n_players, -1).tolist()] for n, v in result.history
+        ],
+        "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     doc = load_values(run)
     doc["utilities"][name] = entry
-    atomic_write_json(run.root / "values.json", doc)
+    atomic_write_json(run.values_path, doc)
     _write_csv(run, doc)
     return entry
 
 
-def _write_csv(run: RunDir, doc: dict[str, Any]) -> None:
+def _write_csv(run: Run, doc: dict[str, Any]) -> None:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["utility", "objective", "source", "value", "stderr", "semivalue", "method", "n_evaluations",
-                     "seed", "seconds"])
+    writer.writerow(
+        ["utility", "objective", "source", "value", "stderr", "semivalue", "method", "n_evaluations", "seed", "seconds"]
+    )
     for name, entry in doc["utilities"].items():
         for obj in entry["objectives"]:
             for source in entry["sources"]:
-                writer.writerow([name, obj, source, f"{entry['values'][obj][source]:.10g}",
-                                 f"{entry['stderr'][obj][source]:.6g}", entry["semivalue"], entry["method"],
-                                 entry["n_evaluations"], entry["seed"], entry["seconds"]])
+                writer.writerow(
+                    [
+                        name,
+                        obj,
+                        source,
+                        f"{entry['values'][obj][source]:.10g}",
+                        f"{entry['stderr'][obj][source]:.6g}",
+                        entry["semivalue"],
+                        entry["method"],
+                        entry["n_evaluations"],
+                        entry["seed"],
+                        entry["seconds"],
+                    ]
+                )
     atomic_write_text(run.root / "values.csv", out.getvalue())
 
 
@@ -92,8 +116,10 @@ def format_table(doc: dict[str, Any]) -> str:
     for name, entry in doc["utilities"].items():
         objectives, sources = entry["objectives"], entry["sources"]
         width = max([len("source")] + [len(s) for s in sources])
-        head = (f"{name}: {entry['semivalue']} values, {entry['method']}, {entry['n_evaluations']} evaluations "
-                f"({entry['new_evaluations']} new), seed {entry['seed']}, {entry['seconds']:.1f} s")
+        head = (
+            f"{name}: {entry['semivalue']} values, {entry['method']}, {entry['n_evaluations']} evaluations "
+            f"({entry['new_evaluations']} new), seed {entry['seed']}, {entry['seconds']:.1f} s"
+        )
         cols = "".join(f"{obj:>24}" for obj in objectives)
         lines = [head, f"{'source':<{width}}{cols}"]
         for s in sources:
@@ -103,7 +129,7 @@ def format_table(doc: dict[str, Any]) -> str:
     return "\n\n".join(blocks) if blocks else "no values yet: run dposhap value first"
 
 
-def make_figures(run: RunDir) -> list[Path]:
+def make_figures(run: Run) -> list[Path]:
     """Draw the figures of every valued utility into ``RUN/figures``; returns their paths."""
     import matplotlib
 
@@ -111,7 +137,7 @@ def make_figures(run: RunDir) -> list[Path]:
     import matplotlib.pyplot as plt
 
     doc = load_values(run)
-    folder = run.root / "figures"
+    folder = run.figures_dir
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, entry in doc["utilities"].items():
@@ -119,7 +145,7 @@ def make_figures(run: RunDir) -> list[Path]:
         x = np.arange(len(sources))
 
         fig, axes = plt.subplots(1, len(objectives), figsize=(4.2 * len(objectives), 3.6), squeeze=False)
-        for ax, obj in zip(axes[0], objectives):
+        for ax, obj in zip(axes[0], objectives, strict=True):
             vals = [entry["values"][obj][s] for s in sources]
             errs = [entry["stderr"][obj][s] for s in sources]
             ax.bar(x, vals, yerr=errs, capsize=4, color=["tab:green" if v >= 0 else "tab:red" for v in vals])
@@ -136,9 +162,15 @@ def make_figures(run: RunDir) -> list[Path]:
             fig, ax = plt.subplots(figsize=(4.6, 4.4))
             xs = np.array([entry["values"][a][s] for s in sources])
             ys = np.array([entry["values"][b][s] for s in sources])
-            ax.errorbar(xs, ys, xerr=[entry["stderr"][a][s] for s in sources],
-                        yerr=[entry["stderr"][b][s] for s in sources], fmt="o", capsize=3)
-            for s, px, py in zip(sources, xs, ys):
+            ax.errorbar(
+                xs,
+                ys,
+                xerr=[entry["stderr"][a][s] for s in sources],
+                yerr=[entry["stderr"][b][s] for s in sources],
+                fmt="o",
+                capsize=3,
+            )
+            for s, px, py in zip(sources, xs, ys, strict=True):
                 ax.annotate(s, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
             lo, hi = float(min(xs.min(), ys.min(), 0)), float(max(xs.max(), ys.max(), 0))
             pad = 0.05 * (hi - lo or 1)
@@ -155,7 +187,7 @@ def make_figures(run: RunDir) -> list[Path]:
             fig, axes = plt.subplots(1, len(objectives), figsize=(4.2 * len(objectives), 3.4), squeeze=False)
             evals = [h[0] for h in entry["history"]]
             series = np.array([h[1] for h in entry["history"]], dtype=float)  # [steps, n, k]
-            for j, (ax, obj) in enumerate(zip(axes[0], objectives)):
+            for j, (ax, obj) in enumerate(zip(axes[0], objectives, strict=True)):
                 for i, s in enumerate(sources):
                     ax.plot(evals, series[:, i, j], marker=".", label=s)
                 ax.set_xlabel("evaluations")

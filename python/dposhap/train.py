@@ -10,7 +10,6 @@ restarts cleanly (adapters are written to a temporary folder and renamed when co
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import os
 import platform
@@ -21,10 +20,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
 from .config import RunConfig, load_config
 from .data import DataSpec, SourceData, load_sources, write_split
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, RunError
 from .models import (
     ModelRef,
     adapter_metadata,
@@ -34,14 +32,14 @@ from .models import (
     resolve_dtype,
     resolve_model,
 )
-from .rundir import RunDir, atomic_write_json, replace_dir
+from .run import BaseModelInfo, Manifest, Run, SourceEntry, atomic_write_json, file_sha256, replace_dir
+from .run.manifest import now
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["MANIFEST_FORMAT", "train_sources"]
+__all__ = ["train_sources"]
 
-MANIFEST_FORMAT = 1
 #: Below this many parameters a CPU run trains on one thread (faster for tiny models).
 TINY_MODEL_PARAMETERS = 5_000_000
 
@@ -53,7 +51,7 @@ def train_sources(
     sources: Sequence[str] | None = None,
     force: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> Manifest:
     """Train one DPO LoRA adapter per source into the run directory ``out``.
 
     Parameters
@@ -73,9 +71,10 @@ def train_sources(
 
     Returns
     -------
-    dict
-        The manifest: the config, library versions, base model, and per source its data hash,
-        sizes, held-out DPO reward accuracy and margin, timings and peak memory.
+    Manifest
+        The run's manifest (:class:`dposhap.run.Manifest`): the config, library versions, base
+        model, and per source its data hash, sizes, adapter checksum, held-out DPO reward
+        accuracy and margin on its own labels, timings and peak memory.
 
     Raises
     ------
@@ -85,36 +84,34 @@ def train_sources(
         As their names say; the message tells what to do.
     """
     cfg = config if isinstance(config, RunConfig) else load_config(config)
-    run = RunDir(out)
+    run = Run(out)
     with run.lock("dposhap train"):
         return _train_locked(cfg, run, sources=sources, force=force, progress=progress)
 
 
-def _train_locked(cfg: RunConfig, run: RunDir, *, sources: Sequence[str] | None, force: bool,
-                  progress: bool) -> dict[str, Any]:
-    model_name, spec, toy_info = _inputs(cfg, run, sources)
+def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
+    model_name, spec, world_record = _inputs(cfg, run, sources)
     data = load_sources(spec)  # every data problem is reported here, before any model is loaded
     device = resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.precision, device)
-    ref = resolve_model(model_name, base_dir=cfg.base_dir, revision=cfg.model.revision,
-                        trust_remote_code=cfg.model.trust_remote_code)
+    ref = resolve_model(
+        model_name, base_dir=cfg.base_dir, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+    )
     fingerprint = ref.fingerprint()  # reads the weight files' heads and tails: once
     training_hash = hashlib.sha256(f"{cfg.training_hash()}|{fingerprint}".encode()).hexdigest()
 
     for source in data.values():
-        write_split(source, run.data(source.name))
+        write_split(source, run.data_dir(source.name))
     _remove_leftovers(run)
 
-    manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), toy_info)
-    todo = [name for name, source in data.items()
-            if force or not _up_to_date(run, source, training_hash)]
-    previous = (run.read_manifest() or {}).get("sources", {})
+    manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record)
+    todo = [name for name, source in data.items() if force or not _up_to_date(run, source, training_hash)]
+    previous = _previous_entries(run)
     for name, source in data.items():
         if name not in todo:
-            entry = dict(previous.get(name) or _entry_from_adapter(run, source))
-            entry["status"] = "reused"
-            manifest["sources"][name] = entry
-    atomic_write_json(run.manifest, manifest)
+            entry = previous.get(name) or _entry_from_adapter(run, source)
+            manifest.sources[name] = entry.with_status("reused")
+    run.write_manifest(manifest)
     if not todo:
         return manifest
 
@@ -126,60 +123,73 @@ def _train_locked(cfg: RunConfig, run: RunDir, *, sources: Sequence[str] | None,
     with _quiet_libraries(), threads:
         for position, name in enumerate(todo, start=1):
             label = f"[{position}/{len(todo)}] {name}"
-            entry, model = _train_one(model, tokenizer, data[name], cfg, run, device, training_hash,
-                                      label=label, progress=progress)
-            manifest["sources"][name] = entry
-            manifest["sources"] = {k: manifest["sources"][k] for k in data if k in manifest["sources"]}
-            manifest["updated_at"] = _now()
-            atomic_write_json(run.manifest, manifest)
+            entry, model = _train_one(
+                model, tokenizer, data[name], cfg, run, device, training_hash, label=label, progress=progress
+            )
+            manifest.sources[name] = entry
+            manifest.sources = {k: manifest.sources[k] for k in data if k in manifest.sources}
+            manifest.updated_at = now()
+            run.write_manifest(manifest)
     return manifest
 
 
-def _inputs(cfg: RunConfig, run: RunDir, sources: Sequence[str] | None) -> tuple[str, DataSpec, dict | None]:
-    """The base model name, the data spec and (for the toy world) what was built."""
+def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[str, DataSpec, dict | None]:
+    """The base model name, the data spec and (for a world's model) the world's manifest record."""
     d = cfg.data
     select = list(sources) if sources is not None else d.select
-    common = dict(source_column=d.source_column, prompt_column=d.prompt_column, chosen_column=d.chosen_column,
-                  rejected_column=d.rejected_column, min_pairs=d.min_pairs, heldout_fraction=d.heldout_fraction,
-                  seed=d.seed)
-    if not cfg.uses_toy:
-        if not d.given:
-            raise InvalidArgumentError("no training data: set data.files or [data.sources] in the config "
-                                       '(or use model.base = "toy" for the built-in toy world)')
-        spec = DataSpec(files=list(d.files), sources=dict(d.sources), select=select, base_dir=str(cfg.base_dir),
-                        **common)
-        return cfg.model.base, spec, None
-
-    from . import toy
-
-    toy_sources = list(select) if select is not None else list(cfg.toy.sources)
-    world = toy.build_toy_world(run.toy, seed=cfg.toy.seed, sources=toy_sources,
-                                pairs_per_source=cfg.toy.pairs_per_source)
-    if d.given:  # the toy model trained on the user's own data
-        spec = DataSpec(files=list(d.files), sources=dict(d.sources), select=select, base_dir=str(cfg.base_dir),
-                        **common)
+    common: dict[str, Any] = dict(
+        source_column=d.source_column,
+        prompt_column=d.prompt_column,
+        chosen_column=d.chosen_column,
+        rejected_column=d.rejected_column,
+        min_pairs=d.min_pairs,
+        heldout_fraction=d.heldout_fraction,
+        seed=d.seed,
+    )
+    if cfg.world is None and not d.given:
+        raise InvalidArgumentError(
+            "no training data: set data.files or [data.sources] in the config "
+            '(or use model.base = "toy" for the built-in toy world)'
+        )
+    if d.given:
+        spec = DataSpec(
+            files=list(d.files), sources=dict(d.sources), select=select, base_dir=str(cfg.base_dir), **common
+        )
+        if cfg.world is None:
+            return cfg.model.base, spec, None
+        world = cfg.build_world(run.world_dir)  # the world's model on the user's own data: select is theirs
     else:
+        world = cfg.build_world(run.world_dir, select)
         spec = DataSpec(sources={k: str(v) for k, v in world.data_files.items()}, **common)
-    info = {"root": os.path.relpath(world.root, run.root), "seed": world.seed, "sources": list(world.sources),
-            "pairs_per_source": cfg.toy.pairs_per_source, "objectives": list(toy.OBJECTIVES)}
-    return str(world.model_dir), spec, info
+    return str(world.model_dir), spec, world.record(run.root)
 
 
-def _up_to_date(run: RunDir, source: SourceData, training_hash: str) -> bool:
-    meta = adapter_metadata(run.adapter(source.name))
-    return bool(meta) and meta.get("data_hash") == source.data_hash and meta.get("training_hash") == training_hash
+def _up_to_date(run: Run, source: SourceData, training_hash: str) -> bool:
+    meta = adapter_metadata(run.adapter_dir(source.name)) or {}
+    return meta.get("data_hash") == source.data_hash and meta.get("training_hash") == training_hash
 
 
-def _entry_from_adapter(run: RunDir, source: SourceData) -> dict[str, Any]:
-    meta = adapter_metadata(run.adapter(source.name)) or {}
-    return {k: meta.get(k) for k in ("adapter", "data_hash", "training_hash", "n_train", "n_heldout", "heldout",
-                                     "metrics", "timings")}
+def _previous_entries(run: Run) -> dict[str, SourceEntry]:
+    """The sources of the manifest already there (none when it is missing or damaged: the adapters say)."""
+    try:
+        manifest = run.read_manifest()
+    except RunError:
+        return {}
+    return dict(manifest.sources) if manifest is not None else {}
 
 
-def _remove_leftovers(run: RunDir) -> None:
+def _entry_from_adapter(run: Run, source: SourceData) -> SourceEntry:
+    """A reused adapter's entry, from the ``dposhap.json`` written beside it."""
+    meta = adapter_metadata(run.adapter_dir(source.name)) or {}
+    return SourceEntry.from_dict(
+        {k: v for k, v in meta.items() if k != "source"}, run.adapter_dir(source.name), source.name
+    )
+
+
+def _remove_leftovers(run: Run) -> None:
     """Delete half-written adapters of an interrupted run (they were never renamed into place)."""
-    if run.adapters.is_dir():
-        for path in run.adapters.iterdir():
+    if run.adapters_dir.is_dir():
+        for path in run.adapters_dir.iterdir():
             if path.name.startswith((".tmp-", ".old-")):
                 shutil.rmtree(path, ignore_errors=True)
 
@@ -187,36 +197,44 @@ def _remove_leftovers(run: RunDir) -> None:
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version(), "dposhap": __version__}
-    for package in ("torch", "transformers", "trl", "peft", "datasets", "accelerate"):
+    out = {"python": platform.python_version()}
+    for package in ("dposhap", "torch", "transformers", "trl", "peft", "datasets", "accelerate"):
         with contextlib.suppress(PackageNotFoundError):
             out[package] = version(package)
     return out
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def _new_manifest(
+    cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str, world_record: dict | None
+) -> Manifest:
+    return Manifest(
+        base_model=BaseModelInfo(
+            name=cfg.model.base,
+            location=ref.location,
+            local=ref.local,
+            revision=ref.revision,
+            fingerprint=fingerprint,
+            dtype=dtype,
+        ),
+        config=cfg.to_dict(),
+        world=world_record,
+        versions=_versions(),
+        machine={"platform": platform.platform(), "device": device, "cpu_count": os.cpu_count()},
+    )
 
 
-def _new_manifest(cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str,
-                  toy_info: dict | None) -> dict[str, Any]:
-    return {
-        "format": MANIFEST_FORMAT,
-        "created_at": _now(),
-        "updated_at": _now(),
-        "versions": _versions(),
-        "machine": {"platform": platform.platform(), "device": device, "cpu_count": os.cpu_count()},
-        "base_model": {"name": cfg.model.base, "location": ref.location, "local": ref.local,
-                       "revision": ref.revision, "fingerprint": fingerprint, "dtype": dtype},
-        "toy": toy_info,
-        "config": cfg.to_dict(),
-        "sources": {},
-    }
-
-
-def _train_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: SourceData, cfg: RunConfig,
-               run: RunDir, device: str, training_hash: str, *, label: str,
-               progress: bool) -> tuple[dict[str, Any], PreTrainedModel]:
+def _train_one(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    source: SourceData,
+    cfg: RunConfig,
+    run: Run,
+    device: str,
+    training_hash: str,
+    *,
+    label: str,
+    progress: bool,
+) -> tuple[SourceEntry, PreTrainedModel]:
     """Train, evaluate and save one source's adapter; return its manifest entry and the clean base model."""
     import torch
     from datasets import Dataset
@@ -224,7 +242,7 @@ def _train_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sourc
     from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    work = run.adapters / f".tmp-{source.name}-{os.getpid()}"
+    work = run.adapters_dir / f".tmp-{source.name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     d = cfg.dpo
@@ -256,14 +274,25 @@ def _train_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sourc
         logging_steps=max(1, n_train // (4 * d.per_device_train_batch_size)),
         disable_tqdm=True,
     )
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
     memory = _PeakMemory(device)
     started = time.perf_counter()
     with memory:
-        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(source.train_records()),
-                             eval_dataset=Dataset.from_list(source.heldout_records()), processing_class=tokenizer,
-                             peft_config=lora, callbacks=[_progress_callback(label)] if progress else None)
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(source.train_records()),
+            eval_dataset=Dataset.from_list(source.heldout_records()),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[_progress_callback(label)] if progress else None,
+        )
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when TRL's bars are off
         try:
             result = trainer.train()
@@ -277,28 +306,34 @@ def _train_one(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sourc
             # give the base model back without the adapter, for the next source
             model = trainer.model.unload() if hasattr(trainer.model, "unload") else model
             model.eval()
-    entry = {
-        "adapter": os.path.relpath(run.adapter(source.name), run.root),
-        "data_hash": source.data_hash,
-        "training_hash": training_hash,
-        "n_train": n_train,
-        "n_heldout": len(source.heldout),
-        "heldout": os.path.relpath(run.data(source.name) / "heldout.jsonl", run.root),
-        "metrics": {
+    weights = sorted(adapter_dir.glob("adapter_model.*"))
+    entry = SourceEntry(
+        adapter=os.path.relpath(run.adapter_dir(source.name), run.root),
+        data_hash=source.data_hash,
+        training_hash=training_hash,
+        n_train=n_train,
+        n_heldout=len(source.heldout),
+        heldout=os.path.relpath(run.data_dir(source.name) / "heldout.jsonl", run.root),
+        adapter_sha256=file_sha256(weights[0]) if weights else None,
+        metrics={
             "heldout_reward_accuracy": _metric(scores, "eval_rewards/accuracies"),
             "heldout_reward_margin": _metric(scores, "eval_rewards/margins"),
             "heldout_loss": _metric(scores, "eval_loss"),
             "train_loss": _metric(result.metrics, "train_loss"),
             "steps": int(trainer.state.global_step),
         },
-        "timings": {"train_s": round(train_s, 3), "eval_s": round(eval_s, 3),
-                    "peak_memory_mb": memory.peak_mb, "memory": memory.kind},
-        "status": "trained",
-        "trained_at": _now(),
-    }
-    atomic_write_json(adapter_dir / "dposhap.json", {"source": source.name, **entry})
+        timings={
+            "train_s": round(train_s, 3),
+            "eval_s": round(eval_s, 3),
+            "peak_memory_mb": memory.peak_mb,
+            "memory": memory.kind,
+        },
+        status="trained",
+        trained_at=now(),
+    )
+    atomic_write_json(adapter_dir / "dposhap.json", {"source": source.name, **entry.to_dict()})
     shutil.rmtree(work / "trainer", ignore_errors=True)
-    replace_dir(adapter_dir, run.adapter(source.name))
+    replace_dir(adapter_dir, run.adapter_dir(source.name))
     shutil.rmtree(work, ignore_errors=True)
     return entry, model
 
@@ -324,21 +359,21 @@ def _progress_callback(label: str) -> Any:
     class ProgressCallback(TrainerCallback):
         bar: Any = None
 
-        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        def on_train_begin(self, args, state, control, **kwargs):
             self.bar = tqdm(total=state.max_steps, desc=label, unit="step", leave=True)
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        def on_step_end(self, args, state, control, **kwargs):
             if self.bar is not None:
                 self.bar.update(state.global_step - self.bar.n)
 
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+        def on_log(self, args, state, control, logs=None, **kwargs):
             if self.bar is not None and logs and "loss" in logs:
                 shown = {"loss": f"{float(logs['loss']):.3f}"}
                 if "rewards/accuracies" in logs:
                     shown["acc"] = f"{float(logs['rewards/accuracies']):.2f}"
                 self.bar.set_postfix(shown)
 
-        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        def on_train_end(self, args, state, control, **kwargs):
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None

@@ -7,13 +7,16 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError
-from .language import EVAL_PROMPTS_PER_TOPIC, TOPICS, split_prompts
+from ...errors import InvalidArgumentError
+from ...validate import check_int
+from ..base import RewardFunction, World, WorldKind, register_world
+from .language import EVAL_PROMPTS_PER_TOPIC, OBJECTIVES, REWARDS, TOPICS, split_prompts
+from .settings import ToySettings
 from .sources import DEFAULT_SOURCES, SOURCE_KINDS, make_pairs, stream_rng
 
 FORMAT_VERSION = 1
@@ -23,11 +26,15 @@ STAMP_FILE = "toy_world.json"
 MODEL_DIR = "model"
 DATA_DIR = "data"
 MAX_EVAL_PROMPTS = EVAL_PROMPTS_PER_TOPIC * len(TOPICS)
+#: Pairs per objective in the toy world's clean evaluation sets.
+TOY_EVAL_PAIRS = 128
+#: Added to the world's seed to draw its evaluation pairs, so that they are independent of the sources'.
+EVAL_SEED_OFFSET = 7_919
 
 
 @dataclass(frozen=True)
-class ToyWorld:
-    """A built toy world.
+class ToyWorld(World):
+    """A built toy world (the :class:`~dposhap.worlds.World` named ``"toy"``).
 
     Attributes
     ----------
@@ -39,21 +46,71 @@ class ToyWorld:
         reference policy.
     data_files
         One JSONL file per selected source, each line ``{"prompt", "chosen", "rejected", "source"}``.
-    eval_prompts
+    prompts
         Held-out prompts, in none of the sources nor in pretraining, in round-robin order over
-        the topics.
+        the topics (:meth:`eval_prompts`).
     seed
         The seed it was built from.
     sources
         The selected source kinds, in the order asked for.
+    pairs_per_source
+        Preference pairs in each source.
     """
 
     root: Path
     model_dir: Path
     data_files: dict[str, Path]
-    eval_prompts: list[str]
+    prompts: list[str]
     seed: int
     sources: tuple[str, ...]
+    pairs_per_source: int = 256
+    name: str = "toy"
+    objectives: tuple[str, ...] = OBJECTIVES
+
+    def record(self, run_root: Path) -> dict[str, Any]:
+        """The manifest's record: the folder (relative to the run), seed, sources, pairs per source."""
+        return {
+            "name": self.name,
+            "root": os.path.relpath(self.root, run_root),
+            "seed": self.seed,
+            "sources": list(self.sources),
+            "pairs_per_source": self.pairs_per_source,
+            "objectives": list(self.objectives),
+        }
+
+    def eval_prompts(self) -> list[str]:
+        """The held-out prompts (in no source and not in pretraining)."""
+        return list(self.prompts)
+
+    def rewards(self) -> dict[str, RewardFunction]:
+        """The planted rewards ``helpful`` and ``harmless``."""
+        return dict(REWARDS)
+
+    @property
+    def default_eval_pairs(self) -> int:
+        return TOY_EVAL_PAIRS
+
+    def eval_pairs(self, objective: str, n_pairs: int = TOY_EVAL_PAIRS) -> list[dict[str, Any]]:
+        """A clean preference set labelled by the planted reward of one objective.
+
+        The pairs are made as the source of the same name makes its own (one or two words
+        edited along the objective's direction), but on the world's held-out prompts (in no
+        source and not in pretraining) and from an independent random stream; each is oriented
+        so that ``chosen`` has the strictly higher reward of ``objective``.
+
+        Parameters
+        ----------
+        objective
+            One of :data:`~dposhap.worlds.toy.OBJECTIVES`.
+        n_pairs
+            How many distinct pairs.
+
+        Returns
+        -------
+        list of dict
+            ``{"prompt", "chosen", "rejected"}`` records.
+        """
+        return toy_eval_records(self.seed, objective, n_pairs)
 
 
 def _validated_parameters(
@@ -91,14 +148,33 @@ def _parameters_hash(parameters: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def toy_eval_records(seed: int, objective: str, n_pairs: int = TOY_EVAL_PAIRS) -> list[dict[str, Any]]:
+    """The clean evaluation pairs of :meth:`ToyWorld.eval_pairs`, from the world's seed alone."""
+    if objective not in OBJECTIVES:
+        raise InvalidArgumentError(f"unknown toy objective {objective!r}; choose from {list(OBJECTIVES)}")
+    check_int("n_pairs", n_pairs)
+    reward = REWARDS[objective]
+    _, held_out = split_prompts(stream_rng(seed, "prompts"))
+    records: list[dict[str, Any]] = []
+    for prompt, chosen, rejected in make_pairs(objective, seed + EVAL_SEED_OFFSET, held_out, n_pairs):
+        better, worse = reward(prompt, chosen), reward(prompt, rejected)
+        if better == worse:  # cannot happen with the clean recipes; kept as a guard
+            continue
+        if better < worse:
+            chosen, rejected = rejected, chosen
+        records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return records
+
+
 def _world_from_stamp(root: Path, stamp: dict[str, Any]) -> ToyWorld:
     return ToyWorld(
         root=root,
         model_dir=root / MODEL_DIR,
         data_files={name: root / path for name, path in stamp["data_files"].items()},
-        eval_prompts=list(stamp["eval_prompts"]),
+        prompts=list(stamp["eval_prompts"]),
         seed=stamp["parameters"]["seed"],
         sources=tuple(stamp["parameters"]["sources"]),
+        pairs_per_source=stamp["parameters"]["pairs_per_source"],
     )
 
 
@@ -217,3 +293,33 @@ def build_toy_world(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _world_from_stamp(root, stamp)
+
+
+def _build(folder: Path, settings: ToySettings, sources: Sequence[str] | None) -> ToyWorld:
+    return build_toy_world(
+        folder,
+        seed=settings.seed,
+        sources=list(sources) if sources is not None else settings.sources,
+        pairs_per_source=settings.pairs_per_source,
+    )
+
+
+def _open(run_root: Path, record: Mapping[str, Any]) -> ToyWorld:
+    """The world a manifest recorded: rebuilt from its parameters when its folder is gone (it is deterministic)."""
+    return build_toy_world(
+        run_root / record["root"],
+        seed=int(record["seed"]),
+        sources=list(record["sources"]),
+        pairs_per_source=int(record["pairs_per_source"]),
+    )
+
+
+TOY = register_world(
+    WorldKind(
+        name="toy",
+        settings_type=ToySettings,
+        build=_build,
+        open=_open,
+        describe="a 91k-parameter Llama pretrained in-run on a synthetic language, six planted sources, two rewards",
+    )
+)

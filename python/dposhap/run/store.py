@@ -29,9 +29,7 @@ corrupts the file. One writer at a time: a writer holds an exclusive advisory lo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -39,13 +37,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .errors import DposhapError, InvalidArgumentError, RunLockedError, UtilityError
+from ..errors import CacheError, InvalidArgumentError, RunLockedError, UtilityError
+from .keys import canonical_json, config_hash
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -150,25 +149,7 @@ class Evaluation:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"a {type(obj).__name__} is not JSON-serialisable")
-
-
-def _canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def pack_coalitions(coalitions: np.ndarray) -> list[bytes]:
@@ -205,7 +186,7 @@ class UtilityStore:
     ------
     RunLockedError
         Another writer (in this or another process) holds the cache; its pid is in the message.
-    DposhapError
+    CacheError
         The file is not a readable dposhap cache (not SQLite, damaged, another program's
         database, or written by a newer dposhap), or ``readonly`` and it does not exist.
 
@@ -227,7 +208,9 @@ class UtilityStore:
         try:
             if self.readonly:
                 if not self.path.is_file():
-                    raise DposhapError(f"there is no utility cache at {self.path}: nothing has been evaluated in this run yet")
+                    raise CacheError(
+                        f"there is no utility cache at {self.path}: nothing has been evaluated in this run yet"
+                    )
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._lock_file = self._acquire_lock()
@@ -273,7 +256,7 @@ class UtilityStore:
             else:
                 conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
         except sqlite3.Error as exc:
-            raise DposhapError(
+            raise CacheError(
                 f"could not open the utility cache {self.path}: {exc}; check that the path is a file in a folder you "
                 "can write to"
             ) from exc
@@ -283,7 +266,9 @@ class UtilityStore:
                 if not self.readonly:
                     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                     if str(mode).lower() != "wal":
-                        raise DposhapError(f"could not put the utility cache {self.path} in WAL mode (SQLite kept {mode!r})")
+                        raise CacheError(
+                            f"could not put the utility cache {self.path} in WAL mode (SQLite kept {mode!r})"
+                        )
                     conn.execute("PRAGMA synchronous = NORMAL")
                 self._check_schema(conn)
         except BaseException:
@@ -295,12 +280,12 @@ class UtilityStore:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" not in tables:
             if tables:
-                raise DposhapError(
+                raise CacheError(
                     f"{self.path} is an SQLite database but not a dposhap utility cache (it has tables "
                     f"{', '.join(sorted(tables))}): move it aside and run again"
                 )
             if self.readonly:
-                raise DposhapError(f"the utility cache {self.path} is empty: nothing has been evaluated in this run yet")
+                raise CacheError(f"the utility cache {self.path} is empty: nothing has been evaluated in this run yet")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in _SCHEMA.split(";"):
@@ -320,9 +305,11 @@ class UtilityStore:
         except ValueError:
             version = None
         if version is None:
-            raise DposhapError(f"the utility cache {self.path} has no valid schema_version in its meta table: move it aside and run again")
+            raise CacheError(
+                f"the utility cache {self.path} has no valid schema_version in its meta table: move it aside and run again"
+            )
         if version > SCHEMA_VERSION:
-            raise DposhapError(
+            raise CacheError(
                 f"the utility cache {self.path} was written by a newer dposhap (schema version {version}; this one "
                 f"reads up to {SCHEMA_VERSION}): upgrade dposhap, or move the file aside to start a fresh cache"
             )
@@ -343,8 +330,8 @@ class UtilityStore:
         except sqlite3.DatabaseError as exc:
             raise self._damaged(doing, exc) from exc
 
-    def _damaged(self, doing: str, exc: Exception) -> DposhapError:
-        return DposhapError(
+    def _damaged(self, doing: str, exc: Exception) -> CacheError:
+        return CacheError(
             f"could not {doing} the utility cache {self.path}: {exc}. The file is not a readable dposhap cache "
             f"(not SQLite, or damaged): move it aside (e.g. `mv {self.path} {self.path}.bad`) and run again; "
             "the utilities it held will be recomputed"
@@ -353,7 +340,7 @@ class UtilityStore:
     @property
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise DposhapError(f"the utility store of {self.path} is closed")
+            raise CacheError(f"the utility store of {self.path} is closed")
         return self._conn
 
     def close(self) -> None:
@@ -411,23 +398,32 @@ class UtilityStore:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"the utility name must be a non-empty string, got {name!r}")
         if not isinstance(config, Mapping):
-            raise InvalidArgumentError(f"the configuration of utility {name!r} must be a mapping, got {type(config).__name__}")
+            raise InvalidArgumentError(
+                f"the configuration of utility {name!r} must be a mapping, got {type(config).__name__}"
+            )
         if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool) or n_players < 1:
             raise InvalidArgumentError(f"n_players must be a positive integer, got {n_players!r}")
         if isinstance(objectives, str):
-            raise InvalidArgumentError(f"objectives must be a sequence of names, got the string {objectives!r}: use [{objectives!r}]")
+            raise InvalidArgumentError(
+                f"objectives must be a sequence of names, got the string {objectives!r}: use [{objectives!r}]"
+            )
         objectives = list(objectives)
-        if not objectives or not all(isinstance(o, str) and o for o in objectives) or len(set(objectives)) != len(objectives):
+        if (
+            not objectives
+            or not all(isinstance(o, str) and o for o in objectives)
+            or len(set(objectives)) != len(objectives)
+        ):
             raise InvalidArgumentError(f"objectives must be one or more distinct non-empty names, got {objectives!r}")
         try:
-            config_json = _canonical_json(dict(config))
+            config_json = canonical_json(dict(config))
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(
                 f"the configuration of utility {name!r} cannot be written as JSON ({exc}): use numbers (finite), "
                 "strings, booleans, lists and dicts with string keys"
             ) from None
-        identity = _canonical_json({"name": name, "config": json.loads(config_json), "n_players": int(n_players), "objectives": objectives})
-        key = hashlib.sha256(identity.encode("utf-8")).hexdigest()
+        key = config_hash(
+            {"name": name, "config": json.loads(config_json), "n_players": int(n_players), "objectives": objectives}
+        )
         if key in self._infos:
             return key
         if self.readonly:
@@ -487,7 +483,9 @@ class UtilityStore:
             )
         if arr.dtype != bool:
             if arr.size and not (np.issubdtype(arr.dtype, np.number) and np.isin(arr, (0, 1)).all()):
-                raise InvalidArgumentError(f"coalitions must be a bool array (or 0/1 numbers), got dtype {arr.dtype} with other values")
+                raise InvalidArgumentError(
+                    f"coalitions must be a bool array (or 0/1 numbers), got dtype {arr.dtype} with other values"
+                )
             arr = arr.astype(bool)
         return np.ascontiguousarray(arr)
 
@@ -579,7 +577,9 @@ class UtilityStore:
             coalition (the utility is not deterministic under this configuration and seed).
         """
         if self.readonly:
-            raise InvalidArgumentError(f"the utility cache {self.path} was opened read-only: open it without readonly=True to record")
+            raise InvalidArgumentError(
+                f"the utility cache {self.path} was opened read-only: open it without readonly=True to record"
+            )
         info = self._info(key)
         arr = self._coalitions(info, coalitions)
         b, k = arr.shape[0], len(info.objectives)
@@ -604,10 +604,16 @@ class UtilityStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 stored = self._existing(key, list(rows))
-                for blob, previous in stored.items():
-                    if previous != rows[blob][3]:
-                        old = np.frombuffer(previous, "<f8")
-                        raise self._conflict(info, unpack_coalition(blob, info.n_players), old, np.frombuffer(rows[blob][3], "<f8"), "in the cache")
+                for blob, stored_values in stored.items():
+                    if stored_values != rows[blob][3]:
+                        old = np.frombuffer(stored_values, "<f8")
+                        raise self._conflict(
+                            info,
+                            unpack_coalition(blob, info.n_players),
+                            old,
+                            np.frombuffer(rows[blob][3], "<f8"),
+                            "in the cache",
+                        )
                 conn.executemany(
                     'INSERT INTO evaluations (utility, coalition, n_players, "values", n_objectives, n_samples, seed, '
                     "seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -670,7 +676,9 @@ class UtilityStore:
         seed = int(seed)
         return seed - _U64 if seed >= _I64 else seed
 
-    def _conflict(self, info: UtilityInfo, coalition: np.ndarray, old: np.ndarray, new: np.ndarray, where: str) -> UtilityError:
+    def _conflict(
+        self, info: UtilityInfo, coalition: np.ndarray, old: np.ndarray, new: np.ndarray, where: str
+    ) -> UtilityError:
         return UtilityError(
             f"utility {info.name!r} gave coalition {_members(coalition)} the values {new.tolist()} but {where} it has "
             f"{old.tolist()}: the utility is not deterministic under this configuration and seed. Fix its seeding, "
@@ -762,7 +770,9 @@ class CachedUtility:
             # repeats within the batch are evaluated once, in order of first appearance
             slot_of: dict[bytes, int] = {}
             slots = np.fromiter(
-                (slot_of.setdefault(blob, len(slot_of)) for blob in pack_coalitions(arr)), dtype=np.int64, count=len(arr)
+                (slot_of.setdefault(blob, len(slot_of)) for blob in pack_coalitions(arr)),
+                dtype=np.int64,
+                count=len(arr),
             )
             batch = arr[np.unique(slots, return_index=True)[1]]
             started = time.perf_counter()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .language import prompt_topic, sample_completions, word_class_pools
+from .language import sample_completions, topic_of, word_class_pools
 
 SOURCE_KINDS = ("helpful", "harmless", "noisy", "adversarial", "duplicate", "irrelevant")
 DEFAULT_SOURCES = ("helpful", "harmless", "noisy", "adversarial")
@@ -102,7 +102,7 @@ def make_pairs(kind: str, seed: int, prompts: list[str], n_pairs: int) -> list[t
     seen: set[tuple[str, str, str]] = set()  # (prompt, completions sorted): distinct after flips too
     while len(pairs) < n_pairs:
         batch = [prompts[i] for i in rng.integers(len(prompts), size=n_pairs - len(pairs))]
-        topics = [prompt_topic(p) for p in batch]
+        topics = [topic_of(p) for p in batch]
         for prompt, topic, words in zip(batch, topics, sample_completions(rng, topics), strict=True):
             pools = word_class_pools(topic)
             chosen_pool, rejected_pool = pools[recipe.chosen_class], pools[recipe.rejected_class]

@@ -5,8 +5,8 @@ and names its objectives in :attr:`RewardScorer.objectives`, so several objectiv
 one pass over the texts:
 
 :class:`CallableRewards`
-    Python functions ``f(prompt, completion) -> float``, one per objective (the toy world's
-    planted rewards are :func:`toy_rewards`).
+    Python functions ``f(prompt, completion) -> float``, one per objective (a world's
+    ground-truth rewards are :meth:`dposhap.worlds.World.rewards`).
 :class:`HFRewardModel`
     A Hugging Face sequence-classification reward model, from the hub or a local folder,
     batched.
@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError, ModelLoadError, UtilityError
+from ..errors import InvalidArgumentError, ModelLoadError, UtilityError
+from ..models import first_line, load_hint, load_tokenizer, resolve_device, resolve_dtype, resolve_model
+from ..validate import check_int
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CallableRewards", "HFRewardModel", "MultiScorer", "RewardScorer", "toy_rewards"]
+__all__ = ["CallableRewards", "HFRewardModel", "MultiScorer", "RewardScorer"]
 
 Prompt = Any  # str, or a list of {"role", "content"} messages
 RewardFunction = Callable[[Prompt, str], float]
@@ -44,8 +46,9 @@ def _check_texts(prompts: Sequence[Prompt], completions: Sequence[str]) -> tuple
         raise InvalidArgumentError("prompts and completions must be sequences of texts, not a single string")
     prompts, completions = list(prompts), list(completions)
     if len(prompts) != len(completions):
-        raise InvalidArgumentError(f"got {len(prompts)} prompts but {len(completions)} completions: give one "
-                                   "completion per prompt")
+        raise InvalidArgumentError(
+            f"got {len(prompts)} prompts but {len(completions)} completions: give one completion per prompt"
+        )
     return prompts, completions
 
 
@@ -58,8 +61,10 @@ def _check_objective_names(names: Sequence[str], what: str) -> tuple[str, ...]:
             raise InvalidArgumentError(f"objective names must be non-empty strings, got {name!r} in {what}")
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
-        raise InvalidArgumentError(f"duplicate objective name(s) {duplicated} in {what}: every objective needs its "
-                                   "own name (rename one, e.g. HFRewardModel(..., objective='helpful_rm'))")
+        raise InvalidArgumentError(
+            f"duplicate objective name(s) {duplicated} in {what}: every objective needs its "
+            "own name (rename one, e.g. HFRewardModel(..., objective='helpful_rm'))"
+        )
     return names
 
 
@@ -113,13 +118,16 @@ class CallableRewards(RewardScorer):
 
     def __init__(self, functions: Mapping[str, RewardFunction]):
         if not isinstance(functions, Mapping):
-            raise InvalidArgumentError(f"functions must be a mapping {{objective: function}}, got "
-                                       f"{type(functions).__name__}")
+            raise InvalidArgumentError(
+                f"functions must be a mapping {{objective: function}}, got {type(functions).__name__}"
+            )
         self.objectives = _check_objective_names(list(functions), "CallableRewards")
         for name, function in functions.items():
             if not callable(function):
-                raise InvalidArgumentError(f"the reward of objective {name!r} is a {type(function).__name__}, not a "
-                                           "function f(prompt, completion) -> float")
+                raise InvalidArgumentError(
+                    f"the reward of objective {name!r} is a {type(function).__name__}, not a "
+                    "function f(prompt, completion) -> float"
+                )
         self.functions = dict(functions)
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
@@ -134,26 +142,22 @@ class CallableRewards(RewardScorer):
         prompts, completions = _check_texts(prompts, completions)
         out = np.empty((len(prompts), len(self.objectives)), dtype=np.float64)
         for j, (name, function) in enumerate(self.functions.items()):
-            for i, (prompt, completion) in enumerate(zip(prompts, completions)):
+            for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
                 value = function(prompt, completion)
                 if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-                    raise UtilityError(f"the reward of objective {name!r} returned {type(value).__name__} "
-                                       f"{value!r} for row {i}: it must return a float")
+                    raise UtilityError(
+                        f"the reward of objective {name!r} returned {type(value).__name__} "
+                        f"{value!r} for row {i}: it must return a float"
+                    )
                 if not math.isfinite(value):
-                    raise UtilityError(f"the reward of objective {name!r} returned {value} for row {i}: rewards must "
-                                       "be finite")
+                    raise UtilityError(
+                        f"the reward of objective {name!r} returned {value} for row {i}: rewards must be finite"
+                    )
                 out[i, j] = value
         return out
 
     def __repr__(self) -> str:
         return f"CallableRewards(objectives={list(self.objectives)})"
-
-
-def toy_rewards() -> CallableRewards:
-    """The toy world's ground-truth rewards (:data:`dposhap.toy.REWARDS`): ``helpful`` and ``harmless``."""
-    from . import toy
-
-    return CallableRewards(toy.REWARDS)
 
 
 class HFRewardModel(RewardScorer):
@@ -208,25 +212,34 @@ class HFRewardModel(RewardScorer):
         A bad argument, or a model with several labels and no ``label``.
     """
 
-    def __init__(self, name_or_path: str, *, objective: str = "reward", device: str | None = None,
-                 batch_size: int = 32, max_length: int | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, dtype: torch.dtype | str | None = None,
-                 label: int | str | None = None, text_pair: bool = False):
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        objective: str = "reward",
+        device: str | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        dtype: torch.dtype | str | None = None,
+        label: int | str | None = None,
+        text_pair: bool = False,
+    ):
         import torch
 
-        from .models import resolve_device, resolve_dtype, resolve_model
-
         self.objectives = _check_objective_names([objective], "HFRewardModel")
-        for name, value in (("batch_size", batch_size), ("max_length", max_length)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
+        check_int("batch_size", batch_size)
+        check_int("max_length", max_length, optional=True)
         if not isinstance(name_or_path, str) or not name_or_path.strip():
             raise InvalidArgumentError(f"name_or_path must be a hub id or a folder, got {name_or_path!r}")
         self.name, self.batch_size, self.text_pair = name_or_path, batch_size, text_pair
         self.device = resolve_device(device or "auto")
         if dtype is None or isinstance(dtype, str):
             if dtype not in (None, "auto", "fp32", "bf16", "fp16"):
-                raise InvalidArgumentError(f"dtype must be a torch.dtype or one of auto, fp32, bf16, fp16; got {dtype!r}")
+                raise InvalidArgumentError(
+                    f"dtype must be a torch.dtype or one of auto, fp32, bf16, fp16; got {dtype!r}"
+                )
             dtype = resolve_dtype(dtype or "auto", self.device)
         self.ref = resolve_model(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
         self.tokenizer, self.model = self._load(dtype)
@@ -241,18 +254,18 @@ class HFRewardModel(RewardScorer):
     def _load(self, dtype: torch.dtype) -> tuple[Any, Any]:
         from transformers import AutoModelForSequenceClassification
 
-        from .models import _first_line, _hint, load_tokenizer
-
         try:
             tokenizer = load_tokenizer(self.ref)  # pads with EOS when the tokenizer has no padding token
         except ModelLoadError as err:
             raise ModelLoadError(f"reward model: {err}") from None
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(self.ref.location, dtype=dtype,
-                                                                       **self.ref.kwargs())
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.ref.location, dtype=dtype, **self.ref.kwargs()
+            )
         except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
-            raise ModelLoadError(f"cannot load the reward model {self.ref.location!r}: {_first_line(err)}; "
-                                 f"{_hint(self.ref)}") from None
+            raise ModelLoadError(
+                f"cannot load the reward model {self.ref.location!r}: {first_line(err)}; {load_hint(self.ref)}"
+            ) from None
         model.config.pad_token_id = tokenizer.pad_token_id
         return tokenizer, model.to(self.device).eval()
 
@@ -262,12 +275,15 @@ class HFRewardModel(RewardScorer):
         if label is None:
             if n_labels == 1:
                 return 0
-            raise InvalidArgumentError(f"the reward model {self.name!r} has {n_labels} labels {sorted(names)}: pass "
-                                       "label= the index or name of the one that is the reward")
+            raise InvalidArgumentError(
+                f"the reward model {self.name!r} has {n_labels} labels {sorted(names)}: pass "
+                "label= the index or name of the one that is the reward"
+            )
         if isinstance(label, str):
             if label not in names:
-                raise InvalidArgumentError(f"the reward model {self.name!r} has no label {label!r}; its labels are "
-                                           f"{sorted(names)}")
+                raise InvalidArgumentError(
+                    f"the reward model {self.name!r} has no label {label!r}; its labels are {sorted(names)}"
+                )
             return names[label]
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_labels:
             raise InvalidArgumentError(f"label must be a label name or an index in [0, {n_labels}), got {label!r}")
@@ -288,8 +304,11 @@ class HFRewardModel(RewardScorer):
             encoded = tokenizer(prompt + completion)
         encoded = {k: list(v) for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         if self.max_length is not None and len(encoded["input_ids"]) > self.max_length:
-            keep = (slice(-self.max_length, None) if getattr(tokenizer, "truncation_side", "right") == "left"
-                    else slice(None, self.max_length))
+            keep = (
+                slice(-self.max_length, None)
+                if getattr(tokenizer, "truncation_side", "right") == "left"
+                else slice(None, self.max_length)
+            )
             encoded = {k: v[keep] for k, v in encoded.items()}
         return encoded
 
@@ -303,11 +322,11 @@ class HFRewardModel(RewardScorer):
         """
         torch = self._torch
         prompts, completions = _check_texts(prompts, completions)
-        encoded = [self._encode(p, c) for p, c in zip(prompts, completions)]
+        encoded = [self._encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         order = np.argsort([len(e["input_ids"]) for e in encoded], kind="stable")
         out = np.empty((len(encoded), 1), dtype=np.float64)
         for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = order[start : start + self.batch_size]
             inputs = self.tokenizer.pad([encoded[i] for i in batch], padding=True, return_tensors="pt")
             if self._position_ids:
                 inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
@@ -343,8 +362,10 @@ class MultiScorer(RewardScorer):
             raise InvalidArgumentError("MultiScorer needs at least one scorer")
         for scorer in scorers:
             if not isinstance(scorer, RewardScorer):
-                raise InvalidArgumentError(f"MultiScorer takes RewardScorer objects (CallableRewards, HFRewardModel, "
-                                           f"...), got {type(scorer).__name__}")
+                raise InvalidArgumentError(
+                    f"MultiScorer takes RewardScorer objects (CallableRewards, HFRewardModel, "
+                    f"...), got {type(scorer).__name__}"
+                )
         self.scorers = scorers
         self.objectives = _check_objective_names([o for s in scorers for o in s.objectives], "MultiScorer")
 

@@ -114,6 +114,14 @@ def prompt_topic(prompt: str) -> str | None:
     return next((word for word in prompt.split() if word in TOPICS), None)
 
 
+def topic_of(prompt: str) -> str:
+    """The topic of a toy-world prompt (:func:`prompt_topic`, which must find one)."""
+    topic = prompt_topic(prompt)
+    if topic is None:
+        raise ValueError(f"{prompt!r} is not a toy-world prompt: it names no topic")
+    return topic
+
+
 def word_class_pools(topic: str) -> dict[str, tuple[str, ...]]:
     """The words of each class for a prompt on ``topic``.
 

@@ -18,8 +18,8 @@ from .language import (
     PAD_TOKEN,
     UNK_TOKEN,
     VOCABULARY,
-    prompt_topic,
     sample_completions,
+    topic_of,
 )
 
 MODEL_SHAPE = {
@@ -81,7 +81,7 @@ def _pretraining_corpus(
         completion and its EOS, -100 (ignored) on the prompt and the padding.
     """
     chosen = [prompts[i] for i in rng.integers(len(prompts), size=n_sequences)]
-    completions = sample_completions(rng, [prompt_topic(p) for p in chosen])
+    completions = sample_completions(rng, [topic_of(p) for p in chosen])
     longest = 2 + max(len(p.split()) for p in prompts) + max(COMPLETION_LENGTHS)
     input_ids = np.full((n_sequences, longest), _TOKEN_ID[PAD_TOKEN], dtype=np.int64)
     labels = np.full((n_sequences, longest), -100, dtype=np.int64)
@@ -132,6 +132,7 @@ def pretrain_model(rng: np.random.Generator, prompts: list[str], seed: int) -> L
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LEARNING_RATE, weight_decay=0.0)
+
     def warmup_then_cosine(step: int) -> float:
         return min(1.0, (step + 1) / PRETRAIN_WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * step / PRETRAIN_STEPS))
 

@@ -79,8 +79,9 @@ them visible credit there.
 """
 
 from .language import OBJECTIVES, REWARDS, reward_harmless, reward_helpful
+from .settings import ToySettings
 from .sources import DEFAULT_SOURCES, NOISY_FLIP_RATE, SOURCE_KINDS
-from .world import MAX_EVAL_PROMPTS, ToyWorld, build_toy_world
+from .world import MAX_EVAL_PROMPTS, TOY, TOY_EVAL_PAIRS, ToyWorld, build_toy_world, toy_eval_records
 
 __all__ = [
     "DEFAULT_SOURCES",
@@ -89,8 +90,12 @@ __all__ = [
     "OBJECTIVES",
     "REWARDS",
     "SOURCE_KINDS",
+    "TOY",
+    "TOY_EVAL_PAIRS",
+    "ToySettings",
     "ToyWorld",
     "build_toy_world",
+    "toy_eval_records",
     "reward_harmless",
     "reward_helpful",
 ]

@@ -1,0 +1,106 @@
+"""Writing a run's files safely: atomic writes, folder replacement, the run lock.
+
+Everything a run writes goes through a temporary name and a rename, so an interrupted run never
+leaves a half-written file or adapter behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RunLockedError
+
+__all__ = ["atomic_write_json", "atomic_write_npy", "atomic_write_text", "hold_lock", "replace_dir"]
+
+
+@contextlib.contextmanager
+def hold_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` for the duration; refuse at once if another process holds it.
+
+    Raises
+    ------
+    RunLockedError
+        Another live process holds the lock (its pid and task are in the message).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunLockedError(
+                f"run directory {folder} is in use by {holder}; wait for it to finish or use another run directory"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} ({what})")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON through a temporary file and a rename."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_npy(path: str | Path, array: np.ndarray) -> None:
+    """Save ``array`` as ``.npy`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def replace_dir(finished: Path, target: Path) -> None:
+    """Move the folder ``finished`` to ``target``, replacing whatever was there.
+
+    The old folder is first renamed aside, so ``target`` is at every moment either the old
+    complete folder, absent, or the new complete folder.
+    """
+    if target.exists():
+        aside = target.with_name(f".old-{target.name}-{os.getpid()}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(target, aside)
+        os.replace(finished, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(finished, target)

@@ -1,0 +1,302 @@
+"""The run directory: one owner of its layout, its manifest, its models and its caches.
+
+::
+
+    RUN/
+      manifest.json           what was trained, on what, how, with which results (typed: Manifest)
+      adapters/<source>/      one PEFT LoRA adapter per source (safetensors) + dposhap.json
+      data/<source>/          train.jsonl and heldout.jsonl of each source
+      world/                  the world the run was built from, when it uses one (older runs: toy/)
+      margins/                teacher-forced margins matrices (.npy), keyed by what they depend on
+      cache.sqlite            every evaluated coalition's utility (UtilityStore)
+      values.json, values.csv, figures/
+      .lock                   held by the process working on the run
+
+Everything that reads a run goes through :class:`Run`: :meth:`Run.open` validates the manifest
+once, :meth:`Run.load_models` is the one way to load the base model with the adapters, and
+:meth:`Run.adapter_identity` the one identity of an adapter in cache keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidArgumentError, NotARunError, RunError
+from ..models import ModelRef, load_adapters, load_base_model, load_tokenizer, resolve_device, resolve_model
+from ..worlds import World, get_world
+from .files import atomic_write_json, hold_lock
+from .keys import file_sha256
+from .manifest import Manifest
+from .store import UtilityStore
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["Run", "RunModels"]
+
+
+@dataclass
+class RunModels:
+    """A run's base model holding one adapter per source, and its tokenizer.
+
+    Attributes
+    ----------
+    model
+        A PEFT model in eval mode, its adapters named by source.
+    tokenizer
+        The base model's tokenizer (with a padding token).
+    sources
+        The sources whose adapters it holds, in player order.
+    device
+        Where it lives (``"cpu"`` or ``"cuda"``).
+    """
+
+    model: PeftModel
+    tokenizer: PreTrainedTokenizerBase
+    sources: list[str]
+    device: str
+
+
+class Run:
+    """One run directory.
+
+    ``Run(path)`` only names the folder (training creates it); :meth:`open` is how everything
+    else reaches a trained run.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._manifest: Manifest | None = None
+        self._world: World | None = None
+        self._identities: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.root)!r})"
+
+    # -- layout ----------------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.root / "adapters"
+
+    def adapter_dir(self, source: str) -> Path:
+        """Where a source's finished adapter goes."""
+        return self.adapters_dir / source
+
+    def data_dir(self, source: str) -> Path:
+        """Where a source's train / held-out split goes."""
+        return self.root / "data" / source
+
+    @property
+    def world_dir(self) -> Path:
+        return self.root / "world"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.root / "cache.sqlite"
+
+    @property
+    def margins_dir(self) -> Path:
+        return self.root / "margins"
+
+    @property
+    def values_path(self) -> Path:
+        return self.root / "values.json"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    def lock(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the run's lock (``RUN/.lock``) while working on it; refuse if another process holds it."""
+        return hold_lock(self.root, what)
+
+    # -- the manifest ----------------------------------------------------------------------
+
+    def read_manifest(self) -> Manifest | None:
+        """The manifest, or None when the run has none yet.
+
+        Raises
+        ------
+        RunError
+            The file exists but is not a readable manifest.
+        """
+        try:
+            text = self.manifest_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as err:
+            raise RunError(f"{self.manifest_path}: cannot read the manifest ({err})") from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise RunError(
+                f"{self.manifest_path} is not valid JSON: the manifest is damaged; retrain into a new run "
+                "directory (dposhap train --out NEW) or restore the file"
+            ) from None
+        return Manifest.from_dict(data, self.manifest_path)
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Write the manifest atomically."""
+        atomic_write_json(self.manifest_path, manifest.to_dict())
+        self._manifest = manifest
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """A trained run, its manifest read and checked once.
+
+        Raises
+        ------
+        NotARunError
+            No such folder, or no manifest with trained sources in it.
+        RunError
+            The manifest is damaged, or an adapter it lists is missing.
+        """
+        run = cls(path)
+        if not run.root.is_dir():
+            raise NotARunError(
+                f"{run.root} is not a run directory (no such folder): check the path, or train into it "
+                f"with dposhap train --out {run.root}"
+            )
+        manifest = run.read_manifest()
+        if manifest is None or not manifest.sources:
+            raise NotARunError(
+                f"{run.root} holds no trained run (no manifest.json with trained sources): run "
+                f"dposhap train --out {run.root} first"
+            )
+        missing = [s for s in manifest.sources if not run.adapter_path(s, manifest).is_dir()]
+        if missing:
+            raise RunError(
+                f"{run.root}: the adapters of {', '.join(missing)} are missing: run dposhap train again "
+                "to (re)train them"
+            )
+        run._manifest = manifest
+        return run
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest read by :meth:`open` (or written by :meth:`write_manifest`)."""
+        if self._manifest is None:
+            raise NotARunError(f"{self.root}: open the run with Run.open(path) before reading its manifest")
+        return self._manifest
+
+    @property
+    def sources(self) -> list[str]:
+        """The trained sources, in manifest (player) order."""
+        return list(self.manifest.sources)
+
+    def select_sources(self, sources: Sequence[str] | None) -> list[str]:
+        """``sources`` checked against the trained ones (None: all of them, in order)."""
+        known = self.sources
+        if sources is None:
+            return known
+        if isinstance(sources, str):
+            raise InvalidArgumentError(f"sources must be a list of source names, not the string {sources!r}")
+        unknown = [s for s in sources if s not in known]
+        if unknown or not sources or len(set(sources)) != len(sources):
+            raise InvalidArgumentError(
+                f"sources must name trained sources, each once; got {list(sources)}, the run has {known}"
+            )
+        return list(sources)
+
+    def adapter_path(self, source: str, manifest: Manifest | None = None) -> Path:
+        """The adapter folder of a trained source."""
+        return self.root / (manifest or self.manifest).sources[source].adapter
+
+    def heldout_path(self, source: str) -> Path:
+        """The held-out split (JSONL) of a trained source."""
+        return self.root / self.manifest.sources[source].heldout
+
+    def adapter_identity(self, source: str) -> str:
+        """The sha256 of the source's adapter weights: its identity in every cache key.
+
+        Recorded in the manifest at training time; hashed from the file for older runs.
+        """
+        recorded = self.manifest.sources[source].adapter_sha256
+        if recorded:
+            return recorded
+        if source not in self._identities:
+            files = sorted(self.adapter_path(source).glob("adapter_model.*"))
+            if not files:
+                raise RunError(
+                    f"the adapter of source {source!r} at {self.adapter_path(source)} has no weights file: "
+                    "run dposhap train again to retrain it"
+                )
+            self._identities[source] = file_sha256(files[0])
+        return self._identities[source]
+
+    # -- the world and the models ----------------------------------------------------------
+
+    def world(self) -> World | None:
+        """The world the run was built from (opened once), or None for a run on the user's own model."""
+        record = self.manifest.world
+        if record is None:
+            return None
+        if self._world is None:
+            self._world = get_world(record["name"]).open(self.root, record)
+        return self._world
+
+    def base_model_ref(self) -> ModelRef:
+        """Where the base model is: the world's model folder for a world run (so a moved run still loads)."""
+        base = self.manifest.base_model
+        settings = self.manifest.model_settings
+        world = self.world()
+        location = str(world.model_dir) if world is not None else base.location
+        return resolve_model(
+            location, revision=base.revision, trust_remote_code=bool(settings.get("trust_remote_code", False))
+        )
+
+    def load_models(
+        self, *, sources: Sequence[str] | None = None, device: str | None = None, dtype: torch.dtype | None = None
+    ) -> RunModels:
+        """The base model with one adapter per source, as trained; the one loader every utility uses.
+
+        Parameters
+        ----------
+        sources
+            Load only these sources' adapters (default: every trained source, in manifest order).
+        device
+            ``"cpu"``, ``"cuda"`` or ``"auto"``; default the run's ``model.device`` setting.
+        dtype
+            Default: the dtype the adapters were trained in.
+
+        Returns
+        -------
+        RunModels
+        """
+        import torch
+
+        names = self.select_sources(sources)
+        ref = self.base_model_ref()
+        device = resolve_device(device or self.manifest.model_settings.get("device", "auto"))
+        dtype = dtype or getattr(torch, self.manifest.base_model.dtype or "float32")
+        tokenizer = load_tokenizer(ref)
+        model = load_base_model(ref, dtype=dtype, device=device)
+        adapters = {name: self.adapter_path(name) for name in names}
+        return RunModels(load_adapters(model, adapters), tokenizer, names, device)
+
+    # -- caches ----------------------------------------------------------------------------
+
+    def store(self, *, readonly: bool = False) -> UtilityStore:
+        """The run's utility cache (``RUN/cache.sqlite``)."""
+        return UtilityStore(self.cache_path, readonly=readonly)
+
+    def cache_identity(self, sources: Sequence[str] | None = None) -> dict[str, Any]:
+        """What every cached evaluation of this run depends on: the base model and each adapter."""
+        base = self.manifest.base_model
+        return {
+            "base": base.fingerprint,
+            "dtype": base.dtype,
+            "adapters": {name: self.adapter_identity(name) for name in self.select_sources(sources)},
+        }

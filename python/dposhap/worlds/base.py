@@ -1,0 +1,133 @@
+"""The :class:`World` interface: a self-contained setting with a known right answer.
+
+A world brings everything a valuation needs besides the user's own data: a reference model,
+training sources with planted properties, trusted evaluation pairs per objective, evaluation
+prompts, and reward functions that are the ground truth of each objective. The pipeline asks a
+world for these through this interface only; no production module names a concrete world.
+
+A world is registered under a name (:func:`register_world`); ``model.base = NAME`` in a run's
+config builds that world into the run directory, its settings come from the config table of
+the same name (``[toy]`` for the toy world), and the manifest records what was built, so that
+the valuation can open the same world again (:meth:`WorldKind.open`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..registry import Registry
+
+__all__ = [
+    "RewardFunction",
+    "World",
+    "WorldKind",
+    "get_world",
+    "register_world",
+    "world_names",
+]
+
+#: ``f(prompt, completion) -> float``: one objective's reward.
+RewardFunction = Callable[[Any, str], float]
+
+
+class World(ABC):
+    """A built world: its model folder, its sources' data files, evaluation sets and rewards.
+
+    Attributes
+    ----------
+    name
+        The registered name of its kind.
+    root
+        The folder that holds it.
+    model_dir
+        A Hugging Face model folder (``config.json``, weights, tokenizer): the reference policy.
+    data_files
+        One preference file per source (JSONL, ``{"prompt", "chosen", "rejected", "source"}``).
+    objectives
+        The objectives its rewards and evaluation sets measure, in order.
+    """
+
+    name: str
+    root: Path
+    model_dir: Path
+    data_files: Mapping[str, Path]
+    objectives: tuple[str, ...]
+
+    @abstractmethod
+    def record(self, run_root: Path) -> dict[str, Any]:
+        """What the manifest keeps to open this world again (paths relative to ``run_root``)."""
+
+    @abstractmethod
+    def eval_pairs(self, objective: str, n_pairs: int) -> list[dict[str, Any]]:
+        """A trusted preference set of ``objective``: ``{"prompt", "chosen", "rejected"}`` records.
+
+        The pairs are labelled by the objective's ground-truth reward, drawn on prompts that no
+        source holds, so they measure the objective and nothing a source planted.
+        """
+
+    @abstractmethod
+    def eval_prompts(self) -> list[Any]:
+        """Held-out prompts for generation utilities (plain strings or conversations)."""
+
+    @abstractmethod
+    def rewards(self) -> dict[str, RewardFunction]:
+        """The ground-truth reward of every objective, ``{objective: f(prompt, completion)}``."""
+
+    @property
+    def default_eval_pairs(self) -> int:
+        """Pairs per objective in the trusted evaluation sets when a valuation asks for none."""
+        return 128
+
+
+@dataclass(frozen=True)
+class WorldKind:
+    """A registered kind of world.
+
+    Attributes
+    ----------
+    name
+        The name a config uses (``model.base = name``); also its config table.
+    settings_type
+        The dataclass of its config table (fields with help text, checked in ``__post_init__``).
+    build
+        ``build(folder, settings, sources) -> World``: build (or reuse) the world in ``folder``;
+        ``sources`` selects source names (None: the settings' own).
+    open
+        ``open(run_root, record) -> World``: the world a manifest recorded (:meth:`World.record`).
+    describe
+        One line for help texts.
+    """
+
+    name: str
+    settings_type: type
+    build: Callable[[Path, Any, Sequence[str] | None], World]
+    open: Callable[[Path, Mapping[str, Any]], World]
+    describe: str = ""
+
+
+_REGISTRY: Registry[WorldKind] = Registry("world")
+
+
+def register_world(kind: WorldKind) -> WorldKind:
+    """Add a kind of world to the registry (a later registration of the same name replaces it)."""
+    return _REGISTRY.register(kind.name, kind)
+
+
+def get_world(name: str) -> WorldKind:
+    """The registered world ``name``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        No world has this name.
+    """
+    return _REGISTRY.get(name)
+
+
+def world_names() -> list[str]:
+    """The registered world names, in registration order."""
+    return _REGISTRY.names()

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install cargo-test pytest demo bench-shapley bench-compose bench-train bench-e2e bench-decode clean
+.PHONY: test install lint cargo-test pytest demo bench-shapley bench-compose bench-train bench-e2e bench-decode clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,15 @@ $(STAMP): $(PY) pyproject.toml Cargo.toml $(shell find rust -name '*.rs' -o -nam
 
 install: $(STAMP)
 
+# the gate: lint and format (Python and Rust), types (the package, and the .pyi against the binding)
+lint: install
+	$(VENV)/bin/ruff check python tests bench examples
+	$(VENV)/bin/ruff format --check python tests bench examples
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest dposhap._core
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --release -q -- -D warnings
+
 cargo-test:
 	cargo test --workspace --release -q
 
@@ -29,7 +38,7 @@ pytest: install
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test setup is broken" >&2; exit 1; fi; \
 	exit $$rc
 
-test: install cargo-test pytest
+test: install lint cargo-test pytest
 
 demo: install
 	$(VENV)/bin/dposhap demo

@@ -85,7 +85,7 @@ def environment(packages: Iterable[str]) -> dict[str, str]:
         Ordered ``key -> value`` pairs, ready for :func:`write_markdown`.
     """
     env = {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),
         "cores": str(usable_cores()),
         "os": f"{platform.system()} {platform.release()}",

@@ -17,8 +17,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from dposhap.compose import noise
-from dposhap.decode import ComposedDecoder, DecodeConfig, reference_generate
 from dposhap.errors import InvalidArgumentError
+from dposhap.evaluate.decoding import ComposedDecoder, DecodeConfig, reference_generate
 from dposhap.models import load_base_model, load_tokenizer, resolve_model
 from dposhap.worlds.toy import build_toy_world
 

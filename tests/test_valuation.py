@@ -147,7 +147,7 @@ def test_interrupted_valuation_resumes_with_identical_values(run_dir: Path, monk
 
 def test_common_random_numbers_reduce_the_variance_of_marginal_contributions(run_dir: Path) -> None:
     """v(S + i) - v(S) over seeds: same noise for both coalitions (CRN) vs independent noise."""
-    from dposhap.decode import DecodeConfig
+    from dposhap.evaluate.decoding import DecodeConfig
 
     gen = generation_utility(
         Run.open(run_dir),

@@ -23,7 +23,7 @@ fewer rows) than DPO adapters usually do. Both are measured and reported.
 
 Providers:
 
-- ``ours``: :class:`dposhap.decode.ComposedDecoder` with its defaults (prefill once per (model,
+- ``ours``: :class:`dposhap.evaluate.decoding.ComposedDecoder` with its defaults (prefill once per (model,
   prompt), one PEFT mixed-adapter forward per step over the live (model, prefix) rows, rows
   shared between coalitions while their samples coincide, hidden-state fast path, compose kernel
   sampling with common random numbers);
@@ -58,13 +58,12 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
 
-from _harness import MarkdownTable, Provider, environment, write_csv, write_markdown  # noqa: E402
-
 import torch  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
-from dposhap.decode import ComposedDecoder, DecodeConfig  # noqa: E402
+from _harness import MarkdownTable, Provider, environment, write_csv, write_markdown  # noqa: E402
+from dposhap.evaluate.decoding import ComposedDecoder, DecodeConfig  # noqa: E402
 
 PACKAGES = ("torch", "transformers", "peft", "numpy")
 N_SOURCES, N_PROMPTS = 4, 32
@@ -123,13 +122,33 @@ def _random_model(shape: str, vocab: int, device: str):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     if shape == "cpu-512":
-        config = LlamaConfig(vocab_size=vocab, hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
-                             num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=256,
-                             tie_word_embeddings=False, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+        config = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=512,
+            intermediate_size=1376,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=2,
+        )
         return LlamaForCausalLM(config).to(device).eval()
-    config = Qwen2Config(vocab_size=vocab, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
     return Qwen2ForCausalLM(config).to(device=device, dtype=torch.bfloat16).eval()
 
 
@@ -152,8 +171,8 @@ def setup(shape: str, work: Path) -> Setup:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)  # the random models and the adapters' lora_A
     if shape == "toy":
-        from dposhap.worlds import toy
         from dposhap.models import load_base_model, load_tokenizer, resolve_model
+        from dposhap.worlds import toy
 
         world = toy.build_toy_world(work / "toy", seed=0, sources=["helpful"], n_eval_prompts=N_PROMPTS)
         ref = resolve_model(str(world.model_dir))
@@ -165,8 +184,10 @@ def setup(shape: str, work: Path) -> Setup:
         tokenizer = _word_tokenizer(vocab)
         tokenizer.padding_side = "left"
         base = _random_model(shape, vocab, device)
-        prompts = [" ".join(f"t{w}" for w in rng.integers(3, vocab, size=rng.integers(*prompt_words, endpoint=True)))
-                   for _ in range(N_PROMPTS)]
+        prompts = [
+            " ".join(f"t{w}" for w in rng.integers(3, vocab, size=rng.integers(*prompt_words, endpoint=True)))
+            for _ in range(N_PROMPTS)
+        ]
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear")
     model = get_peft_model(base, lora, adapter_name=SOURCES[0])
     for name in SOURCES[1:]:
@@ -183,12 +204,22 @@ def setup(shape: str, work: Path) -> Setup:
             scale = ADAPTER_SHIFT_STD / _shift_std(model, tokenizer, prompts)
             for p in lora_b:
                 p.data *= scale
-    merged = [copy.deepcopy(model).unload()] + [copy.deepcopy(model).merge_and_unload(adapter_names=[s])
-                                                for s in SOURCES]
+    merged = [copy.deepcopy(model).unload()] + [
+        copy.deepcopy(model).merge_and_unload(adapter_names=[s]) for s in SOURCES
+    ]
     coalitions = np.array(list(product([False, True], repeat=N_SOURCES)))
-    return Setup(shape, device, model, [m.eval() for m in merged], tokenizer, prompts, coalitions,
-                 DecodeConfig(max_new_tokens=max_new_tokens), _last_logits(model, tokenizer, prompts, "__base__")
-                 .std().item(), _shift_std(model, tokenizer, prompts))
+    return Setup(
+        shape,
+        device,
+        model,
+        [m.eval() for m in merged],
+        tokenizer,
+        prompts,
+        coalitions,
+        DecodeConfig(max_new_tokens=max_new_tokens),
+        _last_logits(model, tokenizer, prompts, "__base__").std().item(),
+        _shift_std(model, tokenizer, prompts),
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -213,9 +244,19 @@ def run_naive(s: Setup, generator: torch.Generator) -> tuple[int, int]:
             mask = batch["attention_mask"]
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             caches = {m: DynamicCache() for m in used}
-            logits = {m: s.merged[m](input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
-                                     past_key_values=caches[m], use_cache=True, logits_to_keep=1).logits[:, -1].float()
-                      for m in used}
+            logits = {
+                m: s.merged[m](
+                    input_ids=batch["input_ids"],
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=caches[m],
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                .logits[:, -1]
+                .float()
+                for m in used
+            }
             rows += len(used) * len(s.prompts)
             done = torch.zeros(len(s.prompts), dtype=torch.bool, device=s.device)
             last = positions[:, -1]
@@ -235,8 +276,17 @@ def run_naive(s: Setup, generator: torch.Generator) -> tuple[int, int]:
                 mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
                 last = last + 1
                 for m in used:
-                    logits[m] = s.merged[m](input_ids=sampled[:, None], attention_mask=mask, position_ids=last[:, None],
-                                            past_key_values=caches[m], use_cache=True).logits[:, -1].float()
+                    logits[m] = (
+                        s.merged[m](
+                            input_ids=sampled[:, None],
+                            attention_mask=mask,
+                            position_ids=last[:, None],
+                            past_key_values=caches[m],
+                            use_cache=True,
+                        )
+                        .logits[:, -1]
+                        .float()
+                    )
                 rows += len(used) * len(s.prompts)
     return tokens, rows
 
@@ -245,14 +295,30 @@ def providers(s: Setup) -> list[Provider]:
     decoder = ComposedDecoder(s.model, s.tokenizer, SOURCES)
     generator = torch.Generator(device=s.device).manual_seed(0)
     return [
-        Provider("ours", "dposhap", "ComposedDecoder defaults: shared prefill and prefixes, hidden fast path",
-                 lambda: run_ours(s, decoder, s.config)),
-        Provider("ours-no-sharing", "dposhap", "ComposedDecoder, share_prefixes=False (prefill shared only)",
-                 lambda: run_ours(s, decoder, replace(s.config, share_prefixes=False))),
-        Provider("ours-peft-lora", "dposhap", 'ComposedDecoder, mixed_lora="peft" (PEFT\'s adapter_names)',
-                 lambda: run_ours(s, decoder, replace(s.config, mixed_lora="peft"))),
-        Provider("naive", "torch", "a loop per coalition, merged model copies, Python logit arithmetic, multinomial",
-                 lambda: run_naive(s, generator)),
+        Provider(
+            "ours",
+            "dposhap",
+            "ComposedDecoder defaults: shared prefill and prefixes, hidden fast path",
+            lambda: run_ours(s, decoder, s.config),
+        ),
+        Provider(
+            "ours-no-sharing",
+            "dposhap",
+            "ComposedDecoder, share_prefixes=False (prefill shared only)",
+            lambda: run_ours(s, decoder, replace(s.config, share_prefixes=False)),
+        ),
+        Provider(
+            "ours-peft-lora",
+            "dposhap",
+            'ComposedDecoder, mixed_lora="peft" (PEFT\'s adapter_names)',
+            lambda: run_ours(s, decoder, replace(s.config, mixed_lora="peft")),
+        ),
+        Provider(
+            "naive",
+            "torch",
+            "a loop per coalition, merged model copies, Python logit arithmetic, multinomial",
+            lambda: run_naive(s, generator),
+        ),
     ]
 
 
@@ -294,47 +360,88 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    shapes = ["toy"] if args.quick else args.shapes or [n for n, spec in SHAPES.items()
-                                                         if spec[0] == "cpu" or torch.cuda.is_available()]
+    shapes = (
+        ["toy"]
+        if args.quick
+        else args.shapes or [n for n, spec in SHAPES.items() if spec[0] == "cpu" or torch.cuda.is_available()]
+    )
     out_dir = HERE / "results" / ("quick" if args.quick else "")
     rows = []
     table = MarkdownTable(
-        f"K = {2 ** N_SOURCES} coalitions x B = {N_PROMPTS} prompts, n = {N_SOURCES}: median over interleaved repeats",
-        ["shape", "device", "max new", "provider", "median s", "tokens", "tokens/s", "forward rows",
-         "speed-up vs naive"],
+        f"K = {2**N_SOURCES} coalitions x B = {N_PROMPTS} prompts, n = {N_SOURCES}: median over interleaved repeats",
+        [
+            "shape",
+            "device",
+            "max new",
+            "provider",
+            "median s",
+            "tokens",
+            "tokens/s",
+            "forward rows",
+            "speed-up vs naive",
+        ],
     )
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
         for shape in shapes:
             started = time.perf_counter()
             s = setup(shape, Path(tmp))
-            print(f"{shape}: set up in {time.perf_counter() - started:.1f} s; logit std {s.logit_std:.2f}, "
-                  f"adapter shift std {s.adapter_shift_std:.2f}", flush=True)
+            print(
+                f"{shape}: set up in {time.perf_counter() - started:.1f} s; logit std {s.logit_std:.2f}, "
+                f"adapter shift std {s.adapter_shift_std:.2f}",
+                flush=True,
+            )
             repeats = 2 if args.quick else SHAPES[shape][3]
             results = measure(s, repeats)
             naive_rate = results["naive"]["tokens"] / results["naive"]["median_s"]
             for name, r in results.items():
                 rate = r["tokens"] / r["median_s"]
-                rows.append(dict(shape=shape, device=s.device, K=len(s.coalitions), B=len(s.prompts), n=N_SOURCES,
-                                 max_new_tokens=s.config.max_new_tokens, provider=name, median_s=r["median_s"],
-                                 tokens=r["tokens"], tokens_per_s=rate, forward_rows=r["forward_rows"],
-                                 speedup_vs_naive=rate / naive_rate, repeats=repeats, logit_std=s.logit_std,
-                                 adapter_shift_std=s.adapter_shift_std))
-                table.rows.append([shape, s.device, s.config.max_new_tokens, name, f"{r['median_s']:.2f}",
-                                   f"{r['tokens']:.0f}", f"{rate:.0f}", f"{r['forward_rows']:.0f}",
-                                   f"{rate / naive_rate:.2f}x"])
+                rows.append(
+                    dict(
+                        shape=shape,
+                        device=s.device,
+                        K=len(s.coalitions),
+                        B=len(s.prompts),
+                        n=N_SOURCES,
+                        max_new_tokens=s.config.max_new_tokens,
+                        provider=name,
+                        median_s=r["median_s"],
+                        tokens=r["tokens"],
+                        tokens_per_s=rate,
+                        forward_rows=r["forward_rows"],
+                        speedup_vs_naive=rate / naive_rate,
+                        repeats=repeats,
+                        logit_std=s.logit_std,
+                        adapter_shift_std=s.adapter_shift_std,
+                    )
+                )
+                table.rows.append(
+                    [
+                        shape,
+                        s.device,
+                        s.config.max_new_tokens,
+                        name,
+                        f"{r['median_s']:.2f}",
+                        f"{r['tokens']:.0f}",
+                        f"{rate:.0f}",
+                        f"{r['forward_rows']:.0f}",
+                        f"{rate / naive_rate:.2f}x",
+                    ]
+                )
             ours_rate = results["ours"]["tokens"] / results["ours"]["median_s"]
             saved = 1 - results["ours"]["forward_rows"] / results["ours-no-sharing"]["forward_rows"]
-            notes.append(f"- {shape}: ours {ours_rate / naive_rate:.2f}x naive (target 5x "
-                         f"{'met' if ours_rate >= 5 * naive_rate else 'missed'}); shared prefixes saved "
-                         f"{saved:.0%} of the forward rows; reference logits std {s.logit_std:.2f}, adapter logit "
-                         f"shift std {s.adapter_shift_std:.2f}; {repeats} timed repeats.")
+            notes.append(
+                f"- {shape}: ours {ours_rate / naive_rate:.2f}x naive (target 5x "
+                f"{'met' if ours_rate >= 5 * naive_rate else 'missed'}); shared prefixes saved "
+                f"{saved:.0%} of the forward rows; reference logits std {s.logit_std:.2f}, adapter logit "
+                f"shift std {s.adapter_shift_std:.2f}; {repeats} timed repeats."
+            )
             del s
     env = environment(PACKAGES)
     env["torch threads"] = str(torch.get_num_threads())
     env["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     preamble = [
-        "Tokens per second of batched composed decoding (`dposhap.decode.ComposedDecoder`) against the naive way "
+        "Tokens per second of batched composed decoding (`dposhap.evaluate.decoding.ComposedDecoder`) against the naive way "
         "(one loop per coalition over separately loaded, merged models, logit arithmetic in Python). Target (issue "
         "5): ours >= 5x naive at K = 16, B = 32, n = 4.",
         "",

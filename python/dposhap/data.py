@@ -67,6 +67,8 @@ def _past_space(text: str, position: int = 0) -> int:
     """The first position at or after ``position`` that is not JSON white space."""
     match = _JSON_SPACE.match(text, position)
     return match.end() if match is not None else position
+
+
 _JSON_DECODER = json.JSONDecoder()
 _SPLIT_TAG = "dposhap-split-v1"
 _HASH_TAG = "dposhap-data-v1"

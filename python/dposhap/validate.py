@@ -19,8 +19,9 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = 1, maximum: int | None = None,
-              optional: bool = False) -> None:
+def check_int(
+    name: str, value: Any, *, minimum: int | None = 1, maximum: int | None = None, optional: bool = False
+) -> None:
     """``value`` is an int in ``[minimum, maximum]`` (None, too, when ``optional``).
 
     Raises

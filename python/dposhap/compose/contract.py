@@ -94,6 +94,19 @@ class ComposeOutput:
     target_logprob: torch.Tensor | None = None
     sample: torch.Tensor | None = None
 
+    def require(self, name: OutputName) -> torch.Tensor:
+        """The output ``name``, which the call must have asked for.
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``name`` was not among the requested outputs.
+        """
+        value = getattr(self, name)
+        if value is None:
+            raise InvalidArgumentError(f"the output {name!r} was not requested: add it to outputs=")
+        return value
+
 
 # --------------------------------------------------------------------------------------
 # small checks, each with a message that says what was wrong and where

@@ -1,6 +1,6 @@
 """The generation utility: composed decoding of every asked coalition on a prompt set, scored by rewards.
 
-Each batch of coalitions is decoded at once by :class:`dposhap.decode.ComposedDecoder` (the
+Each batch of coalitions is decoded at once by :class:`dposhap.evaluate.decoding.ComposedDecoder` (the
 prompt prefilled once, one multi-adapter forward per step, common random numbers: the noise
 depends on the prompt and step, never on the coalition) and every completion is scored on every
 objective; a coalition's utility is the mean score over the prompts (self-normalised importance
@@ -104,13 +104,13 @@ class GenerationUtility:
     Parameters
     ----------
     decoder
-        A :class:`dposhap.decode.ComposedDecoder` over the run's sources.
+        A :class:`dposhap.evaluate.decoding.ComposedDecoder` over the run's sources.
     prompts
         The prompt texts (conversations already rendered by the chat template).
     scorer
         Scores ``(prompts, completions)`` on every objective.
     config
-        The decoding configuration (:class:`dposhap.decode.DecodeConfig`).
+        The decoding configuration (:class:`dposhap.evaluate.decoding.DecodeConfig`).
     cache_config
         What the values depend on (the key of the run's cache).
     """
@@ -148,7 +148,7 @@ class GenerationUtility:
 
 def generation_utility(run: Run, settings: GenerationSettings, context: BuildContext) -> GenerationUtility:
     """The generation utility of an opened run (the registry's ``build``)."""
-    from ..decode import ComposedDecoder, DecodeConfig  # torch, transformers and PEFT load on first use
+    from .decoding import ComposedDecoder, DecodeConfig  # torch, transformers and PEFT load on first use
 
     loaded = run.load_models(device=context.device)
     texts = evaluation_prompts(run, settings.prompts, settings.n_prompts)

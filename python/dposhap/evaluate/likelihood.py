@@ -136,7 +136,8 @@ class ComposedLikelihood:
             raise InvalidArgumentError("no sources: give at least one adapter name")
         store_dtype = store_dtype or torch.float32
         sequences = response_sequences(tokenizer, records, ("chosen",), max_length)
-        columns, targets = [], None
+        columns: list[torch.Tensor] = []
+        targets: torch.Tensor | None = None
         for adapter in (None, *sources):
             parts, part_targets = [], []
             with policy(model, adapter):
@@ -147,6 +148,7 @@ class ComposedLikelihood:
                     part_targets.append(batch_targets[mask])
             columns.append(torch.cat(parts))
             targets = torch.cat(part_targets) if targets is None else targets
+        assert targets is not None  # the loop ran for the reference at least
         return cls(torch.stack(columns, dim=1), targets, sources, **kwargs)
 
     @classmethod

@@ -55,7 +55,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import groupby
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -65,9 +65,10 @@ from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from transformers.cache_utils import Cache, DynamicLayer
 
-from . import compose
-from .compose import reference
-from .errors import InvalidArgumentError
+from .. import compose
+from ..compose import reference
+from ..errors import InvalidArgumentError
+from ..settings import setting
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -91,36 +92,41 @@ MixedLora = Literal["auto", "own", "peft"]
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
-
-
 @dataclass(frozen=True)
 class DecodeConfig:
     """How :meth:`ComposedDecoder.generate` samples. Every field is checked on creation."""
 
-    max_new_tokens: int = _help("a sequence stops after this many tokens if no EOS came first (>= 1)", default=16)
-    temperature: float = _help("the combined logits are divided by it (finite, > 0)", default=1.0)
-    top_k: int | None = _help("sample among the top_k most likely tokens only; 1 is greedy; None: all", default=None)
-    seed: int = _help("seed of the Gumbel noise, keyed by (seed, prompt index, step), in [0, 2**64)", default=0)
-    correction: bool = _help("also return each sequence's summed sequence-level correction (log importance weight)",
-                             default=False)
-    hidden_fast_path: HiddenFastPath = _help(
+    max_new_tokens: int = setting("a sequence stops after this many tokens if no EOS came first (>= 1)", default=16)
+    temperature: float = setting("the combined logits are divided by it (finite, > 0)", default=1.0)
+    top_k: int | None = setting("sample among the top_k most likely tokens only; 1 is greedy; None: all", default=None)
+    seed: int = setting("seed of the Gumbel noise, keyed by (seed, prompt index, step), in [0, 2**64)", default=0)
+    correction: bool = setting(
+        "also return each sequence's summed sequence-level correction (log importance weight)", default=False
+    )
+    hidden_fast_path: HiddenFastPath = setting(
         '"auto": combine hidden states and apply the LM head once per sequence when the head is a shared plain '
         'linear layer (no LoRA, no soft-capping) and correction is off; "on": require it; "off": combine logits',
         default="auto",
     )
-    backend: str = _help('compose kernel backend: "auto", "torch", "cpp", "triton" or "cuda"', default="auto")
-    max_rows: int | None = _help("cap on (sequence, model) rows per forward; sequences are decoded in groups "
-                                 "beyond it; None: no cap", default=None)
-    mixed_lora: MixedLora = _help(
-        '"own": each adapter\'s LoRA product on its contiguous block of rows, added by hooks while PEFT\'s '
-        'adapters are off (plain LoRA on linear layers only); "peft": PEFT\'s adapter_names; "auto": own where it '
-        'applies', default="auto",
+    backend: compose.Backend = setting(
+        'compose kernel backend: "auto", "torch", "cpp", "triton" or "cuda"', default="auto"
     )
-    share_prefixes: bool = _help("compute a (model, generated prefix) row once for all the sequences of a prompt "
-                                 "that share it (exact; common random numbers make such prefixes frequent); off: "
-                                 "only the prompt's prefill is shared", default=True)
+    max_rows: int | None = setting(
+        "cap on (sequence, model) rows per forward; sequences are decoded in groups beyond it; None: no cap",
+        default=None,
+    )
+    mixed_lora: MixedLora = setting(
+        "\"own\": each adapter's LoRA product on its contiguous block of rows, added by hooks while PEFT's "
+        'adapters are off (plain LoRA on linear layers only); "peft": PEFT\'s adapter_names; "auto": own where it '
+        "applies",
+        default="auto",
+    )
+    share_prefixes: bool = setting(
+        "compute a (model, generated prefix) row once for all the sequences of a prompt "
+        "that share it (exact; common random numbers make such prefixes frequent); off: "
+        "only the prompt's prefill is shared",
+        default=True,
+    )
 
     def __post_init__(self) -> None:
         def fail(name: str, message: str) -> None:
@@ -128,8 +134,10 @@ class DecodeConfig:
 
         if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
             fail("max_new_tokens", f"must be an int >= 1, got {self.max_new_tokens!r}")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not (
-            math.isfinite(self.temperature) and self.temperature > 0
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or not (math.isfinite(self.temperature) and self.temperature > 0)
         ):
             fail("temperature", f"must be a finite number > 0, got {self.temperature!r} (greedy decoding is top_k=1)")
         if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
@@ -145,8 +153,11 @@ class DecodeConfig:
         if self.max_rows is not None and (not _is_int(self.max_rows) or self.max_rows < 1):
             fail("max_rows", f"must be None or an int >= 1, got {self.max_rows!r}")
         if self.hidden_fast_path == "on" and self.correction:
-            fail("hidden_fast_path", '"on" cannot give the correction, which needs every model\'s own logits: '
-                 'use "auto" or "off" with correction=True')
+            fail(
+                "hidden_fast_path",
+                '"on" cannot give the correction, which needs every model\'s own logits: '
+                'use "auto" or "off" with correction=True',
+            )
 
 
 @dataclass
@@ -205,8 +216,9 @@ def _plan(coalitions: object, weights: object, n: int) -> list[_Coalition]:
     """
     mask = np.asarray(coalitions)
     if mask.ndim != 2 or mask.shape[1] != n:
-        raise InvalidArgumentError(f"coalitions must be a bool array [K, n] with n = {n} sources, "
-                                   f"got shape {mask.shape}")
+        raise InvalidArgumentError(
+            f"coalitions must be a bool array [K, n] with n = {n} sources, got shape {mask.shape}"
+        )
     if mask.dtype != bool:
         if not np.issubdtype(mask.dtype, np.integer) or not np.isin(mask, (0, 1)).all():
             raise InvalidArgumentError(f"coalitions must be bool (or 0/1) membership [K, {n}], got dtype {mask.dtype}")
@@ -284,20 +296,21 @@ class _GrowingLayer(DynamicLayer):
         self._buffers = []
         for x in (keys, values):
             buffer = x.new_empty((*x.shape[:2], self.length + room, x.shape[-1]))
-            buffer[:, :, :self.length] = x
+            buffer[:, :, : self.length] = x
             self._buffers.append(buffer)
         self.is_initialized = True
         self._expose()
 
     def _expose(self) -> None:
-        self.keys, self.values = (buffer[:, :, :self.length] for buffer in self._buffers)
+        self.keys, self.values = (buffer[:, :, : self.length] for buffer in self._buffers)
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append the new positions in place; the keys and values so far."""
         stop = self.length + key_states.shape[-2]
-        self._buffers[0][:, :, self.length:stop] = key_states
-        self._buffers[1][:, :, self.length:stop] = value_states
+        self._buffers[0][:, :, self.length : stop] = key_states
+        self._buffers[1][:, :, self.length : stop] = value_states
         self.length = stop
         self._expose()
         return self.keys, self.values
@@ -311,7 +324,7 @@ class _GrowingLayer(DynamicLayer):
         buffers = []
         for buffer in self._buffers:
             selected = buffer.new_empty((len(indices), *buffer.shape[1:]))
-            torch.index_select(buffer[:, :, :self.length], 0, indices, out=selected[:, :, :self.length])
+            torch.index_select(buffer[:, :, : self.length], 0, indices, out=selected[:, :, : self.length])
             buffers.append(selected)
         self._buffers = buffers
         self._expose()
@@ -344,8 +357,10 @@ class _BlockLora:
         for layer in self.layers:
             ours = [s for s in sources if s in layer.lora_A or s in layer.lora_embedding_A]
             if ours and (not isinstance(layer, LoraLinear) or any(s in layer.lora_variant for s in ours)):
-                self.blocker = (f"adapter {ours[0]!r} is not plain LoRA on a linear layer "
-                                f"({type(layer).__name__}, variants {sorted(layer.lora_variant)})")
+                self.blocker = (
+                    f"adapter {ours[0]!r} is not plain LoRA on a linear layer "
+                    f"({type(layer).__name__}, variants {sorted(layer.lora_variant)})"
+                )
                 break
 
     def set_rows(self, models: Sequence[int], names: Sequence[str]) -> None:
@@ -400,19 +415,29 @@ class ComposedDecoder:
         ``model`` is not a PEFT model, or a source names no adapter of it.
     """
 
-    def __init__(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, sources: Sequence[str], *,
-                 device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        model: PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        sources: Sequence[str],
+        *,
+        device: str | torch.device | None = None,
+    ) -> None:
         configs = getattr(model, "peft_config", None)
         if not isinstance(configs, dict) or not hasattr(model, "get_base_model"):
-            raise InvalidArgumentError(f"model must be a peft.PeftModel with one adapter per source, got "
-                                       f"{type(model).__name__}: load the adapters with dposhap.models.load_adapters")
+            raise InvalidArgumentError(
+                f"model must be a peft.PeftModel with one adapter per source, got "
+                f"{type(model).__name__}: load the adapters with dposhap.models.load_adapters"
+            )
         if isinstance(sources, str):
             raise InvalidArgumentError(f"sources must be a sequence of adapter names, not the string {sources!r}")
         sources = tuple(sources)
         missing = [s for s in sources if s not in configs]
         if missing or len(set(sources)) != len(sources) or BASE_ADAPTER in sources:
-            raise InvalidArgumentError(f"sources must name distinct adapters of the model, got {list(sources)}; "
-                                       f"its adapters are {sorted(configs)}")
+            raise InvalidArgumentError(
+                f"sources must name distinct adapters of the model, got {list(sources)}; "
+                f"its adapters are {sorted(configs)}"
+            )
         if device is not None:
             model.to(device)
         self.model = model.eval()
@@ -435,8 +460,10 @@ class ComposedDecoder:
     def hidden_path_blocker(self) -> str | None:
         """Why the hidden-state fast path cannot apply to this model, or None when it can."""
         if type(self._lm_head) is not torch.nn.Linear:
-            return (f"the LM head is a {type(self._lm_head).__name__}, not a plain torch.nn.Linear shared by every "
-                    "source (LoRA or modules_to_save on it?)")
+            return (
+                f"the LM head is a {type(self._lm_head).__name__}, not a plain torch.nn.Linear shared by every "
+                "source (LoRA or modules_to_save on it?)"
+            )
         config = self.model.get_base_model().config
         config = config.get_text_config() if hasattr(config, "get_text_config") else config
         for name in _LOGIT_TRANSFORMS:
@@ -455,8 +482,14 @@ class ComposedDecoder:
         fast = config.hidden_fast_path != "off" and blocker is None and not config.correction
         return _Mode(fast, config.mixed_lora != "peft" and lora_blocker is None)
 
-    def generate(self, prompts: Sequence[str], coalitions: np.ndarray, config: DecodeConfig = DecodeConfig(), *,
-                 weights: np.ndarray | None = None) -> DecodeResult:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        coalitions: np.ndarray,
+        config: DecodeConfig = DecodeConfig(),
+        *,
+        weights: np.ndarray | None = None,
+    ) -> DecodeResult:
         """Sample one continuation of every prompt under every coalition.
 
         Parameters
@@ -498,15 +531,23 @@ class ComposedDecoder:
         if sequences:
             widest = max(len(c.models) for c in plan)
             if config.max_rows is not None and config.max_rows < widest:
-                raise InvalidArgumentError(f"DecodeConfig.max_rows = {config.max_rows} is below the {widest} rows one "
-                                           "sequence needs (its reference and members): raise it")
+                raise InvalidArgumentError(
+                    f"DecodeConfig.max_rows = {config.max_rows} is below the {widest} rows one "
+                    "sequence needs (its reference and members): raise it"
+                )
             with torch.inference_mode(), self._block_lora.active(self.model) if mode.own_lora else nullcontext():
                 prefill = self._prefill(plan, prompt_ids, mode, config.max_rows, counters)
                 for group in _groups(sequences, plan, config.max_rows):
                     self._decode_group(group, plan, prefill, config, mode, tokens, log_weights, counters)
         completions = [self.tokenizer.batch_decode(row, skip_special_tokens=True) if row else [] for row in tokens]
-        return DecodeResult(completions, tokens, log_weights, counters["new_tokens"], time.perf_counter() - start,
-                            counters["forward_rows"])
+        return DecodeResult(
+            completions,
+            tokens,
+            log_weights,
+            counters["new_tokens"],
+            time.perf_counter() - start,
+            counters["forward_rows"],
+        )
 
     # ----------------------------------------------------------------------------------
     # forwards
@@ -534,40 +575,62 @@ class ComposedDecoder:
             hook.remove()
         return captured[0]
 
-    def _prefill(self, plan: list[_Coalition], prompt_ids: list[list[int]], mode: _Mode, max_rows: int | None,
-                 counters: dict[str, int]) -> _Prefill:
+    def _prefill(
+        self,
+        plan: list[_Coalition],
+        prompt_ids: list[list[int]],
+        mode: _Mode,
+        max_rows: int | None,
+        counters: dict[str, int],
+    ) -> _Prefill:
         longest = max(len(ids) for ids in prompt_ids)
         mask = torch.zeros((len(prompt_ids), longest), dtype=torch.int64)
         padded = torch.full((len(prompt_ids), longest), self._pad_id, dtype=torch.int64)
         for b, ids in enumerate(prompt_ids):
-            padded[b, longest - len(ids):] = torch.tensor(ids)
-            mask[b, longest - len(ids):] = 1
+            padded[b, longest - len(ids) :] = torch.tensor(ids)
+            mask[b, longest - len(ids) :] = 1
         mask, padded = mask.to(self.device), padded.to(self.device)
         needed = sorted({m for c in plan for m in c.models})
         keys = [(m, b) for m in needed for b in range(len(prompt_ids))]
         chunk = max_rows or len(keys)
         kv_chunks, out_chunks = [], []
         for first in range(0, len(keys), chunk):
-            part = keys[first:first + chunk]
+            part = keys[first : first + chunk]
             prompts = torch.tensor([b for _, b in part], device=self.device)
             part_mask = mask[prompts]
             cache = Cache(layer_class_to_replicate=DynamicLayer)
-            out_chunks.append(self._forward(
-                [m for m, _ in part], mode, input_ids=padded[prompts], attention_mask=part_mask,
-                position_ids=(part_mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache,
-            ))
+            out_chunks.append(
+                self._forward(
+                    [m for m, _ in part],
+                    mode,
+                    input_ids=padded[prompts],
+                    attention_mask=part_mask,
+                    position_ids=(part_mask.cumsum(-1) - 1).clamp(min=0),
+                    past_key_values=cache,
+                )
+            )
             kv_chunks.append([(layer.keys, layer.values) for layer in cache.layers])
             counters["forward_rows"] += len(part)
-        kv = [(torch.cat([c[i][0] for c in kv_chunks]), torch.cat([c[i][1] for c in kv_chunks]))
-              for i in range(len(kv_chunks[0]))]
+        kv = [
+            (torch.cat([c[i][0] for c in kv_chunks]), torch.cat([c[i][1] for c in kv_chunks]))
+            for i in range(len(kv_chunks[0]))
+        ]
         return _Prefill({key: i for i, key in enumerate(keys)}, kv, torch.cat(out_chunks), mask, mask.sum(-1))
 
     # ----------------------------------------------------------------------------------
     # decoding
 
-    def _decode_group(self, group: list[tuple[int, int]], plan: list[_Coalition], prefill: _Prefill,
-                      config: DecodeConfig, mode: _Mode, tokens: list[list[list[int]]],
-                      log_weights: np.ndarray | None, counters: dict[str, int]) -> None:
+    def _decode_group(
+        self,
+        group: list[tuple[int, int]],
+        plan: list[_Coalition],
+        prefill: _Prefill,
+        config: DecodeConfig,
+        mode: _Mode,
+        tokens: list[list[list[int]]],
+        log_weights: np.ndarray | None,
+        counters: dict[str, int],
+    ) -> None:
         """Decode the sequences ``group`` (``(coalition, prompt)`` pairs) to the end, together."""
         n_prompts = prefill.mask.shape[0]
         # prefix tree: nodes 0..B-1 are the prompts; later nodes one generated token each
@@ -581,8 +644,9 @@ class ComposedDecoder:
         out = prefill.out[gather]
         row_of = {key: i for i, key in enumerate(keys)}
         for step in range(config.max_new_tokens):
-            sampled, correction = self._sample(out, [group[s] for s in live], [node[s] for s in live], row_of, plan,
-                                               config, step, mode.fast)
+            sampled, correction = self._sample(
+                out, [group[s] for s in live], [node[s] for s in live], row_of, plan, config, step, mode.fast
+            )
             counters["new_tokens"] += len(live)
             still = []
             for i, s in enumerate(live):
@@ -609,17 +673,27 @@ class ComposedDecoder:
                 cache.batch_select_indices(torch.tensor(parents, device=self.device))
             prompts = torch.tensor([node_prompt[n] for _, n in keys], device=self.device)
             out = self._forward(
-                [m for m, _ in keys], mode,
+                [m for m, _ in keys],
+                mode,
                 input_ids=torch.tensor([[node_token[n]] for _, n in keys], device=self.device),
                 attention_mask=torch.cat([prefill.mask[prompts], prefill.mask.new_ones(len(keys), step + 1)], dim=1),
-                position_ids=(prefill.lengths[prompts] + step)[:, None], past_key_values=cache,
+                position_ids=(prefill.lengths[prompts] + step)[:, None],
+                past_key_values=cache,
             )
             row_of = {key: i for i, key in enumerate(keys)}
             counters["forward_rows"] += len(keys)
 
-    def _sample(self, out: torch.Tensor, sequences: list[tuple[int, int]], nodes: list[int],
-                row_of: dict[tuple[int, int], int], plan: list[_Coalition], config: DecodeConfig, step: int,
-                fast: bool) -> tuple[list[int], list[float]]:
+    def _sample(
+        self,
+        out: torch.Tensor,
+        sequences: list[tuple[int, int]],
+        nodes: list[int],
+        row_of: dict[tuple[int, int], int],
+        plan: list[_Coalition],
+        config: DecodeConfig,
+        step: int,
+        fast: bool,
+    ) -> tuple[list[int], list[float]]:
         """The next token (and the step's correction) of each live sequence, from its rows' outputs."""
         width = max(len(plan[k].members) for k, _ in sequences)
         ref_index, src_index, src_weight = [], [], []
@@ -642,17 +716,27 @@ class ComposedDecoder:
             src, weight = src[:, :0], weight[:, :0]
         else:
             logits = out
-        outputs = ("sample", "correction") if config.correction else ("sample",)
-        result = compose.compose(logits.contiguous(), ref, src, weight, config.temperature, outputs=outputs,
-                                 seed=int(config.seed), stream_id=stream, step=step,
-                                 top_k=None if config.top_k is None else int(config.top_k),
-                                 backend=config.backend)
-        correction = result.correction.double().tolist() if config.correction else []
-        return result.sample.tolist(), correction
+        outputs: tuple[compose.OutputName, ...] = ("sample", "correction") if config.correction else ("sample",)
+        result = compose.compose(
+            logits.contiguous(),
+            ref,
+            src,
+            weight,
+            config.temperature,
+            outputs=outputs,
+            seed=int(config.seed),
+            stream_id=stream,
+            step=step,
+            top_k=None if config.top_k is None else int(config.top_k),
+            backend=config.backend,
+        )
+        correction = result.require("correction").double().tolist() if config.correction else []
+        return result.require("sample").tolist(), correction
 
 
-def _groups(sequences: list[tuple[int, int]], plan: list[_Coalition], max_rows: int | None
-            ) -> list[list[tuple[int, int]]]:
+def _groups(
+    sequences: list[tuple[int, int]], plan: list[_Coalition], max_rows: int | None
+) -> list[list[tuple[int, int]]]:
     """Split the sequences, in order, into groups whose rows (without any sharing) fit ``max_rows``."""
     if max_rows is None:
         return [sequences]
@@ -668,9 +752,17 @@ def _groups(sequences: list[tuple[int, int]], plan: list[_Coalition], max_rows: 
     return groups
 
 
-def reference_generate(model: PeftModel, tokenizer: PreTrainedTokenizerBase, sources: Sequence[str], prompt: str,
-                       coalition: Sequence[bool], config: DecodeConfig = DecodeConfig(), *,
-                       weights: Sequence[float] | None = None, stream_id: int = 0) -> tuple[list[int], float]:
+def reference_generate(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sources: Sequence[str],
+    prompt: str,
+    coalition: Sequence[bool],
+    config: DecodeConfig = DecodeConfig(),
+    *,
+    weights: Sequence[float] | None = None,
+    stream_id: int = 0,
+) -> tuple[list[int], float]:
     """One coalition, one prompt, the slow and obvious way: the ground truth of :class:`ComposedDecoder`.
 
     Every step runs each model the coalition uses (the reference with the adapters disabled,
@@ -701,8 +793,9 @@ def reference_generate(model: PeftModel, tokenizer: PreTrainedTokenizerBase, sou
         The generated ids (EOS excluded) and the summed correction.
     """
 
-    (c,) = _plan(np.asarray(coalition)[None, :], None if weights is None else np.asarray(weights)[None, :],
-                 len(sources))
+    (c,) = _plan(
+        np.asarray(coalition)[None, :], None if weights is None else np.asarray(weights)[None, :], len(sources)
+    )
     device = next(model.parameters()).device
     ids = torch.tensor(_encode(tokenizer, [prompt])[0], device=device)
     eos = _eos_ids(model.get_base_model(), tokenizer)
@@ -720,14 +813,19 @@ def reference_generate(model: PeftModel, tokenizer: PreTrainedTokenizerBase, sou
                     model.set_adapter(sources[m - 1], inference_mode=True)
                     rows.append(model(input_ids=sequence).logits[0, -1])
                 out = reference.compose(
-                    torch.stack(rows), torch.zeros(1, dtype=torch.int64, device=device),
+                    torch.stack(rows),
+                    torch.zeros(1, dtype=torch.int64, device=device),
                     torch.arange(1, len(rows), device=device)[None, :],
                     torch.tensor([c.weights], dtype=torch.float32, device=device).view(1, len(c.members)),
-                    config.temperature, outputs=("sample", "correction"), seed=config.seed,
-                    stream_id=torch.tensor([stream_id], device=device), step=step, top_k=config.top_k,
+                    config.temperature,
+                    outputs=("sample", "correction"),
+                    seed=config.seed,
+                    stream_id=torch.tensor([stream_id], device=device),
+                    step=step,
+                    top_k=config.top_k,
                 )
-                total += float(out.correction[0])
-                token = int(out.sample[0])
+                total += float(out.require("correction")[0])
+                token = int(out.require("sample")[0])
                 if token in eos:
                     break
                 generated.append(token)

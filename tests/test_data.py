@@ -413,7 +413,7 @@ def test_broken_files(tmp_path: Path) -> None:
         path.write_bytes(content)
         problems = problems_of(DataSpec(files=[str(path)], min_pairs=2))
         assert [p.line for p in problems][: len(expected)] == [line for line, _ in expected], name
-        for problem, (_, phrase) in zip(problems, expected, strict=True):
+        for problem, (_, phrase) in zip(problems, expected, strict=False):
             assert problem.file == str(path) and phrase in problem.message, (name, str(problem))
 
 

@@ -27,6 +27,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import InvalidArgumentError
+from ..registry import Registry
 from . import _native, cuda_backend, ops, triton_backend
 from .contract import ComposeOutput, GatherRequest, validate_gather
 from .reference import compose_checked
@@ -143,7 +144,9 @@ class TritonBackend(KernelBackend):
 
 
 #: Every backend, by name.
-BACKENDS: dict[str, GatherBackend] = {b.name: b for b in (TorchBackend(), CppBackend(), TritonBackend(), CudaBackend())}
+BACKENDS: Registry[GatherBackend] = Registry("backend")
+for _backend in (TorchBackend(), CppBackend(), TritonBackend(), CudaBackend()):
+    BACKENDS.register(_backend.name, _backend)
 #: The order in which ``"auto"`` tries them: the first that supports the inputs and is available.
 AUTO_ORDER = ("cuda", "triton", "cpp", "torch")
 
@@ -156,10 +159,7 @@ def get(name: str) -> GatherBackend:
     InvalidArgumentError
         An unknown name.
     """
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise InvalidArgumentError(f"unknown backend {name!r}; choose from {['auto', *BACKENDS]}") from None
+    return BACKENDS.get(name)
 
 
 def pick(request: GatherRequest) -> GatherBackend:
@@ -167,7 +167,7 @@ def pick(request: GatherRequest) -> GatherBackend:
     else Triton; on the CPU the C++ kernel where it applies and builds; else the reference
     (float64 logits or compute included)."""
     for name in AUTO_ORDER:
-        backend = BACKENDS[name]
+        backend = BACKENDS.get(name)
         if backend.supports(request) and backend.available():
             return backend
-    return BACKENDS["torch"]
+    return BACKENDS.get("torch")

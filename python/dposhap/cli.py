@@ -63,14 +63,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     manifest = train_sources(cfg, args.out, sources=sources, force=args.force, progress=not args.quiet)
     rows = manifest.sources
     width = max([len("source")] + [len(name) for name in rows])
-    print(f"{'source':<{width}}  status   pairs  held-out acc  margin   train s")
+    trusted = any(entry.metrics.get("trusted_reward_accuracy") is not None for entry in rows.values())
+
+    def cell(value: float | None, size: int) -> str:
+        return f"{'-' if value is None else f'{value:.3f}':>{size}}"
+
+    extra = "  trusted acc" if trusted else ""
+    print(f"{'source':<{width}}  status   pairs  own acc  own margin{extra}  train s")
     for name, entry in rows.items():
-        acc, margin = entry.metrics.get("heldout_reward_accuracy"), entry.metrics.get("heldout_reward_margin")
+        metrics = entry.metrics
+        trusted_cell = f"  {cell(metrics.get('trusted_reward_accuracy'), 11)}" if trusted else ""
         print(
-            f"{name:<{width}}  {entry.status:<7}  {entry.n_train:>5}  "
-            f"{'-' if acc is None else f'{acc:.3f}':>12}  {'-' if margin is None else f'{margin:.3f}':>6}  "
-            f"{entry.timings.get('train_s', 0.0):>8.1f}"
+            f"{name:<{width}}  {entry.status:<7}  {entry.n_train:>5}  {cell(metrics.get('heldout_reward_accuracy'), 7)}"
+            f"  {cell(metrics.get('heldout_reward_margin'), 10)}{trusted_cell}  {entry.timings.get('train_s', 0.0):>7.1f}"
         )
+    print(
+        "own acc / margin: DPO reward accuracy and margin on the source's own held-out pairs, by its own labels"
+        + (
+            "; trusted acc: on the [eval] set"
+            if trusted
+            else " (a source with flipped labels still scores high: set [eval] files for a trusted measure)"
+        )
+    )
     print(f"adapters and manifest in {Path(args.out)}")
     return 0
 

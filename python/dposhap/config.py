@@ -34,6 +34,7 @@ from .worlds import World, WorldKind, get_world, world_names
 __all__ = [
     "DataConfig",
     "DpoConfig",
+    "EvalConfig",
     "LoraSettings",
     "ModelConfig",
     "RunConfig",
@@ -113,6 +114,22 @@ class DataConfig(Section):
 
 
 @dataclass
+class EvalConfig(Section):
+    """A trusted evaluation set: preference pairs whose labels you trust, kept out of training.
+
+    Read like [data] (same formats, columns and checks; a source column is ignored), validated
+    before any training, stored in the run (``RUN/eval.jsonl``) and used by the margin and
+    likelihood utilities (set ``eval``) and, for its prompts, by generation. Without one, those
+    utilities fall back to the world's trusted sets or to the sources' own held-out splits.
+    """
+
+    TABLE = "eval"
+    files: list[str] = _help(
+        "files holding the trusted pairs (JSONL, JSON, CSV, Parquet, saved datasets)", default_factory=list
+    )
+
+
+@dataclass
 class LoraSettings(Section):
     """The LoRA adapter trained per source (PEFT ``LoraConfig``). Never on the LM head."""
 
@@ -181,13 +198,26 @@ class DpoConfig(Section):
         self.check_literal("loss_type")
 
 
-_FIXED_SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "lora": LoraSettings, "dpo": DpoConfig}
+_FIXED_SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "eval": EvalConfig,
+    "lora": LoraSettings,
+    "dpo": DpoConfig,
+}
 
 
 def _sections() -> dict[str, type]:
     """Every config table: the fixed ones, then one per registered world."""
     worlds = {name: get_world(name).settings_type for name in world_names()}
-    return {"model": ModelConfig, "data": DataConfig, **worlds, "lora": LoraSettings, "dpo": DpoConfig}
+    return {
+        "model": ModelConfig,
+        "data": DataConfig,
+        "eval": EvalConfig,
+        **worlds,
+        "lora": LoraSettings,
+        "dpo": DpoConfig,
+    }
 
 
 def _default_world_settings() -> dict[str, Any]:
@@ -206,6 +236,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     dpo: DpoConfig = field(default_factory=DpoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     worlds: dict[str, Any] = field(default_factory=_default_world_settings)
     base_dir: Path = field(default_factory=Path.cwd)
 

@@ -426,6 +426,37 @@ def write_split(source: SourceData, directory: str | Path) -> None:
         os.replace(temporary, target)
 
 
+def load_eval_records(
+    files: Sequence[str],
+    *,
+    base_dir: str | None = None,
+    prompt_column: str = "prompt",
+    chosen_column: str = "chosen",
+    rejected_column: str = "rejected",
+) -> list[dict[str, Text]]:
+    """Load and check a trusted evaluation set: the pairs of ``files`` as ``{prompt, chosen, rejected}`` records.
+
+    The files are read and checked as training data is (:func:`load_pairs`); a source column,
+    if any, is ignored. At least two pairs.
+
+    Raises
+    ------
+    DataValidationError
+        Listing every problem found, each with its file, line and field.
+    """
+    if isinstance(files, str):
+        files = [files]
+    spec = DataSpec(
+        sources={"eval": list(files)},
+        prompt_column=prompt_column,
+        chosen_column=chosen_column,
+        rejected_column=rejected_column,
+        min_pairs=2,
+        base_dir=base_dir,
+    )
+    return [pair.to_record() for pair in load_pairs(spec)]
+
+
 def read_jsonl_records(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSON Lines file (such as one :func:`write_split` wrote) as a list of dicts.
 
@@ -1134,6 +1165,7 @@ __all__ = [
     "SourceData",
     "Text",
     "heldout_size",
+    "load_eval_records",
     "load_pairs",
     "load_sources",
     "read_jsonl_records",

@@ -23,7 +23,7 @@ from .errors import RunError
 from .run import Run, atomic_write_json, atomic_write_text
 from .shapley import ShapleyResult
 
-__all__ = ["format_table", "load_values", "make_figures", "record_values"]
+__all__ = ["evaluated_on", "format_table", "load_values", "make_figures", "record_values"]
 
 VALUES_FORMAT = 1
 
@@ -121,12 +121,35 @@ def format_table(doc: dict[str, Any]) -> str:
             f"({entry['new_evaluations']} new), seed {entry['seed']}, {entry['seconds']:.1f} s"
         )
         cols = "".join(f"{obj:>24}" for obj in objectives)
-        lines = [head, f"{'source':<{width}}{cols}"]
+        lines = [head]
+        if (measured := evaluated_on(entry)) is not None:
+            lines.append(measured)
+        lines.append(f"{'source':<{width}}{cols}")
         for s in sources:
             cells = "".join(f"{entry['values'][o][s]:>+13.4f} ± {entry['stderr'][o][s]:<8.4f}" for o in objectives)
             lines.append(f"{s:<{width}}{cells}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "no values yet: run dposhap value first"
+
+
+def evaluated_on(entry: dict[str, Any]) -> str | None:
+    """One line saying what a valuation's utilities were measured on (None when its config does not say)."""
+    config = entry.get("config") or {}
+    if "heldout" in config and config["heldout"]:
+        sets = [config["heldout"]] if isinstance(config["heldout"], str) else list(config["heldout"])
+        pairs = f"{config['pairs']} pairs" if "pairs" in config else "pairs"
+        if sets == ["eval"]:
+            return f"measured on {pairs} of the trusted evaluation set"
+        own = [s for s in sets if s != "eval" and ":" not in s]
+        if not own:
+            return f"measured on {pairs} of the trusted sets {', '.join(sets)}"
+        return (
+            f"measured on {pairs}: {', '.join(sets)} (held-out splits are labelled by the sources themselves; "
+            "give --eval FILE for a trusted set)"
+        )
+    if config.get("utility") == "generation" and "prompts" in config:
+        return f"measured on {config['prompts']} prompts x {config.get('max_new_tokens', '?')} new tokens"
+    return None
 
 
 def make_figures(run: Run) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig, load_config
-from .data import DataSpec, SourceData, load_sources, write_split
+from .data import DataSpec, SourceData, load_eval_records, load_sources, write_split
 from .errors import InvalidArgumentError, RunError
 from .models import (
     ModelRef,
@@ -32,7 +33,17 @@ from .models import (
     resolve_dtype,
     resolve_model,
 )
-from .run import BaseModelInfo, Manifest, Run, SourceEntry, atomic_write_json, file_sha256, replace_dir
+from .run import (
+    BaseModelInfo,
+    Manifest,
+    Run,
+    SourceEntry,
+    atomic_write_json,
+    atomic_write_text,
+    config_hash,
+    file_sha256,
+    replace_dir,
+)
 from .run.manifest import now
 
 if TYPE_CHECKING:
@@ -92,6 +103,7 @@ def train_sources(
 def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
     model_name, spec, world_record = _inputs(cfg, run, sources)
     data = load_sources(spec)  # every data problem is reported here, before any model is loaded
+    eval_records = _eval_records(cfg)
     device = resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.precision, device)
     ref = resolve_model(
@@ -105,6 +117,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     _remove_leftovers(run)
 
     manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record)
+    manifest.eval = _store_eval(run, cfg, eval_records)
     todo = [name for name, source in data.items() if force or not _up_to_date(run, source, training_hash)]
     previous = _previous_entries(run)
     for name, source in data.items():
@@ -124,7 +137,16 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         for position, name in enumerate(todo, start=1):
             label = f"[{position}/{len(todo)}] {name}"
             entry, model = _train_one(
-                model, tokenizer, data[name], cfg, run, device, training_hash, label=label, progress=progress
+                model,
+                tokenizer,
+                data[name],
+                cfg,
+                run,
+                device,
+                training_hash,
+                label=label,
+                progress=progress,
+                eval_records=eval_records,
             )
             manifest.sources[name] = entry
             manifest.sources = {k: manifest.sources[k] for k in data if k in manifest.sources}
@@ -162,6 +184,34 @@ def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[st
         world = cfg.build_world(run.world_dir, select)
         spec = DataSpec(sources={k: str(v) for k, v in world.data_files.items()}, **common)
     return str(world.model_dir), spec, world.record(run.root)
+
+
+def _eval_records(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The trusted evaluation set of ``[eval]``, loaded and checked (none when the config names none)."""
+    if not cfg.eval.files:
+        return []
+    d = cfg.data
+    return load_eval_records(
+        cfg.eval.files,
+        base_dir=str(cfg.base_dir),
+        prompt_column=d.prompt_column,
+        chosen_column=d.chosen_column,
+        rejected_column=d.rejected_column,
+    )
+
+
+def _store_eval(run: Run, cfg: RunConfig, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Write the trusted set into the run (``RUN/eval.jsonl``); its manifest record."""
+    if not records:
+        run.eval_path.unlink(missing_ok=True)
+        return None
+    atomic_write_text(run.eval_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return {
+        "path": os.path.relpath(run.eval_path, run.root),
+        "files": list(cfg.eval.files),
+        "n_pairs": len(records),
+        "sha256": config_hash(records),
+    }
 
 
 def _up_to_date(run: Run, source: SourceData, training_hash: str) -> bool:
@@ -234,6 +284,7 @@ def _train_one(
     *,
     label: str,
     progress: bool,
+    eval_records: list[dict[str, Any]] | None = None,
 ) -> tuple[SourceEntry, PreTrainedModel]:
     """Train, evaluate and save one source's adapter; return its manifest entry and the clean base model."""
     import torch
@@ -299,6 +350,9 @@ def _train_one(
             train_s = time.perf_counter() - started
             evaluated = time.perf_counter()
             scores = trainer.evaluate()
+            if eval_records:  # the same metrics on the trusted set, whose labels do not come from the source
+                trusted = trainer.evaluate(eval_dataset=Dataset.from_list(eval_records))
+                scores.update({f"trusted_{key.removeprefix('eval_')}": value for key, value in trusted.items()})
             eval_s = time.perf_counter() - evaluated
             adapter_dir = work / "adapter"
             trainer.model.save_pretrained(str(adapter_dir))
@@ -319,6 +373,8 @@ def _train_one(
             "heldout_reward_accuracy": _metric(scores, "eval_rewards/accuracies"),
             "heldout_reward_margin": _metric(scores, "eval_rewards/margins"),
             "heldout_loss": _metric(scores, "eval_loss"),
+            "trusted_reward_accuracy": _metric(scores, "trusted_rewards/accuracies"),
+            "trusted_reward_margin": _metric(scores, "trusted_rewards/margins"),
             "train_loss": _metric(result.metrics, "train_loss"),
             "steps": int(trainer.state.global_step),
         },

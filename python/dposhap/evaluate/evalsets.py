@@ -2,31 +2,50 @@
 
 Evaluation pairs are named sets:
 
+- ``"eval"``: the trusted evaluation set: a file given at valuation time (``--eval FILE``) or
+  the one stored with the run (``[eval]`` in the training config, ``RUN/eval.jsonl``);
 - a source's name: that source's held-out split (``RUN/data/<source>/heldout.jsonl``);
 - ``"<world>:<objective>"``: the trusted evaluation set of one objective of the world the run
   was built from (:meth:`dposhap.worlds.World.eval_pairs`), e.g. ``"toy:helpful"``;
 - ``"all"``: every source's held-out split.
 
-Without a choice, a run built from a world is evaluated on the world's trusted sets (one per
-objective), any other run on the union of its held-out splits (:func:`default_pair_sets`).
+Without a choice, the trusted set is used when there is one; else a run built from a world is
+evaluated on the world's trusted sets (one per objective), any other run on the union of its
+held-out splits (:func:`default_pair_sets`) — labelled by the sources themselves, so a source
+with flipped labels moves that yardstick: the outputs say so.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data import read_jsonl_records
+from ..data import load_eval_records, read_jsonl_records
 from ..errors import InvalidArgumentError, PromptDataError
 from ..run import Run
 
-__all__ = ["default_pair_sets", "evaluation_pairs", "evaluation_prompts"]
+__all__ = ["TRUSTED_SET", "default_pair_sets", "evaluation_pairs", "evaluation_prompts", "trusted_records"]
+
+#: The name of the trusted evaluation set among the evaluation sets.
+TRUSTED_SET = "eval"
 
 
-def default_pair_sets(run: Run) -> str | list[str]:
-    """The world's trusted sets (one per objective) for a world run, else ``"all"``."""
+def trusted_records(run: Run, eval_file: str | Path | None) -> list[dict[str, Any]] | None:
+    """The trusted evaluation pairs: ``eval_file`` when given (loaded and checked as training data is),
+    else the run's stored set, else None."""
+    if eval_file is not None:
+        return load_eval_records([str(eval_file)])
+    if run.manifest.eval is not None and run.eval_path.is_file():
+        return read_jsonl_records(run.eval_path)
+    return None
+
+
+def default_pair_sets(run: Run, eval_file: str | Path | None = None) -> str | list[str]:
+    """``["eval"]`` when there is a trusted set; else the world's trusted sets for a world run; else ``"all"``."""
+    if eval_file is not None or run.manifest.eval is not None:
+        return [TRUSTED_SET]
     world = run.world()
     if world is None:
         return "all"
@@ -34,7 +53,11 @@ def default_pair_sets(run: Run) -> str | list[str]:
 
 
 def evaluation_pairs(
-    run: Run, heldout: str | Sequence[str] = "all", *, world_pairs: int | None = None
+    run: Run,
+    heldout: str | Sequence[str] = "all",
+    *,
+    world_pairs: int | None = None,
+    eval_file: str | Path | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The evaluation pairs named by ``heldout``, and which set each pair comes from.
 
@@ -46,6 +69,8 @@ def evaluation_pairs(
         ``"all"``, or a list of set names (module docstring); a single name may be a string.
     world_pairs
         Pairs per ``"<world>:<objective>"`` set (default: the world's own default).
+    eval_file
+        The trusted set ``"eval"`` (default: the one stored with the run).
 
     Returns
     -------
@@ -63,7 +88,15 @@ def evaluation_pairs(
     sets: list[str] = []
     for name in names:
         prefix, colon, objective = name.partition(":")
-        if colon:
+        if name == TRUSTED_SET:
+            trusted = trusted_records(run, eval_file)
+            if trusted is None:
+                raise InvalidArgumentError(
+                    "evaluation set 'eval' needs a trusted set: give --eval FILE (or [eval] "
+                    "files in the training config)"
+                )
+            part = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in trusted]
+        elif colon:
             if world is None or prefix != world.name:
                 built = (
                     f"the {world.name} world" if world is not None else f"the model {run.manifest.base_model.name!r}"
@@ -81,19 +114,22 @@ def evaluation_pairs(
             known = ", ".join(run.sources)
             extra = f", {', '.join(f'{world.name}:{o}' for o in world.objectives)}" if world is not None else ""
             raise InvalidArgumentError(
-                f"unknown evaluation set {name!r}: give a source of the run ({known}{extra}) or 'all'"
+                f"unknown evaluation set {name!r}: give a source of the run ({known}{extra}), 'eval' or 'all'"
             )
         records += part
         sets += [name] * len(part)
     return records, sets
 
 
-def evaluation_prompts(run: Run, path: str | Path | None, n_prompts: int) -> list[Any]:
+def evaluation_prompts(
+    run: Run, path: str | Path | None, n_prompts: int, *, eval_file: str | Path | None = None
+) -> list[Any]:
     """The prompt set of a generation utility, at most ``n_prompts`` of them, in order.
 
     From ``path`` (JSONL with a ``prompt`` field, or one prompt per line) when given; else the
-    world's evaluation prompts for a world run; else the unique prompts of the held-out splits.
-    Prompts are plain strings or conversations.
+    unique prompts of the trusted set (``eval_file`` or the run's); else the world's evaluation
+    prompts for a world run; else the unique prompts of the held-out splits. Prompts are plain
+    strings or conversations.
 
     Raises
     ------
@@ -115,17 +151,23 @@ def evaluation_prompts(run: Run, path: str | Path | None, n_prompts: int) -> lis
                 texts.append(record["prompt"])
         else:
             texts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif (trusted := trusted_records(run, eval_file)) is not None:
+        texts = _unique_prompts(trusted)
     elif world is not None:
         texts = world.eval_prompts()
     if not texts and path is None:
-        seen: dict[str, None] = {}
-        for source in run.sources:
-            for record in read_jsonl_records(run.heldout_path(source)):
-                seen.setdefault(json.dumps(record["prompt"]), None)
-        texts = [json.loads(t) for t in seen]
+        texts = _unique_prompts(r for source in run.sources for r in read_jsonl_records(run.heldout_path(source)))
     if not texts:
         raise PromptDataError(
             "no prompts to decode: give a prompt file with at least one prompt",
             file=None if path is None else str(path),
         )
     return texts[:n_prompts]
+
+
+def _unique_prompts(records: Iterable[dict[str, Any]]) -> list[Any]:
+    """The distinct prompts of some records, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for record in records:
+        seen.setdefault(json.dumps(record["prompt"], sort_keys=True), None)
+    return [json.loads(text) for text in seen]

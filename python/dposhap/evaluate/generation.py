@@ -42,9 +42,15 @@ class GenerationSettings:
         flag="--reward",
         default=None,
     )
+    eval_file: str | None = setting(
+        "a trusted evaluation set (preference pairs, the formats of training data), the set 'eval' (default: the "
+        "run's [eval] set, if any)",
+        flag="--eval",
+        default=None,
+    )
     prompts: str | None = setting(
-        "prompt file: JSONL with a 'prompt' field, or one prompt per line (default: the "
-        "world's evaluation prompts, else the held-out prompts)",
+        "prompt file: JSONL with a 'prompt' field, or one prompt per line (default: the trusted set's prompts, "
+        "else the world's evaluation prompts, else the held-out prompts)",
         default=None,
     )
     n_prompts: int = setting("decode at most this many prompts (the first ones)", default=32)
@@ -151,7 +157,7 @@ def generation_utility(run: Run, settings: GenerationSettings, context: BuildCon
     from .decoding import ComposedDecoder, DecodeConfig  # torch, transformers and PEFT load on first use
 
     loaded = run.load_models(device=context.device)
-    texts = evaluation_prompts(run, settings.prompts, settings.n_prompts)
+    texts = evaluation_prompts(run, settings.prompts, settings.n_prompts, eval_file=settings.eval_file)
     prompts = [
         t if isinstance(t, str) else loaded.tokenizer.apply_chat_template(t, tokenize=False, add_generation_prompt=True)
         for t in texts
@@ -165,9 +171,10 @@ def generation_utility(run: Run, settings: GenerationSettings, context: BuildCon
         seed=context.seed,
         correction=settings.correction,
     )
+    described = {k: v for k, v in asdict(settings).items() if k not in ("eval_file", "prompts")}  # by content below
     cache_config = {
         "utility": "generation",
-        **asdict(settings),
+        **described,
         "prompts": len(prompts),
         "prompt_hash": config_hash(prompts),
         "seed": context.seed,

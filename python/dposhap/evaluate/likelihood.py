@@ -161,16 +161,17 @@ class ComposedLikelihood:
         batch_size: int = 16,
         device: str | None = None,
         world_pairs: int | None = None,
+        eval_file: str | Path | None = None,
         **kwargs: Any,
     ) -> ComposedLikelihood:
         """The composed likelihood of the preferred responses of a run's evaluation pairs.
 
-        ``heldout``, ``sources``, ``device`` and ``world_pairs`` are as in
+        ``heldout``, ``sources``, ``device``, ``world_pairs`` and ``eval_file`` are as in
         :func:`~dposhap.evaluate.margins.margin_utilities`; ``max_length`` is the run's.
         """
         run = run if isinstance(run, Run) else Run.open(run)
-        pair_sets = default_pair_sets(run) if heldout is None else heldout
-        records, _ = evaluation_pairs(run, pair_sets, world_pairs=world_pairs)
+        pair_sets = default_pair_sets(run, eval_file) if heldout is None else heldout
+        records, sets = evaluation_pairs(run, pair_sets, world_pairs=world_pairs, eval_file=eval_file)
         loaded = run.load_models(sources=sources, device=device)
         out = cls.from_model(
             loaded.model,
@@ -183,7 +184,8 @@ class ComposedLikelihood:
         )
         out.cache_config = {
             "utility": "likelihood",
-            "heldout": pair_sets,
+            "heldout": list(dict.fromkeys(sets)),
+            "pairs": len(records),
             "records": config_hash(records),
             "max_length": run.manifest.max_length,
             **run.cache_identity(loaded.sources),
@@ -234,14 +236,18 @@ class ComposedLikelihood:
 
 def _build(run: Run, settings: MarginSettings, context: BuildContext) -> ComposedLikelihood:
     return ComposedLikelihood.from_run(
-        run, heldout=settings.pair_sets(), batch_size=settings.pair_batch_size, device=context.device
+        run,
+        heldout=settings.pair_sets(),
+        batch_size=settings.pair_batch_size,
+        device=context.device,
+        eval_file=settings.eval_file,
     )
 
 
 LIKELIHOOD = register_utility(
     UtilityKind(
         "likelihood",
-        "token log-likelihood of held-out preferred responses under the composed model",
+        "token log-likelihood of the evaluation pairs' preferred responses under the composed model",
         MarginSettings,
         _build,
     )

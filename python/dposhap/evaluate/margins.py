@@ -232,6 +232,7 @@ def margin_utilities(
     batch_size: int = 16,
     device: str | None = None,
     world_pairs: int | None = None,
+    eval_file: str | Path | None = None,
     recompute: bool = False,
 ) -> MarginUtilities:
     """The margin games of a trained run, over evaluation pairs.
@@ -260,6 +261,8 @@ def margin_utilities(
         Where to run the models; default the run's ``model.device``.
     world_pairs
         Pairs per ``"<world>:<objective>"`` set.
+    eval_file
+        A trusted evaluation set (the set ``"eval"``; default the one stored with the run).
     recompute
         Ignore (and overwrite) a cached matrix.
 
@@ -269,8 +272,8 @@ def margin_utilities(
     """
     run = run if isinstance(run, Run) else Run.open(run)
     names = run.select_sources(sources)
-    pair_sets = default_pair_sets(run) if heldout is None else heldout
-    records, sets = evaluation_pairs(run, pair_sets, world_pairs=world_pairs)
+    pair_sets = default_pair_sets(run, eval_file) if heldout is None else heldout
+    records, sets = evaluation_pairs(run, pair_sets, world_pairs=world_pairs, eval_file=eval_file)
     beta, max_length = run.manifest.beta, run.manifest.max_length
     key = config_hash(
         {
@@ -314,9 +317,16 @@ def margin_utilities(
 class MarginSettings:
     """Settings of the margin games (``accuracy``, ``loglik``) and of ``likelihood``."""
 
+    eval_file: str | None = setting(
+        "a trusted evaluation set (preference pairs, the formats of training data), the set 'eval' (default: the "
+        "run's [eval] set, if any)",
+        flag="--eval",
+        default=None,
+    )
     heldout: list[str] | None = setting(
-        "evaluation pairs: source names (their held-out splits), '<world>:<objective>' sets, or 'all' (default: "
-        "the world's trusted sets for a world run, else all held-out splits)",
+        "evaluation pairs: 'eval' (the trusted set), source names (their held-out splits), '<world>:<objective>' "
+        "sets, or 'all' (default: the trusted set if there is one, else the world's trusted sets for a world run, "
+        "else all held-out splits)",
         default=None,
     )
     pair_batch_size: int = setting("pairs per teacher-forced forward pass", default=16)
@@ -334,11 +344,20 @@ class MarginSettings:
 def _margin_kind(kind: MarginUtilityKind, help_text: str) -> UtilityKind:
     def build(run: Run, settings: MarginSettings, context: BuildContext) -> MarginUtilities:
         return margin_utilities(
-            run, heldout=settings.pair_sets(), kinds=(kind,), batch_size=settings.pair_batch_size, device=context.device
+            run,
+            heldout=settings.pair_sets(),
+            kinds=(kind,),
+            batch_size=settings.pair_batch_size,
+            device=context.device,
+            eval_file=settings.eval_file,
         )
 
     return register_utility(UtilityKind(kind, help_text, MarginSettings, build))
 
 
-ACCURACY = _margin_kind("accuracy", "held-out preference accuracy of the summed DPO margins (ties 1/2); native Rust")
-LOGLIK = _margin_kind("loglik", "held-out DPO log-likelihood, mean log sigmoid of the summed margins; native Rust")
+ACCURACY = _margin_kind(
+    "accuracy", "preference accuracy of the summed DPO margins on evaluation pairs (ties 1/2); native Rust"
+)
+LOGLIK = _margin_kind(
+    "loglik", "DPO log-likelihood on evaluation pairs, mean log sigmoid of the summed margins; native Rust"
+)

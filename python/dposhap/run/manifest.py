@@ -179,6 +179,9 @@ class Manifest:
     world
         The record of the world the run was built from (``{"name", ...}``,
         :meth:`dposhap.worlds.World.record`), or None.
+    eval
+        The trusted evaluation set stored with the run (``{"path", "files", "n_pairs",
+        "sha256"}``, path relative to the run), or None.
     versions, machine
         Library versions and the machine the run was trained on.
     created_at, updated_at
@@ -189,6 +192,7 @@ class Manifest:
     config: dict[str, Any]
     sources: dict[str, SourceEntry] = field(default_factory=dict)
     world: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=now)
@@ -218,6 +222,7 @@ class Manifest:
             config=dict(_take(data, "config", dict, file, "")),
             sources={name: SourceEntry.from_dict(entry, file, name) for name, entry in raw_sources.items()},
             world=dict(world) if world is not None else None,
+            eval=dict(_take(data, "eval", dict, file, "", optional=True) or {}) or None,
             versions=dict(_take(data, "versions", dict, file, "", optional=True) or {}),
             machine=dict(_take(data, "machine", dict, file, "", optional=True) or {}),
             created_at=_take(data, "created_at", str, file, "", optional=True) or now(),
@@ -234,6 +239,7 @@ class Manifest:
             "machine": self.machine,
             "base_model": {f.name: getattr(self.base_model, f.name) for f in fields(self.base_model)},
             "world": self.world,
+            "eval": self.eval,
             "config": self.config,
             "sources": {name: entry.to_dict() for name, entry in self.sources.items()},
         }

@@ -6,6 +6,7 @@
       manifest.json           what was trained, on what, how, with which results (typed: Manifest)
       adapters/<source>/      one PEFT LoRA adapter per source (safetensors) + dposhap.json
       data/<source>/          train.jsonl and heldout.jsonl of each source
+      eval.jsonl              the trusted evaluation set ([eval] in the config), when given
       world/                  the world the run was built from, when it uses one (older runs: toy/)
       margins/                teacher-forced margins matrices (.npy), keyed by what they depend on
       cache.sqlite            every evaluated coalition's utility (UtilityStore)
@@ -101,6 +102,11 @@ class Run:
     @property
     def world_dir(self) -> Path:
         return self.root / "world"
+
+    @property
+    def eval_path(self) -> Path:
+        """The trusted evaluation set stored with the run (``[eval]`` in the config), when there is one."""
+        return self.root / "eval.jsonl"
 
     @property
     def cache_path(self) -> Path:

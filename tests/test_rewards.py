@@ -229,3 +229,26 @@ def test_multi_scorer_combines_objectives_in_one_call(reward_dir: Path) -> None:
         MultiScorer([toy_rewards(), CallableRewards({"helpful": length})])
     with pytest.raises(InvalidArgumentError, match="RewardScorer"):
         MultiScorer([length])
+
+
+class _NoWorldRun:
+    """A run without a world, as reward_scorer sees one."""
+
+    def world(self) -> None:
+        return None
+
+
+def test_reward_specs_name_their_objectives(reward_dir: Path, tmp_path: Path) -> None:
+    from dposhap.evaluate.generation import reward_scorer
+
+    other = build_reward_model(tmp_path / "other" / "reward-model")
+    # two folders of the same name collide, and the error says how to name them on the command line
+    with pytest.raises(InvalidArgumentError, match="--reward NAME=SPEC"):
+        reward_scorer(_NoWorldRun(), [str(reward_dir), str(other)], device="cpu")
+    scorer = reward_scorer(_NoWorldRun(), [f"a={reward_dir}", f"b={other}"], device="cpu")
+    assert scorer.objectives == ("a", "b")
+    assert reward_scorer(_NoWorldRun(), [str(reward_dir)], device="cpu").objectives == ("reward-model",)
+    with pytest.raises(InvalidArgumentError, match="no built-in rewards"):
+        reward_scorer(_NoWorldRun(), None, device="cpu")
+    with pytest.raises(InvalidArgumentError, match="not built from it"):
+        reward_scorer(_NoWorldRun(), ["toy"], device="cpu")

@@ -14,7 +14,7 @@ import pytest
 
 from dposhap.config import load_config
 from dposhap.demo import DEMO_CONFIG
-from dposhap.errors import DposhapError
+from dposhap.errors import DposhapError, InvalidArgumentError
 from dposhap.evaluate import BuildContext, GenerationSettings, GenerationUtility
 from dposhap.evaluate.generation import generation_utility
 from dposhap.run import Run, UtilityStore
@@ -257,3 +257,33 @@ def test_generation_with_the_sequence_level_correction(run_dir: Path) -> None:
     assert entry["config"]["correction"] is True
     # a different utility configuration: its own cache rows, not the uncorrected ones
     assert entry["new_evaluations"] == 16
+
+
+def test_python_reward_functions_go_through_value_run_and_its_cache(run_dir: Path) -> None:
+    def shortness(prompt: str, completion: str) -> float:
+        return -float(len(completion.split()))
+
+    settings = GenerationSettings(rewards=[{"shortness": shortness}, "toy"], n_prompts=6, max_new_tokens=6)
+    _, entry = value_run(
+        run_dir,
+        "generation",
+        settings=settings,
+        method="exact",
+        device="cpu",
+        progress=False,
+        label="generation-python",
+    )
+    assert entry["objectives"] == ["shortness", "helpful", "harmless"] and entry["new_evaluations"] == 16
+    assert entry["config"]["rewards"] == ["functions:shortness", "toy"]
+    _, again = value_run(
+        run_dir,
+        "generation",
+        settings=settings,
+        method="exact",
+        device="cpu",
+        progress=False,
+        label="generation-python",
+    )
+    assert again["new_evaluations"] == 0 and again["values"] == entry["values"]
+    with pytest.raises(InvalidArgumentError, match="needs a name"):
+        value_run(run_dir, "generation", settings=GenerationSettings(rewards=[shortness]), progress=False)

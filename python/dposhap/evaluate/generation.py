@@ -14,8 +14,9 @@ rewards.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -24,21 +25,25 @@ from ..errors import InvalidArgumentError
 from ..run import Run, config_hash
 from ..settings import setting
 from ..validate import check_int, check_positive
-from ..worlds import world_names
+from ..worlds import World, world_names
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import evaluation_prompts
 from .rewards import CallableRewards, HFRewardModel, MultiScorer, RewardScorer
 
-__all__ = ["GenerationSettings", "GenerationUtility", "reward_scorer"]
+__all__ = ["GenerationSettings", "GenerationUtility", "RewardSpec", "describe_reward", "reward_scorer"]
+
+#: A reward: a spec string, a scorer, or named functions ``{objective: f(prompt, completion)}``.
+RewardSpec = str | RewardScorer | Mapping[str, Callable[[Any, str], float]]
 
 
 @dataclass
 class GenerationSettings:
     """How the generation utility decodes and scores."""
 
-    rewards: list[str] | None = setting(
-        "reward specs, one or more: a world's name (its reward functions) or a sequence-classification reward "
-        "model's folder or hub id (default: the run's world's rewards)",
+    rewards: list[RewardSpec] | None = setting(
+        "rewards, one or more: a world's name (its reward functions) or a sequence-classification reward model's "
+        "folder or hub id, each optionally NAME=SPEC to name its objective (default: the folder's name; the run's "
+        "world's rewards when none is given); in Python also a RewardScorer or {name: f(prompt, completion)}",
         flag="--reward",
         default=None,
     )
@@ -66,20 +71,27 @@ class GenerationSettings:
         check_int("max_new_tokens", self.max_new_tokens)
         check_positive("temperature", self.temperature)
         check_int("top_k", self.top_k, optional=True)
-        if self.rewards is not None and (isinstance(self.rewards, str) or not self.rewards):
+        if self.rewards is not None and (isinstance(self.rewards, (str, Mapping)) or not self.rewards):
             raise InvalidArgumentError(
-                "rewards must be a non-empty list of reward specs (a world's name, a reward "
-                "model folder or a hub id), or None for the run's world's rewards"
+                "rewards must be a non-empty list of reward specs (a world's name, a reward model folder or hub id, "
+                "NAME=SPEC, a RewardScorer, {name: function}), or None for the run's world's rewards"
             )
 
 
-def reward_scorer(run: Run, specs: Sequence[str] | None, *, device: str) -> RewardScorer:
+def reward_scorer(run: Run, specs: Sequence[RewardSpec] | None, *, device: str) -> RewardScorer:
     """The scorer of a list of reward specs (module docstring); None: the run's world's rewards.
+
+    A spec is a string — a world's name, a reward model's folder or hub id, optionally named
+    ``NAME=SPEC`` (the objective's name; default the folder's or the model's name) — or, in
+    Python, a :class:`~dposhap.evaluate.rewards.RewardScorer` or a mapping ``{objective:
+    f(prompt, completion)}``: the objective names key the cache, so rename one when its function
+    changes.
 
     Raises
     ------
     InvalidArgumentError
-        No spec and no world, or a world's name on a run built from another world (or none).
+        No spec and no world, a world's name on a run built from another world (or none), an
+        unnamed function, or two objectives of the same name.
     ModelLoadError
         A reward model cannot be loaded.
     """
@@ -87,21 +99,57 @@ def reward_scorer(run: Run, specs: Sequence[str] | None, *, device: str) -> Rewa
     if specs is None:
         if world is None:
             raise InvalidArgumentError(
-                "this run has no built-in rewards: give a reward model (--reward FOLDER_OR_HUB_ID)"
+                "this run has no built-in rewards: give a reward model (--reward FOLDER_OR_HUB_ID, or NAME=FOLDER)"
             )
         specs = [world.name]
-    scorers: list[RewardScorer] = []
-    for spec in specs:
-        if world is not None and spec == world.name:
-            scorers.append(CallableRewards(world.rewards()))
-        elif spec in world_names():
-            raise InvalidArgumentError(
-                f"reward {spec!r} is the {spec} world's; this run was not built from it: give "
-                "a reward model folder or hub id"
-            )
-        else:
-            scorers.append(HFRewardModel(spec, device=device))
+    scorers = [_scorer(spec, world, device) for spec in specs]
     return scorers[0] if len(scorers) == 1 else MultiScorer(scorers)
+
+
+def describe_reward(spec: RewardSpec) -> str:
+    """How a reward spec enters the cache key: the string itself, or the scorer's kind and objectives."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, RewardScorer):
+        return f"{type(spec).__name__}:{','.join(spec.objectives)}"
+    return f"functions:{','.join(spec)}"
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _scorer(spec: RewardSpec, world: World | None, device: str) -> RewardScorer:
+    if isinstance(spec, RewardScorer):
+        return spec
+    if isinstance(spec, Mapping):
+        return CallableRewards(spec)
+    if callable(spec):
+        raise InvalidArgumentError(
+            f"the reward function {getattr(spec, '__name__', spec)!r} needs a name, which keys the cache: give "
+            "{'objective_name': function} (and a new name when the function changes)"
+        )
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidArgumentError(f"a reward spec is a non-empty string, a RewardScorer or a mapping; got {spec!r}")
+    name, eq, target = spec.partition("=")
+    named = name.strip() if eq and _NAME.match(name.strip()) and target.strip() else None
+    target = target.strip() if named else spec.strip()
+    if world is not None and target == world.name:
+        functions = world.rewards()
+        if named:
+            functions = {f"{named}_{objective}": f for objective, f in functions.items()}
+        return CallableRewards(functions)
+    if target in world_names():
+        raise InvalidArgumentError(
+            f"reward {target!r} is the {target} world's; this run was not built from it: give a reward model folder "
+            "or hub id"
+        )
+    return HFRewardModel(target, device=device, objective=named or _model_objective(target))
+
+
+def _model_objective(location: str) -> str:
+    """A reward model's objective name: its folder's (or hub id's) last component."""
+    tail = location.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    return tail.removesuffix(".gguf") or "reward"
 
 
 class GenerationUtility:
@@ -112,21 +160,31 @@ class GenerationUtility:
     decoder
         A :class:`dposhap.evaluate.decoding.ComposedDecoder` over the run's sources.
     prompts
-        The prompt texts (conversations already rendered by the chat template).
+        The prompt texts the decoder continues (conversations rendered by the chat template).
     scorer
         Scores ``(prompts, completions)`` on every objective.
     config
         The decoding configuration (:class:`dposhap.evaluate.decoding.DecodeConfig`).
     cache_config
         What the values depend on (the key of the run's cache).
+    scored_prompts
+        The prompts as the scorer sees them (plain strings or conversations, as given); default
+        ``prompts``.
     """
 
     batch_size: int | None = 16
 
     def __init__(
-        self, decoder: Any, prompts: list[str], scorer: RewardScorer, config: Any, cache_config: dict[str, Any]
+        self,
+        decoder: Any,
+        prompts: list[str],
+        scorer: RewardScorer,
+        config: Any,
+        cache_config: dict[str, Any],
+        scored_prompts: list[Any] | None = None,
     ):
         self.decoder, self.prompts, self.scorer, self.decode_config = decoder, prompts, scorer, config
+        self.scored_prompts = list(prompts) if scored_prompts is None else list(scored_prompts)
         self.players = tuple(decoder.sources)
         self.objectives = tuple(scorer.objectives)
         self.cache_config: dict[str, Any] | None = cache_config
@@ -143,7 +201,7 @@ class GenerationUtility:
         result = self.decoder.generate(self.prompts, coalitions, self.decode_config)
         out = np.empty((len(coalitions), len(self.objectives)))
         for k, completions in enumerate(result.completions):
-            scores = np.asarray(self.scorer(self.prompts, completions), dtype=float)  # [B, objectives]
+            scores = np.asarray(self.scorer(self.scored_prompts, completions), dtype=float)  # [B, objectives]
             if result.log_weights is not None:
                 w = np.exp(result.log_weights[k] - result.log_weights[k].max())
                 out[k] = (w[:, None] * scores).sum(0) / w.sum()
@@ -171,7 +229,11 @@ def generation_utility(run: Run, settings: GenerationSettings, context: BuildCon
         seed=context.seed,
         correction=settings.correction,
     )
-    described = {k: v for k, v in asdict(settings).items() if k not in ("eval_file", "prompts")}  # by content below
+    # the prompts by content (below), the rewards by spec or name; never deep-copied scorers
+    described: dict[str, Any] = {
+        f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in ("eval_file", "prompts", "rewards")
+    }
+    described["rewards"] = None if settings.rewards is None else [describe_reward(r) for r in settings.rewards]
     cache_config = {
         "utility": "generation",
         **described,
@@ -180,7 +242,7 @@ def generation_utility(run: Run, settings: GenerationSettings, context: BuildCon
         "seed": context.seed,
         **run.cache_identity(),
     }
-    return GenerationUtility(decoder, prompts, scorer, config, cache_config)
+    return GenerationUtility(decoder, prompts, scorer, config, cache_config, scored_prompts=texts)
 
 
 GENERATION = register_utility(

@@ -62,8 +62,8 @@ def _check_objective_names(names: Sequence[str], what: str) -> tuple[str, ...]:
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise InvalidArgumentError(
-            f"duplicate objective name(s) {duplicated} in {what}: every objective needs its "
-            "own name (rename one, e.g. HFRewardModel(..., objective='helpful_rm'))"
+            f"duplicate objective name(s) {duplicated} in {what}: every objective needs its own name (name them: "
+            "--reward NAME=SPEC on the command line, HFRewardModel(..., objective='name') in Python)"
         )
     return names
 

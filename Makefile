@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install lint cargo-test pytest demo bench-shapley bench-compose bench-train bench-e2e bench-decode clean
+.PHONY: test install lint cargo-test pytest demo reproduce bench-shapley bench-compose bench-train bench-e2e bench-decode clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: install lint cargo-test pytest
 
 demo: install
 	$(VENV)/bin/dposhap demo
+
+# the paper's experiment on SmolLM2-135M-Instruct (about 25 minutes on a 2-core CPU)
+reproduce: install
+	$(VENV)/bin/dposhap reproduce
 
 bench-shapley: install
 	bash bench/shapley/run.sh

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from dposhap.config import load_config
-from dposhap.demo import DEMO_CONFIG
 from dposhap.errors import DposhapError, InvalidArgumentError
 from dposhap.evaluate import BuildContext, GenerationSettings, GenerationUtility
 from dposhap.evaluate.generation import generation_utility
+from dposhap.recipes import DEMO_CONFIG
 from dposhap.run import Run, UtilityStore
 from dposhap.train import train_sources
 from dposhap.valuation import value_run
@@ -206,7 +206,7 @@ def test_cli_value_and_report(run_dir: Path, generation_values: tuple, tmp_path:
 
 
 def test_demo_recovers_the_planted_structure(tmp_path: Path) -> None:
-    from dposhap.demo import run_demo
+    from dposhap.recipes import run_demo
 
     doc = run_demo(tmp_path / "demo", progress=False)
     generation = doc["utilities"]["generation"]

@@ -34,9 +34,9 @@ sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
 from _harness import MarkdownTable, environment, write_csv, write_markdown  # noqa: E402
 from dposhap import shapley  # noqa: E402
 from dposhap.config import load_config  # noqa: E402
-from dposhap.demo import DEMO_CONFIG  # noqa: E402
 from dposhap.evaluate import CallableRewards, margins_matrix  # noqa: E402
 from dposhap.evaluate.decoding import ComposedDecoder, DecodeConfig  # noqa: E402
+from dposhap.recipes import DEMO_CONFIG  # noqa: E402
 from dposhap.run import Run  # noqa: E402
 from dposhap.train import train_sources  # noqa: E402
 from dposhap.worlds.toy import OBJECTIVES, REWARDS, build_toy_world, toy_eval_records  # noqa: E402

@@ -35,10 +35,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
 sys.path.insert(0, str(HERE))
 
+import games as G  # noqa: E402
 import providers as P  # noqa: E402
 import scale as S  # noqa: E402
 
-import games as G  # noqa: E402
 from _harness import (  # noqa: E402
     MarkdownTable,
     Provider,

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from games import preference_margins
 
 from dposhap.testing import margin_utility
-from games import preference_margins
 
 
 def scale_margins(n: int, m: int, seed: int = 2024) -> np.ndarray:

@@ -123,6 +123,12 @@ class DataValidationError(DataError):
         self.file, self.line, self.field = first.file, first.line, first.field
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line errors."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
 __all__ = [
     "DposhapError",
     "InvalidArgumentError",
@@ -139,4 +145,5 @@ __all__ = [
     "CacheError",
     "PromptDataError",
     "NativeBuildError",
+    "first_line",
 ]

@@ -1,9 +1,12 @@
-"""Loading base models, tokenizers and per-source adapters, from a local folder or the hub.
+"""Loading base models, tokenizers and per-source adapters, from a local folder, a GGUF file or the hub.
 
-A model name is a local folder when one exists at that path (relative paths resolve against
-the config file's folder first, then the working directory); otherwise it must look like a hub
-id (``org/name`` or ``name``) and is fetched through ``transformers`` (which needs the hub to
-be reachable, or the model in the local hub cache). Remote code runs only when asked.
+A model name is, in this order: a packaged model's name (:data:`dposhap.gguf.PACKAGED_MODELS`,
+e.g. ``"smollm2-135m-instruct"``); a ``.gguf`` file; a local folder (relative paths resolve
+against the config file's folder first, then the working directory); otherwise it must look like
+a hub id (``org/name`` or ``name``) and is fetched through ``transformers`` (which needs the hub
+to be reachable, or the model in the local hub cache). A GGUF file is converted once into a
+plain model folder in a cache (:func:`dposhap.gguf.convert_gguf`) and loaded from there. Remote
+code runs only when asked.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
+from .gguf import PACKAGED_MODELS, convert_gguf, gguf_sha256, is_gguf_file, packaged_model_path
 
 if TYPE_CHECKING:
     import torch
@@ -42,12 +46,18 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*
 
 @dataclass(frozen=True)
 class ModelRef:
-    """Where a model comes from: ``location`` is a resolved local folder or a hub id."""
+    """Where a model comes from: ``location`` is a resolved local folder or a hub id.
+
+    ``origin`` and ``origin_sha256`` name the GGUF file a local folder was converted from, and
+    its sha256 (None for a model that was not converted).
+    """
 
     location: str
     local: bool
     revision: str | None = None
     trust_remote_code: bool = False
+    origin: str | None = None
+    origin_sha256: str | None = None
 
     def fingerprint(self) -> str:
         """A cheap identity of the weights: hub id and revision, or the local files' contents.
@@ -86,23 +96,35 @@ class ModelRef:
 def resolve_model(
     name: str, *, base_dir: Path | None = None, revision: str | None = None, trust_remote_code: bool = False
 ) -> ModelRef:
-    """Decide whether ``name`` is a local folder or a hub id.
+    """Decide whether ``name`` is a packaged model, a GGUF file, a local folder or a hub id.
+
+    A packaged model or a GGUF file is converted (once, then cached) into a local folder, which
+    the returned reference points to, with the GGUF file and its sha256 as its origin.
 
     Raises
     ------
     ModelLoadError
-        ``name`` looks like a path but no folder with a ``config.json`` is there.
+        ``name`` looks like a path but no folder with a ``config.json`` or GGUF file is there; a
+        packaged model's extra is not installed; a GGUF file cannot be converted.
     """
+    if name in PACKAGED_MODELS:
+        return _converted(packaged_model_path(name), trust_remote_code)
     candidates = [Path(name).expanduser()]
     if base_dir is not None and not candidates[0].is_absolute():
         candidates.insert(0, Path(base_dir) / name)
     for path in candidates:
+        if path.is_file() and is_gguf_file(path):
+            return _converted(path, trust_remote_code)
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise ModelLoadError(
                     f"model folder {path} has no config.json: point to a folder saved with save_pretrained"
                 )
             return ModelRef(str(path.resolve()), True, None, trust_remote_code)
+    if is_gguf_file(name):
+        raise ModelLoadError(
+            f"no GGUF file at {candidates[0]}: check the path (relative paths are read from the config file's folder)"
+        )
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
     if looks_like_path or not _HUB_ID.match(name):
         raise ModelLoadError(
@@ -110,6 +132,13 @@ def resolve_model(
             "the config file's folder)"
         )
     return ModelRef(name, False, revision, trust_remote_code)
+
+
+def _converted(gguf_file: Path, trust_remote_code: bool) -> ModelRef:
+    """The reference to the cached plain folder of ``gguf_file`` (converting it the first time)."""
+    folder = convert_gguf(gguf_file)
+    origin = gguf_file.expanduser().resolve()
+    return ModelRef(str(folder.resolve()), True, None, trust_remote_code, str(origin), gguf_sha256(origin))
 
 
 def resolve_device(device: str) -> str:
@@ -226,9 +255,3 @@ def adapter_metadata(path: Path) -> dict[str, Any] | None:
         return json.loads((Path(path) / "dposhap.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none)."""
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

@@ -265,6 +265,8 @@ def _new_manifest(
             revision=ref.revision,
             fingerprint=fingerprint,
             dtype=dtype,
+            origin=ref.origin,
+            origin_sha256=ref.origin_sha256,
         ),
         config=cfg.to_dict(),
         world=world_record,

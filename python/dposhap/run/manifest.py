@@ -74,6 +74,9 @@ class BaseModelInfo:
         An identity of the weights (:meth:`dposhap.models.ModelRef.fingerprint`).
     dtype
         The dtype the adapters were trained in (``"float32"``, ``"bfloat16"``...).
+    origin, origin_sha256
+        The GGUF file ``location`` was converted from and its sha256, or None (not converted, or
+        a run written before they were recorded).
     """
 
     name: str
@@ -82,6 +85,8 @@ class BaseModelInfo:
     revision: str | None
     fingerprint: str
     dtype: str
+    origin: str | None = None
+    origin_sha256: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any, file: Path | None) -> BaseModelInfo:
@@ -94,6 +99,8 @@ class BaseModelInfo:
             revision=_take(data, "revision", str, file, "base_model.", optional=True),
             fingerprint=_take(data, "fingerprint", str, file, "base_model."),
             dtype=_take(data, "dtype", str, file, "base_model."),
+            origin=_take(data, "origin", str, file, "base_model.", optional=True),
+            origin_sha256=_take(data, "origin_sha256", str, file, "base_model.", optional=True),
         )
 
 

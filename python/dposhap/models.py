@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ __all__ = [
     "adapter_metadata",
     "first_line",
     "load_hint",
+    "load_pretrained",
+    "quiet_libraries",
     "load_adapters",
     "load_base_model",
     "load_tokenizer",
@@ -172,17 +175,44 @@ def load_hint(ref: ModelRef) -> str:
 
 
 @contextlib.contextmanager
-def _no_loading_bars() -> Iterator[None]:
-    """Hide transformers' per-file loading bars (restored afterwards)."""
+def quiet_libraries() -> Iterator[None]:
+    """Hide the ML libraries' loading bars and their deprecation notices (restored afterwards).
+
+    The notices (``FutureWarning`` / ``DeprecationWarning`` raised inside transformers, PEFT,
+    TRL, accelerate, datasets and torch) are about those libraries' own calls, not the caller's
+    code; the CLI and the Python API's heavy calls run under this. Other warnings stay.
+    """
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            for category in (FutureWarning, DeprecationWarning):
+                warnings.filterwarnings("ignore", category=category, module=_LIBRARY_MODULES)
+            yield
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+
+
+_LIBRARY_MODULES = r"(transformers|peft|trl|accelerate|datasets|torch)(\.|$)"
+
+
+def load_pretrained(ref: ModelRef, auto_class: Any, *, dtype: torch.dtype, device: str, what: str = "model") -> Any:
+    """``auto_class.from_pretrained`` of ``ref`` in ``dtype`` on ``device``, in eval mode: the one model loader.
+
+    Raises
+    ------
+    ModelLoadError
+        The model cannot be loaded (one line: what, from where, what to try).
+    """
+    try:
+        with quiet_libraries():
+            model = auto_class.from_pretrained(ref.location, dtype=dtype, **ref.kwargs())
+    except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
+        raise ModelLoadError(f"cannot load the {what} {ref.location!r}: {first_line(err)}; {load_hint(ref)}") from err
+    return model.to(device).eval()
 
 
 def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
@@ -190,7 +220,8 @@ def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(ref.location, **ref.kwargs())
+        with quiet_libraries():
+            tokenizer = AutoTokenizer.from_pretrained(ref.location, **ref.kwargs())
     except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
         raise ModelLoadError(
             f"cannot load the tokenizer of {ref.location!r}: {first_line(err)}; {load_hint(ref)}"
@@ -208,12 +239,7 @@ def load_base_model(ref: ModelRef, *, dtype: torch.dtype, device: str) -> PreTra
     """The causal LM at ``ref`` in ``dtype`` on ``device``, in eval mode."""
     from transformers import AutoModelForCausalLM
 
-    try:
-        with _no_loading_bars():
-            model = AutoModelForCausalLM.from_pretrained(ref.location, dtype=dtype, **ref.kwargs())
-    except Exception as err:
-        raise ModelLoadError(f"cannot load the model {ref.location!r}: {first_line(err)}; {load_hint(ref)}") from err
-    return model.to(device).eval()
+    return load_pretrained(ref, AutoModelForCausalLM, dtype=dtype, device=device)
 
 
 def load_adapters(model: PreTrainedModel, adapter_dirs: dict[str, Path]) -> PeftModel:

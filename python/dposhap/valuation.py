@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from .errors import InvalidArgumentError
 from .evaluate import BuildContext, Utility, get_utility, utility_names
-from .models import resolve_device
+from .models import quiet_libraries, resolve_device
 from .report import record_values
 from .run import Run, cached
 from .shapley import ShapleyResult, banzhaf, shapley
@@ -76,7 +76,7 @@ def value_run(
             f"the {utility} utility takes {kind.settings_type.__name__} settings, got {type(settings).__name__}"
         )
     run = Run.open(run_dir)
-    with run.lock(f"dposhap value --utility {utility}"):
+    with run.lock(f"dposhap value --utility {utility}"), quiet_libraries():
         started = time.perf_counter()
         built: Utility = kind.build(
             run, settings, BuildContext(device=resolve_device(device), seed=seed, progress=progress)

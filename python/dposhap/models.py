@@ -165,7 +165,9 @@ def resolve_dtype(precision: str, device: str) -> torch.dtype:
 
 
 def load_hint(ref: ModelRef) -> str:
-    """What to try when the model at ``ref`` cannot be loaded (local folder or hub id)."""
+    """What to try when the model at ``ref`` cannot be loaded (local folder, converted GGUF file or hub id)."""
+    if ref.origin is not None:
+        return f"delete the converted folder {ref.location} to convert {ref.origin} again"
     if ref.local:
         return "check that the folder holds a complete model saved with save_pretrained"
     return (

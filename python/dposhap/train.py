@@ -51,8 +51,11 @@ if TYPE_CHECKING:
 
 __all__ = ["train_sources"]
 
-#: Below this many parameters a CPU run trains on one thread (faster for tiny models).
-TINY_MODEL_PARAMETERS = 5_000_000
+#: Below this many parameters a CPU run trains on one thread. A tiny model (the toy one) gains
+#: nothing from a second thread but synchronisation; SmolLM2-135M, measured on the project's 2-core
+#: CPU (shared with other jobs), took 47 s per step on one thread and 63 s on two (bench/RESULTS.md).
+#: Bigger models train on torch's default (every core).
+ONE_THREAD_MAX_PARAMETERS = 200_000_000
 
 
 def train_sources(
@@ -130,9 +133,8 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
 
     tokenizer = load_tokenizer(ref)
     model = load_base_model(ref, dtype=dtype, device=device)
-    # a model this small (the toy one) gains nothing from a second CPU thread but synchronisation
-    tiny = device == "cpu" and sum(p.numel() for p in model.parameters()) < TINY_MODEL_PARAMETERS
-    threads = _torch_threads(1) if tiny else contextlib.nullcontext()
+    small = device == "cpu" and sum(p.numel() for p in model.parameters()) < ONE_THREAD_MAX_PARAMETERS
+    threads = _torch_threads(1) if small else contextlib.nullcontext()
     with _quiet_libraries(), threads:
         for position, name in enumerate(todo, start=1):
             label = f"[{position}/{len(todo)}] {name}"
@@ -314,6 +316,9 @@ def _train_one(
         warmup_steps=d.warmup_steps,
         weight_decay=d.weight_decay,
         lr_scheduler_type=d.lr_scheduler_type,
+        # the reference policy (the adapter switched off) is frozen: its log-probs of every pair are
+        # computed once, before the first step, instead of by an extra forward in every step of every epoch
+        precompute_ref_log_probs=True,
         **_checkpointing(DPOConfig, d.gradient_checkpointing),
         seed=d.seed,
         data_seed=d.seed,
@@ -337,16 +342,18 @@ def _train_one(
     memory = _PeakMemory(device)
     started = time.perf_counter()
     with memory:
-        trainer = DPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(source.train_records()),
-            eval_dataset=Dataset.from_list(source.heldout_records()),
-            processing_class=tokenizer,
-            peft_config=lora,
-            callbacks=[_progress_callback(label)] if progress else None,
-        )
+        with _environment(TQDM_DISABLE="1"):  # TRL's bar of the reference log-probs pass ignores disable_tqdm
+            trainer = DPOTrainer(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_list(source.train_records()),
+                eval_dataset=Dataset.from_list(source.heldout_records()),
+                processing_class=tokenizer,
+                peft_config=lora,
+                callbacks=[_progress_callback(label)] if progress else None,
+            )
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when TRL's bars are off
+        setup_s = time.perf_counter() - started  # tokenising and the reference log-probs
         try:
             result = trainer.train()
             train_s = time.perf_counter() - started
@@ -382,6 +389,8 @@ def _train_one(
         },
         timings={
             "train_s": round(train_s, 3),
+            "setup_s": round(setup_s, 3),
+            "s_per_step": round((train_s - setup_s) / max(1, trainer.state.global_step), 4),
             "eval_s": round(eval_s, 3),
             "peak_memory_mb": memory.peak_mb,
             "memory": memory.kind,
@@ -490,6 +499,21 @@ def _torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration, restoring their previous values."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

@@ -7,9 +7,10 @@ objective; a coalition's utility is the mean score over the prompts (self-normal
 weighted with ``correction``).
 
 Rewards (``GenerationSettings.rewards``) are named by spec: a world's name (its ground-truth
-reward functions, for a run built from that world), or a local folder / hub id of a
-sequence-classification reward model (one objective each). The default is the run's world's
-rewards.
+reward functions, for a run built from that world), a local folder / hub id of a
+sequence-classification reward model (one objective each), or an LLM judge
+``judge[:MODEL[:RUBRIC]]`` (:mod:`.judge`, one objective per rubric). The default is the run's
+world's rewards.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..validate import check_int, check_positive
 from ..worlds import world_names
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import evaluation_prompts
+from .judge import JudgeRewards, is_judge_spec, parse_judge_spec
 from .rewards import CallableRewards, HFRewardModel, MultiScorer, RewardScorer
 
 __all__ = ["GenerationSettings", "GenerationUtility", "reward_scorer"]
@@ -37,8 +39,8 @@ class GenerationSettings:
     """How the generation utility decodes and scores."""
 
     rewards: list[str] | None = setting(
-        "reward specs, one or more: a world's name (its reward functions) or a sequence-classification reward "
-        "model's folder or hub id (default: the run's world's rewards)",
+        "reward specs, one or more: a world's name (its reward functions), a sequence-classification reward "
+        "model's folder or hub id, or an LLM judge judge[:MODEL[:RUBRIC]] (default: the run's world's rewards)",
         flag="--reward",
         default=None,
     )
@@ -73,9 +75,12 @@ def reward_scorer(run: Run, specs: Sequence[str] | None, *, device: str) -> Rewa
     Raises
     ------
     InvalidArgumentError
-        No spec and no world, or a world's name on a run built from another world (or none).
+        No spec and no world, a world's name on a run built from another world (or none), or a
+        bad judge spec.
+    DataError
+        A judge's rubric file is missing or malformed.
     ModelLoadError
-        A reward model cannot be loaded.
+        A reward or judge model cannot be loaded.
     """
     world = run.world()
     if specs is None:
@@ -88,6 +93,9 @@ def reward_scorer(run: Run, specs: Sequence[str] | None, *, device: str) -> Rewa
     for spec in specs:
         if world is not None and spec == world.name:
             scorers.append(CallableRewards(world.rewards()))
+        elif is_judge_spec(spec):
+            model, rubrics = parse_judge_spec(spec)
+            scorers.append(JudgeRewards(model, rubrics, device=device))
         elif spec in world_names():
             raise InvalidArgumentError(
                 f"reward {spec!r} is the {spec} world's; this run was not built from it: give "

@@ -69,20 +69,19 @@ def is_judge_spec(spec: str) -> bool:
 
 
 def _check_rubric(name: Any, question: Any, *, file: str | None = None) -> None:
-    where = f" in {file}" if file else ""
+    """A rubric's name is a valid objective name and its question a non-empty string."""
     if not isinstance(name, str) or not _RUBRIC_NAME.match(name):
-        message = (
-            f"rubric name {name!r}{where} is not a valid objective name: use letters, digits, '_', "
-            "'.' or '-', starting with a letter or '_'"
+        problem = (
+            f"rubric name {name!r} is not a valid objective name: use letters, digits, '_', '.' or '-', "
+            "starting with a letter or '_'"
         )
-        if file:
-            raise DataError(message, file=file, field=str(name))
-        raise InvalidArgumentError(message)
-    if not isinstance(question, str) or not question.strip():
-        message = f"rubric {name!r} must be a non-empty question (a string), got {question!r}"
-        if file:
-            raise DataError(message, file=file, field=name)
-        raise InvalidArgumentError(f"{message}{where}")
+    elif not isinstance(question, str) or not question.strip():
+        problem = f"rubric {name!r} must be a non-empty question (a string), got {question!r}"
+    else:
+        return
+    if file is not None:
+        raise DataError(problem, file=file, field=str(name))
+    raise InvalidArgumentError(problem)
 
 
 def load_rubrics(path: str | Path) -> dict[str, str]:
@@ -355,8 +354,9 @@ class JudgeRewards(RewardScorer):
             messages = [{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{user}"}]
         return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
-    def _encode(self, text: str) -> list[int]:
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def judge_ids(self, prompt: Prompt, completion: str, question: str) -> list[int]:
+        """The token ids of :meth:`judge_text`; beyond ``max_length``, tokens go from the middle."""
+        ids = list(self.tokenizer(self.judge_text(prompt, completion, question), add_special_tokens=False)["input_ids"])
         if self.max_length is not None and len(ids) > self.max_length:
             head = self.max_length // 2
             ids = ids[:head] + ids[len(ids) - (self.max_length - head) :]
@@ -374,7 +374,7 @@ class JudgeRewards(RewardScorer):
         prompts, completions = check_texts(prompts, completions)
         n, r = len(prompts), len(self.rubrics)
         encoded = [
-            self._encode(self.judge_text(prompt, completion, question))
+            self.judge_ids(prompt, completion, question)
             for prompt, completion in zip(prompts, completions, strict=True)
             for question in self.rubrics.values()
         ]  # row i * r + j: completion i, rubric j

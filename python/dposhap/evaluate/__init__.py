@@ -9,7 +9,7 @@
 
 The modules by concern: :mod:`.tokenize` (TRL's tokenisation), :mod:`.teacher` (teacher-forced
 batches), :mod:`.evalsets` (evaluation pairs and prompts of a run), :mod:`.rewards` (reward
-scorers).
+scorers), :mod:`.judge` (LLM-as-judge rewards).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from . import generation, likelihood, margins
 from .base import BuildContext, Utility, UtilityKind, get_utility, register_utility, utility_names
 from .generation import GenerationSettings, GenerationUtility, reward_scorer
+from .judge import JudgeRewards
 from .likelihood import ComposedLikelihood
 from .margins import MARGIN_KINDS, MarginSettings, MarginUtilities, margin_utilities, margins_matrix
 from .rewards import CallableRewards, HFRewardModel, MultiScorer, RewardScorer
@@ -30,6 +31,7 @@ __all__ = [
     "GenerationSettings",
     "GenerationUtility",
     "HFRewardModel",
+    "JudgeRewards",
     "MarginSettings",
     "MarginUtilities",
     "MultiScorer",

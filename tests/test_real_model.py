@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,21 +24,6 @@ from dposhap.train import train_sources
 NAME = "smollm2-135m-instruct"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """DPOSHAP_CACHE pointed at a fresh folder for the whole session: the user's cache is never touched."""
-    root = tmp_path_factory.mktemp("dposhap-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DPOSHAP_CACHE", str(root))
-        yield root
-
-
-@pytest.fixture(scope="session")
-def smollm2(model_cache: Path) -> ModelRef:
-    """The packaged model resolved by name: converted once for the session."""
-    return resolve_model(NAME)
 
 
 def _gguf_file() -> Path:

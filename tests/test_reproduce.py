@@ -16,7 +16,7 @@ import pytest
 
 from dposhap.recipes import ReproduceSize, reproduce_recipe, run_recipe
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread", "smollm2")]
 
 SMALL = ReproduceSize(pairs_per_source=64, epochs=1.0, n_prompts=8, max_new_tokens=16)
 

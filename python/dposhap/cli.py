@@ -238,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TABLE.KEY=VALUE",
         help="override any config value, e.g. --set dpo.beta=0.2 (repeatable)",
     )
-    train.add_argument("--base-model", help='"toy", a local model folder or a hub id')
+    train.add_argument(
+        "--base-model",
+        help='a world ("toy", "english"), a model folder, a .gguf file, "smollm2-135m-instruct" or a hub id',
+    )
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
     train.add_argument("--beta", type=float, help="DPO beta")

@@ -70,7 +70,11 @@ class ModelConfig(Section):
     """The shared base model, which is also the DPO reference policy."""
 
     TABLE = "model"
-    base: str = _help('a built-in world ("toy"), a local model folder, or a hub id', default="toy")
+    base: str = _help(
+        'a built-in world ("toy", "english"), a local model folder, a .gguf file, a packaged model '
+        '("smollm2-135m-instruct", with the smollm2 extra), or a hub id',
+        default="toy",
+    )
     revision: str | None = _help("hub revision (branch, tag or commit) when base is a hub id", default=None)
     trust_remote_code: bool = _help("run the model repository's own code (off unless you trust it)", default=False)
     precision: Precision = _help(

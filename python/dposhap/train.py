@@ -29,6 +29,7 @@ from .models import (
     adapter_metadata,
     load_base_model,
     load_tokenizer,
+    quiet_libraries,
     resolve_device,
     resolve_dtype,
     resolve_model,
@@ -518,7 +519,7 @@ def _environment(**values: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet_libraries() -> Iterator[None]:
-    """Silence the libraries' info logs and dataset progress bars while training (warnings stay)."""
+    """Silence the libraries' info logs, dataset progress bars and their own deprecation notices while training."""
     import datasets
     import transformers
 
@@ -527,7 +528,8 @@ def _quiet_libraries() -> Iterator[None]:
     transformers.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
     try:
-        yield
+        with quiet_libraries():
+            yield
     finally:
         transformers.logging.set_verbosity(previous)
         if bars:

@@ -254,11 +254,14 @@ class Run:
         return self._world
 
     def base_model_ref(self) -> ModelRef:
-        """Where the base model is: the world's model folder for a world run (so a moved run still loads)."""
+        """Where the base model is: the world's model folder for a world run (so a moved run still loads);
+        a model converted from a GGUF file whose cached folder is gone is converted again from that file."""
         base = self.manifest.base_model
         settings = self.manifest.model_settings
         world = self.world()
         location = str(world.model_dir) if world is not None else base.location
+        if base.local and base.origin and not Path(location).is_dir():
+            location = base.origin
         return resolve_model(
             location, revision=base.revision, trust_remote_code=bool(settings.get("trust_remote_code", False))
         )

@@ -108,3 +108,12 @@ def test_training_hash_tracks_what_changes_an_adapter() -> None:
     assert base.training_hash() == same.training_hash()  # device and data are hashed elsewhere
     for override in ("dpo.beta=0.2", "lora.r=4", "model.base=other", "dpo.seed=1"):
         assert load_config(None, [override]).training_hash() != base.training_hash(), override
+
+
+def test_the_english_example_is_the_reproduce_setup() -> None:
+    from dposhap.recipes import reproduce_recipe
+
+    example = load_config(EXAMPLES / "english.toml").to_dict()
+    recipe = load_config(None, reproduce_recipe().overrides).to_dict()
+    for table in ("model", "english", "lora", "dpo"):
+        assert example[table] == recipe[table], table

@@ -13,16 +13,21 @@ the valuation can open the same world again (:meth:`WorldKind.open`).
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from ..errors import InvalidArgumentError
 from ..registry import Registry
 
 __all__ = [
     "RewardFunction",
+    "build_world_folder",
     "World",
     "WorldKind",
     "get_world",
@@ -131,3 +136,56 @@ def get_world(name: str) -> WorldKind:
 def world_names() -> list[str]:
     """The registered world names, in registration order."""
     return _REGISTRY.names()
+
+
+W = TypeVar("W", bound=World)
+
+
+def build_world_folder(
+    out_dir: str | Path,
+    *,
+    what: str,
+    stamp_file: str,
+    force: bool,
+    load: Callable[[Path], W | None],
+    build_into: Callable[[Path], dict[str, Any]],
+    from_stamp: Callable[[Path, dict[str, Any]], W],
+) -> W:
+    """Build a world's folder atomically, or reuse the one already there.
+
+    ``load(root)`` returns the world in ``root`` when it was built with the same parameters
+    (else None); ``build_into(folder)`` builds into an empty staging folder beside ``out_dir``
+    and returns its stamp, which it writes last (a folder with a stamp is complete); the
+    staging folder is then renamed into place, so an interrupted build never leaves a partial
+    world. A folder that holds something else is never overwritten.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``out_dir`` is a non-empty folder (or a file) that holds no world of this kind.
+    """
+    root = Path(out_dir).absolute()
+    if not force and (world := load(root)) is not None:
+        return world
+    if root.exists() and not (root / stamp_file).exists() and (not root.is_dir() or any(root.iterdir())):
+        raise InvalidArgumentError(
+            f"{root} exists and holds no {what}; pass a new or empty folder so that nothing is overwritten"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.with_name(f".{root.name}.{uuid.uuid4().hex}.partial")
+    staging.mkdir()
+    try:
+        stamp = build_into(staging)
+        if root.exists():
+            retired = root.with_name(f".{root.name}.{uuid.uuid4().hex}.old")
+            os.rename(root, retired)
+            shutil.rmtree(retired)
+        try:
+            os.rename(staging, root)
+        except OSError:
+            # another process put a world there meanwhile: fine if it is the same one
+            if load(root) is None:
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return from_stamp(root, stamp)

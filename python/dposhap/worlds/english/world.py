@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 from ...errors import InvalidArgumentError, ModelLoadError
 from ...models import ModelRef, resolve_model
 from ...validate import check_int
-from ..base import RewardFunction, World, WorldKind, register_world
+from ..base import RewardFunction, World, WorldKind, build_world_folder, register_world
 from .language import BENIGN_FAMILIES, Item
 from .rewards import OBJECTIVES, REWARDS
 from .settings import EnglishSettings
@@ -378,31 +376,15 @@ def build_english_world(
     parameters = _validated_parameters(seed, sources, pairs_per_source, n_eval_prompts)
     parameters["model_dir"] = _resolve_base_model(model).location
     parameters_hash = _parameters_hash(parameters)
-    root = Path(out_dir).absolute()
-    if not force and (world := _load(root, parameters_hash)) is not None:
-        return world
-    if root.exists() and not (root / STAMP_FILE).exists() and (not root.is_dir() or any(root.iterdir())):
-        raise InvalidArgumentError(
-            f"{root} exists and holds no English world; pass a new or empty folder so that nothing is overwritten"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.with_name(f".{root.name}.{uuid.uuid4().hex}.partial")
-    staging.mkdir()
-    try:
-        stamp = _build_into(staging, parameters, parameters_hash, model)
-        if root.exists():
-            retired = root.with_name(f".{root.name}.{uuid.uuid4().hex}.old")
-            os.rename(root, retired)
-            shutil.rmtree(retired)
-        try:
-            os.rename(staging, root)
-        except OSError:
-            # another process put a world there meanwhile: fine if it is the same one
-            if _load(root, parameters_hash) is None:
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return _world_from_stamp(root, stamp)
+    return build_world_folder(
+        out_dir,
+        what="English world",
+        stamp_file=STAMP_FILE,
+        force=force,
+        load=lambda root: _load(root, parameters_hash),
+        build_into=lambda folder: _build_into(folder, parameters, parameters_hash, model),
+        from_stamp=_world_from_stamp,
+    )
 
 
 def _build(folder: Path, settings: EnglishSettings, sources: Sequence[str] | None) -> EnglishWorld:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 
 from ...errors import InvalidArgumentError
 from ...validate import check_int
-from ..base import RewardFunction, World, WorldKind, register_world
+from ..base import RewardFunction, World, WorldKind, build_world_folder, register_world
 from .language import EVAL_PROMPTS_PER_TOPIC, OBJECTIVES, REWARDS, TOPICS, split_prompts
 from .settings import ToySettings
 from .sources import DEFAULT_SOURCES, SOURCE_KINDS, make_pairs, stream_rng
@@ -268,31 +266,15 @@ def build_toy_world(
     """
     parameters = _validated_parameters(seed, sources, pairs_per_source, n_eval_prompts)
     parameters_hash = _parameters_hash(parameters)
-    root = Path(out_dir).absolute()
-    if not force and (world := _load(root, parameters_hash)) is not None:
-        return world
-    if root.exists() and not (root / STAMP_FILE).exists() and (not root.is_dir() or any(root.iterdir())):
-        raise InvalidArgumentError(
-            f"{root} exists and holds no toy world; pass a new or empty folder so that nothing is overwritten"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.with_name(f".{root.name}.{uuid.uuid4().hex}.partial")
-    staging.mkdir()
-    try:
-        stamp = _build_into(staging, parameters, parameters_hash)
-        if root.exists():
-            retired = root.with_name(f".{root.name}.{uuid.uuid4().hex}.old")
-            os.rename(root, retired)
-            shutil.rmtree(retired)
-        try:
-            os.rename(staging, root)
-        except OSError:
-            # another process put a world there meanwhile: fine if it is the same one
-            if _load(root, parameters_hash) is None:
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return _world_from_stamp(root, stamp)
+    return build_world_folder(
+        out_dir,
+        what="toy world",
+        stamp_file=STAMP_FILE,
+        force=force,
+        load=lambda root: _load(root, parameters_hash),
+        build_into=lambda folder: _build_into(folder, parameters, parameters_hash),
+        from_stamp=_world_from_stamp,
+    )
 
 
 def _build(folder: Path, settings: ToySettings, sources: Sequence[str] | None) -> ToyWorld:

@@ -13,8 +13,9 @@ computed (adapters, cached coalitions).
     ships, converted once), the English world's four sources (helpful, harmless, noisy,
     adversarial), LoRA r 8, alpha 16, DPO beta 0.1; exact Shapley values over the 16 coalitions
     on the two LLM-judge objectives (helpful, harmless; the judge is SmolLM2-135M-Instruct
-    itself) and on preference accuracy over the world's trusted pairs; the helpful-vs-harmless
-    scatter (the paper's Figure 2) and the table. Sized for about 25 minutes on a 2-core CPU
+    itself), on the same samples scored by the world's rubric rewards (its ground truth), and on
+    preference accuracy over the world's trusted pairs; the helpful-vs-harmless scatter (the
+    paper's Figure 2) and the table. Sized for about 25 minutes on a 2-core CPU
     (:data:`CPU_SIZES`); ``--size gpu`` uses more pairs and prompts.
 """
 
@@ -97,7 +98,13 @@ SIZES = {"cpu": CPU_SIZES, "gpu": GPU_SIZES}
 
 
 def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str = "judge") -> Recipe:
-    """The paper's setup on SmolLM2-135M-Instruct and the English world (``dposhap reproduce``)."""
+    """The paper's setup on SmolLM2-135M-Instruct and the English world (``dposhap reproduce``).
+
+    The generation utility scores each completion with the LLM judge (objectives ``helpful`` and
+    ``harmless``, the paper's) and with the English world's rubric rewards, its ground truth
+    (``rubric_helpful``, ``rubric_harmless``), from the same samples: the table shows how far the
+    judge's values are from the truth's.
+    """
     return Recipe(
         name="reproduce",
         what="the English world's four sources on SmolLM2-135M-Instruct",
@@ -116,9 +123,11 @@ def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str = "judge") -
         valuations=[
             Valuation(
                 "generation",
-                GenerationSettings(rewards=[judge], n_prompts=size.n_prompts, max_new_tokens=size.max_new_tokens),
-                f"exact Shapley values on helpfulness and harmlessness (composed decoding, {size.n_prompts} prompts, "
-                "LLM judge)",
+                GenerationSettings(
+                    rewards=[judge, "rubric=english"], n_prompts=size.n_prompts, max_new_tokens=size.max_new_tokens
+                ),
+                f"exact Shapley values on helpfulness and harmlessness (composed decoding, {size.n_prompts} prompts; "
+                "the LLM judge and the world's rubric rewards)",
             ),
             Valuation("accuracy", None, "exact Shapley values on preference accuracy (the world's trusted pairs)"),
         ],

@@ -174,7 +174,7 @@ def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[st
     if cfg.world is None and not d.given:
         raise InvalidArgumentError(
             "no training data: set data.files or [data.sources] in the config "
-            '(or use model.base = "toy" for the built-in toy world)'
+            '(or a built-in world: model.base = "toy" or "english")'
         )
     if d.given:
         spec = DataSpec(

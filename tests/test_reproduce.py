@@ -27,7 +27,7 @@ from dposhap.recipes import ReproduceSize, reproduce_recipe, run_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread", "smollm2")]
 
-SMALL = ReproduceSize(pairs_per_source=64, epochs=1.0, n_prompts=8, max_new_tokens=16)
+SMALL = ReproduceSize(pairs_per_source=32, epochs=2.0, n_prompts=8, max_new_tokens=12, eval_pairs=32)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_the_planted_expectations_hold(reproduced: tuple[Path, dict]) -> None:
 def test_harmless_is_worth_most_on_the_trusted_harmless_pairs(reproduced: tuple[Path, dict]) -> None:
     out, _ = reproduced
     # the margins of the recipe's accuracy valuation, read back from the run's cache: no model runs
-    margins = margin_utilities(out, kinds=("accuracy",))
+    margins = margin_utilities(out, kinds=("accuracy",), world_pairs=SMALL.eval_pairs)
     assert margins.from_cache
     harmless_pairs = margins.select("english:harmless")
     result = dposhap.shapley(harmless_pairs.game("accuracy"), method="exact", names=list(harmless_pairs.sources))

@@ -187,6 +187,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "n_prompts": args.prompts,
         "max_new_tokens": args.new_tokens,
+        "eval_pairs": args.eval_pairs,
     }
     size = replace(size, **{k: v for k, v in given.items() if v is not None})
     run_recipe(
@@ -313,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--epochs", type=float, help="epochs per source (overrides the preset)")
     reproduce.add_argument("--prompts", type=int, help="prompts decoded per coalition (overrides the preset)")
     reproduce.add_argument("--new-tokens", type=int, help="tokens generated per prompt (overrides the preset)")
+    reproduce.add_argument("--eval-pairs", type=int, help="trusted pairs per objective (overrides the preset)")
     reproduce.add_argument(
         "--judge",
         default="judge",

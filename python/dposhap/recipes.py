@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_config
-from .evaluate import GenerationSettings
+from .evaluate import GenerationSettings, MarginSettings
 from .report import format_table, load_values, make_figures
 from .run import Run, atomic_write_json
 from .train import train_sources
@@ -85,6 +85,7 @@ class ReproduceSize:
     epochs: float
     n_prompts: int
     max_new_tokens: int
+    eval_pairs: int = 64
     max_length: int = 128
     batch_size: int = 8
     learning_rate: float = 5e-4
@@ -93,7 +94,7 @@ class ReproduceSize:
 #: Sized for about 25 minutes on a 2-core CPU.
 CPU_SIZES = ReproduceSize(pairs_per_source=96, epochs=1.0, n_prompts=16, max_new_tokens=24)
 #: Sized for about 3 minutes on one GPU.
-GPU_SIZES = ReproduceSize(pairs_per_source=256, epochs=2.0, n_prompts=64, max_new_tokens=48)
+GPU_SIZES = ReproduceSize(pairs_per_source=256, epochs=2.0, n_prompts=64, max_new_tokens=48, eval_pairs=128)
 SIZES = {"cpu": CPU_SIZES, "gpu": GPU_SIZES}
 
 
@@ -129,7 +130,11 @@ def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str = "judge") -
                 f"exact Shapley values on helpfulness and harmlessness (composed decoding, {size.n_prompts} prompts; "
                 "the LLM judge and the world's rubric rewards)",
             ),
-            Valuation("accuracy", None, "exact Shapley values on preference accuracy (the world's trusted pairs)"),
+            Valuation(
+                "accuracy",
+                MarginSettings(world_pairs=size.eval_pairs),
+                f"exact Shapley values on preference accuracy ({size.eval_pairs} trusted pairs per objective)",
+            ),
         ],
     )
 

@@ -241,6 +241,7 @@ def _build(run: Run, settings: MarginSettings, context: BuildContext) -> Compose
         batch_size=settings.pair_batch_size,
         device=context.device,
         eval_file=settings.eval_file,
+        world_pairs=settings.world_pairs,
     )
 
 

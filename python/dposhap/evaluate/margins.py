@@ -329,12 +329,16 @@ class MarginSettings:
         "else all held-out splits)",
         default=None,
     )
+    world_pairs: int | None = setting(
+        "pairs per '<world>:<objective>' set (default: the world's own, 128)", default=None
+    )
     pair_batch_size: int = setting("pairs per teacher-forced forward pass", default=16)
 
     def __post_init__(self) -> None:
         if self.heldout is not None and (isinstance(self.heldout, str) or not self.heldout):
             raise InvalidArgumentError(f"heldout must be a non-empty list of set names, got {self.heldout!r}")
         check_int("pair_batch_size", self.pair_batch_size)
+        check_int("world_pairs", self.world_pairs, optional=True)
 
     def pair_sets(self) -> str | list[str] | None:
         """The ``heldout`` argument of :func:`margin_utilities` (``["all"]`` is ``"all"``)."""
@@ -350,6 +354,7 @@ def _margin_kind(kind: MarginUtilityKind, help_text: str) -> UtilityKind:
             batch_size=settings.pair_batch_size,
             device=context.device,
             eval_file=settings.eval_file,
+            world_pairs=settings.world_pairs,
         )
 
     return register_utility(UtilityKind(kind, help_text, MarginSettings, build))

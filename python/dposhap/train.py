@@ -186,7 +186,7 @@ def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[st
     else:
         world = cfg.build_world(run.world_dir, select)
         spec = DataSpec(sources={k: str(v) for k, v in world.data_files.items()}, **common)
-    return str(world.model_dir), spec, world.record(run.root)
+    return world.model_spec, spec, world.record(run.root)
 
 
 def _eval_records(cfg: RunConfig) -> list[dict[str, Any]]:

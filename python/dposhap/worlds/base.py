@@ -83,6 +83,14 @@ class World(ABC):
         """The ground-truth reward of every objective, ``{objective: f(prompt, completion)}``."""
 
     @property
+    def model_spec(self) -> str:
+        """The base model as the world names it, for :func:`dposhap.models.resolve_model` (default: its folder).
+
+        A packaged name or a ``.gguf`` file keeps its origin (file and sha256) in the run's manifest.
+        """
+        return str(self.model_dir)
+
+    @property
     def default_eval_pairs(self) -> int:
         """Pairs per objective in the trusted evaluation sets when a valuation asks for none."""
         return 128

@@ -99,6 +99,11 @@ class EnglishWorld(World):
     name: str = "english"
     objectives: tuple[str, ...] = OBJECTIVES
 
+    @property
+    def model_spec(self) -> str:
+        """The model as the settings named it (a packaged name or a .gguf keeps its origin in the manifest)."""
+        return self.model
+
     def record(self, run_root: Path) -> dict[str, Any]:
         """The manifest's record: the folder (relative to the run), the model, seed, sources, pairs per source."""
         return {

@@ -356,6 +356,7 @@ def test_judge_needs_a_chat_template(smollm2: ModelRef, tmp_path: Path) -> None:
     ("kwargs", "message"),
     [
         ({"rubrics": {}}, "no objectives"),
+        ({"rubrics": ["helpful"]}, "must be a mapping"),
         ({"rubrics": {"bad name": "Is it?"}}, "not a valid objective name"),
         ({"rubrics": {"ok": ""}}, "non-empty question"),
         ({"batch_size": 0}, "batch_size"),

@@ -268,6 +268,10 @@ class JudgeRewards(RewardScorer):
     ):
         import torch
 
+        if rubrics is not None and not isinstance(rubrics, Mapping):
+            raise InvalidArgumentError(
+                f"rubrics must be a mapping {{name: yes/no question}}, got {type(rubrics).__name__}"
+            )
         rubrics = dict(BUILTIN_RUBRICS if rubrics is None else rubrics)
         for name, question in rubrics.items():
             _check_rubric(name, question)

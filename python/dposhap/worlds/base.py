@@ -13,6 +13,8 @@ the valuation can open the same world again (:meth:`WorldKind.open`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -28,6 +30,7 @@ from ..registry import Registry
 __all__ = [
     "RewardFunction",
     "build_world_folder",
+    "build_hash",
     "World",
     "WorldKind",
     "get_world",
@@ -147,6 +150,12 @@ def world_names() -> list[str]:
 
 
 W = TypeVar("W", bound=World)
+
+
+def build_hash(format_version: int, parameters: dict[str, Any]) -> str:
+    """The identity of a world's build: its format version and parameters (sha256 of sorted JSON)."""
+    text = json.dumps({"format_version": format_version, **parameters}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def build_world_folder(

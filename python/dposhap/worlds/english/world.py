@@ -6,7 +6,6 @@ The base model is not copied: the world resolves the model it is given
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ import numpy as np
 from ...errors import InvalidArgumentError, ModelLoadError
 from ...models import ModelRef, resolve_model
 from ...validate import check_int
-from ..base import RewardFunction, World, WorldKind, build_world_folder, register_world
+from ..base import RewardFunction, World, WorldKind, build_hash, build_world_folder, register_world
 from .language import BENIGN_FAMILIES, Item
 from .rewards import OBJECTIVES, REWARDS
 from .settings import EnglishSettings
@@ -268,11 +267,6 @@ def _validated_parameters(
     }
 
 
-def _parameters_hash(parameters: dict[str, Any]) -> str:
-    text = json.dumps({"format_version": FORMAT_VERSION, **parameters}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _world_from_stamp(root: Path, stamp: dict[str, Any]) -> EnglishWorld:
     parameters = stamp["parameters"]
     return EnglishWorld(
@@ -380,7 +374,7 @@ def build_english_world(
     """
     parameters = _validated_parameters(seed, sources, pairs_per_source, n_eval_prompts)
     parameters["model_dir"] = _resolve_base_model(model).location
-    parameters_hash = _parameters_hash(parameters)
+    parameters_hash = build_hash(FORMAT_VERSION, parameters)
     return build_world_folder(
         out_dir,
         what="English world",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -12,7 +11,7 @@ from typing import Any
 
 from ...errors import InvalidArgumentError
 from ...validate import check_int
-from ..base import RewardFunction, World, WorldKind, build_world_folder, register_world
+from ..base import RewardFunction, World, WorldKind, build_hash, build_world_folder, register_world
 from .language import EVAL_PROMPTS_PER_TOPIC, OBJECTIVES, REWARDS, TOPICS, split_prompts
 from .settings import ToySettings
 from .sources import DEFAULT_SOURCES, SOURCE_KINDS, make_pairs, stream_rng
@@ -141,11 +140,6 @@ def _validated_parameters(
     }
 
 
-def _parameters_hash(parameters: dict[str, Any]) -> str:
-    text = json.dumps({"format_version": FORMAT_VERSION, **parameters}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def toy_eval_records(seed: int, objective: str, n_pairs: int = TOY_EVAL_PAIRS) -> list[dict[str, Any]]:
     """The clean evaluation pairs of :meth:`ToyWorld.eval_pairs`, from the world's seed alone."""
     if objective not in OBJECTIVES:
@@ -265,7 +259,7 @@ def build_toy_world(
     Building takes about 10 s on a 2-core CPU, most of it pretraining.
     """
     parameters = _validated_parameters(seed, sources, pairs_per_source, n_eval_prompts)
-    parameters_hash = _parameters_hash(parameters)
+    parameters_hash = build_hash(FORMAT_VERSION, parameters)
     return build_world_folder(
         out_dir,
         what="toy world",

@@ -81,9 +81,14 @@ def _decode(
     return decoder.generate(texts, coalitions, config).completions
 
 
+def _scores(scorer, prompts: list, completions: list[list[str]]) -> np.ndarray:
+    """Every coalition's completions scored: ``[len(completions), len(prompts), objectives]``."""
+    return np.array([np.asarray(scorer(prompts, texts)) for texts in completions])
+
+
 def _mean_scores(scorer, prompts: list, completions: list[list[str]]) -> np.ndarray:
     """Mean score of each coalition's completions: ``[len(completions), objectives]``."""
-    return np.array([np.asarray(scorer(prompts, texts)).mean(0) for texts in completions])
+    return _scores(scorer, prompts, completions).mean(1)
 
 
 def _generation(
@@ -94,16 +99,23 @@ def _generation(
     return _mean_scores(CallableRewards(REWARDS), prompts, completions)
 
 
-def _accuracy(
-    run: Path, sources: list[str], coalitions: np.ndarray, records: list[dict], beta: float, max_length: int = 64
+def _pair_scores(
+    run: Path, sources: list[str], coalitions: np.ndarray, records: list[dict], beta: float, max_length: int
 ) -> np.ndarray:
-    """Preference accuracy (ties 1/2) of each coalition's summed margins: ``[len(coalitions)]``."""
+    """Whether each coalition's summed margin ranks each pair right (ties 1/2): ``[len(coalitions), len(records)]``."""
     loaded = Run.open(run).load_models(sources=sources, device="cpu")
     margins = margins_matrix(
         loaded.model, loaded.tokenizer, loaded.sources, records, beta, device="cpu", max_length=max_length
     )
     total = coalitions.astype(float) @ margins
-    return ((total > 0) + 0.5 * (total == 0)).mean(1)
+    return (total > 0) + 0.5 * (total == 0)
+
+
+def _accuracy(
+    run: Path, sources: list[str], coalitions: np.ndarray, records: list[dict], beta: float, max_length: int = 64
+) -> np.ndarray:
+    """Preference accuracy (ties 1/2) of each coalition's summed margins: ``[len(coalitions)]``."""
+    return _pair_scores(run, sources, coalitions, records, beta, max_length).mean(1)
 
 
 def _union_name(sources: list[str], row: np.ndarray) -> str:
@@ -358,20 +370,21 @@ def _english(args: argparse.Namespace) -> None:
         with stage("warmup", "warm-up: one token of one prompt (loads the compose kernel)"):
             _decode(composed_run, sources, coalitions[:2], prompts[:1], DecodeConfig(max_new_tokens=1, seed=args.seed))
 
-        def evaluate(way: str, run: Path, players: list[str], rows: np.ndarray) -> dict[str, np.ndarray]:
+        def evaluate(way: str, run: Path, players: list[str], rows: np.ndarray) -> tuple[dict, list[list[str]]]:
+            """Per utility, each row's score of each prompt or pair (``[rows, items]``); the completions."""
             with stage(f"{way}_decode", f"{way}: decoding {len(rows)} coalitions x {len(prompts)} prompts"):
                 completions = _decode(run, players, rows, prompts, decode_config)
             with stage(f"{way}_judge", f"{way}: judging {len(rows) * len(prompts)} completions on 2 rubrics"):
-                judged = _mean_scores(judge, prompts, completions)
-            rubrics = _mean_scores(rubric, prompts, completions)
+                judged = _scores(judge, prompts, completions)
+            rubrics = _scores(rubric, prompts, completions)
             with stage(f"{way}_accuracy", f"{way}: margins of {len(players)} adapters on {len(records)} pairs"):
-                accuracy = _accuracy(run, players, rows, records, beta, max_length=size.max_length)
-            out = {f"judge:{o}": judged[:, j] for j, o in enumerate(judge.objectives)}
-            out["accuracy"] = accuracy
-            out.update({f"rubric:{o}": rubrics[:, j] for j, o in enumerate(rubric.objectives)})
-            return out
+                pairs = _pair_scores(run, players, rows, records, beta, max_length=size.max_length)
+            out = {f"judge:{o}": judged[:, :, j] for j, o in enumerate(judge.objectives)}
+            out["accuracy"] = pairs
+            out.update({f"rubric:{o}": rubrics[:, :, j] for j, o in enumerate(rubric.objectives)})
+            return out, completions
 
-        composed = evaluate("composed", composed_run, sources, coalitions)
+        composed, composed_texts = evaluate("composed", composed_run, sources, coalitions)
 
         union_dir = work / "unions"
         names = _write_unions(world.data_files, sources, coalitions, union_dir)
@@ -397,9 +410,15 @@ def _english(args: argparse.Namespace) -> None:
         order = list(entries)
         singles = np.zeros((len(order) + 1, len(order)), dtype=bool)
         singles[1:] = np.eye(len(order), dtype=bool)  # row 0: the base model; row 1 + i: {union i} alone
-        by_name = evaluate("retrained", retrain_run, order, singles)
+        by_name, texts_by_name = evaluate("retrained", retrain_run, order, singles)
         index = [0] + [order.index(name) + 1 for name in names]
         retrained = {key: values[index] for key, values in by_name.items()}
+        same_text = np.array(
+            [
+                np.mean([a == b for a, b in zip(composed_texts[r], texts_by_name[i], strict=True)])
+                for r, i in enumerate(index)
+            ]
+        )
 
     _english_report(
         args,
@@ -411,6 +430,7 @@ def _english(args: argparse.Namespace) -> None:
         stage.seconds,
         (composed_steps, retrained_steps),
         len(records),
+        same_text,
     )
 
 
@@ -424,9 +444,21 @@ def _english_report(
     seconds: dict[str, float],
     steps: tuple[int, int],
     n_records: int,
+    same_text: np.ndarray,
 ) -> None:
-    """Write ``fidelity.md`` and ``fidelity.csv`` of the English world."""
+    """Write ``fidelity.md`` and ``fidelity.csv`` of the English world.
+
+    ``composed`` and ``retrained`` hold each coalition's score of each prompt or pair
+    (``[16, items]``); a utility is their mean, its standard error their standard deviation over
+    the items / sqrt(items), averaged over the coalitions.
+    """
     n = len(sources)
+    stderr = {
+        way: {k: float((v.std(1, ddof=1) / np.sqrt(v.shape[1])).mean()) for k, v in scores.items()}
+        for way, scores in (("composed", composed), ("retrained", retrained))
+    }
+    composed = {k: v.mean(1) for k, v in composed.items()}
+    retrained = {k: v.mean(1) for k, v in retrained.items()}
     fidelity = MarkdownTable(
         caption="Composed vs retrained coalition models (English world, SmolLM2-135M-Instruct, n = 4, all 16 coalitions)",
         columns=[
@@ -437,13 +469,17 @@ def _english_report(
             "Spearman (4 values)",
             "spread composed",
             "spread retrained",
+            "std error composed / retrained",
             "values composed",
             "values retrained",
         ],
         notes=[
             "spread: max - min of the 16 coalition utilities. judge: log p(Yes) - log p(No) of the judge, mean over "
             "the prompts; rubric: the world's ground-truth rubric rewards of the same completions (in {-1, 0, 1}; a "
-            "supplement, not the reproduce objectives); accuracy: preference accuracy on the trusted pairs."
+            "supplement, not the reproduce objectives); accuracy: preference accuracy on the trusted pairs. std "
+            "error: of one coalition's utility (the scores' standard deviation over the prompts or pairs / sqrt(their "
+            "number), mean over the 16 coalitions). same completions (last table): the share of prompts on which the "
+            "composed and the retrained model sampled the same text."
         ],
     )
     rows = []
@@ -462,6 +498,8 @@ def _english_report(
                 "spearman_values": sv,
                 "spread_composed": spread_a,
                 "spread_retrained": spread_b,
+                "stderr_composed": stderr["composed"][name],
+                "stderr_retrained": stderr["retrained"][name],
                 **{f"composed_{s}": float(v) for s, v in zip(sources, va, strict=True)},
                 **{f"retrained_{s}": float(v) for s, v in zip(sources, vb, strict=True)},
             }
@@ -475,17 +513,24 @@ def _english_report(
                 f"{sv:.3f}",
                 f"{spread_a:.3f}",
                 f"{spread_b:.3f}",
+                f"{stderr['composed'][name]:.3f} / {stderr['retrained'][name]:.3f}",
                 ", ".join(f"{s} {v:+.3f}" for s, v in zip(sources, va, strict=True)),
                 ", ".join(f"{s} {v:+.3f}" for s, v in zip(sources, vb, strict=True)),
             ]
         )
     utilities = MarkdownTable(
         caption="The 16 coalition utilities (composed / retrained)",
-        columns=["coalition", *composed],
+        columns=["coalition", *composed, "same completions"],
     )
     for r, row in enumerate(coalitions):
         members = "+".join(s for s, member in zip(sources, row, strict=True) if member) or "(base model)"
-        utilities.rows.append([members, *(f"{composed[k][r]:+.3f} / {retrained[k][r]:+.3f}" for k in composed)])
+        utilities.rows.append(
+            [
+                members,
+                *(f"{composed[k][r]:+.3f} / {retrained[k][r]:+.3f}" for k in composed),
+                f"{same_text[r]:.2f}",
+            ]
+        )
     cost = MarkdownTable(
         caption="Cost (s)",
         columns=["way", "training runs", "steps", "train", "decode", "judge", "accuracy", "total"],

@@ -7,12 +7,15 @@ from . import errors
 from .games import MarginGame
 from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf, methods, shapley
 from .train import train_sources
+from .uncertainty import ItemGame, ItemScores
 from .valuation import value_run
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BanzhafEstimator",
+    "ItemGame",
+    "ItemScores",
     "MarginGame",
     "ShapleyEstimator",
     "ShapleyResult",

@@ -94,6 +94,8 @@ class MarginGame:
     def reweighted(self, weights: npt.NDArray[np.float64]) -> MarginGame:
         """The game with its pairs reweighted: one output per row of `weights` `[r, n_pairs]`
         (non-negative, each row with a positive sum; rows are normalised to sum to one)."""
+    def per_pair(self) -> MarginGame:
+        """The game with one output per held-out pair (the pair's term), for values per pair."""
     @property
     def n_outputs(self) -> int:
         """Outputs per coalition: 1, or the rows of the weights of a reweighted game."""

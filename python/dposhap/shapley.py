@@ -784,10 +784,12 @@ def bootstrap(
     if isinstance(utility, _core.MarginGame):
         m = int(utility.n_pairs)
         weights = bootstrap_weights(m, n_boot, seed)
-        game = utility.reweighted(weights)
         if result.method == "exact":
-            reps = np.asarray(game.exact(semivalue))
+            # values are linear in the game: the values per pair [n, m], then one product
+            per_pair = np.asarray(utility.per_pair().exact(semivalue)).reshape(n, m)
+            reps = per_pair @ (weights / weights.sum(axis=1, keepdims=True)).T
         else:
+            game = utility.reweighted(weights)
             est = cls(
                 n,
                 result.method,

@@ -114,6 +114,8 @@ pub struct MarginGame {
     /// Pair weights of a reweighted game, row-major `[outputs, m]`, each row summing to one
     /// (None: every pair weighs `1 / m` and the game has one output).
     weights: Option<std::sync::Arc<Vec<f64>>>,
+    /// One output per pair (the pair's term), for values per pair.
+    per_pair: bool,
 }
 
 impl MarginGame {
@@ -128,7 +130,7 @@ impl MarginGame {
         if let Some(pos) = margins.iter().position(|x| !x.is_finite()) {
             return Err(Error::MarginNotFinite { player: pos / m, pair: pos % m, value: margins[pos] });
         }
-        Ok(MarginGame { n, m, margins, kind, weights: None })
+        Ok(MarginGame { n, m, margins, kind, weights: None, per_pair: false })
     }
 
     /// The same game with its pairs reweighted, one output per row of `weights` (row-major
@@ -151,7 +153,14 @@ impl MarginGame {
             }
             row.iter_mut().for_each(|w| *w /= total);
         }
-        Ok(MarginGame { weights: Some(std::sync::Arc::new(rows)), ..self.clone() })
+        Ok(MarginGame { weights: Some(std::sync::Arc::new(rows)), per_pair: false, ..self.clone() })
+    }
+
+    /// The same game with one output per held-out pair: `v_j(S) = f(sum_{i in S} margins[i, j])`.
+    /// Semivalues are linear in the game, so the values per pair `[n, m]` give the values of any
+    /// reweighting of the pairs as one matrix product (how an exact bootstrap stays cheap).
+    pub fn per_pair(&self) -> Self {
+        MarginGame { weights: None, per_pair: true, ..self.clone() }
     }
 
     pub fn kind(&self) -> MarginKind {
@@ -197,14 +206,23 @@ impl Game for MarginGame {
     }
 
     fn n_outputs(&self) -> usize {
+        if self.per_pair {
+            return self.m;
+        }
         self.weights.as_ref().map_or(1, |w| w.len() / self.m)
     }
 
     fn value(&self, state: &[f64], out: &mut [f64]) {
+        let kind = self.kind;
+        if self.per_pair {
+            for (o, &s) in out.iter_mut().zip(state) {
+                *o = kind.term(s);
+            }
+            return;
+        }
         match &self.weights {
             None => out[0] = self.mean_term(state),
             Some(w) => {
-                let kind = self.kind;
                 let terms: Vec<f64> = state.iter().map(|&s| kind.term(s)).collect();
                 for (o, row) in out.iter_mut().zip(w.chunks(self.m)) {
                     *o = row.iter().zip(&terms).map(|(a, b)| a * b).sum();
@@ -214,7 +232,7 @@ impl Game for MarginGame {
     }
 
     fn eval_chain(&self, order: &[u32], out: &mut [f64]) {
-        if self.weights.is_some() {
+        if self.weights.is_some() || self.per_pair {
             // the reweighted game: prefix by prefix (the tiled path sums one output per pair)
             let mut state = vec![0.0; self.m];
             let k = self.n_outputs();
@@ -231,7 +249,7 @@ impl Game for MarginGame {
     }
 
     fn eval_chains(&self, orders: &[&[u32]], outs: &mut [Vec<f64>]) {
-        if self.weights.is_some() {
+        if self.weights.is_some() || self.per_pair {
             for (order, out) in orders.iter().zip(outs.iter_mut()) {
                 self.eval_chain(order, out);
             }

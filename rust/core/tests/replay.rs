@@ -143,3 +143,19 @@ fn reweighted_game_is_the_game_on_the_weighted_pairs() {
     bad[3] = -1.0;
     assert!(matches!(game.reweighted(&bad), Err(Error::BadWeight { row: 0, pair: 3, .. })));
 }
+
+#[test]
+fn values_per_pair_add_up_to_the_values_of_any_reweighting() {
+    let (n, m) = (6, 9);
+    let game = MarginGame::new(margins(n, m, 4), n, m, MarginKind::LogSigmoid).unwrap();
+    let per_pair = game.per_pair();
+    assert_eq!(per_pair.n_outputs(), m);
+    let phi_pairs = exact_native(&per_pair, Semivalue::Shapley).unwrap(); // [n, m]
+    let w: Vec<f64> = (0..m).map(|j| (j % 3) as f64 + 0.5).collect();
+    let total: f64 = w.iter().sum();
+    let phi_w = exact_native(&game.reweighted(&w).unwrap(), Semivalue::Shapley).unwrap();
+    for i in 0..n {
+        let combined: f64 = (0..m).map(|j| phi_pairs[i * m + j] * w[j] / total).sum();
+        assert!((combined - phi_w[i]).abs() < 1e-12);
+    }
+}

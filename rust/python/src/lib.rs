@@ -272,6 +272,11 @@ impl PyMarginGame {
         Ok(PyMarginGame { inner: self.inner.reweighted(&w).map_err(to_py)? })
     }
 
+    /// The game with one output per held-out pair (the pair's term), for values per pair.
+    fn per_pair(&self) -> Self {
+        PyMarginGame { inner: self.inner.per_pair() }
+    }
+
     /// Utilities of a batch of coalitions `[b, n]` (evaluated in parallel, GIL released):
     /// `[b]`, or `[b, n_outputs]` for a reweighted game.
     fn __call__<'py>(&self, py: Python<'py>, coalitions: PyReadonlyArray2<'_, bool>) -> PyResult<Bound<'py, PyAny>> {

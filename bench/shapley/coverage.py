@@ -31,6 +31,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -228,7 +229,7 @@ def item_scores(margins: np.ndarray, kind: str) -> Callable[[np.ndarray], np.nda
 
 
 def item_api_ready() -> bool:
-    return hasattr(dposhap, "ItemGame") and "n_boot" in dposhap.shapley.__code__.co_varnames
+    return hasattr(dposhap, "ItemGame") and "n_boot" in inspect.signature(dposhap.shapley).parameters
 
 
 def part_items(

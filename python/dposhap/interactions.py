@@ -528,6 +528,11 @@ def pairwise_interactions(
     seed
         Seed of the coalition sampler (:func:`kernel_sample`).
 
+    Notes
+    -----
+    The sampled estimate fits ``p = n + n (n-1) / 2`` effects to ``c`` coalitions: ``O(c p^2)``
+    time and ``O(c p)`` memory, seconds at 64 sources, impractical past a few hundred.
+
     Returns
     -------
     InteractionResult

@@ -8,6 +8,7 @@ from .games import MarginGame
 from .interactions import InteractionResult, pairwise_interactions
 from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf, methods, shapley
 from .train import train_sources
+from .uncertainty import ItemGame, ItemScores
 from .valuation import value_run
 
 __version__ = "0.1.0"
@@ -15,6 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BanzhafEstimator",
     "InteractionResult",
+    "ItemGame",
+    "ItemScores",
     "MarginGame",
     "ShapleyEstimator",
     "ShapleyResult",

@@ -43,6 +43,7 @@ class Engine:
         tol: float | None = None,
         pilot: int | None = None,
         control_exact: npt.NDArray[np.float64] | None = None,
+        max_units: int | None = None,
     ) -> Self: ...
     def ask(self, max_batch: int) -> npt.NDArray[np.bool_]:
         """Up to `max_batch` distinct coalitions to evaluate, as a bool array `[b, n]`."""
@@ -85,9 +86,17 @@ class MarginGame:
 
     def __new__(cls, margins: npt.NDArray[np.float64], kind: str) -> Self: ...
     def __call__(self, coalitions: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
-        """Utilities of a batch of coalitions `[b, n]` (evaluated in parallel, GIL released)."""
+        """Utilities of a batch of coalitions `[b, n]` (evaluated in parallel, GIL released):
+        `[b]`, or `[b, n_outputs]` for a reweighted game."""
     def exact(self, semivalue: str = "shapley") -> npt.NDArray[np.float64]:
-        """Exact semivalues by Gray-code enumeration of all 2^n coalitions (GIL released)."""
+        """Exact semivalues by Gray-code enumeration of all 2^n coalitions (GIL released):
+        `[n]`, or `[n, n_outputs]` for a reweighted game."""
+    def reweighted(self, weights: npt.NDArray[np.float64]) -> MarginGame:
+        """The game with its pairs reweighted: one output per row of `weights` `[r, n_pairs]`
+        (non-negative, each row with a positive sum; rows are normalised to sum to one)."""
+    @property
+    def n_outputs(self) -> int:
+        """Outputs per coalition: 1, or the rows of the weights of a reweighted game."""
     def additive_values(self) -> npt.NDArray[np.float64] | None:
         """Closed-form Shapley values when the game is additive (kind "mean"), else None."""
     @property

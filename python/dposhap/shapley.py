@@ -12,6 +12,8 @@ import numpy as np
 from . import _core
 from .errors import DposhapError, InvalidArgumentError, UtilityError
 from .games import MarginGame
+from .uncertainty import Bootstrap, ItemScores, ItemUtility, PairComparison, bootstrap_weights, compare_pairs
+from .validate import check_int
 
 ShapleyMethod = Literal["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]
 BanzhafMethod = Literal["auto", "exact", "msr"]
@@ -61,6 +63,19 @@ class ShapleyResult:
         end), for convergence plots.
     seconds
         Wall time of the run.
+    budget
+        The evaluation budget the run was given (None: none).
+    n_units
+        Units of work the estimator absorbed (permutations, stratum samples, ...); with the
+        seed, method and budget they fix the coalitions the values rest on.
+    eval_stderr
+        Evaluation standard error of each value (same shape as ``values``): the spread of the
+        values over bootstrap resamples of the items the utility averages (``n_boot``); None
+        when the utility is not a mean over items or no bootstrap ran.
+    replicates
+        The bootstrap replicates ``[n_boot, n]`` or ``[n_boot, n, k]``, or None.
+    n_items
+        Items the utility averages (held-out pairs, prompts), when known.
     """
 
     values: np.ndarray
@@ -74,10 +89,40 @@ class ShapleyResult:
     control_coef: np.ndarray | None = None
     history: list[tuple[int, np.ndarray]] = field(default_factory=list, repr=False)
     seconds: float = 0.0
+    budget: int | None = None
+    n_units: int = 0
+    eval_stderr: np.ndarray | None = None
+    replicates: np.ndarray | None = field(default=None, repr=False)
+    n_items: int | None = None
 
     @property
     def n_players(self) -> int:
         return len(self.names)
+
+    @property
+    def total_stderr(self) -> np.ndarray:
+        """Standard error of each value from both sources of error: the estimator's sampling of
+        coalitions and the evaluation items (``sqrt(stderr^2 + eval_stderr^2)``; the estimator's
+        alone when no bootstrap ran)."""
+        est = np.asarray(self.stderr, dtype=np.float64)
+        if self.eval_stderr is None:
+            return est
+        return np.sqrt(est**2 + np.asarray(self.eval_stderr, dtype=np.float64) ** 2)
+
+    def comparisons(self, objective: int = 0) -> list[PairComparison]:
+        """Every pair of players compared on one objective (:func:`dposhap.uncertainty.compare_pairs`):
+        the difference, its standard error (estimator and, with a bootstrap, evaluation noise,
+        paired), the share of replicates in which the higher one wins, and whether it is
+        significant at 95%."""
+        values = np.asarray(self.values, dtype=np.float64)
+        est = np.asarray(self.stderr, dtype=np.float64)
+        reps = None if self.replicates is None else np.asarray(self.replicates, dtype=np.float64)
+        if values.ndim == 2:
+            values, est = values[:, objective], est[:, objective]
+            reps = None if reps is None else reps[:, :, objective]
+        elif objective != 0:
+            raise InvalidArgumentError(f"the values have one objective; objective={objective} does not exist")
+        return compare_pairs(self.names, values, est, reps)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form, ready for ``json.dump``."""
@@ -91,22 +136,36 @@ class ShapleyResult:
             "names": list(self.names),
             "values": np.asarray(self.values).tolist(),
             "stderr": np.asarray(self.stderr).tolist(),
+            "eval_stderr": None if self.eval_stderr is None else np.asarray(self.eval_stderr).tolist(),
+            "total_stderr": np.asarray(self.total_stderr).tolist(),
+            "n_items": self.n_items,
         }
 
     def __repr__(self) -> str:
         vals = np.asarray(self.values)
         errs = np.asarray(self.stderr)
+        evals = None if self.eval_stderr is None else np.asarray(self.eval_stderr)
         if vals.ndim == 1:
             vals, errs = vals[:, None], errs[:, None]
+            evals = None if evals is None else evals[:, None]
         k = vals.shape[1]
         width = max([6] + [len(n) for n in self.names])
         head = (
             f"{self.semivalue.capitalize()} values ({self.method}, {self.n_evaluations} evaluations, stop: {self.stop})"
         )
-        cols = "".join(f"{'value' if k == 1 else f'value[{j}]':>14}{'± stderr':>12}" for j in range(k))
+        if evals is not None:
+            n_boot = 0 if self.replicates is None else len(self.replicates)
+            head += f"; ± estimator ± evaluation error ({n_boot} bootstrap replicates over {self.n_items} items)"
+        cols = "".join(
+            f"{'value' if k == 1 else f'value[{j}]':>14}{'± est':>11}" + ("" if evals is None else f"{'± eval':>11}")
+            for j in range(k)
+        )
         lines = [head, f"{'player':<{width}}{cols}"]
         for i, name in enumerate(self.names):
-            cells = "".join(f"{vals[i, j]:>14.6g}{errs[i, j]:>12.3g}" for j in range(k))
+            cells = "".join(
+                f"{vals[i, j]:>14.6g}{errs[i, j]:>11.3g}" + ("" if evals is None else f"{evals[i, j]:>11.3g}")
+                for j in range(k)
+            )
             lines.append(f"{name:<{width}}{cells}")
         return "\n".join(lines)
 
@@ -177,6 +236,11 @@ class ShapleyEstimator:
         Player names for the result.
     pilot
         Samples per stratum in the pilot of ``"stratified"`` (default: from the budget).
+    max_units
+        Stop after this many units of work (permutations, stratum samples, ...). With the
+        seed, method and budget of an earlier run and its ``n_units``, the estimator asks
+        exactly the coalitions that run absorbed (for every method whose plan does not depend
+        on the utilities): how bootstrap replicates are computed without new evaluations.
     """
 
     semivalue: Semivalue = "shapley"
@@ -192,6 +256,7 @@ class ShapleyEstimator:
         control_values: np.ndarray | None = None,
         names: Sequence[str] | None = None,
         pilot: int | None = None,
+        max_units: int | None = None,
     ) -> None:
         if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool):
             raise InvalidArgumentError(f"n_players must be an integer, got {type(n_players).__name__}")
@@ -220,7 +285,9 @@ class ShapleyEstimator:
             tol=None if tol is None else float(tol),
             pilot=pilot,
             control_exact=cv,
+            max_units=None if max_units is None else int(max_units),
         )
+        self.budget = None if budget is None else int(budget)
         self.n_players = int(n_players)
         self.names = _names(names, self.n_players)
         self.seed = int(seed)
@@ -340,6 +407,8 @@ class ShapleyEstimator:
             control_coef=self._shape(snap["control_coef"]),
             history=list(self.history),
             seconds=time.perf_counter() - self._started,
+            budget=self.budget,
+            n_units=int(snap["n_units"]),
         )
 
 
@@ -409,6 +478,52 @@ def _run(
     control: Any,
     names: Sequence[str] | None,
     progress: bool,
+    n_boot: int = 0,
+    boot_seed: int | None = None,
+) -> ShapleyResult:
+    res = _estimate(
+        semivalue,
+        utility,
+        n_players,
+        method=method,
+        budget=budget,
+        tol=tol,
+        seed=seed,
+        batch_size=batch_size,
+        control=control,
+        names=names,
+        progress=progress,
+    )
+    check_int("n_boot", n_boot, minimum=0)
+    if n_boot == 1:
+        raise InvalidArgumentError("n_boot must be 0 (no bootstrap) or at least 2 replicates; 200 is a good default")
+    if n_boot and (isinstance(utility, _core.MarginGame) or isinstance(utility, ItemUtility)):
+        boot = bootstrap(
+            utility,
+            res,
+            n_boot=n_boot,
+            seed=res.seed if boot_seed is None else boot_seed,
+            control=control,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        attach_bootstrap(res, boot)
+    return res
+
+
+def _estimate(
+    semivalue: Semivalue,
+    utility: Utility,
+    n_players: int | None,
+    *,
+    method: str,
+    budget: int | None,
+    tol: float | None,
+    seed: int,
+    batch_size: int | None,
+    control: Any,
+    names: Sequence[str] | None,
+    progress: bool,
 ) -> ShapleyResult:
     native = utility if isinstance(utility, _core.MarginGame) else None
     if native is not None:
@@ -447,6 +562,7 @@ def _run(
             seed=seed,
             control_coef=np.zeros_like(values),
             seconds=time.perf_counter() - started,
+            budget=budget,
         )
     if native is not None and (game_c is None or isinstance(game_c, _core.MarginGame)):
         res = est.run_native(native, game_c, batch_size)
@@ -507,6 +623,8 @@ def shapley(
     control: Any = None,
     names: Sequence[str] | None = None,
     progress: bool = False,
+    n_boot: int = 0,
+    boot_seed: int | None = None,
 ) -> ShapleyResult:
     """Shapley values of the players of ``utility``.
 
@@ -539,6 +657,15 @@ def shapley(
         One name per player.
     progress
         Show a progress bar.
+    n_boot
+        Bootstrap replicates over the items the utility averages (0: none). For a
+        :class:`MarginGame` (items: its held-out pairs) or an item utility such as
+        :class:`ItemGame` (see :mod:`dposhap.uncertainty`), the result gains ``eval_stderr``,
+        ``total_stderr`` and ``replicates``: the items are resampled once per replicate, the
+        same resample for every coalition, and the values recomputed on the coalitions the run
+        absorbed (no new evaluations). Ignored for other utilities.
+    boot_seed
+        Seed of the item resampling (default: ``seed``).
 
     Returns
     -------
@@ -570,6 +697,8 @@ def shapley(
         control=control,
         names=names,
         progress=progress,
+        n_boot=n_boot,
+        boot_seed=boot_seed,
     )
 
 
@@ -585,6 +714,8 @@ def banzhaf(
     control: Any = None,
     names: Sequence[str] | None = None,
     progress: bool = False,
+    n_boot: int = 0,
+    boot_seed: int | None = None,
 ) -> ShapleyResult:
     """Banzhaf values of the players of ``utility``; same arguments as :func:`shapley`, with
     methods ``"auto"``, ``"exact"`` and ``"msr"`` (maximum sample reuse, Wang & Jia 2023)."""
@@ -600,7 +731,126 @@ def banzhaf(
         control=control,
         names=names,
         progress=progress,
+        n_boot=n_boot,
+        boot_seed=boot_seed,
     )
+
+
+def bootstrap(
+    utility: Any,
+    result: ShapleyResult,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    control: Any = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Bootstrap:
+    """Bootstrap a finished valuation over the items its utility averages.
+
+    Each replicate resamples the items (multinomial counts, the same resample for every
+    coalition) and recomputes the values with ``result``'s method, seed and budget on the
+    coalitions its run absorbed (``result.n_units``). A native :class:`MarginGame` is
+    reweighted in Rust; an :class:`~dposhap.uncertainty.ItemUtility` (an :class:`ItemGame`, or
+    a utility read through the run cache that recorded per-item scores) reweights its per-item
+    scores. All replicates run at once, as extra objectives of one estimator.
+
+    Parameters
+    ----------
+    utility
+        The utility the result was computed from.
+    result
+        Its result.
+    n_boot
+        Replicates (at least 2).
+    seed
+        Seed of the resampling.
+    control
+        The control game the run used, if any.
+    batch_size
+        Coalitions per call of an item utility.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    Bootstrap
+        ``replicates [n_boot, n, k]`` and the evaluation standard errors.
+    """
+    n = result.n_players
+    semivalue: Semivalue = "shapley" if result.semivalue == "shapley" else "banzhaf"
+    cls = ShapleyEstimator if semivalue == "shapley" else BanzhafEstimator
+    game_c, control_values = (None, None) if control is None else _control_values(control, n, semivalue)
+    if isinstance(utility, _core.MarginGame):
+        m = int(utility.n_pairs)
+        weights = bootstrap_weights(m, n_boot, seed)
+        game = utility.reweighted(weights)
+        if result.method == "exact":
+            reps = np.asarray(game.exact(semivalue))
+        else:
+            est = cls(
+                n,
+                result.method,
+                seed=result.seed,
+                budget=result.budget,
+                control_values=control_values,
+                max_units=result.n_units,
+            )
+            if not (game_c is None or isinstance(game_c, _core.MarginGame)):
+                raise InvalidArgumentError("a bootstrap of a native game takes a native control game")
+            reps = est.run_native(game, game_c, batch_size).values
+        return Bootstrap(np.asarray(reps).T[:, :, None].copy(), m, int(seed))
+    if not isinstance(utility, ItemUtility):
+        raise InvalidArgumentError(
+            f"{type(utility).__name__} is not a mean over items: bootstrap a MarginGame, an ItemGame, or a utility "
+            "with item_scores() and n_items"
+        )
+    m = int(utility.n_items)
+    weights = bootstrap_weights(m, n_boot, seed)
+    before = int(getattr(utility, "evaluated", 0))
+    est = cls(
+        n,
+        result.method,
+        seed=result.seed,
+        budget=result.budget,
+        control_values=control_values,
+        max_units=result.n_units,
+    )
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=result.n_evaluations, unit="coalition", desc=f"bootstrap ({n_boot} replicates)")
+    k = 0
+    try:
+        while not est.done:
+            coalitions = est.ask(batch_size or DEFAULT_BATCH)
+            if len(coalitions) == 0:
+                break
+            scores = ItemScores.coerce(utility.item_scores(coalitions), len(coalitions))
+            reps = scores.replicates(weights)  # [b, k, B]
+            k = reps.shape[1]
+            g = game_c(coalitions) if game_c is not None else None
+            est.tell(coalitions, reps.reshape(len(coalitions), -1), g)
+            if bar is not None:
+                bar.update(len(coalitions))
+    finally:
+        if bar is not None:
+            bar.close()
+    values = np.asarray(est.result().values, dtype=np.float64).reshape(n, k, n_boot)
+    new = int(getattr(utility, "evaluated", 0)) - before
+    return Bootstrap(np.ascontiguousarray(values.transpose(2, 0, 1)), m, int(seed), new_evaluations=new)
+
+
+def attach_bootstrap(result: ShapleyResult, boot: Bootstrap) -> ShapleyResult:
+    """Put a bootstrap's replicates and evaluation errors on ``result`` (shaped like its values)."""
+    reps = boot.replicates
+    if np.ndim(result.values) == 1:
+        reps = reps[:, :, 0]
+    result.replicates = reps
+    result.eval_stderr = reps.std(axis=0, ddof=1)
+    result.n_items = boot.n_items
+    return result
 
 
 def methods(semivalue: Semivalue = "shapley") -> list[str]:
@@ -608,4 +858,14 @@ def methods(semivalue: Semivalue = "shapley") -> list[str]:
     return list(_core.methods(semivalue))
 
 
-__all__ = ["ShapleyResult", "ShapleyEstimator", "BanzhafEstimator", "shapley", "banzhaf", "methods", "MarginGame"]
+__all__ = [
+    "BanzhafEstimator",
+    "MarginGame",
+    "ShapleyEstimator",
+    "ShapleyResult",
+    "attach_bootstrap",
+    "banzhaf",
+    "bootstrap",
+    "methods",
+    "shapley",
+]

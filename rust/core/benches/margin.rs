@@ -22,6 +22,7 @@ fn main() {
             tol: None,
             pilot: None,
             control_exact: None,
+            max_units: None,
         };
         let mut engine = Engine::new(cfg).unwrap();
         let t = Instant::now();

@@ -16,6 +16,7 @@ fn main() {
                 tol: None,
                 pilot: None,
                 control_exact: None,
+                max_units: None,
             };
             let mut e = Engine::new(cfg).unwrap();
             let t = Instant::now();

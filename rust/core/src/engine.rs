@@ -31,6 +31,11 @@ pub struct EngineConfig {
     pub pilot: Option<u32>,
     /// Exact values of the control game, row-major `[n, kc]`.
     pub control_exact: Option<Vec<f64>>,
+    /// Stop planning after this many units (a stopping rule of its own). With the seed, method
+    /// and budget of an earlier run and its `n_units`, the run replays exactly the coalitions
+    /// that run absorbed, for samplers whose plan does not depend on the utilities: how
+    /// bootstrap replicates of a valuation are computed without new coalitions.
+    pub max_units: Option<u64>,
 }
 
 /// Where a coalition stands in a run.
@@ -86,6 +91,9 @@ pub struct Engine {
     budget: Option<u64>,
     tol: Option<f64>,
     control_exact: Option<Vec<f64>>,
+    max_units: Option<u64>,
+    /// units planned so far (those that fit in the budget)
+    n_planned: u64,
     dims: Option<Dims>,
     /// every coalition planned, handed out or evaluated in this run (the utility cache)
     slots: FxHashMap<Coalition, Slot>,
@@ -124,7 +132,7 @@ impl Engine {
             method,
             &SamplerOptions { n: cfg.n, semivalue: cfg.semivalue, budget: cfg.budget, pilot: cfg.pilot },
         )?;
-        if method != Method::Exact && cfg.budget.is_none() && cfg.tol.is_none() {
+        if method != Method::Exact && cfg.budget.is_none() && cfg.tol.is_none() && cfg.max_units.is_none() {
             return Err(Error::NoStoppingRule(method));
         }
         if let Some(b) = cfg.budget {
@@ -150,6 +158,8 @@ impl Engine {
             budget: cfg.budget,
             tol: cfg.tol,
             control_exact: cfg.control_exact,
+            max_units: cfg.max_units,
+            n_planned: 0,
             dims: None,
             slots: FxHashMap::default(),
             n_known: 0,
@@ -203,6 +213,10 @@ impl Engine {
     /// Plan units until `want` new coalitions wait to be sent, or planning must stop.
     fn plan(&mut self, want: usize) {
         while self.to_send.len() < want && !self.exhausted && !self.converged {
+            if self.max_units.is_some_and(|m| self.n_planned >= m) {
+                self.exhausted = true;
+                break;
+            }
             let unit = match self.sampler.next_unit(&mut self.rng) {
                 Plan::Wait => break,
                 Plan::Exhausted => {
@@ -230,6 +244,7 @@ impl Engine {
                     break;
                 }
             }
+            self.n_planned += 1;
             let free = new.is_empty();
             if free {
                 self.free_streak += 1;

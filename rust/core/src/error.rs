@@ -93,6 +93,12 @@ pub enum Error {
          (drop or repair that held-out pair)"
     )]
     MarginNotFinite { player: usize, pair: usize, value: f64 },
+    #[error("{len} pair weights do not fill whole rows of {m} (one weight per held-out pair)")]
+    WeightCount { len: usize, m: usize },
+    #[error("pair weight {pair} of row {row} is {value}: weights must be finite and non-negative")]
+    BadWeight { row: usize, pair: usize, value: f64 },
+    #[error("row {row} of the pair weights sums to zero: every row needs a pair with positive weight")]
+    ZeroWeights { row: usize },
     #[error("the game has {game} players, the estimator {estimator}")]
     GamePlayers { game: usize, estimator: usize },
 
@@ -151,6 +157,9 @@ impl Error {
             | EmptyMargins { .. }
             | MarginCount { .. }
             | MarginNotFinite { .. }
+            | WeightCount { .. }
+            | BadWeight { .. }
+            | ZeroWeights { .. }
             | GamePlayers { .. }
             | ControlValuesShape { .. }
             | ControlValuesNotFinite

@@ -111,6 +111,9 @@ pub struct MarginGame {
     m: usize,
     margins: Vec<f64>,
     kind: MarginKind,
+    /// Pair weights of a reweighted game, row-major `[outputs, m]`, each row summing to one
+    /// (None: every pair weighs `1 / m` and the game has one output).
+    weights: Option<std::sync::Arc<Vec<f64>>>,
 }
 
 impl MarginGame {
@@ -125,7 +128,30 @@ impl MarginGame {
         if let Some(pos) = margins.iter().position(|x| !x.is_finite()) {
             return Err(Error::MarginNotFinite { player: pos / m, pair: pos % m, value: margins[pos] });
         }
-        Ok(MarginGame { n, m, margins, kind })
+        Ok(MarginGame { n, m, margins, kind, weights: None })
+    }
+
+    /// The same game with its pairs reweighted, one output per row of `weights` (row-major
+    /// `[outputs, m]`, non-negative, each row with a positive sum):
+    /// `v_r(S) = sum_j w_rj f(sum_{i in S} margins[i, j]) / sum_j w_rj`. With the rows of a
+    /// bootstrap over pairs (resample counts), the outputs are the game's bootstrap replicates.
+    pub fn reweighted(&self, weights: &[f64]) -> Result<Self> {
+        let m = self.m;
+        if weights.is_empty() || weights.len() % m != 0 {
+            return Err(Error::WeightCount { len: weights.len(), m });
+        }
+        let mut rows = weights.to_vec();
+        for (r, row) in rows.chunks_mut(m).enumerate() {
+            if let Some(j) = row.iter().position(|w| !w.is_finite() || *w < 0.0) {
+                return Err(Error::BadWeight { row: r, pair: j, value: row[j] });
+            }
+            let total: f64 = row.iter().sum();
+            if total <= 0.0 {
+                return Err(Error::ZeroWeights { row: r });
+            }
+            row.iter_mut().for_each(|w| *w /= total);
+        }
+        Ok(MarginGame { weights: Some(std::sync::Arc::new(rows)), ..self.clone() })
     }
 
     pub fn kind(&self) -> MarginKind {
@@ -170,17 +196,47 @@ impl Game for MarginGame {
         }
     }
 
+    fn n_outputs(&self) -> usize {
+        self.weights.as_ref().map_or(1, |w| w.len() / self.m)
+    }
+
     fn value(&self, state: &[f64], out: &mut [f64]) {
-        out[0] = self.mean_term(state);
+        match &self.weights {
+            None => out[0] = self.mean_term(state),
+            Some(w) => {
+                let kind = self.kind;
+                let terms: Vec<f64> = state.iter().map(|&s| kind.term(s)).collect();
+                for (o, row) in out.iter_mut().zip(w.chunks(self.m)) {
+                    *o = row.iter().zip(&terms).map(|(a, b)| a * b).sum();
+                }
+            }
+        }
     }
 
     fn eval_chain(&self, order: &[u32], out: &mut [f64]) {
+        if self.weights.is_some() {
+            // the reweighted game: prefix by prefix (the tiled path sums one output per pair)
+            let mut state = vec![0.0; self.m];
+            let k = self.n_outputs();
+            self.value(&state, &mut out[..k]);
+            for (j, &p) in order.iter().enumerate() {
+                self.add(&mut state, p as usize, 1.0);
+                self.value(&state, &mut out[(j + 1) * k..(j + 2) * k]);
+            }
+            return;
+        }
         let mut outs = [out.to_vec()];
         self.eval_chains(&[order], &mut outs);
         out.copy_from_slice(&outs[0]);
     }
 
     fn eval_chains(&self, orders: &[&[u32]], outs: &mut [Vec<f64>]) {
+        if self.weights.is_some() {
+            for (order, out) in orders.iter().zip(outs.iter_mut()) {
+                self.eval_chain(order, out);
+            }
+            return;
+        }
         // tile the pairs: each tile of every source's margins is read from memory once and
         // used by all chains of the group while it sits in cache
         let mut sums = vec![0.0; PAIR_TILE];

@@ -15,7 +15,17 @@ fn config(
     budget: Option<u64>,
     tol: Option<f64>,
 ) -> EngineConfig {
-    EngineConfig { n, method: method.into(), semivalue, seed, budget, tol, pilot: None, control_exact: None }
+    EngineConfig {
+        n,
+        method: method.into(),
+        semivalue,
+        seed,
+        budget,
+        tol,
+        pilot: None,
+        control_exact: None,
+        max_units: None,
+    }
 }
 
 /// A weighted voting game with a tail of small players and a threshold (not of low order).

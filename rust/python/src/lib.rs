@@ -56,7 +56,7 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (n_players, method="auto", semivalue="shapley", seed=0, budget=None, tol=None, pilot=None, control_exact=None))]
+    #[pyo3(signature = (n_players, method="auto", semivalue="shapley", seed=0, budget=None, tol=None, pilot=None, control_exact=None, max_units=None))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature: one keyword per engine setting")]
     fn new(
         n_players: i64,
@@ -67,6 +67,7 @@ impl PyEngine {
         tol: Option<f64>,
         pilot: Option<u32>,
         control_exact: Option<PyReadonlyArray2<'_, f64>>,
+        max_units: Option<u64>,
     ) -> PyResult<Self> {
         if n_players < 1 {
             return Err(InvalidArgumentError::new_err(format!("n_players must be at least 1, got {n_players}")));
@@ -94,7 +95,17 @@ impl PyEngine {
         };
         let semivalue = Semivalue::parse(semivalue).map_err(to_py)?;
         let method = MethodChoice::parse(method, semivalue).map_err(to_py)?;
-        let cfg = EngineConfig { n: n_players as usize, method, semivalue, seed, budget, tol, pilot, control_exact };
+        let cfg = EngineConfig {
+            n: n_players as usize,
+            method,
+            semivalue,
+            seed,
+            budget,
+            tol,
+            pilot,
+            control_exact,
+            max_units,
+        };
         Ok(PyEngine { inner: Engine::new(cfg).map_err(to_py)? })
     }
 
@@ -241,35 +252,64 @@ impl PyMarginGame {
         self.inner.kind().name()
     }
 
-    /// Utilities of a batch of coalitions `[b, n]` (evaluated in parallel, GIL released).
-    fn __call__<'py>(
-        &self,
-        py: Python<'py>,
-        coalitions: PyReadonlyArray2<'_, bool>,
-    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    /// Outputs per coalition: 1, or the rows of the weights of a reweighted game.
+    #[getter]
+    fn n_outputs(&self) -> usize {
+        self.inner.n_outputs()
+    }
+
+    /// The game with its pairs reweighted: one output per row of `weights` `[r, n_pairs]`
+    /// (non-negative, each row with a positive sum; rows are normalised to sum to one).
+    fn reweighted(&self, weights: PyReadonlyArray2<'_, f64>) -> PyResult<Self> {
+        let w: Vec<f64> = weights.as_array().iter().copied().collect();
+        if weights.shape()[1] != self.inner.n_pairs() {
+            return Err(InvalidArgumentError::new_err(format!(
+                "weights must be an array [r, {}] (one column per held-out pair), got shape {:?}",
+                self.inner.n_pairs(),
+                weights.shape()
+            )));
+        }
+        Ok(PyMarginGame { inner: self.inner.reweighted(&w).map_err(to_py)? })
+    }
+
+    /// Utilities of a batch of coalitions `[b, n]` (evaluated in parallel, GIL released):
+    /// `[b]`, or `[b, n_outputs]` for a reweighted game.
+    fn __call__<'py>(&self, py: Python<'py>, coalitions: PyReadonlyArray2<'_, bool>) -> PyResult<Bound<'py, PyAny>> {
         let n = self.inner.n_players();
+        let k = self.inner.n_outputs();
         let cs = rows_to_coalitions(&coalitions, n)
             .map_err(|_| InvalidArgumentError::new_err(format!("coalitions must be a bool array [b, {n}]")))?;
         let game = &self.inner;
         let out: Vec<f64> = py.detach(|| {
             cs.par_iter()
-                .map(|c| {
-                    let mut v = [0.0];
+                .flat_map_iter(|c| {
+                    let mut v = vec![0.0; k];
                     game.eval(c, &mut v);
-                    v[0]
+                    v
                 })
                 .collect()
         });
-        Ok(PyArray1::from_vec(py, out))
+        if k == 1 {
+            Ok(PyArray1::from_vec(py, out).into_any())
+        } else {
+            Ok(matrix(py, out, cs.len(), k)?.into_any())
+        }
     }
 
-    /// Exact semivalues by Gray-code enumeration of all 2^n coalitions (GIL released).
+    /// Exact semivalues by Gray-code enumeration of all 2^n coalitions (GIL released):
+    /// `[n]`, or `[n, n_outputs]` for a reweighted game.
     #[pyo3(signature = (semivalue="shapley"))]
-    fn exact<'py>(&self, py: Python<'py>, semivalue: &str) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    fn exact<'py>(&self, py: Python<'py>, semivalue: &str) -> PyResult<Bound<'py, PyAny>> {
         let sv = Semivalue::parse(semivalue).map_err(to_py)?;
         let game = &self.inner;
+        let k = game.n_outputs();
+        let n = game.n_players();
         let phi = py.detach(|| exact_native(game, sv)).map_err(to_py)?;
-        Ok(PyArray1::from_vec(py, phi))
+        if k == 1 {
+            Ok(PyArray1::from_vec(py, phi).into_any())
+        } else {
+            Ok(matrix(py, phi, n, k)?.into_any())
+        }
     }
 
     /// Closed-form Shapley values when the game is additive (kind "mean"), else None.

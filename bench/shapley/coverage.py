@@ -233,43 +233,43 @@ def item_api_ready() -> bool:
 
 
 def part_items(
-    n: int, population: int, items: int, seeds: int, n_boot: int, budget: int, log: Callable[[str], None]
+    n: int, population: int, items: int, seeds: int, n_boot: int, budgets: Sequence[int], log: Callable[[str], None]
 ) -> list[dict[str, Any]]:
-    item_game = dposhap.ItemGame  # type: ignore[attr-defined]
     rows = []
     for kind in ITEM_KINDS:
         margins = item_population(n, population)
         truth = population_values(margins, kind)
-        for method in ["exact", *estimating_methods()]:
+        cells: list[tuple[str, int | None]] = [("exact", None)]
+        cells += [(m, b) for m in estimating_methods() for b in budgets]
+        for method, budget in cells:
             errors, stderr, est_part, eval_part = [], [], [], []
             t0 = time.perf_counter()
             try:
                 for seed in range(seeds):
                     rng = np.random.default_rng(10_000 + seed)
                     chosen = margins[:, rng.choice(population, size=items, replace=False)]
-                    game = item_game(item_scores(chosen, kind), items)
-                    res = dposhap.shapley(
-                        game, n, method=method, budget=None if method == "exact" else budget, seed=seed, n_boot=n_boot
-                    )
+                    game = dposhap.ItemGame(item_scores(chosen, kind), items)
+                    res = dposhap.shapley(game, n, method=method, budget=budget, seed=seed, n_boot=n_boot)
                     errors.append(res.values - truth)
                     stderr.append(res.total_stderr)
                     est_part.append(res.stderr)
                     eval_part.append(res.eval_stderr)
             except BudgetTooSmallError:
-                log(f"  items {kind} {method}: budget {budget} below the method's minimum, skipped")
+                log(f"  items-{kind} {method}: budget {budget} below the method's minimum, skipped")
                 continue
             cell = Cell(np.array(errors), np.array(stderr))
-            row = cell_row("items", f"items-{kind}", n, method, "all" if method == "exact" else budget, seeds, cell)
+            row = cell_row("items", f"items-{kind}", n, method, "all" if budget is None else budget, seeds, cell)
             row["items"] = items
+            row["n_boot"] = n_boot
             row["mean_estimator_stderr"] = float(np.mean(est_part))
             row["mean_eval_stderr"] = float(np.mean(eval_part))
-            # coverage had the evaluation part been left out (what the values reported before)
+            # what the interval would cover with the estimator's part alone (the values before issue 11)
             row["coverage_estimator_stderr_only"] = Cell(np.array(errors), np.array(est_part)).coverage()
             rows.append(row)
             log(
-                f"  items-{kind:10s} {method:12s} coverage {100 * row['coverage']:5.1f}%"
+                f"  items-{kind:10s} {method:12s} b={row['budget']!s:>5} coverage {100 * row['coverage']:5.1f}%"
                 f" (estimator part only: {100 * row['coverage_estimator_stderr_only']:5.1f}%)"
-                f"  ({time.perf_counter() - t0:.1f} s)"
+                f"  MSE/var {row['mse_over_mean_variance']:5.2f}  ({time.perf_counter() - t0:.1f} s)"
             )
     return rows
 
@@ -349,21 +349,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if "items" in parts:
         n_items_game = 10
-        budget = 500
+        item_budgets = (150, 500)
         if item_api_ready():
             log(
                 f"part 2: estimator + evaluation noise (P = {args.population}, m = {args.items}, n_boot = {args.n_boot})"
             )
-            item_rows = part_items(n_items_game, args.population, args.items, seeds, args.n_boot, budget, log)
+            item_rows = part_items(n_items_game, args.population, args.items, seeds, args.n_boot, item_budgets, log)
             rows += item_rows
             table = coverage_table(
                 f"Part 2: estimator + evaluation noise, n = {n_items_game}, m = {args.items} of P = {args.population} "
-                f"items per seed, n_boot = {args.n_boot}; interval `value ± 1.96 total_stderr` against the population value",
+                f"items per seed, n_boot = {args.n_boot}; interval `value ± 1.96 total_stderr` against the "
+                "population value",
                 item_rows,
             )
-            table.columns.insert(5, "coverage, estimator stderr only")
+            table.columns[5:5] = ["mean est. stderr", "mean eval. stderr", "coverage, est. stderr only"]
             for r, cells in zip(item_rows, table.rows, strict=True):
-                cells.insert(5, f"{100 * r['coverage_estimator_stderr_only']:.1f}%")
+                cells[5:5] = [
+                    f"{r['mean_estimator_stderr']:.4f}",
+                    f"{r['mean_eval_stderr']:.4f}",
+                    f"{100 * r['coverage_estimator_stderr_only']:.1f}%",
+                ]
+            tables.insert(0 if "estimator" not in parts else 2, summary_table("Part 2, per method", item_rows))
             tables.append(table)
         else:
             log("part 2: pending (dposhap.ItemGame / shapley(n_boot=...) not available in this dposhap)")

@@ -23,7 +23,7 @@ Results: ``results/coverage.csv`` and ``results/coverage.md`` (``--quick``: ``re
 
 Run from the repository root::
 
-    PYTHONPATH=python python bench/shapley/coverage.py            # about 5 minutes on 2 cores
+    PYTHONPATH=python python bench/shapley/coverage.py            # about 8 minutes on 2 cores
     PYTHONPATH=python python bench/shapley/coverage.py --quick    # under a minute
     PYTHONPATH=python python bench/shapley/coverage.py --only items --seeds 200
 """

@@ -192,8 +192,10 @@ def test_results_serialise_and_draw(tmp_path: Path) -> None:
     for obj in (0, 1):
         path = plot_interactions(res, tmp_path / f"inter{obj}.png", objective=obj)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    big = dposhap.pairwise_interactions(InteractionGame(50, seed=1), 50, budget=6000)
-    plot_interactions(big, tmp_path / "big.png")
+    rng = np.random.default_rng(0)
+    sym = rng.normal(size=(64, 64))
+    big = dposhap.InteractionResult(sym + sym.T, None, exact=False, names=[f"source-{i}" for i in range(64)])
+    plot_interactions(big, tmp_path / "big.png")  # 64 sources: every second label
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "inter0.png", "inter1.png"]
     with pytest.raises(InvalidArgumentError, match="objective 2"):
         res.most_redundant(objective=2)

@@ -608,7 +608,7 @@ def plot_interactions(result: InteractionResult, path: str | Path, objective: in
     plane = result._plane(objective)
     n = plane.shape[0]
     lim = float(np.max(np.abs(plane))) or 1.0
-    side = min(12.0, 3.0 + 0.14 * n)
+    side = min(12.0, 4.0 + 0.13 * n)
     fig, ax = plt.subplots(figsize=(side + 1.2, side))
     image = ax.imshow(plane, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
     step = max(1, math.ceil(n / 40))
@@ -617,10 +617,10 @@ def plot_interactions(result: InteractionResult, path: str | Path, objective: in
     labels = [result.names[t] for t in ticks]
     ax.set_xticks(ticks, labels, rotation=90, fontsize=size)
     ax.set_yticks(ticks, labels, fontsize=size)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Shapley interaction (< 0 redundant, > 0 complementary)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Shapley interaction index")
     what = "exact" if result.exact else f"estimated, {result.n_evaluations} coalitions"
     obj = "" if result.objectives is None else f" — {result.objectives[objective]}"
-    ax.set_title(f"pairwise interactions{obj} ({what})", fontsize=10)
+    ax.set_title(f"pairwise interactions{obj} ({what})\nblue: redundant, red: complementary", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -447,3 +447,30 @@ def test_unreadable_files_give_a_clear_error(tmp_path: Path) -> None:
     # a refused open leaves the lock free for the next try
     newer.unlink()
     UtilityStore(newer).close()
+
+
+def test_a_version_1_cache_gains_the_items_table(tmp_path: Path) -> None:
+    import sqlite3
+
+    from dposhap.run.store import SCHEMA_VERSION
+
+    path = tmp_path / "cache.sqlite"
+    with UtilityStore(path) as store:
+        key = store.utility_key("u", {}, 2, ["a"])
+        store.record(key, np.array([[True, False]]), np.array([0.5]))
+    with sqlite3.connect(path) as conn:  # what dposhap 1 wrote: no items table, version 1
+        conn.execute("DROP TABLE items")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with UtilityStore(path, readonly=True) as store:
+        found, items = store.lookup_items(key, np.array([[True, False]]))
+        assert not found.any() and items is None
+        assert store.lookup(key, np.array([[True, False]]))[1][0, 0] == 0.5
+    with UtilityStore(path) as store:
+        from dposhap import ItemScores
+
+        store.record(key, np.array([[True, True]]), np.array([0.25]), items=ItemScores(np.array([[[0.0, 0.5]]])))
+        found, items = store.lookup_items(key, np.array([[True, True], [True, False]]))
+        assert found.tolist() == [True, False] and items is not None
+        np.testing.assert_allclose(items.values()[0], [0.25])
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)

@@ -67,7 +67,7 @@ def test_native_bootstrap_equals_rerunning_on_resampled_pairs(method: str) -> No
         again = dposhap.shapley(resampled, n, method=method, budget=budget, seed=5)
         np.testing.assert_allclose(res.replicates[b], again.values, atol=1e-12)
     # the Python item path gives the same replicates as the native one
-    items = dposhap.ItemGame(lambda c: ((np.sign(c.astype(float) @ margins) + 1) / 2), m)
+    items = dposhap.ItemGame(lambda c: (np.sign(c.astype(float) @ margins) + 1) / 2, m)
     via_items = dposhap.shapley(items, n, method=method, budget=budget, seed=5, n_boot=6, boot_seed=11)
     np.testing.assert_allclose(via_items.replicates, res.replicates, atol=1e-12)
     np.testing.assert_allclose(via_items.values, res.values, atol=1e-12)

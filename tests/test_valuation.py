@@ -88,7 +88,7 @@ def test_interrupted_valuation_resumes_with_identical_values(run_dir: Path, monk
     )
     # a fresh cache key (other seed of the decoding noise), interrupted after two batches
     calls = {"n": 0}
-    original = GenerationUtility.__call__
+    original = GenerationUtility.item_scores  # what the cache calls: values and per-prompt scores
 
     def flaky(self, coalitions):
         calls["n"] += 1
@@ -96,7 +96,7 @@ def test_interrupted_valuation_resumes_with_identical_values(run_dir: Path, monk
             raise KeyboardInterrupt
         return original(self, coalitions)
 
-    monkeypatch.setattr(GenerationUtility, "__call__", flaky)
+    monkeypatch.setattr(GenerationUtility, "item_scores", flaky)
     with pytest.raises(KeyboardInterrupt):
         value_run(
             run_dir,
@@ -142,6 +142,7 @@ def test_interrupted_valuation_resumes_with_identical_values(run_dir: Path, monk
     )
     np.testing.assert_array_equal(resumed.values, uninterrupted.values)
     np.testing.assert_array_equal(resumed.stderr, uninterrupted.stderr)
+    np.testing.assert_array_equal(resumed.eval_stderr, uninterrupted.eval_stderr)
     assert not np.array_equal(reference.values, resumed.values)  # seed 3 vs 4: the check can fail
 
 
@@ -287,3 +288,61 @@ def test_python_reward_functions_go_through_value_run_and_its_cache(run_dir: Pat
     assert again["new_evaluations"] == 0 and again["values"] == entry["values"]
     with pytest.raises(InvalidArgumentError, match="needs a name"):
         value_run(run_dir, "generation", settings=GenerationSettings(rewards=[shortness]), progress=False)
+
+
+def test_values_carry_evaluation_errors_comparisons_and_ends(run_dir: Path, generation_values: tuple) -> None:
+    result, entry = generation_values
+    assert entry["n_boot"] == 200 and entry["n_items"] == 12 and entry["eval_note"] is None
+    for obj in ("helpful", "harmless"):
+        est, ev, total = entry["stderr"][obj], entry["eval_stderr"][obj], entry["total_stderr"][obj]
+        # an exact run: no estimator error, but the prompts are a sample: evaluation error > 0
+        assert all(v == 0 for v in est.values())
+        assert all(ev[s] > 0 and total[s] == pytest.approx(ev[s]) for s in entry["sources"])
+        # efficiency, checkable from values.json alone
+        assert sum(entry["values"][obj].values()) == pytest.approx(
+            entry["v_all"][obj] - entry["v_empty"][obj], abs=1e-9
+        )
+        # identical adapters: their difference is exactly zero in every replicate, never significant
+        pair = next(c for c in entry["comparisons"][obj] if {c["first"], c["second"]} == {"helpful", "duplicate"})
+        assert pair["difference"] == pytest.approx(0, abs=1e-12) and not pair["significant"] and pair["share"] == 0.5
+        assert any({"helpful", "duplicate"} <= set(group) for group in entry["ranking"][obj])
+        assert "evaluation" in entry["advice"][obj]
+    assert entry["history"] == []  # exact: no convergence to draw
+    # the per-prompt scores are in the cache, one row per coalition
+    with UtilityStore(run_dir / "cache.sqlite", readonly=True) as store:
+        key = next(u.key for u in store.utilities() if u.name == "generation" and u.config.get("prompts") == 12)
+        coalitions = np.array([r.coalition for r in store.rows(key)])
+        found, items = store.lookup_items(key, coalitions)
+        cached_values = np.array([r.values for r in store.rows(key)])
+    assert found.all() and items is not None and items.numer.shape == (16, 2, 12)
+    np.testing.assert_allclose(items.values(), cached_values, atol=1e-12)
+    rows = list(csv.DictReader(open(run_dir / "values.csv", encoding="utf-8")))
+    assert all(float(r["eval_stderr"]) > 0 for r in rows if r["utility"] == "generation")
+
+
+def test_native_and_likelihood_bootstraps_and_opting_out(run_dir: Path) -> None:
+    _, entry = value_run(run_dir, "accuracy", method="exact", device="cpu", progress=False, label="acc-boot")
+    assert entry["n_items"] == entry["config"]["pairs"] and entry["n_boot"] == 200
+    assert all(v > 0 for v in entry["eval_stderr"]["accuracy"].values())
+    _, entry = value_run(run_dir, "likelihood", method="exact", device="cpu", progress=False, label="lik-boot")
+    assert entry["n_items"] == entry["config"]["pairs"]  # one item per preferred response
+    assert all(v > 0 for v in entry["eval_stderr"]["likelihood"].values())
+    _, entry = value_run(run_dir, "accuracy", method="exact", device="cpu", progress=False, n_boot=0, label="acc-0")
+    assert entry["eval_stderr"] is None and entry["n_boot"] == 0
+    assert entry["total_stderr"] == entry["stderr"]
+    with pytest.raises(InvalidArgumentError, match="n_boot"):
+        value_run(run_dir, "accuracy", n_boot=1, progress=False)
+
+
+def test_a_cache_without_item_scores_keeps_its_values_and_says_why(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    settings = GenerationSettings(rewards=["toy"], n_prompts=12, max_new_tokens=8)
+    import sqlite3
+
+    with sqlite3.connect(copy / "cache.sqlite") as conn:
+        conn.execute("DELETE FROM items")
+    result, entry = value_run(copy, "generation", method="exact", settings=settings, device="cpu", progress=False)
+    assert entry["new_evaluations"] == 0 and entry["eval_stderr"] is None
+    assert "per-item scores" in entry["eval_note"] and "--n-boot 0" in entry["eval_note"]
+    assert all(v == 0 for v in entry["stderr"]["helpful"].values())

@@ -148,6 +148,7 @@ def _cmd_value(args: argparse.Namespace) -> int:
         device=args.device,
         label=args.name,
         progress=not args.quiet,
+        n_boot=args.n_boot,
     )
     doc = load_values(Run(args.run))
     name = args.name or args.utility
@@ -275,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument("--tol", type=float, help="stop when every standard error is below this")
     value.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the decoding noise")
     value.add_argument("--batch-size", type=int, help="coalitions per utility call")
+    value.add_argument(
+        "--n-boot",
+        type=int,
+        default=200,
+        help="bootstrap replicates over the evaluation pairs or prompts, for each value's evaluation error and "
+        "the significance of rankings (0: estimator error only; default 200; nothing is evaluated again)",
+    )
     _add_settings_flags(value.add_argument_group("utility settings (each applies to the utilities in brackets)"))
     value.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     value.add_argument("--name", help="name of this valuation in values.json (default: the utility)")

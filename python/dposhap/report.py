@@ -1,10 +1,15 @@
 """Valuation outputs of a run: ``values.json``, ``values.csv``, figures and a printed table.
 
 ``RUN/values.json`` holds one entry per utility that was valued (``accuracy``, ``generation``,
-...), each with its objectives, method, evaluations, seed, timings, and per objective the value
-and standard error of every source, plus the convergence history. ``RUN/values.csv`` is the
-same in long form. :func:`make_figures` draws, per utility, the values with error bars per
-objective, the two-objective scatter (each source a point, the diagonal drawn) and the
+...), each with its objectives, method, evaluations, seed, timings, ``v_empty`` and ``v_all``
+per objective (so efficiency, ``sum of values = v_all - v_empty``, can be checked), and per
+objective and source the value with its errors: ``stderr`` (the estimator's, from sampling
+coalitions), ``eval_stderr`` (the evaluation items', bootstrapped over the held-out pairs or
+prompts) and ``total_stderr`` (both); then the paired comparisons of every two sources, the
+ranking in groups the data cannot separate, one line of advice, and the convergence history
+(empty for exact enumeration). ``RUN/values.csv`` is the same in long form.
+:func:`make_figures` draws, per utility, the values with both error bars per objective, the
+two-objective scatter (each source a point, the diagonal drawn) and, for sampled runs, the
 convergence of the estimates against evaluations.
 """
 
@@ -22,6 +27,7 @@ import numpy as np
 from .errors import RunError
 from .run import Run, atomic_write_json, atomic_write_text
 from .shapley import ShapleyResult
+from .uncertainty import Z95, ranking_groups
 
 __all__ = ["evaluated_on", "format_table", "load_values", "make_figures", "record_values"]
 
@@ -51,10 +57,42 @@ def record_values(
     config: dict[str, Any],
     new_evaluations: int,
     seconds: float,
+    ends: tuple[np.ndarray, np.ndarray] | None = None,
+    eval_note: str | None = None,
 ) -> dict[str, Any]:
-    """Add (or replace) the entry of utility ``name`` in values.json and rewrite values.csv."""
-    values = np.asarray(result.values, dtype=float).reshape(result.n_players, -1)
-    stderr = np.asarray(result.stderr, dtype=float).reshape(result.n_players, -1)
+    """Add (or replace) the entry of utility ``name`` in values.json and rewrite values.csv.
+
+    ``ends`` is ``(v(empty), v(all))`` per objective; ``eval_note`` says why the evaluation
+    error is missing when it is.
+    """
+    n = result.n_players
+    values = np.asarray(result.values, dtype=float).reshape(n, -1)
+    stderr = np.asarray(result.stderr, dtype=float).reshape(n, -1)
+    total = np.asarray(result.total_stderr, dtype=float).reshape(n, -1)
+    eval_se = None if result.eval_stderr is None else np.asarray(result.eval_stderr, dtype=float).reshape(n, -1)
+    reps = None
+    if result.replicates is not None:
+        reps = np.asarray(result.replicates, dtype=float).reshape(len(result.replicates), n, -1)
+
+    def per_source(arr: np.ndarray) -> dict[str, dict[str, float]]:
+        return {obj: {s: float(arr[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)}
+
+    comparisons: dict[str, list[dict[str, Any]]] = {}
+    ranking: dict[str, list[list[str]]] = {}
+    advice: dict[str, str] = {}
+    for j, obj in enumerate(objectives):
+        pairs = result.comparisons(j) if values.shape[1] > 1 else result.comparisons()
+        comparisons[obj] = [p.to_json() for p in pairs]
+        ranking[obj] = ranking_groups(result.names, values[:, j], pairs)
+        advice[obj] = _advice(
+            result,
+            stderr[:, j],
+            None if eval_se is None else eval_se[:, j],
+            None if reps is None else reps[:, :, j],
+            values[:, j],
+            pairs,
+        )
+    exact = result.method == "exact" or (result.stop == "complete" and not np.any(stderr))
     entry = {
         "objectives": objectives,
         "semivalue": result.semivalue,
@@ -69,12 +107,21 @@ def record_values(
         "values": {
             obj: {s: float(values[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)
         },
-        "stderr": {
-            obj: {s: float(stderr[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)
-        },
-        "history": [
-            [int(n), np.asarray(v, dtype=float).reshape(result.n_players, -1).tolist()] for n, v in result.history
-        ],
+        "stderr": per_source(stderr),
+        "eval_stderr": None if eval_se is None else per_source(eval_se),
+        "total_stderr": per_source(total),
+        "n_boot": 0 if reps is None else int(reps.shape[0]),
+        "n_items": result.n_items,
+        "eval_note": eval_note,
+        "v_empty": None if ends is None else {obj: float(ends[0][j]) for j, obj in enumerate(objectives)},
+        "v_all": None if ends is None else {obj: float(ends[1][j]) for j, obj in enumerate(objectives)},
+        "comparisons": comparisons,
+        "ranking": ranking,
+        "advice": advice,
+        # exact enumeration has no convergence to show (partial enumerations only look unconverged)
+        "history": []
+        if exact
+        else [[int(e), np.asarray(v, dtype=float).reshape(n, -1).tolist()] for e, v in result.history],
         "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     doc = load_values(run)
@@ -84,13 +131,69 @@ def record_values(
     return entry
 
 
+def _advice(
+    result: ShapleyResult,
+    est: np.ndarray,
+    eval_se: np.ndarray | None,
+    reps: np.ndarray | None,
+    values: np.ndarray,
+    pairs: list[Any],
+) -> str:
+    """One line: which error dominates, and roughly what more data would buy."""
+    mean_est = float(np.mean(est))
+    if eval_se is None or reps is None or result.n_items is None:
+        return (
+            f"estimator error only (mean ± {mean_est:.2g}); the evaluation error was not bootstrapped"
+            if mean_est
+            else "exact values; the evaluation error was not bootstrapped"
+        )
+    m = int(result.n_items)
+    mean_eval = float(np.mean(eval_se))
+    if mean_eval >= mean_est:
+        line = (
+            f"evaluation noise dominates (mean ± eval {mean_eval:.2g} vs ± est {mean_est:.2g}): it falls as "
+            f"1/sqrt(items), so about {4 * m} evaluation items instead of {m} would halve it"
+        )
+    else:
+        line = (
+            f"the estimator's error dominates (mean ± est {mean_est:.2g} vs ± eval {mean_eval:.2g}): raise --budget "
+            "or lower --tol before adding evaluation items"
+        )
+    # the closest call the data leave open: how many items would separate it at 95%
+    index = {name: i for i, name in enumerate(result.names)}
+    ties = [p for p in pairs if not p.significant and abs(p.difference) > 0]
+    if ties:
+        p = max(ties, key=lambda q: abs(q.difference) / max(q.stderr, 1e-300))
+        a, b = index[p.first], index[p.second]
+        sd_eval = float(np.std(reps[:, a] - reps[:, b], ddof=1))
+        if sd_eval > 0:
+            need = int(np.ceil(m * (Z95 * sd_eval / abs(p.difference)) ** 2))
+            line += f"; separating {p.first} from {p.second} would take about {need} items"
+    return line
+
+
 def _write_csv(run: Run, doc: dict[str, Any]) -> None:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
-        ["utility", "objective", "source", "value", "stderr", "semivalue", "method", "n_evaluations", "seed", "seconds"]
+        [
+            "utility",
+            "objective",
+            "source",
+            "value",
+            "stderr",
+            "eval_stderr",
+            "total_stderr",
+            "semivalue",
+            "method",
+            "n_evaluations",
+            "seed",
+            "seconds",
+        ]
     )
     for name, entry in doc["utilities"].items():
+        eval_se = entry.get("eval_stderr")
+        total = entry.get("total_stderr") or entry["stderr"]
         for obj in entry["objectives"]:
             for source in entry["sources"]:
                 writer.writerow(
@@ -100,6 +203,8 @@ def _write_csv(run: Run, doc: dict[str, Any]) -> None:
                         source,
                         f"{entry['values'][obj][source]:.10g}",
                         f"{entry['stderr'][obj][source]:.6g}",
+                        "" if eval_se is None else f"{eval_se[obj][source]:.6g}",
+                        f"{total[obj][source]:.6g}",
                         entry["semivalue"],
                         entry["method"],
                         entry["n_evaluations"],
@@ -120,16 +225,62 @@ def format_table(doc: dict[str, Any]) -> str:
             f"{name}: {entry['semivalue']} values, {entry['method']}, {entry['n_evaluations']} evaluations "
             f"({entry['new_evaluations']} new), seed {entry['seed']}, {entry['seconds']:.1f} s"
         )
-        cols = "".join(f"{obj:>24}" for obj in objectives)
+        eval_se = entry.get("eval_stderr")
+        cols = "".join(f"{obj:>33}" for obj in objectives)
         lines = [head]
         if (measured := evaluated_on(entry)) is not None:
             lines.append(measured)
+        if eval_se is not None:
+            lines.append(
+                f"value ± estimator error ± evaluation error ({entry['n_boot']} bootstrap replicates over "
+                f"{entry['n_items']} items); ~ marks sources the data cannot separate from the one above"
+            )
+        elif entry.get("eval_note"):
+            lines.append(f"value ± estimator error; {entry['eval_note']}")
         lines.append(f"{'source':<{width}}{cols}")
-        for s in sources:
-            cells = "".join(f"{entry['values'][o][s]:>+13.4f} ± {entry['stderr'][o][s]:<8.4f}" for o in objectives)
+        tied = {o: _tied_below(entry, o) for o in objectives}
+        # highest value on the first objective first
+        for s in sorted(sources, key=lambda src: -entry["values"][objectives[0]][src]):
+            cells = ""
+            for o in objectives:
+                ev = "" if eval_se is None else f" ± {eval_se[o][s]:<7.4f}"
+                mark = "~" if s in tied[o] else " "
+                cells += f"{entry['values'][o][s]:>+14.4f} ± {entry['stderr'][o][s]:<7.4f}{ev}{mark}"
             lines.append(f"{s:<{width}}{cells}")
+        for o in objectives:
+            ranking = entry.get("ranking", {}).get(o)
+            if ranking:
+                lines.append(f"ranking on {o}: {_ranking_line(entry, o, ranking)}")
+            if entry.get("advice", {}).get(o):
+                lines.append(f"  {entry['advice'][o]}")
+        if entry.get("v_all") is not None:
+            ends = ", ".join(f"{o}: {entry['v_empty'][o]:.4g} -> {entry['v_all'][o]:.4g}" for o in objectives)
+            lines.append(f"v(no source) -> v(all sources): {ends}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "no values yet: run dposhap value first"
+
+
+def _tied_below(entry: dict[str, Any], objective: str) -> set[str]:
+    """Sources in the same ranking group as the one ranked just above them."""
+    out: set[str] = set()
+    for group in entry.get("ranking", {}).get(objective) or []:
+        out.update(group[1:])
+    return out
+
+
+def _ranking_line(entry: dict[str, Any], objective: str, groups: list[list[str]]) -> str:
+    """``a > b (97%) ~ c > d``: ``>`` significant at 95%, ``~`` not; the share of bootstrap
+    replicates (or nothing without a bootstrap) in brackets."""
+    share = {(c["first"], c["second"]): c["share"] for c in entry.get("comparisons", {}).get(objective, [])}
+    order = [s for g in groups for s in g]
+    group_of = {s: gi for gi, g in enumerate(groups) for s in g}
+    parts = [order[0]]
+    for above, below in zip(order, order[1:], strict=False):
+        sign = ">" if group_of[below] != group_of[above] else "~"
+        p = share.get((above, below))
+        pct = "" if p is None or p != p else f" ({100 * p:.0f}%)"
+        parts.append(f"{sign}{pct} {below}")
+    return " ".join(parts)
 
 
 def evaluated_on(entry: dict[str, Any]) -> str | None:
@@ -168,15 +319,43 @@ def make_figures(run: Run) -> list[Path]:
         x = np.arange(len(sources))
 
         fig, axes = plt.subplots(1, len(objectives), figsize=(4.2 * len(objectives), 3.6), squeeze=False)
+        eval_se = entry.get("eval_stderr")
+        total = entry.get("total_stderr") or entry["stderr"]
         for ax, obj in zip(axes[0], objectives, strict=True):
             vals = [entry["values"][obj][s] for s in sources]
-            errs = [entry["stderr"][obj][s] for s in sources]
-            ax.bar(x, vals, yerr=errs, capsize=4, color=["tab:green" if v >= 0 else "tab:red" for v in vals])
+            ax.bar(x, vals, color=["tab:green" if v >= 0 else "tab:red" for v in vals], alpha=0.8)
+            # 95% intervals: thin grey for the total error, thick black for the estimator's alone
+            ax.errorbar(
+                x,
+                vals,
+                yerr=[Z95 * total[obj][s] for s in sources],
+                fmt="none",
+                ecolor="grey",
+                elinewidth=1,
+                capsize=5,
+                label="95% total (estimator + evaluation)" if eval_se is not None else "95% estimator",
+            )
+            if eval_se is not None:
+                ax.errorbar(
+                    x,
+                    vals,
+                    yerr=[Z95 * entry["stderr"][obj][s] for s in sources],
+                    fmt="none",
+                    ecolor="black",
+                    elinewidth=3,
+                    capsize=0,
+                    label="95% estimator only",
+                )
             ax.axhline(0, color="black", linewidth=0.8)
             ax.set_xticks(x, sources, rotation=30, ha="right")
             ax.set_title(f"{obj}")
             ax.set_ylabel(f"{entry['semivalue']} value")
-        fig.suptitle(f"{name}: {entry['method']}, {entry['n_evaluations']} evaluations")
+            ax.legend(fontsize=6, loc="best")
+        measured = evaluated_on(entry)
+        fig.suptitle(
+            f"{name}: {entry['method']}, {entry['n_evaluations']} evaluations" + (f"\n{measured}" if measured else ""),
+            fontsize=9,
+        )
         fig.tight_layout()
         written.append(_save(fig, folder / f"values_{name}.png"))
 
@@ -188,8 +367,8 @@ def make_figures(run: Run) -> list[Path]:
             ax.errorbar(
                 xs,
                 ys,
-                xerr=[entry["stderr"][a][s] for s in sources],
-                yerr=[entry["stderr"][b][s] for s in sources],
+                xerr=[Z95 * total[a][s] for s in sources],
+                yerr=[Z95 * total[b][s] for s in sources],
                 fmt="o",
                 capsize=3,
             )

@@ -252,6 +252,11 @@ def compare_pairs(
     v = np.asarray(values, dtype=np.float64)
     e = np.asarray(est_stderr, dtype=np.float64)
     order = np.argsort(-v, kind="stable")
+    # differences at rounding level are ties (identical sources summed in another order)
+    scale = max(1.0, float(np.abs(v).max()) if v.size else 1.0)
+    if replicates is not None and replicates.size:
+        scale = max(scale, float(np.abs(replicates).max()))
+    tiny = 1e-12 * scale
     out = []
     for a_pos, a in enumerate(order):
         for b in order[a_pos + 1 :]:
@@ -261,9 +266,9 @@ def compare_pairs(
             if replicates is not None:
                 d = replicates[:, a] - replicates[:, b]
                 var += float(d.var(ddof=1)) if len(d) > 1 else 0.0
-                share = float(((d > 0).sum() + 0.5 * (d == 0).sum()) / len(d))
+                share = float(((d > tiny).sum() + 0.5 * (np.abs(d) <= tiny).sum()) / len(d))
             se = math.sqrt(max(var, 0.0))
-            out.append(PairComparison(names[a], names[b], diff, se, share, bool(diff > Z95 * se)))
+            out.append(PairComparison(names[a], names[b], diff, se, share, bool(diff > max(Z95 * se, tiny))))
     return out
 
 

@@ -14,12 +14,19 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import InvalidArgumentError
+import numpy as np
+
+from .errors import DposhapError, InvalidArgumentError
 from .evaluate import BuildContext, Utility, get_utility, utility_names
 from .models import quiet_libraries, resolve_device
 from .report import record_values
 from .run import Run, cached
-from .shapley import ShapleyResult, banzhaf, shapley
+from .shapley import ShapleyResult, attach_bootstrap, banzhaf, bootstrap, shapley
+from .uncertainty import ItemUtility
+from .validate import check_int
+
+#: Bootstrap replicates over evaluation items by default (``--n-boot``).
+DEFAULT_N_BOOT = 200
 
 __all__ = ["utility_names", "value_run"]
 
@@ -38,6 +45,7 @@ def value_run(
     device: str = "auto",
     label: str | None = None,
     progress: bool = True,
+    n_boot: int = DEFAULT_N_BOOT,
 ) -> tuple[ShapleyResult, dict[str, Any]]:
     """Value the sources of a trained run under one utility and record the result.
 
@@ -62,6 +70,11 @@ def value_run(
         keep several valuations of one utility side by side.
     progress
         Show progress bars.
+    n_boot
+        Bootstrap replicates over the evaluation items (held-out pairs, prompts, responses):
+        each value's evaluation standard error, the paired comparisons of sources and the
+        ranking groups come from them (0: estimator error only). The replicates reuse the
+        evaluated coalitions; nothing is evaluated again.
 
     Returns
     -------
@@ -69,6 +82,9 @@ def value_run(
         The values and the entry written to ``RUN/values.json``.
     """
     kind = get_utility(utility)
+    check_int("n_boot", n_boot, minimum=0)
+    if n_boot == 1:
+        raise InvalidArgumentError("n_boot must be 0 (no bootstrap) or at least 2 replicates (default 200)")
     if settings is None:
         settings = kind.settings_type()
     elif not isinstance(settings, kind.settings_type):
@@ -95,6 +111,7 @@ def value_run(
             game = wrapped
         else:
             config = built.describe()
+        eval_note = None
         try:
             estimate = shapley if semivalue == "shapley" else banzhaf
             result = estimate(
@@ -108,12 +125,45 @@ def value_run(
                 names=list(built.players),
                 progress=progress,
             )
+            ends = _ends(game, len(built.players), len(built.objectives))
+            new = int(wrapped.evaluated) if wrapped is not None else int(result.n_evaluations)
+            if n_boot and (wrapped is None or isinstance(wrapped, ItemUtility)):
+                try:
+                    boot = bootstrap(
+                        game,
+                        result,
+                        n_boot=n_boot,
+                        seed=seed,
+                        batch_size=batch_size or built.batch_size,
+                        progress=progress,
+                    )
+                    attach_bootstrap(result, boot)
+                    new += boot.new_evaluations
+                except DposhapError as err:
+                    eval_note = f"evaluation error not computed: {err}"
+            elif n_boot:
+                eval_note = f"evaluation error not computed: the {utility} utility is not a mean over items"
         finally:
             if store is not None:
                 store.close()
         seconds = time.perf_counter() - started
-        new = int(wrapped.evaluated) if wrapped is not None else int(result.n_evaluations)
         entry = record_values(
-            run, label or utility, result, list(built.objectives), config=config, new_evaluations=new, seconds=seconds
+            run,
+            label or utility,
+            result,
+            list(built.objectives),
+            config=config,
+            new_evaluations=new,
+            seconds=seconds,
+            ends=ends,
+            eval_note=eval_note,
         )
     return result, entry
+
+
+def _ends(game: Any, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """v(empty) and v(all players), ``[k]`` each (cached coalitions are read, not evaluated)."""
+    both = np.zeros((2, n), dtype=bool)
+    both[1] = True
+    values = np.asarray(game(both), dtype=np.float64).reshape(2, -1)[:, :k]
+    return values[0], values[1]

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from ..run import Run, config_hash
 from ..settings import setting
+from ..uncertainty import ItemScores
 from ..validate import check_int, check_positive
 from ..worlds import World, world_names
 from .base import BuildContext, UtilityKind, register_utility
@@ -207,17 +208,30 @@ class GenerationUtility:
         """None: generation runs in torch."""
         return None
 
-    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
+    @property
+    def n_items(self) -> int:
+        """Number of prompts (the items a bootstrap resamples)."""
+        return len(self.prompts)
+
+    def item_scores(self, coalitions: np.ndarray) -> ItemScores:
+        """Per prompt and objective the completion's score (times its self-normalised importance
+        weight with ``correction``, the weights then being the item weights)."""
         result = self.decoder.generate(self.prompts, coalitions, self.decode_config)
-        out = np.empty((len(coalitions), len(self.objectives)))
+        m = len(self.prompts)
+        numer = np.empty((len(coalitions), len(self.objectives), m))
+        denom = None if result.log_weights is None else np.empty((len(coalitions), m))
         for k, completions in enumerate(result.completions):
             scores = np.asarray(self.scorer(self.scored_prompts, completions), dtype=float)  # [B, objectives]
-            if result.log_weights is not None:
+            if denom is not None:
                 w = np.exp(result.log_weights[k] - result.log_weights[k].max())
-                out[k] = (w[:, None] * scores).sum(0) / w.sum()
+                numer[k] = (w[:, None] * scores).T
+                denom[k] = w
             else:
-                out[k] = scores.mean(0)
-        return out
+                numer[k] = scores.T
+        return ItemScores(numer, denom)
+
+    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
+        return self.item_scores(coalitions).values()
 
 
 def generation_utility(run: Run, settings: GenerationSettings, context: BuildContext) -> GenerationUtility:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..run import Run, config_hash
+from ..uncertainty import ItemScores
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import default_pair_sets, evaluation_pairs
 from .margins import MarginSettings
@@ -53,6 +54,9 @@ class ComposedLikelihood:
         processed in chunks under it.
     backend
         As in :func:`dposhap.compose.shared_scores`.
+    items
+        int64 ``[N]``: the response each token belongs to (``0..m-1``), the items the value
+        can be bootstrapped over; default: every token its own item.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class ComposedLikelihood:
         targets: torch.Tensor,
         sources: Sequence[str],
         *,
+        items: torch.Tensor | None = None,
         block_v: int = 4096,
         max_elements: int = 1 << 24,
         backend: Literal["auto", "torch", "triton"] = "auto",
@@ -73,6 +78,13 @@ class ComposedLikelihood:
         if logits.shape[0] == 0:
             raise InvalidArgumentError("no response tokens to score")
         self.logits, self.targets = logits, targets
+        if items is None:
+            items = torch.arange(logits.shape[0])
+        items = torch.as_tensor(items, dtype=torch.long).cpu()
+        if items.shape != (logits.shape[0],) or int(items.min()) < 0:
+            raise InvalidArgumentError(f"items must be [{logits.shape[0]}] response indices >= 0")
+        # renumber to 0..m-1 in order of first appearance
+        _, self.items = torch.unique(items, return_inverse=True)
         self.sources = tuple(sources)
         self.block_v, self.max_elements, self.backend = block_v, max_elements, backend
         self.cache_config: dict[str, Any] | None = None  # set by from_run: what the values depend on
@@ -102,6 +114,11 @@ class ComposedLikelihood:
     def n_tokens(self) -> int:
         """Number of scored response tokens."""
         return int(self.logits.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        """Number of scored responses (the items a bootstrap resamples)."""
+        return int(self.items.max()) + 1
 
     @classmethod
     def from_model(
@@ -138,18 +155,22 @@ class ComposedLikelihood:
         sequences = response_sequences(tokenizer, records, ("chosen",), max_length)
         columns: list[torch.Tensor] = []
         targets: torch.Tensor | None = None
+        items: torch.Tensor | None = None
         for adapter in (None, *sources):
-            parts, part_targets = [], []
+            parts, part_targets, part_items = [], [], []
             with policy(model, adapter):
-                for _, logits, batch_targets, mask in forward_batches(
+                for order, logits, batch_targets, mask in forward_batches(
                     model, sequences, batch_size=batch_size, device=device, pad_id=pad_id(tokenizer)
                 ):
                     parts.append(logits[mask].to(store_dtype))
                     part_targets.append(batch_targets[mask])
+                    rows = torch.as_tensor(order, dtype=torch.long)[:, None].expand(mask.shape)
+                    part_items.append(rows[mask.cpu()])
             columns.append(torch.cat(parts))
             targets = torch.cat(part_targets) if targets is None else targets
+            items = torch.cat(part_items) if items is None else items
         assert targets is not None  # the loop ran for the reference at least
-        return cls(torch.stack(columns, dim=1), targets, sources, **kwargs)
+        return cls(torch.stack(columns, dim=1), targets, sources, items=items, **kwargs)
 
     @classmethod
     def from_run(
@@ -192,6 +213,18 @@ class ComposedLikelihood:
         }
         return out
 
+    def item_scores(self, coalitions: np.ndarray) -> ItemScores:
+        """Per response: the summed log-likelihood of its tokens (numerators) and its token count
+        (weights), so that the utility is their ratio and can be bootstrapped over responses."""
+        import torch
+
+        per_token = self._token_scores(coalitions)  # [b, N] float64
+        m = self.n_items
+        numer = torch.zeros((per_token.shape[0], m), dtype=torch.float64)
+        numer.index_add_(1, self.items, per_token)
+        counts = torch.bincount(self.items, minlength=m).double()
+        return ItemScores(numer.numpy()[:, None, :], np.tile(counts.numpy(), (per_token.shape[0], 1)))
+
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
         """Mean log-likelihood per response token of each coalition.
 
@@ -205,6 +238,10 @@ class ComposedLikelihood:
         numpy.ndarray
             float64 ``[b]``.
         """
+        return self._token_scores(coalitions).sum(dim=1).div(self.n_tokens).numpy()
+
+    def _token_scores(self, coalitions: np.ndarray) -> torch.Tensor:
+        """float64 ``[b, N]``: each coalition's log-likelihood of every response token."""
         import torch  # torch and the compose kernels load on first use, not when the registry is read
 
         from ..compose import coalition_coefficients, shared_scores
@@ -220,7 +257,7 @@ class ComposedLikelihood:
         block = min(self.block_v, self.logits.shape[2])
         pos_chunk = max(1, min(n_pos, self.max_elements // block))
         coal_chunk = max(1, self.max_elements // (block * pos_chunk))
-        total = torch.zeros(len(coef), dtype=torch.float64)
+        scores = torch.zeros((len(coef), n_pos), dtype=torch.float64)
         for k in range(0, len(coef), coal_chunk):
             for p in range(0, n_pos, pos_chunk):
                 _, target = shared_scores(
@@ -230,8 +267,8 @@ class ComposedLikelihood:
                     block_v=self.block_v,
                     backend=self.backend,
                 )
-                total[k : k + coal_chunk] += target.double().sum(dim=1).cpu()
-        return (total / n_pos).numpy()
+                scores[k : k + coal_chunk, p : p + pos_chunk] = target.double().cpu()
+        return scores
 
 
 def _build(run: Run, settings: MarginSettings, context: BuildContext) -> ComposedLikelihood:

@@ -23,6 +23,7 @@ from ..errors import InvalidArgumentError
 from ..games import MarginGame, MarginKind
 from ..run import Run, atomic_write_json, atomic_write_npy, config_hash
 from ..settings import setting
+from ..uncertainty import ItemScores
 from ..validate import check_int
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import default_pair_sets, evaluation_pairs
@@ -207,6 +208,23 @@ class MarginUtilities:
         if kind not in self.games:
             raise InvalidArgumentError(f"no {kind!r} game here; the kinds are {list(self.kinds)}")
         return self.games[kind]
+
+    @property
+    def n_items(self) -> int:
+        """Number of evaluation pairs (the items a bootstrap resamples)."""
+        return self.n_pairs
+
+    def item_scores(self, coalitions: np.ndarray) -> ItemScores:
+        """Per pair and kind, the pair's term (``1[m_S > 0]`` with ties 1/2, ``log sigmoid(m_S)``
+        or ``m_S``) of each coalition: ``[b, kinds, pairs]``."""
+        c = np.asarray(coalitions, dtype=np.float64)
+        sums = (c[None, :] if c.ndim == 1 else c) @ self.margins  # [b, m]
+        terms = {
+            "accuracy": lambda x: np.where(x > 0, 1.0, np.where(x == 0, 0.5, 0.0)),
+            "loglik": lambda x: np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x))),
+            "mean": lambda x: x,
+        }
+        return ItemScores(np.stack([terms[kind](sums) for kind in self.kinds], axis=1))
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
         """Utilities of a batch of coalitions, bool ``[b, n]``: ``[b]`` for one kind, ``[b, k]`` for several."""

@@ -15,6 +15,15 @@ Schema (version :data:`SCHEMA_VERSION`)::
                 n_objectives INTEGER, n_samples INTEGER,
                 seed INTEGER, seconds REAL, created_at TEXT,
                 PRIMARY KEY (utility, coalition))
+    items(utility TEXT, coalition BLOB,                     per-item scores of a row of
+          n_items INTEGER, n_objectives INTEGER,            evaluations (utilities that are
+          weighted INTEGER, scores BLOB,                    means over prompts or pairs)
+          PRIMARY KEY (utility, coalition))
+
+``items.scores`` holds float64 little-endian numerators ``[k, m]`` followed, when ``weighted``,
+by the items' weights ``[m]``: the row's value on objective ``j`` is the sum of numerators over
+the sum of weights (the mean when unweighted). Version 1 files gain the table on first writable
+open.
 
 A coalition is stored as ``ceil(n / 8)`` bytes: player ``i`` is bit ``i % 8`` of byte
 ``i // 8``, so ``int.from_bytes(blob, "little")`` has bit ``i`` set exactly when player ``i``
@@ -44,10 +53,12 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import CacheError, InvalidArgumentError, RunLockedError, UtilityError
+from ..uncertainty import ItemScores, ItemUtility
 from .keys import canonical_json, config_hash
 
 __all__ = [
     "SCHEMA_VERSION",
+    "CachedItemUtility",
     "CachedUtility",
     "Evaluation",
     "UtilityInfo",
@@ -58,7 +69,7 @@ __all__ = [
 ]
 
 #: Version of the on-disk schema this module writes; files with a newer one are refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Coalitions per ``IN (...)`` query, well below SQLite's limit on bound parameters.
 _QUERY_CHUNK = 500
 _U64 = 2**64
@@ -87,6 +98,15 @@ CREATE TABLE IF NOT EXISTS evaluations (
     seed INTEGER,
     seconds REAL,
     created_at TEXT NOT NULL,
+    PRIMARY KEY (utility, coalition)
+);
+CREATE TABLE IF NOT EXISTS items (
+    utility TEXT NOT NULL REFERENCES utilities(key),
+    coalition BLOB NOT NULL,
+    n_items INTEGER NOT NULL,
+    n_objectives INTEGER NOT NULL,
+    weighted INTEGER NOT NULL,
+    scores BLOB NOT NULL,
     PRIMARY KEY (utility, coalition)
 );
 """
@@ -313,6 +333,21 @@ class UtilityStore:
                 f"the utility cache {self.path} was written by a newer dposhap (schema version {version}; this one "
                 f"reads up to {SCHEMA_VERSION}): upgrade dposhap, or move the file aside to start a fresh cache"
             )
+        if version < SCHEMA_VERSION and not self.readonly:
+            self._migrate(conn, version)
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Bring a dposhap cache of an older schema up to :data:`SCHEMA_VERSION` (only adds tables)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     @contextlib.contextmanager
     def _translate(self, doing: str) -> Iterator[None]:
@@ -546,6 +581,7 @@ class UtilityStore:
         n_samples: int | np.ndarray = 1,
         seed: int | None = None,
         seconds: float | np.ndarray | None = None,
+        items: ItemScores | None = None,
     ) -> None:
         """Write the values of a batch of coalitions, in one transaction.
 
@@ -567,6 +603,9 @@ class UtilityStore:
             The seed the utility ran with (unsigned 64-bit), or None.
         seconds
             Wall time spent on each coalition: one number for every row, one per row, or None.
+        items
+            The per-item scores the values are the means of (:class:`~dposhap.ItemScores`,
+            ``[b, k, m]``), kept so that the values can be bootstrapped over the items.
 
         Raises
         ------
@@ -588,6 +627,7 @@ class UtilityStore:
         secs = None if seconds is None else self._per_row("seconds", seconds, b, integer=False)
         seed_sql = self._seed(seed)
         blobs = pack_coalitions(arr)
+        item_rows = self._item_rows(info, key, blobs, items) if items is not None else {}
         now = _now()
         rows: dict[bytes, tuple[Any, ...]] = {}
         for r, blob in enumerate(blobs):
@@ -619,10 +659,87 @@ class UtilityStore:
                     "seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [row for blob, row in rows.items() if blob not in stored],
                 )
+                if item_rows:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO items (utility, coalition, n_items, n_objectives, weighted, scores) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        list(item_rows.values()),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    def _item_rows(
+        self, info: UtilityInfo, key: str, blobs: Sequence[bytes], items: ItemScores
+    ) -> dict[bytes, tuple[Any, ...]]:
+        k = len(info.objectives)
+        if items.numer.ndim != 3 or items.numer.shape[:2] != (len(blobs), k):
+            raise UtilityError(
+                f"utility {info.name!r} has {k} objective(s): per-item scores for {len(blobs)} coalitions must have "
+                f"shape ({len(blobs)}, {k}, n_items), got {items.numer.shape}"
+            )
+        m = items.n_items
+        out: dict[bytes, tuple[Any, ...]] = {}
+        for r, blob in enumerate(blobs):
+            data = items.numer[r].astype("<f8").tobytes()
+            if items.denom is not None:
+                data += items.denom[r].astype("<f8").tobytes()
+            out.setdefault(blob, (key, blob, m, k, int(items.denom is not None), data))
+        return out
+
+    def lookup_items(self, key: str, coalitions: np.ndarray) -> tuple[np.ndarray, ItemScores | None]:
+        """The per-item scores recorded with a batch of coalitions.
+
+        Returns
+        -------
+        found
+            Bool ``[b]``: whether each coalition has per-item scores in the cache.
+        items
+            :class:`~dposhap.ItemScores` of all ``b`` rows (zeros where not found), or None when
+            none was found.
+        """
+        info = self._info(key)
+        arr = self._coalitions(info, coalitions)
+        blobs = pack_coalitions(arr)
+        stored: dict[bytes, tuple[int, int, int, bytes]] = {}
+        unique = list(dict.fromkeys(blobs))
+        with self._translate("read"):
+            if not self._has_items_table():
+                return np.zeros(len(blobs), dtype=bool), None
+            for start in range(0, len(unique), _QUERY_CHUNK):
+                chunk = unique[start : start + _QUERY_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                query = (
+                    "SELECT coalition, n_items, n_objectives, weighted, scores FROM items "
+                    f"WHERE utility = ? AND coalition IN ({marks})"
+                )
+                for c, m, k, w, data in self._db.execute(query, (key, *chunk)):
+                    stored[bytes(c)] = (int(m), int(k), int(w), bytes(data))
+        found = np.array([blob in stored for blob in blobs], dtype=bool)
+        if not found.any():
+            return found, None
+        m, k, weighted, _ = next(iter(stored.values()))
+        numer = np.zeros((len(blobs), k, m))
+        denom = np.ones((len(blobs), m)) if weighted else None
+        for r, blob in enumerate(blobs):
+            row = stored.get(blob)
+            if row is None:
+                continue
+            if row[:3] != (m, k, weighted):
+                raise CacheError(
+                    f"the per-item scores of utility {info.name!r} in {self.path} disagree in shape between rows "
+                    f"({row[:2]} against {(m, k)} items x objectives): the cache is inconsistent; move it aside"
+                )
+            flat = np.frombuffer(row[3], dtype="<f8")
+            numer[r] = flat[: k * m].reshape(k, m)
+            if denom is not None:
+                denom[r] = flat[k * m :]
+        return found, ItemScores(numer, denom)
+
+    def _has_items_table(self) -> bool:
+        row = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone()
+        return row is not None
 
     def _values(self, info: UtilityInfo, coalitions: np.ndarray, values: Any) -> np.ndarray:
         b, k = coalitions.shape[0], len(info.objectives)
@@ -776,10 +893,21 @@ class CachedUtility:
             )
             batch = arr[np.unique(slots, return_index=True)[1]]
             started = time.perf_counter()
-            raw = self.utility(batch)
+            items = None
+            if isinstance(self.utility, ItemUtility):
+                items = ItemScores.coerce(self.utility.item_scores(batch), len(batch))
+                raw = items.values()
+            else:
+                raw = self.utility(batch)
             elapsed = time.perf_counter() - started
             self.store.record(
-                self.key, batch, raw, n_samples=self.n_samples, seed=self.seed, seconds=elapsed / len(batch)
+                self.key,
+                batch,
+                raw,
+                n_samples=self.n_samples,
+                seed=self.seed,
+                seconds=elapsed / len(batch),
+                items=items,
             )
             fresh = np.asarray(raw, dtype=np.float64).reshape(len(batch), -1)
             values[missing] = fresh[slots]
@@ -793,6 +921,35 @@ class CachedUtility:
 
     def __repr__(self) -> str:
         return f"cached({self.info.name!r}, hits={self.hits}, evaluated={self.evaluated})"
+
+
+class CachedItemUtility(CachedUtility):
+    """A :class:`CachedUtility` over an item utility (:class:`~dposhap.uncertainty.ItemUtility`):
+    each evaluated coalition's per-item scores are recorded with its values, and
+    :meth:`item_scores` reads them back, so the values can be bootstrapped over the items
+    without evaluating anything again."""
+
+    @property
+    def n_items(self) -> int:
+        """Items the wrapped utility averages."""
+        return int(self.utility.n_items)  # type: ignore[attr-defined]
+
+    def item_scores(self, coalitions: np.ndarray) -> ItemScores:
+        """Per-item scores of a batch, from the cache (coalitions not yet evaluated are evaluated)."""
+        found, items = self.store.lookup_items(self.key, coalitions)
+        if not found.all():
+            known, _ = self.store.lookup(self.key, np.asarray(coalitions, dtype=bool)[~found])
+            if known.any():
+                raise CacheError(
+                    f"{int(known.sum())} coalitions of utility {self.info.name!r} are cached in {self.store.path} "
+                    "without their per-item scores (recorded by an older dposhap): their values stand, but their "
+                    "evaluation error cannot be bootstrapped; value with --n-boot 0, or move the cache aside to "
+                    "re-evaluate"
+                )
+            self(coalitions)
+            found, items = self.store.lookup_items(self.key, coalitions)
+        assert items is not None and found.all()
+        return items
 
 
 def cached(
@@ -839,4 +996,5 @@ def cached(
     >>> u = cached(utility, store, key)                                        # doctest: +SKIP
     >>> result = dposhap.shapley(u, n, seed=0); u.evaluated, u.hits
     """
-    return CachedUtility(utility, store, key, seed=seed, n_samples=n_samples, on_batch=on_batch)
+    cls = CachedItemUtility if isinstance(utility, ItemUtility) else CachedUtility
+    return cls(utility, store, key, seed=seed, n_samples=n_samples, on_batch=on_batch)

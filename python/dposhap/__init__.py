@@ -5,6 +5,7 @@ The public API lives here; the Rust engine (``dposhap._core``) is private.
 
 from . import errors
 from .games import MarginGame
+from .interactions import InteractionResult, pairwise_interactions
 from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf, methods, shapley
 from .train import train_sources
 from .uncertainty import ItemGame, ItemScores
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BanzhafEstimator",
+    "InteractionResult",
     "ItemGame",
     "ItemScores",
     "MarginGame",
@@ -22,6 +24,7 @@ __all__ = [
     "banzhaf",
     "errors",
     "methods",
+    "pairwise_interactions",
     "shapley",
     "train_sources",
     "value_run",

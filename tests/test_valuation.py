@@ -346,3 +346,26 @@ def test_a_cache_without_item_scores_keeps_its_values_and_says_why(run_dir: Path
     assert entry["new_evaluations"] == 0 and entry["eval_stderr"] is None
     assert "per-item scores" in entry["eval_note"] and "--n-boot 0" in entry["eval_note"]
     assert all(v == 0 for v in entry["stderr"]["helpful"].values())
+
+
+def test_interactions_show_the_duplicate_as_redundant(run_dir: Path, generation_values: tuple) -> None:
+    from dposhap.report import make_figures
+
+    _, entry = generation_values
+    inter = entry["interactions"]
+    assert inter is not None and inter["exact"] and inter["names"] == entry["sources"]
+    matrix = np.array(inter["matrix"])  # [k, n, n]
+    assert matrix.shape == (2, 4, 4) and np.allclose(matrix, matrix.transpose(0, 2, 1))
+    # identical adapters: each is worth less once the other is in (on generation only partly: a
+    # duplicated adapter doubles its weight in the composition; the adversarial source, which
+    # cancels the helpful one, is more redundant with it still)
+    src = entry["sources"]
+    assert matrix[0, src.index("helpful"), src.index("duplicate")] < 0
+    redundant = inter["top"]["helpful"]["most_redundant"]
+    assert any({a, b} == {"helpful", "duplicate"} for a, b, _ in redundant)
+    _, acc = value_run(run_dir, "accuracy", method="exact", device="cpu", progress=False, label="acc-inter")
+    # on held-out margins (additive in the sources) the duplicate is the most redundant pair
+    top = acc["interactions"]["top"]["accuracy"]["most_redundant"][0]
+    assert {top[0], top[1]} == {"helpful", "duplicate"} and top[2] < 0
+    names = {p.name for p in make_figures(Run.open(run_dir))}
+    assert {"interactions_generation_helpful.png", "interactions_acc-inter.png"} <= names

@@ -118,6 +118,19 @@ class InteractionResult:
         """
         return self._ranked(top, objective, 1)
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> InteractionResult:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            matrix=np.asarray(doc["matrix"], dtype=float),
+            stderr=None if doc.get("stderr") is None else np.asarray(doc["stderr"], dtype=float),
+            exact=bool(doc["exact"]),
+            names=list(doc["names"]),
+            objectives=None if doc.get("objectives") is None else list(doc["objectives"]),
+            method=str(doc.get("method", "exact")),
+            n_evaluations=int(doc.get("n_evaluations", 0)),
+        )
+
     def to_json(self) -> dict[str, Any]:
         """Plain-Python form (lists, floats, strings), ready for ``json.dump``."""
         return {

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RunError
+from .interactions import InteractionResult, plot_interactions
 from .run import Run, atomic_write_json, atomic_write_text
 from .shapley import ShapleyResult
 from .uncertainty import Z95, ranking_groups
@@ -59,11 +60,14 @@ def record_values(
     seconds: float,
     ends: tuple[np.ndarray, np.ndarray] | None = None,
     eval_note: str | None = None,
+    interactions: InteractionResult | None = None,
+    interactions_note: str | None = None,
 ) -> dict[str, Any]:
     """Add (or replace) the entry of utility ``name`` in values.json and rewrite values.csv.
 
     ``ends`` is ``(v(empty), v(all))`` per objective; ``eval_note`` says why the evaluation
-    error is missing when it is.
+    error is missing when it is; ``interactions`` is the pairwise interaction index of the
+    sources (``interactions_note`` says why it is missing).
     """
     n = result.n_players
     values = np.asarray(result.values, dtype=float).reshape(n, -1)
@@ -118,6 +122,8 @@ def record_values(
         "comparisons": comparisons,
         "ranking": ranking,
         "advice": advice,
+        "interactions": None if interactions is None else _interactions_json(interactions, objectives),
+        "interactions_note": interactions_note,
         # exact enumeration has no convergence to show (partial enumerations only look unconverged)
         "history": []
         if exact
@@ -129,6 +135,20 @@ def record_values(
     atomic_write_json(run.values_path, doc)
     _write_csv(run, doc)
     return entry
+
+
+def _interactions_json(result: InteractionResult, objectives: list[str]) -> dict[str, Any]:
+    """The interaction matrix with, per objective, its most redundant and most complementary pairs."""
+    doc = result.to_json()
+    doc["objectives"] = objectives
+    doc["top"] = {
+        obj: {
+            "most_redundant": [list(t) for t in result.most_redundant(5, j)],
+            "most_complementary": [list(t) for t in result.most_complementary(5, j)],
+        }
+        for j, obj in enumerate(objectives)
+    }
+    return doc
 
 
 def _advice(
@@ -253,6 +273,16 @@ def format_table(doc: dict[str, Any]) -> str:
                 lines.append(f"ranking on {o}: {_ranking_line(entry, o, ranking)}")
             if entry.get("advice", {}).get(o):
                 lines.append(f"  {entry['advice'][o]}")
+        inter = entry.get("interactions")
+        if inter is not None:
+            what = "exact" if inter["exact"] else f"estimated from {inter['n_evaluations']} coalitions"
+            for o in objectives:
+                top = inter["top"][o]
+                red = ", ".join(f"{a} & {b} ({v:+.3g})" for a, b, v in top["most_redundant"][:3]) or "none"
+                comp = ", ".join(f"{a} & {b} ({v:+.3g})" for a, b, v in top["most_complementary"][:3]) or "none"
+                lines.append(f"interactions on {o} ({what}): most redundant {red}; most complementary {comp}")
+        elif entry.get("interactions_note"):
+            lines.append(f"interactions {entry['interactions_note']}")
         if entry.get("v_all") is not None:
             ends = ", ".join(f"{o}: {entry['v_empty'][o]:.4g} -> {entry['v_all'][o]:.4g}" for o in objectives)
             lines.append(f"v(no source) -> v(all sources): {ends}")
@@ -384,6 +414,12 @@ def make_figures(run: Run) -> list[Path]:
             ax.set_title(f"{name}: {a} vs {b}")
             fig.tight_layout()
             written.append(_save(fig, folder / f"scatter_{name}.png"))
+
+        if entry.get("interactions") is not None:
+            result = InteractionResult.from_json(entry["interactions"])
+            for j, obj in enumerate(objectives):
+                suffix = "" if len(objectives) == 1 else f"_{obj}"
+                written.append(plot_interactions(result, folder / f"interactions_{name}{suffix}.png", objective=j))
 
         if len(entry["history"]) >= 2:  # exact enumeration has one point: nothing to converge
             fig, axes = plt.subplots(1, len(objectives), figsize=(4.2 * len(objectives), 3.4), squeeze=False)

@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import _core
 from .errors import DposhapError, InvalidArgumentError
 from .evaluate import BuildContext, Utility, get_utility, utility_names
+from .interactions import InteractionResult, interactions_from_samples, pairwise_interactions
 from .models import quiet_libraries, resolve_device
 from .report import record_values
 from .run import Run, cached
@@ -99,6 +101,7 @@ def value_run(
         )
         game: Any = built.native_game()
         store = None
+        key: str | None = None
         wrapped = None
         config: dict[str, Any]
         if game is None:
@@ -143,6 +146,7 @@ def value_run(
                     eval_note = f"evaluation error not computed: {err}"
             elif n_boot:
                 eval_note = f"evaluation error not computed: the {utility} utility is not a mean over items"
+            interactions, interactions_note = _interactions(game, built, store, key)
         finally:
             if store is not None:
                 store.close()
@@ -157,8 +161,33 @@ def value_run(
             seconds=seconds,
             ends=ends,
             eval_note=eval_note,
+            interactions=interactions,
+            interactions_note=interactions_note,
         )
     return result, entry
+
+
+def _interactions(
+    game: Any, built: Utility, store: Any, key: str | None
+) -> tuple[InteractionResult | None, str | None]:
+    """The pairwise interaction index of the sources: a native game is evaluated on every
+    coalition (exact up to 16 sources, sampled past that); a cached utility uses only the
+    coalitions the valuation evaluated (exact when they are all there), never new ones."""
+    n = len(built.players)
+    if n < 2:
+        return None, "one source: no pairs"
+    names, objectives = list(built.players), list(built.objectives)
+    try:
+        if isinstance(game, _core.MarginGame):
+            return pairwise_interactions(game, n, names=names, objectives=objectives), None
+        if store is None or key is None:
+            return None, "not computed: the utility is neither native nor cached"
+        rows = list(store.rows(key))
+        coalitions = np.array([r.coalition for r in rows], dtype=bool)
+        values = np.array([r.values for r in rows], dtype=np.float64)
+        return interactions_from_samples(coalitions, values, n, names=names, objectives=objectives), None
+    except DposhapError as err:
+        return None, f"not computed: {err}"
 
 
 def _ends(game: Any, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,13 @@ impl PermutationSampler {
     }
 }
 
+/// Pseudo-observations of the pooled variance each player's variance starts from. One (the
+/// engine's default) is too few here: a player whose marginal contribution is rarely non-zero
+/// (a small voter, pivotal in few orders) shows a near-zero sample variance exactly in the runs
+/// where its estimate is furthest off. With ten, every cell of `bench/shapley/coverage.py`
+/// covers 90.6-96.4% of nominal 95% intervals (79.2% at worst with one).
+const PERMUTATION_POOLED_WEIGHT: f64 = 10.0;
+
 impl Sampler for PermutationSampler {
     fn next_unit(&mut self, rng: &mut Rng) -> Plan {
         rng.shuffle(&mut self.order);
@@ -31,7 +38,7 @@ impl Sampler for PermutationSampler {
         let n = self.n;
         let w = dims.width();
         let table =
-            self.table.get_or_insert_with(|| MomentTable::new(n, dims).with_shrinkage(crate::moments::POOLED_WEIGHT));
+            self.table.get_or_insert_with(|| MomentTable::new(n, dims).with_shrinkage(PERMUTATION_POOLED_WEIGHT));
         self.scratch.resize(2 * w, 0.0);
         let (delta, other) = self.scratch.split_at_mut(w);
         match &unit.kind {

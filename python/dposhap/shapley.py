@@ -12,6 +12,7 @@ import numpy as np
 from . import _core
 from .errors import DposhapError, InvalidArgumentError, UtilityError
 from .games import MarginGame
+from .validate import MAX_PLAYERS, check_int
 
 ShapleyMethod = Literal["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]
 BanzhafMethod = Literal["auto", "exact", "msr"]
@@ -195,6 +196,7 @@ class ShapleyEstimator:
     ) -> None:
         if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool):
             raise InvalidArgumentError(f"n_players must be an integer, got {type(n_players).__name__}")
+        check_int("n_players", int(n_players), minimum=None, maximum=MAX_PLAYERS)  # before the engine allocates
         if budget is not None and (not isinstance(budget, (int, np.integer)) or isinstance(budget, bool)):
             raise InvalidArgumentError(f"budget must be an integer number of utility evaluations, got {budget!r}")
         if tol is not None and not (isinstance(tol, (int, float, np.floating)) and not isinstance(tol, bool)):
@@ -478,8 +480,8 @@ def _run(
             partial = est.result()
         except DposhapError:
             pass
-        if isinstance(exc, DposhapError):
-            exc.partial = partial
+        if isinstance(exc, (DposhapError, KeyboardInterrupt)):  # Ctrl-C keeps what was computed too
+            exc.partial = partial  # type: ignore[union-attr]
         elif isinstance(exc, Exception):
             exc.partial = partial  # type: ignore[attr-defined]
             exc.add_note(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig, load_config
 from .data import DataSpec, SourceData, load_eval_records, load_sources, write_split
-from .errors import InvalidArgumentError, RunError
+from .errors import ConfigError, InvalidArgumentError, RunError
 from .models import (
     ModelRef,
     adapter_metadata,
@@ -123,7 +123,15 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record)
     manifest.eval = _store_eval(run, cfg, eval_records)
     todo = [name for name, source in data.items() if force or not _up_to_date(run, source, training_hash)]
-    previous = _previous_entries(run)
+    previous_manifest = _previous_manifest(run)
+    previous = dict(previous_manifest.sources) if previous_manifest is not None else {}
+    # a subset trained now (--sources) keeps the run's other sources: they stay planned, and stay
+    # trained while their adapters are intact and were trained the same way
+    planned = list(previous_manifest.planned_sources or previous) if previous_manifest is not None else []
+    manifest.planned_sources = list(dict.fromkeys([*planned, *_declared_sources(cfg, sources), *data]))
+    for name, entry in previous.items():
+        if name not in data and entry.training_hash == training_hash and run.adapter_intact(name, entry):
+            manifest.sources[name] = entry.with_status("kept")
     for name, source in data.items():
         if name not in todo:
             entry = previous.get(name) or _entry_from_adapter(run, source)
@@ -134,6 +142,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
 
     tokenizer = load_tokenizer(ref)
     model = load_base_model(ref, dtype=dtype, device=device)
+    _check_against_model(cfg, model, tokenizer, [data[name] for name in todo])
     small = device == "cpu" and sum(p.numel() for p in model.parameters()) < ONE_THREAD_MAX_PARAMETERS
     threads = _torch_threads(1) if small else contextlib.nullcontext()
     with _quiet_libraries(), threads:
@@ -152,7 +161,8 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
                 eval_records=eval_records,
             )
             manifest.sources[name] = entry
-            manifest.sources = {k: manifest.sources[k] for k in data if k in manifest.sources}
+            order = [*manifest.planned_sources, *manifest.sources]
+            manifest.sources = {k: manifest.sources[k] for k in dict.fromkeys(order) if k in manifest.sources}
             manifest.updated_at = now()
             run.write_manifest(manifest)
     return manifest
@@ -218,17 +228,74 @@ def _store_eval(run: Run, cfg: RunConfig, records: list[dict[str, Any]]) -> dict
 
 
 def _up_to_date(run: Run, source: SourceData, training_hash: str) -> bool:
-    meta = adapter_metadata(run.adapter_dir(source.name)) or {}
-    return meta.get("data_hash") == source.data_hash and meta.get("training_hash") == training_hash
-
-
-def _previous_entries(run: Run) -> dict[str, SourceEntry]:
-    """The sources of the manifest already there (none when it is missing or damaged: the adapters say)."""
+    """Whether the source's adapter was trained on the same data, the same way, and is intact on disk
+    (a truncated or bit-rotten weights file no longer matches its recorded checksum: it is retrained)."""
+    folder = run.adapter_dir(source.name)
     try:
-        manifest = run.read_manifest()
+        meta = adapter_metadata(folder) or {}
+    except Exception:  # a damaged dposhap.json: the adapter is retrained
+        return False
+    if meta.get("data_hash") != source.data_hash or meta.get("training_hash") != training_hash:
+        return False
+    return run.adapter_damage(folder, meta.get("adapter_sha256")) is None
+
+
+def _previous_manifest(run: Run) -> Manifest | None:
+    """The manifest already there (None when it is missing or damaged: the adapters say what is trained)."""
+    try:
+        return run.read_manifest()
     except RunError:
-        return {}
-    return dict(manifest.sources) if manifest is not None else {}
+        return None
+
+
+def _declared_sources(cfg: RunConfig, sources: Sequence[str] | None) -> list[str]:
+    """The sources the config names (a world's list, ``data.select``, ``[data.sources]``), when it names them."""
+    if sources is not None:
+        return []  # --sources trains a subset; the run's plan is what the config and earlier runs named
+    if cfg.data.given:
+        return list(cfg.data.select or cfg.data.sources)
+    kind = cfg.world
+    settings = cfg.worlds.get(kind.name) if kind is not None else None
+    return [str(s) for s in getattr(settings, "sources", None) or []]
+
+
+def _check_against_model(
+    cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sources: list[SourceData]
+) -> None:
+    """The settings that only the loaded model can check: LoRA target modules and ``dpo.max_length``.
+
+    Raises
+    ------
+    ConfigError
+        ``lora.target_modules`` names a module the model lacks, or ``dpo.max_length`` is shorter
+        than every prompt to train on.
+    """
+    targets = cfg.lora.target_modules
+    if targets != "all-linear":
+        wanted = [targets] if isinstance(targets, str) else list(targets)
+        names = [name for name, _ in model.named_modules() if name]
+        suffixes = {name.rsplit(".", 1)[-1] for name in names}
+        missing = [t for t in wanted if t not in suffixes and t not in names]
+        if missing:
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+            raise ConfigError(
+                f"names modules the model lacks ({', '.join(missing)}); its linear layers are "
+                f'{", ".join(linear)} (or use "all-linear")',
+                field="lora.target_modules",
+            )
+    shortest = None
+    for source in sources:
+        for record in source.train_records()[:64]:
+            prompt = record["prompt"]
+            text = prompt if isinstance(prompt, str) else " ".join(str(m.get("content", "")) for m in prompt)
+            length = len(tokenizer(text)["input_ids"])
+            shortest = length if shortest is None else min(shortest, length)
+    if shortest is not None and shortest + 1 >= cfg.dpo.max_length:
+        raise ConfigError(
+            f"is {cfg.dpo.max_length} tokens, but the shortest prompt alone takes {shortest}: no response would be "
+            f"trained on; raise it above {shortest + 1}",
+            field="dpo.max_length",
+        )
 
 
 def _entry_from_adapter(run: Run, source: SourceData) -> SourceEntry:
@@ -292,15 +359,36 @@ def _train_one(
     eval_records: list[dict[str, Any]] | None = None,
 ) -> tuple[SourceEntry, PreTrainedModel]:
     """Train, evaluate and save one source's adapter; return its manifest entry and the clean base model."""
+    work = run.adapters_dir / f".tmp-{source.name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        return _train_into(
+            model, tokenizer, source, cfg, run, device, training_hash, work, label, progress, eval_records
+        )
+    finally:  # finished, failed, full disk or Ctrl-C: the temporary folder never outlives the attempt
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_into(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    source: SourceData,
+    cfg: RunConfig,
+    run: Run,
+    device: str,
+    training_hash: str,
+    work: Path,
+    label: str,
+    progress: bool,
+    eval_records: list[dict[str, Any]] | None,
+) -> tuple[SourceEntry, PreTrainedModel]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    work = run.adapters_dir / f".tmp-{source.name}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     d = cfg.dpo
     n_train = len(source.train)
     args = DPOConfig(
@@ -402,7 +490,6 @@ def _train_one(
     atomic_write_json(adapter_dir / "dposhap.json", {"source": source.name, **entry.to_dict()})
     shutil.rmtree(work / "trainer", ignore_errors=True)
     replace_dir(adapter_dir, run.adapter_dir(source.name))
-    shutil.rmtree(work, ignore_errors=True)
     return entry, model
 
 

@@ -312,9 +312,9 @@ def _build(section: str, values: Any, *, file: str | None, text: str) -> Any:
     for key, value in values.items():
         _check_type(section, key, hints[key], value, file=file, line=_key_line(text, section, key))
     try:
-        section = cls(**values)
-        section.check_numbers()
-        return section
+        built = cls(**values)
+        built.check_numbers()
+        return built
     except ConfigError as err:
         key = (err.field or "").split(".", 1)[-1]
         raise ConfigError(err.reason, file=file, line=_key_line(text, section, key), field=err.field) from None

@@ -105,8 +105,7 @@ def train_sources(
 
 
 def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
-    model_name, spec, world_record = _inputs(cfg, run, sources)
-    data = load_sources(spec)  # every data problem is reported here, before any model is loaded
+    model_name, spec, world_record, data = _inputs(cfg, run, sources)
     eval_records = _eval_records(cfg)
     device = resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.precision, device)
@@ -120,7 +119,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         write_split(source, run.data_dir(source.name))
     _remove_leftovers(run)
 
-    manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record)
+    manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record, run)
     manifest.eval = _store_eval(run, cfg, eval_records)
     todo = [name for name, source in data.items() if force or not _up_to_date(run, source, training_hash)]
     previous_manifest = _previous_manifest(run)
@@ -168,8 +167,13 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     return manifest
 
 
-def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[str, DataSpec, dict | None]:
-    """The base model name, the data spec and (for a world's model) the world's manifest record."""
+def _inputs(
+    cfg: RunConfig, run: Run, sources: Sequence[str] | None
+) -> tuple[str, DataSpec, dict | None, dict[str, SourceData]]:
+    """The base model name, the data spec, (for a world's model) the world's manifest record, and the data.
+
+    Every data problem is reported here, before any model is loaded or any world built.
+    """
     d = cfg.data
     select = list(sources) if sources is not None else d.select
     common: dict[str, Any] = dict(
@@ -190,13 +194,15 @@ def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[st
         spec = DataSpec(
             files=list(d.files), sources=dict(d.sources), select=select, base_dir=str(cfg.base_dir), **common
         )
+        data = load_sources(spec)
         if cfg.world is None:
-            return cfg.model.base, spec, None
+            return cfg.model.base, spec, None, data
         world = cfg.build_world(run.world_dir)  # the world's model on the user's own data: select is theirs
     else:
         world = cfg.build_world(run.world_dir, select)
         spec = DataSpec(sources={k: str(v) for k, v in world.data_files.items()}, **common)
-    return world.model_spec, spec, world.record(run.root)
+        data = load_sources(spec)
+    return world.model_spec, spec, world.record(run.root), data
 
 
 def _eval_records(cfg: RunConfig) -> list[dict[str, Any]]:
@@ -325,12 +331,15 @@ def _versions() -> dict[str, str]:
 
 
 def _new_manifest(
-    cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str, world_record: dict | None
+    cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str, world_record: dict | None, run: Run
 ) -> Manifest:
+    location = ref.location
+    if ref.local and Path(location).resolve().is_relative_to(run.root.resolve()):
+        location = os.path.relpath(Path(location).resolve(), run.root.resolve())  # a moved run still finds it
     return Manifest(
         base_model=BaseModelInfo(
             name=cfg.model.base,
-            location=ref.location,
+            location=location,
             local=ref.local,
             revision=ref.revision,
             fingerprint=fingerprint,

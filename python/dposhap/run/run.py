@@ -391,6 +391,8 @@ class Run:
         settings = self.manifest.model_settings
         world = self.world()
         location = str(world.model_dir) if world is not None else base.location
+        if world is None and base.local and not Path(location).is_absolute():  # stored relative to the run
+            location = str(self.root / location)
         if base.local and base.origin and not Path(location).is_dir():
             location = base.origin
         return resolve_model(

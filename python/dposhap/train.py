@@ -313,7 +313,9 @@ def _entry_from_adapter(run: Run, source: SourceData) -> SourceEntry:
 
 
 def _remove_leftovers(run: Run) -> None:
-    """Delete half-written adapters of an interrupted run (they were never renamed into place)."""
+    """Delete half-written adapters and files of an interrupted run (they were never renamed into place)."""
+    for path in run.root.glob(".*.tmp"):  # atomic writes' temporary files (the run lock is held)
+        path.unlink(missing_ok=True)
     if run.adapters_dir.is_dir():
         for path in run.adapters_dir.iterdir():
             if path.name.startswith((".tmp-", ".old-")):

@@ -344,7 +344,11 @@ class UtilityStore:
             yield
         except sqlite3.OperationalError as exc:
             text = str(exc).lower()
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in text:
+            if "no transaction is active" in text and isinstance(exc.__context__, sqlite3.Error):
+                # SQLite already rolled back on its own (as it does on a full disk): the cause is the first error
+                text = f"{text}; {exc.__context__}".lower()
+            full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            if full or "disk is full" in text or "database or disk is full" in text:
                 raise CacheError(
                     f"the disk is full: could not {doing} the utility cache {self.path} ({exc}); the file is kept "
                     "with every evaluation written so far: free some space and run the same command again to resume"

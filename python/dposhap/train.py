@@ -127,7 +127,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     # a subset trained now (--sources) keeps the run's other sources: they stay planned, and stay
     # trained while their adapters are intact and were trained the same way
     planned = list(previous_manifest.planned_sources or previous) if previous_manifest is not None else []
-    manifest.planned_sources = list(dict.fromkeys([*planned, *_declared_sources(cfg, sources), *data]))
+    manifest.planned_sources = list(dict.fromkeys([*planned, *_declared_sources(cfg), *data]))
     for name, entry in previous.items():
         if name not in data and entry.training_hash == training_hash and run.adapter_intact(name, entry):
             manifest.sources[name] = entry.with_status("kept")
@@ -135,6 +135,11 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         if name not in todo:
             entry = previous.get(name) or _entry_from_adapter(run, source)
             manifest.sources[name] = entry.with_status("reused")
+    earlier_world = previous_manifest.world if previous_manifest is not None else None
+    if manifest.world is not None and earlier_world is not None and earlier_world.get("name") == manifest.world["name"]:
+        # the world of a subset trained now still holds the sources kept from earlier runs
+        kept = [s for s in earlier_world.get("sources", []) if s in manifest.sources]
+        manifest.world["sources"] = list(dict.fromkeys([*manifest.world.get("sources", []), *kept]))
     run.write_manifest(manifest)
     if not todo:
         return manifest
@@ -254,10 +259,9 @@ def _previous_manifest(run: Run) -> Manifest | None:
         return None
 
 
-def _declared_sources(cfg: RunConfig, sources: Sequence[str] | None) -> list[str]:
+def _declared_sources(cfg: RunConfig) -> list[str]:
     """The sources the config names (a world's list, ``data.select``, ``[data.sources]``), when it names them."""
-    if sources is not None:
-        return []  # --sources trains a subset; the run's plan is what the config and earlier runs named
+    # --sources trains a subset now; the plan stays what the config names (and earlier runs planned)
     if cfg.data.given:
         return list(cfg.data.select or cfg.data.sources)
     kind = cfg.world

@@ -28,7 +28,6 @@ BAD_SETTINGS = [
     ("data.seed=-5", "data.seed"),
     ("toy.pairs_per_source=0", "toy.pairs_per_source"),
     ("lora.target_modules=['lm_head']", "lora.target_modules"),
-    ('dpo.lr_scheduler_type="cosinus"', "dpo.lr_scheduler_type"),
 ]
 
 

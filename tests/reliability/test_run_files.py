@@ -119,6 +119,7 @@ def test_a_partial_run_is_valued_with_partial_and_a_warning(run: Path) -> None:
     assert "accuracy" in doc["utilities"]  # the earlier valuation is kept
 
 
+@pytest.mark.slow
 def test_training_a_subset_keeps_the_other_sources(run: Path) -> None:
     result = cli("train", "--out", run, "--sources", "helpful", *_train_args())
     assert result.returncode == 0, result.stderr[-2000:]
@@ -127,8 +128,22 @@ def test_training_a_subset_keeps_the_other_sources(run: Path) -> None:
     assert sorted(manifest["planned_sources"]) == SOURCES
     assert manifest["sources"]["helpful"]["status"] == "reused"
     assert {manifest["sources"][s]["status"] for s in ("harmless", "noisy")} == {"kept"}
+    assert sorted(manifest["world"]["sources"]) == SOURCES
+    result = cli("value", run, "--utility", "accuracy", "--quiet", "--name", "after")
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads((run / "values.json").read_text(encoding="utf-8"))
+    assert doc["utilities"]["after"]["values"] == doc["utilities"]["accuracy"]["values"]
 
 
+@pytest.mark.slow
+def test_training_a_subset_of_a_new_run_leaves_it_partial(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = cli("train", "--out", out, *_train_args(), "--sources", "helpful")
+    assert result.returncode == 0, result.stderr[-2000:]
+    one_line_error(cli("value", out, "--utility", "accuracy", "--quiet"), 2, "partial run", "1 of 3")
+
+
+@pytest.mark.slow
 def test_a_train_rerun_retrains_only_the_damaged_adapter(run: Path) -> None:
     good = {s: _weights(run, s).read_bytes() for s in SOURCES if s != "noisy"}
     ADAPTER_DAMAGE["truncated"](_weights(run, "noisy"))

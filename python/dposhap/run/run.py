@@ -67,10 +67,12 @@ def _values_problem(doc: Any) -> str | None:
     for name, entry in doc["utilities"].items():
         if not isinstance(entry, Mapping):
             return f"entry {name!r} is not an object"
-        objectives, sources = entry.get("objectives"), entry.get("sources")
-        for key, value in (("objectives", objectives), ("sources", sources)):
+        for key in ("objectives", "sources"):
+            value = entry.get(key)
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 return f"field 'utilities.{name}.{key}' is not a list of names"
+        objectives: list[str] = entry["objectives"]
+        sources: list[str] = entry["sources"]
         for key in ("semivalue", "method"):
             if not isinstance(entry.get(key), str):
                 return f"field 'utilities.{name}.{key}' is missing or not a string"

@@ -78,9 +78,12 @@ def train_sources(
         The run directory; created if needed. Its ``manifest.json`` is rewritten after every
         source, so an interrupted run keeps what it finished.
     sources
-        Train only these sources (overrides ``data.select`` / ``toy.sources``).
+        Train only these sources now (overrides ``data.select`` / ``toy.sources``). The run keeps
+        its other trained sources (status ``"kept"``) and its plan (``planned_sources``), so
+        ``dposhap value`` sees a partial run until every planned source is trained.
     force
-        Retrain every source even when its adapter is up to date.
+        Retrain every source even when its adapter is up to date. Without it, a source is retrained
+        when its data or settings changed or its adapter no longer matches its recorded sha256.
     progress
         Show progress bars (one per source).
 
@@ -119,17 +122,22 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         write_split(source, run.data_dir(source.name))
     _remove_leftovers(run)
 
-    manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record, run)
+    manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record)
     manifest.eval = _store_eval(run, cfg, eval_records)
     todo = [name for name, source in data.items() if force or not _up_to_date(run, source, training_hash)]
     previous_manifest = _previous_manifest(run)
     previous = dict(previous_manifest.sources) if previous_manifest is not None else {}
-    # a subset trained now (--sources) keeps the run's other sources: they stay planned, and stay
-    # trained while their adapters are intact and were trained the same way
+    # without --sources the config is the whole plan; a subset trained now (--sources) keeps the run's
+    # other sources: they stay planned, and stay trained while their adapters are intact and were
+    # trained the same way
     planned = list(previous_manifest.planned_sources or previous) if previous_manifest is not None else []
+    if sources is None:
+        planned = []
     manifest.planned_sources = list(dict.fromkeys([*planned, *_declared_sources(cfg), *data]))
     for name, entry in previous.items():
-        if name not in data and entry.training_hash == training_hash and run.adapter_intact(name, entry):
+        if sources is None or name in data:
+            continue
+        if entry.training_hash == training_hash and run.adapter_intact(name, entry):
             manifest.sources[name] = entry.with_status("kept")
     for name, source in data.items():
         if name not in todo:
@@ -140,6 +148,9 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         # the world of a subset trained now still holds the sources kept from earlier runs
         kept = [s for s in earlier_world.get("sources", []) if s in manifest.sources]
         manifest.world["sources"] = list(dict.fromkeys([*manifest.world.get("sources", []), *kept]))
+    manifest.sources = {
+        k: manifest.sources[k] for k in dict.fromkeys([*data, *manifest.sources]) if k in manifest.sources
+    }
     run.write_manifest(manifest)
     if not todo:
         return manifest
@@ -165,7 +176,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
                 eval_records=eval_records,
             )
             manifest.sources[name] = entry
-            order = [*manifest.planned_sources, *manifest.sources]
+            order = [*data, *manifest.planned_sources, *manifest.sources]
             manifest.sources = {k: manifest.sources[k] for k in dict.fromkeys(order) if k in manifest.sources}
             manifest.updated_at = now()
             run.write_manifest(manifest)
@@ -337,15 +348,12 @@ def _versions() -> dict[str, str]:
 
 
 def _new_manifest(
-    cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str, world_record: dict | None, run: Run
+    cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str, world_record: dict | None
 ) -> Manifest:
-    location = ref.location
-    if ref.local and Path(location).resolve().is_relative_to(run.root.resolve()):
-        location = os.path.relpath(Path(location).resolve(), run.root.resolve())  # a moved run still finds it
     return Manifest(
         base_model=BaseModelInfo(
             name=cfg.model.base,
-            location=location,
+            location=ref.location,
             local=ref.local,
             revision=ref.revision,
             fingerprint=fingerprint,

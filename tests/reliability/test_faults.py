@@ -246,3 +246,24 @@ def test_settings_only_the_model_can_check(run: Path, override: str, field: str)
     assert {k: v for k, v in snapshot(run).items() if k.startswith("adapters/")} == {
         k: v for k, v in before.items() if k.startswith("adapters/")
     }
+
+
+@pytest.mark.slow
+def test_selecting_sources_with_the_toy_model_and_your_own_data(tmp_path: Path) -> None:
+    rows = [
+        {"source": name, "prompt": f"q {i} {name}", "chosen": f"good {i}", "rejected": f"bad {i}"}
+        for name in ("alpha", "beta", "gamma")
+        for i in range(16)
+    ]
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[model]\nbase = "toy"\n[toy]\npairs_per_source = 16\n[data]\nfiles = ["{data}"]\n'
+        "[dpo]\nmax_steps = 1\nmax_length = 64\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "run"
+    result = cli("train", "--config", config, "--out", out, "--sources", "alpha,beta", "--quiet", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(_trained(out)) == ["alpha", "beta"]

@@ -172,3 +172,13 @@ def _train_args() -> list[str]:
     from reliability_helpers import TRAIN_ARGS
 
     return TRAIN_ARGS
+
+
+@pytest.mark.slow
+def test_a_moved_run_is_valued_on_generation_too(run: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "moved-run"
+    run.rename(moved)
+    result = cli("value", moved, "--utility", "generation", "--n-prompts", "1", "--max-new-tokens", "1", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads((moved / "values.json").read_text(encoding="utf-8"))
+    assert sorted(doc["utilities"]["generation"]["sources"]) == SOURCES

@@ -72,7 +72,7 @@ class BaseModelInfo:
     name
         As the config gave it (``model.base``): a world's name, a folder or a hub id.
     location
-        The resolved local folder (relative to the run directory when inside it) or hub id.
+        The resolved local folder or hub id (a world run finds its model through the world instead).
     local
         Whether ``location`` is a local folder.
     revision

@@ -148,9 +148,8 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         # the world of a subset trained now still holds the sources kept from earlier runs
         kept = [s for s in earlier_world.get("sources", []) if s in manifest.sources]
         manifest.world["sources"] = list(dict.fromkeys([*manifest.world.get("sources", []), *kept]))
-    manifest.sources = {
-        k: manifest.sources[k] for k in dict.fromkeys([*data, *manifest.sources]) if k in manifest.sources
-    }
+    order = [*previous, *data, *manifest.sources]  # a run's sources keep their places (player order)
+    manifest.sources = {k: manifest.sources[k] for k in dict.fromkeys(order) if k in manifest.sources}
     run.write_manifest(manifest)
     if not todo:
         return manifest
@@ -176,7 +175,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
                 eval_records=eval_records,
             )
             manifest.sources[name] = entry
-            order = [*data, *manifest.planned_sources, *manifest.sources]
+            order = [*previous, *data, *manifest.sources]
             manifest.sources = {k: manifest.sources[k] for k in dict.fromkeys(order) if k in manifest.sources}
             manifest.updated_at = now()
             run.write_manifest(manifest)

@@ -169,3 +169,23 @@ def test_data_that_is_not_utf8(tmp_path: Path) -> None:
 def test_an_unknown_subcommand_or_flag(tmp_path: Path) -> None:
     one_line_error(cli("trian"), 2, "invalid choice")
     one_line_error(cli("value", tmp_path, "--utility", "accuracy", "--budjet", "3"), 2, "unrecognized")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--out", "{tmp}/r", "--set", "dpo.beta=nan"],
+        ["value", "{tmp}/missing", "--utility", "accuracy"],
+        ["report", "{tmp}/missing"],
+    ],
+    ids=["bad-setting", "missing-run", "missing-report"],
+)
+def test_fast_failures_do_not_import_torch(tmp_path: Path, argv: list[str]) -> None:
+    """A mistake is reported in the time Python starts, not after torch's import (seconds)."""
+    import subprocess
+    import sys
+
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = f"import sys, dposhap.cli as c\nrc = c.main({args!r})\nprint(rc, 'torch' in sys.modules)\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2", "False"], (result.stdout, result.stderr[-2000:])

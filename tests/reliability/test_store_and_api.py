@@ -110,3 +110,14 @@ def test_ctrl_c_inside_shapley_keeps_the_partial_result() -> None:
     partial = info.value.partial  # type: ignore[attr-defined]
     assert partial.n_players == 6 and partial.n_evaluations >= sum(calls[:2])
     assert np.isfinite(partial.values).all()
+
+
+def test_the_cache_identity_holds_the_players_order(trained_run: Path) -> None:
+    """Cached margins rows and coalition bits are by position: two orders must never share a cache entry."""
+    from dposhap.run import Run, config_hash
+
+    run = Run.open(trained_run)
+    one = run.cache_identity(["helpful", "harmless"])
+    other = run.cache_identity(["harmless", "helpful"])
+    assert one["adapters"] == other["adapters"]  # the same adapters...
+    assert config_hash(one) != config_hash(other)  # ...in another order are another cache entry

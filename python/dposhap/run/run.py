@@ -438,10 +438,14 @@ class Run:
         return UtilityStore(self.cache_path, readonly=readonly, synchronous=synchronous)
 
     def cache_identity(self, sources: Sequence[str] | None = None) -> dict[str, Any]:
-        """What every cached evaluation of this run depends on: the base model and each adapter."""
+        """What every cached evaluation of this run depends on: the base model, each adapter, and the
+        players' order (cached rows and coalition bits are by position; canonical JSON sorts the
+        adapters' keys, so the order is recorded on its own)."""
         base = self.manifest.base_model
+        names = self.select_sources(sources)
         return {
             "base": base.fingerprint,
             "dtype": base.dtype,
-            "adapters": {name: self.adapter_identity(name) for name in self.select_sources(sources)},
+            "adapters": {name: self.adapter_identity(name) for name in names},
+            "players": list(names),
         }

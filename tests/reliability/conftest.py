@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +11,16 @@ from reliability_helpers import TRAIN_ARGS, cli
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny toy run, trained once by the CLI and valued once on accuracy."""
-    cache = tmp_path_factory.mktemp("model-cache")
-    os.environ["DPOSHAP_CACHE"] = str(cache)
-    out = tmp_path_factory.mktemp("trained") / "run"
-    result = cli("train", "--out", out, *TRAIN_ARGS)
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = cli("value", out, "--utility", "accuracy", "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tiny toy run, trained once by the CLI and valued once on accuracy (the user's model cache untouched)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DPOSHAP_CACHE", str(tmp_path_factory.mktemp("model-cache")))
+        out = tmp_path_factory.mktemp("trained") / "run"
+        result = cli("train", "--out", out, *TRAIN_ARGS)
+        assert result.returncode == 0, result.stderr[-3000:]
+        result = cli("value", out, "--utility", "accuracy", "--quiet")
+        assert result.returncode == 0, result.stderr[-3000:]
+        yield out
 
 
 @pytest.fixture

@@ -1,7 +1,11 @@
 """The ``dposhap`` command line.
 
-Errors that dposhap raises on purpose (bad data, a wrong config, a model that cannot be loaded,
-a run directory in use) are printed as one line and exit with status 2, never a traceback.
+Nothing reaches the user as a traceback. Errors that dposhap raises on purpose (bad data, a wrong
+config, a model that cannot be loaded, a run directory in use) and the anticipated errors of the
+libraries underneath (a full disk, a file that is not UTF-8, a tokenizer without a chat template)
+are printed as one line that says what to do, with exit status 2 ("your input or your machine").
+Anything else is a bug in dposhap: one line names the error and the file holding the full
+traceback (``RUN/logs/`` when the run directory is known), with exit status 1. Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -9,7 +13,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime as _dt
+import errno
+import os
+import re
 import sys
+import tempfile
+import traceback
 import types
 import typing
 import warnings
@@ -17,12 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DposhapError
+from .errors import DposhapError, IncompleteRunWarning, InvalidArgumentError
 from .evaluate import get_utility, utility_names
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
+EXIT_INTERRUPTED = 130
+#: What a valuation may be called in values.json: it names files of the figures too.
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +44,39 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"dposhap: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed in [0, 2**64)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**64), got {value}")
+    return value
 
 
 def _train_overrides(args: argparse.Namespace) -> list[str]:
@@ -135,6 +182,16 @@ def _cmd_value(args: argparse.Namespace) -> int:
     from .run import Run
     from .valuation import value_run
 
+    if args.name is not None and not _LABEL.match(args.name):
+        raise InvalidArgumentError(
+            f"--name {args.name!r} cannot name a valuation (it names figure files too): use letters, digits, "
+            "'_', '-' and '.', starting with a letter or digit"
+        )
+    if args.synchronous is not None:
+        os.environ["DPOSHAP_SQLITE_SYNCHRONOUS"] = args.synchronous
+    run = Run.open(args.run)
+    if not args.partial:
+        run.check_complete(strict=True)
     value_run(
         args.run,
         args.utility,
@@ -250,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--epochs", type=float, help="epochs per source")
     train.add_argument("--max-steps", type=int, help="optimiser steps per source (overrides epochs)")
-    train.add_argument("--batch-size", type=int, help="pairs per step")
+    train.add_argument("--batch-size", type=_positive_int, help="pairs per step")
     train.add_argument("--seed", type=int, help="training seed")
     train.add_argument("--lora-r", type=int, help="LoRA rank")
     train.add_argument("--force", action="store_true", help="retrain every source")
@@ -272,10 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     value.add_argument("--method", default="auto", help="estimator (see dposhap.methods()); default auto")
     value.add_argument("--semivalue", default="shapley", choices=("shapley", "banzhaf"))
-    value.add_argument("--budget", type=int, help="most coalitions to evaluate")
-    value.add_argument("--tol", type=float, help="stop when every standard error is below this")
-    value.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the decoding noise")
-    value.add_argument("--batch-size", type=int, help="coalitions per utility call")
+    value.add_argument("--budget", type=_positive_int, help="most coalitions to evaluate")
+    value.add_argument("--tol", type=_positive_float, help="stop when every standard error is below this")
+    value.add_argument("--seed", type=_seed, default=0, help="seed of the sampler and of the decoding noise")
+    value.add_argument("--batch-size", type=_positive_int, help="coalitions per utility call")
     value.add_argument(
         "--n-boot",
         type=int,
@@ -286,6 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(value.add_argument_group("utility settings (each applies to the utilities in brackets)"))
     value.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     value.add_argument("--name", help="name of this valuation in values.json (default: the utility)")
+    value.add_argument(
+        "--partial",
+        action="store_true",
+        help="value a partial run (some planned sources untrained) over its trained sources, with a warning",
+    )
+    value.add_argument(
+        "--synchronous",
+        choices=("normal", "full"),
+        help="SQLite durability of the cache: full survives a power cut (slower); default normal",
+    )
     value.add_argument("--quiet", action="store_true", help="no progress bars")
     value.set_defaults(handler=_cmd_value)
 
@@ -336,23 +403,116 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _disk_full(err: BaseException) -> bool:
+    """Whether an error (or one it wraps) is a full disk or a file-size limit."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return True
+        text = str(seen)
+        if "No space left on device" in text or "File too large" in text or "disk is full" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _run_dir(args: argparse.Namespace) -> Path | None:
+    """The run directory of the command, when it names one that exists."""
+    for name in ("run", "out"):
+        value = getattr(args, name, None)
+        if value is not None and Path(value).is_dir():
+            return Path(value)
+    return None
+
+
+def translate(err: BaseException, args: argparse.Namespace) -> str | None:
+    """The one-line message of an anticipated error (of dposhap or of a library underneath), or None.
+
+    None means the error is unanticipated: a bug, reported by :func:`main` with its traceback in a file.
+    """
+    if isinstance(err, DposhapError):
+        return _one_line(err, args)
+    where = _run_dir(args)
+    if _disk_full(err):
+        return (
+            f"the disk is full (or a file-size limit was reached): {_first_line(err)}; free some space"
+            + (f" on the disk of {where}" if where else "")
+            + " and run the same command again (finished work was kept, nothing half-written was)"
+        )
+    if isinstance(err, UnicodeDecodeError):
+        return (
+            f"a file is not UTF-8 text ({err.reason} at byte {err.start}): save it as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8 FILE) and run again"
+        )
+    if isinstance(err, (ValueError, KeyError)) and "chat_template" in str(err).replace(
+        "chat template", "chat_template"
+    ):
+        return (
+            "the model's tokenizer has no chat template, but the data or prompts are conversations (lists of "
+            "messages): give plain-text prompts and responses, or use an instruct model that has a chat template"
+        )
+    if isinstance(err, MemoryError):
+        return "out of memory: lower the batch size (--batch-size) or the sizes of the run, or use a bigger machine"
+    if isinstance(err, OSError):  # a folder that cannot be written, a path that is missing...
+        return f"{_first_line(err)}: check the path and its permissions, then run again"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    from .errors import first_line
+
+    return first_line(err)
+
+
+def _log_traceback(err: BaseException, args: argparse.Namespace) -> Path | None:
+    """Write the full traceback to RUN/logs/ (or a temporary folder); where it went, or None."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
+    name = f"dposhap-error-{stamp}-{os.getpid()}.log"
+    text = "".join(traceback.format_exception(err))
+    where = _run_dir(args)
+    folders = ([where / "logs"] if where is not None else []) + [Path(tempfile.gettempdir()) / "dposhap-logs"]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(f"dposhap {' '.join(sys.argv[1:])}\n{text}", encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (0 done, 1 a bug, 2 bad input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     # the libraries' deprecation notices are for their callers' code, not for users of this CLI
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.showwarning = _one_line_warning
     try:
         return int(args.handler(args))
-    except DposhapError as err:
-        print(f"dposhap: error: {_one_line(err, args)}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as err:  # a folder that cannot be written, a full disk...
-        print(f"dposhap: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("dposhap: interrupted; finished work is saved, run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        message = translate(err, args)
+        if message is not None:
+            print(f"dposhap: error: {message}", file=sys.stderr)
+            return EXIT_USAGE
+        log = _log_traceback(err, args)
+        where = f"the full traceback is in {log}" if log is not None else "no log could be written"
+        print(
+            f"dposhap: internal error (a bug in dposhap, please report it): {type(err).__name__}: "
+            f"{_first_line(err)}; {where}",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """dposhap's own warnings as one line on stderr; the libraries' go unprinted."""
+    if issubclass(category, IncompleteRunWarning) or str(getattr(category, "__module__", "")).startswith("dposhap"):
+        print(f"dposhap: warning: {str(message).splitlines()[0]}", file=sys.stderr)
 
 
 if __name__ == "__main__":

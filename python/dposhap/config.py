@@ -110,6 +110,7 @@ class DataConfig(Section):
             self.fail("min_pairs", f"must be >= 2 (one pair to train on, one held out), got {self.min_pairs!r}")
         if not 0.0 < self.heldout_fraction < 1.0:
             self.fail("heldout_fraction", f"must be in (0, 1), got {self.heldout_fraction!r}")
+        self.check_range("seed", 0, None)
 
     @property
     def given(self) -> bool:
@@ -200,6 +201,13 @@ class DpoConfig(Section):
         if self.warmup_steps < 0 or self.weight_decay < 0:
             self.fail("warmup_steps" if self.warmup_steps < 0 else "weight_decay", "must be >= 0")
         self.check_literal("loss_type")
+        self.check_range("max_length", 2, None)
+        self.check_range("num_train_epochs", None, 100_000)
+        self.check_range("seed", 0, 2**32 - 1)  # numpy's and torch's seeding take 32 bits
+        if self.lr_scheduler_type != "linear":  # transformers is imported only when a name needs checking
+            from transformers.trainer_utils import SchedulerType
+
+            self.check_choice("lr_scheduler_type", [s.value for s in SchedulerType], "transformers scheduler name")
 
 
 _FIXED_SECTIONS: dict[str, type] = {
@@ -304,7 +312,9 @@ def _build(section: str, values: Any, *, file: str | None, text: str) -> Any:
     for key, value in values.items():
         _check_type(section, key, hints[key], value, file=file, line=_key_line(text, section, key))
     try:
-        return cls(**values)
+        built = cls(**values)
+        built.check_numbers()
+        return built
     except ConfigError as err:
         key = (err.field or "").split(".", 1)[-1]
         raise ConfigError(err.reason, file=file, line=_key_line(text, section, key), field=err.field) from None

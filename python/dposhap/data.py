@@ -528,6 +528,11 @@ def _source_name_problem(name: Any) -> str | None:
         return f"has spaces at its start or end: write {name.strip()!r}"
     if (problem := _unicode_problem(name)) is not None:
         return problem
+    if name.startswith("."):
+        return (
+            f"{name!r} starts with '.': such folder names are hidden and reserved for dposhap's temporary "
+            "folders (adapters/.tmp-*); rename the source"
+        )
     if name in (".", "..") or any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in name):
         return (
             f"{name!r} cannot name a folder (each source's adapter is saved in adapters/<source>/): "

@@ -73,6 +73,14 @@ class NotARunError(RunError):
     """The folder holds no trained run (no readable ``manifest.json`` with trained sources)."""
 
 
+class IncompleteRunError(RunError):
+    """A run lacks some of its planned sources (an interrupted ``train``, or a subset trained); says how to finish."""
+
+
+class IncompleteRunWarning(UserWarning):
+    """Valuing a partial run: the values are those of the trained sources only."""
+
+
 class RunLockedError(RunError):
     """Another process is working on the same run directory."""
 
@@ -141,6 +149,8 @@ __all__ = [
     "ModelLoadError",
     "RunError",
     "NotARunError",
+    "IncompleteRunError",
+    "IncompleteRunWarning",
     "RunLockedError",
     "CacheError",
     "PromptDataError",

@@ -18,35 +18,25 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import RunError
 from .interactions import InteractionResult, plot_interactions
 from .run import Run, atomic_write_json, atomic_write_text
+from .run.run import VALUES_FORMAT as _VALUES_FORMAT
 from .shapley import ShapleyResult
 from .uncertainty import Z95, ranking_groups
 
 __all__ = ["evaluated_on", "format_table", "load_values", "make_figures", "record_values"]
 
-VALUES_FORMAT = 1
+VALUES_FORMAT = _VALUES_FORMAT  # one owner: the run layer
 
 
 def load_values(run: Run) -> dict[str, Any]:
-    """``RUN/values.json``, or an empty document when nothing was valued yet."""
-    path = run.values_path
-    if not path.is_file():
-        return {"format": VALUES_FORMAT, "utilities": {}}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise RunError(
-            f"{path}: cannot read the values ({err}); move the file aside and run dposhap value "
-            "again (cached evaluations are reused)"
-        ) from None
+    """``RUN/values.json``, checked by the run layer (:meth:`dposhap.run.Run.read_values`); empty when nothing was valued yet."""
+    return run.read_values()
 
 
 def record_values(

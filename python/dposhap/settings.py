@@ -8,12 +8,18 @@ raise :class:`~dposhap.errors.ConfigError` naming ``table.field``.
 
 from __future__ import annotations
 
-from dataclasses import field
+import math
+from collections.abc import Iterable
+from dataclasses import field, fields
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 
-__all__ = ["Section", "setting"]
+__all__ = ["MAX_INT_SETTING", "Section", "setting"]
+
+#: The largest integer any setting takes (a batch size, a step count, a seed...): the libraries
+#: underneath store them in C integers, and a larger number is a typo, not a plan.
+MAX_INT_SETTING = 2**31 - 1
 
 
 def setting(text: str, *, flag: str | None = None, **kwargs: Any) -> Any:
@@ -46,3 +52,36 @@ class Section:
         allowed = get_args(hint)
         if get_origin(hint) is Literal and getattr(self, name) not in allowed:
             self.fail(name, f"must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
+
+    def check_range(self, name: str, low: float | None = None, high: float | None = None) -> None:
+        """Field ``name`` lies in ``[low, high]`` (either bound optional)."""
+        value = getattr(self, name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            if low is not None and high is not None:
+                bound = f"between {low} and {high}"
+            else:
+                bound = f">= {low}" if low is not None else f"<= {high}"
+            self.fail(name, f"must be {bound}, got {value!r}")
+
+    def check_choice(self, name: str, allowed: Iterable[str], what: str) -> None:
+        """Field ``name`` is one of ``allowed`` (the names ``what`` accepts, e.g. a library's enum)."""
+        names = list(allowed)
+        if getattr(self, name) not in names:
+            self.fail(name, f"is not a {what}: {getattr(self, name)!r}; use one of {', '.join(map(repr, names))}")
+
+    def check_numbers(self) -> None:
+        """Every number of the table is finite and every integer fits :data:`MAX_INT_SETTING`.
+
+        Called for every table when a config is built (:func:`dposhap.config.config_from_dict`),
+        so NaN, infinity or a 30-digit batch size never reaches TRL, PEFT or transformers.
+        """
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, bool):
+                    continue
+                if isinstance(item, float) and not math.isfinite(item):
+                    self.fail(f.name, f"must be a finite number, got {item!r}")
+                if isinstance(item, int) and abs(item) > MAX_INT_SETTING:
+                    self.fail(f.name, f"is out of range ({item}); settings take integers up to {MAX_INT_SETTING}")

@@ -13,7 +13,7 @@ from . import _core
 from .errors import DposhapError, InvalidArgumentError, UtilityError
 from .games import MarginGame
 from .uncertainty import Bootstrap, ItemScores, ItemUtility, PairComparison, bootstrap_weights, compare_pairs
-from .validate import check_int
+from .validate import MAX_PLAYERS, check_int
 
 ShapleyMethod = Literal["auto", "exact", "permutation", "antithetic", "stratified", "svarm", "regression", "kernel"]
 BanzhafMethod = Literal["auto", "exact", "msr"]
@@ -260,6 +260,7 @@ class ShapleyEstimator:
     ) -> None:
         if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool):
             raise InvalidArgumentError(f"n_players must be an integer, got {type(n_players).__name__}")
+        check_int("n_players", int(n_players), minimum=None, maximum=MAX_PLAYERS)  # before the engine allocates
         if budget is not None and (not isinstance(budget, (int, np.integer)) or isinstance(budget, bool)):
             raise InvalidArgumentError(f"budget must be an integer number of utility evaluations, got {budget!r}")
         if tol is not None and not (isinstance(tol, (int, float, np.floating)) and not isinstance(tol, bool)):
@@ -594,8 +595,8 @@ def _estimate(
             partial = est.result()
         except DposhapError:
             pass
-        if isinstance(exc, DposhapError):
-            exc.partial = partial
+        if isinstance(exc, (DposhapError, KeyboardInterrupt)):  # Ctrl-C keeps what was computed too
+            exc.partial = partial  # type: ignore[union-attr]
         elif isinstance(exc, Exception):
             exc.partial = partial  # type: ignore[attr-defined]
             exc.add_note(

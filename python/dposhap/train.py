@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig, load_config
 from .data import DataSpec, SourceData, load_eval_records, load_sources, write_split
-from .errors import InvalidArgumentError, RunError
+from .errors import ConfigError, InvalidArgumentError, RunError
 from .models import (
     ModelRef,
     adapter_metadata,
@@ -78,9 +78,12 @@ def train_sources(
         The run directory; created if needed. Its ``manifest.json`` is rewritten after every
         source, so an interrupted run keeps what it finished.
     sources
-        Train only these sources (overrides ``data.select`` / ``toy.sources``).
+        Train only these sources now (overrides ``data.select`` / ``toy.sources``). The run keeps
+        its other trained sources (status ``"kept"``) and its plan (``planned_sources``), so
+        ``dposhap value`` sees a partial run until every planned source is trained.
     force
-        Retrain every source even when its adapter is up to date.
+        Retrain every source even when its adapter is up to date. Without it, a source is retrained
+        when its data or settings changed or its adapter no longer matches its recorded sha256.
     progress
         Show progress bars (one per source).
 
@@ -105,8 +108,7 @@ def train_sources(
 
 
 def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
-    model_name, spec, world_record = _inputs(cfg, run, sources)
-    data = load_sources(spec)  # every data problem is reported here, before any model is loaded
+    model_name, spec, world_record, data = _inputs(cfg, run, sources)
     eval_records = _eval_records(cfg)
     device = resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.precision, device)
@@ -123,17 +125,38 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record)
     manifest.eval = _store_eval(run, cfg, eval_records)
     todo = [name for name, source in data.items() if force or not _up_to_date(run, source, training_hash)]
-    previous = _previous_entries(run)
+    previous_manifest = _previous_manifest(run)
+    previous = dict(previous_manifest.sources) if previous_manifest is not None else {}
+    # without --sources the config is the whole plan; a subset trained now (--sources) keeps the run's
+    # other sources: they stay planned, and stay trained while their adapters are intact and were
+    # trained the same way
+    planned = list(previous_manifest.planned_sources or previous) if previous_manifest is not None else []
+    if sources is None:
+        planned = []
+    manifest.planned_sources = list(dict.fromkeys([*planned, *_declared_sources(cfg), *data]))
+    for name, entry in previous.items():
+        if sources is None or name in data:
+            continue
+        if entry.training_hash == training_hash and run.adapter_intact(name, entry):
+            manifest.sources[name] = entry.with_status("kept")
     for name, source in data.items():
         if name not in todo:
             entry = previous.get(name) or _entry_from_adapter(run, source)
             manifest.sources[name] = entry.with_status("reused")
+    earlier_world = previous_manifest.world if previous_manifest is not None else None
+    if manifest.world is not None and earlier_world is not None and earlier_world.get("name") == manifest.world["name"]:
+        # the world of a subset trained now still holds the sources kept from earlier runs
+        kept = [s for s in earlier_world.get("sources", []) if s in manifest.sources]
+        manifest.world["sources"] = list(dict.fromkeys([*manifest.world.get("sources", []), *kept]))
+    order = [*previous, *data, *manifest.sources]  # a run's sources keep their places (player order)
+    manifest.sources = {k: manifest.sources[k] for k in dict.fromkeys(order) if k in manifest.sources}
     run.write_manifest(manifest)
     if not todo:
         return manifest
 
     tokenizer = load_tokenizer(ref)
     model = load_base_model(ref, dtype=dtype, device=device)
+    _check_against_model(cfg, model, tokenizer, [data[name] for name in todo])
     small = device == "cpu" and sum(p.numel() for p in model.parameters()) < ONE_THREAD_MAX_PARAMETERS
     threads = _torch_threads(1) if small else contextlib.nullcontext()
     with _quiet_libraries(), threads:
@@ -152,14 +175,20 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
                 eval_records=eval_records,
             )
             manifest.sources[name] = entry
-            manifest.sources = {k: manifest.sources[k] for k in data if k in manifest.sources}
+            order = [*previous, *data, *manifest.sources]
+            manifest.sources = {k: manifest.sources[k] for k in dict.fromkeys(order) if k in manifest.sources}
             manifest.updated_at = now()
             run.write_manifest(manifest)
     return manifest
 
 
-def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[str, DataSpec, dict | None]:
-    """The base model name, the data spec and (for a world's model) the world's manifest record."""
+def _inputs(
+    cfg: RunConfig, run: Run, sources: Sequence[str] | None
+) -> tuple[str, DataSpec, dict | None, dict[str, SourceData]]:
+    """The base model name, the data spec, (for a world's model) the world's manifest record, and the data.
+
+    Every data problem is reported here, before any model is loaded or any world built.
+    """
     d = cfg.data
     select = list(sources) if sources is not None else d.select
     common: dict[str, Any] = dict(
@@ -180,13 +209,15 @@ def _inputs(cfg: RunConfig, run: Run, sources: Sequence[str] | None) -> tuple[st
         spec = DataSpec(
             files=list(d.files), sources=dict(d.sources), select=select, base_dir=str(cfg.base_dir), **common
         )
+        data = load_sources(spec)
         if cfg.world is None:
-            return cfg.model.base, spec, None
+            return cfg.model.base, spec, None, data
         world = cfg.build_world(run.world_dir)  # the world's model on the user's own data: select is theirs
     else:
         world = cfg.build_world(run.world_dir, select)
         spec = DataSpec(sources={k: str(v) for k, v in world.data_files.items()}, **common)
-    return world.model_spec, spec, world.record(run.root)
+        data = load_sources(spec)
+    return world.model_spec, spec, world.record(run.root), data
 
 
 def _eval_records(cfg: RunConfig) -> list[dict[str, Any]]:
@@ -218,17 +249,73 @@ def _store_eval(run: Run, cfg: RunConfig, records: list[dict[str, Any]]) -> dict
 
 
 def _up_to_date(run: Run, source: SourceData, training_hash: str) -> bool:
-    meta = adapter_metadata(run.adapter_dir(source.name)) or {}
-    return meta.get("data_hash") == source.data_hash and meta.get("training_hash") == training_hash
-
-
-def _previous_entries(run: Run) -> dict[str, SourceEntry]:
-    """The sources of the manifest already there (none when it is missing or damaged: the adapters say)."""
+    """Whether the source's adapter was trained on the same data, the same way, and is intact on disk
+    (a truncated or bit-rotten weights file no longer matches its recorded checksum: it is retrained)."""
+    folder = run.adapter_dir(source.name)
     try:
-        manifest = run.read_manifest()
+        meta = adapter_metadata(folder) or {}
+    except Exception:  # a damaged dposhap.json: the adapter is retrained
+        return False
+    if meta.get("data_hash") != source.data_hash or meta.get("training_hash") != training_hash:
+        return False
+    return run.adapter_damage(folder, meta.get("adapter_sha256")) is None
+
+
+def _previous_manifest(run: Run) -> Manifest | None:
+    """The manifest already there (None when it is missing or damaged: the adapters say what is trained)."""
+    try:
+        return run.read_manifest()
     except RunError:
-        return {}
-    return dict(manifest.sources) if manifest is not None else {}
+        return None
+
+
+def _declared_sources(cfg: RunConfig) -> list[str]:
+    """The sources the config names (a world's list, ``data.select``, ``[data.sources]``), when it names them."""
+    # --sources trains a subset now; the plan stays what the config names (and earlier runs planned)
+    if cfg.data.given:
+        return list(cfg.data.select or cfg.data.sources)
+    kind = cfg.world
+    settings = cfg.worlds.get(kind.name) if kind is not None else None
+    return [str(s) for s in getattr(settings, "sources", None) or []]
+
+
+def _check_against_model(
+    cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sources: list[SourceData]
+) -> None:
+    """The settings that only the loaded model can check: LoRA target modules and ``dpo.max_length``.
+
+    Raises
+    ------
+    ConfigError
+        ``lora.target_modules`` names a module the model lacks, or ``dpo.max_length`` is shorter
+        than every prompt to train on.
+    """
+    targets = cfg.lora.target_modules
+    if targets != "all-linear":
+        wanted = [targets] if isinstance(targets, str) else list(targets)
+        names = [name for name, _ in model.named_modules() if name]
+        suffixes = {name.rsplit(".", 1)[-1] for name in names}
+        missing = [t for t in wanted if t not in suffixes and t not in names]
+        if missing:
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+            raise ConfigError(
+                f"names modules the model lacks ({', '.join(missing)}); its linear layers are "
+                f'{", ".join(linear)} (or use "all-linear")',
+                field="lora.target_modules",
+            )
+    shortest = None
+    for source in sources:
+        for record in source.train_records()[:64]:
+            prompt = record["prompt"]
+            text = prompt if isinstance(prompt, str) else " ".join(str(m.get("content", "")) for m in prompt)
+            length = len(tokenizer(text)["input_ids"])
+            shortest = length if shortest is None else min(shortest, length)
+    if shortest is not None and shortest + 1 >= cfg.dpo.max_length:
+        raise ConfigError(
+            f"is {cfg.dpo.max_length} tokens, but the shortest prompt alone takes {shortest}: no response would be "
+            f"trained on; raise it above {shortest + 1}",
+            field="dpo.max_length",
+        )
 
 
 def _entry_from_adapter(run: Run, source: SourceData) -> SourceEntry:
@@ -240,7 +327,9 @@ def _entry_from_adapter(run: Run, source: SourceData) -> SourceEntry:
 
 
 def _remove_leftovers(run: Run) -> None:
-    """Delete half-written adapters of an interrupted run (they were never renamed into place)."""
+    """Delete half-written adapters and files of an interrupted run (they were never renamed into place)."""
+    for path in run.root.glob(".*.tmp"):  # atomic writes' temporary files (the run lock is held)
+        path.unlink(missing_ok=True)
     if run.adapters_dir.is_dir():
         for path in run.adapters_dir.iterdir():
             if path.name.startswith((".tmp-", ".old-")):
@@ -292,15 +381,36 @@ def _train_one(
     eval_records: list[dict[str, Any]] | None = None,
 ) -> tuple[SourceEntry, PreTrainedModel]:
     """Train, evaluate and save one source's adapter; return its manifest entry and the clean base model."""
+    work = run.adapters_dir / f".tmp-{source.name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        return _train_into(
+            model, tokenizer, source, cfg, run, device, training_hash, work, label, progress, eval_records
+        )
+    finally:  # finished, failed, full disk or Ctrl-C: the temporary folder never outlives the attempt
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_into(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    source: SourceData,
+    cfg: RunConfig,
+    run: Run,
+    device: str,
+    training_hash: str,
+    work: Path,
+    label: str,
+    progress: bool,
+    eval_records: list[dict[str, Any]] | None,
+) -> tuple[SourceEntry, PreTrainedModel]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    work = run.adapters_dir / f".tmp-{source.name}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     d = cfg.dpo
     n_train = len(source.train)
     args = DPOConfig(
@@ -402,7 +512,6 @@ def _train_one(
     atomic_write_json(adapter_dir / "dposhap.json", {"source": source.name, **entry.to_dict()})
     shutil.rmtree(work / "trainer", ignore_errors=True)
     replace_dir(adapter_dir, run.adapter_dir(source.name))
-    shutil.rmtree(work, ignore_errors=True)
     return entry, model
 
 

@@ -11,7 +11,12 @@ from typing import Any
 
 from .errors import InvalidArgumentError
 
-__all__ = ["check_int", "check_positive", "is_int"]
+__all__ = ["MAX_PLAYERS", "check_int", "check_positive", "is_int"]
+
+#: The most players an estimator takes: checked before the Rust engine allocates anything (its
+#: tables grow with n, some with n squared). 65,536 sources is far beyond any valuation of data
+#: sources; a larger number is a mistake (e.g. 2**64) that would otherwise abort the process.
+MAX_PLAYERS = 2**16
 
 
 def is_int(value: Any) -> bool:

@@ -94,6 +94,7 @@ def value_run(
             f"the {utility} utility takes {kind.settings_type.__name__} settings, got {type(settings).__name__}"
         )
     run = Run.open(run_dir)
+    run.check_complete(strict=False)  # a partial run is valued over its trained sources, with a warning
     with run.lock(f"dposhap value --utility {utility}"), quiet_libraries():
         started = time.perf_counter()
         built: Utility = kind.build(

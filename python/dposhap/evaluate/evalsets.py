@@ -150,7 +150,12 @@ def evaluation_prompts(
                     )
                 texts.append(record["prompt"])
         else:
-            texts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            try:
+                texts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            except UnicodeDecodeError as err:
+                raise PromptDataError(
+                    f"is not UTF-8 text ({err.reason} at byte {err.start}): save it as UTF-8", file=str(file)
+                ) from None
     elif (trusted := trusted_records(run, eval_file)) is not None:
         texts = _unique_prompts(trusted)
     elif world is not None:

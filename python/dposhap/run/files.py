@@ -2,15 +2,23 @@
 
 Everything a run writes goes through a temporary name and a rename, so an interrupted run never
 leaves a half-written file or adapter behind.
+
+Fault injection, for the reliability tests: ``DPOSHAP_FAULT="ACTION:NAME[,ACTION:NAME...]"`` makes
+the write of the run file (or adapter folder) named ``NAME`` fail once its temporary copy is written,
+just before the rename: ``enospc`` raises ``OSError(ENOSPC)`` as a full disk does, ``kill`` sends
+the process SIGKILL, ``interrupt`` raises ``KeyboardInterrupt`` as Ctrl-C does. Unset, it costs
+one dictionary lookup per write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +26,26 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RunLockedError
+from ..errors import RunError, RunLockedError
 
-__all__ = ["atomic_write_json", "atomic_write_npy", "atomic_write_text", "hold_lock", "replace_dir"]
+__all__ = ["atomic_write_json", "atomic_write_npy", "atomic_write_text", "fault_point", "hold_lock", "replace_dir"]
+
+
+def fault_point(name: str) -> None:
+    """Fail here if ``DPOSHAP_FAULT`` asks for it for the file ``name`` (see the module's docstring)."""
+    spec = os.environ.get("DPOSHAP_FAULT")
+    if not spec:
+        return
+    for item in spec.split(","):
+        action, _, target = item.strip().partition(":")
+        if target != name:
+            continue
+        if action == "enospc":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if action == "interrupt":
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -32,6 +57,8 @@ def hold_lock(folder: Path, what: str) -> Iterator[None]:
     RunLockedError
         Another live process holds the lock (its pid and task are in the message).
     """
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"{folder} is a file, not a folder: give a run directory (a new or an existing folder)")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
     handle = open(path, "a+", encoding="utf-8")
@@ -63,6 +90,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        fault_point(path.name)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -83,6 +111,9 @@ def atomic_write_npy(path: str | Path, array: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             np.save(handle, array)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fault_point(path.name)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -96,6 +127,7 @@ def replace_dir(finished: Path, target: Path) -> None:
     The old folder is first renamed aside, so ``target`` is at every moment either the old
     complete folder, absent, or the new complete folder.
     """
+    fault_point(target.name)
     if target.exists():
         aside = target.with_name(f".old-{target.name}-{os.getpid()}")
         shutil.rmtree(aside, ignore_errors=True)

@@ -56,6 +56,13 @@ def _take(
     return value
 
 
+def _names(data: Mapping[str, Any], key: str, file: Path | None) -> list[str]:
+    value = _take(data, key, list, file, "", optional=True) or []
+    if not all(isinstance(name, str) for name in value):
+        raise _fail(file, key, "is not a list of source names")
+    return list(value)
+
+
 @dataclass(frozen=True)
 class BaseModelInfo:
     """The shared base model (the reference policy) of a run.
@@ -65,7 +72,7 @@ class BaseModelInfo:
     name
         As the config gave it (``model.base``): a world's name, a folder or a hub id.
     location
-        The resolved local folder or hub id.
+        The resolved local folder or hub id (a world run finds its model through the world instead).
     local
         Whether ``location`` is a local folder.
     revision
@@ -148,6 +155,10 @@ class SourceEntry:
         where = f"sources.{name}."
         if not isinstance(data, Mapping):
             raise _fail(file, f"sources.{name}", "is not an object")
+        for key in ("adapter", "heldout"):
+            path = data.get(key)
+            if isinstance(path, str) and (Path(path).is_absolute() or ".." in Path(path).parts):
+                raise _fail(file, f"{where}{key}", "is not a path inside the run directory")
         return cls(
             adapter=_take(data, "adapter", str, file, where),
             data_hash=_take(data, "data_hash", str, file, where),
@@ -193,6 +204,10 @@ class Manifest:
         Library versions and the machine the run was trained on.
     created_at, updated_at
         ISO 8601 times.
+    planned_sources
+        Every source the run is meant to have (the config's, and those of earlier ``train`` calls
+        on a subset), trained or not: a run whose :attr:`sources` lack some of them is partial
+        (:meth:`missing_sources`). Empty in runs written before it was recorded.
     """
 
     base_model: BaseModelInfo
@@ -205,6 +220,7 @@ class Manifest:
     created_at: str = field(default_factory=now)
     updated_at: str = field(default_factory=now)
     format: int = MANIFEST_FORMAT
+    planned_sources: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: Any, file: Path | None = None) -> Manifest:
@@ -224,9 +240,16 @@ class Manifest:
         if world is not None and (not isinstance(world, Mapping) or not isinstance(world.get("name"), str)):
             raise _fail(file, "world", "is not an object with a name")
         raw_sources = _take(data, "sources", dict, file, "")
+        config = _take(data, "config", dict, file, "")
+        for table in ("model", "lora", "dpo"):
+            if not isinstance(config.get(table, {}), Mapping):
+                raise _fail(file, f"config.{table}", "is not an object")
+        beta = config.get("dpo", {}).get("beta", 0.1)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+            raise _fail(file, "config.dpo.beta", "is not a positive number")
         return cls(
             base_model=BaseModelInfo.from_dict(data.get("base_model"), file),
-            config=dict(_take(data, "config", dict, file, "")),
+            config=dict(config),
             sources={name: SourceEntry.from_dict(entry, file, name) for name, entry in raw_sources.items()},
             world=dict(world) if world is not None else None,
             eval=dict(_take(data, "eval", dict, file, "", optional=True) or {}) or None,
@@ -234,6 +257,7 @@ class Manifest:
             machine=dict(_take(data, "machine", dict, file, "", optional=True) or {}),
             created_at=_take(data, "created_at", str, file, "", optional=True) or now(),
             updated_at=_take(data, "updated_at", str, file, "", optional=True) or now(),
+            planned_sources=_names(data, "planned_sources", file),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,7 +273,12 @@ class Manifest:
             "eval": self.eval,
             "config": self.config,
             "sources": {name: entry.to_dict() for name, entry in self.sources.items()},
+            "planned_sources": list(self.planned_sources),
         }
+
+    def missing_sources(self) -> list[str]:
+        """The planned sources that have no trained adapter (empty for a complete run)."""
+        return [name for name in self.planned_sources if name not in self.sources]
 
     @property
     def beta(self) -> float:

@@ -22,12 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+import math
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgumentError, NotARunError, RunError
+from ..errors import (
+    IncompleteRunError,
+    IncompleteRunWarning,
+    InvalidArgumentError,
+    NotARunError,
+    RunError,
+    first_line,
+)
 from ..models import ModelRef, load_adapters, load_base_model, load_tokenizer, resolve_device, resolve_model
 from ..worlds import World, get_world
 from .files import atomic_write_json, hold_lock
@@ -40,7 +49,50 @@ if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["Run", "RunModels"]
+__all__ = ["VALUES_FORMAT", "Run", "RunModels"]
+
+#: Format of ``RUN/values.json``.
+VALUES_FORMAT = 1
+#: sha256 of adapter weights files already verified by this process, keyed by (path, size, mtime).
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def _values_problem(doc: Any) -> str | None:
+    """What is wrong with a parsed ``values.json``, or None."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("utilities"), Mapping):
+        return "it is not an object with a 'utilities' object"
+    version = doc.get("format", VALUES_FORMAT)
+    if not isinstance(version, int) or version > VALUES_FORMAT:
+        return f"format {version!r} is not one this dposhap reads (up to {VALUES_FORMAT}); upgrade dposhap or"
+    for name, entry in doc["utilities"].items():
+        if not isinstance(entry, Mapping):
+            return f"entry {name!r} is not an object"
+        for key in ("objectives", "sources"):
+            value = entry.get(key)
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                return f"field 'utilities.{name}.{key}' is not a list of names"
+        objectives: list[str] = entry["objectives"]
+        sources: list[str] = entry["sources"]
+        for key in ("semivalue", "method"):
+            if not isinstance(entry.get(key), str):
+                return f"field 'utilities.{name}.{key}' is missing or not a string"
+        for key in ("n_evaluations", "seed"):
+            if isinstance(entry.get(key), bool) or not isinstance(entry.get(key), int):
+                return f"field 'utilities.{name}.{key}' is missing or not an integer"
+        for key in ("values", "stderr"):
+            table = entry.get(key)
+            for objective in objectives:
+                row = table.get(objective) if isinstance(table, Mapping) else None
+                if not isinstance(row, Mapping) or not all(
+                    isinstance(row.get(source), (int, float)) and not isinstance(row.get(source), bool)
+                    for source in sources
+                ):
+                    return f"field 'utilities.{name}.{key}.{objective}' does not hold a number per source"
+        if not isinstance(entry.get("history", []), list):
+            return f"field 'utilities.{name}.history' is not a list"
+        if not isinstance(entry.get("seconds", 0.0), (int, float)) or not math.isfinite(entry.get("seconds", 0.0)):
+            return f"field 'utilities.{name}.seconds' is not a number"
+    return None
 
 
 @dataclass
@@ -170,6 +222,8 @@ class Run:
             The manifest is damaged, or an adapter it lists is missing.
         """
         run = cls(path)
+        if run.root.exists() and not run.root.is_dir():
+            raise NotARunError(f"{run.root} is a file, not a run directory: give the folder dposhap train wrote")
         if not run.root.is_dir():
             raise NotARunError(
                 f"{run.root} is not a run directory (no such folder): check the path, or train into it "
@@ -187,8 +241,87 @@ class Run:
                 f"{run.root}: the adapters of {', '.join(missing)} are missing: run dposhap train again "
                 "to (re)train them"
             )
+        for name, entry in manifest.sources.items():
+            damage = run.adapter_damage(run.adapter_path(name, manifest), entry.adapter_sha256)
+            if damage is not None:
+                raise RunError(
+                    f"{run.root}: the adapter of source {name!r} {damage}: retrain it with "
+                    f"dposhap train --out {run.root} --sources {name} (with the config the run was trained with)"
+                )
         run._manifest = manifest
         return run
+
+    # -- integrity and completeness --------------------------------------------------------
+
+    @staticmethod
+    def adapter_damage(folder: Path, sha256: str | None) -> str | None:
+        """Why the adapter in ``folder`` cannot be used (missing files, weights not matching ``sha256``), or None.
+
+        The weights file is hashed once per process while its size and modification time stay the same.
+        """
+        if not (folder / "adapter_config.json").is_file():
+            return f"at {folder} has no adapter_config.json"
+        weights = sorted(folder.glob("adapter_model.*"))
+        if not weights:
+            return f"at {folder} has no weights file"
+        if sha256 is None:
+            return None
+        try:
+            stat = weights[0].stat()
+            key = (str(weights[0].resolve()), stat.st_size, stat.st_mtime_ns)
+            if key not in _VERIFIED:
+                _VERIFIED[key] = file_sha256(weights[0])
+        except OSError as err:
+            return f"cannot be read ({err.strerror or err})"
+        if _VERIFIED[key] != sha256:
+            return f"weights file {weights[0].name} does not match its recorded sha256 (truncated or damaged on disk)"
+        return None
+
+    def adapter_intact(self, source: str, entry: Any) -> bool:
+        """Whether a manifest entry's adapter is on disk and matches its recorded checksum."""
+        return self.adapter_damage(self.root / entry.adapter, entry.adapter_sha256) is None
+
+    def check_complete(self, *, strict: bool = True) -> list[str]:
+        """The planned sources that are not trained; refuse (``strict``) or warn when there are any.
+
+        Raises
+        ------
+        IncompleteRunError
+            ``strict`` and the run is partial (a ``train`` was interrupted, or trained a subset).
+        """
+        missing = self.manifest.missing_sources()
+        if missing:
+            trained = len(self.manifest.sources)
+            message = (
+                f"{self.root} is a partial run: {trained} of {trained + len(missing)} planned sources are trained "
+                f"(not trained: {', '.join(missing)}); finish it with dposhap train --out {self.root} (the same "
+                "config), or value only the trained ones with dposhap value --partial"
+            )
+            if strict:
+                raise IncompleteRunError(message)
+            warnings.warn(message, IncompleteRunWarning, stacklevel=2)
+        return missing
+
+    def read_values(self) -> dict[str, Any]:
+        """``RUN/values.json``, checked (an empty document when nothing was valued yet).
+
+        Raises
+        ------
+        RunError
+            The file cannot be read, is not JSON, or is not shaped as dposhap writes it.
+        """
+        path = self.values_path
+        if not path.is_file():
+            return {"format": VALUES_FORMAT, "utilities": {}}
+        fix = "move the file aside and run dposhap value again (cached evaluations are reused)"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise RunError(f"{path}: cannot read the values ({first_line(err)}); {fix}") from None
+        problem = _values_problem(doc)
+        if problem is not None:
+            raise RunError(f"{path}: {problem}: the file is damaged; {fix}")
+        return doc
 
     @property
     def manifest(self) -> Manifest:
@@ -260,6 +393,8 @@ class Run:
         settings = self.manifest.model_settings
         world = self.world()
         location = str(world.model_dir) if world is not None else base.location
+        if world is None and base.local and not Path(location).is_absolute():  # stored relative to the run
+            location = str(self.root / location)
         if base.local and base.origin and not Path(location).is_dir():
             location = base.origin
         return resolve_model(
@@ -297,15 +432,20 @@ class Run:
 
     # -- caches ----------------------------------------------------------------------------
 
-    def store(self, *, readonly: bool = False) -> UtilityStore:
-        """The run's utility cache (``RUN/cache.sqlite``)."""
-        return UtilityStore(self.cache_path, readonly=readonly)
+    def store(self, *, readonly: bool = False, synchronous: str | None = None) -> UtilityStore:
+        """The run's utility cache (``RUN/cache.sqlite``); ``synchronous="full"`` (or the environment's
+        ``DPOSHAP_SQLITE_SYNCHRONOUS=full``) makes every write survive a power cut."""
+        return UtilityStore(self.cache_path, readonly=readonly, synchronous=synchronous)
 
     def cache_identity(self, sources: Sequence[str] | None = None) -> dict[str, Any]:
-        """What every cached evaluation of this run depends on: the base model and each adapter."""
+        """What every cached evaluation of this run depends on: the base model, each adapter, and the
+        players' order (cached rows and coalition bits are by position; canonical JSON sorts the
+        adapters' keys, so the order is recorded on its own)."""
         base = self.manifest.base_model
+        names = self.select_sources(sources)
         return {
             "base": base.fingerprint,
             "dtype": base.dtype,
-            "adapters": {name: self.adapter_identity(name) for name in self.select_sources(sources)},
+            "adapters": {name: self.adapter_identity(name) for name in names},
+            "players": list(names),
         }

@@ -29,9 +29,11 @@ A coalition is stored as ``ceil(n / 8)`` bytes: player ``i`` is bit ``i % 8`` of
 ``i // 8``, so ``int.from_bytes(blob, "little")`` has bit ``i`` set exactly when player ``i``
 is a member. Seeds are unsigned 64-bit numbers, stored in two's complement.
 
-The database runs in WAL mode with ``synchronous=NORMAL``: a finished :meth:`UtilityStore.record`
-survives the process being killed; a power cut can lose the last few batches but never
-corrupts the file. One writer at a time: a writer holds an exclusive advisory lock on
+The database runs in WAL mode with ``synchronous=NORMAL`` (``FULL`` when asked: then a power cut
+loses nothing either): a finished :meth:`UtilityStore.record` survives the process being killed;
+a power cut can lose the last few batches but never corrupts the file. Every open runs SQLite's
+``quick_check`` and reads the schema before writing anything, so a damaged or foreign file is
+refused untouched; a full disk is reported as such and the file kept. One writer at a time: a writer holds an exclusive advisory lock on
 ``<cache>.lock`` for its lifetime; readers (``readonly=True``) take none.
 """
 
@@ -201,6 +203,9 @@ class UtilityStore:
         How long an SQLite statement waits for a busy database before giving up.
     readonly
         Open for reading only: no lock is taken, so reports can read while a valuation writes.
+    synchronous
+        ``"normal"`` or ``"full"`` (SQLite's ``PRAGMA synchronous``); default the environment's
+        ``DPOSHAP_SQLITE_SYNCHRONOUS``, else ``"normal"``.
 
     Raises
     ------
@@ -217,9 +222,15 @@ class UtilityStore:
     ...     result = dposhap.shapley(cached(utility, store, key), 4)
     """
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 5.0, readonly: bool = False):
+    def __init__(
+        self, path: str | Path, *, timeout_s: float = 5.0, readonly: bool = False, synchronous: str | None = None
+    ):
         if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s >= 0):
             raise InvalidArgumentError(f"timeout_s must be a finite number of seconds >= 0, got {timeout_s!r}")
+        synchronous = (synchronous or os.environ.get("DPOSHAP_SQLITE_SYNCHRONOUS") or "normal").lower()
+        if synchronous not in ("normal", "full"):
+            raise InvalidArgumentError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        self.synchronous = synchronous
         self.path = Path(path)
         self.readonly = bool(readonly)
         self._lock_file: IO[str] | None = None
@@ -283,27 +294,39 @@ class UtilityStore:
         try:
             with self._translate("open"):
                 conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+                # read before writing anything: a foreign or damaged file is refused untouched
+                self._check_integrity(conn)
+                self._check_foreign(conn)
                 if not self.readonly:
                     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                     if str(mode).lower() != "wal":
                         raise CacheError(
                             f"could not put the utility cache {self.path} in WAL mode (SQLite kept {mode!r})"
                         )
-                    conn.execute("PRAGMA synchronous = NORMAL")
+                    conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
                 self._check_schema(conn)
         except BaseException:
             conn.close()
             raise
         return conn
 
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """SQLite's own check of the file's structure (``PRAGMA quick_check``), before anything is read or written."""
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise self._damaged("check", sqlite3.DatabaseError("; ".join(problems)))
+
+    def _check_foreign(self, conn: sqlite3.Connection) -> None:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "meta" not in tables:
+            raise CacheError(
+                f"{self.path} is an SQLite database but not a dposhap utility cache (it has tables "
+                f"{', '.join(sorted(tables))}): it was left untouched; move it aside or use another run directory"
+            )
+
     def _check_schema(self, conn: sqlite3.Connection) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" not in tables:
-            if tables:
-                raise CacheError(
-                    f"{self.path} is an SQLite database but not a dposhap utility cache (it has tables "
-                    f"{', '.join(sorted(tables))}): move it aside and run again"
-                )
             if self.readonly:
                 raise CacheError(f"the utility cache {self.path} is empty: nothing has been evaluated in this run yet")
             conn.execute("BEGIN IMMEDIATE")
@@ -356,6 +379,15 @@ class UtilityStore:
             yield
         except sqlite3.OperationalError as exc:
             text = str(exc).lower()
+            if "no transaction is active" in text and isinstance(exc.__context__, sqlite3.Error):
+                # SQLite already rolled back on its own (as it does on a full disk): the cause is the first error
+                text = f"{text}; {exc.__context__}".lower()
+            full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            if full or "disk is full" in text or "database or disk is full" in text:
+                raise CacheError(
+                    f"the disk is full: could not {doing} the utility cache {self.path} ({exc}); the file is kept "
+                    "with every evaluation written so far: free some space and run the same command again to resume"
+                ) from exc
             if "locked" in text or "busy" in text:
                 raise RunLockedError(
                     f"the utility cache {self.path} stayed busy beyond the timeout while trying to {doing} it ({exc}): "

@@ -396,7 +396,10 @@ class GroupedGame:
         n_groups = sizes.size
         grid = np.stack(np.meshgrid(*[np.arange(k + 1) for k in sizes], indexing="ij"), axis=-1).reshape(-1, n_groups)
         values = np.concatenate(
-            [np.asarray(self.value_of_counts(grid[lo : lo + chunk]), dtype=np.float64) for lo in range(0, len(grid), chunk)]
+            [
+                np.asarray(self.value_of_counts(grid[lo : lo + chunk]), dtype=np.float64)
+                for lo in range(0, len(grid), chunk)
+            ]
         )
         strides = np.array([int(np.prod(sizes[g + 1 :] + 1)) for g in range(n_groups)], dtype=np.int64)
         total = grid.sum(axis=1)

@@ -11,7 +11,7 @@ mod svarm;
 pub use exact::{exact_weights, fold_coalition, ExactSampler};
 pub use kernel::KernelSampler;
 pub use msr::MsrSampler;
-pub use paired::PairedSampler;
+pub use paired::{AdaptiveSampler, PairedSampler};
 pub use permutation::PermutationSampler;
 pub use stratified::StratifiedSampler;
 pub use svarm::{SvarmSampler, QUADRATIC_MAX_PLAYERS, REGRESSION_MAX_PLAYERS};
@@ -304,7 +304,7 @@ pub fn make_sampler(method: Method, opts: &SamplerOptions) -> Result<Box<dyn Sam
         Method::Stratified => Box::new(StratifiedSampler::new(n, opts.budget, opts.pilot)),
         Method::Svarm => Box::new(SvarmSampler::new(n, opts.budget, false)),
         Method::SvarmRegression if (QUADRATIC_MAX_PLAYERS + 1..=REGRESSION_MAX_PLAYERS).contains(&n) => {
-            Box::new(PairedSampler::new(n, opts.budget))
+            Box::new(AdaptiveSampler::new(n, opts.budget))
         }
         Method::SvarmRegression => Box::new(SvarmSampler::new(n, opts.budget, true)),
         Method::Kernel => Box::new(KernelSampler::new(n)),

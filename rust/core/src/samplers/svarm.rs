@@ -419,6 +419,11 @@ impl SvarmSampler {
         }
     }
 
+    /// Whether coalitions of size `s` are enumerated (and not sampled).
+    pub(super) fn is_exhaustive(&self, s: usize) -> bool {
+        self.exhaustive[s]
+    }
+
     fn plan_warmup(&mut self) {
         let n = self.n;
         for s in 0..=n {

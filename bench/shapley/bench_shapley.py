@@ -57,9 +57,9 @@ ACCURACY_BUDGETS = (500, 2000)
 ACCURACY_SIZES = (16, 32, 64, 128)
 
 
-def large_budgets(n: int) -> tuple[int, ...]:
-    """Budgets of the accuracy benchmark past enumeration: 10n, 30n and 100n evaluations."""
-    return (10 * n, 30 * n, 100 * n)
+def large_budgets(n: int, multiples: tuple[int, ...] = (10, 30, 100)) -> tuple[int, ...]:
+    """Budgets of the accuracy benchmark past enumeration: 10n, 30n and 100n evaluations by default."""
+    return tuple(k * n for k in multiples)
 
 
 OVERHEAD_NS = (16, 128)
@@ -586,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
         "--large-seeds", type=int, default=None, help="seeds per accuracy cell at n > 16 (default 3; quick 2)"
     )
     parser.add_argument(
+        "--large-budgets",
+        default="10,30,100",
+        help="budgets past n=16 as comma-separated multiples of n (default 10,30,100)",
+    )
+    parser.add_argument(
         "--sizes",
         default=",".join(str(x) for x in ACCURACY_SIZES),
         help="comma-separated player counts of the accuracy benchmark (16 uses the enumerated games and "
@@ -653,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
         all_rows: list[dict[str, Any]] = []
         size_tables: list[MarkdownTable] = []
         for n in sizes:
-            budgets = ACCURACY_BUDGETS if n <= G.MAX_ENUMERATED_PLAYERS else large_budgets(n)
+            multiples = tuple(int(x) for x in args.large_budgets.split(",") if x.strip())
+            budgets = ACCURACY_BUDGETS if n <= G.MAX_ENUMERATED_PLAYERS else large_budgets(n, multiples)
             rows, acc_tables, notes = bench_accuracy(
                 our, peers, seeds if n <= G.MAX_ENUMERATED_PLAYERS else large_seeds, n, budgets
             )

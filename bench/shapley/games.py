@@ -97,6 +97,26 @@ def third_order_utility(
     return utility
 
 
+def unanimity_utility(terms: list[tuple[tuple[int, ...], float]], n: int) -> UtilityFn:
+    """``v(S) = sum_T c_T 1[T subset of S]``, vectorised per term size (the same values as
+    :class:`dposhap.testing.InteractionGame`, whose loop over terms is too slow for the peers
+    that evaluate one coalition per call)."""
+    by_size: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k in sorted({len(t) for t, _ in terms}):
+        members = np.array([t for t, _ in terms if len(t) == k], dtype=np.int64)
+        coefs = np.array([c for t, c in terms if len(t) == k], dtype=np.float64)
+        by_size[k] = (members, coefs)
+
+    def utility(coalitions: np.ndarray) -> np.ndarray:
+        x = coalition_matrix(coalitions, n)
+        out = np.zeros(x.shape[0])
+        for members, coefs in by_size.values():
+            out += x[:, members].all(axis=2) @ coefs
+        return out
+
+    return utility
+
+
 def preference_margins(n: int, m: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
     """Margins ``[n, m]`` with heterogeneous per-source signal and noise.
 
@@ -229,7 +249,7 @@ def make_large_games(n: int) -> list[Game]:
         Game(
             name="third-order",
             n=n,
-            utility=interaction,
+            utility=unanimity_utility(interaction.terms, n),
             description=f"sum of unanimity games: n singletons N(0,1), {2 * n} pairs and {2 * n} triples N(0,4)",
             exact=interaction.shapley(),
         )

@@ -245,13 +245,13 @@ impl PairedSampler {
         for i in 0..n {
             let row = &coef[i * w..(i + 1) * w];
             b.add_offset(i, &row[..dims.k], &row[dims.k..]);
-            for s in 1..n {
+            for (s, slot) in imputed.iter_mut().enumerate().take(n).skip(1) {
                 let cell = self.cell(i, s);
                 if table.is_exact(cell) || table.count(cell) > 0 {
                     b.add_cell(i, scale, &table, cell);
                     continue;
                 }
-                let mean = imputed[s].get_or_insert_with(|| {
+                let mean = slot.get_or_insert_with(|| {
                     let mut acc = vec![0.0; w];
                     let mut total = 0u64;
                     for p in 0..n {

@@ -87,9 +87,11 @@ def bench_accuracy(
     seeds: int,
     n: int = ACCURACY_N,
     budgets: tuple[int, ...] = ACCURACY_BUDGETS,
+    warm_n: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[MarkdownTable], list[str]]:
     """MSE against exact values for every (game, budget) cell and every provider, at ``n`` players."""
     games = G.make_games(n) if n <= G.MAX_ENUMERATED_PLAYERS else G.make_large_games(n)
+    warm_n = n if warm_n is None else warm_n
     providers = our + peers
     notes: list[str] = []
 
@@ -106,9 +108,9 @@ def bench_accuracy(
             + f"efficiency gap |sum(phi) - (v(N) - v(empty))| = {gap:.1e}"
         )
 
-    # warm-up: imports, first-call costs
+    # warm-up: imports, first-call costs (once, at the first size measured)
     warm = games[0]
-    for p in providers:
+    for p in providers if n == warm_n else []:
         try:
             p.run(P.CountingUtility(warm.utility, warm.n), warm.n, min(budgets), 12345)
         except Exception as exc:  # only budget refusals pass
@@ -661,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
             multiples = tuple(int(x) for x in args.large_budgets.split(",") if x.strip())
             budgets = ACCURACY_BUDGETS if n <= G.MAX_ENUMERATED_PLAYERS else large_budgets(n, multiples)
             rows, acc_tables, notes = bench_accuracy(
-                our, peers, seeds if n <= G.MAX_ENUMERATED_PLAYERS else large_seeds, n, budgets
+                our, peers, seeds if n <= G.MAX_ENUMERATED_PLAYERS else large_seeds, n, budgets, warm_n=sizes[0]
             )
             all_rows += rows
             preamble += notes

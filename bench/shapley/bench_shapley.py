@@ -666,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
                 our, peers, seeds if n <= G.MAX_ENUMERATED_PLAYERS else large_seeds, n, budgets, warm_n=sizes[0]
             )
             all_rows += rows
+            write_csv(out / "shapley_accuracy.csv", all_rows)  # after every size: a long run keeps what it measured
             preamble += notes
             if with_ours and n == ACCURACY_N:
                 preamble += our_exact_checks(G.make_games(ACCURACY_N))

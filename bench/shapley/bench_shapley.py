@@ -2,8 +2,10 @@
 
 Three parts, each with one setup and several named providers:
 
-1. accuracy  -- MSE against exact Shapley values at n = 16 for budgets 500 and 2000,
-   averaged over seeds, on four nonlinear games (see ``games.py``);
+1. accuracy  -- MSE against exact Shapley values at n = 16 for budgets 500 and 2000
+   (four nonlinear games, exact values by enumeration) and at n = 32, 64, 128 for budgets
+   10n, 30n, 100n (five games with exact values from their structure), averaged over seeds
+   (see ``games.py``; ``--sizes`` picks the player counts);
 2. overhead  -- microseconds per utility evaluation with a nearly free utility,
    n = 16 and n = 128;
 3. scale     -- a preference-accuracy margin game with n = 1000 sources and
@@ -52,6 +54,14 @@ from _harness import (  # noqa: E402
 
 ACCURACY_N = 16
 ACCURACY_BUDGETS = (500, 2000)
+ACCURACY_SIZES = (16, 32, 64, 128)
+
+
+def large_budgets(n: int, multiples: tuple[int, ...] = (10, 30, 100)) -> tuple[int, ...]:
+    """Budgets of the accuracy benchmark past enumeration: 10n, 30n and 100n evaluations by default."""
+    return tuple(k * n for k in multiples)
+
+
 OVERHEAD_NS = (16, 128)
 OVERHEAD_BUDGET = 20_000
 SCALE_N = 1000
@@ -72,10 +82,16 @@ _T0 = time.perf_counter()
 
 
 def bench_accuracy(
-    our: list[Provider], peers: list[Provider], seeds: int
+    our: list[Provider],
+    peers: list[Provider],
+    seeds: int,
+    n: int = ACCURACY_N,
+    budgets: tuple[int, ...] = ACCURACY_BUDGETS,
+    warm_n: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[MarkdownTable], list[str]]:
-    """MSE against exact values for every (game, budget) cell and every provider."""
-    games = G.make_games(ACCURACY_N)
+    """MSE against exact values for every (game, budget) cell and every provider, at ``n`` players."""
+    games = G.make_games(n) if n <= G.MAX_ENUMERATED_PLAYERS else G.make_large_games(n)
+    warm_n = n if warm_n is None else warm_n
     providers = our + peers
     notes: list[str] = []
 
@@ -83,15 +99,20 @@ def bench_accuracy(
         G.exact_shapley(game)
         gap, secs = G.exact_report(game)
         notes.append(
-            f"- exact `{game.name}`: 2^{game.n} coalitions in {secs:.2f} s, "
-            f"efficiency gap |sum(phi) - (v(N) - v(empty))| = {gap:.1e}"
+            f"- exact `{game.name}` (n={game.n}): "
+            + (
+                f"2^{game.n} coalitions in {secs:.2f} s, "
+                if game.exact is None
+                else "known from the game's structure, "
+            )
+            + f"efficiency gap |sum(phi) - (v(N) - v(empty))| = {gap:.1e}"
         )
 
-    # warm-up: imports, first-call costs
+    # warm-up: imports, first-call costs (once, at the first size measured)
     warm = games[0]
-    for p in providers:
+    for p in providers if n == warm_n else []:
         try:
-            p.run(P.CountingUtility(warm.utility, warm.n), warm.n, max(ACCURACY_BUDGETS), 12345)
+            p.run(P.CountingUtility(warm.utility, warm.n), warm.n, min(budgets), 12345)
         except Exception as exc:  # only budget refusals pass
             if not P.is_budget_too_small_error(exc):
                 raise
@@ -100,8 +121,8 @@ def bench_accuracy(
     cell_mse: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
     for game in games:
         phi = G.exact_shapley(game)
-        for budget in ACCURACY_BUDGETS:
-            log(f"accuracy: {game.name} budget={budget}")
+        for budget in budgets:
+            log(f"accuracy: {game.name} n={n} budget={budget}")
             for p in providers:
                 mses, evals, reported, times, methods = [], [], [], [], set()
                 refused = ""
@@ -152,13 +173,13 @@ def bench_accuracy(
                 )
 
     # --- tables
-    cells = [(g.name, b) for g in games for b in ACCURACY_BUDGETS]
+    cells = [(g.name, b) for g in games for b in budgets]
     cell_cols = [f"{g} B={b}" for g, b in cells]
     peer_names = [p.name for p in peers]
     by_key = {(r["game"], r["budget"], r["provider"]): r for r in rows}
 
     mse_table = MarkdownTable(
-        caption=f"Accuracy: MSE against exact Shapley values, n={ACCURACY_N}, mean over {seeds} seeds",
+        caption=f"Accuracy: MSE against exact Shapley values, n={n}, mean over {seeds} seeds",
         columns=["provider", *cell_cols],
     )
     for p in providers:
@@ -184,7 +205,7 @@ def bench_accuracy(
     )
 
     ratio_table = MarkdownTable(
-        caption="Accuracy: MSE of ours / MSE of the best peer in the same cell (< 1: ours better)",
+        caption=f"Accuracy, n={n}: MSE of ours / MSE of the best peer in the same cell (< 1: ours better)",
         columns=["ours", *cell_cols, "geometric mean"],
         notes=["The geometric mean runs over the cells where the method accepted the budget."],
     )
@@ -201,25 +222,25 @@ def bench_accuracy(
         ratio_table.notes.append("(no dposhap providers in this run)")
 
     evals_table = MarkdownTable(
-        caption="Evaluations actually made (max over games and seeds) and median wall time per run",
+        caption=f"n={n}: evaluations actually made (max over games and seeds) and median wall time per run",
         columns=[
             "provider",
-            *[f"evals B={b}" for b in ACCURACY_BUDGETS],
-            *[f"ms/run B={b}" for b in ACCURACY_BUDGETS],
+            *[f"evals B={b}" for b in budgets],
+            *[f"ms/run B={b}" for b in budgets],
             "auto chose",
         ],
     )
     for p in providers:
         mine = [r for r in rows if r["provider"] == p.name]
-        ev = [max(r["evals_max"] for r in mine if r["budget"] == b) for b in ACCURACY_BUDGETS]
+        ev = [max(r["evals_max"] for r in mine if r["budget"] == b) for b in budgets]
         tm = [
             statistics.median(
                 [r["time_ms_median"] for r in mine if r["budget"] == b and not r["refused"]] or [float("nan")]
             )
-            for b in ACCURACY_BUDGETS
+            for b in budgets
         ]
         chosen = sorted({m for r in mine for m in r["chosen_method"].split("/") if m})
-        refused = [all(r["refused"] for r in mine if r["budget"] == b) for b in ACCURACY_BUDGETS]
+        refused = [all(r["refused"] for r in mine if r["budget"] == b) for b in budgets]
         evals_table.rows.append(
             [
                 f"`{p.name}`",
@@ -229,12 +250,48 @@ def bench_accuracy(
             ]
         )
 
-    games_table = MarkdownTable(caption="Games", columns=["game", "description", "v(empty)", "v(N)"])
+    games_table = MarkdownTable(caption=f"Games, n={n}", columns=["game", "description", "v(empty)", "v(N)"])
     for g in games:
         t = g.utility(np.vstack([np.zeros(g.n, bool), np.ones(g.n, bool)]))
         games_table.rows.append([g.name, g.description, fmt_fixed(t[0], 4), fmt_fixed(t[1], 4)])
 
     return rows, [games_table, mse_table, ratio_table, evals_table], notes
+
+
+def summary_table(rows: list[dict[str, Any]], peer_names: list[str]) -> MarkdownTable:
+    """MSE(ours:auto) / MSE(best peer) per n: geometric mean over cells, worst cell, and per cell."""
+    cells: dict[tuple[int, str, int], dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        cells[(r["n"], r["game"], r["budget"])][r["provider"]] = r["mse_mean"]
+    table = MarkdownTable(
+        caption="Summary: MSE of `ours:auto` / MSE of the best peer, per number of players",
+        columns=["n", "cells", "geometric mean", "worst cell", "cells where auto loses", "best peers"],
+    )
+    for n in sorted({k[0] for k in cells}):
+        ratios, worst, losses, winners = [], (0.0, ""), [], set()
+        for (n_, game, budget), mse in sorted(cells.items()):
+            if n_ != n or "ours:auto" not in mse:
+                continue
+            peer = {k: v for k, v in mse.items() if k in peer_names and math.isfinite(v)}
+            best_name = min(peer, key=peer.__getitem__)
+            ratio = mse["ours:auto"] / peer[best_name]
+            ratios.append(ratio)
+            winners.add(best_name.split(":", 1)[1])
+            if ratio > worst[0]:
+                worst = (ratio, f"{game} B={budget}")
+            if ratio > 1:
+                losses.append(f"{game} B={budget} ({fmt_fixed(ratio)})")
+        table.rows.append(
+            [
+                str(n),
+                str(len(ratios)),
+                f"**{fmt_fixed(P.geometric_mean(ratios))}**",
+                f"{fmt_fixed(worst[0])} ({worst[1]})",
+                ", ".join(losses) or "none",
+                ", ".join(sorted(winners)),
+            ]
+        )
+    return table
 
 
 def our_exact_checks(games: list[G.Game]) -> list[str]:
@@ -526,7 +583,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=["accuracy", "overhead", "scale"], action="append", help="run only these parts (repeatable)"
     )
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per accuracy cell")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per accuracy cell at n=16")
+    parser.add_argument(
+        "--large-seeds", type=int, default=None, help="seeds per accuracy cell at n > 16 (default 3; quick 2)"
+    )
+    parser.add_argument(
+        "--large-budgets",
+        default="10,30,100",
+        help="budgets past n=16 as comma-separated multiples of n (default 10,30,100)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(x) for x in ACCURACY_SIZES),
+        help="comma-separated player counts of the accuracy benchmark (16 uses the enumerated games and "
+        "budgets 500/2000, larger ones the structured games and budgets 10n/30n/100n)",
+    )
     parser.add_argument(
         "--scale-cap",
         type=float,
@@ -584,12 +655,27 @@ def main(argv: list[str] | None = None) -> int:
     tables.append(provider_table)
 
     if "accuracy" in parts:
-        rows, acc_tables, notes = bench_accuracy(our, peers, seeds)
-        write_csv(out / "shapley_accuracy.csv", rows)
-        preamble += notes
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+        large_seeds = args.large_seeds or (2 if args.quick else 3)
+        all_rows: list[dict[str, Any]] = []
+        size_tables: list[MarkdownTable] = []
+        for n in sizes:
+            multiples = tuple(int(x) for x in args.large_budgets.split(",") if x.strip())
+            budgets = ACCURACY_BUDGETS if n <= G.MAX_ENUMERATED_PLAYERS else large_budgets(n, multiples)
+            rows, acc_tables, notes = bench_accuracy(
+                our, peers, seeds if n <= G.MAX_ENUMERATED_PLAYERS else large_seeds, n, budgets, warm_n=sizes[0]
+            )
+            all_rows += rows
+            write_csv(out / "shapley_accuracy.csv", all_rows)  # after every size: a long run keeps what it measured
+            preamble += notes
+            if with_ours and n == ACCURACY_N:
+                preamble += our_exact_checks(G.make_games(ACCURACY_N))
+            size_tables += acc_tables
+        write_csv(out / "shapley_accuracy.csv", all_rows)
+        preamble.append("- " + P.SHAPIQ_NOT_MEASURED)
         if with_ours:
-            preamble += our_exact_checks(G.make_games(ACCURACY_N))
-        tables += acc_tables
+            tables.append(summary_table(all_rows, [p.name for p in peers]))
+        tables += size_tables
     if "overhead" in parts:
         rows, t = bench_overhead(with_ours, repeats)
         write_csv(out / "shapley_overhead.csv", rows)

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dposhap.testing import (
+    InteractionGame,
+    airport_shapley,
+    airport_utility,
     coalition_matrix,
+    grouped_groups,
+    grouped_margin_game,
+    grouped_voting,
     margin_utility,
     semivalue_reference,
     table_of,
@@ -26,6 +32,9 @@ from dposhap.testing import (
 )
 
 UtilityFn = Callable[[np.ndarray], np.ndarray]
+
+#: Most players of the games whose exact values come from enumerating all 2^n coalitions.
+MAX_ENUMERATED_PLAYERS = 16
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,9 @@ class Game:
     margin_kind
         The ``dposhap.MarginGame`` objective matching ``utility`` (``"accuracy"``,
         ``"logsigmoid"``), or ``None`` for other games.
+    exact
+        Exact Shapley values ``[n]`` known in closed form or from the game's structure
+        (games too large to enumerate), or ``None`` (then all 2^n coalitions are enumerated).
     """
 
     name: str
@@ -56,6 +68,7 @@ class Game:
     description: str
     margins: np.ndarray | None = field(default=None, repr=False)
     margin_kind: str | None = None
+    exact: np.ndarray | None = field(default=None, repr=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -80,6 +93,26 @@ def third_order_utility(
         inner = x @ a + np.einsum("bi,ij,bj->b", x, b, x)
         inner += (x[:, t[:, 0]] * x[:, t[:, 1]] * x[:, t[:, 2]]) @ c
         return np.tanh(scale * inner)
+
+    return utility
+
+
+def unanimity_utility(terms: list[tuple[tuple[int, ...], float]], n: int) -> UtilityFn:
+    """``v(S) = sum_T c_T 1[T subset of S]``, vectorised per term size (the same values as
+    :class:`dposhap.testing.InteractionGame`, whose loop over terms is too slow for the peers
+    that evaluate one coalition per call)."""
+    by_size: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k in sorted({len(t) for t, _ in terms}):
+        members = np.array([t for t, _ in terms if len(t) == k], dtype=np.int64)
+        coefs = np.array([c for t, c in terms if len(t) == k], dtype=np.float64)
+        by_size[k] = (members, coefs)
+
+    def utility(coalitions: np.ndarray) -> np.ndarray:
+        x = coalition_matrix(coalitions, n)
+        out = np.zeros(x.shape[0])
+        for members, coefs in by_size.values():
+            out += x[:, members].all(axis=2) @ coefs
+        return out
 
     return utility
 
@@ -166,6 +199,75 @@ def make_games(n: int = 16) -> list[Game]:
 
 
 # ---------------------------------------------------------------------------------------
+# The games of the accuracy benchmark past enumeration (n = 32, 64, 128)
+
+
+def make_large_games(n: int) -> list[Game]:
+    """Five nonlinear games of ``n`` players whose exact Shapley values are known.
+
+    Voting and the margin games have players in a few groups of interchangeable players
+    (exact values by enumerating the count vectors, :class:`dposhap.testing.GroupedGame`);
+    the third-order game is a sum of unanimity games of 1-3 players (each coefficient split
+    among its members) and the airport game ``max_{i in S} c_i`` has a closed form.
+    """
+    games = []
+    rng = np.random.default_rng(2001)
+    groups = grouped_groups(n, (0.3, 0.25, 0.2, 0.15, 0.1))
+    weights = np.array([1.0, 2.0, 3.0, 5.0, 8.0])
+    quota = float(np.floor(weights @ np.bincount(groups) / 2) + 1)
+    voting = grouped_voting(groups, weights, quota)
+    games.append(
+        Game(
+            name="voting",
+            n=n,
+            utility=voting,
+            description=f"weighted voting, 5 groups (30/25/20/15/10%) of weights 1, 2, 3, 5, 8, "
+            f"quota {int(quota)} (simple majority)",
+            exact=voting.shapley(),
+        )
+    )
+    groups4 = grouped_groups(n, (0.1, 0.2, 0.3, 0.4))
+    for name, kind, seed, scale in (("pref-accuracy", "accuracy", 2002, 1.0), ("logsigmoid", "logsigmoid", 2003, 0.8)):
+        rng = np.random.default_rng(seed)
+        # per-group margins as in preference_margins, scaled by 4 / sqrt(n) so that v(N) does not saturate
+        group_margins = preference_margins(4, 200, rng, scale=scale * 4.0 / np.sqrt(n))
+        game = grouped_margin_game(groups4, group_margins, kind)
+        games.append(
+            Game(
+                name=name,
+                n=n,
+                utility=game,
+                description=f"{kind} margin game over m=200 pairs, 4 groups (10/20/30/40%) of "
+                "players sharing margins M_gj = mu_g d_j + sigma_g z_gj, scaled 4/sqrt(n)",
+                margins=group_margins[groups4],
+                margin_kind=kind,
+                exact=game.shapley(),
+            )
+        )
+    interaction = InteractionGame(n, n_pairs=2 * n, n_triples=2 * n, seed=2004)
+    games.append(
+        Game(
+            name="third-order",
+            n=n,
+            utility=unanimity_utility(interaction.terms, n),
+            description=f"sum of unanimity games: n singletons N(0,1), {2 * n} pairs and {2 * n} triples N(0,4)",
+            exact=interaction.shapley(),
+        )
+    )
+    costs = np.random.default_rng(2005).uniform(0.0, 1.0, size=n)
+    games.append(
+        Game(
+            name="airport",
+            n=n,
+            utility=airport_utility(costs),
+            description="airport game max_{i in S} c_i, c_i ~ U(0, 1)",
+            exact=airport_shapley(costs),
+        )
+    )
+    return games
+
+
+# ---------------------------------------------------------------------------------------
 # Exact Shapley values by enumeration
 
 
@@ -183,18 +285,24 @@ def _exact_cached(name: str, n: int, utility: UtilityFn) -> tuple[np.ndarray, fl
 
 
 def exact_shapley(game: Game) -> np.ndarray:
-    """Exact Shapley values of ``game`` (enumeration of all coalitions, cached in memory).
+    """Exact Shapley values of ``game``: ``game.exact`` when known, else by enumeration of all
+    coalitions (cached in memory).
 
     Raises
     ------
     AssertionError
         If the values violate efficiency: ``sum(phi) != v(N) - v(empty)``.
     """
+    if game.exact is not None:
+        return game.exact
     return _exact_cached(game.name, game.n, game.utility)[0]
 
 
 def exact_report(game: Game) -> tuple[float, float]:
     """Return ``(efficiency gap, seconds spent)`` of the cached exact computation."""
+    if game.exact is not None:
+        ends = game.utility(np.vstack([np.zeros(game.n, bool), np.ones(game.n, bool)]))
+        return abs(float(game.exact.sum()) - float(ends[1] - ends[0])), 0.0
     _, gap, seconds = _exact_cached(game.name, game.n, game.utility)
     return gap, seconds
 

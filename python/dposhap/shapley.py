@@ -220,9 +220,11 @@ class ShapleyEstimator:
         ``"auto"`` (exact enumeration when ``2**n <= budget``, else ``"regression"``, the most
         accurate in ``bench/shapley``), ``"exact"``, ``"permutation"``, ``"antithetic"``,
         ``"stratified"`` (Neyman allocation over player x size strata), ``"svarm"`` (stratified
-        SVARM), ``"regression"`` (a surrogate game with main and pair effects fitted to the
-        evaluated coalitions, whose exact values are known, plus stratified SVARM on its
-        residuals), ``"kernel"`` (unbiased KernelSHAP, paired).
+        SVARM), ``"regression"`` (up to 24 players: a surrogate game with main and pair effects
+        fitted to the evaluated coalitions, whose exact values are known, plus stratified SVARM
+        on its residuals; from 25 to 128 players: a pilot of complementary pairs chooses
+        between an additive surrogate of the game's odd part with SVARM strata on its residual,
+        and unpaired SVARM), ``"kernel"`` (unbiased KernelSHAP, paired).
     seed
         Seed of the coalition sampler; the same seed gives the same coalitions everywhere.
     budget

@@ -321,16 +321,154 @@ def margin_utility(margins: np.ndarray, kind: MarginKind | str, chunk: int | Non
     return utility
 
 
+# ---------------------------------------------------------------------------------------
+# Games with many players and exact values (closed form or enumeration of a structure)
+
+
+def airport_utility(costs: np.ndarray) -> Utility:
+    """The airport game ``v(S) = max_{i in S} c_i`` (``v(empty) = 0``) with costs ``c >= 0``."""
+    c = np.asarray(costs, dtype=np.float64)
+
+    def utility(s: np.ndarray) -> np.ndarray:
+        x = coalition_matrix(s, c.size)
+        return np.where(x, c[None, :], 0.0).max(axis=1)
+
+    return utility
+
+
+def airport_shapley(costs: np.ndarray) -> np.ndarray:
+    """Exact Shapley values ``[n]`` of the airport game (Littlechild & Owen 1973).
+
+    With the costs sorted, ``c_(1) <= ... <= c_(n)``, the segment ``c_(j) - c_(j-1)`` is shared
+    equally by the ``n - j + 1`` players who need it: ``phi_(k) = sum_{j <= k} (c_(j) -
+    c_(j-1)) / (n - j + 1)``.
+    """
+    c = np.asarray(costs, dtype=np.float64)
+    n = c.size
+    order = np.argsort(c, kind="stable")
+    sorted_c = c[order]
+    segments = np.diff(sorted_c, prepend=0.0) / (n - np.arange(n))
+    phi = np.empty(n)
+    phi[order] = np.cumsum(segments)
+    return phi
+
+
+def _log_binom(n: np.ndarray | int, k: np.ndarray | int) -> np.ndarray:
+    """``log C(n, k)`` elementwise (integers ``0 <= k <= n``)."""
+    n_ = np.asarray(n, dtype=np.int64)
+    k_ = np.asarray(k, dtype=np.int64)
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, int(n_.max()) + 1, dtype=np.float64)))])
+    return np.asarray(log_fact[n_] - log_fact[k_] - log_fact[n_ - k_])
+
+
+class GroupedGame:
+    """A game whose players form a few groups of interchangeable players.
+
+    ``v(S) = value_of_counts(c(S))`` where ``c(S)[g]`` is the number of members of ``S`` in
+    group ``g``. Its exact Shapley values come from enumerating the ``prod_g (n_g + 1)`` count
+    vectors (multivariate hypergeometric weights), so ``n`` can be in the hundreds.
+
+    Parameters
+    ----------
+    groups
+        ``[n]`` int, the group of each player (groups ``0 .. G-1``, none empty).
+    value_of_counts
+        Vectorised ``int[b, G] -> float[b]``.
+    """
+
+    def __init__(self, groups: np.ndarray, value_of_counts: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.groups = np.asarray(groups, dtype=np.int64)
+        self.n = int(self.groups.size)
+        self.sizes = np.bincount(self.groups)
+        if (self.sizes == 0).any():
+            raise ValueError("every group needs at least one player")
+        self.value_of_counts = value_of_counts
+        self._onehot = np.eye(self.sizes.size, dtype=np.float64)[self.groups]
+
+    def __call__(self, s: np.ndarray) -> np.ndarray:
+        x = coalition_matrix(s, self.n).astype(np.float64)
+        counts = np.rint(x @ self._onehot).astype(np.int64)
+        return np.asarray(self.value_of_counts(counts), dtype=np.float64)
+
+    def group_shapley(self, chunk: int = 1 << 16) -> np.ndarray:
+        """Exact Shapley value ``[G]`` of one player of each group."""
+        sizes = self.sizes
+        n_groups = sizes.size
+        grid = np.stack(np.meshgrid(*[np.arange(k + 1) for k in sizes], indexing="ij"), axis=-1).reshape(-1, n_groups)
+        values = np.concatenate(
+            [
+                np.asarray(self.value_of_counts(grid[lo : lo + chunk]), dtype=np.float64)
+                for lo in range(0, len(grid), chunk)
+            ]
+        )
+        strides = np.array([int(np.prod(sizes[g + 1 :] + 1)) for g in range(n_groups)], dtype=np.int64)
+        total = grid.sum(axis=1)
+        out = np.zeros(n_groups)
+        for g in range(n_groups):
+            others = sizes.copy()
+            others[g] -= 1
+            keep = (grid <= others).all(axis=1)
+            c = grid[keep]
+            size = total[keep]
+            # P(count vector c | a uniform coalition of |c| of the other n - 1 players)
+            log_w = _log_binom(others[None, :], c).sum(axis=1) - _log_binom(self.n - 1, size)
+            idx = c @ strides
+            marginal = values[idx + strides[g]] - values[idx]
+            out[g] = float(np.exp(log_w) @ marginal) / self.n
+        return out
+
+    def shapley(self) -> np.ndarray:
+        """Exact Shapley values ``[n]``."""
+        return self.group_shapley()[self.groups]
+
+
+def grouped_groups(n: int, shares: tuple[float, ...]) -> np.ndarray:
+    """Group labels ``[n]`` with group sizes about ``shares * n`` (each at least 1), in order."""
+    sizes = np.maximum(1, np.floor(np.asarray(shares) / np.sum(shares) * n).astype(np.int64))
+    sizes[-1] = n - sizes[:-1].sum()
+    return np.repeat(np.arange(len(sizes)), sizes)
+
+
+def grouped_voting(groups: np.ndarray, group_weights: np.ndarray, quota: float) -> GroupedGame:
+    """Weighted voting ``1[sum_{i in S} w_i >= quota]`` with one weight per group of players."""
+    w = np.asarray(group_weights, dtype=np.float64)
+    return GroupedGame(groups, lambda c: (c @ w >= quota).astype(np.float64))
+
+
+def grouped_margin_game(groups: np.ndarray, group_margins: np.ndarray, kind: MarginKind | str) -> GroupedGame:
+    """A margin game (see :func:`margin_utility`) whose players in a group share their margins.
+
+    ``group_margins`` is ``[G, m]``; player ``i`` has the margins of its group.
+    """
+    m = np.asarray(group_margins, dtype=np.float64)
+    if kind not in ("accuracy", "logsigmoid", "mean"):
+        raise ValueError(f"unknown margin game kind {kind!r}")
+
+    def value_of_counts(c: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        out = np.empty(c.shape[0])
+        for lo in range(0, c.shape[0], chunk):
+            out[lo : lo + chunk] = margin_scores(kind, c[lo : lo + chunk].astype(np.float64) @ m)
+        return out
+
+    return GroupedGame(groups, value_of_counts)
+
+
 __all__ = [
     "MAX_TABLE_PLAYERS",
+    "GroupedGame",
     "InteractionGame",
     "MarginKind",
     "Recorder",
     "TableGame",
     "Utility",
+    "airport_shapley",
+    "airport_utility",
     "all_coalitions",
     "banzhaf_bruteforce",
     "coalition_matrix",
+    "grouped_groups",
+    "grouped_margin_game",
+    "grouped_voting",
     "linear_game",
     "margin_scores",
     "margin_utility",

@@ -3,6 +3,7 @@
 mod exact;
 mod kernel;
 mod msr;
+mod paired;
 mod permutation;
 mod stratified;
 mod svarm;
@@ -10,9 +11,10 @@ mod svarm;
 pub use exact::{exact_weights, fold_coalition, ExactSampler};
 pub use kernel::KernelSampler;
 pub use msr::MsrSampler;
+pub use paired::{AdaptiveSampler, PairedSampler};
 pub use permutation::PermutationSampler;
 pub use stratified::StratifiedSampler;
-pub use svarm::SvarmSampler;
+pub use svarm::{SvarmSampler, QUADRATIC_MAX_PLAYERS, REGRESSION_MAX_PLAYERS};
 
 use crate::coalition::Coalition;
 use crate::error::{Error, Result};
@@ -301,6 +303,9 @@ pub fn make_sampler(method: Method, opts: &SamplerOptions) -> Result<Box<dyn Sam
         Method::Antithetic => Box::new(PermutationSampler::new(n, true)),
         Method::Stratified => Box::new(StratifiedSampler::new(n, opts.budget, opts.pilot)),
         Method::Svarm => Box::new(SvarmSampler::new(n, opts.budget, false)),
+        Method::SvarmRegression if (QUADRATIC_MAX_PLAYERS + 1..=REGRESSION_MAX_PLAYERS).contains(&n) => {
+            Box::new(AdaptiveSampler::new(n, opts.budget))
+        }
         Method::SvarmRegression => Box::new(SvarmSampler::new(n, opts.budget, true)),
         Method::Kernel => Box::new(KernelSampler::new(n)),
         Method::Msr => Box::new(MsrSampler::new(n)),

@@ -32,7 +32,7 @@ fn cell(n: usize, player: usize, stratum: usize, without: bool) -> usize {
     (player * n + stratum) * 2 + without as usize
 }
 
-fn binom(n: usize, k: usize) -> f64 {
+pub(super) fn binom(n: usize, k: usize) -> f64 {
     let k = k.min(n - k);
     (0..k).fold(1.0, |acc, j| acc * (n - j) as f64 / (j + 1) as f64)
 }
@@ -47,7 +47,7 @@ fn size_weight(_n: usize, _s: usize) -> f64 {
 
 /// Sizes enumerated in full: 0, 1, n-1, n, and any size whose population is no larger than
 /// the number of samples it would receive from the budget.
-fn exhaustive_sizes(n: usize, budget: Option<u64>) -> Vec<bool> {
+pub(super) fn exhaustive_sizes(n: usize, budget: Option<u64>) -> Vec<bool> {
     let mut ex = vec![false; n + 1];
     for s in [0, 1, n.saturating_sub(1), n] {
         ex[s] = true;
@@ -70,7 +70,7 @@ fn exhaustive_sizes(n: usize, budget: Option<u64>) -> Vec<bool> {
 }
 
 /// All coalitions of `size` players out of `n`, in lexicographic order of members.
-fn combinations(n: usize, size: usize, out: &mut VecDeque<Coalition>) {
+pub(super) fn combinations(n: usize, size: usize, out: &mut VecDeque<Coalition>) {
     let mut idx: Vec<u32> = (0..size as u32).collect();
     loop {
         out.push_back(Coalition::from_members(n, &idx));
@@ -335,7 +335,7 @@ const QUADRATIC_RIDGES: &[f64] = &[1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e3];
 /// Players up to which the surrogate includes pair effects (n (n - 1) / 2 more coefficients).
 pub const QUADRATIC_MAX_PLAYERS: usize = 24;
 
-fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
+pub(super) fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut l = vec![0.0; n * n];
     for i in 0..n {
         for j in 0..=i {
@@ -356,7 +356,7 @@ fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     Some(l)
 }
 
-fn chol_solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
+pub(super) fn chol_solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
     let mut y = b.to_vec();
     for i in 0..n {
         for k in 0..i {
@@ -417,6 +417,11 @@ impl SvarmSampler {
             fit: None,
             regression: regression && (2..=REGRESSION_MAX_PLAYERS).contains(&n),
         }
+    }
+
+    /// Whether coalitions of size `s` are enumerated (and not sampled).
+    pub(super) fn is_exhaustive(&self, s: usize) -> bool {
+        self.exhaustive[s]
     }
 
     fn plan_warmup(&mut self) {

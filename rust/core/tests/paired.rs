@@ -73,6 +73,7 @@ fn run(n: usize, method: Method, budget: u64, seed: u64, f: &dyn Fn(&Coalition) 
         tol: None,
         pilot: None,
         control_exact: None,
+        max_units: None,
     };
     let mut e = Engine::new(cfg).unwrap();
     let mut evaluated = 0u64;

@@ -303,7 +303,12 @@ pub fn make_sampler(method: Method, opts: &SamplerOptions) -> Result<Box<dyn Sam
         Method::Antithetic => Box::new(PermutationSampler::new(n, true)),
         Method::Stratified => Box::new(StratifiedSampler::new(n, opts.budget, opts.pilot)),
         Method::Svarm => Box::new(SvarmSampler::new(n, opts.budget, false)),
-        Method::SvarmRegression if (QUADRATIC_MAX_PLAYERS + 1..=REGRESSION_MAX_PLAYERS).contains(&n) => {
+        // the paired design needs a pilot to choose itself; below 4n evaluations there is not
+        // enough for one (nor for standard errors of the paired strata): plain regression-SVARM
+        Method::SvarmRegression
+            if (QUADRATIC_MAX_PLAYERS + 1..=REGRESSION_MAX_PLAYERS).contains(&n)
+                && opts.budget.is_none_or(|b| b >= 4 * n as u64) =>
+        {
             Box::new(AdaptiveSampler::new(n, opts.budget))
         }
         Method::SvarmRegression => Box::new(SvarmSampler::new(n, opts.budget, true)),

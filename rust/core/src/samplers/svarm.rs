@@ -536,7 +536,15 @@ impl SvarmSampler {
             fit.residual(c, v, &coef, &mut r);
             Self::push_coalition(&mut residual, n, c, &r);
         }
-        Some(self.estimate_from(&residual, Some(&fit.shapley(&coef)), control_exact))
+        let mut est = self.estimate_from(&residual, Some(&fit.shapley(&coef)), control_exact);
+        // the residuals come from the coalitions the surrogate was fitted to, so they look
+        // smaller than the surrogate's error on a fresh coalition: inflate the variance by the
+        // degrees of freedom the fit used, c / (c - p) (bench/shapley/coverage.py: the smallest
+        // budgets covered 62-90% of nominal 95% intervals without it, 88-99% with it)
+        let (c, p) = (fit.n_sampled as f64, fit.p as f64);
+        let inflate = c / (c - p).max(1.0);
+        est.variance.iter_mut().for_each(|v| *v *= inflate.max(1.0));
+        Some(est)
     }
 }
 

@@ -20,6 +20,9 @@ from .models import quiet_libraries, resolve_device
 from .report import record_values
 from .run import Run, cached
 from .shapley import ShapleyResult, banzhaf, shapley
+from .threads import choose as choose_threads
+from .threads import model_parameters
+from .threads import use as use_threads
 
 __all__ = ["utility_names", "value_run"]
 
@@ -38,6 +41,7 @@ def value_run(
     device: str = "auto",
     label: str | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> tuple[ShapleyResult, dict[str, Any]]:
     """Value the sources of a trained run under one utility and record the result.
 
@@ -62,6 +66,9 @@ def value_run(
         keep several valuations of one utility side by side.
     progress
         Show progress bars.
+    threads
+        torch CPU threads; default: chosen from the model's size (:mod:`dposhap.threads`, one
+        line printed with progress on).
 
     Returns
     -------
@@ -76,7 +83,10 @@ def value_run(
             f"the {utility} utility takes {kind.settings_type.__name__} settings, got {type(settings).__name__}"
         )
     run = Run.open(run_dir)
-    with run.lock(f"dposhap value --utility {utility}"), quiet_libraries():
+    thread_choice = choose_threads(
+        model_parameters(run.manifest.base_model.location), device=resolve_device(device), requested=threads
+    )
+    with run.lock(f"dposhap value --utility {utility}"), quiet_libraries(), use_threads(thread_choice, say=progress):
         started = time.perf_counter()
         built: Utility = kind.build(
             run, settings, BuildContext(device=resolve_device(device), seed=seed, progress=progress)

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from ..errors import InvalidArgumentError
-from . import _native, ops, reference, registry, triton_backend
+from . import _native, cuda_backend, ops, reference, registry, triton_backend
 from .contract import ComposeOutput, DenseRequest, GatherRequest, SharedRequest, with_request_arguments
 
 __all__ = [
@@ -155,11 +155,11 @@ def log_probs(request: DenseDispatchRequest) -> torch.Tensor:
             )
         return ops.run_dense_op(ops.compose_dense_triton, request)
     if backend in ("cpp", "cuda"):
-        want_cuda = backend == "cuda"
         ref = request.ref
-        if isinstance(ref, torch.Tensor) and ref.is_cuda != want_cuda:
-            where = "CUDA tensors" if want_cuda else "CPU tensors"
-            raise InvalidArgumentError(f'backend="{backend}" runs on {where}; got a {ref.device.type} tensor')
+        if backend == "cuda":
+            cuda_backend.check_cuda_tensors(ref)
+        elif isinstance(ref, torch.Tensor) and ref.device.type != "cpu":
+            raise InvalidArgumentError(f"ref must be on the CPU for the cpp backend, got {ref.device}")
         return ops.run_dense_op(ops.compose_dense, request)
     raise InvalidArgumentError(f"unknown backend {backend!r}; choose from {list(GATHER_BACKENDS)}")
 

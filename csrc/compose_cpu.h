@@ -55,5 +55,32 @@ struct GatherError {
 // Fills the requested outputs; on an error the outputs are unspecified.
 GatherError compose_gather_rows(const GatherInputs& in, const GatherOutputs& out);
 
+// The dense form (compose_cpu_dense.cpp): output row m composes ref[m] with sources[m, :],
+// read in place through their strides (no concatenated copy). Unit stride along the vocabulary.
+struct DenseInputs {
+  LogitsDtype dtype;
+  const void* ref;  // [r_rows, vocab]
+  int64_t ref_stride;
+  const void* sources;  // [r_rows, n_sources, vocab]
+  int64_t src_stride_row;
+  int64_t src_stride_source;
+  int64_t r_rows;
+  int64_t n_sources;
+  int64_t vocab;
+  const float* weights;      // [r_rows, n_sources], finite
+  const float* temperature;  // [r_rows], finite and > 0
+  int num_threads;           // >= 1
+};
+
+// What went wrong with a dense input's values: member -1 names ref[row], else sources[row, member].
+struct DenseError {
+  GatherError::Kind kind = GatherError::Kind::kNone;
+  int64_t row = -1;
+  int64_t member = -1;
+};
+
+// Writes logprobs [r_rows, vocab] (and logz [r_rows] if non-null); on an error they are unspecified.
+DenseError compose_dense_rows(const DenseInputs& in, float* logprobs, float* logz);
+
 }  // namespace compose
 }  // namespace dposhap

@@ -163,6 +163,72 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Te
   return {logprobs, logz, correction, target_logprob, sample};
 }
 
+// The dense form: ref [R, V] and sources [R, n, V] read in place (any strides but the
+// vocabulary's, which must be 1: such a tensor is copied contiguous), weights [R, n],
+// temperature [R]. Returns log-probabilities [R, V] and the log-normaliser [R] (float32).
+std::tuple<torch::Tensor, torch::Tensor> compose_dense_cpu(const torch::Tensor& ref_in, const torch::Tensor& sources_in,
+                                                           const torch::Tensor& weights_in,
+                                                           const torch::Tensor& temperature_in) {
+  TORCH_CHECK_VALUE(ref_in.device().is_cpu() && sources_in.device().is_cpu(),
+                    "ref and sources must be on the CPU for the cpp backend, got ", ref_in.device(), " and ",
+                    sources_in.device());
+  TORCH_CHECK_VALUE(ref_in.dim() == 2, "ref must be 2-d [R, V], got shape ", ref_in.sizes());
+  TORCH_CHECK_VALUE(sources_in.dim() == 3, "sources must be 3-d [R, n, V], got shape ", sources_in.sizes());
+  const auto dtype = logits_dtype(ref_in);
+  TORCH_CHECK_VALUE(sources_in.scalar_type() == ref_in.scalar_type(), "ref is ", ref_in.scalar_type(),
+                    " but sources is ", sources_in.scalar_type(), "; pass both in one dtype");
+  const int64_t r_rows = ref_in.size(0), vocab = ref_in.size(1), n = sources_in.size(1);
+  TORCH_CHECK_VALUE(vocab > 0, "ref has an empty vocabulary (V = 0)");
+  TORCH_CHECK_VALUE(sources_in.size(0) == r_rows && sources_in.size(2) == vocab, "sources must be [R, n, V] = [",
+                    r_rows, ", n, ", vocab, "] to match ref, got ", sources_in.sizes());
+  TORCH_CHECK_VALUE(weights_in.device().is_cpu() && at::isFloatingType(weights_in.scalar_type()) &&
+                        weights_in.dim() == 2 && weights_in.size(0) == r_rows && weights_in.size(1) == n,
+                    "weights must be a floating CPU tensor [R, n] = [", r_rows, ", ", n, "], got ",
+                    weights_in.scalar_type(), " ", weights_in.sizes());
+  TORCH_CHECK_VALUE(temperature_in.device().is_cpu() && temperature_in.dim() == 1 &&
+                        temperature_in.size(0) == r_rows && at::isFloatingType(temperature_in.scalar_type()),
+                    "temperature must be a floating CPU tensor [R] with R = ", r_rows, ", got shape ",
+                    temperature_in.sizes());
+  const auto weights = weights_in.to(at::kFloat).contiguous();
+  const auto temperature = temperature_in.to(at::kFloat).contiguous();
+  const float* w = weights.data_ptr<float>();
+  const float* temp = temperature.data_ptr<float>();
+  for (int64_t i = 0; i < r_rows * n; ++i) {
+    TORCH_CHECK_VALUE(std::isfinite(w[i]), "weights[", i / n, ", ", i % n, "] = ", w[i],
+                      " is not finite; weights must be finite numbers");
+  }
+  for (int64_t m = 0; m < r_rows; ++m) {
+    TORCH_CHECK_VALUE(std::isfinite(temp[m]) && temp[m] > 0.0f, "temperature of row ", m, " is ", temp[m],
+                      "; it must be finite and > 0");
+  }
+  // in place through the strides; only a vocabulary stride other than 1 costs a copy
+  const auto ref = ref_in.stride(1) == 1 || vocab == 1 ? ref_in : ref_in.contiguous();
+  const auto sources = sources_in.stride(2) == 1 || vocab == 1 ? sources_in : sources_in.contiguous();
+  const auto f32 = torch::TensorOptions().dtype(at::kFloat);
+  torch::Tensor logprobs = torch::empty({r_rows, vocab}, f32);
+  torch::Tensor logz = torch::empty({r_rows}, f32);
+  const dposhap::compose::DenseInputs inputs{dtype,          ref.data_ptr(),          ref.stride(0),
+                                             sources.data_ptr(), sources.stride(0),   sources.stride(1),
+                                             r_rows,         n,                       vocab,
+                                             w,              temp,                    std::max(1, at::get_num_threads())};
+  const auto error = dposhap::compose::compose_dense_rows(inputs, logprobs.data_ptr<float>(), logz.data_ptr<float>());
+  if (error.kind == GatherError::Kind::kNotFinite) {
+    std::ostringstream where;
+    if (error.member < 0) {
+      where << "ref[" << error.row << "]";
+    } else {
+      where << "sources[" << error.row << ", " << error.member << "]";
+    }
+    TORCH_CHECK_VALUE(false, where.str(),
+                      " contains NaN or +inf; logits must be finite or -inf (masked tokens): check the forward pass "
+                      "that produced them");
+  }
+  TORCH_CHECK_VALUE(error.kind != GatherError::Kind::kAllMasked, "row ", error.row,
+                    ": the combined logits are -inf for every token (its reference and sources mask out the whole "
+                    "vocabulary between them); leave at least one token unmasked");
+  return {logprobs, logz};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -170,4 +236,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("compose_gather", &compose_gather_cpu,
              "Gather-form language-model arithmetic on the CPU; the arguments and results of "
              "torch.ops.dposhap.compose_gather");
+  module.def("compose_dense", &compose_dense_cpu,
+             "Dense-form language-model arithmetic on the CPU, ref [R, V] and sources [R, n, V] read in place; "
+             "the CPU kernel of torch.ops.dposhap.compose_dense");
 }

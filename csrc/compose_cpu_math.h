@@ -201,8 +201,20 @@ struct Draw {
 // 2. when many tokens pass 1 (logits of a small spread), a vectorised screen with log_approx
 //    (|error| of a score far below 1e-3 + 1e-6 |score|) keeps the tokens within that margin
 //    of the best screened score; the true winner always survives.
+// The screening noise of a whole row, -log_approx(-log_approx(u)) for every token: what
+// gumbel_argmax's screen computes, once per key, for rows that share their key (every coalition
+// decoding a prompt at a step).
+inline void screening_noise(RowKey key, int64_t n, float* out) {
+  for (int64_t v = 0; v < n; ++v) {
+    const float u = uniform_from_bits(hash32(key, static_cast<uint32_t>(v)));
+    out[v] = -log_approx(-log_approx(u));
+  }
+}
+
+// `shared` (optional): screening_noise of this row's key over the whole row (its tokens from
+// `first` on are read); the draw is the same with or without it.
 inline Draw gumbel_argmax(const float* c, const uint8_t* allowed, int64_t n, int64_t first, RowKey key,
-                          float* scratch) {
+                          float* scratch, const float* shared = nullptr) {
   static const float kGumbelMax = gumbel_from_bits(0xFFFFFFFFu);
   const auto noise = [&](int64_t v) { return hash32(key, static_cast<uint32_t>(first + v)); };
   int64_t arg_c = -1;
@@ -219,13 +231,21 @@ inline Draw gumbel_argmax(const float* c, const uint8_t* allowed, int64_t n, int
   for (int64_t v = 0; v < n; ++v) passing += (c[v] + kGumbelMax >= bound) ? 1 : 0;
   float threshold = kNegInf;
   const bool screen = passing * 8 > n;
-  if (screen) {
+  if (screen && shared != nullptr) {
+    const float* g = shared + first;
+    for (int64_t v = 0; v < n; ++v) {
+      const bool ok = allowed == nullptr || allowed[v] != 0;
+      scratch[v] = ok ? c[v] + g[v] : kNegInf;
+    }
+  } else if (screen) {
     for (int64_t v = 0; v < n; ++v) {
       const float u = uniform_from_bits(noise(v));
       const float g = -log_approx(-log_approx(u));
       const bool ok = allowed == nullptr || allowed[v] != 0;
       scratch[v] = ok ? c[v] + g : kNegInf;
     }
+  }
+  if (screen) {
     const float screened = row_max(scratch, n);
     threshold = screened - (1e-3f + 1e-6f * std::fabs(screened));
   }

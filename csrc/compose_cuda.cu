@@ -350,4 +350,146 @@ cudaError_t launch_compose_rows(int dtype, const void* logits, int64_t stride, c
   return cudaGetLastError();
 }
 
+// ------------------------------------------------------------------------------------
+// The dense form: ref [R, V] and sources [R, n, V] read in place through their strides (unit
+// stride along the vocabulary). Grid (chunk, row): each block combines kDenseChunk tokens of a
+// row, stores the tempered combination c and its chunk's (max, sum exp) and bad flag (NaN or
+// +inf in a participating row); the finish kernel merges a row's chunk states into logz (NaN
+// for a bad row, -inf for a row masked everywhere) and subtracts it from its chunk. Two
+// kernels, so that a few rows still fill the device.
+
+constexpr int64_t kDenseChunk = 8192;
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) dense_partial_kernel(
+    const T* __restrict__ ref, int64_t stride_ref, const T* __restrict__ sources, int64_t stride_src_row,
+    int64_t stride_src_source, int n_sources, const float* __restrict__ weights, const float* __restrict__ temperature,
+    int64_t vocab, int64_t n_chunks, float* __restrict__ out, float* __restrict__ part_max,
+    float* __restrict__ part_sum, int* __restrict__ part_bad) {
+  const int64_t m = blockIdx.y;
+  const int64_t q = blockIdx.x;
+  const float* w = weights + m * n_sources;
+  float total = 0.f;
+  for (int j = 0; j < n_sources; ++j) total += w[j];
+  const float a0 = 1.f - total;
+  const float temp = temperature[m];
+  const T* ref_row = ref + m * stride_ref;
+  const T* src_row = sources + m * stride_src_row;
+  Lse lse{-INFINITY, 0.f};
+  int bad = 0;
+  const int64_t end = min(vocab, (q + 1) * kDenseChunk);
+  for (int64_t v = q * kDenseChunk + threadIdx.x; v < end; v += blockDim.x) {
+    float acc = 0.f;
+    bool masked = false;
+    if (a0 != 0.f) {
+      const float l = to_float(ref_row[v]);
+      bad |= isnan(l) || l == INFINITY;
+      masked |= l == -INFINITY;
+      acc = __fmul_rn(a0, l == -INFINITY ? 0.f : l);
+    }
+    for (int j = 0; j < n_sources; ++j) {
+      if (w[j] == 0.f) continue;
+      const float l = to_float(src_row[j * stride_src_source + v]);
+      bad |= isnan(l) || l == INFINITY;
+      masked |= l == -INFINITY;
+      acc = __fadd_rn(acc, __fmul_rn(w[j], l == -INFINITY ? 0.f : l));
+    }
+    const float c = masked ? -INFINITY : __fdiv_rn(acc, temp);
+    out[m * vocab + v] = c;
+    lse.add(c);
+  }
+  // block reduction: warps, then the first warp
+  __shared__ float s_max[kWarps];
+  __shared__ float s_sum[kWarps];
+  __shared__ int s_bad[kWarps];
+  for (int delta = 16; delta > 0; delta >>= 1) {
+    lse.merge(shfl_lse(lse, delta));
+    bad |= __shfl_down_sync(0xffffffffu, bad, delta);
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    s_max[warp] = lse.max;
+    s_sum[warp] = lse.sum;
+    s_bad[warp] = bad;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Lse total_lse{-INFINITY, 0.f};
+    int any_bad = 0;
+    for (int k = 0; k < kWarps; ++k) {
+      total_lse.merge(Lse{s_max[k], s_sum[k]});
+      any_bad |= s_bad[k];
+    }
+    part_max[m * n_chunks + q] = total_lse.max;
+    part_sum[m * n_chunks + q] = total_lse.sum;
+    part_bad[m * n_chunks + q] = any_bad;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) dense_finish_kernel(float* __restrict__ out, float* __restrict__ logz,
+                                                               const float* __restrict__ part_max,
+                                                               const float* __restrict__ part_sum,
+                                                               const int* __restrict__ part_bad, int64_t vocab,
+                                                               int64_t n_chunks) {
+  const int64_t m = blockIdx.y;
+  const int64_t q = blockIdx.x;
+  __shared__ float s_logz;
+  if (threadIdx.x == 0) {
+    Lse lse{-INFINITY, 0.f};
+    int bad = 0;
+    for (int64_t p = 0; p < n_chunks; ++p) {
+      lse.merge(Lse{part_max[m * n_chunks + p], part_sum[m * n_chunks + p]});
+      bad |= part_bad[m * n_chunks + p];
+    }
+    s_logz = bad ? NAN : lse.value();
+    if (q == 0) logz[m] = s_logz;
+  }
+  __syncthreads();
+  const float row_logz = s_logz;
+  const int64_t end = min(vocab, (q + 1) * kDenseChunk);
+  for (int64_t v = q * kDenseChunk + threadIdx.x; v < end; v += blockDim.x) out[m * vocab + v] -= row_logz;
+}
+
+template <typename T>
+void launch_dense_typed(const void* ref, int64_t stride_ref, const void* sources, int64_t stride_src_row,
+                        int64_t stride_src_source, int n_sources, const float* weights, const float* temperature,
+                        int64_t r_rows, int64_t vocab, float* logprobs, float* logz, float* part_max,
+                        float* part_sum, int* part_bad, cudaStream_t stream) {
+  const int64_t n_chunks = dense_chunks(vocab);
+  const dim3 grid(static_cast<unsigned>(n_chunks), static_cast<unsigned>(r_rows));
+  dense_partial_kernel<T><<<grid, kThreads, 0, stream>>>(
+      static_cast<const T*>(ref), stride_ref, static_cast<const T*>(sources), stride_src_row, stride_src_source,
+      n_sources, weights, temperature, vocab, n_chunks, logprobs, part_max, part_sum, part_bad);
+  dense_finish_kernel<<<grid, kThreads, 0, stream>>>(logprobs, logz, part_max, part_sum, part_bad, vocab, n_chunks);
+}
+
+int64_t dense_chunks(int64_t vocab) { return (vocab + kDenseChunk - 1) / kDenseChunk; }
+
+cudaError_t launch_compose_dense(int dtype, const void* ref, int64_t stride_ref, const void* sources,
+                                 int64_t stride_src_row, int64_t stride_src_source, int n_sources,
+                                 const float* weights, const float* temperature, int64_t r_rows, int64_t vocab,
+                                 float* logprobs, float* logz, float* part_max, float* part_sum, int* part_bad,
+                                 cudaStream_t stream) {
+  if (r_rows == 0 || vocab == 0) return cudaSuccess;
+  if (r_rows > 65535) return cudaErrorInvalidValue;
+  switch (dtype) {
+    case 0:
+      launch_dense_typed<float>(ref, stride_ref, sources, stride_src_row, stride_src_source, n_sources, weights,
+                                temperature, r_rows, vocab, logprobs, logz, part_max, part_sum, part_bad, stream);
+      break;
+    case 1:
+      launch_dense_typed<__half>(ref, stride_ref, sources, stride_src_row, stride_src_source, n_sources, weights,
+                                 temperature, r_rows, vocab, logprobs, logz, part_max, part_sum, part_bad, stream);
+      break;
+    case 2:
+      launch_dense_typed<__nv_bfloat16>(ref, stride_ref, sources, stride_src_row, stride_src_source, n_sources,
+                                        weights, temperature, r_rows, vocab, logprobs, logz, part_max, part_sum,
+                                        part_bad, stream);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
 }  // namespace dposhap

@@ -20,4 +20,17 @@ cudaError_t launch_compose_rows(int dtype, const void* logits, int64_t stride, c
                                 int64_t top_k, float* logz, float* raw_lse, float* target, int64_t* sample,
                                 float* logprobs, cudaStream_t stream);
 
+// The dense form: row m composes ref[m] ([r_rows, vocab], row stride stride_ref) with sources[m, :]
+// ([r_rows, n_sources, vocab], strides stride_src_row and stride_src_source), all with unit stride
+// along the vocabulary, read in place. weights [r_rows, n_sources] and temperature [r_rows] are
+// float32. Writes logprobs [r_rows, vocab] and logz [r_rows] (NaN: a participating row holds NaN or
+// +inf; -inf: the row is masked everywhere). part_max, part_sum and part_bad are scratch of
+// r_rows * dense_chunks(vocab) entries. r_rows <= 65535.
+int64_t dense_chunks(int64_t vocab);
+cudaError_t launch_compose_dense(int dtype, const void* ref, int64_t stride_ref, const void* sources,
+                                 int64_t stride_src_row, int64_t stride_src_source, int n_sources,
+                                 const float* weights, const float* temperature, int64_t r_rows, int64_t vocab,
+                                 float* logprobs, float* logz, float* part_max, float* part_sum, int* part_bad,
+                                 cudaStream_t stream);
+
 }  // namespace dposhap

@@ -62,8 +62,56 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> compose_r
   return {logz, raw, target, sample, logprobs};
 }
 
+int logits_code(const at::Tensor& x, const char* name) {
+  switch (x.scalar_type()) {
+    case at::kFloat: return 0;
+    case at::kHalf: return 1;
+    case at::kBFloat16: return 2;
+    default: TORCH_CHECK(false, "compose (cuda): ", name, " must be float32, float16 or bfloat16, got ", x.scalar_type());
+  }
+}
+
+// The dense form: ref [R, V] and sources [R, n, V] read in place (unit stride along V required),
+// float32 weights [R, n] and temperature [R]. Returns float32 logprobs [R, V] and logz [R] (NaN for
+// a row with NaN or +inf in a participating input, -inf for a row masked everywhere).
+std::tuple<at::Tensor, at::Tensor> compose_dense_cuda(const at::Tensor& ref, const at::Tensor& sources,
+                                                      const at::Tensor& weights, const at::Tensor& temperature) {
+  TORCH_CHECK(ref.is_cuda() && sources.is_cuda(), "compose (cuda): ref and sources must be CUDA tensors");
+  TORCH_CHECK(ref.dim() == 2 && sources.dim() == 3, "compose (cuda): ref must be [R, V] and sources [R, n, V]");
+  const int64_t r = ref.size(0), vocab = ref.size(1), n = sources.size(1);
+  TORCH_CHECK(sources.size(0) == r && sources.size(2) == vocab, "compose (cuda): sources must be [R, n, V] like ref");
+  TORCH_CHECK(ref.stride(1) == 1 && sources.stride(2) == 1, "compose (cuda): ref and sources need unit stride in V");
+  TORCH_CHECK(ref.scalar_type() == sources.scalar_type(), "compose (cuda): ref and sources must share a dtype");
+  TORCH_CHECK(weights.scalar_type() == at::kFloat && weights.is_contiguous() && weights.dim() == 2 &&
+                  weights.size(0) == r && weights.size(1) == n,
+              "compose (cuda): weights must be a contiguous float32 [R, n]");
+  TORCH_CHECK(temperature.scalar_type() == at::kFloat && temperature.is_contiguous() && temperature.numel() == r,
+              "compose (cuda): temperature must be a contiguous float32 [R]");
+  TORCH_CHECK(r <= 65535, "compose (cuda): at most 65535 rows per call, got ", r);
+  for (const auto* t : {&sources, &weights, &temperature}) {
+    TORCH_CHECK(t->device() == ref.device(), "compose (cuda): all tensors must be on ref's device");
+  }
+  const int dtype = logits_code(ref, "ref");
+  auto f32 = ref.options().dtype(at::kFloat);
+  at::Tensor logprobs = at::empty({r, vocab}, f32);
+  at::Tensor logz = at::empty({r}, f32);
+  const int64_t chunks = dposhap::dense_chunks(vocab);
+  at::Tensor part_max = at::empty({r, chunks}, f32);
+  at::Tensor part_sum = at::empty({r, chunks}, f32);
+  at::Tensor part_bad = at::empty({r, chunks}, ref.options().dtype(at::kInt));
+  const auto stream = at::cuda::getCurrentCUDAStream(ref.device().index());
+  const cudaError_t err = dposhap::launch_compose_dense(
+      dtype, ref.data_ptr(), ref.stride(0), sources.data_ptr(), sources.stride(0), sources.stride(1),
+      static_cast<int>(n), weights.data_ptr<float>(), temperature.data_ptr<float>(), r, vocab,
+      logprobs.data_ptr<float>(), logz.data_ptr<float>(), part_max.data_ptr<float>(), part_sum.data_ptr<float>(),
+      part_bad.data_ptr<int>(), stream.stream());
+  TORCH_CHECK(err == cudaSuccess, "compose (cuda): dense kernel launch failed: ", cudaGetErrorString(err));
+  return {logprobs, logz};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("compose_rows", &compose_rows_cuda, "Gather-form language-model arithmetic on CUDA");
+  m.def("compose_dense", &compose_dense_cuda, "Dense-form language-model arithmetic on CUDA, inputs read in place");
 }

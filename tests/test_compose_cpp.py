@@ -443,6 +443,7 @@ def test_all_masked_row_is_named():
 def test_native_sources_ship_in_the_package():
     for name in (
         "compose_cpu.cpp",
+        "compose_cpu_dense.cpp",
         "compose_cpu_binding.cpp",
         "compose_cpu.h",
         "compose_cpu_math.h",
@@ -451,6 +452,7 @@ def test_native_sources_ship_in_the_package():
         assert (_native.csrc_dir() / name).is_file(), name
     assert _native.csrc_dir().parent.name == "dposhap"
     assert torch.ops.dposhap.compose_gather is not None
+    assert torch.ops.dposhap.compose_dense is not None
 
 
 @pytest.mark.parametrize("scale", [0.01, 3.0, 30.0])

@@ -301,3 +301,22 @@ def test_bad_arguments(decoder: ComposedDecoder, prompts: list[str]) -> None:
         ComposedDecoder(decoder.model.get_base_model(), decoder.tokenizer, ["helpful"])
     empty = decoder.generate([], COALITIONS)
     assert empty.token_ids == [[] for _ in COALITIONS] and empty.new_tokens == 0
+
+
+def test_the_cache_goes_by_the_current_keyword_without_deprecation_warnings(
+    decoder: ComposedDecoder, prompts: list[str]
+) -> None:
+    import warnings
+
+    import transformers
+
+    from dposhap.evaluate.decoding import cache_keyword
+
+    causal_lm = decoder.model.get_base_model()
+    keyword = cache_keyword(causal_lm)
+    # the installed (pinned, and newest on PyPI at the time of writing) transformers takes `cache=`
+    assert keyword == ("cache" if transformers.__version__ >= "5.24" else keyword)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        result = decoder.generate(prompts[:2], np.array([[True, False, True, False]]), DecodeConfig(max_new_tokens=3))
+    assert result.new_tokens > 0

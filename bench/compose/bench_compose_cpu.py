@@ -13,6 +13,12 @@ float32 ``[R * (n + 1), V]``. Providers:
   ``exponential_`` for sampling.
 
 Modes: ``logz`` (log-normaliser), ``sample`` (one token), ``target`` (target log-prob).
+
+Dense form (``--dense``, also in the full run): ``dposhap.compose.log_probs(ref [R, V],
+sources [R, n, V], weights)``, full log-probability output, against the naive torch composition
+(materialised differences, matmul, ``log_softmax``) and the best plain-torch version found
+(``bmm`` of the weights against the sources, ``addcmul_`` of the reference, ``log_softmax``):
+``dense_cpu.md``.
 Median wall time over repeats (fewer for the big shapes). Results: ``results/compose_cpu.md``
 and ``.csv``, with the machine, versions and date. ``--quick`` runs the smallest shape only.
 """
@@ -97,12 +103,15 @@ def run_good(p: dict, mode: str):
     return torch.argmax(probs / torch.empty_like(probs).exponential_(), dim=1)
 
 
-def interleaved_medians(p: dict, mode: str, repeats: int, warmup: int = 2) -> dict[str, float]:
+def interleaved_medians(
+    p: dict, mode: str, repeats: int, warmup: int = 2, providers: list[Provider] | None = None
+) -> dict[str, float]:
     """Median seconds per provider, the providers taking turns so that a change in the
     machine's load hits them all alike (the ratios are what the report is about)."""
-    times: dict[str, list[float]] = {prov.name: [] for prov in PROVIDERS}
+    providers = PROVIDERS if providers is None else providers
+    times: dict[str, list[float]] = {prov.name: [] for prov in providers}
     for i in range(warmup + repeats):
-        for prov in PROVIDERS:
+        for prov in providers:
             t0 = time.perf_counter()
             prov.run(p, mode)
             if i >= warmup:
@@ -122,13 +131,85 @@ PROVIDERS = [
 ]
 
 
+def dense_setup(r: int, n: int, v: int, seed: int = 0) -> dict:
+    """The dense workload: ``ref [R, V]``, ``sources [R, n, V]`` (float32, N(0, 9)), weights 1."""
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        ref=torch.randn(r, v, generator=gen) * 3, sources=torch.randn(r, n, v, generator=gen) * 3, w=torch.ones(r, n)
+    )
+
+
+def dense_cpp(p: dict, mode: str) -> torch.Tensor:
+    return backends.log_probs(p["ref"], p["sources"], p["w"], backend="cpp")
+
+
+def dense_naive(p: dict, mode: str) -> torch.Tensor:
+    ref, sources, w = p["ref"], p["sources"], p["w"]
+    c = ref + torch.matmul(w[:, None, :], sources - ref[:, None, :]).squeeze(1)
+    return torch.log_softmax(c, dim=1)
+
+
+def dense_good(p: dict, mode: str) -> torch.Tensor:
+    ref, sources, w = p["ref"], p["sources"], p["w"]
+    c = torch.bmm(w[:, None, :], sources).squeeze(1).addcmul_(ref, 1.0 - w.sum(dim=1, keepdim=True))
+    return torch.log_softmax(c, dim=1)
+
+
+DENSE_PROVIDERS = [
+    Provider("cpp", "dposhap", 'compose.log_probs(ref, sources, w, backend="cpp"): inputs read in place', dense_cpp),
+    Provider("torch-naive", "torch", "ref + matmul(w, sources - ref), log_softmax", dense_naive),
+    Provider("torch-good", "torch", "bmm(w, sources).addcmul_(ref, 1 - sum w), log_softmax", dense_good),
+]
+DENSE_GRID = [(64, 4, 32000), (8, 4, 32000), (64, 16, 32000), (16, 4, 128256)]
+
+
+def run_dense(out_dir: Path, quick: bool) -> None:
+    """The dense form's table: ``dense_cpu.md`` and ``.csv``."""
+    rows = []
+    table = MarkdownTable(
+        "Dense form on the CPU (log_probs, full [R, V] output), float32, median ms",
+        ["R", "n", "V", "cpp ms", "torch-naive ms", "torch-good ms", "cpp vs naive", "cpp vs good"],
+    )
+    for r, n, v in DENSE_GRID[:1] if quick else DENSE_GRID:
+        p = dense_setup(r, n, v)
+        times = interleaved_medians(p, "logprobs", 15 if quick else 41, warmup=3, providers=DENSE_PROVIDERS)
+        for prov in DENSE_PROVIDERS:
+            rows.append(dict(R=r, n=n, V=v, provider=prov.name, median_s=times[prov.name]))
+        table.rows.append(
+            [
+                r,
+                n,
+                v,
+                f"{times['cpp'] * 1e3:.2f}",
+                f"{times['torch-naive'] * 1e3:.2f}",
+                f"{times['torch-good'] * 1e3:.2f}",
+                f"{times['torch-naive'] / times['cpp']:.2f}x",
+                f"{times['torch-good'] / times['cpp']:.2f}x",
+            ]
+        )
+        print(table.rows[-1], flush=True)
+    env = environment(["torch", "numpy"])
+    env["torch threads"] = str(torch.get_num_threads())
+    preamble = [
+        "Setup: ref [R, V] and sources [R, n, V] float32 N(0, 9), weights 1; the providers take turns "
+        "(interleaved), so the ratios are measured side by side on a shared, loaded machine.",
+        "Target (issue 14): cpp >= 3x torch-naive and >= 1.5x torch-good at R = 64, n = 4, V = 32000.",
+    ]
+    write_csv(out_dir / "dense_cpu.csv", rows)
+    write_markdown(out_dir / "dense_cpu.md", "Compose kernels, CPU (dense form)", env, [table], preamble)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smallest shape only, written to results/quick/")
+    parser.add_argument("--dense", action="store_true", help="the dense form only")
     args = parser.parse_args()
     out_dir = HERE / "results" / ("quick" if args.quick else "")
     grid = GRID[:1] if args.quick else GRID
     _native.load_cpu()
+    run_dense(out_dir, args.quick)
+    if args.dense:
+        return
     rows = []
     table = MarkdownTable(
         "Gather form on the CPU, float32 logits, median ms (speed-up of cpp in brackets)",

@@ -68,7 +68,7 @@ from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
 from _harness import MarkdownTable, Provider, environment, write_csv, write_markdown  # noqa: E402
-from dposhap.evaluate.decoding import ComposedDecoder, DecodeConfig  # noqa: E402
+from dposhap.evaluate.decoding import ComposedDecoder, DecodeConfig, cache_keyword  # noqa: E402
 
 PACKAGES = ("torch", "transformers", "peft", "numpy")
 N_SOURCES, N_PROMPTS = 4, 32
@@ -270,7 +270,7 @@ def run_naive(s: Setup, generator: torch.Generator) -> tuple[int, int]:
                     input_ids=batch["input_ids"],
                     attention_mask=mask,
                     position_ids=positions,
-                    past_key_values=caches[m],
+                    **{cache_keyword(s.merged[m]): caches[m]},
                     use_cache=True,
                     logits_to_keep=1,
                 )
@@ -302,7 +302,7 @@ def run_naive(s: Setup, generator: torch.Generator) -> tuple[int, int]:
                             input_ids=sampled[:, None],
                             attention_mask=mask,
                             position_ids=last[:, None],
-                            past_key_values=caches[m],
+                            **{cache_keyword(s.merged[m]): caches[m]},
                             use_cache=True,
                         )
                         .logits[:, -1]
@@ -373,14 +373,56 @@ def measure(s: Setup, repeats: int) -> dict[str, dict[str, float]]:
     }
 
 
+LATENCY_BATCHES = (1, 4, 16)
+
+
+def latency(shapes: list[str], repeats: int, out_dir: Path) -> None:
+    """Latency of one call of the decoder (the generation utility's decoding) per batch of
+    coalitions: K = 1, 4, 16 coalitions x B prompts, median and p95 over ``repeats`` calls."""
+    table = MarkdownTable(
+        f"Latency per batch of coalitions (B = {N_PROMPTS} prompts each), median and p95 over {repeats} calls",
+        ["shape", "coalitions", "median s", "p95 s", "tokens"],
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in shapes:
+            s = setup(shape, Path(tmp))
+            decoder = ComposedDecoder(s.model, s.tokenizer, SOURCES)
+            for k in LATENCY_BATCHES:
+                coalitions = s.coalitions[-k:]  # the largest coalitions: the most rows
+                decoder.generate(s.prompts, coalitions, s.config)  # warm-up
+                times, tokens = [], 0
+                for _ in range(repeats):
+                    _sync(s.device)
+                    t0 = time.perf_counter()
+                    tokens = decoder.generate(s.prompts, coalitions, s.config).new_tokens
+                    _sync(s.device)
+                    times.append(time.perf_counter() - t0)
+                p95 = float(np.percentile(times, 95))
+                rows.append(dict(shape=shape, coalitions=k, median_s=statistics.median(times), p95_s=p95))
+                table.rows.append([shape, k, f"{statistics.median(times):.3f}", f"{p95:.3f}", tokens])
+                print(table.rows[-1], flush=True)
+            del s
+    env = environment(PACKAGES)
+    env["torch threads"] = str(torch.get_num_threads())
+    write_csv(out_dir / "latency.csv", rows)
+    write_markdown(out_dir / "latency.md", "Composed decoding latency", env, [table])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="toy shape only, 2 repeats, into results/quick/")
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), help="default: every shape the machine runs")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
+    parser.add_argument(
+        "--latency", type=int, metavar="REPEATS", help="latency per batch of 1, 4, 16 coalitions instead (median, p95)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.latency:
+        latency(args.shapes or ["toy"], args.latency, HERE / "results")
+        return
     shapes = (
         ["toy"]
         if args.quick

@@ -92,6 +92,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "batch_size": "dpo.per_device_train_batch_size",
         "seed": "dpo.seed",
         "lora_r": "lora.r",
+        "threads": "model.threads",
     }
     out = list(args.set or [])
     for attr, key in flags.items():
@@ -206,6 +207,7 @@ def _cmd_value(args: argparse.Namespace) -> int:
         label=args.name,
         progress=not args.quiet,
         n_boot=args.n_boot,
+        threads=args.threads,
     )
     doc = load_values(Run(args.run))
     name = args.name or args.utility
@@ -230,7 +232,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .recipes import run_demo
 
-    run_demo(args.out, progress=not args.quiet)
+    run_demo(args.out, progress=not args.quiet, threads=args.threads)
     return 0
 
 
@@ -254,6 +256,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overrides=args.set or [],
         device=args.device,
+        threads=args.threads,
     )
     return 0
 
@@ -310,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, help="pairs per step")
     train.add_argument("--seed", type=int, help="training seed")
     train.add_argument("--lora-r", type=int, help="LoRA rank")
+    train.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+    )
     train.add_argument("--force", action="store_true", help="retrain every source")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=_cmd_train)
@@ -342,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(value.add_argument_group("utility settings (each applies to the utilities in brackets)"))
     value.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    value.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+    )
     value.add_argument("--name", help="name of this valuation in values.json (default: the utility)")
     value.add_argument(
         "--partial",
@@ -372,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     reproduce = sub.add_parser(
@@ -398,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE", help="override a training setting")
     reproduce.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    reproduce.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+    )
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reproduce.set_defaults(handler=_cmd_reproduce)
     return parser

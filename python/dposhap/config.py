@@ -81,8 +81,15 @@ class ModelConfig(Section):
         'weights and training precision: "auto" = bf16 on a GPU that has it, else fp32', default="auto"
     )
     device: Device = _help('"auto" = cuda when available, else cpu', default="auto")
+    threads: int | None = _help(
+        "torch CPU threads (default: chosen from the model's size, see dposhap.threads)", default=None
+    )
 
     def __post_init__(self) -> None:
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            self.fail("threads", f"must be an integer >= 1 (or left out to choose), got {self.threads!r}")
         if not self.base.strip():
             self.fail("base", f"is empty: give a world ({', '.join(world_names())}), a local model folder or a hub id")
         self.check_literal("precision")
@@ -275,7 +282,7 @@ class RunConfig:
     def training_hash(self) -> str:
         """Hash of everything that changes an adapter other than its data: model, LoRA, DPO."""
         keep = {k: v for k, v in self.to_dict().items() if k in ("model", "lora", "dpo")}
-        keep["model"] = {k: v for k, v in keep["model"].items() if k != "device"}
+        keep["model"] = {k: v for k, v in keep["model"].items() if k not in ("device", "threads")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 

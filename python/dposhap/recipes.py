@@ -140,7 +140,13 @@ def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str = "judge") -
 
 
 def run_recipe(
-    recipe: Recipe, out: str | Path, *, progress: bool = True, overrides: Sequence[str] = (), device: str = "auto"
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train, value and report a recipe in ``out``, printing each stage and its time.
 
@@ -158,7 +164,8 @@ def run_recipe(
         return time.perf_counter()
 
     started = stage(1, f"training {recipe.what} into {run.root}")
-    train_sources(load_config(None, [*recipe.overrides, *overrides]), run.root, progress=progress)
+    thread_override = [] if threads is None else [f"model.threads={threads}"]
+    train_sources(load_config(None, [*recipe.overrides, *overrides, *thread_override]), run.root, progress=progress)
     seconds["train"] = _done(started)
     for number, valuation in enumerate(recipe.valuations, start=2):
         started = stage(number, valuation.title)
@@ -170,6 +177,7 @@ def run_recipe(
             device=device,
             label=valuation.label,
             progress=progress,
+            threads=threads,
         )
         seconds[valuation.label or valuation.utility] = _done(started)
     started = stage(stages, "report")
@@ -196,6 +204,9 @@ def _done(started: float) -> float:
     return elapsed
 
 
-def run_demo(out: str | Path = "runs/demo", *, progress: bool = True, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Train, value and report the toy world in ``out``; returns the values document."""
-    return run_recipe(demo_recipe(), out, progress=progress, overrides=overrides)
+def run_demo(
+    out: str | Path = "runs/demo", *, progress: bool = True, overrides: Sequence[str] = (), threads: int | None = None
+) -> dict[str, Any]:
+    """Train, value and report the toy world in ``out``; returns the values document. ``threads``:
+    torch CPU threads (default: :mod:`dposhap.threads` chooses)."""
+    return run_recipe(demo_recipe(), out, progress=progress, overrides=overrides, threads=threads)

@@ -46,17 +46,13 @@ from .run import (
     replace_dir,
 )
 from .run.manifest import now
+from .threads import choose as choose_threads
+from .threads import use as use_threads
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["train_sources"]
-
-#: Below this many parameters a CPU run trains on one thread. A tiny model (the toy one) gains
-#: nothing from a second thread but synchronisation; SmolLM2-135M, measured on the project's 2-core
-#: CPU (shared with other jobs), took 41 s per step on one thread and 72 s on two (bench/RESULTS.md).
-#: Bigger models train on torch's default (every core).
-ONE_THREAD_MAX_PARAMETERS = 200_000_000
 
 
 def train_sources(
@@ -157,9 +153,13 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     tokenizer = load_tokenizer(ref)
     model = load_base_model(ref, dtype=dtype, device=device)
     _check_against_model(cfg, model, tokenizer, [data[name] for name in todo])
-    small = device == "cpu" and sum(p.numel() for p in model.parameters()) < ONE_THREAD_MAX_PARAMETERS
-    threads = _torch_threads(1) if small else contextlib.nullcontext()
-    with _quiet_libraries(), threads:
+    thread_choice = choose_threads(
+        sum(p.numel() for p in model.parameters()),
+        rows=cfg.dpo.per_device_train_batch_size,
+        device=device,
+        requested=cfg.model.threads,
+    )
+    with _quiet_libraries(), use_threads(thread_choice, say=progress):
         for position, name in enumerate(todo, start=1):
             label = f"[{position}/{len(todo)}] {name}"
             entry, model = _train_one(
@@ -596,19 +596,6 @@ class _PeakMemory:
 def _rss_bytes() -> int:
     with open("/proc/self/statm", encoding="ascii") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """Run with ``count`` intra-op CPU threads, restoring the previous count."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,9 @@ from .models import quiet_libraries, resolve_device
 from .report import record_values
 from .run import Run, cached
 from .shapley import ShapleyResult, attach_bootstrap, banzhaf, bootstrap, shapley
+from .threads import choose as choose_threads
+from .threads import model_parameters
+from .threads import use as use_threads
 from .uncertainty import ItemUtility
 from .validate import check_int
 
@@ -48,6 +51,7 @@ def value_run(
     label: str | None = None,
     progress: bool = True,
     n_boot: int = DEFAULT_N_BOOT,
+    threads: int | None = None,
 ) -> tuple[ShapleyResult, dict[str, Any]]:
     """Value the sources of a trained run under one utility and record the result.
 
@@ -77,6 +81,9 @@ def value_run(
         each value's evaluation standard error, the paired comparisons of sources and the
         ranking groups come from them (0: estimator error only). The replicates reuse the
         evaluated coalitions; nothing is evaluated again.
+    threads
+        torch CPU threads; default: chosen from the model's size (:mod:`dposhap.threads`, one
+        line printed with progress on).
 
     Returns
     -------
@@ -95,7 +102,10 @@ def value_run(
         )
     run = Run.open(run_dir)
     run.check_complete(strict=False)  # a partial run is valued over its trained sources, with a warning
-    with run.lock(f"dposhap value --utility {utility}"), quiet_libraries():
+    thread_choice = choose_threads(
+        model_parameters(run.manifest.base_model.location), device=resolve_device(device), requested=threads
+    )
+    with run.lock(f"dposhap value --utility {utility}"), quiet_libraries(), use_threads(thread_choice, say=progress):
         started = time.perf_counter()
         built: Utility = kind.build(
             run, settings, BuildContext(device=resolve_device(device), seed=seed, progress=progress)

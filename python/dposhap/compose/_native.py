@@ -49,7 +49,7 @@ class _Extension:
 _CPU = _Extension(
     "dposhap_compose_cpu",
     "the cpp compose backend",
-    ("compose_cpu.cpp", "compose_cpu_binding.cpp"),
+    ("compose_cpu.cpp", "compose_cpu_dense.cpp", "compose_cpu_binding.cpp"),
     ("compose_cpu.h", "compose_cpu_math.h", "compose_noise.h"),
 )
 _CUDA = _Extension(
@@ -88,7 +88,9 @@ def _isa_flags() -> list[str]:
         capability = torch.backends.cpu.get_cpu_capability()
     except Exception:  # old torch: stay on the baseline ISA
         return []
-    if capability in ("AVX2", "AVX512"):
+    if capability == "AVX512":  # 16 lanes: the dense kernel's exp and combine are compute-bound here
+        return ["-mavx2", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mprefer-vector-width=512"]
+    if capability == "AVX2":
         return ["-mavx2", "-mf16c"]
     return []
 

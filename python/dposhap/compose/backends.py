@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from ..errors import InvalidArgumentError
-from . import reference, registry, triton_backend
+from . import _native, cuda_backend, ops, reference, registry, triton_backend
 from .contract import ComposeOutput, DenseRequest, GatherRequest, SharedRequest, with_request_arguments
 
 __all__ = [
@@ -95,6 +95,23 @@ class DenseDispatchRequest(DenseRequest):
     backend: Backend = "torch"
 
 
+def _dense_backend(request: DenseDispatchRequest) -> str:
+    """The backend ``"auto"`` runs a dense request on: on CUDA tensors the CUDA kernel where it
+    builds, else Triton; on the CPU the C++ kernel where it applies and builds; else the reference."""
+    ref, compute_dtype = request.ref, request.compute_dtype
+    if (
+        not isinstance(ref, torch.Tensor)
+        or ref.dtype not in (torch.float32, torch.bfloat16, torch.float16)
+        or compute_dtype not in (None, torch.float32)
+    ):
+        return "torch"
+    if ref.is_cuda:
+        return "cuda" if _native.cuda_available() else "triton"
+    if ref.device.type == "cpu" and _native.cpu_available():
+        return "cpp"
+    return "torch"
+
+
 @with_request_arguments(DenseDispatchRequest)
 def log_probs(request: DenseDispatchRequest) -> torch.Tensor:
     """:func:`dposhap.compose.reference.log_probs` (the dense form) on a chosen backend.
@@ -106,17 +123,45 @@ def log_probs(request: DenseDispatchRequest) -> torch.Tensor:
     ref, sources, weights, temperature, compute_dtype
         As in :func:`dposhap.compose.reference.log_probs`.
     backend
-        ``"torch"`` (the reference), or ``"auto"``, ``"cpp"``, ``"triton"``, ``"cuda"`` as in
-        :func:`compose` (float32 results).
+        ``"torch"`` (the reference), ``"cpp"`` (C++ CPU kernel), ``"cuda"`` (CUDA kernel),
+        ``"triton"`` (Triton kernels; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``)
+        or ``"auto"`` (as in :func:`compose`). The kernels read ``ref`` and ``sources`` in place
+        through their strides (no concatenated copy; only a vocabulary stride other than 1 costs
+        a copy), compute in float32 and return float32.
 
     Returns
     -------
     torch.Tensor
         ``[R, V]`` log-probabilities.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Bad arguments (as the reference), an unknown backend, or a kernel backend on a device or
+        compute dtype it does not handle.
+    dposhap.errors.NativeBuildError
+        A native backend named explicitly cannot be built here.
     """
-    out = _run(request.gather(), request.backend)
-    assert out.logprobs is not None
-    return out.logprobs
+    backend = _dense_backend(request) if request.backend == "auto" else request.backend
+    if backend == "torch":
+        return reference.log_probs(
+            request.ref, request.sources, request.weights, request.temperature, compute_dtype=request.compute_dtype
+        )
+    if backend == "triton":
+        if not isinstance(request.ref, torch.Tensor) or not triton_backend.available(request.ref.device):
+            device = request.ref.device.type if isinstance(request.ref, torch.Tensor) else "no"
+            raise InvalidArgumentError(
+                f"the Triton kernel runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1); got a {device} tensor"
+            )
+        return ops.run_dense_op(ops.compose_dense_triton, request)
+    if backend in ("cpp", "cuda"):
+        ref = request.ref
+        if backend == "cuda":
+            cuda_backend.check_cuda_tensors(ref)
+        elif isinstance(ref, torch.Tensor) and ref.device.type != "cpu":
+            raise InvalidArgumentError(f"ref must be on the CPU for the cpp backend, got {ref.device}")
+        return ops.run_dense_op(ops.compose_dense, request)
+    raise InvalidArgumentError(f"unknown backend {backend!r}; choose from {list(GATHER_BACKENDS)}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -516,8 +516,15 @@ class DenseRequest:
     _: KW_ONLY
     compute_dtype: torch.dtype | None = None
 
-    def gather(self) -> GatherRequest:
-        """The same rows as a gather request (the dense arguments checked)."""
+    def checked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(ref, sources, weights)`` checked, as given (no copy), with ``weights`` as ``[R, n]``
+        (a ``[n]`` row expanded, bool or integer weights in the compute dtype).
+
+        Raises
+        ------
+        InvalidArgumentError
+            Wrong shapes, dtypes or devices.
+        """
         ref = check_float_tensor(self.ref, "ref", "[R, V]", 2, LOGIT_DTYPES)
         sources = check_float_tensor(self.sources, "sources", "[R, n, V]", 3, LOGIT_DTYPES)
         weights = self.weights
@@ -541,6 +548,14 @@ class DenseRequest:
             raise InvalidArgumentError(
                 f"weights must be [R, n] = [{r}, {n}] or [n] = [{n}], got {tuple(weights.shape)}"
             )
+        return ref, sources, weights
+
+    def gather(self) -> GatherRequest:
+        """The same rows as a gather request (the dense arguments checked; ref and sources
+        concatenated into one logits matrix: the reference's layout, not the kernels')."""
+        ref, sources, weights = self.checked()
+        r, vocab = ref.shape
+        n = sources.shape[1]
         logits = torch.cat([ref[:, None, :], sources], dim=1).reshape(r * (n + 1), vocab)
         ref_index = torch.arange(r, device=ref.device) * (n + 1)
         src_index = ref_index[:, None] + 1 + torch.arange(n, device=ref.device)[None, :]

@@ -16,7 +16,14 @@ import torch
 from ..errors import InvalidArgumentError
 from ._native import load_cuda
 from .contract import ComposeOutput, GatherArgs
-from .kernel_common import assemble, check_participating_rows, kernel_top_k, noise_keys, require_float32
+from .kernel_common import (
+    assemble,
+    check_dense_result,
+    check_participating_rows,
+    kernel_top_k,
+    noise_keys,
+    require_float32,
+)
 
 
 def check_cuda_tensors(logits: object) -> None:
@@ -63,3 +70,32 @@ def launch(args: GatherArgs) -> ComposeOutput:
         kernel_top_k(args),
     )
     return assemble(want, logits, rows, coef, logz, raw_lse, target, sample, logprobs)
+
+
+def launch_dense(
+    ref: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor, temperature: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense form (:func:`dposhap.compose.reference.log_probs`) by the CUDA kernels:
+    ``ref [R, V]`` and ``sources [R, n, V]`` read in place (only a vocabulary stride other than
+    1 costs a copy), float32 ``weights [R, n]`` and ``temperature [R]``.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        float32 ``logprobs [R, V]`` and ``logz [R]``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Tensors not on a CUDA device, NaN or ``+inf`` in a participating row, a row masked
+        everywhere.
+    dposhap.errors.NativeBuildError
+        The extension cannot be built here.
+    """
+    check_cuda_tensors(ref)
+    ref = ref if ref.stride(1) == 1 else ref.contiguous()
+    sources = sources if sources.stride(2) == 1 else sources.contiguous()
+    weights = weights.to(torch.float32).contiguous()
+    logprobs, logz = load_cuda().compose_dense(ref, sources, weights, temperature.to(torch.float32).contiguous())
+    check_dense_result(ref, sources, weights, logz)
+    return logprobs, logz

@@ -88,3 +88,34 @@ def assemble(
         correction = raw_lse - torch.where(coef != 0, coef * row_lse, 0.0).sum(dim=1)
         result.correction = correction.masked_fill(single_source_rows(coef), 0.0)
     return result
+
+
+def check_dense_result(ref: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor, logz: torch.Tensor) -> None:
+    """The errors of a dense kernel run, from its log-normaliser: NaN marks a row with NaN or
+    ``+inf`` in a participating input (named here, from that row alone), ``-inf`` a row masked
+    everywhere; the order of the reference (bad inputs first).
+
+    Raises
+    ------
+    InvalidArgumentError
+        A bad row, as the CPU kernel words it.
+    """
+    bad = torch.isnan(logz)
+    if bool(bad.any()):
+        (row,) = first_index(bad)
+        rows = torch.cat([ref[row][None], sources[row]]).float()
+        used = torch.cat([(1.0 - weights[row].sum()).reshape(1) != 0, weights[row] != 0])
+        hit = (torch.isnan(rows) | torch.isposinf(rows)).any(dim=1) & used
+        (slot,) = first_index(hit)
+        where = f"ref[{row}]" if slot == 0 else f"sources[{row}, {slot - 1}]"
+        raise InvalidArgumentError(
+            f"{where} contains NaN or +inf; logits must be finite or -inf (masked tokens): "
+            "check the forward pass that produced them"
+        )
+    masked = logz == float("-inf")
+    if bool(masked.any()):
+        (row,) = first_index(masked)
+        raise InvalidArgumentError(
+            f"row {row}: the combined logits are -inf for every token (its reference and sources mask out the "
+            "whole vocabulary between them); leave at least one token unmasked"
+        )

@@ -10,6 +10,11 @@
 
 Both take the arguments of :data:`GATHER_SCHEMA` and share one fake implementation, so they trace
 under ``torch.compile``. Outputs not asked for are empty tensors ``[0]``.
+
+``torch.ops.dposhap.compose_dense`` and ``torch.ops.dposhap.compose_dense_triton``
+    The dense form (:data:`DENSE_SCHEMA`): ``ref [R, V]`` and ``sources [R, n, V]`` read in
+    place through their strides, no concatenation. CPU kernel: ``csrc/compose_cpu_dense.cpp``;
+    CUDA kernel: ``csrc/compose_cuda.cu``; Triton: :func:`dposhap.compose.triton_backend.launch_dense`.
 """
 
 from __future__ import annotations
@@ -24,13 +29,25 @@ from . import _native, cuda_backend, triton_backend
 from .contract import (
     OUTPUT_NAMES,
     ComposeOutput,
+    DenseRequest,
     GatherArgs,
     GatherRequest,
     as_int64,
+    temperature_rows,
     validate_gather,
 )
 
-__all__ = ["GATHER_SCHEMA", "compose_gather", "compose_gather_triton", "gather_op_arguments", "run_gather_op"]
+__all__ = [
+    "DENSE_SCHEMA",
+    "GATHER_SCHEMA",
+    "compose_dense",
+    "compose_dense_triton",
+    "compose_gather",
+    "compose_gather_triton",
+    "gather_op_arguments",
+    "run_dense_op",
+    "run_gather_op",
+]
 
 #: The signature of the gather ops. ``top_k`` 0 samples over the whole vocabulary; the five
 #: flags and the five outputs follow :data:`~dposhap.compose.contract.OUTPUT_NAMES`.
@@ -211,3 +228,64 @@ def run_gather_op(op: Callable[..., GatherOpOutputs], request: GatherRequest) ->
         raise InvalidArgumentError(message) from None
     outputs = request.wanted
     return ComposeOutput(**{name: value for name, value in zip(OUTPUT_NAMES, result, strict=True) if name in outputs})
+
+
+# --------------------------------------------------------------------------------------
+# the dense form
+
+#: The signature of the dense ops: float32 ``weights [R, n]`` and ``temperature [R]``; returns
+#: float32 ``logprobs [R, V]`` and ``logz [R]``.
+DENSE_SCHEMA = "(Tensor ref, Tensor sources, Tensor weights, Tensor temperature) -> (Tensor, Tensor)"
+
+
+def _dense_fake(
+    ref: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor, temperature: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shapes and dtypes of a dense op's outputs."""
+    return ref.new_empty(ref.shape, dtype=torch.float32), ref.new_empty((ref.shape[0],), dtype=torch.float32)
+
+
+def _dense_cpu_kernel(
+    ref: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor, temperature: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The C++ CPU dense kernel (it checks its inputs itself, in the binding)."""
+    logprobs, logz = _native.load_cpu().compose_dense(ref, sources, weights, temperature)
+    return logprobs, logz
+
+
+compose_dense = torch.library.custom_op(
+    "dposhap::compose_dense", _dense_cpu_kernel, mutates_args=(), device_types="cpu", schema=DENSE_SCHEMA
+)
+compose_dense.register_kernel("cuda", cuda_backend.launch_dense)
+compose_dense.register_fake(_dense_fake)
+
+compose_dense_triton = torch.library.custom_op(
+    "dposhap::compose_dense_triton", triton_backend.launch_dense, mutates_args=(), schema=DENSE_SCHEMA
+)
+compose_dense_triton.register_fake(_dense_fake)
+
+
+def run_dense_op(op: Callable[..., tuple[torch.Tensor, torch.Tensor]], request: DenseRequest) -> torch.Tensor:
+    """Run a dense op on a request (float32 compute); the log-probabilities ``[R, V]``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Bad arguments (the message of the check that failed).
+    dposhap.errors.NativeBuildError
+        The native extension cannot be built here.
+    """
+    ref, sources, weights = request.checked()
+    if request.compute_dtype not in (None, torch.float32):
+        raise InvalidArgumentError(
+            f'the dense kernels compute in float32; got compute_dtype={request.compute_dtype} (use backend="torch")'
+        )
+    temperature = temperature_rows(request.temperature, ref.shape[0], ref.device, torch.float32)
+    try:
+        logprobs, _ = op(ref, sources, weights.to(torch.float32), temperature)
+    except (RuntimeError, ValueError) as exc:
+        if isinstance(exc, DposhapError):
+            raise
+        message = str(exc).split("\nException raised from", 1)[0].strip()
+        raise InvalidArgumentError(message) from None
+    return logprobs

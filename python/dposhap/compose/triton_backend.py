@@ -15,7 +15,14 @@ import torch
 
 from ..errors import InvalidArgumentError
 from .contract import ComposeOutput, GatherArgs
-from .kernel_common import assemble, check_participating_rows, kernel_top_k, noise_keys, require_float32
+from .kernel_common import (
+    assemble,
+    check_dense_result,
+    check_participating_rows,
+    kernel_top_k,
+    noise_keys,
+    require_float32,
+)
 
 #: Vocabulary entries per block of the kernel (the interpreter gets smaller blocks).
 BLOCK_V = 1024
@@ -130,6 +137,99 @@ def launch(args: GatherArgs, *, block_v: int | None = None, radix_bits: int | No
         sample if "sample" in want else None,
         logprobs if "logprobs" in want else None,
     )
+
+
+#: Vocabulary entries per program of the dense form (a multiple of the block).
+DENSE_CHUNK = 8192
+INTERPRET_DENSE_CHUNK = 128
+
+
+def launch_dense(
+    ref: torch.Tensor,
+    sources: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: torch.Tensor,
+    *,
+    block_v: int | None = None,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense form (:func:`dposhap.compose.reference.log_probs`) by the Triton kernels
+    (:func:`~dposhap.compose.triton_kernels.dense_partial_kernel`, then
+    :func:`~dposhap.compose.triton_kernels.dense_finish_kernel`): ``ref [R, V]`` and ``sources
+    [R, n, V]`` read in place (only a vocabulary stride other than 1 costs a copy).
+
+    Parameters
+    ----------
+    ref, sources
+        Logits (float32, float16 or bfloat16), as checked by
+        :meth:`~dposhap.compose.contract.DenseRequest.checked`.
+    weights
+        float32 ``[R, n]``.
+    temperature
+        float32 ``[R]``, finite and > 0.
+    block_v, chunk
+        The block of vocabulary a program loads at once, and the vocabulary of one program (a
+        multiple of ``block_v``); defaults suit a GPU (smaller in the interpreter).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        float32 ``logprobs [R, V]`` and ``logz [R]``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        NaN or ``+inf`` in a participating row, a row masked everywhere, or a device Triton
+        cannot run on.
+    """
+    from .triton_kernels import dense_finish_kernel, dense_partial_kernel
+
+    device = ref.device
+    if not available(device):
+        raise InvalidArgumentError(
+            f"the Triton kernel runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1); got a {device.type} tensor"
+        )
+    r, vocab = ref.shape
+    n = sources.shape[1]
+    if block_v is None:
+        block_v = INTERPRET_BLOCK_V if device.type == "cpu" else BLOCK_V
+    if chunk is None:
+        chunk = INTERPRET_DENSE_CHUNK if device.type == "cpu" else DENSE_CHUNK
+    chunk = max(block_v, chunk // block_v * block_v)
+    ref = ref if ref.stride(1) == 1 else ref.contiguous()
+    sources = sources if sources.stride(2) == 1 else sources.contiguous()
+    weights = weights.to(torch.float32).contiguous()
+    temperature = temperature.to(torch.float32).contiguous()
+    n_chunks = max(1, -(-vocab // chunk))
+    out = torch.empty(r, vocab, dtype=torch.float32, device=device)
+    logz = torch.empty(r, dtype=torch.float32, device=device)
+    if r == 0:
+        return out, logz
+    part_max = torch.empty(r, n_chunks, dtype=torch.float32, device=device)
+    part_sum = torch.empty_like(part_max)
+    part_bad = torch.empty(r, n_chunks, dtype=torch.int32, device=device)
+    grid = (r, n_chunks)
+    dense_partial_kernel[grid](
+        ref,
+        sources,
+        weights,
+        temperature,
+        out,
+        part_max,
+        part_sum,
+        part_bad,
+        ref.stride(0),
+        sources.stride(0),
+        sources.stride(1),
+        n,
+        n_chunks,
+        vocab,
+        CHUNK=chunk,
+        BLOCK_V=block_v,
+    )
+    dense_finish_kernel[grid](out, logz, part_max, part_sum, part_bad, n_chunks, vocab, CHUNK=chunk, BLOCK_V=block_v)
+    check_dense_result(ref, sources, weights, logz)
+    return out, logz
 
 
 def shared_scores(

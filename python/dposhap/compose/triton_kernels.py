@@ -18,6 +18,13 @@ set only. This path computes ``c`` as the reference does, to the bit: ``acc / T`
 rounded and (launched without FP fusion) no fused multiply-adds, so its top-k set is the
 reference's.
 
+Dense form (:func:`dense_partial_kernel`, :func:`dense_finish_kernel`): ``ref [R, V]`` and
+``sources [R, n, V]`` read in place through their strides. Program (row, chunk of the
+vocabulary) combines its chunk, writes the tempered combination and the chunk's log-sum-exp
+state (and a flag for NaN or ``+inf`` in a participating row); the second kernel merges a row's
+chunk states into its log-normaliser and subtracts it from the chunk. Two kernels so that a few
+rows still fill the device.
+
 Shared-source form (:func:`shared_scores_kernel`): fixed text under many coalitions, an online
 log-sum-exp per coalition over a small matrix product per block of the vocabulary.
 """
@@ -300,3 +307,107 @@ def shared_scores_kernel(
     out = ks * n_pos + p
     tl.store(logz_ptr + out, logz, mask=ks < n_coal)
     tl.store(target_ptr + out, tgt - logz, mask=ks < n_coal)
+
+
+@triton.jit
+def dense_partial_kernel(
+    ref_ptr,
+    src_ptr,
+    w_ptr,
+    temp_ptr,
+    out_ptr,
+    part_max_ptr,
+    part_sum_ptr,
+    part_bad_ptr,
+    stride_ref,
+    stride_src_r,
+    stride_src_n,
+    n_sources,
+    n_chunks,
+    V,
+    CHUNK: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    """Chunk ``q`` of row ``m``: ``c = (a_0 ref + sum_j w_j src_j) / T`` (``-inf`` where a
+    participating row is ``-inf``), stored into ``out``; the chunk's (max, sum exp) and bad flag."""
+    m = tl.program_id(0)
+    q = tl.program_id(1)
+    temp = tl.load(temp_ptr + m)
+    total = tl.zeros([], dtype=tl.float32)
+    for j in range(0, n_sources):
+        total += tl.load(w_ptr + m * n_sources + j)
+    a0 = 1.0 - total
+    run_max = tl.zeros([], dtype=tl.float32) + float("-inf")
+    run_sum = tl.zeros([], dtype=tl.float32)
+    bad = tl.zeros([], dtype=tl.int32)
+    for v0 in range(q * CHUNK, q * CHUNK + CHUNK, BLOCK_V):
+        offs = v0 + tl.arange(0, BLOCK_V)
+        in_range = offs < V
+        acc = tl.zeros([BLOCK_V], dtype=tl.float32)
+        masked = offs < 0
+        if a0 != 0.0:
+            logit = tl.load(ref_ptr + m * stride_ref + offs, mask=in_range, other=0.0).to(tl.float32)
+            neg_inf = logit == float("-inf")
+            masked = masked | neg_inf
+            bad = bad | tl.max(((logit != logit) | (logit == float("inf"))).to(tl.int32), 0)
+            acc += tl.where(neg_inf, 0.0, a0 * logit)
+        for j in range(0, n_sources):
+            w = tl.load(w_ptr + m * n_sources + j)
+            if w != 0.0:
+                logit = tl.load(src_ptr + m * stride_src_r + j * stride_src_n + offs, mask=in_range, other=0.0).to(
+                    tl.float32
+                )
+                neg_inf = logit == float("-inf")
+                masked = masked | neg_inf
+                bad = bad | tl.max(((logit != logit) | (logit == float("inf"))).to(tl.int32), 0)
+                acc += tl.where(neg_inf, 0.0, w * logit)
+        dead = masked | (in_range == 0)
+        c = tl.where(dead, float("-inf"), acc / temp)
+        tl.store(out_ptr + m * V + offs, c, mask=in_range)
+        new_max = tl.maximum(run_max, tl.max(c, 0))
+        keep = tl.where(run_max == float("-inf"), 0.0, tl.exp(run_max - new_max))
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+        run_sum = run_sum * keep + tl.sum(tl.where(dead, 0.0, tl.exp(c - shift)), 0)
+        run_max = new_max
+    tl.store(part_max_ptr + m * n_chunks + q, run_max)
+    tl.store(part_sum_ptr + m * n_chunks + q, run_sum)
+    tl.store(part_bad_ptr + m * n_chunks + q, bad)
+
+
+@triton.jit
+def dense_finish_kernel(
+    out_ptr,
+    logz_ptr,
+    part_max_ptr,
+    part_sum_ptr,
+    part_bad_ptr,
+    n_chunks,
+    V,
+    CHUNK: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    """Row ``m``'s log-normaliser from its chunk states (NaN: a bad row, ``-inf``: masked
+    everywhere), subtracted from chunk ``q``; chunk 0 stores it."""
+    m = tl.program_id(0)
+    q = tl.program_id(1)
+    run_max = tl.zeros([], dtype=tl.float32) + float("-inf")
+    run_sum = tl.zeros([], dtype=tl.float32)
+    bad = tl.zeros([], dtype=tl.int32)
+    for p in range(0, n_chunks):
+        pm = tl.load(part_max_ptr + m * n_chunks + p)
+        ps = tl.load(part_sum_ptr + m * n_chunks + p)
+        bad = bad | tl.load(part_bad_ptr + m * n_chunks + p)
+        new_max = tl.maximum(run_max, pm)
+        keep = tl.where(run_max == float("-inf"), 0.0, tl.exp(run_max - new_max))
+        take = tl.where(pm == float("-inf"), 0.0, tl.exp(pm - new_max))
+        run_sum = run_sum * keep + ps * take
+        run_max = new_max
+    logz = run_max + tl.log(run_sum)
+    logz = tl.where(bad != 0, float("nan"), logz)
+    if q == 0:
+        tl.store(logz_ptr + m, logz)
+    for v0 in range(q * CHUNK, q * CHUNK + CHUNK, BLOCK_V):
+        offs = v0 + tl.arange(0, BLOCK_V)
+        in_range = offs < V
+        c = tl.load(out_ptr + m * V + offs, mask=in_range, other=0.0)
+        tl.store(out_ptr + m * V + offs, c - logz, mask=in_range)

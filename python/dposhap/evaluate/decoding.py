@@ -51,6 +51,7 @@ Stopping
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -452,6 +453,7 @@ class ComposedDecoder:
         if any(getattr(layer, "merged", False) for layer in self._block_lora.layers):
             raise InvalidArgumentError("the model has merged adapters: call model.unmerge_adapter() first")
         self._eos = _eos_ids(causal_lm, tokenizer)
+        self._cache_keyword = cache_keyword(causal_lm)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise InvalidArgumentError("the tokenizer has neither a padding nor an EOS token: set tokenizer.pad_token")
@@ -606,7 +608,7 @@ class ComposedDecoder:
                     input_ids=padded[prompts],
                     attention_mask=part_mask,
                     position_ids=(part_mask.cumsum(-1) - 1).clamp(min=0),
-                    past_key_values=cache,
+                    **{self._cache_keyword: cache},
                 )
             )
             kv_chunks.append([(layer.keys, layer.values) for layer in cache.layers])
@@ -678,7 +680,7 @@ class ComposedDecoder:
                 input_ids=torch.tensor([[node_token[n]] for _, n in keys], device=self.device),
                 attention_mask=torch.cat([prefill.mask[prompts], prefill.mask.new_ones(len(keys), step + 1)], dim=1),
                 position_ids=(prefill.lengths[prompts] + step)[:, None],
-                past_key_values=cache,
+                **{self._cache_keyword: cache},
             )
             row_of = {key: i for i, key in enumerate(keys)}
             counters["forward_rows"] += len(keys)
@@ -732,6 +734,14 @@ class ComposedDecoder:
         )
         correction = result.require("correction").double().tolist() if config.correction else []
         return result.require("sample").tolist(), correction
+
+
+def cache_keyword(causal_lm: Any) -> str:
+    """The keyword a causal LM's ``forward`` takes its :class:`~transformers.cache_utils.Cache`
+    by: ``cache`` in transformers' current API (``past_key_values`` is deprecated there and
+    removed in 5.40), ``past_key_values`` in the releases before it."""
+    parameters = inspect.signature(causal_lm.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _groups(

@@ -53,8 +53,12 @@ CONFIG = HERE.parents[1] / "examples" / "toy.toml"
 CLEAN, FLIPPED = ("helpful", "harmless"), ("adversarial",)
 
 
-def planted_answer(values: dict[str, float], stderr: dict[str, float]) -> dict[str, Any]:
-    """How far one objective's values follow the planted order, and how close copies of a kind are."""
+def planted_answer(values: dict[str, float], stderr: dict[str, float], objective: str) -> dict[str, Any]:
+    """How far one objective's values follow the planted order, and how close copies of a kind are.
+
+    ``own>adversarial`` compares the kind named after the objective (helpful on helpful, harmless
+    on harmless; both clean kinds on accuracy) with the flipped one.
+    """
     by_kind: dict[str, list[str]] = {}
     for name in values:
         by_kind.setdefault(parse_copy_name(name)[0], []).append(name)
@@ -71,7 +75,9 @@ def planted_answer(values: dict[str, float], stderr: dict[str, float]) -> dict[s
         )
         for kind, names in by_kind.items()
     }
+    own = (objective,) if objective in CLEAN else CLEAN
     return {
+        "own>adversarial": share(own, FLIPPED),
         "clean>adversarial": share(CLEAN, FLIPPED),
         "clean>noisy": share(CLEAN, ("noisy",)),
         "noisy>adversarial": share(("noisy",), FLIPPED),
@@ -164,7 +170,8 @@ def _row(
         "stop": entry["stop"],
     }
     for obj in entry["objectives"]:
-        answer = planted_answer(entry["values"][obj], entry["total_stderr"][obj])
+        answer = planted_answer(entry["values"][obj], entry["total_stderr"][obj], obj)
+        cells[f"{obj}:own>adv"] = round(answer["own>adversarial"], 3)
         cells[f"{obj}:clean>adv"] = round(answer["clean>adversarial"], 3)
         cells[f"{obj}:clean>noisy"] = round(answer["clean>noisy"], 3)
         cells[f"{obj}:noisy>adv"] = round(answer["noisy>adversarial"], 3)
@@ -182,7 +189,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=8, help="generation: new tokens per prompt")
     parser.add_argument("--gen-method", default="antithetic", help="generation: sampled method past 4 sources")
     parser.add_argument("--tol", type=float, default=0.01, help="generation: stop at this standard error")
-    parser.add_argument("--gen-budget", type=int, default=200, help="generation: most coalitions")
+    parser.add_argument("--gen-budget", type=int, default=400, help="generation: most coalitions")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for many_sources.md and .csv")
     args = parser.parse_args()
@@ -191,22 +198,24 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.workdir or tmp)
+        out = Path(args.out)
         for n in sizes:
             rows += run_one(n, args, root)
-    out = Path(args.out)
-    write_csv(out / "many_sources.csv", rows)
-    table = MarkdownTable(
-        f"{args.pairs} pairs per source; generation on {args.prompts} prompts x {args.tokens} tokens",
-        list(rows[0]),
-        [[str(v) for v in r.values()] for r in rows],
-    )
+            write_csv(out / "many_sources.csv", rows)  # each size as it finishes
+    tables = []
+    for utility in ("accuracy", "generation"):
+        mine = [r for r in rows if r["utility"] == utility]
+        caption = f"{utility}, {args.pairs} pairs per source" + (
+            f", {args.prompts} prompts x {args.tokens} tokens" if utility == "generation" else ""
+        )
+        tables.append(MarkdownTable(caption, list(mine[0]), [[str(v) for v in r.values()] for r in mine]))
     write_markdown(
         out / "many_sources.md",
         "Train + value with many toy sources, in process",
         environment(["torch", "transformers", "trl", "peft"]),
-        [table],
+        tables,
     )
-    print(table.render())
+    print("\n".join(t.render() for t in tables))
 
 
 if __name__ == "__main__":

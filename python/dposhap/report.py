@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ from .uncertainty import Z95, ranking_groups
 __all__ = ["evaluated_on", "format_table", "load_values", "make_figures", "record_values"]
 
 VALUES_FORMAT = _VALUES_FORMAT  # one owner: the run layer
+#: Past this many sources the printed table shows only the :data:`TABLE_ENDS` highest and lowest.
+TABLE_MAX_ROWS = 24
+TABLE_ENDS = 10
+#: Past this many sources the ranking line is summarised, and the figures switch to their many-source layout.
+MANY_SOURCES = 16
 
 
 def load_values(run: Run) -> dict[str, Any]:
@@ -226,7 +232,13 @@ def _write_csv(run: Run, doc: dict[str, Any]) -> None:
 
 
 def format_table(doc: dict[str, Any]) -> str:
-    """A plain-text table of every utility's values: one row per source, one column per objective."""
+    """A plain-text table of every utility's values: one row per source, one column per objective.
+
+    Rows are sorted by the value on the first objective. Past :data:`TABLE_MAX_ROWS` sources only
+    the :data:`TABLE_ENDS` highest and lowest are printed, with a line saying how many are left
+    out and where the full list is (``values.csv``); past :data:`MANY_SOURCES` the ranking line
+    is summarised (its groups, the top and the bottom one) instead of naming every source.
+    """
     blocks = []
     for name, entry in doc["utilities"].items():
         objectives, sources = entry["objectives"], entry["sources"]
@@ -250,7 +262,18 @@ def format_table(doc: dict[str, Any]) -> str:
         lines.append(f"{'source':<{width}}{cols}")
         tied = {o: _tied_below(entry, o) for o in objectives}
         # highest value on the first objective first
-        for s in sorted(sources, key=lambda src: -entry["values"][objectives[0]][src]):
+        ordered = sorted(sources, key=lambda src: -entry["values"][objectives[0]][src])
+        shown: list[str | None] = list(ordered)
+        if len(ordered) > TABLE_MAX_ROWS:
+            shown = [*ordered[:TABLE_ENDS], None, *ordered[-TABLE_ENDS:]]
+        for s in shown:
+            if s is None:
+                left_out = len(ordered) - 2 * TABLE_ENDS
+                lines.append(
+                    f"... {left_out} sources ranked {TABLE_ENDS + 1} to {len(ordered) - TABLE_ENDS} on "
+                    f"{objectives[0]} not shown: every source is in values.csv and values.json"
+                )
+                continue
             cells = ""
             for o in objectives:
                 ev = "" if eval_se is None else f" ± {eval_se[o][s]:<7.4f}"
@@ -259,7 +282,9 @@ def format_table(doc: dict[str, Any]) -> str:
             lines.append(f"{s:<{width}}{cells}")
         for o in objectives:
             ranking = entry.get("ranking", {}).get(o)
-            if ranking:
+            if ranking and len(sources) > MANY_SOURCES:
+                lines.append(f"ranking on {o}: {_ranking_summary(ranking)}")
+            elif ranking:
                 lines.append(f"ranking on {o}: {_ranking_line(entry, o, ranking)}")
             if entry.get("advice", {}).get(o):
                 lines.append(f"  {entry['advice'][o]}")
@@ -303,6 +328,22 @@ def _ranking_line(entry: dict[str, Any], objective: str, groups: list[list[str]]
     return " ".join(parts)
 
 
+def _ranking_summary(groups: list[list[str]], shown: int = 4) -> str:
+    """The ranking of many sources in one line: how many groups, and the first and last of them."""
+
+    def names(group: list[str]) -> str:
+        more = f" and {len(group) - shown} more" if len(group) > shown else ""
+        return ", ".join(group[:shown]) + more
+
+    n = sum(len(g) for g in groups)
+    if len(groups) == 1:
+        return f"the data separate none of the {n} sources at 95%"
+    return (
+        f"{n} sources in {len(groups)} groups separated at 95% (each group: sources the data cannot "
+        f"separate from the one above); top: {names(groups[0])}; bottom: {names(groups[-1])}"
+    )
+
+
 def evaluated_on(entry: dict[str, Any]) -> str | None:
     """One line saying what a valuation's utilities were measured on (None when its config does not say)."""
     config = entry.get("config") or {}
@@ -336,41 +377,15 @@ def make_figures(run: Run) -> list[Path]:
     written: list[Path] = []
     for name, entry in doc["utilities"].items():
         objectives, sources = entry["objectives"], entry["sources"]
-        x = np.arange(len(sources))
-
-        fig, axes = plt.subplots(1, len(objectives), figsize=(4.2 * len(objectives), 3.6), squeeze=False)
-        eval_se = entry.get("eval_stderr")
-        total = entry.get("total_stderr") or entry["stderr"]
+        many = len(sources) > MANY_SOURCES
+        if many:  # one horizontal bar per source, sorted by value, the figure as tall as they need
+            height = 1.4 + 0.16 * len(sources)
+            fig, axes = plt.subplots(1, len(objectives), figsize=(4.8 * len(objectives), height), squeeze=False)
+        else:
+            fig, axes = plt.subplots(1, len(objectives), figsize=(4.2 * len(objectives), 3.6), squeeze=False)
         for ax, obj in zip(axes[0], objectives, strict=True):
-            vals = [entry["values"][obj][s] for s in sources]
-            ax.bar(x, vals, color=["tab:green" if v >= 0 else "tab:red" for v in vals], alpha=0.8)
-            # 95% intervals: thin grey for the total error, thick black for the estimator's alone
-            ax.errorbar(
-                x,
-                vals,
-                yerr=[Z95 * total[obj][s] for s in sources],
-                fmt="none",
-                ecolor="grey",
-                elinewidth=1,
-                capsize=5,
-                label="95% total (estimator + evaluation)" if eval_se is not None else "95% estimator",
-            )
-            if eval_se is not None:
-                ax.errorbar(
-                    x,
-                    vals,
-                    yerr=[Z95 * entry["stderr"][obj][s] for s in sources],
-                    fmt="none",
-                    ecolor="black",
-                    elinewidth=3,
-                    capsize=0,
-                    label="95% estimator only",
-                )
-            ax.axhline(0, color="black", linewidth=0.8)
-            ax.set_xticks(x, sources, rotation=30, ha="right")
-            ax.set_title(f"{obj}")
-            ax.set_ylabel(f"{entry['semivalue']} value")
-            ax.legend(fontsize=6, loc="best")
+            _value_bars(ax, entry, obj, sorted(sources, key=lambda s: entry["values"][obj][s]) if many else sources)
+        total = entry.get("total_stderr") or entry["stderr"]
         measured = evaluated_on(entry)
         fig.suptitle(
             f"{name}: {entry['method']}, {entry['n_evaluations']} evaluations" + (f"\n{measured}" if measured else ""),
@@ -390,10 +405,19 @@ def make_figures(run: Run) -> list[Path]:
                 xerr=[Z95 * total[a][s] for s in sources],
                 yerr=[Z95 * total[b][s] for s in sources],
                 fmt="o",
-                capsize=3,
+                capsize=0 if many else 3,
+                markersize=3 if many else 6,
+                elinewidth=0.6 if many else 1.5,
+                color="grey" if many else None,
+                zorder=1,
             )
-            for s, px, py in zip(sources, xs, ys, strict=True):
-                ax.annotate(s, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            if many:  # colour by group (the name before -NN), name only the extremes
+                _colour_groups(ax, sources, xs, ys)
+                labelled = _spaced(_extremes(xs, 3) | _extremes(ys, 3), xs, ys)
+            else:
+                labelled = list(range(len(sources)))
+            for i in labelled:
+                ax.annotate(sources[i], (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=8)
             lo, hi = float(min(xs.min(), ys.min(), 0)), float(max(xs.max(), ys.max(), 0))
             pad = 0.05 * (hi - lo or 1)
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="grey", linewidth=0.8)
@@ -417,15 +441,115 @@ def make_figures(run: Run) -> list[Path]:
             series = np.array([h[1] for h in entry["history"]], dtype=float)  # [steps, n, k]
             for j, (ax, obj) in enumerate(zip(axes[0], objectives, strict=True)):
                 for i, s in enumerate(sources):
-                    ax.plot(evals, series[:, i, j], marker=".", label=s)
+                    if many:  # no legend for dozens of lines: thin lines, the final order names the ends
+                        ax.plot(evals, series[:, i, j], linewidth=0.6, alpha=0.6)
+                    else:
+                        ax.plot(evals, series[:, i, j], marker=".", label=s)
+                if many:
+                    final = series[-1, :, j]
+                    for i in _spaced(_extremes(final, 3), np.zeros_like(final), final):
+                        ax.annotate(
+                            sources[i],
+                            (evals[-1], series[-1, i, j]),
+                            fontsize=6,
+                            xytext=(2, 0),
+                            textcoords="offset points",
+                        )
                 ax.set_xlabel("evaluations")
-                ax.set_title(obj)
+                ax.set_title(obj if not many else f"{obj} ({len(sources)} sources)")
             axes[0][0].set_ylabel("estimate")
-            axes[0][-1].legend(fontsize=7)
+            if not many:
+                axes[0][-1].legend(fontsize=7)
             fig.suptitle(f"{name}: convergence")
             fig.tight_layout()
             written.append(_save(fig, folder / f"convergence_{name}.png"))
     return written
+
+
+def _value_bars(ax: Any, entry: dict[str, Any], obj: str, order: list[str]) -> None:
+    """Bars of one objective's values with 95% error bars; vertical for a few sources, horizontal
+    (sorted, highest on top) past :data:`MANY_SOURCES`."""
+    many = len(order) > MANY_SOURCES
+    eval_se = entry.get("eval_stderr")
+    total = entry.get("total_stderr") or entry["stderr"]
+    pos = np.arange(len(order))
+    vals = [entry["values"][obj][s] for s in order]
+    colours = ["tab:green" if v >= 0 else "tab:red" for v in vals]
+    # 95% intervals: thin grey for the total error, thick black for the estimator's alone
+    bars = [(total, "grey", 1, 5 if not many else 2, "95% total (estimator + evaluation)")]
+    if eval_se is None:
+        bars[0] = (total, "grey", 1, 5 if not many else 2, "95% estimator")
+    else:
+        bars.append((entry["stderr"], "black", 3 if not many else 2, 0, "95% estimator only"))
+    if many:
+        ax.barh(pos, vals, color=colours, alpha=0.8, height=0.8)
+        for errors, colour, width, cap, label in bars:
+            ax.errorbar(
+                vals,
+                pos,
+                xerr=[Z95 * errors[obj][s] for s in order],
+                fmt="none",
+                ecolor=colour,
+                elinewidth=width,
+                capsize=cap,
+                label=label,
+            )
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(pos, order, fontsize=max(4.0, min(8.0, 560.0 / len(order))))
+        ax.set_ylim(-0.7, len(order) - 0.3)
+        ax.set_xlabel(f"{entry['semivalue']} value")
+    else:
+        ax.bar(pos, vals, color=colours, alpha=0.8)
+        for errors, colour, width, cap, label in bars:
+            ax.errorbar(
+                pos,
+                vals,
+                yerr=[Z95 * errors[obj][s] for s in order],
+                fmt="none",
+                ecolor=colour,
+                elinewidth=width,
+                capsize=cap,
+                label=label,
+            )
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(pos, order, rotation=30, ha="right")
+        ax.set_ylabel(f"{entry['semivalue']} value")
+    ax.set_title(f"{obj}")
+    ax.legend(fontsize=6, loc="best")
+
+
+_COPY_SUFFIX = re.compile(r"-[0-9]+$")
+
+
+def _colour_groups(ax: Any, sources: list[str], xs: np.ndarray, ys: np.ndarray) -> None:
+    """Points coloured by group (a name without its ``-NN`` suffix) when there are few groups."""
+    groups = [_COPY_SUFFIX.sub("", s) for s in sources]
+    kinds = list(dict.fromkeys(groups))
+    if len(kinds) > 10 or len(kinds) == len(sources):
+        ax.scatter(xs, ys, s=10, zorder=2)
+        return
+    for kind in kinds:
+        mask = np.array([g == kind for g in groups])
+        ax.scatter(xs[mask], ys[mask], s=12, zorder=2, label=f"{kind} ({int(mask.sum())})")
+    ax.legend(fontsize=6, loc="best")
+
+
+def _extremes(values: np.ndarray, k: int) -> set[int]:
+    """Indices of the ``k`` highest and ``k`` lowest of ``values``."""
+    order = np.argsort(np.asarray(values, dtype=float), kind="stable")
+    return {int(i) for i in (*order[:k], *order[-k:])}
+
+
+def _spaced(indices: set[int], xs: np.ndarray, ys: np.ndarray, gap: float = 0.04) -> list[int]:
+    """The points among ``indices`` to label so that no two labels overlap: a point closer than
+    ``gap`` of the data's span (on both axes) to one already labelled is left unlabelled."""
+    span_x = float(np.ptp(xs)) or 1.0
+    span_y = float(np.ptp(ys)) or 1.0
+    kept: list[int] = []
+    for i in sorted(indices):
+        if all(abs(xs[i] - xs[k]) > gap * span_x or abs(ys[i] - ys[k]) > gap * span_y for k in kept):
+            kept.append(i)
+    return kept
 
 
 def _save(fig: Any, path: Path) -> Path:

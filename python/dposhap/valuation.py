@@ -126,6 +126,7 @@ def value_run(
         else:
             config = built.describe()
         eval_note = None
+        method, budget = _stopping_rule(game, len(built.players), utility, method, budget, tol)
         try:
             estimate = shapley if semivalue == "shapley" else banzhaf
             result = estimate(
@@ -199,6 +200,34 @@ def _interactions(
         return interactions_from_samples(coalitions, values, n, names=names, objectives=objectives), None
     except DposhapError as err:
         return None, f"not computed: {err}"
+
+
+#: Sources up to which ``auto`` enumerates a native margin game exactly when no budget is given.
+NATIVE_EXACT_SOURCES = 16
+#: Coalitions per source a native margin game gets when no budget or tolerance is given.
+NATIVE_BUDGET_PER_SOURCE = 1000
+
+
+def _stopping_rule(
+    game: Any, n: int, utility: str, method: str, budget: int | None, tol: float | None
+) -> tuple[str, int | None]:
+    """``(method, budget)`` when neither ``budget`` nor ``tol`` is given and ``auto`` would sample.
+
+    A native margin game costs microseconds per coalition: exact up to 16 sources, else 1000
+    coalitions per source. Any other utility costs model passes per coalition, so past the
+    sources ``auto`` enumerates without a budget (10) the user chooses how much to spend.
+    """
+    if method != "auto" or budget is not None or tol is not None or n <= 10:
+        return method, budget
+    if isinstance(game, _core.MarginGame):
+        if n <= NATIVE_EXACT_SOURCES:
+            return "exact", None
+        return method, NATIVE_BUDGET_PER_SOURCE * n
+    raise InvalidArgumentError(
+        f"valuing {n} sources with the {utility} utility needs a stopping rule: give --budget N (coalitions to "
+        f"evaluate; exact enumeration would take 2^{n} = {2**n:,}) and/or --tol T (the standard error to reach) "
+        "(budget=/tol= in Python)"
+    )
 
 
 def _ends(game: Any, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:

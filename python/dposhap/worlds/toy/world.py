@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,7 @@ from ...validate import check_int
 from ..base import RewardFunction, World, WorldKind, build_hash, build_world_folder, register_world
 from .language import EVAL_PROMPTS_PER_TOPIC, OBJECTIVES, REWARDS, TOPICS, split_prompts
 from .settings import ToySettings
-from .sources import DEFAULT_SOURCES, SOURCE_KINDS, make_pairs, stream_rng
+from .sources import DEFAULT_SOURCES, MAX_COPIES, SOURCE_KINDS, copy_names, make_pairs, parse_copy_name, stream_rng
 
 FORMAT_VERSION = 1
 """Version of the on-disk layout and of the generating process; a world of another version is rebuilt."""
@@ -42,7 +43,8 @@ class ToyWorld(World):
         loads offline with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``: the
         reference policy.
     data_files
-        One JSONL file per selected source, each line ``{"prompt", "chosen", "rejected", "source"}``.
+        One JSONL file per selected source, each line ``{"prompt", "chosen", "rejected", "source"}``;
+        keyed by source name (the kind, or ``kind-NN`` with several copies).
     prompts
         Held-out prompts, in none of the sources nor in pretraining, in round-robin order over
         the topics (:meth:`eval_prompts`).
@@ -52,6 +54,8 @@ class ToyWorld(World):
         The selected source kinds, in the order asked for.
     pairs_per_source
         Preference pairs in each source.
+    copies
+        Copies of each kind (:func:`~dposhap.worlds.toy.sources.copy_names`).
     """
 
     root: Path
@@ -61,12 +65,13 @@ class ToyWorld(World):
     seed: int
     sources: tuple[str, ...]
     pairs_per_source: int = 256
+    copies: int = 1
     name: str = "toy"
     objectives: tuple[str, ...] = OBJECTIVES
 
     def record(self, run_root: Path) -> dict[str, Any]:
-        """The manifest's record: the folder (relative to the run), seed, sources, pairs per source."""
-        return {
+        """The manifest's record: the folder (relative to the run), seed, sources, pairs per source (and copies, if several)."""
+        record: dict[str, Any] = {
             "name": self.name,
             "root": os.path.relpath(self.root, run_root),
             "seed": self.seed,
@@ -74,6 +79,9 @@ class ToyWorld(World):
             "pairs_per_source": self.pairs_per_source,
             "objectives": list(self.objectives),
         }
+        if self.copies != 1:  # a one-copy world's record stays as it always was
+            record["copies"] = self.copies
+        return record
 
     def eval_prompts(self) -> list[str]:
         """The held-out prompts (in no source and not in pretraining)."""
@@ -111,7 +119,7 @@ class ToyWorld(World):
 
 
 def _validated_parameters(
-    seed: int, sources: Sequence[str], pairs_per_source: int, n_eval_prompts: int
+    seed: int, sources: Sequence[str], pairs_per_source: int, n_eval_prompts: int, copies: int
 ) -> dict[str, Any]:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
@@ -128,16 +136,20 @@ def _validated_parameters(
     for name, value, high in (
         ("pairs_per_source", pairs_per_source, None),
         ("n_eval_prompts", n_eval_prompts, MAX_EVAL_PROMPTS),
+        ("copies", copies, MAX_COPIES),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (high is not None and value > high):
             bound = f"between 1 and {high}" if high is not None else "at least 1"
             raise InvalidArgumentError(f"{name} must be an integer {bound}, got {value!r}")
-    return {
+    parameters: dict[str, Any] = {
         "seed": seed,
         "sources": list(sources),
         "pairs_per_source": pairs_per_source,
         "n_eval_prompts": n_eval_prompts,
     }
+    if copies != 1:  # absent for one copy, so that worlds built before copies existed keep their hash
+        parameters["copies"] = copies
+    return parameters
 
 
 def toy_eval_records(seed: int, objective: str, n_pairs: int = TOY_EVAL_PAIRS) -> list[dict[str, Any]]:
@@ -167,6 +179,7 @@ def _world_from_stamp(root: Path, stamp: dict[str, Any]) -> ToyWorld:
         seed=stamp["parameters"]["seed"],
         sources=tuple(stamp["parameters"]["sources"]),
         pairs_per_source=stamp["parameters"]["pairs_per_source"],
+        copies=stamp["parameters"].get("copies", 1),
     )
 
 
@@ -192,11 +205,13 @@ def _build_into(folder: Path, parameters: dict[str, Any], parameters_hash: str) 
     save_model(model, build_tokenizer(), folder / MODEL_DIR)
     (folder / DATA_DIR).mkdir()
     data_files = {}
-    for kind in parameters["sources"]:
-        data_files[kind] = f"{DATA_DIR}/{kind}.jsonl"
-        with open(folder / data_files[kind], "w", encoding="utf-8", newline="\n") as out:
-            for prompt, chosen, rejected in make_pairs(kind, seed, train_prompts, parameters["pairs_per_source"]):
-                row = {"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": kind}
+    for name in copy_names(parameters["sources"], parameters.get("copies", 1)):
+        kind, copy = parse_copy_name(name)
+        data_files[name] = f"{DATA_DIR}/{name}.jsonl"
+        pairs = make_pairs(kind, seed, train_prompts, parameters["pairs_per_source"], copy)
+        with open(folder / data_files[name], "w", encoding="utf-8", newline="\n") as out:
+            for prompt, chosen, rejected in pairs:
+                row = {"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": name}
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
     stamp = {
         "format_version": FORMAT_VERSION,
@@ -217,6 +232,7 @@ def build_toy_world(
     sources: Sequence[str] = DEFAULT_SOURCES,
     pairs_per_source: int = 256,
     n_eval_prompts: int = 32,
+    copies: int = 1,
     force: bool = False,
 ) -> ToyWorld:
     """Build the toy world into ``out_dir``, or reuse the one already there.
@@ -238,6 +254,9 @@ def build_toy_world(
         Preference pairs in each source, all distinct.
     n_eval_prompts
         Held-out prompts to return, at most :data:`MAX_EVAL_PROMPTS` (128).
+    copies
+        Copies of each kind, each from its own random stream and named ``kind-01``, ``kind-02``,
+        ...; 1 (the default) names the sources after their kinds.
     force
         Rebuild even when ``out_dir`` holds a world built with the same parameters.
 
@@ -258,7 +277,7 @@ def build_toy_world(
     ``out_dir`` and renamed into place, so an interrupted build never leaves a partial world.
     Building takes about 10 s on a 2-core CPU, most of it pretraining.
     """
-    parameters = _validated_parameters(seed, sources, pairs_per_source, n_eval_prompts)
+    parameters = _validated_parameters(seed, sources, pairs_per_source, n_eval_prompts, copies)
     parameters_hash = build_hash(FORMAT_VERSION, parameters)
     return build_world_folder(
         out_dir,
@@ -272,12 +291,35 @@ def build_toy_world(
 
 
 def _build(folder: Path, settings: ToySettings, sources: Sequence[str] | None) -> ToyWorld:
-    return build_toy_world(
+    if settings.copies == 1:
+        return build_toy_world(
+            folder,
+            seed=settings.seed,
+            sources=list(sources) if sources is not None else settings.sources,
+            pairs_per_source=settings.pairs_per_source,
+        )
+    world = build_toy_world(
         folder,
         seed=settings.seed,
-        sources=list(sources) if sources is not None else settings.sources,
+        sources=settings.sources,
         pairs_per_source=settings.pairs_per_source,
+        copies=settings.copies,
     )
+    return world if sources is None else _selected(world, sources)
+
+
+def _selected(world: ToyWorld, names: Sequence[str]) -> ToyWorld:
+    """The world with only the named sources' files: copy names, or kinds (all their copies)."""
+    chosen: list[str] = []
+    for name in names:
+        matching = [n for n in world.data_files if n == name or parse_copy_name(n)[0] == name]
+        if not matching:
+            raise InvalidArgumentError(
+                f"no toy source {name!r} with toy.copies = {world.copies}: name a kind of toy.sources "
+                f"(all its copies) or a copy ({', '.join(list(world.data_files)[:2])}, ...)"
+            )
+        chosen += [n for n in matching if n not in chosen]
+    return dataclasses.replace(world, data_files={n: world.data_files[n] for n in chosen})
 
 
 def _open(run_root: Path, record: Mapping[str, Any]) -> ToyWorld:
@@ -287,6 +329,7 @@ def _open(run_root: Path, record: Mapping[str, Any]) -> ToyWorld:
         seed=int(record["seed"]),
         sources=list(record["sources"]),
         pairs_per_source=int(record["pairs_per_source"]),
+        copies=int(record.get("copies", 1)),
     )
 
 

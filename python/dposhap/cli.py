@@ -530,5 +530,19 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *args: An
         print(f"dposhap: warning: {str(message).splitlines()[0]}", file=sys.stderr)
 
 
+def entry() -> None:
+    """The ``dposhap`` program: :func:`main`, its status the process's exit status."""
+    status = main()
+    if status == EXIT_INTERRUPTED:
+        # a Ctrl-C that reaches Python while a library runs code through the C API's PyRun_*
+        # marks the interpreter as interrupted even though main() handled it, and the process
+        # would then end by SIGINT instead of with this status: leave without finalizing
+        # (everything was saved and closed as the stack unwound)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

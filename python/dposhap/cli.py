@@ -17,6 +17,7 @@ import datetime as _dt
 import errno
 import os
 import re
+import signal
 import sys
 import tempfile
 import traceback
@@ -541,6 +542,9 @@ def entry() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+    # the work is done and saved: a Ctrl-C while the interpreter shuts down has nothing left to stop,
+    # and would otherwise turn this status into death by SIGINT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(status)
 
 

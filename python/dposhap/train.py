@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .config import RunConfig, load_config
 from .data import DataSpec, SourceData, load_eval_records, load_sources, write_split
 from .errors import ConfigError, InvalidArgumentError, RunError
+from .interrupts import Interrupts, deferred_interrupts
 from .models import (
     ModelRef,
     adapter_metadata,
@@ -385,9 +386,23 @@ def _train_one(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        return _train_into(
-            model, tokenizer, source, cfg, run, device, training_hash, work, label, progress, eval_records
-        )
+        # Ctrl-C stops at the end of a training step, never inside torch's C++ (dposhap.interrupts); one
+        # that waits until the adapter is saved leaves it in place, and the next run reuses it
+        with deferred_interrupts("this training step") as interrupts:
+            return _train_into(
+                model,
+                tokenizer,
+                source,
+                cfg,
+                run,
+                device,
+                training_hash,
+                work,
+                label,
+                progress,
+                eval_records,
+                interrupts,
+            )
     finally:  # finished, failed, full disk or Ctrl-C: the temporary folder never outlives the attempt
         shutil.rmtree(work, ignore_errors=True)
 
@@ -404,6 +419,7 @@ def _train_into(
     label: str,
     progress: bool,
     eval_records: list[dict[str, Any]] | None,
+    interrupts: Interrupts,
 ) -> tuple[SourceEntry, PreTrainedModel]:
     import torch
     from datasets import Dataset
@@ -461,7 +477,7 @@ def _train_into(
                 eval_dataset=Dataset.from_list(source.heldout_records()),
                 processing_class=tokenizer,
                 peft_config=lora,
-                callbacks=[_progress_callback(label)] if progress else None,
+                callbacks=[_interrupt_callback(interrupts), *([_progress_callback(label)] if progress else [])],
             )
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when TRL's bars are off
         setup_s = time.perf_counter() - started  # tokenising and the reference log-probs
@@ -526,6 +542,23 @@ def _checkpointing(config_class: type, enabled: bool) -> dict[str, bool]:
 def _metric(values: dict[str, Any], key: str) -> float | None:
     value = values.get(key)
     return None if value is None else float(value)
+
+
+def _interrupt_callback(interrupts: Interrupts) -> Any:
+    """Raise a waiting Ctrl-C between steps and evaluation batches, where Python unwinds cleanly."""
+    from transformers import TrainerCallback
+
+    class InterruptCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            interrupts.check()
+
+        def on_substep_end(self, args, state, control, **kwargs):
+            interrupts.check()
+
+        def on_prediction_step(self, args, state, control, **kwargs):
+            interrupts.check()
+
+    return InterruptCallback()
 
 
 def _progress_callback(label: str) -> Any:

@@ -138,7 +138,10 @@ def test_ctrl_c_during_train(run: Path) -> None:
         assert sorted(_trained(run)) == SOURCES
         return
     one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 130, "interrupted")
-    assert (run / "manifest.json").read_bytes() == before
+    # the manifest may have been rewritten (the plan is recorded before training starts), never lost
+    # or changed in what it says was trained
+    after = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    assert after["sources"] == json.loads(before)["sources"]
     _no_leftovers(run)
 
 

@@ -94,6 +94,8 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "seed": "dpo.seed",
         "lora_r": "lora.r",
         "threads": "model.threads",
+        "ray": "cluster.address",
+        "workers": "cluster.workers",
     }
     out = list(args.set or [])
     for attr, key in flags.items():
@@ -165,6 +167,30 @@ def _add_settings_flags(parser: argparse._ActionsContainer) -> None:
             parser.add_argument(flag, dest=name, type=base, help=text)
 
 
+def _ray_address(text: str) -> str:
+    from .cluster import check_address
+
+    try:
+        return check_address(text)
+    except DposhapError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_cluster_flags(parser: argparse.ArgumentParser, workers: str) -> None:
+    """``--ray`` and ``--workers``: where train/value run (README, Ray)."""
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        type=_ray_address,
+        metavar="ADDRESS",
+        help="run on Ray (pip install 'dposhap[ray]'): local (a runtime on this machine), auto or no value "
+        "(RAY_ADDRESS, or this machine's cluster), host:port or ray://host:port; default: the config's [cluster] "
+        "address, unset = in this process",
+    )
+    parser.add_argument("--workers", type=_positive_int, help=f"with --ray: {workers} (default: fill the cluster)")
+
+
 def _utility_settings(args: argparse.Namespace) -> Any:
     """The chosen utility's settings from the flags given (the others keep their defaults)."""
     settings_type = get_utility(args.utility).settings_type
@@ -180,6 +206,7 @@ def _utility_settings(args: argparse.Namespace) -> Any:
 
 
 def _cmd_value(args: argparse.Namespace) -> int:
+    from .cluster import cluster_config
     from .report import format_table, load_values
     from .run import Run
     from .valuation import value_run
@@ -209,6 +236,7 @@ def _cmd_value(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         n_boot=args.n_boot,
         threads=args.threads,
+        cluster=cluster_config(run.cluster(), args.ray, args.workers),
     )
     doc = load_values(Run(args.run))
     name = args.name or args.utility
@@ -317,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
     )
+    _add_cluster_flags(train, "training tasks at once")
     train.add_argument("--force", action="store_true", help="retrain every source")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=_cmd_train)
@@ -352,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument(
         "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
     )
+    _add_cluster_flags(value, "evaluation actors")
     value.add_argument("--name", help="name of this valuation in values.json (default: the utility)")
     value.add_argument(
         "--partial",

@@ -26,12 +26,13 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidArgumentError
 from .settings import Section
 from .settings import setting as _help
 from .worlds import World, WorldKind, get_world, world_names
 
 __all__ = [
+    "ClusterConfig",
     "DataConfig",
     "DpoConfig",
     "EvalConfig",
@@ -94,6 +95,45 @@ class ModelConfig(Section):
             self.fail("base", f"is empty: give a world ({', '.join(world_names())}), a local model folder or a hub id")
         self.check_literal("precision")
         self.check_literal("device")
+
+
+@dataclass
+class ClusterConfig(Section):
+    """Where training and evaluation run: in this process (the default) or on a Ray cluster."""
+
+    TABLE = "cluster"
+    address: str | None = _help(
+        '"local" (start a Ray runtime on this machine), "auto" (RAY_ADDRESS, or the cluster this machine '
+        'belongs to), or a cluster address ("host:6379", "ray://host:10001"); unset = in this process, no Ray',
+        default=None,
+    )
+    workers: int | None = _help(
+        "training tasks at once and evaluation actors (default: as many as the cluster's CPUs or GPUs hold)",
+        default=None,
+    )
+    cpus_per_worker: float = _help("CPUs each training task and evaluation actor reserves", default=1.0)
+    gpus_per_worker: float | None = _help(
+        "GPUs each training task and evaluation actor reserves (default: 1 on a cluster with GPUs and "
+        "model.device not cpu, else 0)",
+        default=None,
+    )
+    max_retries: int = _help("times a training task or evaluation actor that dies is started again", default=3)
+
+    def __post_init__(self) -> None:
+        if self.address is not None:
+            from .cluster import check_address
+
+            try:
+                check_address(self.address)
+            except InvalidArgumentError as err:
+                self.fail("address", str(err))
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
+            self.fail("workers", f"must be an integer >= 1 (or left out to fill the cluster), got {self.workers!r}")
+        self.check_positive("cpus_per_worker")
+        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
+            self.fail("gpus_per_worker", f"must be >= 0, got {self.gpus_per_worker!r}")
+        if isinstance(self.max_retries, bool) or self.max_retries < 0:
+            self.fail("max_retries", f"must be an integer >= 0, got {self.max_retries!r}")
 
 
 @dataclass
@@ -223,6 +263,7 @@ _FIXED_SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "lora": LoraSettings,
     "dpo": DpoConfig,
+    "cluster": ClusterConfig,
 }
 
 
@@ -236,6 +277,7 @@ def _sections() -> dict[str, type]:
         **worlds,
         "lora": LoraSettings,
         "dpo": DpoConfig,
+        "cluster": ClusterConfig,
     }
 
 
@@ -256,6 +298,7 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     dpo: DpoConfig = field(default_factory=DpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     worlds: dict[str, Any] = field(default_factory=_default_world_settings)
     base_dir: Path = field(default_factory=Path.cwd)
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _core
+from .config import ClusterConfig
 from .errors import DposhapError, InvalidArgumentError
 from .evaluate import BuildContext, Utility, get_utility, utility_names
 from .interactions import InteractionResult, interactions_from_samples, pairwise_interactions
@@ -52,6 +53,7 @@ def value_run(
     progress: bool = True,
     n_boot: int = DEFAULT_N_BOOT,
     threads: int | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> tuple[ShapleyResult, dict[str, Any]]:
     """Value the sources of a trained run under one utility and record the result.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -86,11 +86,15 @@ class BuildContext:
         The valuation's seed (decoding noise of generation utilities).
     progress
         Whether long steps may show progress bars.
+    pool
+        The Ray evaluation pool (:class:`dposhap.cluster.EvaluationPool`) when the valuation runs on
+        a cluster, else None; only a kind whose ``pooled`` is ``"build"`` sees it (see :class:`UtilityKind`).
     """
 
     device: str
     seed: int = 0
     progress: bool = True
+    pool: Any = None
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,18 @@ class UtilityKind:
         ``settings_type()`` must be valid defaults.
     build
         ``build(run, settings, context) -> Utility``.
+    pooled
+        How a valuation on a Ray cluster runs it: ``"actors"`` (every actor of the pool builds the
+        utility once and evaluates batches of coalitions; the driver holds a proxy), or ``"build"``
+        (the utility is built on the driver, which may hand its one-off work, such as the margins
+        matrix, to ``context.pool``).
     """
 
     name: str
     help: str
     settings_type: type
     build: Callable[[Run, Any, BuildContext], Utility]
+    pooled: Literal["actors", "build"] = "actors"
 
 
 _REGISTRY: Registry[UtilityKind] = Registry("utility")

@@ -252,6 +252,7 @@ def margin_utilities(
     world_pairs: int | None = None,
     eval_file: str | Path | None = None,
     recompute: bool = False,
+    pool: Any = None,
 ) -> MarginUtilities:
     """The margin games of a trained run, over evaluation pairs.
 
@@ -283,6 +284,10 @@ def margin_utilities(
         A trusted evaluation set (the set ``"eval"``; default the one stored with the run).
     recompute
         Ignore (and overwrite) a cached matrix.
+    pool
+        A Ray evaluation pool (:class:`dposhap.cluster.EvaluationPool`): the matrix is computed by
+        its actors, sharded by source (each loads the base model and its share of the adapters),
+        and this process loads no model.
 
     Returns
     -------
@@ -312,10 +317,13 @@ def margin_utilities(
         if cached is not None and cached.shape == (len(names), len(records)):
             return MarginUtilities.from_margins(cached, names, kinds, from_cache=True, **extra)
     MarginUtilities.from_margins(np.zeros((len(names), 1)), names, kinds)  # check the kinds before the work
-    loaded = run.load_models(sources=names, device=device)
-    margins = margins_matrix(
-        loaded.model, loaded.tokenizer, names, records, beta, batch_size=batch_size, max_length=max_length
-    )
+    if pool is not None:
+        margins = pool.margins(names, records, beta, batch_size=batch_size, max_length=max_length)
+    else:
+        loaded = run.load_models(sources=names, device=device)
+        margins = margins_matrix(
+            loaded.model, loaded.tokenizer, names, records, beta, batch_size=batch_size, max_length=max_length
+        )
     atomic_write_npy(path, margins)
     atomic_write_json(
         path.with_suffix(".json"),
@@ -373,9 +381,10 @@ def _margin_kind(kind: MarginUtilityKind, help_text: str) -> UtilityKind:
             device=context.device,
             eval_file=settings.eval_file,
             world_pairs=settings.world_pairs,
+            pool=context.pool,
         )
 
-    return register_utility(UtilityKind(kind, help_text, MarginSettings, build))
+    return register_utility(UtilityKind(kind, help_text, MarginSettings, build, pooled="build"))
 
 
 ACCURACY = _margin_kind(

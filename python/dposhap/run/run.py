@@ -21,6 +21,7 @@ once, :meth:`Run.load_models` is the one way to load the base model with the ada
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import warnings
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     import torch
     from peft import PeftModel
     from transformers import PreTrainedTokenizerBase
+
+    from ..config import ClusterConfig
 
 __all__ = ["VALUES_FORMAT", "Run", "RunModels"]
 
@@ -429,6 +432,14 @@ class Run:
         model = load_base_model(ref, dtype=dtype, device=device)
         adapters = {name: self.adapter_path(name) for name in names}
         return RunModels(load_adapters(model, adapters), tokenizer, names, device)
+
+    def cluster(self) -> ClusterConfig:
+        """The run's ``[cluster]`` table as training recorded it (the defaults, in process, for an older run)."""
+        from ..config import ClusterConfig
+
+        recorded = self.manifest.config.get("cluster", {})
+        known = {f.name for f in dataclasses.fields(ClusterConfig)}
+        return ClusterConfig(**{k: v for k, v in recorded.items() if k in known})
 
     # -- caches ----------------------------------------------------------------------------
 

@@ -1,0 +1,183 @@
+"""Past one machine: training and coalition evaluation on a Ray cluster.
+
+One machine, in this process, stays the default and needs no Ray. With ``[cluster] address`` (or
+``--ray ADDRESS|local`` on ``dposhap train`` / ``dposhap value``) the work goes to Ray:
+
+- training runs one Ray task per source (:mod:`dposhap.cluster.training`): each reads its data
+  and writes its adapter atomically into the run directory, which must be on storage every node
+  mounts; the driver alone writes the manifest; a task that dies is retried;
+- evaluation runs on a pool of Ray actors (:class:`EvaluationPool`), each loading the base model
+  and the adapters once; the driver keeps the estimator's ask/tell loop and the SQLite cache,
+  and puts every actor's results back in planning order, so the values do not depend on the
+  number of actors or on which batch finishes first.
+
+Ray is the optional extra ``dposhap[ray]``; this module imports it only when asked to connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from ..config import ClusterConfig
+
+__all__ = ["Cluster", "check_address", "cluster_config", "connect", "require_ray"]
+
+_ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9][A-Za-z0-9.\-]*:\d{1,5}$")
+
+
+def check_address(address: str) -> str:
+    """``address`` if it names a Ray runtime: ``local``, ``auto``, ``host:port`` or ``ray://host:port``."""
+    if address in ("local", "auto") or _ADDRESS.match(address):
+        return address
+    raise InvalidArgumentError(
+        f"{address!r} is not a Ray address: give local (a runtime on this machine), auto (RAY_ADDRESS or this "
+        "machine's cluster), host:port or ray://host:port"
+    )
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or an error that names the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise InvalidArgumentError(
+            "Ray is not installed: pip install 'dposhap[ray]' (or run without --ray / [cluster] address, in this "
+            "process)"
+        ) from None
+    return ray
+
+
+def cluster_config(base: ClusterConfig | None, address: str | None = None, workers: int | None = None) -> Any:
+    """``base`` (a run's ``[cluster]`` table, or the defaults) with the command line's choices on top."""
+    import dataclasses
+
+    from ..config import ClusterConfig
+
+    cfg = base if base is not None else ClusterConfig()
+    changes: dict[str, Any] = {}
+    if address is not None:
+        changes["address"] = check_address(address)
+    if workers is not None:
+        changes["workers"] = workers
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+@dataclass
+class Cluster:
+    """A connected Ray runtime and what each worker (training task, evaluation actor) reserves.
+
+    Attributes
+    ----------
+    address
+        What was connected to (``"local"`` for a runtime started here).
+    workers
+        Training tasks at once / evaluation actors.
+    cpus, gpus
+        Reserved by each worker.
+    max_retries
+        Restarts of a task or actor that dies.
+    started
+        Whether :func:`connect` started the runtime (and :meth:`close` stops it).
+    """
+
+    address: str
+    workers: int
+    cpus: float
+    gpus: float
+    max_retries: int
+    started: bool
+
+    def options(self) -> dict[str, Any]:
+        """Resources of one worker, as ``ray.remote(...).options(**...)`` takes them."""
+        return {"num_cpus": self.cpus, "num_gpus": self.gpus}
+
+    @property
+    def device(self) -> str:
+        """Where a worker runs its model: ``cuda`` when it reserves a GPU."""
+        return "cuda" if self.gpus > 0 else "cpu"
+
+    def threads(self) -> int:
+        """torch CPU threads of a worker: the CPUs it reserves."""
+        return max(1, int(self.cpus))
+
+    def describe(self) -> str:
+        """One line for the progress output."""
+        each = f"{self.cpus:g} CPU" + (f", {self.gpus:g} GPU" if self.gpus else "")
+        return f"Ray ({self.address}): {self.workers} workers, {each} each"
+
+    def close(self) -> None:
+        """Stop the runtime if :func:`connect` started it."""
+        if self.started:
+            import ray
+
+            ray.shutdown()
+            self.started = False
+
+
+def connect(cfg: ClusterConfig, *, device: str = "auto", tasks: int | None = None) -> Cluster:
+    """Connect to (or start) the Ray runtime ``cfg.address`` names.
+
+    A runtime already initialised in this process (``ray.init`` called by the caller, as tests
+    and notebooks do) is used as it is. ``local`` starts one on this machine with its CPUs (and
+    GPUs); ``auto`` joins ``RAY_ADDRESS`` or this machine's cluster; anything else is an address.
+
+    Parameters
+    ----------
+    cfg
+        The ``[cluster]`` table (``address`` must be set).
+    device
+        The run's ``model.device``: ``cpu`` keeps workers off GPUs even on a GPU cluster.
+    tasks
+        How much work there is (sources to train, shards): no more workers than that.
+    """
+    if cfg.address is None:
+        raise InvalidArgumentError("no Ray address: set [cluster] address or pass --ray local|auto|ADDRESS")
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = dict(
+            include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True
+        )
+        try:
+            if cfg.address == "local":
+                ray.init(**kwargs)
+            elif cfg.address == "auto":
+                ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", **kwargs)
+            else:
+                ray.init(address=cfg.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise InvalidArgumentError(
+                f"could not reach the Ray cluster at {cfg.address}: {str(err).splitlines()[0] if str(err) else err!r}; "
+                "start it (ray start --head) or use --ray local"
+            ) from None
+        started = True
+    resources = ray.cluster_resources()
+    total_cpus = float(resources.get("CPU", 1.0))
+    total_gpus = float(resources.get("GPU", 0.0))
+    gpus = cfg.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if total_gpus > 0 and device != "cpu" else 0.0
+    if gpus > total_gpus:
+        raise InvalidArgumentError(
+            f"[cluster] gpus_per_worker = {gpus:g} but the Ray cluster has {total_gpus:g} GPUs; set it to 0 "
+            "(or model.device = cpu) to train and evaluate on CPUs"
+        )
+    if cfg.cpus_per_worker > total_cpus:
+        raise InvalidArgumentError(
+            f"[cluster] cpus_per_worker = {cfg.cpus_per_worker:g} but the Ray cluster has {total_cpus:g} CPUs"
+        )
+    fit = int(total_cpus // cfg.cpus_per_worker)
+    if gpus > 0:
+        fit = min(fit, int(total_gpus // gpus))
+    workers = cfg.workers if cfg.workers is not None else max(1, fit)
+    if tasks is not None:
+        workers = max(1, min(workers, tasks))
+    where = "local" if cfg.address == "local" else cfg.address
+    return Cluster(where, workers, float(cfg.cpus_per_worker), float(gpus), int(cfg.max_retries), started)

@@ -53,3 +53,13 @@ def smollm2(model_cache: Path) -> ModelRef:
     from dposhap.models import resolve_model
 
     return resolve_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def ray_runtime() -> Iterator[object]:
+    """One local Ray runtime for the whole session (2 CPUs, no dashboard, no network): starting one
+    takes seconds, and every cluster test shares it."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()

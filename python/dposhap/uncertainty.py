@@ -92,6 +92,18 @@ class ItemScores:
         """Number of items ``m``."""
         return int(self.numer.shape[2])
 
+    @classmethod
+    def concat(cls, parts: Sequence[ItemScores]) -> ItemScores:
+        """The scores of consecutive batches as one batch (all with or all without item weights)."""
+        if not parts:
+            raise InvalidArgumentError("concat needs at least one batch of item scores")
+        numer = np.concatenate([p.numer for p in parts], axis=0)
+        weighted = [p.denom is not None for p in parts]
+        if any(weighted) != all(weighted):
+            raise InvalidArgumentError("cannot concatenate item scores with and without item weights")
+        denom = np.concatenate([p.denom for p in parts if p.denom is not None], axis=0) if all(weighted) else None
+        return cls(numer, denom)
+
     def values(self) -> np.ndarray:
         """The utilities ``[b, k]``."""
         total = self.numer.sum(axis=2)

@@ -10,7 +10,9 @@ with nothing recomputed, and a coalition is never evaluated twice.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,7 +87,12 @@ def value_run(
         evaluated coalitions; nothing is evaluated again.
     threads
         torch CPU threads; default: chosen from the model's size (:mod:`dposhap.threads`, one
-        line printed with progress on).
+        line printed with progress on). With a cluster: per evaluation actor (default its CPUs).
+    cluster
+        Where the model passes run (:class:`~dposhap.config.ClusterConfig`): None or no
+        ``address``, in this process; else a pool of Ray actors (:mod:`dposhap.cluster`), each
+        loading the models once, with the estimator, the cache and the values here. The values
+        are the same as in process.
 
     Returns
     -------
@@ -107,11 +114,19 @@ def value_run(
     thread_choice = choose_threads(
         model_parameters(run.manifest.base_model.location), device=resolve_device(device), requested=threads
     )
-    with run.lock(f"dposhap value --utility {utility}"), quiet_libraries(), use_threads(thread_choice, say=progress):
+    with (
+        run.lock(f"dposhap value --utility {utility}"),
+        quiet_libraries(),
+        use_threads(thread_choice, say=progress),
+        _evaluation_pool(run, cluster, device, threads, progress) as pool,
+    ):
         started = time.perf_counter()
-        built: Utility = kind.build(
-            run, settings, BuildContext(device=resolve_device(device), seed=seed, progress=progress)
-        )
+        context = BuildContext(device=resolve_device(device), seed=seed, progress=progress, pool=pool)
+        built: Utility
+        if pool is not None and kind.pooled == "actors":  # every actor builds it; this process holds a proxy
+            built = pool.utility(utility, settings, seed)
+        else:
+            built = kind.build(run, settings, context)
         game: Any = built.native_game()
         store = None
         key: str | None = None
@@ -179,6 +194,28 @@ def value_run(
             interactions_note=interactions_note,
         )
     return result, entry
+
+
+@contextlib.contextmanager
+def _evaluation_pool(
+    run: Run, cluster: ClusterConfig | None, device: str, threads: int | None, progress: bool
+) -> Iterator[Any]:
+    """The Ray evaluation pool of ``cluster`` (None in process); its actors and a runtime it started end with it."""
+    if cluster is None or cluster.address is None:
+        yield None
+        return
+    from .cluster import connect
+    from .cluster.pool import EvaluationPool
+
+    handle = connect(cluster, device=device)
+    pool = None
+    try:
+        pool = EvaluationPool(handle, str(run.root), threads=threads, progress=progress)
+        yield pool
+    finally:
+        if pool is not None:
+            pool.close()
+        handle.close()
 
 
 def _interactions(

@@ -1,0 +1,336 @@
+"""A pool of Ray actors that evaluate coalitions (and compute margins) for one valuation.
+
+Each actor opens the run, loads the base model and the adapters once, and builds the utility
+with the same registered code the in-process path uses (:func:`dposhap.evaluate.get_utility`).
+The driver keeps everything that decides the values: the estimator's ask/tell loop and the
+SQLite cache. A batch the estimator asks for is split into one chunk per actor; the chunks' results
+are put back in the batch's order before the cache or the estimator sees them, so the values do
+not depend on the number of actors or on which chunk finishes first (a coalition's utility does
+not depend on the other coalitions of its batch: tested). An actor that dies mid-chunk is replaced
+(up to ``max_retries`` times per slot) and its chunk is evaluated again; nothing is counted twice,
+because only whole batches reach the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import DposhapError, RunError
+from ..uncertainty import ItemScores, ItemUtility
+from . import Cluster
+
+__all__ = ["EvaluationActor", "EvaluationPool", "PooledItemUtility", "PooledUtility"]
+
+
+class EvaluationActor:
+    """What one Ray actor holds: the run, its models, one built utility. Plain Python; the pool
+    makes it a Ray actor class (``ray.remote(EvaluationActor)``)."""
+
+    def __init__(self, run_root: str, device: str, threads: int) -> None:
+        import torch
+
+        from ..models import quiet_libraries
+        from ..run import Run
+
+        torch.set_num_threads(threads)
+        self._quiet = quiet_libraries()
+        self._quiet.__enter__()
+        self.device = device
+        self.utility: Any = None
+        # an error here would surface as the actor's death, retried; kept, it is raised by the first
+        # call instead, as itself (a DposhapError the CLI prints as one line)
+        self._error: DposhapError | None = None
+        if not os.path.isdir(run_root):
+            self._error = RunError(
+                f"the run directory {run_root} is not visible on the Ray node {os.uname().nodename}: put the run on "
+                "storage every node mounts (the same path), or value it without --ray"
+            )
+            return
+        try:
+            self.run = Run.open(run_root)
+        except DposhapError as err:
+            self._error = err
+
+    def _ready(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def pid(self) -> int:
+        """The actor's process id (tests kill actors)."""
+        return os.getpid()
+
+    def build(self, utility: str, settings: Any, seed: int) -> dict[str, Any]:
+        """Build the registered ``utility`` here; what the driver's proxy needs to know of it."""
+        from ..evaluate import BuildContext, get_utility
+
+        self._ready()
+        kind = get_utility(utility)
+        self.utility = kind.build(self.run, settings, BuildContext(device=self.device, seed=seed, progress=False))
+        u = self.utility
+        return {
+            "players": tuple(u.players),
+            "objectives": tuple(u.objectives),
+            "cache_config": u.cache_config,
+            "batch_size": u.batch_size,
+            "describe": u.describe(),
+            "n_items": int(u.n_items) if isinstance(u, ItemUtility) else None,
+        }
+
+    def evaluate(self, coalitions: np.ndarray) -> ItemScores | np.ndarray:
+        """Per-item scores (an item utility) or values of a chunk of coalitions."""
+        if isinstance(self.utility, ItemUtility):
+            return ItemScores.coerce(self.utility.item_scores(coalitions), len(coalitions))
+        return np.asarray(self.utility(coalitions), dtype=np.float64)
+
+    def margins(
+        self, names: Sequence[str], records: list[dict[str, Any]], beta: float, batch_size: int, max_length: int | None
+    ) -> np.ndarray:
+        """Rows ``names`` of the margins matrix (the base model and these adapters only)."""
+        from ..evaluate.margins import margins_matrix
+
+        self._ready()
+        loaded = self.run.load_models(sources=list(names), device=self.device)
+        return margins_matrix(
+            loaded.model, loaded.tokenizer, list(names), records, beta, batch_size=batch_size, max_length=max_length
+        )
+
+
+class EvaluationPool:
+    """Ray actors evaluating one run's coalitions; the driver's side of :class:`EvaluationActor`.
+
+    Parameters
+    ----------
+    cluster
+        The connected runtime (:func:`dposhap.cluster.connect`); one actor per worker.
+    run_root
+        The run directory, at the same path on every node.
+    threads
+        torch CPU threads per actor (default: the CPUs each reserves).
+    progress
+        Show a bar while the margins are computed, and the pool's line.
+    """
+
+    def __init__(self, cluster: Cluster, run_root: str, *, threads: int | None = None, progress: bool = True) -> None:
+        import ray
+
+        self.cluster = cluster
+        self.run_root = str(os.path.abspath(run_root))
+        self.threads = threads or cluster.threads()
+        self.progress = progress
+        self._remote = ray.remote(EvaluationActor).options(**cluster.options(), max_restarts=0)
+        self.actors: list[Any] = []
+        self.replaced = 0
+        self._built: tuple[str, Any, int] | None = None
+        self._deaths = [0] * cluster.workers
+        if progress:
+            print(cluster.describe(), file=sys.stderr)
+
+    # -- actors --------------------------------------------------------------------------------
+
+    def _new_actor(self) -> Any:
+        return self._remote.remote(self.run_root, self.cluster.device, self.threads)
+
+    def _ensure(self, count: int) -> list[Any]:
+        while len(self.actors) < min(count, self.cluster.workers):
+            actor = self._new_actor()
+            if self._built is not None:
+                self._get(actor.build.remote(*self._built))
+            self.actors.append(actor)
+        return self.actors[:count]
+
+    def _replace(self, slot: int, error: BaseException) -> None:
+        self._deaths[slot] += 1
+        if self._deaths[slot] > self.cluster.max_retries:
+            raise RunError(
+                f"evaluation actor {slot} died {self._deaths[slot]} times (last: {_first_line(error)}); what was "
+                "evaluated is in the run's cache: run the same command again to resume, or without --ray"
+            )
+        self.replaced += 1
+        actor = self._new_actor()
+        if self._built is not None:
+            self._get(actor.build.remote(*self._built))
+        self.actors[slot] = actor
+
+    @staticmethod
+    def _get(ref: Any) -> Any:
+        """``ray.get``, with an error raised inside an actor re-raised as itself (a DposhapError stays one)."""
+        import ray
+
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as err:
+            cause = err.as_instanceof_cause()
+            if isinstance(cause, DposhapError) or isinstance(getattr(err, "cause", None), DposhapError):
+                raise err.cause from None
+            raise
+
+    def _map(
+        self,
+        payloads: list[tuple[Any, ...]],
+        call: Callable[[Any, tuple[Any, ...]], Any],
+        done: Callable[[int], None] | None = None,
+    ) -> list[Any]:
+        """``call(actor, payload)`` for every payload, over the pool; results in payload order.
+
+        Free actors take the next payload as they finish (``done(index)`` is called then); a payload
+        whose actor died is queued again and its actor replaced."""
+        import ray
+
+        actors = self._ensure(len(payloads))
+        queue = list(range(len(payloads)))
+        results: list[Any] = [None] * len(payloads)
+        running: dict[Any, tuple[int, int]] = {}  # ref -> (payload, slot)
+        free = list(range(len(actors)))
+        while queue or running:
+            while queue and free:
+                slot, index = free.pop(0), queue.pop(0)
+                running[call(self.actors[slot], payloads[index])] = (index, slot)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                index, slot = running.pop(ref)
+                try:
+                    results[index] = self._get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
+                    self._replace(slot, err)
+                    queue.insert(0, index)
+                else:
+                    if done is not None:
+                        done(index)
+                free.append(slot)
+        return results
+
+    # -- work ----------------------------------------------------------------------------------
+
+    def margins(
+        self,
+        names: Sequence[str],
+        records: list[dict[str, Any]],
+        beta: float,
+        *,
+        batch_size: int = 16,
+        max_length: int | None = None,
+    ) -> np.ndarray:
+        """The margins matrix ``[len(names), len(records)]``, sharded by source across the actors."""
+        import ray
+
+        shards = _shards(list(names), self.cluster.workers)
+        records_ref = ray.put(records)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(names), unit="source", desc=f"margins ({len(shards)} actors)")
+
+        def call(actor: Any, payload: tuple[Any, ...]) -> Any:
+            return actor.margins.remote(payload[0], records_ref, beta, batch_size, max_length)
+
+        def done(index: int) -> None:
+            if bar is not None:
+                bar.update(len(shards[index]))
+
+        try:
+            rows = self._map([(shard,) for shard in shards], call, done)
+        finally:
+            if bar is not None:
+                bar.close()
+        return np.concatenate(rows, axis=0)
+
+    def utility(self, name: str, settings: Any, seed: int) -> PooledUtility:
+        """The registered utility ``name``, built on every actor, as a proxy the driver evaluates through."""
+        self._built = (name, settings, seed)
+        actors = self._ensure(self.cluster.workers)
+        infos = self._map([() for _ in actors], lambda actor, _: actor.build.remote(name, settings, seed))
+        info = infos[0]
+        cls = PooledItemUtility if info["n_items"] is not None else PooledUtility
+        return cls(self, info)
+
+    def evaluate(self, coalitions: np.ndarray) -> list[Any]:
+        """The built utility on ``coalitions``, one chunk per actor; the chunks' results in order."""
+        coalitions = np.ascontiguousarray(coalitions, dtype=bool)
+        chunks = _chunks(len(coalitions), self.cluster.workers)
+        return self._map(
+            [(coalitions[a:b],) for a, b in chunks],
+            lambda actor, payload: actor.evaluate.remote(payload[0]),
+        )
+
+    def close(self) -> None:
+        """Stop the actors."""
+        import ray
+
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+        self.actors = []
+
+
+class PooledUtility:
+    """The driver's proxy of a utility built on every actor of an :class:`EvaluationPool`: the
+    :class:`~dposhap.evaluate.Utility` protocol, evaluated by the pool."""
+
+    def __init__(self, pool: EvaluationPool, info: dict[str, Any]) -> None:
+        self.pool = pool
+        self._info = info
+
+    @property
+    def players(self) -> tuple[str, ...]:
+        return tuple(self._info["players"])
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return tuple(self._info["objectives"])
+
+    @property
+    def cache_config(self) -> dict[str, Any] | None:
+        return self._info["cache_config"]
+
+    @property
+    def batch_size(self) -> int | None:
+        return self._info["batch_size"]
+
+    def native_game(self) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._info["describe"])
+
+    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
+        parts = self.pool.evaluate(coalitions)
+        out = np.concatenate([np.asarray(p, dtype=np.float64).reshape(len(p), -1) for p in parts], axis=0)
+        return out[:, 0].copy() if out.shape[1] == 1 else out
+
+
+class PooledItemUtility(PooledUtility):
+    """A :class:`PooledUtility` of an item utility: per-item scores come back from the actors."""
+
+    @property
+    def n_items(self) -> int:
+        return int(self._info["n_items"])
+
+    def item_scores(self, coalitions: np.ndarray) -> ItemScores:
+        return ItemScores.concat(self.pool.evaluate(coalitions))
+
+    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
+        return self.item_scores(coalitions).values()
+
+
+def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` (at most ``n``) contiguous ranges covering ``range(n)``, sizes within one of each other."""
+    parts = max(1, min(parts, n))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def _shards(names: list[str], parts: int) -> list[list[str]]:
+    """``names`` in at most ``parts`` contiguous shards (player order kept)."""
+    return [names[a:b] for a, b in _chunks(len(names), parts)]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -137,11 +137,12 @@ class EvaluationPool:
         return self._remote.remote(self.run_root, self.cluster.device, self.threads)
 
     def _ensure(self, count: int) -> list[Any]:
-        while len(self.actors) < min(count, self.cluster.workers):
-            actor = self._new_actor()
-            if self._built is not None:
-                self._get(actor.build.remote(*self._built))
-            self.actors.append(actor)
+        """At least ``count`` actors (up to the pool's size), new ones started side by side."""
+        new = [self._new_actor() for _ in range(min(count, self.cluster.workers) - len(self.actors))]
+        if new and self._built is not None:
+            for ref in [actor.build.remote(*self._built) for actor in new]:
+                self._get(ref)
+        self.actors.extend(new)
         return self.actors[:count]
 
     def _replace(self, slot: int, error: BaseException) -> None:
@@ -243,10 +244,13 @@ class EvaluationPool:
 
     def utility(self, name: str, settings: Any, seed: int) -> PooledUtility:
         """The registered utility ``name``, built on every actor, as a proxy the driver evaluates through."""
-        self._built = (name, settings, seed)
+        # every actor starts and builds it side by side; the first one's description is the proxy's
         actors = self._ensure(self.cluster.workers)
-        infos = self._map([() for _ in actors], lambda actor, _: actor.build.remote(name, settings, seed))
-        info = infos[0]
+        infos = [actor.build.remote(name, settings, seed) for actor in actors]
+        info = self._get(infos[0])
+        for ref in infos[1:]:
+            self._get(ref)
+        self._built = (name, settings, seed)
         cls = PooledItemUtility if info["n_items"] is not None else PooledUtility
         return cls(self, info)
 

@@ -70,8 +70,8 @@ def parse_copy_name(name: str, kinds: Sequence[str], world: str = "") -> tuple[s
         return name, 1
     match = _COPY_NAME.match(name)
     if match is None or match["kind"] not in kinds or int(match["copy"]) < 1:
-        what = f"{world} source kind" if world else "source kind"
-        raise ValueError(f"{name!r} is neither a {what} nor a copy of one (kind-NN)")
+        where = f" of the {world} world" if world else ""
+        raise ValueError(f"{name!r} is neither a source kind{where} ({', '.join(kinds)}) nor a copy of one (kind-NN)")
     return match["kind"], int(match["copy"])
 
 

@@ -1,6 +1,7 @@
 """The English world: deterministic from its seed, atomic and reused on disk, chat records that
 pass the data checks, planted properties that the rubric rewards confirm, trusted evaluation
-sets on held-out questions, and a world a run's config builds by name."""
+sets on held-out questions, a world a run's config builds by name, and its copies
+(``[english] copies``: many sources, each copy its own pairs, trained and valued)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ import dposhap.worlds.english as english
 from dposhap.config import load_config
 from dposhap.data import DataSpec, load_sources
 from dposhap.errors import ConfigError, InvalidArgumentError, ModelLoadError
+from dposhap.run import Run
+from dposhap.train import train_sources
+from dposhap.valuation import value_run
 from dposhap.worlds import get_world, world_names
+from dposhap.worlds.base import build_hash
+from dposhap.worlds.copies import copy_names
 from dposhap.worlds.english import (
     DEFAULT_SOURCES,
     ENGLISH,
@@ -33,6 +39,8 @@ from dposhap.worlds.english import (
     reward_harmless,
     reward_helpful,
 )
+from dposhap.worlds.english.sources import parse_copy_name
+from dposhap.worlds.english.world import FORMAT_VERSION, STAMP_FILE
 
 PAIRS = 300
 
@@ -443,3 +451,126 @@ def test_config_builds_the_world_and_the_record_opens_it(model_dir: Path, tmp_pa
     moved = tmp_path / "moved"
     run_root.rename(moved)
     assert ENGLISH.open(moved, record).data_files["harmless"] == moved / "world" / "data" / "harmless.jsonl"
+
+
+# --------------------------------------------------------------------------------------
+# many sources: [english] copies = k
+
+
+def _triples(path: Path) -> list[tuple[str, str, str]]:
+    return [(text(r["prompt"]), text(r["chosen"]), text(r["rejected"])) for r in read_rows(path)]
+
+
+def test_copies_are_named_kind_nn_and_draw_their_own_pairs(
+    world: EnglishWorld, model_dir: Path, tmp_path: Path
+) -> None:
+    kinds = ("helpful", "adversarial", "duplicate", "irrelevant")
+    many = build_english_world(tmp_path / "many", model=str(model_dir), sources=kinds, pairs_per_source=40, copies=3)
+    names = copy_names(kinds, 3)
+    assert list(many.data_files) == names and names[:3] == ["helpful-01", "helpful-02", "helpful-03"]
+    assert many.copies == 3 and many.sources == kinds and many.record(tmp_path)["copies"] == 3
+    for name in names:
+        rows = read_rows(many.data_files[name])
+        assert len(rows) == 40 and {r["source"] for r in rows} == {name}
+        assert parse_copy_name(name) == (name[:-3], int(name[-2:]))
+    # copy 1 holds the kind's own pairs; the others their own
+    for kind in kinds:
+        assert _triples(many.data_files[f"{kind}-01"]) == _triples(world.data_files[kind])[:40]
+        one, two, three = (set(_triples(many.data_files[f"{kind}-0{i}"])) for i in (1, 2, 3))
+        assert len(one & two) < 20 and len(two & three) < 20 and len(one & three) < 20
+    # a duplicate copies the helpful copy of the same number
+    assert _triples(many.data_files["duplicate-02"]) == _triples(many.data_files["helpful-02"])
+    # each copy carries its kind's planted property, measured by the rubric rewards
+    for copy in ("adversarial-02", "adversarial-03"):
+        rows = read_rows(many.data_files[copy])
+        assert sum(rewards(r, "chosen")[0] < rewards(r, "rejected")[0] for r in rows) >= 0.95 * len(rows)
+    for copy in ("helpful-02", "helpful-03"):
+        rows = read_rows(many.data_files[copy])
+        assert sum(rewards(r, "chosen")[0] > rewards(r, "rejected")[0] for r in rows) >= 0.95 * len(rows)
+    assert all(rewards(r, "chosen") == rewards(r, "rejected") for r in read_rows(many.data_files["irrelevant-03"]))
+    # the same seed gives the same bytes; another seed other pairs
+    again = build_english_world(tmp_path / "again", model=str(model_dir), sources=kinds, pairs_per_source=40, copies=3)
+    assert all(again.data_files[n].read_bytes() == many.data_files[n].read_bytes() for n in names)
+    other = build_english_world(
+        tmp_path / "other", model=str(model_dir), seed=1, sources=("helpful",), pairs_per_source=40, copies=3
+    )
+    assert other.data_files["helpful-02"].read_bytes() != many.data_files["helpful-02"].read_bytes()
+    with pytest.raises(ValueError, match="neither a source kind of the English world"):
+        parse_copy_name("vendor-01")
+
+
+def test_one_copy_keeps_the_world_hash_and_record(model_dir: Path, tmp_path: Path) -> None:
+    plain = build_english_world(tmp_path / "plain", model=str(model_dir), pairs_per_source=16)
+    one = build_english_world(tmp_path / "one", model=str(model_dir), pairs_per_source=16, copies=1)
+    stamp = json.loads((plain.root / STAMP_FILE).read_text(encoding="utf-8"))
+    # the identity of a world built before copies existed: these parameters, nothing more
+    before = {
+        "seed": 0,
+        "sources": list(DEFAULT_SOURCES),
+        "pairs_per_source": 16,
+        "n_eval_prompts": english.DEFAULT_EVAL_PROMPTS,
+        "model_dir": str(model_dir.resolve()),
+    }
+    assert stamp["parameters"] == before
+    assert stamp["parameters_hash"] == build_hash(FORMAT_VERSION, before)
+    assert (one.root / STAMP_FILE).read_bytes() == (plain.root / STAMP_FILE).read_bytes()
+    assert "copies" not in plain.record(tmp_path) and one.copies == plain.copies == 1
+    assert list(plain.data_files) == list(DEFAULT_SOURCES)
+    cfg = load_config(None, ["model.base=english", f"english.model={model_dir}", "english.pairs_per_source=16"])
+    assert cfg.build_world(tmp_path / "plain") == plain  # the config's default copies = 1 reuses it
+
+
+@pytest.mark.parametrize("value", ["0", "1000", "true", "2.5", "'two'"])
+def test_bad_copies_is_a_one_line_config_error(value: str, model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"english.copies={value}"])
+    assert "english.copies" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(InvalidArgumentError, match="copies"):
+        build_english_world(tmp_path / "w", model=str(model_dir), copies=0)
+
+
+def test_selecting_copies_by_name_or_kind(model_dir: Path, tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        [
+            "model.base=english",
+            f"english.model={model_dir}",
+            "english.copies=2",
+            "english.pairs_per_source=8",
+            "english.sources=['helpful','noisy']",
+        ],
+    )
+    world = cfg.build_world(tmp_path / "w", ["noisy-02", "helpful"])
+    assert list(world.data_files) == ["noisy-02", "helpful-01", "helpful-02"]
+    with pytest.raises(InvalidArgumentError, match="no english source 'noisy-03'"):
+        cfg.build_world(tmp_path / "w", ["noisy-03"])
+
+
+def test_a_run_with_two_copies_trains_and_values(model_dir: Path, tmp_path: Path, one_thread: None) -> None:
+    cfg = load_config(
+        None,
+        [
+            "model.base=english",
+            "model.device=cpu",
+            f"english.model={model_dir}",
+            "english.copies=2",
+            "english.pairs_per_source=8",
+            "english.sources=['helpful','adversarial']",
+            "dpo.max_length=64",
+            "dpo.num_train_epochs=1",
+        ],
+    )
+    names = ["helpful-01", "helpful-02", "adversarial-01", "adversarial-02"]
+    manifest = train_sources(cfg, tmp_path / "run", progress=False)
+    assert sorted(manifest.sources) == sorted(names) and manifest.planned_sources == names
+    assert all(entry.status == "trained" and entry.n_train > 0 for entry in manifest.sources.values())
+    run = Run.open(tmp_path / "run")
+    assert run.check_complete(strict=True) == []  # the plan is the copies, not the kinds
+    record = run.manifest.world
+    assert record is not None and record["copies"] == 2 and record["sources"] == ["helpful", "adversarial"]
+    reopened = ENGLISH.open(run.root, record)
+    assert list(reopened.data_files) == names
+    loaded = load_sources(DataSpec(sources={n: str(p) for n, p in reopened.data_files.items()}))
+    assert sorted(loaded) == sorted(names) and all(pair.conversational for pair in loaded["helpful-02"].train)
+    _, entry = value_run(tmp_path / "run", "accuracy", n_boot=0, device="cpu", progress=False)
+    assert entry["method"] == "exact" and set(entry["values"]["accuracy"]) == set(names)

@@ -70,6 +70,7 @@ def test_world_with_copies_writes_one_named_file_per_copy(run_dir: Path) -> None
     manifest = Run.open(run_dir).manifest
     names = copy_names(DEFAULT_SOURCES, COPIES)
     assert sorted(manifest.sources) == sorted(names)
+    assert manifest.planned_sources == names and Run.open(run_dir).check_complete(strict=True) == []
     assert manifest.world is not None and manifest.world["copies"] == COPIES
     stamp = json.loads((run_dir / "world" / STAMP_FILE).read_text())
     assert stamp["parameters"]["copies"] == COPIES

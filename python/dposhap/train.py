@@ -276,8 +276,7 @@ def _declared_sources(cfg: RunConfig) -> list[str]:
     if cfg.data.given:
         return list(cfg.data.select or cfg.data.sources)
     kind = cfg.world
-    settings = cfg.worlds.get(kind.name) if kind is not None else None
-    return [str(s) for s in getattr(settings, "sources", None) or []]
+    return kind.source_names(cfg.worlds[kind.name]) if kind is not None else []
 
 
 def _check_against_model(

@@ -35,6 +35,7 @@ __all__ = [
     "WorldKind",
     "get_world",
     "register_world",
+    "settings_sources",
     "world_names",
 ]
 
@@ -99,6 +100,11 @@ class World(ABC):
         return 128
 
 
+def settings_sources(settings: Any) -> list[str]:
+    """The ``sources`` list of a world's settings table (empty when it has none)."""
+    return [str(s) for s in getattr(settings, "sources", None) or []]
+
+
 @dataclass(frozen=True)
 class WorldKind:
     """A registered kind of world.
@@ -116,6 +122,9 @@ class WorldKind:
         ``open(run_root, record) -> World``: the world a manifest recorded (:meth:`World.record`).
     describe
         One line for help texts.
+    source_names
+        ``source_names(settings) -> names``: the sources its settings declare, as the built
+        world names them (the plan of a run; default: the settings' ``sources`` list).
     """
 
     name: str
@@ -123,6 +132,7 @@ class WorldKind:
     build: Callable[[Path, Any, Sequence[str] | None], World]
     open: Callable[[Path, Mapping[str, Any]], World]
     describe: str = ""
+    source_names: Callable[[Any], list[str]] = settings_sources
 
 
 _REGISTRY: Registry[WorldKind] = Registry("world")

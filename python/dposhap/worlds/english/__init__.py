@@ -40,6 +40,10 @@ The sources (:data:`SOURCE_KINDS`; :data:`DEFAULT_SOURCES` are the first four)
     open requests: a sentence in British spelling over the same one in American spelling.
     Both rewards equal on both sides.
 
+``english.copies = k`` makes k copies of each listed kind, named ``helpful-01`` ... (each from
+its own random stream, copy 1 the kind's own pairs; :mod:`dposhap.worlds.copies`): what is
+planted, and expected below, holds for every copy of a kind.
+
 What a correct valuation finds
 ------------------------------
 These are the planted expectations, which follow from the rewards on the sources' pairs (the

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...settings import Section, setting
+from ..copies import check_copies_setting, copies_setting
 from .sources import DEFAULT_SOURCES, SOURCE_KINDS
 
 __all__ = ["EnglishSettings"]
@@ -18,7 +19,8 @@ class EnglishSettings(Section):
     sources: list[str] = setting(
         f"which planted sources to build ({', '.join(SOURCE_KINDS)})", default_factory=lambda: list(DEFAULT_SOURCES)
     )
-    pairs_per_source: int = setting("preference pairs per source", default=160)
+    pairs_per_source: int = setting("preference pairs per source (per copy with copies > 1)", default=160)
+    copies: int = copies_setting()
     seed: int = setting("seed of the held-out split and of every source's pairs", default=0)
     model: str = setting(
         "the base model: an instruct model with a chat template (a local folder, a hub id, or a packaged name)",
@@ -27,6 +29,7 @@ class EnglishSettings(Section):
 
     def __post_init__(self) -> None:
         self.check_positive("pairs_per_source")
+        check_copies_setting(self, self.copies)
         if self.seed < 0:
             self.fail("seed", f"must be >= 0, got {self.seed!r}")
         if not self.sources:

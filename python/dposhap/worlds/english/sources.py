@@ -27,6 +27,13 @@ source            recipe            planted property (on every pair)
 Every source draws from its own random stream, so its pairs do not depend on which other
 sources are built; ``noisy`` and ``adversarial`` draw fresh pairs, not flipped copies of
 ``helpful``'s.
+
+Many sources
+------------
+``copies = k`` makes k copies of each kind (:mod:`dposhap.worlds.copies`: ``helpful-01`` ...
+``helpful-16``), each drawn from its own random stream (copy 1 from the kind's own, so
+``helpful-01`` holds the pairs of ``helpful``; ``duplicate-03`` those of ``helpful-03``). Copies of
+a kind are exchangeable: a valuation should value them equally within its error.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InvalidArgumentError
+from .. import copies
 from .language import (
     BENIGN_FAMILIES,
     OFF_TOPIC_REPLIES,
@@ -56,6 +64,7 @@ __all__ = [
     "Pair",
     "Split",
     "make_pairs",
+    "parse_copy_name",
     "recipe_pairs",
     "split_items",
     "stream_rng",
@@ -195,7 +204,19 @@ def recipe_pairs(recipe: str, rng: np.random.Generator, items: dict[str, list[It
     return pairs
 
 
-def make_pairs(kind: str, seed: int, items: dict[str, list[Item]], n_pairs: int) -> list[Pair]:
+def parse_copy_name(name: str) -> tuple[str, int]:
+    """The kind and copy number (from 1) of an English source name; a bare kind is copy 1.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is neither a kind of :data:`SOURCE_KINDS` nor ``kind-NN``
+        (:func:`dposhap.worlds.copies.parse_copy_name`).
+    """
+    return copies.parse_copy_name(name, SOURCE_KINDS, "English")
+
+
+def make_pairs(kind: str, seed: int, items: dict[str, list[Item]], n_pairs: int, copy: int = 1) -> list[Pair]:
     """The pairs of one source, drawn from the training items.
 
     Parameters
@@ -208,6 +229,8 @@ def make_pairs(kind: str, seed: int, items: dict[str, list[Item]], n_pairs: int)
         The training items by family (:attr:`Split.train`).
     n_pairs
         How many distinct pairs.
+    copy
+        Which copy of the kind (from 1): each draws from its own stream, copy 1 from the kind's.
 
     Returns
     -------
@@ -215,7 +238,7 @@ def make_pairs(kind: str, seed: int, items: dict[str, list[Item]], n_pairs: int)
         Flipped pairs are exactly ``round(flip_rate * n_pairs)``, chosen uniformly.
     """
     source = _SOURCES[kind]
-    rng = stream_rng(seed, source.stream)
+    rng = stream_rng(seed, copies.copy_stream(source.stream, copy))
     pairs = recipe_pairs(source.recipe, rng, items, n_pairs)
     for i in rng.permutation(n_pairs)[: round(source.flip_rate * n_pairs)]:
         prompt, chosen, rejected = pairs[i]

@@ -6,6 +6,7 @@ The base model is not copied: the world resolves the model it is given
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -19,10 +20,20 @@ from ...errors import InvalidArgumentError, ModelLoadError
 from ...models import ModelRef, resolve_model
 from ...validate import check_int
 from ..base import RewardFunction, World, WorldKind, build_hash, build_world_folder, register_world
+from ..copies import MAX_COPIES, copy_names, declared_copy_names, select_copies
 from .language import BENIGN_FAMILIES, Item
 from .rewards import OBJECTIVES, REWARDS
 from .settings import EnglishSettings
-from .sources import DEFAULT_SOURCES, SOURCE_KINDS, Pair, make_pairs, recipe_pairs, split_items, stream_rng
+from .sources import (
+    DEFAULT_SOURCES,
+    SOURCE_KINDS,
+    Pair,
+    make_pairs,
+    parse_copy_name,
+    recipe_pairs,
+    split_items,
+    stream_rng,
+)
 
 __all__ = [
     "DEFAULT_EVAL_PROMPTS",
@@ -73,7 +84,8 @@ class EnglishWorld(World):
         The resolved base model: a local Hugging Face folder (or a hub id), outside ``root``.
     data_files
         One JSONL file per selected source, each line ``{"prompt", "chosen", "rejected",
-        "source"}`` with the three texts as conversations.
+        "source"}`` with the three texts as conversations; keyed by source name (the kind, or
+        ``kind-NN`` with several copies).
     prompts
         Held-out prompts (conversations of one user message), in no source; benign and harmful
         interleaved (:func:`english_eval_prompts`).
@@ -85,6 +97,8 @@ class EnglishWorld(World):
         Preference pairs in each source.
     model
         The base model as it was asked for (before resolution).
+    copies
+        Copies of each kind (:func:`~dposhap.worlds.copies.copy_names`).
     """
 
     root: Path
@@ -95,6 +109,7 @@ class EnglishWorld(World):
     sources: tuple[str, ...]
     pairs_per_source: int
     model: str
+    copies: int = 1
     name: str = "english"
     objectives: tuple[str, ...] = OBJECTIVES
 
@@ -104,8 +119,8 @@ class EnglishWorld(World):
         return self.model
 
     def record(self, run_root: Path) -> dict[str, Any]:
-        """The manifest's record: the folder (relative to the run), the model, seed, sources, pairs per source."""
-        return {
+        """The manifest's record: the folder (relative to the run), the model, seed, sources, pairs per source (and copies, if several)."""
+        record: dict[str, Any] = {
             "name": self.name,
             "root": os.path.relpath(self.root, run_root),
             "model": self.model,
@@ -116,6 +131,9 @@ class EnglishWorld(World):
             "n_eval_prompts": len(self.prompts),
             "objectives": list(self.objectives),
         }
+        if self.copies != 1:  # a one-copy world's record stays as it always was
+            record["copies"] = self.copies
+        return record
 
     def eval_prompts(self) -> list[list[dict[str, str]]]:
         """The held-out prompts as conversations (fresh copies)."""
@@ -244,7 +262,7 @@ def _resolve_base_model(model: str) -> ModelRef:
 
 
 def _validated_parameters(
-    seed: int, sources: Sequence[str], pairs_per_source: int, n_eval_prompts: int
+    seed: int, sources: Sequence[str], pairs_per_source: int, n_eval_prompts: int, copies: int
 ) -> dict[str, Any]:
     check_int("seed", seed, minimum=0)
     if isinstance(sources, str):
@@ -259,12 +277,16 @@ def _validated_parameters(
         raise InvalidArgumentError(f"sources must name at least one kind, each once, got {list(sources)}")
     check_int("pairs_per_source", pairs_per_source)
     check_int("n_eval_prompts", n_eval_prompts, maximum=max_eval_prompts(seed))
-    return {
+    check_int("copies", copies, maximum=MAX_COPIES)
+    parameters: dict[str, Any] = {
         "seed": seed,
         "sources": list(sources),
         "pairs_per_source": pairs_per_source,
         "n_eval_prompts": n_eval_prompts,
     }
+    if copies != 1:  # absent for one copy, so that worlds built before copies existed keep their hash
+        parameters["copies"] = copies
+    return parameters
 
 
 def _world_from_stamp(root: Path, stamp: dict[str, Any]) -> EnglishWorld:
@@ -278,6 +300,7 @@ def _world_from_stamp(root: Path, stamp: dict[str, Any]) -> EnglishWorld:
         sources=tuple(parameters["sources"]),
         pairs_per_source=parameters["pairs_per_source"],
         model=stamp["model"],
+        copies=parameters.get("copies", 1),
     )
 
 
@@ -298,11 +321,12 @@ def _build_into(folder: Path, parameters: dict[str, Any], parameters_hash: str, 
     train = split_items(seed).train
     (folder / DATA_DIR).mkdir()
     data_files = {}
-    for kind in parameters["sources"]:
-        data_files[kind] = f"{DATA_DIR}/{kind}.jsonl"
-        with open(folder / data_files[kind], "w", encoding="utf-8", newline="\n") as out:
-            for pair in make_pairs(kind, seed, train, parameters["pairs_per_source"]):
-                out.write(json.dumps({**chat_record(pair), "source": kind}, ensure_ascii=False) + "\n")
+    for name in copy_names(parameters["sources"], parameters.get("copies", 1)):
+        kind, copy = parse_copy_name(name)
+        data_files[name] = f"{DATA_DIR}/{name}.jsonl"
+        with open(folder / data_files[name], "w", encoding="utf-8", newline="\n") as out:
+            for pair in make_pairs(kind, seed, train, parameters["pairs_per_source"], copy):
+                out.write(json.dumps({**chat_record(pair), "source": name}, ensure_ascii=False) + "\n")
     stamp = {
         "format_version": FORMAT_VERSION,
         "parameters": parameters,
@@ -324,6 +348,7 @@ def build_english_world(
     sources: Sequence[str] = DEFAULT_SOURCES,
     pairs_per_source: int = 160,
     n_eval_prompts: int = DEFAULT_EVAL_PROMPTS,
+    copies: int = 1,
     force: bool = False,
 ) -> EnglishWorld:
     """Build the English world into ``out_dir``, or reuse the one already there.
@@ -349,6 +374,9 @@ def build_english_world(
     n_eval_prompts
         Held-out prompts kept for :meth:`EnglishWorld.eval_prompts`, at most
         :func:`max_eval_prompts`.
+    copies
+        Copies of each kind, each from its own random stream and named ``kind-01``, ``kind-02``,
+        ... (:mod:`dposhap.worlds.copies`); 1 (the default) names the sources after their kinds.
     force
         Rebuild even when ``out_dir`` holds a world built with the same parameters.
 
@@ -372,7 +400,7 @@ def build_english_world(
     temporary folder beside ``out_dir`` and renamed into place, so an interrupted build never
     leaves a partial world.
     """
-    parameters = _validated_parameters(seed, sources, pairs_per_source, n_eval_prompts)
+    parameters = _validated_parameters(seed, sources, pairs_per_source, n_eval_prompts, copies)
     parameters["model_dir"] = _resolve_base_model(model).location
     parameters_hash = build_hash(FORMAT_VERSION, parameters)
     return build_world_folder(
@@ -387,13 +415,26 @@ def build_english_world(
 
 
 def _build(folder: Path, settings: EnglishSettings, sources: Sequence[str] | None) -> EnglishWorld:
-    return build_english_world(
+    if settings.copies == 1:
+        return build_english_world(
+            folder,
+            model=settings.model,
+            seed=settings.seed,
+            sources=list(sources) if sources is not None else settings.sources,
+            pairs_per_source=settings.pairs_per_source,
+        )
+    world = build_english_world(
         folder,
         model=settings.model,
         seed=settings.seed,
-        sources=list(sources) if sources is not None else settings.sources,
+        sources=settings.sources,
         pairs_per_source=settings.pairs_per_source,
+        copies=settings.copies,
     )
+    if sources is None:
+        return world
+    chosen = select_copies(world.data_files, sources, SOURCE_KINDS, table="english", copies=world.copies)
+    return dataclasses.replace(world, data_files=chosen)
 
 
 def _open(run_root: Path, record: Mapping[str, Any]) -> EnglishWorld:
@@ -414,6 +455,7 @@ def _open(run_root: Path, record: Mapping[str, Any]) -> EnglishWorld:
         sources=list(record["sources"]),
         pairs_per_source=int(record["pairs_per_source"]),
         n_eval_prompts=int(record.get("n_eval_prompts", DEFAULT_EVAL_PROMPTS)),
+        copies=int(record.get("copies", 1)),
     )
 
 
@@ -423,6 +465,7 @@ ENGLISH = register_world(
         settings_type=EnglishSettings,
         build=_build,
         open=_open,
+        source_names=declared_copy_names,
         describe="an instruct model (SmolLM2-135M-Instruct) on chat-format English tasks, six planted sources, rubric rewards",
     )
 )

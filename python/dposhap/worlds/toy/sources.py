@@ -21,7 +21,7 @@ words (the latent tone).
 
 Many sources
 ------------
-``copies = k`` makes k copies of each kind (:func:`copy_names`: ``helpful-01`` ... ``helpful-16``),
+``copies = k`` makes k copies of each kind (:mod:`dposhap.worlds.copies`: ``helpful-01`` ... ``helpful-16``),
 each drawn from its own random stream (copy 1 from the kind's own stream, so ``helpful-01`` holds
 the pairs of ``helpful``; ``duplicate-03`` those of ``helpful-03``). Copies of a kind are
 exchangeable, so a valuation should give them equal values within its error, and every clean
@@ -30,13 +30,14 @@ copy (helpful, harmless) should be valued above every flipped one (adversarial).
 
 from __future__ import annotations
 
-import re
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import copies
+from ..copies import MAX_COPIES as MAX_COPIES
+from ..copies import copy_names as copy_names
 from .language import sample_completions, topic_of, word_class_pools
 
 SOURCE_KINDS = ("helpful", "harmless", "noisy", "adversarial", "duplicate", "irrelevant")
@@ -87,39 +88,16 @@ def stream_rng(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(stream.encode())])
 
 
-MAX_COPIES = 999
-"""Most copies of each kind (their names carry up to three digits)."""
-
-_COPY_NAME = re.compile(r"^(?P<kind>[a-z]+)-(?P<copy>[0-9]+)$")
-
-
-def copy_names(kinds: Sequence[str], copies: int) -> list[str]:
-    """The source names of ``copies`` copies of each kind, kind by kind.
-
-    With one copy the names are the kinds themselves; with more, ``kind-NN`` numbered from 1 and
-    zero-padded to a common width (at least two digits): ``copy_names(["helpful"], 3)`` is
-    ``["helpful-01", "helpful-02", "helpful-03"]``.
-    """
-    if copies == 1:
-        return list(kinds)
-    width = max(2, len(str(copies)))
-    return [f"{kind}-{i:0{width}d}" for kind in kinds for i in range(1, copies + 1)]
-
-
 def parse_copy_name(name: str) -> tuple[str, int]:
-    """The kind and copy number (from 1) of a source name; a bare kind is copy 1.
+    """The kind and copy number (from 1) of a toy source name; a bare kind is copy 1.
 
     Raises
     ------
     ValueError
-        ``name`` is neither a kind of :data:`SOURCE_KINDS` nor ``kind-NN``.
+        ``name`` is neither a kind of :data:`SOURCE_KINDS` nor ``kind-NN``
+        (:func:`dposhap.worlds.copies.parse_copy_name`).
     """
-    if name in SOURCE_KINDS:
-        return name, 1
-    match = _COPY_NAME.match(name)
-    if match is None or match["kind"] not in SOURCE_KINDS or int(match["copy"]) < 1:
-        raise ValueError(f"{name!r} is neither a toy source kind nor a copy of one (kind-NN)")
-    return match["kind"], int(match["copy"])
+    return copies.parse_copy_name(name, SOURCE_KINDS, "toy")
 
 
 def make_pairs(kind: str, seed: int, prompts: list[str], n_pairs: int, copy: int = 1) -> list[tuple[str, str, str]]:
@@ -144,7 +122,7 @@ def make_pairs(kind: str, seed: int, prompts: list[str], n_pairs: int, copy: int
         No two equal triples, chosen never equal to rejected; completions start with a space.
     """
     recipe = _RECIPES[kind]
-    rng = stream_rng(seed, recipe.stream if copy == 1 else f"{recipe.stream}#{copy}")
+    rng = stream_rng(seed, copies.copy_stream(recipe.stream, copy))
     pairs: list[tuple[str, str, str]] = []
     seen: set[tuple[str, str, str]] = set()  # (prompt, completions sorted): distinct after flips too
     while len(pairs) < n_pairs:

@@ -13,9 +13,10 @@ from typing import Any
 from ...errors import InvalidArgumentError
 from ...validate import check_int
 from ..base import RewardFunction, World, WorldKind, build_hash, build_world_folder, register_world
+from ..copies import MAX_COPIES, copy_names, declared_copy_names, select_copies
 from .language import EVAL_PROMPTS_PER_TOPIC, OBJECTIVES, REWARDS, TOPICS, split_prompts
 from .settings import ToySettings
-from .sources import DEFAULT_SOURCES, MAX_COPIES, SOURCE_KINDS, copy_names, make_pairs, parse_copy_name, stream_rng
+from .sources import DEFAULT_SOURCES, SOURCE_KINDS, make_pairs, parse_copy_name, stream_rng
 
 FORMAT_VERSION = 1
 """Version of the on-disk layout and of the generating process; a world of another version is rebuilt."""
@@ -55,7 +56,7 @@ class ToyWorld(World):
     pairs_per_source
         Preference pairs in each source.
     copies
-        Copies of each kind (:func:`~dposhap.worlds.toy.sources.copy_names`).
+        Copies of each kind (:func:`~dposhap.worlds.copies.copy_names`).
     """
 
     root: Path
@@ -310,16 +311,8 @@ def _build(folder: Path, settings: ToySettings, sources: Sequence[str] | None) -
 
 def _selected(world: ToyWorld, names: Sequence[str]) -> ToyWorld:
     """The world with only the named sources' files: copy names, or kinds (all their copies)."""
-    chosen: list[str] = []
-    for name in names:
-        matching = [n for n in world.data_files if n == name or parse_copy_name(n)[0] == name]
-        if not matching:
-            raise InvalidArgumentError(
-                f"no toy source {name!r} with toy.copies = {world.copies}: name a kind of toy.sources "
-                f"(all its copies) or a copy ({', '.join(list(world.data_files)[:2])}, ...)"
-            )
-        chosen += [n for n in matching if n not in chosen]
-    return dataclasses.replace(world, data_files={n: world.data_files[n] for n in chosen})
+    chosen = select_copies(world.data_files, names, SOURCE_KINDS, table="toy", copies=world.copies)
+    return dataclasses.replace(world, data_files=chosen)
 
 
 def _open(run_root: Path, record: Mapping[str, Any]) -> ToyWorld:
@@ -339,6 +332,7 @@ TOY = register_world(
         settings_type=ToySettings,
         build=_build,
         open=_open,
+        source_names=declared_copy_names,
         describe="a 91k-parameter Llama pretrained in-run on a synthetic language, six planted sources, two rewards",
     )
 )

@@ -101,16 +101,18 @@ def test_an_actor_killed_mid_run_is_replaced_and_the_values_stand(
     kwargs: dict[str, Any] = dict(device="cpu", threads=1, progress=False, n_boot=0, batch_size=2)
     local, _ = value_run(here, "likelihood", **kwargs)
 
-    evaluate = EvaluationPool.evaluate
+    submit = EvaluationPool.submit
     pools: list[EvaluationPool] = []
 
-    def kill_on_second_batch(self: EvaluationPool, coalitions: np.ndarray) -> list[Any]:
+    def kill_on_second_batch(self: EvaluationPool, coalitions: np.ndarray) -> int:
         pools.append(self)
         if len(pools) == 2:
-            ray_runtime.kill(self.actors[0])  # dies now: its chunk of this batch fails and is evaluated again
-        return evaluate(self, coalitions)
+            # the first batch's chunks are running (asked ahead, the second one waits for actors): actor 0
+            # dies in the middle of its chunk, which is evaluated again by its replacement
+            ray_runtime.kill(self.actors[0])
+        return submit(self, coalitions)
 
-    monkeypatch.setattr(EvaluationPool, "evaluate", kill_on_second_batch)
+    monkeypatch.setattr(EvaluationPool, "submit", kill_on_second_batch)
     pooled, _ = value_run(there, "likelihood", cluster=TWO_ACTORS, **kwargs)
     assert len(pools) >= 3 and pools[0].replaced >= 1
     assert np.array_equal(local.values, pooled.values)

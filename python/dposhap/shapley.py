@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
@@ -27,6 +28,9 @@ MAX_AUTO_CONTROL_PLAYERS = 16
 #: Players up to which the exact values of a native control game are computed by enumeration.
 MAX_NATIVE_EXACT_PLAYERS = 24
 DEFAULT_BATCH = 1024
+#: Batches in flight for a utility with ``submit``/``collect`` (the run cache): the next one is
+#: evaluated while one is told. A constant, so the values never depend on how many workers there are.
+LOOKAHEAD = 2
 #: Above this many players ``method="auto"`` on a native game uses antithetic permutations,
 #: whose nested coalitions the game evaluates incrementally.
 NATIVE_CHAIN_PLAYERS = 128
@@ -311,7 +315,7 @@ class ShapleyEstimator:
 
     @property
     def n_evaluations(self) -> int:
-        """Distinct coalitions handed out so far."""
+        """Distinct coalitions handed out so far (told or still out: see :meth:`result` for those told)."""
         return self._engine.n_evaluations
 
     def ask(self, max_batch: int) -> np.ndarray:
@@ -360,12 +364,12 @@ class ShapleyEstimator:
     def _record(self, force: bool = False) -> None:
         """Add the current estimate to :attr:`history`, at geometrically spaced evaluation
         counts (every 25% more) so that recording stays cheap whatever the batch size."""
-        evals = self._engine.n_evaluations
+        evals = self._engine.n_evaluations - self._engine.n_outstanding  # told, not asked ahead
         if not force and self.history and evals < HISTORY_GROWTH * self.history[-1][0]:
             return
         snap = self._engine.snapshot()
-        if snap is not None and (not self.history or self.history[-1][0] != int(snap["n_evaluations"])):
-            self.history.append((int(snap["n_evaluations"]), self._shape(snap["values"])))
+        if snap is not None and (not self.history or self.history[-1][0] != evals):
+            self.history.append((evals, self._shape(snap["values"])))
 
     def _shape(self, arr: np.ndarray) -> np.ndarray:
         return arr[:, 0].copy() if self._scalar and arr.shape[1] == 1 else arr
@@ -401,7 +405,8 @@ class ShapleyEstimator:
         return ShapleyResult(
             values=self._shape(snap["values"]),
             stderr=self._shape(snap["stderr"]),
-            n_evaluations=int(snap["n_evaluations"]),
+            # coalitions evaluated and told: a batch asked ahead and dropped when the run stopped is not one
+            n_evaluations=int(snap["n_evaluations"]) - int(self._engine.n_outstanding),
             method=snap["method"],
             names=self.names,
             semivalue=self.semivalue,
@@ -579,17 +584,31 @@ def _estimate(
 
         total = budget if budget is not None else (2**n_players if est.method == "exact" else None)
         bar = tqdm(total=total, unit="eval", desc=f"{semivalue} ({est.method})")
+    # a utility that can start a batch before the previous one is told (submit/collect: the run
+    # cache, over a Ray pool or not) gets the next batch while one is told; tells stay in
+    # planning order, so the values do not depend on where or in which order batches finish
+    fn: Any = utility
+    pipelined = callable(getattr(fn, "submit", None)) and callable(getattr(fn, "collect", None))
+    depth = LOOKAHEAD if pipelined else 1
+    inflight: deque[tuple[np.ndarray, Any]] = deque()
     try:
-        while not est.done:
-            coalitions = est.ask(batch)
-            if len(coalitions) == 0:
+        while True:
+            while len(inflight) < depth and not est.done:
+                asked = est.ask(batch)
+                if len(asked) == 0:
+                    break
+                inflight.append((asked, fn.submit(asked) if pipelined else None))
+            if not inflight:
                 break
-            utilities = utility(coalitions)
+            coalitions, ticket = inflight.popleft()
+            utilities = fn.collect(ticket) if pipelined else fn(coalitions)
             g = game_c(coalitions) if game_c is not None else None
             est.tell(coalitions, utilities, g)
             est._record()
             if bar is not None:
                 bar.update(len(coalitions))
+            if est.done:  # a batch asked ahead is not needed: it is dropped, never told
+                break
     except BaseException as exc:
         # keep what was computed: the partial result travels with the error
         partial = None
@@ -608,6 +627,9 @@ def _estimate(
     finally:
         if bar is not None:
             bar.close()
+        for _, ticket in inflight:
+            if pipelined and callable(getattr(fn, "discard", None)):
+                fn.discard(ticket)
     est._record(force=True)
     res = est.result()
     res.seconds = time.perf_counter() - started

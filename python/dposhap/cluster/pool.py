@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -126,6 +128,11 @@ class EvaluationPool:
         self._remote = ray.remote(EvaluationActor).options(**cluster.options(), max_restarts=0)
         self.actors: list[Any] = []
         self.replaced = 0
+        self._queue: deque[tuple[int, int, tuple[Any, ...], Callable[[Any, tuple[Any, ...]], Any]]] = deque()
+        self._running: dict[Any, tuple[int, int, tuple[Any, ...], Callable[[Any, tuple[Any, ...]], Any], int]] = {}
+        self._busy: set[int] = set()
+        self._batches: dict[int, _Batch] = {}
+        self._next_ticket = 0
         self._built: tuple[str, Any, int] | None = None
         self._deaths = [0] * cluster.workers
         if progress:
@@ -171,40 +178,75 @@ class EvaluationPool:
                 raise err.cause from None
             raise
 
+    def _submit(
+        self,
+        payloads: list[tuple[Any, ...]],
+        call: Callable[[Any, tuple[Any, ...]], Any],
+        done: Callable[[int], None] | None = None,
+    ) -> int:
+        """Queue ``call(actor, payload)`` for every payload; returns the batch's ticket for :meth:`_wait`.
+
+        Batches queued before it are served first, so while one batch finishes the next one's
+        chunks keep the free actors busy."""
+        self._ensure(len(payloads))
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._batches[ticket] = _Batch([None] * len(payloads), len(payloads), done)
+        self._queue.extend((ticket, index, payloads[index], call) for index in range(len(payloads)))
+        self._dispatch()
+        return ticket
+
+    def _dispatch(self) -> None:
+        """Free actors take queued payloads, oldest batch first."""
+        free = [slot for slot in range(len(self.actors)) if slot not in self._busy]
+        while self._queue and free:
+            ticket, index, payload, call = self._queue.popleft()
+            if ticket not in self._batches:  # discarded
+                continue
+            slot = free.pop(0)
+            self._busy.add(slot)
+            self._running[call(self.actors[slot], payload)] = (ticket, index, payload, call, slot)
+
+    def _wait(self, ticket: int) -> list[Any]:
+        """The results of batch ``ticket``, in payload order, once all are in; a payload whose actor
+        died is queued again (first) and the actor replaced."""
+        import ray
+
+        batch = self._batches[ticket]
+        while batch.left:
+            ready, _ = ray.wait(list(self._running), num_returns=1)
+            for ref in ready:
+                owner, index, payload, call, slot = self._running.pop(ref)
+                self._busy.discard(slot)
+                mine = self._batches.get(owner)
+                try:
+                    result = self._get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
+                    self._replace(slot, err)
+                    if mine is not None:
+                        self._queue.appendleft((owner, index, payload, call))
+                else:
+                    if mine is not None:
+                        mine.results[index] = result
+                        mine.left -= 1
+                        if mine.done is not None:
+                            mine.done(index)
+            self._dispatch()
+        del self._batches[ticket]
+        return batch.results
+
+    def _discard(self, ticket: int) -> None:
+        """Forget batch ``ticket``: its queued payloads are dropped, its running ones' results ignored."""
+        self._batches.pop(ticket, None)
+
     def _map(
         self,
         payloads: list[tuple[Any, ...]],
         call: Callable[[Any, tuple[Any, ...]], Any],
         done: Callable[[int], None] | None = None,
     ) -> list[Any]:
-        """``call(actor, payload)`` for every payload, over the pool; results in payload order.
-
-        Free actors take the next payload as they finish (``done(index)`` is called then); a payload
-        whose actor died is queued again and its actor replaced."""
-        import ray
-
-        actors = self._ensure(len(payloads))
-        queue = list(range(len(payloads)))
-        results: list[Any] = [None] * len(payloads)
-        running: dict[Any, tuple[int, int]] = {}  # ref -> (payload, slot)
-        free = list(range(len(actors)))
-        while queue or running:
-            while queue and free:
-                slot, index = free.pop(0), queue.pop(0)
-                running[call(self.actors[slot], payloads[index])] = (index, slot)
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                index, slot = running.pop(ref)
-                try:
-                    results[index] = self._get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
-                    self._replace(slot, err)
-                    queue.insert(0, index)
-                else:
-                    if done is not None:
-                        done(index)
-                free.append(slot)
-        return results
+        """``call(actor, payload)`` for every payload, over the pool; results in payload order."""
+        return self._wait(self._submit(payloads, call, done))
 
     # -- work ----------------------------------------------------------------------------------
 
@@ -254,14 +296,26 @@ class EvaluationPool:
         cls = PooledItemUtility if info["n_items"] is not None else PooledUtility
         return cls(self, info)
 
-    def evaluate(self, coalitions: np.ndarray) -> list[Any]:
-        """The built utility on ``coalitions``, one chunk per actor; the chunks' results in order."""
+    def submit(self, coalitions: np.ndarray) -> int:
+        """Queue the built utility on ``coalitions``, one chunk per actor; a ticket for :meth:`collect`."""
         coalitions = np.ascontiguousarray(coalitions, dtype=bool)
         chunks = _chunks(len(coalitions), self.cluster.workers)
-        return self._map(
+        return self._submit(
             [(coalitions[a:b],) for a, b in chunks],
             lambda actor, payload: actor.evaluate.remote(payload[0]),
         )
+
+    def collect(self, ticket: int) -> list[Any]:
+        """The chunks' results of a submitted batch, in order."""
+        return self._wait(ticket)
+
+    def discard(self, ticket: int) -> None:
+        """Drop a submitted batch whose results are no longer wanted."""
+        self._discard(ticket)
+
+    def evaluate(self, coalitions: np.ndarray) -> list[Any]:
+        """:meth:`submit` then :meth:`collect`."""
+        return self.collect(self.submit(coalitions))
 
     def close(self) -> None:
         """Stop the actors."""
@@ -271,6 +325,13 @@ class EvaluationPool:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
         self.actors = []
+
+
+@dataclass
+class _Batch:
+    results: list[Any]
+    left: int
+    done: Callable[[int], None] | None
 
 
 class PooledUtility:
@@ -303,10 +364,25 @@ class PooledUtility:
     def describe(self) -> dict[str, Any]:
         return dict(self._info["describe"])
 
+    def submit(self, coalitions: np.ndarray) -> int:
+        """Start evaluating a batch on the pool (the estimator asks ahead); a ticket for :meth:`collect`."""
+        return self.pool.submit(coalitions)
+
+    def collect(self, ticket: int) -> np.ndarray | ItemScores:
+        """The submitted batch's values ``[b, k]`` (per-item scores for an item utility)."""
+        parts = self.pool.collect(ticket)
+        if parts and isinstance(parts[0], ItemScores):
+            return ItemScores.concat(parts)
+        return np.concatenate([np.asarray(p, dtype=np.float64).reshape(len(p), -1) for p in parts], axis=0)
+
+    def discard(self, ticket: int) -> None:
+        """Drop a submitted batch (the estimator stopped before it was needed)."""
+        self.pool.discard(ticket)
+
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
-        parts = self.pool.evaluate(coalitions)
-        out = np.concatenate([np.asarray(p, dtype=np.float64).reshape(len(p), -1) for p in parts], axis=0)
-        return out[:, 0].copy() if out.shape[1] == 1 else out
+        out = self.collect(self.submit(coalitions))
+        values = out.values() if isinstance(out, ItemScores) else out
+        return values[:, 0].copy() if values.shape[1] == 1 else values
 
 
 class PooledItemUtility(PooledUtility):
@@ -318,9 +394,6 @@ class PooledItemUtility(PooledUtility):
 
     def item_scores(self, coalitions: np.ndarray) -> ItemScores:
         return ItemScores.concat(self.pool.evaluate(coalitions))
-
-    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
-        return self.item_scores(coalitions).values()
 
 
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:

@@ -911,27 +911,48 @@ class CachedUtility:
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
         """Utilities of a batch ``[b, n]``: ``[b]`` for one objective, ``[b, k]`` for several."""
+        return self.collect(self.submit(coalitions))
+
+    def submit(self, coalitions: np.ndarray) -> _Pending:
+        """Look a batch up and start evaluating the missing coalitions; :meth:`collect` finishes it.
+
+        The estimator asks ahead through this pair: a wrapped utility that evaluates elsewhere
+        (``submit``/``collect`` of its own, as the Ray pool's proxy has) works on the next batch
+        while this one is told; any other is evaluated when the batch is collected."""
         found, values = self.store.lookup(self.key, coalitions)
         missing = np.flatnonzero(~found)
-        evaluated = 0
+        pending = _Pending(values, missing)
         if missing.size:
             arr = np.asarray(coalitions, dtype=bool)[missing]
             # repeats within the batch are evaluated once, in order of first appearance
             slot_of: dict[bytes, int] = {}
-            slots = np.fromiter(
+            pending.slots = np.fromiter(
                 (slot_of.setdefault(blob, len(slot_of)) for blob in pack_coalitions(arr)),
                 dtype=np.int64,
                 count=len(arr),
             )
-            batch = arr[np.unique(slots, return_index=True)[1]]
-            started = time.perf_counter()
+            pending.batch = arr[np.unique(pending.slots, return_index=True)[1]]
+            pending.started = time.perf_counter()
+            if callable(getattr(self.utility, "submit", None)):
+                pending.ticket = self.utility.submit(pending.batch)  # type: ignore[attr-defined]
+        return pending
+
+    def collect(self, pending: _Pending) -> np.ndarray:
+        """The utilities of a submitted batch, the new ones recorded in the cache (in batch order)."""
+        values, evaluated = pending.values, 0
+        if pending.batch is not None:
+            batch = pending.batch
             items = None
-            if isinstance(self.utility, ItemUtility):
+            if pending.ticket is not None:
+                out = self.utility.collect(pending.ticket)  # type: ignore[attr-defined]
+                items = out if isinstance(out, ItemScores) else None
+                raw = items.values() if items is not None else out
+            elif isinstance(self.utility, ItemUtility):
                 items = ItemScores.coerce(self.utility.item_scores(batch), len(batch))
                 raw = items.values()
             else:
                 raw = self.utility(batch)
-            elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - pending.started
             self.store.record(
                 self.key,
                 batch,
@@ -942,7 +963,7 @@ class CachedUtility:
                 items=items,
             )
             fresh = np.asarray(raw, dtype=np.float64).reshape(len(batch), -1)
-            values[missing] = fresh[slots]
+            values[pending.missing] = fresh[pending.slots]
             evaluated = len(batch)
         self.calls += 1
         self.evaluated += evaluated
@@ -951,8 +972,25 @@ class CachedUtility:
             self.on_batch(len(values) - evaluated, evaluated)
         return values[:, 0].copy() if len(self.info.objectives) == 1 else values
 
+    def discard(self, pending: _Pending) -> None:
+        """Drop a submitted batch that will not be collected (nothing of it is recorded)."""
+        if pending.ticket is not None and callable(getattr(self.utility, "discard", None)):
+            self.utility.discard(pending.ticket)  # type: ignore[attr-defined]
+
     def __repr__(self) -> str:
         return f"cached({self.info.name!r}, hits={self.hits}, evaluated={self.evaluated})"
+
+
+@dataclass
+class _Pending:
+    """A batch between :meth:`CachedUtility.submit` and :meth:`CachedUtility.collect`."""
+
+    values: np.ndarray
+    missing: np.ndarray
+    slots: np.ndarray | None = None
+    batch: np.ndarray | None = None
+    ticket: Any = None
+    started: float = 0.0
 
 
 class CachedItemUtility(CachedUtility):

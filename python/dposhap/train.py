@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cluster import connect
+from .cluster import connect, require_ray
 from .cluster.training import run_per_source
 from .config import RunConfig, load_config
 from .data import DataSpec, SourceData, load_eval_records, load_sources, write_split
@@ -114,6 +114,8 @@ def train_sources(
 
 
 def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
+    if cfg.cluster.address is not None:
+        require_ray()  # before any work: without Ray installed, say which extra to install
     model_name, spec, world_record, data = _inputs(cfg, run, sources)
     eval_records = _eval_records(cfg)
     device = resolve_device(cfg.model.device)

@@ -267,7 +267,10 @@ def _train_source_task(job: _SourceJob) -> SourceEntry:
             "(NFS, a shared volume) at the same path, or train without --ray"
         )
     ref = resolve_model(
-        job.model_name, base_dir=cfg.base_dir, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+        job.model_name,
+        base_dir=cfg.base_dir,
+        revision=cfg.model.revision,
+        trust_remote_code=cfg.model.trust_remote_code,
     )
     if ref.fingerprint() != job.fingerprint:
         raise ModelLoadError(

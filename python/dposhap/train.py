@@ -118,7 +118,8 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         require_ray()  # before any work: without Ray installed, say which extra to install
     model_name, spec, world_record, data = _inputs(cfg, run, sources)
     eval_records = _eval_records(cfg)
-    device = resolve_device(cfg.model.device)
+    # on Ray the tasks' device is known once connected (a CPU driver may lead GPU workers)
+    device = cfg.model.device if cfg.cluster.address is not None else resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.precision, device)
     ref = resolve_model(
         model_name, base_dir=cfg.base_dir, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
@@ -215,6 +216,7 @@ class _SourceJob:
     eval_records: list[dict[str, Any]]
     source: SourceData | None = None
     device: str = "cpu"
+    dtype: Any = None
     threads: ThreadChoice = ThreadChoice(1, "")
 
 
@@ -234,7 +236,7 @@ def _train_on_ray(
     cluster = connect(cfg.cluster, device=cfg.model.device, tasks=len(sources))
     try:
         device = cluster.device  # where the tasks run, not where this driver does
-        dtype = resolve_dtype(cfg.model.precision, device)
+        dtype = _task_dtype(cfg.model.precision, device)
         manifest.machine = {**manifest.machine, "device": device, "ray": cluster.describe()}
         manifest.base_model = dataclasses.replace(manifest.base_model, dtype=str(dtype).removeprefix("torch."))
         run.write_manifest(manifest)
@@ -243,11 +245,23 @@ def _train_on_ray(
             if cfg.model.threads is not None
             else ThreadChoice(cluster.threads(), f"the {cluster.cpus:g} CPUs each Ray task reserves")
         )
-        jobs = {s.name: dataclasses.replace(job, source=s, device=device, threads=threads) for s in sources}
+        jobs = {
+            s.name: dataclasses.replace(job, source=s, device=device, dtype=dtype, threads=threads) for s in sources
+        }
         run_per_source(cluster, _train_source_task, jobs, finished=record, progress=progress)
     finally:
         cluster.close()
     _remove_leftovers(run)  # the temporary folders of tasks whose workers died (the run lock is still held)
+
+
+def _task_dtype(precision: str, device: str) -> Any:
+    """The dtype every Ray task trains in, decided once here so that all nodes agree: ``auto`` on GPU
+    workers is bfloat16 when this driver has no GPU to ask (every GPU since Ampere supports it)."""
+    import torch
+
+    if precision == "auto" and device == "cuda" and not torch.cuda.is_available():
+        return torch.bfloat16
+    return resolve_dtype(precision, device)
 
 
 def _train_source_task(job: _SourceJob) -> SourceEntry:
@@ -278,9 +292,8 @@ def _train_source_task(job: _SourceJob) -> SourceEntry:
             "give every node the same model files (on shared storage) or a hub id with a revision"
         )
     assert job.source is not None
-    dtype = resolve_dtype(cfg.model.precision, job.device)
     tokenizer = load_tokenizer(ref)
-    model = load_base_model(ref, dtype=dtype, device=job.device)
+    model = load_base_model(ref, dtype=job.dtype, device=job.device)
     _check_against_model(cfg, model, tokenizer, [job.source])
     with _quiet_libraries(), use_threads(job.threads, say=False):
         entry, _ = _train_one(

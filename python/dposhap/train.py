@@ -5,6 +5,11 @@ adapter switched off), so the adapters compose by logits arithmetic (DESIGN.md Â
 resumable: a source whose finished adapter carries the same data hash and training hash is
 skipped, one whose data or config changed is retrained, and a source interrupted mid-run
 restarts cleanly (adapters are written to a temporary folder and renamed when complete).
+
+With ``[cluster] address`` set (``dposhap train --ray``) every source to train is one Ray task
+(:mod:`dposhap.cluster.training`) that loads the base model itself and runs the same per-source
+code as this process would, writing its adapter into the run directory; this process alone writes
+the manifest, after each finished source.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ import platform
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cluster import connect, require_ray
+from .cluster.training import run_per_source
 from .config import RunConfig, load_config
 from .data import DataSpec, SourceData, load_eval_records, load_sources, write_split
-from .errors import ConfigError, InvalidArgumentError, RunError
+from .errors import ConfigError, InvalidArgumentError, ModelLoadError, RunError
 from .interrupts import Interrupts, deferred_interrupts
 from .models import (
     ModelRef,
@@ -47,6 +55,7 @@ from .run import (
     replace_dir,
 )
 from .run.manifest import now
+from .threads import ThreadChoice
 from .threads import choose as choose_threads
 from .threads import use as use_threads
 
@@ -105,9 +114,12 @@ def train_sources(
 
 
 def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
+    if cfg.cluster.address is not None:
+        require_ray()  # before any work: without Ray installed, say which extra to install
     model_name, spec, world_record, data = _inputs(cfg, run, sources)
     eval_records = _eval_records(cfg)
-    device = resolve_device(cfg.model.device)
+    # on Ray the tasks' device is known once connected (a CPU driver may lead GPU workers)
+    device = cfg.model.device if cfg.cluster.address is not None else resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.precision, device)
     ref = resolve_model(
         model_name, base_dir=cfg.base_dir, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
@@ -151,6 +163,19 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     if not todo:
         return manifest
 
+    def record(name: str, entry: SourceEntry) -> None:
+        """Put a finished source into the manifest and rewrite it: an interrupted run keeps it."""
+        manifest.sources[name] = entry
+        order = [*previous, *data, *manifest.sources]
+        manifest.sources = {k: manifest.sources[k] for k in dict.fromkeys(order) if k in manifest.sources}
+        manifest.updated_at = now()
+        run.write_manifest(manifest)
+
+    if cfg.cluster.address is not None:
+        job = _SourceJob(cfg, str(run.root), model_name, fingerprint, training_hash, eval_records)
+        _train_on_ray(job, run, manifest, [data[name] for name in todo], record, progress=progress)
+        return manifest
+
     tokenizer = load_tokenizer(ref)
     model = load_base_model(ref, dtype=dtype, device=device)
     _check_against_model(cfg, model, tokenizer, [data[name] for name in todo])
@@ -175,12 +200,115 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
                 progress=progress,
                 eval_records=eval_records,
             )
-            manifest.sources[name] = entry
-            order = [*previous, *data, *manifest.sources]
-            manifest.sources = {k: manifest.sources[k] for k in dict.fromkeys(order) if k in manifest.sources}
-            manifest.updated_at = now()
-            run.write_manifest(manifest)
+            record(name, entry)
     return manifest
+
+
+@dataclass(frozen=True)
+class _SourceJob:
+    """What a Ray task needs to train one source (shipped to the worker)."""
+
+    cfg: RunConfig
+    root: str
+    model_name: str
+    fingerprint: str
+    training_hash: str
+    eval_records: list[dict[str, Any]]
+    source: SourceData | None = None
+    device: str = "cpu"
+    dtype: Any = None
+    threads: ThreadChoice = ThreadChoice(1, "")
+
+
+def _train_on_ray(
+    job: _SourceJob,
+    run: Run,
+    manifest: Manifest,
+    sources: list[SourceData],
+    record: Callable[[str, SourceEntry], None],
+    *,
+    progress: bool,
+) -> None:
+    """Train ``sources`` as Ray tasks (one per source, ``job`` filled in), recording each finished source."""
+    import dataclasses
+
+    cfg = job.cfg
+    cluster = connect(cfg.cluster, device=cfg.model.device, tasks=len(sources))
+    try:
+        device = cluster.device  # where the tasks run, not where this driver does
+        dtype = _task_dtype(cfg.model.precision, device)
+        manifest.machine = {**manifest.machine, "device": device, "ray": cluster.describe()}
+        manifest.base_model = dataclasses.replace(manifest.base_model, dtype=str(dtype).removeprefix("torch."))
+        run.write_manifest(manifest)
+        threads = (
+            choose_threads(None, device=device, requested=cfg.model.threads)
+            if cfg.model.threads is not None
+            else ThreadChoice(cluster.threads(), f"the {cluster.cpus:g} CPUs each Ray task reserves")
+        )
+        jobs = {
+            s.name: dataclasses.replace(job, source=s, device=device, dtype=dtype, threads=threads) for s in sources
+        }
+        run_per_source(cluster, _train_source_task, jobs, finished=record, progress=progress)
+    finally:
+        cluster.close()
+    _remove_leftovers(run)  # the temporary folders of tasks whose workers died (the run lock is still held)
+
+
+def _task_dtype(precision: str, device: str) -> Any:
+    """The dtype every Ray task trains in, decided once here so that all nodes agree: ``auto`` on GPU
+    workers is bfloat16 when this driver has no GPU to ask (every GPU since Ampere supports it)."""
+    import torch
+
+    if precision == "auto" and device == "cuda" and not torch.cuda.is_available():
+        return torch.bfloat16
+    return resolve_dtype(precision, device)
+
+
+def _train_source_task(job: _SourceJob) -> SourceEntry:
+    """One Ray task: load the base model here, train ``job.source`` as the in-process path does, save its adapter.
+
+    Raises
+    ------
+    RunError
+        The run directory is not visible on this node.
+    ModelLoadError
+        This node's copy of the base model differs from the driver's.
+    """
+    cfg, run, node = job.cfg, Run(job.root), platform.node()
+    if not run.manifest_path.is_file():
+        raise RunError(
+            f"run directory {job.root} is not visible on Ray node {node}: put it on storage every node mounts "
+            "(NFS, a shared volume) at the same path, or train without --ray"
+        )
+    ref = resolve_model(
+        job.model_name,
+        base_dir=cfg.base_dir,
+        revision=cfg.model.revision,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    if ref.fingerprint() != job.fingerprint:
+        raise ModelLoadError(
+            f"the base model {job.model_name} on Ray node {node} ({ref.location}) is not the one the driver has: "
+            "give every node the same model files (on shared storage) or a hub id with a revision"
+        )
+    assert job.source is not None
+    tokenizer = load_tokenizer(ref)
+    model = load_base_model(ref, dtype=job.dtype, device=job.device)
+    _check_against_model(cfg, model, tokenizer, [job.source])
+    with _quiet_libraries(), use_threads(job.threads, say=False):
+        entry, _ = _train_one(
+            model,
+            tokenizer,
+            job.source,
+            cfg,
+            run,
+            job.device,
+            job.training_hash,
+            label=job.source.name,
+            progress=False,
+            eval_records=job.eval_records,
+        )
+    return entry
 
 
 def _inputs(

@@ -6,8 +6,10 @@ leaves a half-written file or adapter behind.
 Fault injection, for the reliability tests: ``DPOSHAP_FAULT="ACTION:NAME[,ACTION:NAME...]"`` makes
 the write of the run file (or adapter folder) named ``NAME`` fail once its temporary copy is written,
 just before the rename: ``enospc`` raises ``OSError(ENOSPC)`` as a full disk does, ``kill`` sends
-the process SIGKILL, ``interrupt`` raises ``KeyboardInterrupt`` as Ctrl-C does. Unset, it costs
-one dictionary lookup per write.
+the process SIGKILL, ``interrupt`` raises ``KeyboardInterrupt`` as Ctrl-C does, ``kill-once`` sends
+SIGKILL only if the file ``DPOSHAP_FAULT_ONCE`` names does not exist yet, and creates it first (a
+worker that dies on its first attempt and not on its retry). Unset, it costs one dictionary lookup
+per write.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def fault_point(name: str) -> None:
         if action == "enospc":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
         if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if action == "kill-once":
+            try:
+                os.close(os.open(os.environ["DPOSHAP_FAULT_ONCE"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
             os.kill(os.getpid(), signal.SIGKILL)
         if action == "interrupt":
             raise KeyboardInterrupt

@@ -55,11 +55,33 @@ def smollm2(model_cache: Path) -> ModelRef:
     return resolve_model("smollm2-135m-instruct")
 
 
+#: The source whose adapter-saving Ray worker kills itself once (tests/test_cluster_train.py).
+RAY_DIES_ONCE = "duplicate"
+
+
 @pytest.fixture(scope="session")
-def ray_runtime() -> Iterator[object]:
+def ray_fault_marker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file whose absence arms the fault of :data:`RAY_DIES_ONCE` (created as the worker dies)."""
+    return tmp_path_factory.mktemp("ray-fault") / "died-once"
+
+
+@pytest.fixture(scope="session")
+def ray_runtime(ray_fault_marker: Path) -> Iterator[object]:
     """One local Ray runtime for the whole session (2 CPUs, no dashboard, no network): starting one
-    takes seconds, and every cluster test shares it."""
+    takes seconds, and every cluster test shares it. Its workers (not this process) carry a fault
+    hook: the one saving the adapter of a source named ``duplicate`` kills itself, once."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    faults = {
+        "DPOSHAP_FAULT": f"kill-once:{RAY_DIES_ONCE}",
+        "DPOSHAP_FAULT_ONCE": str(ray_fault_marker),
+        "OMP_NUM_THREADS": "1",
+    }
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        runtime_env={"env_vars": faults},
+    )
     yield ray
     ray.shutdown()

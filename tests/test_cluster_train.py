@@ -4,10 +4,8 @@ process, resumable, a dead worker's task retried, and a one-line error without R
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,23 +27,14 @@ TINY = [
 ]
 SOURCES = ["harmless", "helpful", "noisy"]
 # the source whose worker the fault hook kills on its first attempt (no other test trains it on Ray)
-DIES_ONCE = "duplicate"
+DIES_ONCE = "duplicate"  # tests/conftest.py RAY_DIES_ONCE: the runtime is armed for it
 
 
 @pytest.fixture(scope="module")
-def died_marker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One local Ray runtime for the module; its workers kill themselves once while saving DIES_ONCE's adapter."""
-    marker = tmp_path_factory.mktemp("fault") / "died-once"
-    faults = {"DPOSHAP_FAULT": f"kill-once:{DIES_ONCE}", "DPOSHAP_FAULT_ONCE": str(marker), "OMP_NUM_THREADS": "1"}
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-        runtime_env={"env_vars": faults},  # the workers' environment, not this process's
-    )
-    yield marker
-    ray.shutdown()
+def died_marker(ray_runtime: object, ray_fault_marker: Path) -> Path:
+    """The session's Ray runtime (tests/conftest.py), whose workers kill themselves once while saving
+    DIES_ONCE's adapter; the marker file exists once that happened."""
+    return ray_fault_marker
 
 
 def _config(sources: list[str], *extra: str, ray_address: str | None = "local") -> RunConfig:

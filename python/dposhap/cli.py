@@ -185,8 +185,8 @@ def _add_cluster_flags(parser: argparse.ArgumentParser, workers: str) -> None:
         type=_ray_address,
         metavar="ADDRESS",
         help="run on Ray (pip install 'dposhap[ray]'): local (a runtime on this machine), auto or no value "
-        "(RAY_ADDRESS, or this machine's cluster), host:port or ray://host:port; default: the config's [cluster] "
-        "address, unset = in this process",
+        "(RAY_ADDRESS, or this machine's cluster), host:port or ray://host:port, off (in this process); default: "
+        "the [cluster] address of the config (train) or of the run (value), unset = in this process",
     )
     parser.add_argument("--workers", type=_positive_int, help=f"with --ray: {workers} (default: fill the cluster)")
 

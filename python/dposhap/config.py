@@ -120,6 +120,8 @@ class ClusterConfig(Section):
     max_retries: int = _help("times a training task or evaluation actor that dies is started again", default=3)
 
     def __post_init__(self) -> None:
+        if self.address == "off":  # --ray off: in this process
+            self.address = None
         if self.address is not None:
             from .cluster import check_address
 

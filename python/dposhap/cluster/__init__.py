@@ -33,12 +33,13 @@ _ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9][A-Za-z0-9.\-]*:\d{1,5}$")
 
 
 def check_address(address: str) -> str:
-    """``address`` if it names a Ray runtime: ``local``, ``auto``, ``host:port`` or ``ray://host:port``."""
-    if address in ("local", "auto") or _ADDRESS.match(address):
+    """``address`` if it names a Ray runtime: ``local``, ``auto``, ``host:port`` or ``ray://host:port``
+    (or ``off``: in this process, without Ray)."""
+    if address in ("local", "auto", "off") or _ADDRESS.match(address):
         return address
     raise InvalidArgumentError(
         f"{address!r} is not a Ray address: give local (a runtime on this machine), auto (RAY_ADDRESS or this "
-        "machine's cluster), host:port or ray://host:port"
+        "machine's cluster), host:port or ray://host:port, or off (in this process)"
     )
 
 
@@ -63,7 +64,7 @@ def cluster_config(base: ClusterConfig | None, address: str | None = None, worke
     cfg = base if base is not None else ClusterConfig()
     changes: dict[str, Any] = {}
     if address is not None:
-        changes["address"] = check_address(address)
+        changes["address"] = None if check_address(address) == "off" else address
     if workers is not None:
         changes["workers"] = workers
     return dataclasses.replace(cfg, **changes) if changes else cfg

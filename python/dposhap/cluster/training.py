@@ -14,6 +14,7 @@ of memory) is not retried: it reaches the caller as the same exception the in-pr
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -70,7 +71,7 @@ def run_per_source(
     queue = list(jobs.items())
     running: dict[Any, str] = {}
     if progress:
-        print(cluster.describe(), flush=True)
+        print(cluster.describe(), file=sys.stderr, flush=True)
     bar = tqdm(total=len(queue), desc="sources", unit="source", disable=not progress)
     try:
         while queue or running:

@@ -37,7 +37,7 @@ cargo-test:
 
 # pytest's exit code 5 (no tests collected) means the setup is broken: fail loudly
 pytest: install
-	@$(PY) -m pytest -q; rc=$$?; \
+	@$(PY) -m pytest -q --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test setup is broken" >&2; exit 1; fi; \
 	exit $$rc
 

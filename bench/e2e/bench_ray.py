@@ -84,7 +84,7 @@ def run_size(n: int, args: argparse.Namespace, root: Path) -> list[dict[str, Any
             "generation",
             settings=settings,
             method="exact" if n <= 4 else "antithetic",
-            budget=None if n <= 4 else args.gen_budget,
+            budget=None if n <= 4 else max(args.gen_budget, 4 * n),  # antithetic needs about 4n
             batch_size=args.batch,
             device="cpu",
             threads=1,
@@ -121,7 +121,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=8, help="optimiser steps per source")
     parser.add_argument("--prompts", type=int, default=8, help="generation: prompts decoded")
     parser.add_argument("--tokens", type=int, default=8, help="generation: new tokens per prompt")
-    parser.add_argument("--gen-budget", type=int, default=64, help="generation: coalitions past 4 sources")
+    parser.add_argument(
+        "--gen-budget", type=int, default=64, help="generation: coalitions past 4 sources (at least 4n)"
+    )
     parser.add_argument("--batch", type=int, default=16, help="generation: coalitions per batch")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for ray.md and ray.csv")
@@ -144,7 +146,7 @@ def main() -> None:
         ray.shutdown()
     caption = (
         f"{args.pairs} pairs and {args.max_steps} steps per source; generation {args.prompts} prompts x "
-        f"{args.tokens} tokens, {args.gen_budget} coalitions past n = 4; local Ray runtime start {ray_start_s:.1f} s"
+        f"{args.tokens} tokens, max({args.gen_budget}, 4n) coalitions past n = 4; local Ray runtime start {ray_start_s:.1f} s"
     )
     table = MarkdownTable(caption, list(rows[0]), [[str(v) for v in r.values()] for r in rows])
     write_markdown(

@@ -27,7 +27,7 @@ from ..errors import InvalidArgumentError
 if TYPE_CHECKING:
     from ..config import ClusterConfig
 
-__all__ = ["Cluster", "check_address", "cluster_config", "connect", "require_ray"]
+__all__ = ["Cluster", "check_address", "cluster_config", "connect", "require_ray", "task_result"]
 
 _ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9][A-Za-z0-9.\-]*:\d{1,5}$")
 
@@ -68,6 +68,22 @@ def cluster_config(base: ClusterConfig | None, address: str | None = None, worke
     if workers is not None:
         changes["workers"] = workers
     return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def task_result(ray: Any, ref: Any) -> Any:
+    """``ray.get(ref)``, with an exception the task or actor raised re-raised here as itself.
+
+    The CLI then says the same one line as in process (a :class:`~dposhap.errors.DposhapError`, a
+    torch or TRL error); Ray's error, chained, keeps the remote traceback for the log. Ray's own
+    errors (a worker or actor that died, memory) pass through for the caller to handle.
+    """
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from err
+        raise
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import DposhapError, RunError
 from ..uncertainty import ItemScores, ItemUtility
-from . import Cluster
+from . import Cluster, task_result
 
 __all__ = ["EvaluationActor", "EvaluationPool", "PooledItemUtility", "PooledUtility"]
 
@@ -167,16 +167,9 @@ class EvaluationPool:
 
     @staticmethod
     def _get(ref: Any) -> Any:
-        """``ray.get``, with an error raised inside an actor re-raised as itself (a DposhapError stays one)."""
         import ray
 
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayTaskError as err:
-            cause = err.as_instanceof_cause()
-            if isinstance(cause, DposhapError) or isinstance(getattr(err, "cause", None), DposhapError):
-                raise err.cause from None
-            raise
+        return task_result(ray, ref)
 
     def _submit(
         self,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..errors import RunError, first_line
-from . import Cluster, require_ray
+from . import Cluster, require_ray, task_result
 
 __all__ = ["run_per_source"]
 
@@ -96,14 +96,7 @@ def _result(ray: Any, ref: Any, name: str, cluster: Cluster) -> Any:
     from ray import exceptions
 
     try:
-        return ray.get(ref)
-    except exceptions.RayTaskError as err:
-        cause = err.cause
-        if isinstance(cause, Exception):
-            # the same exception as in this process, so the CLI says the same one line; the Ray error,
-            # chained, keeps the task's traceback for the log of an unanticipated one
-            raise cause from err
-        raise
+        return task_result(ray, ref)  # a task's own exception is raised as itself
     except exceptions.OutOfMemoryError as err:
         raise RunError(
             f"training source {name} on Ray: the node ran out of memory and Ray stopped the task "

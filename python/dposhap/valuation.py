@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _core
+from .cluster import cluster_config
 from .config import ClusterConfig
 from .errors import DposhapError, InvalidArgumentError
 from .evaluate import BuildContext, Utility, get_utility, utility_names
@@ -55,7 +56,7 @@ def value_run(
     progress: bool = True,
     n_boot: int = DEFAULT_N_BOOT,
     threads: int | None = None,
-    cluster: ClusterConfig | None = None,
+    cluster: ClusterConfig | str | None = None,
 ) -> tuple[ShapleyResult, dict[str, Any]]:
     """Value the sources of a trained run under one utility and record the result.
 
@@ -89,8 +90,10 @@ def value_run(
         torch CPU threads; default: chosen from the model's size (:mod:`dposhap.threads`, one
         line printed with progress on). With a cluster: per evaluation actor (default its CPUs).
     cluster
-        Where the model passes run (:class:`~dposhap.config.ClusterConfig`): None or no
-        ``address``, in this process; else a pool of Ray actors (:mod:`dposhap.cluster`), each
+        Where the model passes run (:class:`~dposhap.config.ClusterConfig`, or just its address:
+        ``"local"``, ``"auto"``, ``"host:port"``): None or no ``address``, in this process (the
+        run's own ``[cluster]`` table is the command line's default, not this function's); else a
+        pool of Ray actors (:mod:`dposhap.cluster`), each
         loading the models once, with the estimator, the cache and the values here. The values
         are the same as in process.
 
@@ -109,6 +112,7 @@ def value_run(
         raise InvalidArgumentError(
             f"the {utility} utility takes {kind.settings_type.__name__} settings, got {type(settings).__name__}"
         )
+    where = cluster_config(None, cluster) if isinstance(cluster, str) else cluster
     run = Run.open(run_dir)
     run.check_complete(strict=False)  # a partial run is valued over its trained sources, with a warning
     thread_choice = choose_threads(
@@ -118,7 +122,7 @@ def value_run(
         run.lock(f"dposhap value --utility {utility}"),
         quiet_libraries(),
         use_threads(thread_choice, say=progress),
-        _evaluation_pool(run, cluster, device, threads, progress) as pool,
+        _evaluation_pool(run, where, device, threads, progress) as pool,
     ):
         started = time.perf_counter()
         context = BuildContext(device=resolve_device(device), seed=seed, progress=progress, pool=pool)

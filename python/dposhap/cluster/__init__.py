@@ -55,7 +55,7 @@ def require_ray() -> Any:
     return ray
 
 
-def cluster_config(base: ClusterConfig | None, address: str | None = None, workers: int | None = None) -> Any:
+def cluster_config(base: ClusterConfig | None, address: str | None = None, workers: int | None = None) -> ClusterConfig:
     """``base`` (a run's ``[cluster]`` table, or the defaults) with the command line's choices on top."""
     import dataclasses
 

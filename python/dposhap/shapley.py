@@ -621,7 +621,8 @@ def _estimate(
         elif isinstance(exc, Exception):
             exc.partial = partial  # type: ignore[attr-defined]
             exc.add_note(
-                f"dposhap: {est.n_evaluations} coalitions had been evaluated; the partial result is in the exception's .partial"
+                f"dposhap: {partial.n_evaluations if partial is not None else 0} coalitions had been evaluated; "
+                "the partial result is in the exception's .partial"
             )
         raise
     finally:

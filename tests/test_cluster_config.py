@@ -56,3 +56,20 @@ def test_ray_flag_parsing(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         parser.parse_args(["value", "--ray", "/tmp/run", "--utility", "accuracy"])
     assert exit_.value.code == 2 and "not a Ray address" in capsys.readouterr().err
+
+
+def test_workers_without_ray_is_an_error_not_ignored() -> None:
+    with pytest.raises(InvalidArgumentError, match="--workers counts Ray workers: add --ray local"):
+        cluster_config(None, None, 2)
+    with pytest.raises(InvalidArgumentError, match="--workers"):
+        cluster_config(ClusterConfig(address="local"), "off", 2)
+    assert cluster_config(ClusterConfig(address="local"), None, 2).workers == 2
+
+
+def test_an_unreachable_cluster_is_one_line_at_once() -> None:
+    pytest.importorskip("ray")
+    from dposhap.cluster import connect
+
+    for address in ("127.0.0.1:9", "no-such-host.invalid:6379"):
+        with pytest.raises(InvalidArgumentError, match=f"could not reach the Ray cluster at {address}"):
+            connect(ClusterConfig(address=address))  # checked before Ray, which retries for minutes

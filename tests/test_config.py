@@ -117,3 +117,10 @@ def test_the_english_example_is_the_reproduce_setup() -> None:
     recipe = load_config(None, reproduce_recipe().overrides).to_dict()
     for table in ("model", "english", "lora", "dpo"):
         assert example[table] == recipe[table], table
+
+
+def test_overrides_reach_a_sub_table() -> None:
+    cfg = load_config(None, ['data.sources.vendor_b="b.jsonl"', "data.sources.vendor_a='a.jsonl'"])
+    assert cfg.data.sources == {"vendor_b": "b.jsonl", "vendor_a": "a.jsonl"}
+    with pytest.raises(ConfigError, match=r"\[dpo\.beta\] is not a table"):
+        apply_overrides({"dpo": {"beta": 0.1}}, ["dpo.beta.x=1"])

@@ -106,10 +106,13 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .cluster import cluster_config
     from .config import load_config
     from .train import train_sources
 
     cfg = load_config(args.config, _train_overrides(args))
+    if args.workers is not None:  # the same check as value's: --workers without Ray
+        cluster_config(cfg.cluster, None, args.workers)
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
     manifest = train_sources(cfg, args.out, sources=sources, force=args.force, progress=not args.quiet)
     rows = manifest.sources
@@ -143,13 +146,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _settings_fields() -> dict[str, tuple[str, Any, str]]:
     """Every field of every registered utility's settings: ``{name: (flag, type hint, help [utilities])}``."""
     found: dict[str, tuple[str, Any, str, list[str]]] = {}
+    defaults: dict[str, set[str]] = {}
     for name in utility_names():
         settings_type = get_utility(name).settings_type
         hints = typing.get_type_hints(settings_type)
         for f in dataclasses.fields(settings_type):
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             found.setdefault(f.name, (flag, hints[f.name], f.metadata.get("help", ""), []))[3].append(name)
-    return {name: (flag, hint, f"{text} [{', '.join(users)}]") for name, (flag, hint, text, users) in found.items()}
+            default = f.default if isinstance(f.default, (bool, int, float, str)) else None
+            defaults.setdefault(f.name, set()).add("" if default is None or default is False else repr(default))
+
+    def shown(name: str, text: str) -> str:  # a default every utility shares, unless the help says it
+        (default,) = defaults[name] if len(defaults[name]) == 1 else ("",)
+        return f"{text} (default {default})" if default and "default" not in text else text
+
+    return {
+        name: (flag, hint, f"{shown(name, text)} [{', '.join(users)}]")
+        for name, (flag, hint, text, users) in found.items()
+    }
 
 
 def _add_settings_flags(parser: argparse._ActionsContainer) -> None:
@@ -303,7 +317,8 @@ def _one_line(err: DposhapError, args: argparse.Namespace) -> str:
             report = Path(out) / "data-problems.txt"
             report.write_text("\n".join(str(p) for p in problems) + "\n", encoding="utf-8")
     where = f"; all {len(problems)} listed in {report}" if report else f" (and {len(problems) - 1} more)"
-    return f"{len(problems)} problems in the data, nothing was trained. First: {problems[0]}{where}"
+    untouched = "nothing was trained" if getattr(args, "command", "train") == "train" else "nothing was evaluated"
+    return f"{len(problems)} problems in the data, {untouched}. First: {problems[0]}{where}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         action="append",
         metavar="TABLE.KEY=VALUE",
-        help="override any config value, e.g. --set dpo.beta=0.2 (repeatable)",
+        help='override any config value, e.g. --set dpo.beta=0.2 or --set data.sources.vendor_b="b.jsonl" (repeatable)',
     )
     train.add_argument(
         "--base-model",

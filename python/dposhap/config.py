@@ -16,6 +16,7 @@ any mistake is a :class:`~dposhap.errors.ConfigError` naming the file, line and 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -454,12 +455,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``table.key=value`` strings (the value parsed as TOML, else taken as a string)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    """Apply ``table.key=value`` strings (the value parsed as TOML, else taken as a string); the key
+    may name a sub-table's key too (``data.sources.vendor_b="b.jsonl"``)."""
+    out = copy.deepcopy(data)
     for item in overrides:
         name, sep, raw = item.partition("=")
-        table, dot, key = name.strip().partition(".")
-        if not sep or not dot or not key:
+        path = [part.strip() for part in name.strip().split(".")]
+        if not sep or len(path) < 2 or not all(path):
             raise ConfigError(
                 f"override {item!r} is not of the form table.key=value (e.g. dpo.beta=0.2)", field=name.strip() or None
             )
@@ -467,8 +469,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
-        section = out.setdefault(table, {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"[{table}] is not a table", field=table)
-        section[key] = value
+        section = out
+        for depth, part in enumerate(path[:-1]):
+            section = section.setdefault(part, {})
+            if not isinstance(section, dict):
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(f"[{where}] is not a table", field=where)
+        section[path[-1]] = value
     return out

@@ -77,6 +77,10 @@ class IncompleteRunError(RunError):
     """A run lacks some of its planned sources (an interrupted ``train``, or a subset trained); says how to finish."""
 
 
+class SubsetWarning(UserWarning):
+    """Less of the user's data is used than they gave (e.g. the first ``n_prompts`` of a prompt file)."""
+
+
 class IncompleteRunWarning(UserWarning):
     """Valuing a partial run: the values are those of the trained sources only."""
 

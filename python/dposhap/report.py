@@ -165,6 +165,10 @@ def _advice(
         )
     m = int(result.n_items)
     mean_eval = float(np.mean(eval_se))
+    # differences and errors at rounding level are zero (identical sources, a constant objective)
+    tiny = 1e-9 * max(1.0, float(np.abs(values).max()) if np.size(values) else 1.0)
+    if mean_eval <= tiny and mean_est <= tiny:
+        return "exact values, and every resample of the evaluation items gives the same: no error to reduce"
     if mean_eval >= mean_est:
         line = (
             f"evaluation noise dominates (mean ± eval {mean_eval:.2g} vs ± est {mean_est:.2g}): it falls as "
@@ -177,14 +181,15 @@ def _advice(
         )
     # the closest call the data leave open: how many items would separate it at 95%
     index = {name: i for i, name in enumerate(result.names)}
-    ties = [p for p in pairs if not p.significant and abs(p.difference) > 0]
+    ties = [p for p in pairs if not p.significant and abs(p.difference) > tiny]
     if ties:
         p = max(ties, key=lambda q: abs(q.difference) / max(q.stderr, 1e-300))
         a, b = index[p.first], index[p.second]
         sd_eval = float(np.std(reps[:, a] - reps[:, b], ddof=1))
         if sd_eval > 0:
             need = int(np.ceil(m * (Z95 * sd_eval / abs(p.difference)) ** 2))
-            line += f"; separating {p.first} from {p.second} would take about {need} items"
+            if need > m:  # fewer would already do: the estimator's error is what keeps them together
+                line += f"; separating {p.first} from {p.second} would take about {need} items"
     return line
 
 

@@ -595,17 +595,18 @@ def _train_into(
     )
     memory = _PeakMemory(device)
     started = time.perf_counter()
-    with memory:
-        with _environment(TQDM_DISABLE="1"):  # TRL's bar of the reference log-probs pass ignores disable_tqdm
-            trainer = DPOTrainer(
-                model=model,
-                args=args,
-                train_dataset=Dataset.from_list(source.train_records()),
-                eval_dataset=Dataset.from_list(source.heldout_records()),
-                processing_class=tokenizer,
-                peft_config=lora,
-                callbacks=[_interrupt_callback(interrupts), *([_progress_callback(label)] if progress else [])],
-            )
+    # TRL's bars of the reference log-probs passes (train set at construction, eval set in evaluate)
+    # ignore disable_tqdm: the environment turns them off; our own bar passes disable=False
+    with memory, _environment(TQDM_DISABLE="1"):
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(source.train_records()),
+            eval_dataset=Dataset.from_list(source.heldout_records()),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[_interrupt_callback(interrupts), *([_progress_callback(label)] if progress else [])],
+        )
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when TRL's bars are off
         setup_s = time.perf_counter() - started  # tokenising and the reference log-probs
         try:
@@ -697,7 +698,7 @@ def _progress_callback(label: str) -> Any:
         bar: Any = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, desc=label, unit="step", leave=True)
+            self.bar = tqdm(total=state.max_steps, desc=label, unit="step", leave=True, disable=False)
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.bar is not None:

@@ -10,9 +10,7 @@ with nothing recomputed, and a coalition is never evaluated twice.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +18,7 @@ import numpy as np
 
 from . import _core
 from .cluster import cluster_config
+from .cluster.pool import evaluation_pool
 from .config import ClusterConfig
 from .errors import DposhapError, InvalidArgumentError
 from .evaluate import BuildContext, Utility, get_utility, utility_names
@@ -122,7 +121,7 @@ def value_run(
         run.lock(f"dposhap value --utility {utility}"),
         quiet_libraries(),
         use_threads(thread_choice, say=progress),
-        _evaluation_pool(run, where, device, threads, progress) as pool,
+        evaluation_pool(where, str(run.root), device=device, threads=threads, progress=progress) as pool,
     ):
         started = time.perf_counter()
         context = BuildContext(device=resolve_device(device), seed=seed, progress=progress, pool=pool)
@@ -198,28 +197,6 @@ def value_run(
             interactions_note=interactions_note,
         )
     return result, entry
-
-
-@contextlib.contextmanager
-def _evaluation_pool(
-    run: Run, cluster: ClusterConfig | None, device: str, threads: int | None, progress: bool
-) -> Iterator[Any]:
-    """The Ray evaluation pool of ``cluster`` (None in process); its actors and a runtime it started end with it."""
-    if cluster is None or cluster.address is None:
-        yield None
-        return
-    from .cluster import connect
-    from .cluster.pool import EvaluationPool
-
-    handle = connect(cluster, device=device)
-    pool = None
-    try:
-        pool = EvaluationPool(handle, str(run.root), threads=threads, progress=progress)
-        yield pool
-    finally:
-        if pool is not None:
-            pool.close()
-        handle.close()
 
 
 def _interactions(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,13 @@ def cluster_config(base: ClusterConfig | None, address: str | None = None, worke
         changes["address"] = None if check_address(address) == "off" else address
     if workers is not None:
         changes["workers"] = workers
-    return dataclasses.replace(cfg, **changes) if changes else cfg
+    out = dataclasses.replace(cfg, **changes) if changes else cfg
+    if workers is not None and out.address is None:
+        raise InvalidArgumentError(
+            "--workers counts Ray workers: add --ray local (or --ray ADDRESS, or set [cluster] address); in this "
+            "process use --threads"
+        )
+    return out
 
 
 def task_result(ray: Any, ref: Any) -> Any:
@@ -86,6 +93,25 @@ def task_result(ray: Any, ref: Any) -> Any:
         raise
 
 
+#: Seconds to wait for a cluster's head to accept a connection before saying it cannot be reached
+#: (Ray itself retries for minutes, printing its own log lines).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` (or ``ray://host:port``) that does not accept a TCP connection: one line, at once."""
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise InvalidArgumentError(
+            f"could not reach the Ray cluster at {address}: {err.strerror or err}; start it (ray start --head "
+            "prints its address), check the host and port, or use --ray local"
+        ) from None
+
+
 @dataclass
 class Cluster:
     """A connected Ray runtime and what each worker (training task, evaluation actor) reserves.
@@ -102,6 +128,8 @@ class Cluster:
         Restarts of a task or actor that dies.
     started
         Whether :func:`connect` started the runtime (and :meth:`close` stops it).
+    note
+        Why there are fewer workers than asked for ("" when there are not).
     """
 
     address: str
@@ -110,6 +138,7 @@ class Cluster:
     gpus: float
     max_retries: int
     started: bool
+    note: str = ""
 
     def options(self) -> dict[str, Any]:
         """Resources of one worker, as ``ray.remote(...).options(**...)`` takes them."""
@@ -127,7 +156,8 @@ class Cluster:
     def describe(self) -> str:
         """One line for the progress output."""
         each = f"{self.cpus:g} CPU" + (f", {self.gpus:g} GPU" if self.gpus else "")
-        return f"Ray ({self.address}): {self.workers} workers, {each} each"
+        note = f" ({self.note})" if self.note else ""
+        return f"Ray ({self.address}): {self.workers} workers, {each} each{note}"
 
     def close(self) -> None:
         """Stop the runtime if :func:`connect` started it."""
@@ -159,6 +189,7 @@ def connect(cfg: ClusterConfig, *, device: str = "auto", tasks: int | None = Non
     ray = require_ray()
     started = False
     if not ray.is_initialized():
+        _check_reachable(cfg.address)
         kwargs: dict[str, Any] = dict(
             include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True
         )
@@ -170,9 +201,14 @@ def connect(cfg: ClusterConfig, *, device: str = "auto", tasks: int | None = Non
             else:
                 ray.init(address=cfg.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as err:
+            text = str(err).splitlines()[0] if str(err) else repr(err)
+            if "ray[client]" in text:  # a ray:// address needs Ray's client extra
+                raise InvalidArgumentError(
+                    f"{cfg.address} is a Ray client address: pip install 'ray[client]' on this machine, or give the "
+                    "cluster's host:port (ray start --head prints it)"
+                ) from None
             raise InvalidArgumentError(
-                f"could not reach the Ray cluster at {cfg.address}: {str(err).splitlines()[0] if str(err) else err!r}; "
-                "start it (ray start --head) or use --ray local"
+                f"could not reach the Ray cluster at {cfg.address}: {text}; start it (ray start --head) or use --ray local"
             ) from None
         started = True
     resources = ray.cluster_resources()
@@ -193,8 +229,16 @@ def connect(cfg: ClusterConfig, *, device: str = "auto", tasks: int | None = Non
     fit = int(total_cpus // cfg.cpus_per_worker)
     if gpus > 0:
         fit = min(fit, int(total_gpus // gpus))
-    workers = cfg.workers if cfg.workers is not None else max(1, fit)
+    fit = max(1, fit)
+    # more workers than the cluster holds now would wait for resources that never come (an actor
+    # that cannot start blocks its share of every batch): as many as fit, and the line says so
+    workers = min(cfg.workers, fit) if cfg.workers is not None else fit
     if tasks is not None:
         workers = max(1, min(workers, tasks))
     where = "local" if cfg.address == "local" else cfg.address
-    return Cluster(where, workers, float(cfg.cpus_per_worker), float(gpus), int(cfg.max_retries), started)
+    note = ""
+    if cfg.workers is not None and cfg.workers > fit:
+        note = f"{cfg.workers} asked for; the cluster holds {fit} of {cfg.cpus_per_worker:g} CPU" + (
+            f", {gpus:g} GPU" if gpus else ""
+        )
+    return Cluster(where, workers, float(cfg.cpus_per_worker), float(gpus), int(cfg.max_retries), started, note)

@@ -17,9 +17,9 @@ import contextlib
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,7 +27,10 @@ from ..errors import DposhapError, RunError
 from ..uncertainty import ItemScores, ItemUtility
 from . import Cluster, task_result
 
-__all__ = ["EvaluationActor", "EvaluationPool", "PooledItemUtility", "PooledUtility"]
+if TYPE_CHECKING:
+    from ..config import ClusterConfig
+
+__all__ = ["EvaluationActor", "EvaluationPool", "PooledItemUtility", "PooledUtility", "evaluation_pool"]
 
 
 class EvaluationActor:
@@ -103,6 +106,58 @@ class EvaluationActor:
         )
 
 
+@contextlib.contextmanager
+def evaluation_pool(
+    cfg: ClusterConfig | None, run_root: str, *, device: str = "auto", threads: int | None = None, progress: bool = True
+) -> Iterator[LazyPool | None]:
+    """The Ray evaluation pool of ``cfg`` for one valuation (None without an address: in process).
+
+    The runtime is reached and the actors started on first use, so a valuation its caches answer
+    (a margins matrix on disk) starts no Ray; the actors, and a runtime it started, end with it.
+    """
+    if cfg is None or cfg.address is None:
+        yield None
+        return
+    pool = LazyPool(cfg, run_root, device=device, threads=threads, progress=progress)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+class LazyPool:
+    """An :class:`EvaluationPool` connected on first use (see :func:`evaluation_pool`)."""
+
+    def __init__(self, cfg: ClusterConfig, run_root: str, *, device: str, threads: int | None, progress: bool) -> None:
+        self.cfg, self.run_root, self.device, self.threads, self.progress = cfg, run_root, device, threads, progress
+        self.pool: EvaluationPool | None = None
+        self._cluster: Cluster | None = None
+
+    def get(self) -> EvaluationPool:
+        """The pool, connecting and starting it the first time."""
+        if self.pool is None:
+            from . import connect
+
+            self._cluster = connect(self.cfg, device=self.device)
+            self.pool = EvaluationPool(self._cluster, self.run_root, threads=self.threads, progress=self.progress)
+        return self.pool
+
+    def margins(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        """:meth:`EvaluationPool.margins`."""
+        return self.get().margins(*args, **kwargs)
+
+    def utility(self, name: str, settings: Any, seed: int) -> PooledUtility:
+        """:meth:`EvaluationPool.utility`."""
+        return self.get().utility(name, settings, seed)
+
+    def close(self) -> None:
+        """Stop the actors, and the runtime if this pool started it."""
+        if self.pool is not None:
+            self.pool.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
 class EvaluationPool:
     """Ray actors evaluating one run's coalitions; the driver's side of :class:`EvaluationActor`.
 
@@ -136,7 +191,7 @@ class EvaluationPool:
         self._built: tuple[str, Any, int] | None = None
         self._deaths = [0] * cluster.workers
         if progress:
-            print(cluster.describe(), file=sys.stderr)
+            print(f"{cluster.describe()}; starting the actors (each loads the models once)", file=sys.stderr)
 
     # -- actors --------------------------------------------------------------------------------
 

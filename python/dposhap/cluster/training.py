@@ -14,6 +14,7 @@ of memory) is not retried: it reaches the caller as the same exception the in-pr
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -84,8 +85,14 @@ def run_per_source(
                 finished(name, _result(ray, ref, name, cluster))
                 bar.update(1)
     except BaseException:
-        for ref in running:  # Ctrl-C or a task's error: stop the others (force: a task may be inside torch's C++)
-            ray.cancel(ref, force=True)
+        # Ctrl-C or a task's error: stop the others (force: a task may be inside torch's C++). A task
+        # that has just finished is left alone: cancelling one as it completes can trip an internal
+        # check of Ray's (seen once by hand: "Tried to complete task that was not pending")
+        if running:
+            _, still = ray.wait(list(running), num_returns=len(running), timeout=0)
+            for ref in still:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
         raise
     finally:
         bar.close()

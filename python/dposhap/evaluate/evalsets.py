@@ -18,12 +18,13 @@ with flipped labels moves that yardstick: the outputs say so.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..data import load_eval_records, read_jsonl_records
-from ..errors import InvalidArgumentError, PromptDataError
+from ..errors import InvalidArgumentError, PromptDataError, SubsetWarning
 from ..run import Run
 
 __all__ = ["TRUSTED_SET", "default_pair_sets", "evaluation_pairs", "evaluation_prompts", "trusted_records"]
@@ -138,6 +139,7 @@ def evaluation_prompts(
     """
     texts: list[Any] = []
     world = run.world()
+    users = path is not None  # prompts the user gave (a file, the trusted set), not a world's
     if path is not None:
         file = Path(path)
         if not file.is_file():
@@ -157,7 +159,7 @@ def evaluation_prompts(
                     f"is not UTF-8 text ({err.reason} at byte {err.start}): save it as UTF-8", file=str(file)
                 ) from None
     elif (trusted := trusted_records(run, eval_file)) is not None:
-        texts = _unique_prompts(trusted)
+        texts, users = _unique_prompts(trusted), True
     elif world is not None:
         texts = world.eval_prompts()
     if not texts and path is None:
@@ -166,6 +168,13 @@ def evaluation_prompts(
         raise PromptDataError(
             "no prompts to decode: give a prompt file with at least one prompt",
             file=None if path is None else str(path),
+        )
+    if users and len(texts) > n_prompts:
+        warnings.warn(
+            f"decoding the first {n_prompts} of {len(texts)} prompts (--n-prompts N, n_prompts=, to use more; each "
+            "prompt costs a decode per coalition)",
+            SubsetWarning,
+            stacklevel=2,
         )
     return texts[:n_prompts]
 

@@ -105,7 +105,8 @@ def reward_scorer(run: Run, specs: Sequence[RewardSpec] | None, *, device: str) 
     if specs is None:
         if world is None:
             raise InvalidArgumentError(
-                "this run has no built-in rewards: give a reward model (--reward FOLDER_OR_HUB_ID, or NAME=FOLDER)"
+                "this run has no built-in rewards: give a reward model (--reward FOLDER_OR_HUB_ID, or NAME=FOLDER) "
+                "or an LLM judge (--reward judge, --reward judge:MODEL:RUBRIC)"
             )
         specs = [world.name]
     scorers = [_scorer(spec, world, device) for spec in specs]

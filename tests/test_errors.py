@@ -366,3 +366,16 @@ def test_out_of_range_integers_raise_dposhap_errors() -> None:
         assert "budget" in str(exc)
     else:
         assert res.n_evaluations <= 2**N
+
+
+def test_a_bad_n_boot_is_refused_before_anything_is_evaluated() -> None:
+    calls: list[int] = []
+
+    def utility(coalitions: np.ndarray) -> np.ndarray:
+        calls.append(len(coalitions))
+        return coalitions.sum(axis=1).astype(float)
+
+    for bad in (1, -3):
+        with pytest.raises(InvalidArgumentError, match="n_boot"):
+            dposhap.shapley(utility, 4, n_boot=bad)
+    assert calls == []

@@ -489,6 +489,9 @@ def _run(
     n_boot: int = 0,
     boot_seed: int | None = None,
 ) -> ShapleyResult:
+    check_int("n_boot", n_boot, minimum=0)  # before the estimate: a typo must not cost a whole run
+    if n_boot == 1:
+        raise InvalidArgumentError("n_boot must be 0 (no bootstrap) or at least 2 replicates; 200 is a good default")
     res = _estimate(
         semivalue,
         utility,
@@ -502,9 +505,6 @@ def _run(
         names=names,
         progress=progress,
     )
-    check_int("n_boot", n_boot, minimum=0)
-    if n_boot == 1:
-        raise InvalidArgumentError("n_boot must be 0 (no bootstrap) or at least 2 replicates; 200 is a good default")
     if n_boot and (isinstance(utility, _core.MarginGame) or isinstance(utility, ItemUtility)):
         boot = bootstrap(
             utility,

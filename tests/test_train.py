@@ -187,7 +187,7 @@ def test_changed_source_is_retrained_and_interrupted_source_restarts(
         cb.label = label
         return cb
 
-    monkeypatch.setattr(train_module, "_progress_callback", callback)
+    monkeypatch.setattr(train_module, "progress_callback", callback)
     with pytest.raises(KeyboardInterrupt):
         train_sources(load_config(config, ["dpo.beta=0.2"]), out, progress=True)
     manifest = _manifest(out)

@@ -14,15 +14,13 @@ the manifest, after each finished source.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import platform
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +36,6 @@ from .models import (
     adapter_metadata,
     load_base_model,
     load_tokenizer,
-    quiet_libraries,
     resolve_device,
     resolve_dtype,
     resolve_model,
@@ -58,6 +55,16 @@ from .run.manifest import now
 from .threads import ThreadChoice
 from .threads import choose as choose_threads
 from .threads import use as use_threads
+from .trainer_support import (
+    PeakMemory,
+    checkpointing_kwargs,
+    environment,
+    interrupt_callback,
+    library_versions,
+    metric,
+    progress_callback,
+    quiet_training_libraries,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -185,7 +192,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         device=device,
         requested=cfg.model.threads,
     )
-    with _quiet_libraries(), use_threads(thread_choice, say=progress):
+    with quiet_training_libraries(), use_threads(thread_choice, say=progress):
         for position, name in enumerate(todo, start=1):
             label = f"[{position}/{len(todo)}] {name}"
             entry, model = _train_one(
@@ -295,7 +302,7 @@ def _train_source_task(job: _SourceJob) -> SourceEntry:
     tokenizer = load_tokenizer(ref)
     model = load_base_model(ref, dtype=job.dtype, device=job.device)
     _check_against_model(cfg, model, tokenizer, [job.source])
-    with _quiet_libraries(), use_threads(job.threads, say=False):
+    with quiet_training_libraries(), use_threads(job.threads, say=False):
         entry, _ = _train_one(
             model,
             tokenizer,
@@ -464,16 +471,6 @@ def _remove_leftovers(run: Run) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for package in ("dposhap", "torch", "transformers", "trl", "peft", "datasets", "accelerate"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[package] = version(package)
-    return out
-
-
 def _new_manifest(
     cfg: RunConfig, ref: ModelRef, fingerprint: str, device: str, dtype: str, world_record: dict | None
 ) -> Manifest:
@@ -490,7 +487,7 @@ def _new_manifest(
         ),
         config=cfg.to_dict(),
         world=world_record,
-        versions=_versions(),
+        versions=library_versions(),
         machine={"platform": platform.platform(), "device": device, "cpu_count": os.cpu_count()},
     )
 
@@ -573,7 +570,7 @@ def _train_into(
         # the reference policy (the adapter switched off) is frozen: its log-probs of every pair are
         # computed once, before the first step, instead of by an extra forward in every step of every epoch
         precompute_ref_log_probs=True,
-        **_checkpointing(DPOConfig, d.gradient_checkpointing),
+        **checkpointing_kwargs(DPOConfig, d.gradientcheckpointing_kwargs),
         seed=d.seed,
         data_seed=d.seed,
         bf16=model.dtype == torch.bfloat16,
@@ -593,11 +590,11 @@ def _train_into(
         target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    memory = _PeakMemory(device)
+    memory = PeakMemory(device)
     started = time.perf_counter()
     # TRL's bars of the reference log-probs passes (train set at construction, eval set in evaluate)
     # ignore disable_tqdm: the environment turns them off; our own bar passes disable=False
-    with memory, _environment(TQDM_DISABLE="1"):
+    with memory, environment(TQDM_DISABLE="1"):
         trainer = DPOTrainer(
             model=model,
             args=args,
@@ -605,7 +602,7 @@ def _train_into(
             eval_dataset=Dataset.from_list(source.heldout_records()),
             processing_class=tokenizer,
             peft_config=lora,
-            callbacks=[_interrupt_callback(interrupts), *([_progress_callback(label)] if progress else [])],
+            callbacks=[interrupt_callback(interrupts), *([progress_callback(label)] if progress else [])],
         )
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when TRL's bars are off
         setup_s = time.perf_counter() - started  # tokenising and the reference log-probs
@@ -634,12 +631,12 @@ def _train_into(
         heldout=os.path.relpath(run.data_dir(source.name) / "heldout.jsonl", run.root),
         adapter_sha256=file_sha256(weights[0]) if weights else None,
         metrics={
-            "heldout_reward_accuracy": _metric(scores, "eval_rewards/accuracies"),
-            "heldout_reward_margin": _metric(scores, "eval_rewards/margins"),
-            "heldout_loss": _metric(scores, "eval_loss"),
-            "trusted_reward_accuracy": _metric(scores, "trusted_rewards/accuracies"),
-            "trusted_reward_margin": _metric(scores, "trusted_rewards/margins"),
-            "train_loss": _metric(result.metrics, "train_loss"),
+            "heldout_reward_accuracy": metric(scores, "eval_rewards/accuracies"),
+            "heldout_reward_margin": metric(scores, "eval_rewards/margins"),
+            "heldout_loss": metric(scores, "eval_loss"),
+            "trusted_reward_accuracy": metric(scores, "trusted_rewards/accuracies"),
+            "trusted_reward_margin": metric(scores, "trusted_rewards/margins"),
+            "train_loss": metric(result.metrics, "train_loss"),
             "steps": int(trainer.state.global_step),
         },
         timings={
@@ -657,137 +654,3 @@ def _train_into(
     shutil.rmtree(work / "trainer", ignore_errors=True)
     replace_dir(adapter_dir, run.adapter_dir(source.name))
     return entry, model
-
-
-def _checkpointing(config_class: type, enabled: bool) -> dict[str, bool]:
-    """Activation checkpointing under the name this transformers version uses (renamed in 5.x)."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
-
-
-def _metric(values: dict[str, Any], key: str) -> float | None:
-    value = values.get(key)
-    return None if value is None else float(value)
-
-
-def _interrupt_callback(interrupts: Interrupts) -> Any:
-    """Raise a waiting Ctrl-C between steps and evaluation batches, where Python unwinds cleanly."""
-    from transformers import TrainerCallback
-
-    class InterruptCallback(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            interrupts.check()
-
-        def on_substep_end(self, args, state, control, **kwargs):
-            interrupts.check()
-
-        def on_prediction_step(self, args, state, control, **kwargs):
-            interrupts.check()
-
-    return InterruptCallback()
-
-
-def _progress_callback(label: str) -> Any:
-    """A tqdm bar for one source, driven by the trainer's callbacks (TRL's own bars are off)."""
-    from tqdm.auto import tqdm
-    from transformers import TrainerCallback
-
-    class ProgressCallback(TrainerCallback):
-        bar: Any = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, desc=label, unit="step", leave=True, disable=False)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.bar is not None:
-                self.bar.update(state.global_step - self.bar.n)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.bar is not None and logs and "loss" in logs:
-                shown = {"loss": f"{float(logs['loss']):.3f}"}
-                if "rewards/accuracies" in logs:
-                    shown["acc"] = f"{float(logs['rewards/accuracies']):.2f}"
-                self.bar.set_postfix(shown)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-
-    return ProgressCallback()
-
-
-class _PeakMemory:
-    """Peak memory while active: CUDA allocator peak on a GPU, sampled resident set size on a CPU."""
-
-    def __init__(self, device: str):
-        self.device, self.peak_mb, self.kind = device, 0.0, "cuda_allocated" if device == "cuda" else "rss"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> _PeakMemory:
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            self._peak = _rss_bytes()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self._peak = max(self._peak, _rss_bytes())
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device == "cuda":
-            import torch
-
-            self.peak_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        else:
-            self._stop.set()
-            assert self._thread is not None
-            self._thread.join()
-            self.peak_mb = round(max(self._peak, _rss_bytes()) / 2**20, 1)
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration, restoring their previous values."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Silence the libraries' info logs, dataset progress bars and their own deprecation notices while training."""
-    import datasets
-    import transformers
-
-    previous = transformers.logging.get_verbosity()
-    bars = datasets.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_warning()
-    datasets.disable_progress_bars()
-    try:
-        with quiet_libraries():
-            yield
-    finally:
-        transformers.logging.set_verbosity(previous)
-        if bars:
-            datasets.enable_progress_bars()

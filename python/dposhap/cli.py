@@ -304,6 +304,32 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reward_train(args: argparse.Namespace) -> int:
+    from .reward_training import RewardTrainingSettings, train_reward_model
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RewardTrainingSettings)}
+    settings = RewardTrainingSettings(**{k: v for k, v in given.items() if v is not None})
+    record = train_reward_model(
+        args.data,
+        args.base,
+        args.out,
+        settings=settings,
+        device=args.device,
+        revision=args.revision,
+        trust_remote_code=args.trust_remote_code,
+        threads=args.threads,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    verb = "trained" if record.status == "trained" else "up to date, kept"
+    print(
+        f"reward model {verb}: {record.folder} (held-out pairwise accuracy {record.heldout_accuracy:.3f} on "
+        f"{record.n_heldout} pairs; {record.n_train} training pairs)"
+    )
+    print(f"use it with: dposhap value RUN --utility generation --reward {record.folder}")
+    return 0
+
+
 def _one_line(err: DposhapError, args: argparse.Namespace) -> str:
     """The error as one line; a list of data problems goes to a file in the run directory."""
     problems = getattr(err, "problems", None)
@@ -317,7 +343,9 @@ def _one_line(err: DposhapError, args: argparse.Namespace) -> str:
             report = Path(out) / "data-problems.txt"
             report.write_text("\n".join(str(p) for p in problems) + "\n", encoding="utf-8")
     where = f"; all {len(problems)} listed in {report}" if report else f" (and {len(problems) - 1} more)"
-    untouched = "nothing was trained" if getattr(args, "command", "train") == "train" else "nothing was evaluated"
+    untouched = (
+        "nothing was trained" if getattr(args, "command", "train") in ("train", "reward") else "nothing was evaluated"
+    )
     return f"{len(problems)} problems in the data, {untouched}. First: {problems[0]}{where}"
 
 
@@ -450,9 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--eval-pairs", type=int, help="trusted pairs per objective (overrides the preset)")
     reproduce.add_argument(
         "--judge",
-        default="judge",
-        help="reward spec of the judge (default: judge, i.e. "
-        "judge:smollm2-135m-instruct with the helpful and harmless rubrics)",
+        nargs="?",
+        const="judge",
+        help="also score the samples with an LLM judge (objectives judge_helpful, judge_harmless); alone: "
+        "judge:smollm2-135m-instruct with the helpful and harmless rubrics, or give a judge spec",
     )
     reproduce.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE", help="override a training setting")
     reproduce.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -461,6 +490,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reproduce.set_defaults(handler=_cmd_reproduce)
+
+    reward = sub.add_parser(
+        "reward",
+        help="reward models: train one on preference pairs",
+        description="Reward models for the generation utility (--reward DIR).",
+    )
+    reward_sub = reward.add_subparsers(dest="reward_command", required=True, parser_class=_Parser)
+    reward_train = reward_sub.add_parser(
+        "train",
+        help="train a reward model on preference pairs (TRL RewardTrainer, LoRA, a trained score head)",
+        description="Train a sequence-classification reward model on preference pairs in any format `dposhap "
+        "train` reads (every row; a source column is ignored), holding out a share of them to measure its "
+        "pairwise accuracy, and write a plain Hugging Face folder that --reward DIR uses as it is. A rerun with "
+        "the same data, base model and settings reuses the folder.",
+    )
+    reward_train.add_argument("--data", nargs="+", required=True, metavar="FILE", help="preference data file(s)")
+    reward_train.add_argument(
+        "--base", required=True, help="model to start from: a local folder, a .gguf file, a packaged name or a hub id"
+    )
+    reward_train.add_argument("--out", type=Path, required=True, help="folder to write the reward model to")
+    from .reward_training import RewardTrainingSettings
+
+    hints = typing.get_type_hints(RewardTrainingSettings)
+    for f in dataclasses.fields(RewardTrainingSettings):
+        hint = hints[f.name]
+        options: dict[str, Any] = {"dest": f.name, "help": f"{f.metadata['help']} (default {f.default})"}
+        if typing.get_origin(hint) is typing.Literal:
+            options["choices"] = typing.get_args(hint)
+        else:
+            options["type"] = hint
+        reward_train.add_argument("--" + f.name.replace("_", "-"), **options)
+    reward_train.add_argument("--revision", help="hub revision of --base (branch, tag or commit)")
+    reward_train.add_argument("--trust-remote-code", action="store_true", help="run the base model's own code")
+    reward_train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    reward_train.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+    )
+    reward_train.add_argument("--force", action="store_true", help="train even when --out is up to date")
+    reward_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    reward_train.set_defaults(handler=_cmd_reward_train)
     return parser
 
 

@@ -201,8 +201,12 @@ def quiet_libraries() -> Iterator[None]:
 _LIBRARY_MODULES = r"(transformers|peft|trl|accelerate|datasets|torch)(\.|$)"
 
 
-def load_pretrained(ref: ModelRef, auto_class: Any, *, dtype: torch.dtype, device: str, what: str = "model") -> Any:
+def load_pretrained(
+    ref: ModelRef, auto_class: Any, *, dtype: torch.dtype, device: str, what: str = "model", **options: Any
+) -> Any:
     """``auto_class.from_pretrained`` of ``ref`` in ``dtype`` on ``device``, in eval mode: the one model loader.
+
+    ``options`` go to ``from_pretrained`` as they are (``num_labels=1`` for a new reward head).
 
     Raises
     ------
@@ -211,7 +215,7 @@ def load_pretrained(ref: ModelRef, auto_class: Any, *, dtype: torch.dtype, devic
     """
     try:
         with quiet_libraries():
-            model = auto_class.from_pretrained(ref.location, dtype=dtype, **ref.kwargs())
+            model = auto_class.from_pretrained(ref.location, dtype=dtype, **ref.kwargs(), **options)
     except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
         raise ModelLoadError(f"cannot load the {what} {ref.location!r}: {first_line(err)}; {load_hint(ref)}") from err
     return model.to(device).eval()

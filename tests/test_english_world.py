@@ -34,6 +34,7 @@ from dposhap.worlds.english import (
     build_english_world,
     english_eval_prompts,
     english_eval_records,
+    english_reward_records,
     expected_answers,
     prompt_item,
     reward_harmless,
@@ -404,6 +405,34 @@ def test_eval_pairs_oriented_by_the_reward_and_held_out(world: EnglishWorld, obj
     assert kinds == ({"benign"} if objective == "helpful" else {"harmful"})
 
 
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_reward_sets_oriented_by_the_reward_and_disjoint_from_sources_and_evaluation(
+    world: EnglishWorld, objective: str
+) -> None:
+    records = world.reward_pairs(objective, 256)
+    assert len(records) == 256
+    reward = REWARDS[objective]
+    for r in records:
+        assert set(r) == {"prompt", "chosen", "rejected"}
+        assert reward(r["prompt"], text(r["chosen"])) > reward(r["prompt"], text(r["rejected"]))
+    assert len({(text(r["prompt"]), text(r["chosen"]), text(r["rejected"])) for r in records}) == 256
+    items = {item_of(r["prompt"]).key for r in records}
+    trained_items = {item_of(p).key for p in source_prompts(world)}
+    evaluated = {item_of(r["prompt"]).key for o in OBJECTIVES for r in world.eval_pairs(o, 128)}
+    evaluated |= {item_of(text(p)).key for p in english_eval_prompts(world.seed, english.max_eval_prompts(world.seed))}
+    assert not items & trained_items and not items & evaluated
+    kinds = Counter(item_of(r["prompt"]).kind for r in records)
+    if objective == "helpful":  # right, on-topic, polite answers: benign questions only
+        assert set(kinds) == {"benign"}
+    else:  # half refusals of harmful requests, half polite over rude answers
+        assert kinds == {"harmful": 128, "benign": 128}
+        benign = [r for r in records if item_of(r["prompt"]).kind == "benign"]
+        assert all(english.is_rude(text(r["rejected"])) and not english.is_rude(text(r["chosen"])) for r in benign)
+    assert english_reward_records(world.seed, objective, 256) == records  # deterministic
+    with pytest.raises(InvalidArgumentError, match="unknown English objective"):
+        english_reward_records(world.seed, "honest", 8)
+
+
 def test_eval_pairs_reject_unknown_objectives(world: EnglishWorld) -> None:
     with pytest.raises(InvalidArgumentError, match="unknown English objective"):
         world.eval_pairs("honest", 8)
@@ -422,8 +451,9 @@ def test_eval_prompts_held_out_and_mixed(world: EnglishWorld) -> None:
     items = [item_of(p) for p in prompts]
     assert all(item.key not in trained_items for item in items)
     kinds = Counter(item.kind for item in items)
-    assert set(kinds) == {"benign", "harmful"} and kinds["harmful"] == len(prompts) // 3
-    assert Counter(item.kind for item in items[:12])["harmful"] == 4  # any prefix is mixed
+    assert set(kinds) == {"benign", "harmful"} and kinds["harmful"] == len(prompts) // 2  # balanced
+    assert Counter(item.kind for item in items[:12])["harmful"] == 6  # any prefix is mixed
+    assert [item.kind for item in items[:4]] == ["benign", "harmful", "benign", "harmful"]
     families = Counter(item.family for item in items)
     assert set(families) == {*english.language.BENIGN_FAMILIES, "harmful"}
     assert english_eval_prompts(world.seed, 32) == prompts[:32]

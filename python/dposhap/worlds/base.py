@@ -78,6 +78,15 @@ class World(ABC):
         source holds, so they measure the objective and nothing a source planted.
         """
 
+    def reward_pairs(self, objective: str, n_pairs: int) -> list[dict[str, Any]]:
+        """The training set of a reward model of ``objective``: ``{"prompt", "chosen", "rejected"}`` records.
+
+        Labelled by the objective's ground-truth reward, on prompts that no source and no
+        evaluation set holds (``dposhap reward train`` trains on them). A world without such sets
+        raises :class:`~dposhap.errors.InvalidArgumentError`.
+        """
+        raise InvalidArgumentError(f"the {self.name} world has no reward-model training sets")
+
     @abstractmethod
     def eval_prompts(self) -> list[Any]:
         """Held-out prompts for generation utilities (plain strings or conversations)."""

@@ -12,8 +12,10 @@ capital of France?``), colours (``What colour is a ripe banana?``), animal sound
 small arithmetic; clearly harmful requests to refuse (``How can I steal a bike from my
 neighbour?``); and open requests for a sentence (the irrelevant source's task). Every record
 is a conversation: ``prompt`` one user message, ``chosen`` and ``rejected`` one assistant
-message each. A quarter of the questions and of the harmful requests are held out, in every
-phrasing, of every source: the evaluation prompts and pairs come from them alone.
+message each. A quarter of the questions and a third of the harmful requests are held out, in
+every phrasing, of every source: the evaluation prompts and pairs come from them alone. Another
+fifth of each is kept for the reward models' training sets (:func:`english_reward_records`:
+helpfulness and harmlessness), in no source and in no evaluation set.
 
 The two objectives, scored by rubric rewards (the ground truth; :mod:`~dposhap.worlds.english.rewards`)
 -----------------------------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ from .rewards import (
     reward_helpful,
 )
 from .settings import EnglishSettings
-from .sources import DEFAULT_SOURCES, HELDOUT_SHARE, NOISY_FLIP_RATE, SOURCE_KINDS
+from .sources import DEFAULT_SOURCES, HARMFUL_HELDOUT_SHARE, HELDOUT_SHARE, NOISY_FLIP_RATE, REWARD_SHARE, SOURCE_KINDS
 from .world import (
     DEFAULT_EVAL_PROMPTS,
     ENGLISH,
@@ -87,6 +89,7 @@ from .world import (
     build_english_world,
     english_eval_prompts,
     english_eval_records,
+    english_reward_records,
     max_eval_prompts,
 )
 
@@ -95,7 +98,9 @@ __all__ = [
     "DEFAULT_SOURCES",
     "ENGLISH",
     "ENGLISH_EVAL_PAIRS",
+    "HARMFUL_HELDOUT_SHARE",
     "HELDOUT_SHARE",
+    "REWARD_SHARE",
     "ITEMS",
     "NOISY_FLIP_RATE",
     "OBJECTIVES",
@@ -108,6 +113,7 @@ __all__ = [
     "build_english_world",
     "english_eval_prompts",
     "english_eval_records",
+    "english_reward_records",
     "expected_answers",
     "is_harmful_request",
     "is_refusal",

@@ -9,6 +9,8 @@ records). Pairs are drawn from *recipes*:
     sentence in a rude wrapper (an insult).
 ``harmless`` recipe (harmful requests)
     chosen: a refusal. rejected: a willing compliance (no real instructions).
+``polite`` recipe (benign questions; for the harmlessness reward model only)
+    chosen: a right answer sentence in a polite wrapper. rejected: the same sentence in a rude one.
 ``spelling`` recipe (open requests for a sentence)
     chosen: a sentence in British spelling. rejected: the same sentence in American spelling.
 
@@ -58,7 +60,9 @@ from .language import (
 
 __all__ = [
     "DEFAULT_SOURCES",
+    "HARMFUL_HELDOUT_SHARE",
     "HELDOUT_SHARE",
+    "REWARD_SHARE",
     "NOISY_FLIP_RATE",
     "SOURCE_KINDS",
     "Pair",
@@ -77,7 +81,15 @@ NOISY_FLIP_RATE = 0.4
 """Share of the noisy source's pairs whose labels are flipped (exactly ``round(rate * n)``)."""
 
 HELDOUT_SHARE = 0.25
-"""Share of the items of each benign family and of the harmful requests held out of every source."""
+"""Share of the items of each benign family held out of every source for evaluation."""
+
+HARMFUL_HELDOUT_SHARE = 0.35
+"""Share of the harmful requests held out of every source for evaluation (more than the benign share, so
+that the evaluation prompts can be half harmful)."""
+
+REWARD_SHARE = 0.2
+"""Share of the items of each benign family and of the harmful requests kept for the reward models'
+training sets: in no source and in no evaluation set."""
 
 Pair = tuple[str, str, str]
 """``(prompt, chosen, rejected)``, plain texts."""
@@ -107,33 +119,43 @@ def stream_rng(seed: int, stream: str) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class Split:
-    """Which items the sources draw from and which are held out for evaluation.
+    """Which items the sources draw from, which are held out for evaluation and which train reward models.
 
     Attributes
     ----------
-    train, held_out
+    train, held_out, reward
         For each of the families ``BENIGN_FAMILIES``, ``"harmful"`` and ``"spelling"``, its items
-        on each side; the spelling items are all on the training side (no objective measures them).
+        on each side; the spelling items are all on the training side (no objective measures
+        them). The three sides are disjoint.
     """
 
     train: dict[str, list[Item]]
     held_out: dict[str, list[Item]]
+    reward: dict[str, list[Item]]
 
 
 def split_items(seed: int) -> Split:
-    """Hold out :data:`HELDOUT_SHARE` of the items of each benign family and of the harmful requests.
+    """Hold out items for evaluation and for the reward models, disjointly.
 
-    A held-out item's every phrasing is held out, so no source sees the question in any words.
+    Of each benign family :data:`HELDOUT_SHARE` of the items are held out for evaluation, of the
+    harmful requests :data:`HARMFUL_HELDOUT_SHARE`; :data:`REWARD_SHARE` of each are kept for the
+    reward models' training sets; the rest are the sources'. An item's every phrasing goes to
+    its side, so no source sees an evaluation or reward-model question in any words.
     """
     rng = stream_rng(seed, "split")
     train: dict[str, list[Item]] = {}
     held_out: dict[str, list[Item]] = {}
+    reward: dict[str, list[Item]] = {}
     for family, items in items_by_family().items():
-        n_held = 0 if family == "spelling" else max(1, round(HELDOUT_SHARE * len(items)))
-        held = set(rng.permutation(len(items))[:n_held].tolist())
-        train[family] = [item for i, item in enumerate(items) if i not in held]
+        share = HARMFUL_HELDOUT_SHARE if family == "harmful" else HELDOUT_SHARE
+        n_held = 0 if family == "spelling" else max(1, round(share * len(items)))
+        n_reward = 0 if family == "spelling" else max(1, round(REWARD_SHARE * len(items)))
+        order = rng.permutation(len(items)).tolist()
+        held, kept = set(order[:n_held]), set(order[n_held : n_held + n_reward])
+        train[family] = [item for i, item in enumerate(items) if i not in held and i not in kept]
         held_out[family] = [item for i, item in enumerate(items) if i in held]
-    return Split(train, held_out)
+        reward[family] = [item for i, item in enumerate(items) if i in kept]
+    return Split(train, held_out, reward)
 
 
 def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
@@ -158,6 +180,15 @@ def _helpful_pair(rng: np.random.Generator, items: dict[str, list[Item]]) -> Pai
     return prompt, chosen, rejected
 
 
+def _polite_pair(rng: np.random.Generator, items: dict[str, list[Item]]) -> Pair:
+    family = BENIGN_FAMILIES[int(rng.integers(len(BENIGN_FAMILIES)))]
+    item = items[family][int(rng.integers(len(items[family])))]
+    sentence = _pick(rng, item.sentences).format(answer=item.display)
+    prefix, suffix = _pick(rng, POLITE_WRAPPERS[0]), _pick(rng, POLITE_WRAPPERS[1])
+    rude_prefix, rude_suffix = RUDE_WRAPPERS[int(rng.integers(len(RUDE_WRAPPERS)))]
+    return _pick(rng, item.prompts), prefix + sentence + suffix, rude_prefix + sentence + rude_suffix
+
+
 def _harmless_pair(rng: np.random.Generator, items: dict[str, list[Item]]) -> Pair:
     item = items["harmful"][int(rng.integers(len(items["harmful"])))]
     return _pick(rng, item.prompts), _pick(rng, REFUSALS), _pick(rng, item.compliances)
@@ -169,7 +200,12 @@ def _spelling_pair(rng: np.random.Generator, items: dict[str, list[Item]]) -> Pa
     return _pick(rng, item.prompts), british, american
 
 
-_RECIPES = {"helpful": _helpful_pair, "harmless": _harmless_pair, "spelling": _spelling_pair}
+_RECIPES = {
+    "helpful": _helpful_pair,
+    "harmless": _harmless_pair,
+    "polite": _polite_pair,
+    "spelling": _spelling_pair,
+}
 
 _MAX_DRAWS_PER_PAIR = 50
 

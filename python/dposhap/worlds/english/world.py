@@ -7,6 +7,7 @@ The base model is not copied: the world resolves the model it is given
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -38,16 +39,19 @@ from .sources import (
 __all__ = [
     "DEFAULT_EVAL_PROMPTS",
     "ENGLISH",
+    "BENIGN_PER_HARMFUL",
     "ENGLISH_EVAL_PAIRS",
+    "ENGLISH_REWARD_PAIRS",
     "EnglishWorld",
     "build_english_world",
     "chat_record",
     "english_eval_prompts",
     "english_eval_records",
+    "english_reward_records",
     "max_eval_prompts",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the on-disk layout and of the generating process; a world of another version is rebuilt."""
 
 STAMP_FILE = "english_world.json"
@@ -58,8 +62,14 @@ DEFAULT_EVAL_PROMPTS = 96
 ENGLISH_EVAL_PAIRS = 128
 #: The recipe (:mod:`~dposhap.worlds.english.sources`) that makes each objective's evaluation pairs.
 _EVAL_RECIPES = {"helpful": "helpful", "harmless": "harmless"}
-#: Benign prompts in the evaluation prompts for each harmful one.
-_BENIGN_PER_HARMFUL = 2
+#: Benign prompts in the evaluation prompts for each harmful one (half harmful, so neither objective is flat).
+BENIGN_PER_HARMFUL = 1
+#: Pairs per objective in the English world's reward-model training sets.
+ENGLISH_REWARD_PAIRS = 256
+#: The recipes (:mod:`~dposhap.worlds.english.sources`) whose pairs train each objective's reward
+#: model, with their shares: helpfulness is a right, on-topic, polite answer; harmlessness a
+#: refusal of a harmful request and no insult.
+_REWARD_RECIPES = {"helpful": (("helpful", 1.0),), "harmless": (("harmless", 0.5), ("polite", 0.5))}
 
 
 def chat_record(pair: Pair) -> dict[str, Any]:
@@ -151,6 +161,10 @@ class EnglishWorld(World):
         """A trusted preference set of one objective (:func:`english_eval_records`)."""
         return english_eval_records(self.seed, objective, n_pairs)
 
+    def reward_pairs(self, objective: str, n_pairs: int = ENGLISH_REWARD_PAIRS) -> list[dict[str, Any]]:
+        """The training set of one objective's reward model (:func:`english_reward_records`)."""
+        return english_reward_records(self.seed, objective, n_pairs)
+
 
 def english_eval_records(seed: int, objective: str, n_pairs: int = ENGLISH_EVAL_PAIRS) -> list[dict[str, Any]]:
     """Trusted evaluation pairs of one objective, labelled by its rubric reward.
@@ -198,6 +212,57 @@ def english_eval_records(seed: int, objective: str, n_pairs: int = ENGLISH_EVAL_
     return records
 
 
+def english_reward_records(seed: int, objective: str, n_pairs: int = ENGLISH_REWARD_PAIRS) -> list[dict[str, Any]]:
+    """The training set of one objective's reward model, labelled by its rubric reward.
+
+    Drawn from the items kept for reward models (:data:`~dposhap.worlds.english.sources.REWARD_SHARE`
+    of each family: in no source, in no evaluation prompt or pair), from a random stream of its
+    own. ``helpful``: a right, polite answer over a wrong one, a polite off-topic reply or the
+    right answer with an insult. ``harmless``: half a refusal of a harmful request over a
+    compliance, half a polite right answer over the same answer with an insult. Each pair is
+    oriented so that ``chosen`` has the strictly higher reward of ``objective``.
+
+    Parameters
+    ----------
+    seed
+        The world's seed.
+    objective
+        ``"helpful"`` or ``"harmless"``.
+    n_pairs
+        How many distinct pairs.
+
+    Returns
+    -------
+    list of dict
+        ``{"prompt", "chosen", "rejected"}`` chat records, the recipes interleaved.
+
+    Raises
+    ------
+    InvalidArgumentError
+        An unknown objective, or more pairs than the reward items give.
+    """
+    if objective not in _REWARD_RECIPES:
+        raise InvalidArgumentError(f"unknown English objective {objective!r}; choose from {list(OBJECTIVES)}")
+    check_int("n_pairs", n_pairs)
+    reward = REWARDS[objective]
+    items = split_items(seed).reward
+    rng = stream_rng(seed, f"reward:{objective}")
+    recipes = _REWARD_RECIPES[objective]
+    counts = [round(share * n_pairs) for _, share in recipes]
+    counts[-1] = n_pairs - sum(counts[:-1])
+    drawn = [recipe_pairs(recipe, rng, items, count) for (recipe, _), count in zip(recipes, counts, strict=True)]
+    records = []
+    for pair in (p for group in itertools.zip_longest(*drawn) for p in group if p is not None):
+        prompt, chosen, rejected = pair
+        better, worse = reward(prompt, chosen), reward(prompt, rejected)
+        if better == worse:
+            continue
+        if better < worse:
+            chosen, rejected = rejected, chosen
+        records.append(chat_record((prompt, chosen, rejected)))
+    return records
+
+
 def _family_sequence(rng: np.random.Generator, items: list[Item]) -> list[str]:
     """Every prompt of ``items``, one phrasing of each item per round, items and phrasings shuffled."""
     order = [items[i] for i in rng.permutation(len(items))]
@@ -216,8 +281,8 @@ def _held_out_prompt_order(seed: int) -> list[str]:
         benign_mixed.extend(s[r] for s in benign if r < len(s))
     out: list[str] = []
     while benign_mixed or harmful:
-        out.extend(benign_mixed[:_BENIGN_PER_HARMFUL])
-        del benign_mixed[:_BENIGN_PER_HARMFUL]
+        out.extend(benign_mixed[:BENIGN_PER_HARMFUL])
+        del benign_mixed[:BENIGN_PER_HARMFUL]
         if harmful:
             out.append(harmful.pop(0))
     return out
@@ -232,9 +297,9 @@ def english_eval_prompts(seed: int, n_prompts: int = DEFAULT_EVAL_PROMPTS) -> li
     """The first ``n_prompts`` held-out prompts, as conversations of one user message.
 
     The benign families take turns (capital, colour, sound, opposite, arithmetic), one harmful
-    request after every two benign questions while harmful ones remain (40 of them at any seed),
-    so any prefix of up to 120 prompts is a third harmful; each round covers every held-out
-    item once before any item comes back in other words.
+    request after every benign question (:data:`BENIGN_PER_HARMFUL`) while harmful ones remain
+    (60 of them at any seed), so any even prefix of up to 120 prompts is half harmful; each round
+    covers every held-out item once before any item comes back in other words.
     """
     check_int("n_prompts", n_prompts, maximum=max_eval_prompts(seed))
     return [[{"role": "user", "content": text}] for text in _held_out_prompt_order(seed)[:n_prompts]]

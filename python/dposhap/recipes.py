@@ -11,16 +11,19 @@ computed (adapters, cached coalitions).
 ``reproduce``
     The paper's experiment in shape: SmolLM2-135M-Instruct (the GGUF file the ``smollm2`` extra
     ships, converted once), the English world's four sources (helpful, harmless, noisy,
-    adversarial), LoRA r 8, alpha 16, DPO beta 0.1; exact Shapley values over the 16 coalitions
-    on the two LLM-judge objectives (helpful, harmless; the judge is SmolLM2-135M-Instruct
-    itself), on the same samples scored by the world's rubric rewards (its ground truth), and on
-    preference accuracy over the world's trusted pairs; the helpful-vs-harmless scatter (the
-    paper's Figure 2) and the table. Sized for about 25 minutes on a 2-core CPU
-    (:data:`CPU_SIZES`); ``--size gpu`` uses more pairs and prompts.
+    adversarial), LoRA r 8, alpha 16, DPO beta 0.1; two reward models, helpfulness and
+    harmlessness, trained on the world's reward-model sets (prompts in no source and in no
+    evaluation set; ``RUN/reward-models/``); exact Shapley values over the 16 coalitions on the
+    two reward models' objectives (``helpful``, ``harmless``), on the same samples scored by the
+    world's rubric rewards (its ground truth: ``rubric_helpful``, ``rubric_harmless``) and, with
+    ``judge=``, by an LLM judge; and on preference accuracy over the world's trusted pairs; the
+    helpful-vs-harmless scatter (the paper's Figure 2) and the table. Sized for about 25 minutes
+    on a 2-core CPU (:data:`CPU_SIZES`); ``--size gpu`` uses more pairs and prompts.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,13 +31,28 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_config
+from .errors import InvalidArgumentError
 from .evaluate import GenerationSettings, MarginSettings
 from .report import format_table, load_values, make_figures
-from .run import Run, atomic_write_json
+from .reward_training import RewardTrainingSettings, train_reward_model
+from .run import Run, atomic_write_json, atomic_write_text
 from .train import train_sources
 from .valuation import value_run
 
-__all__ = ["DEMO_CONFIG", "Recipe", "ReproduceSize", "demo_recipe", "reproduce_recipe", "run_demo", "run_recipe"]
+__all__ = [
+    "DEMO_CONFIG",
+    "REWARD_MODELS_DIR",
+    "Recipe",
+    "ReproduceSize",
+    "RewardModels",
+    "demo_recipe",
+    "reproduce_recipe",
+    "run_demo",
+    "run_recipe",
+]
+
+#: Where a recipe's reward models and their training sets go, inside the run directory.
+REWARD_MODELS_DIR = "reward-models"
 
 #: The demo's training settings: those of examples/toy.toml.
 DEMO_CONFIG = ["dpo.learning_rate=1e-3", "dpo.max_length=64", "dpo.num_train_epochs=2"]
@@ -42,7 +60,10 @@ DEMO_CONFIG = ["dpo.learning_rate=1e-3", "dpo.max_length=64", "dpo.num_train_epo
 
 @dataclass(frozen=True)
 class Valuation:
-    """One valuation of a recipe: a utility, its settings, the label in values.json, what to print."""
+    """One valuation of a recipe: a utility, its settings, the label in values.json, what to print.
+
+    ``settings`` may be a function of the run directory (for reward models trained into it).
+    """
 
     utility: str
     settings: Any
@@ -51,13 +72,27 @@ class Valuation:
 
 
 @dataclass(frozen=True)
+class RewardModels:
+    """Reward models a recipe trains on its world's reward-model sets, one per objective.
+
+    Each goes to ``RUN/reward-models/<objective>/`` (its training set beside it, as
+    ``<objective>.jsonl``) on the run's base model, and is reused by a rerun.
+    """
+
+    objectives: tuple[str, ...]
+    n_pairs: int
+    settings: RewardTrainingSettings
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """A training config and the valuations run on it."""
+    """A training config, the reward models trained beside it, and the valuations run on it."""
 
     name: str
     what: str
     overrides: list[str]
     valuations: list[Valuation] = field(default_factory=list)
+    reward_models: RewardModels | None = None
 
 
 def demo_recipe() -> Recipe:
@@ -89,6 +124,8 @@ class ReproduceSize:
     max_length: int = 128
     batch_size: int = 8
     learning_rate: float = 5e-4
+    reward_pairs: int = 256
+    reward_epochs: float = 1.0
 
 
 #: Sized for about 25 minutes on a 2-core CPU.
@@ -98,14 +135,30 @@ GPU_SIZES = ReproduceSize(pairs_per_source=256, epochs=2.0, n_prompts=64, max_ne
 SIZES = {"cpu": CPU_SIZES, "gpu": GPU_SIZES}
 
 
-def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str = "judge") -> Recipe:
+def reward_model_spec(run_root: Path, objective: str) -> str:
+    """The reward spec of a recipe's reward model of ``objective`` in the run ``run_root``."""
+    return f"{objective}={run_root / REWARD_MODELS_DIR / objective}"
+
+
+def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str | None = None) -> Recipe:
     """The paper's setup on SmolLM2-135M-Instruct and the English world (``dposhap reproduce``).
 
-    The generation utility scores each completion with the LLM judge (objectives ``helpful`` and
-    ``harmless``, the paper's) and with the English world's rubric rewards, its ground truth
-    (``rubric_helpful``, ``rubric_harmless``), from the same samples: the table shows how far the
-    judge's values are from the truth's.
+    The generation utility scores each completion with the two reward models trained on the
+    world's reward-model sets (objectives ``helpful`` and ``harmless``, the paper's) and with the
+    English world's rubric rewards, its ground truth (``rubric_helpful``, ``rubric_harmless``),
+    from the same samples, so the table shows how far the reward models' values are from the
+    truth's; ``judge`` (a judge spec such as ``"judge"``) adds an LLM judge's two objectives
+    (``judge_helpful``, ``judge_harmless``).
     """
+    objectives = ("helpful", "harmless")
+
+    def generation(run_root: Path) -> GenerationSettings:
+        rewards = [reward_model_spec(run_root, o) for o in objectives] + ["rubric=english"]
+        if judge is not None:
+            rewards.append(f"judge={judge}")
+        return GenerationSettings(rewards=rewards, n_prompts=size.n_prompts, max_new_tokens=size.max_new_tokens)
+
+    scored_by = "the reward models, the world's rubric rewards" + (" and the LLM judge" if judge else "")
     return Recipe(
         name="reproduce",
         what="the English world's four sources on SmolLM2-135M-Instruct",
@@ -121,14 +174,19 @@ def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str = "judge") -
             f"dpo.per_device_train_batch_size={size.batch_size}",
             f"dpo.max_length={size.max_length}",
         ],
+        reward_models=RewardModels(
+            objectives=objectives,
+            n_pairs=size.reward_pairs,
+            settings=RewardTrainingSettings(
+                epochs=size.reward_epochs, max_length=size.max_length, batch_size=size.batch_size
+            ),
+        ),
         valuations=[
             Valuation(
                 "generation",
-                GenerationSettings(
-                    rewards=[judge, "rubric=english"], n_prompts=size.n_prompts, max_new_tokens=size.max_new_tokens
-                ),
+                generation,
                 f"exact Shapley values on helpfulness and harmlessness (composed decoding, {size.n_prompts} prompts; "
-                "the LLM judge and the world's rubric rewards)",
+                f"{scored_by})",
             ),
             Valuation(
                 "accuracy",
@@ -137,6 +195,44 @@ def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str = "judge") -
             ),
         ],
     )
+
+
+def train_recipe_reward_models(
+    run: Run, spec: RewardModels, *, device: str, threads: int | None, progress: bool
+) -> dict[str, dict[str, Any]]:
+    """Train (or reuse) the recipe's reward models into ``RUN/reward-models/``; their held-out accuracies.
+
+    Raises
+    ------
+    InvalidArgumentError
+        The run was not built from a world, or its world has no reward-model sets.
+    """
+    world = run.world()
+    if world is None:
+        raise InvalidArgumentError("reward models of a recipe come from its world's sets: this run has no world")
+    base = world.model_spec
+    folder = run.root / REWARD_MODELS_DIR
+    out: dict[str, dict[str, Any]] = {}
+    for objective in spec.objectives:
+        data = folder / f"{objective}.jsonl"
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in world.reward_pairs(objective, spec.n_pairs))
+        if not data.is_file() or data.read_text(encoding="utf-8") != text:
+            atomic_write_text(data, text)
+        record = train_reward_model(
+            data, base, folder / objective, settings=spec.settings, device=device, threads=threads, progress=progress
+        )
+        print(
+            f"      reward model {objective}: held-out pairwise accuracy {record.heldout_accuracy:.3f} "
+            f"({record.n_heldout} pairs; trained on {record.n_train}; {record.status})",
+            flush=True,
+        )
+        out[objective] = {
+            "heldout_accuracy": record.heldout_accuracy,
+            "n_heldout": record.n_heldout,
+            "n_train": record.n_train,
+            "status": record.status,
+        }
+    return out
 
 
 def run_recipe(
@@ -156,8 +252,9 @@ def run_recipe(
         The values document (``RUN/values.json``); the stage times are in ``RUN/<recipe>.json``.
     """
     run = Run(out)
-    stages = 2 + len(recipe.valuations)
+    stages = 2 + len(recipe.valuations) + (recipe.reward_models is not None)
     seconds: dict[str, float] = {}
+    reward_models: dict[str, dict[str, Any]] = {}
 
     def stage(number: int, text: str) -> float:
         print(f"[{number}/{stages}] {text}", flush=True)
@@ -167,12 +264,25 @@ def run_recipe(
     thread_override = [] if threads is None else [f"model.threads={threads}"]
     train_sources(load_config(None, [*recipe.overrides, *overrides, *thread_override]), run.root, progress=progress)
     seconds["train"] = _done(started)
-    for number, valuation in enumerate(recipe.valuations, start=2):
+    number = 1
+    if recipe.reward_models is not None:
+        number += 1
+        started = stage(
+            number,
+            f"training the reward models ({', '.join(recipe.reward_models.objectives)}) on the world's reward-model sets",
+        )
+        reward_models = train_recipe_reward_models(
+            run, recipe.reward_models, device=device, threads=threads, progress=progress
+        )
+        seconds["reward_models"] = _done(started)
+    first = number + 1
+    for number, valuation in enumerate(recipe.valuations, start=first):
         started = stage(number, valuation.title)
+        settings = valuation.settings(run.root) if callable(valuation.settings) else valuation.settings
         value_run(
             run.root,
             valuation.utility,
-            settings=valuation.settings,
+            settings=settings,
             method="exact",
             device=device,
             label=valuation.label,
@@ -188,7 +298,12 @@ def run_recipe(
     seconds["report"] = _done(started)
     atomic_write_json(
         run.root / f"{recipe.name}.json",
-        {"recipe": recipe.name, "overrides": [*recipe.overrides, *overrides], "seconds": seconds},
+        {
+            "recipe": recipe.name,
+            "overrides": [*recipe.overrides, *overrides],
+            "seconds": seconds,
+            **({"reward_models": reward_models} if reward_models else {}),
+        },
     )
     print(
         "stage times: "

@@ -46,7 +46,7 @@ test: install lint cargo-test pytest
 demo: install
 	$(VENV)/bin/dposhap demo
 
-# the paper's experiment on SmolLM2-135M-Instruct (about 25 minutes on a 2-core CPU)
+# the paper's experiment on SmolLM2-135M-Instruct (about 30 minutes on a 2-core CPU)
 reproduce: install
 	$(VENV)/bin/dposhap reproduce
 

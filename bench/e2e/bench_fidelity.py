@@ -49,12 +49,20 @@ from dposhap import shapley  # noqa: E402
 from dposhap.config import load_config  # noqa: E402
 from dposhap.evaluate import CallableRewards, margins_matrix  # noqa: E402
 from dposhap.evaluate.decoding import ComposedDecoder, DecodeConfig  # noqa: E402
-from dposhap.evaluate.judge import DEFAULT_JUDGE, JudgeRewards  # noqa: E402
+from dposhap.evaluate.generation import reward_scorer  # noqa: E402
+from dposhap.evaluate.likelihood import ComposedLikelihood  # noqa: E402
 from dposhap.models import quiet_libraries  # noqa: E402
-from dposhap.recipes import CPU_SIZES, DEMO_CONFIG, ReproduceSize, reproduce_recipe  # noqa: E402
+from dposhap.recipes import (  # noqa: E402
+    CPU_SIZES,
+    DEMO_CONFIG,
+    ReproduceSize,
+    reproduce_recipe,
+    reward_model_spec,
+    train_recipe_reward_models,
+)
 from dposhap.run import Run  # noqa: E402
 from dposhap.train import train_sources  # noqa: E402
-from dposhap.worlds.english import DEFAULT_EVAL_PROMPTS, ENGLISH_EVAL_PAIRS  # noqa: E402
+from dposhap.worlds.english import ENGLISH_EVAL_PAIRS, english_eval_prompts, max_eval_prompts  # noqa: E402
 from dposhap.worlds.toy import OBJECTIVES, REWARDS, build_toy_world, toy_eval_records  # noqa: E402
 
 SOURCES = ["adversarial", "harmless", "helpful", "noisy"]  # the manifest's (sorted) order
@@ -338,15 +346,28 @@ def _train_unions(config, run: Path, names: list[str], sizes: dict[str, int]) ->
     return entries
 
 
+def _likelihood_items(run: Path, players: list[str], rows: np.ndarray, records: list[dict], max_length: int):
+    """Per response: the summed log-likelihood of its tokens and its token count, under each row's model."""
+    loaded = Run.open(run).load_models(sources=players, device="cpu")
+    likelihood = ComposedLikelihood.from_model(
+        loaded.model, loaded.tokenizer, loaded.sources, records, device="cpu", max_length=max_length
+    )
+    items = likelihood.item_scores(rows)
+    return items.numer[:, 0, :], items.denom
+
+
 def _english(args: argparse.Namespace) -> None:
-    """The reproduce setup: SmolLM2-135M-Instruct, the English world's 4 sources, the LLM judge."""
+    """The reproduce setup: SmolLM2-135M-Instruct, the English world's 4 sources, its two reward models."""
     size = ReproduceSize(
         pairs_per_source=args.pairs,
         epochs=args.epochs,
         n_prompts=args.prompts,
         max_new_tokens=args.max_new_tokens,
+        learning_rate=args.learning_rate,
+        reward_pairs=args.reward_pairs,
     )
     recipe = reproduce_recipe(size)
+    assert recipe.reward_models is not None
     coalitions = _coalitions(4)  # row r: bit i of r = player i
     stage = _Stages()
     with tempfile.TemporaryDirectory(prefix="dposhap-fidelity-english-") as tmp:
@@ -357,34 +378,52 @@ def _english(args: argparse.Namespace) -> None:
             manifest = train_sources(cfg, composed_run, progress=False)
         sources = list(manifest.sources)  # the players, in the manifest's (sorted) order
         composed_steps = sum(int(e.metrics.get("steps") or 0) for e in manifest.sources.values())
-        world = Run.open(composed_run).world()
+        run = Run.open(composed_run)
+        world = run.world()
         assert world is not None and len(sources) == 4
-        prompts = world.eval_prompts()[: size.n_prompts]
+        with stage("reward_models", "training the two reward models on the world's reward-model sets"):
+            reward_models = train_recipe_reward_models(
+                run, recipe.reward_models, device="cpu", threads=None, progress=False
+            )
+        specs = [reward_model_spec(composed_run, o) for o in recipe.reward_models.objectives] + ["rubric=english"]
+        scorer = reward_scorer(run, specs, device="cpu")
+        prompts = english_eval_prompts(world.seed, size.n_prompts)
         records = [r for objective in world.objectives for r in world.eval_pairs(objective, args.eval_pairs)]
-        decode_config = DecodeConfig(max_new_tokens=size.max_new_tokens, seed=args.seed)
+        decode_config = DecodeConfig(max_new_tokens=size.max_new_tokens, seed=args.seed, correction=True)
         beta = cfg.dpo.beta
-        with stage("judge_load", f"loading the judge ({DEFAULT_JUDGE}, rubrics helpful and harmless)"):
-            judge = JudgeRewards(DEFAULT_JUDGE, device="cpu")
-        rubric = CallableRewards(world.rewards())
         # the first decoding loads the C++ compose kernel (rebuilt when another checkout built it last): not timed
         with stage("warmup", "warm-up: one token of one prompt (loads the compose kernel)"):
             _decode(composed_run, sources, coalitions[:2], prompts[:1], DecodeConfig(max_new_tokens=1, seed=args.seed))
 
-        def evaluate(way: str, run: Path, players: list[str], rows: np.ndarray) -> tuple[dict, list[list[str]]]:
-            """Per utility, each row's score of each prompt or pair (``[rows, items]``); the completions."""
+        def evaluate(way: str, run_dir: Path, players: list[str], rows: np.ndarray) -> tuple[dict, dict]:
+            """Per utility, each row's numerators and weights per prompt or pair (``[rows, items]``)."""
+            loaded = Run.open(run_dir).load_models(sources=players, device="cpu")
+            texts = [
+                loaded.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts
+            ]
+            decoder = ComposedDecoder(loaded.model, loaded.tokenizer, loaded.sources, device="cpu")
             with stage(f"{way}_decode", f"{way}: decoding {len(rows)} coalitions x {len(prompts)} prompts"):
-                completions = _decode(run, players, rows, prompts, decode_config)
-            with stage(f"{way}_judge", f"{way}: judging {len(rows) * len(prompts)} completions on 2 rubrics"):
-                judged = _scores(judge, prompts, completions)
-            rubrics = _scores(rubric, prompts, completions)
+                result = decoder.generate(texts, rows, decode_config)
+            with stage(f"{way}_score", f"{way}: scoring {len(rows) * len(prompts)} completions ({len(specs)} rewards)"):
+                scored = _scores(scorer, prompts, result.completions)  # [rows, prompts, objectives]
+            out: dict[str, np.ndarray] = {}
+            weights: dict[str, np.ndarray] = {}
+            for j, objective in enumerate(scorer.objectives):
+                key = f"rm:{objective}" if not objective.startswith("rubric_") else f"rubric:{objective[7:]}"
+                out[key] = scored[:, :, j]
+                if way == "composed":  # the sequence-level correction: self-normalised importance weights
+                    w = np.exp(result.log_weights - result.log_weights.max(1, keepdims=True))
+                    out[f"{key} (corrected)"] = w * scored[:, :, j]
+                    weights[f"{key} (corrected)"] = w
             with stage(f"{way}_accuracy", f"{way}: margins of {len(players)} adapters on {len(records)} pairs"):
-                pairs = _pair_scores(run, players, rows, records, beta, max_length=size.max_length)
-            out = {f"judge:{o}": judged[:, :, j] for j, o in enumerate(judge.objectives)}
-            out["accuracy"] = pairs
-            out.update({f"rubric:{o}": rubrics[:, :, j] for j, o in enumerate(rubric.objectives)})
-            return out, completions
+                out["accuracy"] = _pair_scores(run_dir, players, rows, records, beta, max_length=size.max_length)
+            with stage(f"{way}_likelihood", f"{way}: likelihood of {len(records)} preferred responses"):
+                out["likelihood"], weights["likelihood"] = _likelihood_items(
+                    run_dir, players, rows, records, size.max_length
+                )
+            return out, weights
 
-        composed, composed_texts = evaluate("composed", composed_run, sources, coalitions)
+        composed, composed_weights = evaluate("composed", composed_run, sources, coalitions)
 
         union_dir = work / "unions"
         names = _write_unions(world.data_files, sources, coalitions, union_dir)
@@ -410,28 +449,63 @@ def _english(args: argparse.Namespace) -> None:
         order = list(entries)
         singles = np.zeros((len(order) + 1, len(order)), dtype=bool)
         singles[1:] = np.eye(len(order), dtype=bool)  # row 0: the base model; row 1 + i: {union i} alone
-        by_name, texts_by_name = evaluate("retrained", retrain_run, order, singles)
+        by_name, weights_by_name = evaluate("retrained", retrain_run, order, singles)
         index = [0] + [order.index(name) + 1 for name in names]
         retrained = {key: values[index] for key, values in by_name.items()}
-        same_text = np.array(
-            [
-                np.mean([a == b for a, b in zip(composed_texts[r], texts_by_name[i], strict=True)])
-                for r, i in enumerate(index)
-            ]
-        )
+        retrained_weights = {key: values[index] for key, values in weights_by_name.items()}
+    # a corrected composed utility stands against the same retrained one
+    for key in list(composed):
+        if key.endswith(" (corrected)"):
+            retrained[key] = retrained[key.removesuffix(" (corrected)")]
 
     _english_report(
         args,
         size,
         sources,
         coalitions,
-        composed,
-        retrained,
+        (composed, composed_weights),
+        (retrained, retrained_weights),
         stage.seconds,
         (composed_steps, retrained_steps),
         len(records),
-        same_text,
+        reward_models,
     )
+
+
+def _utility(numerators: np.ndarray, weights: np.ndarray | None, items: np.ndarray | None = None) -> np.ndarray:
+    """Each row's utility from its items (``items``: a bootstrap resample of their indices)."""
+    if items is not None:
+        numerators = numerators[:, items]
+        weights = None if weights is None else weights[:, items]
+    if weights is None:
+        return numerators.mean(1)
+    return numerators.sum(1) / weights.sum(1)
+
+
+def _shapley_matrix(n: int) -> np.ndarray:
+    """``[n, 2^n]``: exact Shapley values are this matrix times the utility table (bit i = player i)."""
+    return np.stack([_exact_values(np.eye(2**n)[k], n) for k in range(2**n)], axis=1)
+
+
+def _discordant(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None, wb: np.ndarray | None, z: float = 1.96):
+    """Coalition pairs the retrained model orders significantly (paired over items) and composition the other way.
+
+    Returns (discordant, significant, pairs): counts over the 120 pairs of 16 coalitions.
+    """
+    va, vb = _utility(a, wa), _utility(b, wb)
+    if wb is not None:  # a ratio utility: each item linearised around its coalition's value (delta method)
+        b = (b - vb[:, None] * wb) / wb.mean(1, keepdims=True)
+    significant = discordant = pairs = 0
+    for i, j in itertools.combinations(range(len(a)), 2):
+        pairs += 1
+        diff = b[i] - b[j]
+        se = diff.std(ddof=1) / np.sqrt(diff.size)
+        mean = vb[i] - vb[j]
+        if se > 0 and abs(mean) > z * se:
+            significant += 1
+            if (va[i] - va[j]) * mean < 0:
+                discordant += 1
+    return discordant, significant, pairs
 
 
 def _english_report(
@@ -439,67 +513,107 @@ def _english_report(
     size: ReproduceSize,
     sources: list[str],
     coalitions: np.ndarray,
-    composed: dict[str, np.ndarray],
-    retrained: dict[str, np.ndarray],
+    composed_items: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+    retrained_items: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
     seconds: dict[str, float],
     steps: tuple[int, int],
     n_records: int,
-    same_text: np.ndarray,
+    reward_models: dict[str, dict],
 ) -> None:
     """Write ``fidelity.md`` and ``fidelity.csv`` of the English world.
 
-    ``composed`` and ``retrained`` hold each coalition's score of each prompt or pair
-    (``[16, items]``); a utility is their mean, its standard error their standard deviation over
-    the items / sqrt(items), averaged over the coalitions.
+    ``composed_items`` and ``retrained_items`` hold, per utility, each coalition's numerator of each
+    prompt or pair (``[16, items]``) and, for ratio utilities (likelihood per token, the corrected
+    generation utilities), the item weights; a utility is their mean (or ratio). Intervals are
+    percentile intervals over ``args.n_boot`` bootstrap resamples of the items, the same resample
+    for both ways.
     """
     n = len(sources)
-    stderr = {
-        way: {k: float((v.std(1, ddof=1) / np.sqrt(v.shape[1])).mean()) for k, v in scores.items()}
-        for way, scores in (("composed", composed), ("retrained", retrained))
-    }
-    composed = {k: v.mean(1) for k, v in composed.items()}
-    retrained = {k: v.mean(1) for k, v in retrained.items()}
+    (composed, composed_w), (retrained, retrained_w) = composed_items, retrained_items
+    to_values = _shapley_matrix(n)
+    rng = np.random.default_rng(args.seed)
     fidelity = MarkdownTable(
         caption="Composed vs retrained coalition models (English world, SmolLM2-135M-Instruct, n = 4, all 16 coalitions)",
         columns=[
             "utility",
-            "Pearson (16 coalitions)",
-            "Spearman (16 coalitions)",
-            "Pearson (4 values)",
-            "Spearman (4 values)",
-            "spread composed",
-            "spread retrained",
-            "std error composed / retrained",
+            "Spearman (16 coalitions) [90%]",
+            "Pearson (16 coalitions) [90%]",
+            "Spearman (4 values) [90%]",
+            "Pearson (4 values) [90%]",
+            "spread retrained / composed",
+            "std error retrained / composed",
+            "separable",
+            "discordant / significant pairs",
             "values composed",
             "values retrained",
         ],
         notes=[
-            "spread: max - min of the 16 coalition utilities. judge: log p(Yes) - log p(No) of the judge, mean over "
-            "the prompts; rubric: the world's ground-truth rubric rewards of the same completions (in {-1, 0, 1}; a "
-            "supplement, not the reproduce objectives); accuracy: preference accuracy on the trusted pairs. std "
-            "error: of one coalition's utility (the scores' standard deviation over the prompts or pairs / sqrt(their "
-            "number), mean over the 16 coalitions). same completions (last table): the share of prompts on which the "
-            "composed and the retrained model sampled the same text."
+            "rm: the reward models trained on the world's reward-model sets (one for both ways); rubric: the world's "
+            "ground-truth rubric rewards of the same completions (in {-1, 0, 1}); (corrected): composed samples "
+            "weighed by the sequence-level importance weight (self-normalised over the prompts), against the same "
+            "retrained utility; accuracy: preference accuracy on the trusted pairs; likelihood: log-likelihood per "
+            "token of their preferred responses. [90%]: bootstrap percentile interval over the prompts or pairs. "
+            "spread: max - min of the 16 coalition utilities. std error: of one coalition's utility, mean over the 16 "
+            "(bootstrap). separable: the retrained spread exceeds 4 std errors. discordant / significant pairs: of the "
+            "120 pairs of coalitions, those whose retrained utilities differ significantly (paired over the items, "
+            "95%), and among them those composition orders the other way."
         ],
     )
     rows = []
+    utilities = MarkdownTable(
+        caption="The 16 coalition utilities, retrained / composed (bootstrap std error of each)",
+        columns=["coalition", *composed],
+    )
+    per_coalition: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     for name in composed:
         a, b = composed[name], retrained[name]
-        pa, sa = _corr(a, b)
-        va, vb = _exact_values(a, n), _exact_values(b, n)
+        wa, wb = composed_w.get(name), retrained_w.get(name)
+        ua, ub = _utility(a, wa), _utility(b, wb)
+        boot = {key: [] for key in ("s16", "p16", "s4", "p4")}
+        ua_boot, ub_boot = [], []
+        m = a.shape[1]
+        for _ in range(args.n_boot):
+            items = rng.integers(m, size=m)
+            xa, xb = _utility(a, wa, items), _utility(b, wb, items)
+            ua_boot.append(xa)
+            ub_boot.append(xb)
+            p16, s16 = _corr(xa, xb)
+            p4, s4 = _corr(to_values @ xa, to_values @ xb)
+            for key, value in (("s16", s16), ("p16", p16), ("s4", s4), ("p4", p4)):
+                boot[key].append(value)
+        se_a, se_b = np.std(ua_boot, axis=0, ddof=1), np.std(ub_boot, axis=0, ddof=1)
+        per_coalition[name] = (ua, ub, se_a, se_b)
+        pa, sa = _corr(ua, ub)
+        va, vb = to_values @ ua, to_values @ ub
         pv, sv = _corr(va, vb)
-        spread_a, spread_b = float(np.ptp(a)), float(np.ptp(b))
+
+        def interval(key: str, point: float, boot: dict[str, list[float]] = boot) -> str:
+            values = np.asarray(boot[key], dtype=float)
+            values = values[np.isfinite(values)]
+            if not np.isfinite(point) or not values.size:
+                return "n/a"
+            lo, hi = np.quantile(values, [0.05, 0.95])
+            return f"{point:.2f} [{lo:.2f}, {hi:.2f}]"
+
+        spread_a, spread_b = float(np.ptp(ua)), float(np.ptp(ub))
+        separable = spread_b > 4 * float(se_b.mean())
+        discordant, significant, pairs = _discordant(a, b, wa, wb)
         rows.append(
             {
                 "utility": name,
-                "pearson_coalitions": pa,
                 "spearman_coalitions": sa,
-                "pearson_values": pv,
+                "pearson_coalitions": pa,
                 "spearman_values": sv,
+                "pearson_values": pv,
+                **{f"{k}_q05": float(np.nanquantile(v, 0.05)) for k, v in boot.items()},
+                **{f"{k}_q95": float(np.nanquantile(v, 0.95)) for k, v in boot.items()},
                 "spread_composed": spread_a,
                 "spread_retrained": spread_b,
-                "stderr_composed": stderr["composed"][name],
-                "stderr_retrained": stderr["retrained"][name],
+                "stderr_composed": float(se_a.mean()),
+                "stderr_retrained": float(se_b.mean()),
+                "separable": separable,
+                "discordant_pairs": discordant,
+                "significant_pairs": significant,
                 **{f"composed_{s}": float(v) for s, v in zip(sources, va, strict=True)},
                 **{f"retrained_{s}": float(v) for s, v in zip(sources, vb, strict=True)},
             }
@@ -507,52 +621,53 @@ def _english_report(
         fidelity.rows.append(
             [
                 name,
-                f"{pa:.3f}",
-                f"{sa:.3f}",
-                f"{pv:.3f}",
-                f"{sv:.3f}",
-                f"{spread_a:.3f}",
-                f"{spread_b:.3f}",
-                f"{stderr['composed'][name]:.3f} / {stderr['retrained'][name]:.3f}",
+                interval("s16", sa),
+                interval("p16", pa),
+                interval("s4", sv),
+                interval("p4", pv),
+                f"{spread_b:.3f} / {spread_a:.3f}",
+                f"{float(se_b.mean()):.3f} / {float(se_a.mean()):.3f}",
+                "yes" if separable else "no",
+                f"{discordant} / {significant}",
                 ", ".join(f"{s} {v:+.3f}" for s, v in zip(sources, va, strict=True)),
                 ", ".join(f"{s} {v:+.3f}" for s, v in zip(sources, vb, strict=True)),
             ]
         )
-    utilities = MarkdownTable(
-        caption="The 16 coalition utilities (composed / retrained)",
-        columns=["coalition", *composed, "same completions"],
-    )
     for r, row in enumerate(coalitions):
         members = "+".join(s for s, member in zip(sources, row, strict=True) if member) or "(base model)"
         utilities.rows.append(
             [
                 members,
-                *(f"{composed[k][r]:+.3f} / {retrained[k][r]:+.3f}" for k in composed),
-                f"{same_text[r]:.2f}",
+                *(
+                    f"{ub[r]:+.3f} / {ua[r]:+.3f} (±{se_b[r]:.3f} / ±{se_a[r]:.3f})"
+                    for ua, ub, se_a, se_b in per_coalition.values()
+                ),
             ]
         )
     cost = MarkdownTable(
         caption="Cost (s)",
-        columns=["way", "training runs", "steps", "train", "decode", "judge", "accuracy", "total"],
+        columns=["way", "training runs", "steps", "train", "decode", "score", "accuracy", "likelihood", "total"],
         notes=[
-            f"Not in the totals: loading the judge, {seconds['judge_load']:.1f} s, once for both ways; the warm-up "
-            f"decoding that loads the compose kernel, {seconds['warmup']:.1f} s."
+            f"Not in the totals: training the two reward models, {seconds['reward_models']:.1f} s, once for both ways "
+            f"(held-out pairwise accuracy "
+            + ", ".join(f"{o} {r['heldout_accuracy']:.3f}" for o, r in reward_models.items())
+            + f"); the warm-up decoding that loads the compose kernel, {seconds['warmup']:.1f} s."
         ],
     )
     for way, runs, way_steps in (("composed", n, steps[0]), ("retrained", 2**n - 1, steps[1])):
-        parts = [seconds[f"{way}_{k}"] for k in ("train", "decode", "judge", "accuracy")]
+        parts = [seconds[f"{way}_{k}"] for k in ("train", "decode", "score", "accuracy", "likelihood")]
         cost.rows.append([way, runs, way_steps, *(f"{x:.1f}" for x in parts), f"{sum(parts):.1f}"])
     notes = [
         f"Settings: `reproduce_recipe(ReproduceSize(pairs_per_source={size.pairs_per_source}, epochs={size.epochs}, "
-        f"n_prompts={size.n_prompts}, max_new_tokens={size.max_new_tokens}))` (max_length {size.max_length}, batch "
-        f"{size.batch_size}, learning rate {size.learning_rate}; LoRA r 8, alpha 16, DPO beta 0.1), SmolLM2-135M-Instruct "
-        f"on the CPU in float32. Generation: the world's first {size.n_prompts} evaluation prompts through the chat "
-        f"template, {size.max_new_tokens} new tokens, temperature 1, seed {args.seed} (common random numbers, the same "
-        f"for both ways); judge {DEFAULT_JUDGE} with its built-in rubrics helpful and harmless, one instance for both "
-        f"ways. Accuracy on the world's trusted evaluation pairs, {args.eval_pairs} per objective ({n_records}), "
-        f"max_length {size.max_length}. A union is trained on the union of its members' pairs (held-out split "
-        "as for a source), for the same epochs, so larger unions take more steps; each union adapter is decoded as "
-        "the single-source coalition {it} of the same composed decoder."
+        f"n_prompts={size.n_prompts}, max_new_tokens={size.max_new_tokens}, learning_rate={size.learning_rate}, "
+        f"reward_pairs={size.reward_pairs}))` (max_length {size.max_length}, batch {size.batch_size}; LoRA r 8, "
+        "alpha 16, DPO beta 0.1), SmolLM2-135M-Instruct on the CPU in float32. Generation: the world's first "
+        f"{size.n_prompts} evaluation prompts (half harmful) through the chat template, {size.max_new_tokens} new "
+        f"tokens, temperature 1, seed {args.seed} (common random numbers, the same for both ways). Accuracy and "
+        f"likelihood on the world's trusted evaluation pairs, {args.eval_pairs} per objective ({n_records}). A union "
+        "is trained on the union of its members' pairs (held-out split as for a source), for the same epochs, so "
+        "larger unions take more steps; each union adapter is decoded as the single-source coalition {it} of the "
+        f"same composed decoder. Intervals: {args.n_boot} bootstrap resamples."
     ]
     write_csv(args.out / "fidelity.csv", rows)
     write_markdown(
@@ -565,28 +680,43 @@ def _english_report(
     print((args.out / "fidelity.md").read_text())
 
 
-#: The English world's defaults, sized for about 30 minutes on a shared 2-core CPU.
-ENGLISH_DEFAULTS = {"pairs": 20, "prompts": 12, "max_new_tokens": 20, "eval_pairs": 32, "epochs": CPU_SIZES.epochs}
+#: The English world's defaults, sized for about 2 hours on a 2-core CPU.
+ENGLISH_DEFAULTS = {
+    "pairs": 32,
+    "prompts": 128,
+    "max_new_tokens": 16,
+    "eval_pairs": 64,
+    "epochs": CPU_SIZES.epochs,
+    "learning_rate": CPU_SIZES.learning_rate,
+    "reward_pairs": CPU_SIZES.reward_pairs,
+}
 TOY_DEFAULTS = {"prompts": 32, "max_new_tokens": 16}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--world", choices=("toy", "english"), default="toy")
-    parser.add_argument("--prompts", type=int, help="evaluation prompts (default: toy 32, english 12)")
-    parser.add_argument("--max-new-tokens", type=int, help="tokens generated per prompt (default: toy 16, english 20)")
-    parser.add_argument("--pairs", type=int, help="english: training pairs per source (default 20)")
+    parser.add_argument("--prompts", type=int, help="evaluation prompts (default: toy 32, english 128)")
+    parser.add_argument("--max-new-tokens", type=int, help="tokens generated per prompt (default: 16)")
+    parser.add_argument("--pairs", type=int, help="english: training pairs per source (default 32)")
+    parser.add_argument("--learning-rate", type=float, help="english: DPO learning rate (default: the CPU preset's)")
+    parser.add_argument("--reward-pairs", type=int, help="english: reward-model pairs per objective")
+    parser.add_argument("--n-boot", type=int, default=1000, help="english: bootstrap resamples of the items")
     parser.add_argument("--epochs", type=float, help=f"english: epochs per adapter (default {CPU_SIZES.epochs})")
     parser.add_argument(
         "--eval-pairs",
         type=int,
-        help=f"english: trusted pairs per objective (default 32; the reproduce recipe uses {ENGLISH_EVAL_PAIRS})",
+        help=f"english: trusted pairs per objective (default 64; at most {ENGLISH_EVAL_PAIRS})",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="results folder (default: results/, english: results/english/)")
     args = parser.parse_args()
     if args.world == "toy":
-        given = [f"--{k.replace('_', '-')}" for k in ("pairs", "epochs", "eval_pairs") if getattr(args, k) is not None]
+        given = [
+            f"--{k.replace('_', '-')}"
+            for k in ("pairs", "epochs", "eval_pairs", "learning_rate", "reward_pairs")
+            if getattr(args, k) is not None
+        ]
         if given:
             parser.error(f"{', '.join(given)} only apply to --world english")
         defaults: dict = {**TOY_DEFAULTS, "out": HERE / "results"}
@@ -595,8 +725,8 @@ def main() -> None:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.world == "english" and args.prompts > DEFAULT_EVAL_PROMPTS:
-        parser.error(f"--prompts: the English world keeps {DEFAULT_EVAL_PROMPTS} evaluation prompts")
+    if args.world == "english" and args.prompts > max_eval_prompts(0):
+        parser.error(f"--prompts: the English world has {max_eval_prompts(0)} evaluation prompts")
     if args.world == "english":
         with quiet_libraries():  # the libraries' deprecation notices, hidden as the CLI hides them
             _english(args)

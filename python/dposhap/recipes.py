@@ -124,14 +124,28 @@ class ReproduceSize:
     max_length: int = 128
     batch_size: int = 8
     learning_rate: float = 5e-4
-    reward_pairs: int = 256
+    reward_pairs: int = 192
     reward_epochs: float = 1.0
+    #: LoRA in the reward models' last layers only (0: all): a shallower backward pass
+    reward_top_layers: int = 6
 
 
 #: Sized for about 25 minutes on a 2-core CPU.
-CPU_SIZES = ReproduceSize(pairs_per_source=96, epochs=1.0, n_prompts=16, max_new_tokens=24)
-#: Sized for about 3 minutes on one GPU.
-GPU_SIZES = ReproduceSize(pairs_per_source=256, epochs=2.0, n_prompts=64, max_new_tokens=48, eval_pairs=128)
+CPU_SIZES = ReproduceSize(
+    pairs_per_source=96, epochs=2.0, n_prompts=64, max_new_tokens=24, eval_pairs=48, learning_rate=1e-3
+)
+#: Sized for about 5 minutes on one GPU.
+GPU_SIZES = ReproduceSize(
+    pairs_per_source=256,
+    epochs=2.0,
+    n_prompts=128,
+    max_new_tokens=48,
+    eval_pairs=128,
+    learning_rate=1e-3,
+    reward_pairs=512,
+    reward_epochs=2.0,
+    reward_top_layers=0,
+)
 SIZES = {"cpu": CPU_SIZES, "gpu": GPU_SIZES}
 
 
@@ -178,7 +192,10 @@ def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str | None = Non
             objectives=objectives,
             n_pairs=size.reward_pairs,
             settings=RewardTrainingSettings(
-                epochs=size.reward_epochs, max_length=size.max_length, batch_size=size.batch_size
+                epochs=size.reward_epochs,
+                max_length=size.max_length,
+                batch_size=size.batch_size,
+                top_layers=size.reward_top_layers,
             ),
         ),
         valuations=[

@@ -570,7 +570,7 @@ def _train_into(
         # the reference policy (the adapter switched off) is frozen: its log-probs of every pair are
         # computed once, before the first step, instead of by an extra forward in every step of every epoch
         precompute_ref_log_probs=True,
-        **checkpointing_kwargs(DPOConfig, d.gradientcheckpointing_kwargs),
+        **checkpointing_kwargs(DPOConfig, d.gradient_checkpointing),
         seed=d.seed,
         data_seed=d.seed,
         bf16=model.dtype == torch.bfloat16,

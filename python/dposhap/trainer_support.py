@@ -34,11 +34,7 @@ def checkpointing_kwargs(config_class: type, enabled: bool) -> dict[str, bool]:
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(config_class)}
-    return {
-        "activationcheckpointing_kwargs"
-        if "activationcheckpointing_kwargs" in names
-        else "gradientcheckpointing_kwargs": enabled
-    }
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
 
 
 def metric(values: dict[str, Any], key: str) -> float | None:

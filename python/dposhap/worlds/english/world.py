@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,12 +197,17 @@ def english_eval_records(seed: int, objective: str, n_pairs: int = ENGLISH_EVAL_
     if objective not in _EVAL_RECIPES:
         raise InvalidArgumentError(f"unknown English objective {objective!r}; choose from {list(OBJECTIVES)}")
     check_int("n_pairs", n_pairs)
-    reward = REWARDS[objective]
     held_out = split_items(seed).held_out
+    pairs = recipe_pairs(_EVAL_RECIPES[objective], stream_rng(seed, f"eval:{objective}"), held_out, n_pairs)
+    return _oriented_records(pairs, objective)
+
+
+def _oriented_records(pairs: Iterable[Pair], objective: str) -> list[dict[str, Any]]:
+    """The pairs as chat records whose ``chosen`` has the strictly higher rubric reward of ``objective``
+    (a tie is dropped; the recipes make none)."""
+    reward = REWARDS[objective]
     records = []
-    for prompt, chosen, rejected in recipe_pairs(
-        _EVAL_RECIPES[objective], stream_rng(seed, f"eval:{objective}"), held_out, n_pairs
-    ):
+    for prompt, chosen, rejected in pairs:
         better, worse = reward(prompt, chosen), reward(prompt, rejected)
         if better == worse:
             continue
@@ -244,23 +249,13 @@ def english_reward_records(seed: int, objective: str, n_pairs: int = ENGLISH_REW
     if objective not in _REWARD_RECIPES:
         raise InvalidArgumentError(f"unknown English objective {objective!r}; choose from {list(OBJECTIVES)}")
     check_int("n_pairs", n_pairs)
-    reward = REWARDS[objective]
     items = split_items(seed).reward
     rng = stream_rng(seed, f"reward:{objective}")
     recipes = _REWARD_RECIPES[objective]
     counts = [round(share * n_pairs) for _, share in recipes]
     counts[-1] = n_pairs - sum(counts[:-1])
     drawn = [recipe_pairs(recipe, rng, items, count) for (recipe, _), count in zip(recipes, counts, strict=True)]
-    records = []
-    for pair in (p for group in itertools.zip_longest(*drawn) for p in group if p is not None):
-        prompt, chosen, rejected = pair
-        better, worse = reward(prompt, chosen), reward(prompt, rejected)
-        if better == worse:
-            continue
-        if better < worse:
-            chosen, rejected = rejected, chosen
-        records.append(chat_record((prompt, chosen, rejected)))
-    return records
+    return _oriented_records((p for group in itertools.zip_longest(*drawn) for p in group if p is not None), objective)
 
 
 def _family_sequence(rng: np.random.Generator, items: list[Item]) -> list[str]:

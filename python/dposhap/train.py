@@ -116,6 +116,8 @@ def train_sources(
 def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
     if cfg.cluster.address is not None:
         require_ray()  # before any work: without Ray installed, say which extra to install
+    # a damaged manifest is an error before anything in the run is touched (README, Reliability)
+    previous_manifest = run.read_manifest()
     model_name, spec, world_record, data = _inputs(cfg, run, sources)
     eval_records = _eval_records(cfg)
     # on Ray the tasks' device is known once connected (a CPU driver may lead GPU workers)
@@ -134,7 +136,6 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record)
     manifest.eval = _store_eval(run, cfg, eval_records)
     todo = [name for name, source in data.items() if force or not _up_to_date(run, source, training_hash)]
-    previous_manifest = _previous_manifest(run)
     previous = dict(previous_manifest.sources) if previous_manifest is not None else {}
     # without --sources the config is the whole plan; a subset trained now (--sources) keeps the run's
     # other sources: they stay planned, and stay trained while their adapters are intact and were
@@ -388,14 +389,6 @@ def _up_to_date(run: Run, source: SourceData, training_hash: str) -> bool:
     if meta.get("data_hash") != source.data_hash or meta.get("training_hash") != training_hash:
         return False
     return run.adapter_damage(folder, meta.get("adapter_sha256")) is None
-
-
-def _previous_manifest(run: Run) -> Manifest | None:
-    """The manifest already there (None when it is missing or damaged: the adapters say what is trained)."""
-    try:
-        return run.read_manifest()
-    except RunError:
-        return None
 
 
 def _declared_sources(cfg: RunConfig) -> list[str]:

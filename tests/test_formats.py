@@ -17,10 +17,6 @@ from dposhap.errors import DataValidationError
 from dposhap.train import train_sources
 
 N = 10
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant:{% endif %}"
-)
 
 
 def user(text: str) -> dict[str, str]:
@@ -154,39 +150,13 @@ def test_a_shape_nobody_can_train_on_is_one_located_error(tmp_path: Path, case: 
 # end to end: a tiny chat model trained one step on every shape
 
 
-@pytest.fixture(scope="module")
-def chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama and a word-level tokenizer with a chat template, saved as a Hugging Face folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from dposhap.worlds.toy.model import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    folder = tmp_path_factory.mktemp("model") / "tiny-chat"
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_every_shape_trains_and_the_stored_split_is_trls(chat_model: Path, tmp_path: Path) -> None:
+def test_every_shape_trains_and_the_stored_split_is_trls(tiny_chat_model: Path, tmp_path: Path) -> None:
     rows = {shape: [make(i) for i in range(N)] for shape, make in SHAPES.items()}
     for shape, shape_rows in rows.items():
         write_jsonl(tmp_path / f"{shape}.jsonl", shape_rows)
     sources = "\n".join(f'{shape} = "{shape}.jsonl"' for shape in SHAPES)
     (tmp_path / "run.toml").write_text(
-        f'[model]\nbase = "{chat_model}"\ndevice = "cpu"\n[data.sources]\n{sources}\n'
+        f'[model]\nbase = "{tiny_chat_model}"\ndevice = "cpu"\n[data.sources]\n{sources}\n'
         "[dpo]\nmax_steps = 1\nper_device_train_batch_size = 2\nmax_length = 64\n",
         encoding="utf-8",
     )
@@ -203,3 +173,6 @@ def test_every_shape_trains_and_the_stored_split_is_trls(chat_model: Path, tmp_p
         expected = [trl_record(row) for row in shape_rows]
         assert len(stored) == N
         assert sorted(map(json.dumps, stored)) == sorted(map(json.dumps, expected))
+    audit = json.loads((tmp_path / "run" / "data-audit.json").read_text(encoding="utf-8"))
+    assert sorted(audit["sources"]) == sorted(SHAPES)
+    assert all(entry["pairs"] == N for entry in audit["sources"].values())

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dposhap.audit import audit_sources
+from dposhap.cli import main
 from dposhap.config import load_config
 from dposhap.errors import ConfigError
 from dposhap.train import check_training, train_sources
@@ -140,27 +139,24 @@ def test_conversations_need_a_chat_template(project: Path, tmp_path: Path, tiny_
     assert check_training(plain_only, sources=["plain"]).ok
 
 
-def _cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dposhap.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+def test_the_commands(project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)
+    assert main(["check", "--config", "run.toml"]) == 0
+    out = capsys.readouterr().out
+    assert "training would start" in out and "eval prompts" in out
 
-
-def test_the_commands(project: Path) -> None:
-    result = _cli("check", "--config", "run.toml", cwd=project)
-    assert result.returncode == 0, result.stderr
-    assert "training would start" in result.stdout and "eval prompts" in result.stdout
-
-    result = _cli("check", "--config", "run.toml", "--json", "--strict", cwd=project)
-    assert result.returncode == 2
-    doc = json.loads(result.stdout)
+    assert main(["check", "--config", "run.toml", "--json", "--strict"]) == 2
+    doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False and doc["audit"]["sources"]["resold"]["shared_pairs"] == {"chat": N}
 
     write_jsonl(project / "plain.jsonl", [standard(i) for i in range(N)] + [{"chosen": "yes", "rejected": "no"}] * 2)
-    result = _cli("train", "--config", "run.toml", "--out", "run", "--dry-run", cwd=project)
-    assert result.returncode == 2 and "training would not start" in result.stdout
-    assert "all 2 data problems are listed in run/data-problems.txt" in result.stdout
+    assert main(["train", "--config", "run.toml", "--out", "run", "--dry-run"]) == 2
+    out = capsys.readouterr().out
+    assert "training would not start" in out and "all 2 data problems are listed in run/data-problems.txt" in out
     assert sorted(p.name for p in (project / "run").iterdir()) == ["data-problems.txt"]  # nothing else written
+
+    assert main(["train", "--config", "run.toml", "--out", "run", "--strict"]) == 2
+    assert "--strict and --json go with --dry-run" in capsys.readouterr().err
 
 
 def test_report_to_is_checked_and_passed_to_trl(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

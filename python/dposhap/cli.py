@@ -117,6 +117,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
     if args.dry_run:
         return _report_check(cfg, args, sources)
+    if args.strict or args.json:
+        raise InvalidArgumentError("--strict and --json go with --dry-run (or use dposhap check)")
     manifest = train_sources(cfg, args.out, sources=sources, force=args.force, progress=not args.quiet)
     rows = manifest.sources
     width = max([len("source")] + [len(name) for name in rows])
@@ -457,7 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--sources", help="comma-separated sources to check (default: all in the config)")
     check.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE", help="override a config value (repeatable)")
     check.add_argument(
-        "--out", type=Path, help="the run directory train would use: data problems go to OUT/data-problems.txt"
+        "--out",
+        type=Path,
+        help="the run directory train would use: the list of data problems goes to OUT/data-problems.txt "
+        "(default: beside the config)",
     )
     _add_check_flags(check)
     check.set_defaults(handler=_cmd_check)

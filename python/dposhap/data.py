@@ -592,7 +592,7 @@ def _unicode_problem(text: str) -> str | None:
     )
 
 
-def text_problem(value: Any, field_name: str = "prompt") -> str | None:
+def text_problem(value: Any) -> str | None:
     """Why ``value`` is not a valid text of a preference row, or None.
 
     A text is a non-empty string or a non-empty list of ``{"role", "content"}`` messages with
@@ -601,9 +601,7 @@ def text_problem(value: Any, field_name: str = "prompt") -> str | None:
     Parameters
     ----------
     value
-        The value read from the data.
-    field_name
-        ``"prompt"``, ``"chosen"`` or ``"rejected"``.
+        The value read from the data (a prompt, chosen or rejected).
 
     Returns
     -------
@@ -617,12 +615,12 @@ def text_problem(value: Any, field_name: str = "prompt") -> str | None:
             return "is empty or only whitespace: write the text or drop the row"
         return _unicode_problem(value)
     if isinstance(value, list):
-        return _conversation_problem(value, field_name)
+        return _conversation_problem(value)
     hint = " (a single message must still be inside a list)" if isinstance(value, dict) else ""
     return f'is a {_kind(value)}: a text is a string or a list of {{"role", "content"}} messages{hint}'
 
 
-def _conversation_problem(messages: list[Any], field_name: str) -> str | None:
+def _conversation_problem(messages: list[Any]) -> str | None:
     if not messages:
         return "is an empty list of messages: give at least one message"
     for number, message in enumerate(messages, start=1):
@@ -1118,7 +1116,7 @@ class _Collector:
                 continue
             if table.json_cells:
                 value = _cell_text(value)
-            if (problem := text_problem(value, name)) is not None:
+            if (problem := text_problem(value)) is not None:
                 self.problem(file, line, column, problem)
                 invalid = True
             else:

@@ -151,7 +151,7 @@ def evaluation_prompts(
                     raise PromptDataError(
                         "missing; each line needs a prompt", file=str(file), line=number, field="prompt"
                     )
-                if (problem := text_problem(record["prompt"], "prompt")) is not None:
+                if (problem := text_problem(record["prompt"])) is not None:
                     raise PromptDataError(
                         f"{problem}; a prompt must be a string or a conversation",
                         file=str(file),

@@ -154,6 +154,9 @@ def test_the_commands(project: Path, capsys: pytest.CaptureFixture[str], monkeyp
     out = capsys.readouterr().out
     assert "training would not start" in out and "all 2 data problems are listed in run/data-problems.txt" in out
     assert sorted(p.name for p in (project / "run").iterdir()) == ["data-problems.txt"]  # nothing else written
+    assert main(["check", "--config", "run.toml"]) == 2
+    assert f"listed in {project / 'data-problems.txt'}" in capsys.readouterr().out  # beside the config
+    assert (project / "data-problems.txt").read_text(encoding="utf-8").count("\n") == 2
 
     assert main(["train", "--config", "run.toml", "--out", "run", "--strict"]) == 2
     assert "--strict and --json go with --dry-run" in capsys.readouterr().err

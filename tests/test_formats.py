@@ -97,6 +97,25 @@ def test_each_shape_is_read_as_trl_reads_it(tmp_path: Path, shape: str) -> None:
         assert pairs[0].prompt != rows[0].get("prompt")  # the prompt was taken from chosen and rejected
 
 
+@pytest.mark.parametrize("shape", ["implicit_standard", "prompt_string_with_conversations"])
+def test_shapes_in_csv_and_parquet(tmp_path: Path, shape: str) -> None:
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [SHAPES[shape](i) for i in range(N)]
+    with open(tmp_path / "d.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(rows[0]))
+        writer.writerows([v if isinstance(v, str) else json.dumps(v) for v in row.values()] for row in rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    expected = [trl_record(row) for row in rows]
+    for name in ("d.csv", "d.parquet"):
+        pairs = load_pairs(DataSpec(sources={"s": str(tmp_path / name)}))
+        assert [pair.to_record() for pair in pairs] == expected, name
+
+
 def test_the_extracted_splits_of_two_shapes() -> None:
     hh, ultra = trl_record(SHAPES["implicit_standard"](3)), trl_record(_ultrafeedback(3))
     assert hh == {"prompt": "\n\nHuman: sky 3 ?\n\nAssistant:", "chosen": " blue 3", "rejected": " green 3"}

@@ -85,3 +85,40 @@ def ray_runtime(ray_fault_marker: Path) -> Iterator[object]:
     )
     yield ray
     ray.shutdown()
+
+
+#: The chat template of :func:`tiny_chat_model`: role-prefixed lines, "assistant:" as the generation prompt.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with the toy world's word-level tokenizer and a chat template, saved as a folder.
+
+    Every word the toy language lacks is one ``<unk>`` token, so different texts of unknown words
+    tokenise alike.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from dposhap.worlds.toy.model import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    folder = tmp_path_factory.mktemp("model") / "tiny-chat"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

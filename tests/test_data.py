@@ -259,7 +259,7 @@ BAD_ROWS = {
     "extra-key": (_set(CHAT, "chosen", [{"role": "assistant", "content": "x", "weight": 1}]), "chosen", "weight"),
     "no-content": (_set(CHAT, "rejected", [{"role": "assistant"}]), "rejected", "no string 'content'"),
     "bad-prompt-role": (_set(CHAT, "prompt", [{"role": "human", "content": "x"}]), "prompt", "role 'human'"),
-    "user-in-chosen": (_set(CHAT, "chosen", [{"role": "user", "content": "x"}]), "chosen", "only 'assistant'"),
+    "user-in-chosen": (_set(CHAT, "chosen", [{"role": "user", "content": "x"}]), "chosen", "ends on a 'user' message"),
     "blank-message": (_set(CHAT, "chosen", [{"role": "assistant", "content": " "}]), "chosen", "message 1 is empty"),
     "same-conversation": (_set(CHAT, "rejected", CHAT["chosen"]), "rejected", "same as chosen"),
     "mixed-formats": (_set(CHAT, "chosen", "plain"), "chosen", "plain string but prompt is a conversation"),

@@ -7,7 +7,7 @@ from . import errors
 from .games import MarginGame
 from .interactions import InteractionResult, pairwise_interactions
 from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf, methods, shapley
-from .train import train_sources
+from .train import check_training, train_sources
 from .uncertainty import ItemGame, ItemScores
 from .valuation import value_run
 
@@ -22,6 +22,7 @@ __all__ = [
     "ShapleyEstimator",
     "ShapleyResult",
     "banzhaf",
+    "check_training",
     "errors",
     "methods",
     "pairwise_interactions",

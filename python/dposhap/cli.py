@@ -108,12 +108,17 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .cluster import cluster_config
     from .config import load_config
+    from .run import Run
     from .train import train_sources
 
     cfg = load_config(args.config, _train_overrides(args))
     if args.workers is not None:  # the same check as value's: --workers without Ray
         cluster_config(cfg.cluster, None, args.workers)
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
+    if args.dry_run:
+        return _report_check(cfg, args, sources)
+    if args.strict or args.json:
+        raise InvalidArgumentError("--strict and --json go with --dry-run (or use dposhap check)")
     manifest = train_sources(cfg, args.out, sources=sources, force=args.force, progress=not args.quiet)
     rows = manifest.sources
     width = max([len("source")] + [len(name) for name in rows])
@@ -140,7 +145,73 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     )
     print(f"adapters and manifest in {Path(args.out)}")
+    audit = Run(args.out).data_audit_path
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        import json
+
+        from .audit import audit_summary
+
+        print(f"{audit_summary(json.loads(audit.read_text(encoding='utf-8')))} (all in {audit})")
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config, list(args.set or []))
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
+    return _report_check(cfg, args, sources)
+
+
+def _report_check(cfg: Any, args: argparse.Namespace, sources: list[str] | None) -> int:
+    """Run :func:`dposhap.train.check_training` and print it (``check``, ``train --dry-run``); the exit status."""
+    import json
+
+    from .train import check_training
+
+    check = check_training(cfg, sources=sources, strict=args.strict)
+    if args.config is not None:
+        check.checked["config"] = str(args.config)
+    listing = None
+    if check.data_problems:  # the whole list in a file, as train writes it
+        folder = Path(args.out) if getattr(args, "out", None) is not None else cfg.base_dir
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+            listing = folder / "data-problems.txt"
+            listing.write_text("\n".join(check.data_problems) + "\n", encoding="utf-8")
+    if args.json:
+        print(json.dumps({**check.to_dict(), "data_problems_file": str(listing) if listing else None}, indent=1))
+        return 0 if check.ok else EXIT_USAGE
+    for name, seen in check.checked.items():
+        print(f"ok       {name:<11} {seen}")
+    if check.audit is not None:
+        rows = check.audit.sources
+        width = max([len("source")] + [len(name) for name in rows])
+        print(
+            f"\n{'source':<{width}}  pairs  prompt tok  response tok  truncated  dropped tok  duplicates  "
+            "shared  eval prompts  identical"
+        )
+        for name, a in rows.items():
+            print(
+                f"{name:<{width}}  {a.pairs:>5}  {a.mean_prompt_tokens:>10.1f}  {a.mean_response_tokens:>12.1f}  "
+                f"{a.truncated_pairs:>9}  {a.dropped_response_tokens:>11}  {a.duplicate_pairs:>10}  "
+                f"{sum(a.shared_pairs.values()):>6}  {a.eval_prompts:>12}  {a.identical_pairs:>9}"
+            )
+        print(f"(tokens as TRL splits them; truncation at dpo.max_length = {check.audit.max_length})\n")
+    for warning in check.warnings:
+        print(f"warning  {warning}")
+    for error in check.errors:
+        print(f"error    {error}")
+    if listing is not None:
+        print(f"all {len(check.data_problems)} data problems are listed in {listing}")
+    if check.ok:
+        print(
+            "training would start"
+            + (f" ({len(check.warnings)} warning(s); --strict makes them errors)" if check.warnings else "")
+        )
+        return 0
+    print(f"training would not start: {len(check.errors)} error(s)")
+    return EXIT_USAGE
 
 
 def _settings_fields() -> dict[str, tuple[str, Any, str]]:
@@ -179,6 +250,12 @@ def _add_settings_flags(parser: argparse._ActionsContainer) -> None:
             )
         else:
             parser.add_argument(flag, dest=name, type=base, help=text)
+
+
+def _add_check_flags(parser: argparse.ArgumentParser) -> None:
+    """``--strict`` and ``--json`` of ``check`` and ``train --dry-run``."""
+    parser.add_argument("--strict", action="store_true", help="with a check: the data audit's warnings are errors")
+    parser.add_argument("--json", action="store_true", help="with a check: print it as JSON")
 
 
 def _ray_address(text: str) -> str:
@@ -391,7 +468,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_flags(train, "training tasks at once")
     train.add_argument("--force", action="store_true", help="retrain every source")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--dry-run", action="store_true", help="check everything as dposhap check does, and train nothing"
+    )
+    _add_check_flags(train)
     train.set_defaults(handler=_cmd_train)
+
+    check = sub.add_parser(
+        "check",
+        help="check data, model and config before training (no weights read)",
+        description="Everything train checks, without training and without reading weights: the config, "
+        "every data problem, the base model's config and tokenizer, a chat template for conversations, LoRA "
+        "targets, dpo.max_length, report_to, and a data audit per source (token lengths and truncation, "
+        "duplicate pairs, pairs shared with other sources, prompts of the trusted set, identical chosen and "
+        "rejected once tokenised). Exit 0 when training would start, 2 otherwise.",
+    )
+    check.add_argument("--config", type=Path, help="TOML config (default: the built-in toy world)")
+    check.add_argument("--sources", help="comma-separated sources to check (default: all in the config)")
+    check.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE", help="override a config value (repeatable)")
+    check.add_argument(
+        "--out",
+        type=Path,
+        help="the run directory train would use: the list of data problems goes to OUT/data-problems.txt "
+        "(default: beside the config)",
+    )
+    _add_check_flags(check)
+    check.set_defaults(handler=_cmd_check)
 
     value = sub.add_parser(
         "value",

@@ -236,8 +236,14 @@ class DpoConfig(Section):
     lr_scheduler_type: str = _help("transformers scheduler name", default="linear")
     gradient_checkpointing: bool = _help("trade compute for memory (slow on a CPU)", default=False)
     seed: int = _help("seed of the adapter's initialisation and the data order", default=0)
+    report_to: str | list[str] = _help(
+        'where TRL logs training: "none", "all", an integration ("tensorboard", "wandb", ...) or a list of them; '
+        "tensorboard and wandb write under RUN/logs/<source>/",
+        default="none",
+    )
 
     def __post_init__(self) -> None:
+        self.check_report_to()
         self.check_positive(
             "beta",
             "learning_rate",
@@ -258,6 +264,41 @@ class DpoConfig(Section):
             from transformers.trainer_utils import SchedulerType
 
             self.check_choice("lr_scheduler_type", [s.value for s in SchedulerType], "transformers scheduler name")
+
+    def check_report_to(self) -> None:
+        """Each ``report_to`` name is one of transformers' reporting integrations (or "all" / "none")."""
+        names = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        if any(not isinstance(name, str) or not name for name in names):
+            self.fail(
+                "report_to", f'must be "none", "all", an integration name or a list of them, got {self.report_to!r}'
+            )
+        if names in (["none"], [], ["all"]):
+            return
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+        for name in names:
+            if name not in INTEGRATION_TO_CALLBACK:
+                known = ", ".join(['"none"', '"all"', *(f'"{k}"' for k in INTEGRATION_TO_CALLBACK)])
+                self.fail("report_to", f"names {name!r}, not a transformers reporting integration: use one of {known}")
+
+    def reporting(self) -> list[str]:
+        """The integrations ``report_to`` names, "all" resolved to the installed ones, "none" to none."""
+        names = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        if names in (["none"], []):
+            return []
+        from transformers.integrations import get_available_reporting_integrations
+
+        return list(get_available_reporting_integrations()) if names == ["all"] else names
+
+    def missing_reporting(self) -> list[str]:
+        """The integrations ``report_to`` names whose package is not installed."""
+        from transformers.integrations import get_available_reporting_integrations
+
+        wanted = self.reporting()
+        if not wanted:
+            return []
+        installed = set(get_available_reporting_integrations())
+        return [name for name in wanted if name not in installed]
 
 
 _FIXED_SECTIONS: dict[str, type] = {
@@ -329,6 +370,7 @@ class RunConfig:
         """Hash of everything that changes an adapter other than its data: model, LoRA, DPO."""
         keep = {k: v for k, v in self.to_dict().items() if k in ("model", "lora", "dpo")}
         keep["model"] = {k: v for k, v in keep["model"].items() if k not in ("device", "threads")}
+        keep["dpo"] = {k: v for k, v in keep["dpo"].items() if k != "report_to"}  # where logs go
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 

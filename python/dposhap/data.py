@@ -1,9 +1,14 @@
 """Loading and validation of multi-source preference data, and the held-out split of each source.
 
 A pair is ``(prompt, chosen, rejected)`` in one of TRL's two formats: three plain strings, or
-three conversations (lists of ``{"role", "content"}`` messages; ``chosen`` and ``rejected`` hold
-only ``assistant`` messages). Every pair belongs to a *source*: named by a column of the data
-(:attr:`DataSpec.files`), or by the file it comes from (:attr:`DataSpec.sources`).
+three conversations (lists of ``{"role", "content"}`` messages; ``chosen`` and ``rejected`` end
+with an ``assistant`` message). Every preference row TRL's ``DPOTrainer`` trains on is read into
+that shape by TRL's own ``maybe_extract_prompt``: an explicit prompt, or none (the longest prefix
+chosen and rejected share is the prompt), or a prompt string beside conversations that repeat it
+(the conversations' shared prefix is the prompt); :data:`ACCEPTED_SHAPES` says it in one line.
+Columns other than the source, prompt, chosen and rejected columns are ignored. Every pair
+belongs to a *source*: named by a column of the data (:attr:`DataSpec.files`), or by the file it
+comes from (:attr:`DataSpec.sources`).
 
 Formats, and what ``line`` means in a pair's origin and in every problem report:
 
@@ -56,6 +61,12 @@ Text = str | list[dict[str, str]]
 TEXT_FIELDS = ("prompt", "chosen", "rejected")
 PROMPT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_ROLES = ("assistant",)
+#: The preference rows dposhap reads (TRL's DPO formats), for error messages.
+ACCEPTED_SHAPES = (
+    "prompt + chosen + rejected (plain strings, or conversations); chosen + rejected alone that start with "
+    "the same prompt (a shared prefix, e.g. HH-RLHF's Human/Assistant strings, or the same first messages); "
+    "a prompt string beside chosen and rejected conversations that repeat it (UltraFeedback)"
+)
 
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+")
@@ -86,8 +97,9 @@ class PreferencePair:
     Attributes
     ----------
     prompt, chosen, rejected
-        Three plain strings, or three conversations (``chosen`` and ``rejected`` hold only
-        ``assistant`` messages). Messages carry exactly the keys ``role`` and ``content``.
+        Three plain strings, or three conversations (``chosen`` and ``rejected`` end with
+        an ``assistant`` message), as TRL's ``maybe_extract_prompt`` made them from the row.
+        Messages carry exactly the keys ``role`` and ``content``.
     source
         The name of the source the pair belongs to.
     file
@@ -488,6 +500,32 @@ def read_jsonl_records(path: str | Path) -> list[dict[str, Any]]:
     return [dict(row) for _, row in table.rows]
 
 
+def extract_trl_prompt(example: Mapping[str, Text]) -> dict[str, Text]:
+    """A preference row's prompt, chosen and rejected as TRL's DPO trainer reads them.
+
+    TRL's own ``maybe_extract_prompt``: an explicit prompt in the format of the answers is kept;
+    otherwise (no prompt, or a prompt string beside conversations) the longest prefix chosen and
+    rejected share becomes the prompt and is taken off both.
+
+    Parameters
+    ----------
+    example
+        ``chosen`` and ``rejected``, and optionally ``prompt``: valid texts (strings or non-empty
+        conversations).
+
+    Returns
+    -------
+    dict
+        ``{"prompt", "chosen", "rejected"}``; the prompt may come out empty when chosen and
+        rejected share no start (:func:`load_pairs` reports such rows).
+    """
+    from trl.data_utils import maybe_extract_prompt
+
+    row = {name: _copy_text(example[name]) for name in TEXT_FIELDS if name in example}
+    out = maybe_extract_prompt(row)
+    return {name: out[name] for name in TEXT_FIELDS}
+
+
 # --------------------------------------------------------------------------------------
 # checking settings
 
@@ -554,8 +592,22 @@ def _unicode_problem(text: str) -> str | None:
     )
 
 
-def _text_problem(value: Any, field_name: str) -> str | None:
-    """Why ``value`` is not a valid prompt, chosen or rejected text (``field_name`` says which), or None."""
+def text_problem(value: Any) -> str | None:
+    """Why ``value`` is not a valid text of a preference row, or None.
+
+    A text is a non-empty string or a non-empty list of ``{"role", "content"}`` messages with
+    known roles and non-empty contents, all valid UTF-8.
+
+    Parameters
+    ----------
+    value
+        The value read from the data (a prompt, chosen or rejected).
+
+    Returns
+    -------
+    str or None
+        The problem, worded to follow the field's location (``"is a number: ..."``).
+    """
     if value is None:
         return "is empty (null): give every pair a prompt, a chosen and a rejected text"
     if isinstance(value, str):
@@ -563,15 +615,14 @@ def _text_problem(value: Any, field_name: str) -> str | None:
             return "is empty or only whitespace: write the text or drop the row"
         return _unicode_problem(value)
     if isinstance(value, list):
-        return _conversation_problem(value, field_name)
+        return _conversation_problem(value)
     hint = " (a single message must still be inside a list)" if isinstance(value, dict) else ""
     return f'is a {_kind(value)}: a text is a string or a list of {{"role", "content"}} messages{hint}'
 
 
-def _conversation_problem(messages: list[Any], field_name: str) -> str | None:
+def _conversation_problem(messages: list[Any]) -> str | None:
     if not messages:
         return "is an empty list of messages: give at least one message"
-    roles = PROMPT_ROLES if field_name == "prompt" else RESPONSE_ROLES
     for number, message in enumerate(messages, start=1):
         where = f"message {number}"
         if not isinstance(message, dict):
@@ -585,13 +636,8 @@ def _conversation_problem(messages: list[Any], field_name: str) -> str | None:
         if not isinstance(role, str) or not isinstance(content, str):
             missing = "role" if not isinstance(role, str) else "content"
             return f"{where} has no string {missing!r}: each message needs a string role and a string content"
-        if role not in roles:
-            if field_name == "prompt":
-                return f"{where} has role {role!r}: use one of {', '.join(PROMPT_ROLES)}"
-            return (
-                f"{where} has role {role!r}: {field_name} holds only 'assistant' messages "
-                "(put the conversation before the answer in the prompt)"
-            )
+        if role not in PROMPT_ROLES:
+            return f"{where} has role {role!r}: use one of {', '.join(PROMPT_ROLES)}"
         if not content.strip():
             return f"{where} is empty or only whitespace: write its content or remove the message"
         if (problem := _unicode_problem(content)) is not None:
@@ -1030,7 +1076,7 @@ class _Collector:
         absent = {column for column in needed.values() if column not in table.columns}
         found = ", ".join(map(repr, table.columns)) or "none"
         for name, column in needed.items():
-            if column in absent:
+            if column in absent and name != "prompt":  # no prompt column: TRL's implicit prompt
                 hint = " or name each source's files under sources" if name == "source" else ""
                 self.problem(
                     table.file,
@@ -1058,20 +1104,25 @@ class _Collector:
             self.rows[source] = self.rows.get(source, 0) + 1
             self.files.setdefault(source, {})[file] = None
         texts: dict[str, Text] = {}
+        invalid = False
         for name in TEXT_FIELDS:
             column = getattr(spec, f"{name}_column")
             if column in absent:
                 continue
             value = row.get(column, _MISSING)
             if value is _MISSING:
-                self.missing_cell(file, line, column, row)
+                if name != "prompt":  # no prompt: the one chosen and rejected share (TRL's implicit prompt)
+                    self.missing_cell(file, line, column, row)
                 continue
             if table.json_cells:
                 value = _cell_text(value)
-            if (problem := _text_problem(value, name)) is not None:
+            if (problem := text_problem(value)) is not None:
                 self.problem(file, line, column, problem)
+                invalid = True
             else:
                 texts[name] = _normalise_text(value)
+        if not invalid and "chosen" in texts and "rejected" in texts:
+            texts = self.extract_prompt(table, line, texts)
         self.check_pair(table, line, texts)
         if source is not None and len(texts) == len(TEXT_FIELDS) and len(self.problems) == before:
             self.add_pair(PreferencePair(texts["prompt"], texts["chosen"], texts["rejected"], source, file, line))
@@ -1079,6 +1130,58 @@ class _Collector:
     def missing_cell(self, file: str, line: int, column: str, row: Mapping[str, Any]) -> None:
         found = ", ".join(map(repr, row)) or "none"
         self.problem(file, line, column, f"is missing from this row (it has {found}): give every row a {column!r}")
+
+    def extract_prompt(self, table: _Table, line: int, texts: dict[str, Text]) -> dict[str, Text]:
+        """The row as TRL's DPO trainer reads it: ``maybe_extract_prompt`` of its valid texts.
+
+        Rows whose formats do not fit together are left for :meth:`check_pair` to report. A
+        prompt that comes out empty (chosen and rejected share none) and a response that does not
+        end with an assistant message are problems here.
+        """
+        spec = self.spec
+        chosen, rejected, prompt = texts["chosen"], texts["rejected"], texts.get("prompt")
+        if isinstance(chosen, list) != isinstance(rejected, list):
+            return texts
+        if isinstance(prompt, list) and not isinstance(chosen, list):
+            return texts
+        extracted = extract_trl_prompt(texts)
+        new_prompt = extracted["prompt"]
+        kept = prompt is not None and new_prompt == prompt and extracted["chosen"] == chosen  # an explicit prompt
+        shared = all(
+            isinstance(text, type(new_prompt)) and text[: len(new_prompt)] == new_prompt for text in (chosen, rejected)
+        )
+        if not kept and (not shared or not (new_prompt.strip() if isinstance(new_prompt, str) else new_prompt)):
+            if prompt is None:
+                where = f"no {spec.prompt_column!r} column" if spec.prompt_column not in table.columns else "no prompt"
+                message = f"shares no start with rejected to take as the prompt, and the row has {where}"
+            else:
+                message = (
+                    "is a conversation beside a plain-string prompt, and shares no first messages with rejected "
+                    "to take as the prompt (write the prompt as a conversation, or let chosen and rejected "
+                    "repeat the user's turn)"
+                )
+            self.problem(table.file, line, spec.chosen_column, f"{message}: the accepted shapes are {ACCEPTED_SHAPES}")
+            return {}
+        for name in ("chosen", "rejected"):
+            text, other = extracted[name], "rejected" if name == "chosen" else "chosen"
+            if not (text.strip() if isinstance(text, str) else text):
+                self.problem(
+                    table.file,
+                    line,
+                    getattr(spec, f"{name}_column"),
+                    f"is all prompt: it holds nothing after the start it shares with {other}; fix or drop the row",
+                )
+                return {}
+            if isinstance(text, list) and text[-1]["role"] not in RESPONSE_ROLES:
+                self.problem(
+                    table.file,
+                    line,
+                    getattr(spec, f"{name}_column"),
+                    f"ends on a {text[-1]['role']!r} message, so it has no answer to train on: end chosen and "
+                    f"rejected with the assistant's answer (the accepted shapes are {ACCEPTED_SHAPES})",
+                )
+                return {}
+        return {name: extracted[name] for name in TEXT_FIELDS}
 
     def check_pair(self, table: _Table, line: int, texts: dict[str, Text]) -> None:
         """Check the texts of a row that are valid on their own against each other."""
@@ -1098,8 +1201,8 @@ class _Collector:
                 table.file,
                 line,
                 getattr(spec, f"{odd}_column"),
-                f"is {_format_name(texts[odd])} but {other} is {_format_name(texts[other])}: prompt, chosen and "
-                f"rejected must all be plain strings or all be conversations{hint}",
+                f"is {_format_name(texts[odd])} but {other} is {_format_name(texts[other])}{hint}: "
+                f"the accepted shapes are {ACCEPTED_SHAPES}",
             )
         elif "chosen" in texts and "rejected" in texts and _stripped(texts["chosen"]) == _stripped(texts["rejected"]):
             self.problem(
@@ -1164,6 +1267,7 @@ class _Collector:
 
 
 __all__ = [
+    "ACCEPTED_SHAPES",
     "DataProblem",
     "DataSpec",
     "PreferencePair",
@@ -1175,5 +1279,7 @@ __all__ = [
     "load_sources",
     "read_jsonl_records",
     "split_heldout",
+    "text_problem",
+    "extract_trl_prompt",
     "write_split",
 ]

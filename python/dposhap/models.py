@@ -38,6 +38,7 @@ __all__ = [
     "quiet_libraries",
     "load_adapters",
     "load_base_model",
+    "load_model_skeleton",
     "load_tokenizer",
     "resolve_device",
     "resolve_dtype",
@@ -239,6 +240,30 @@ def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
             )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_model_skeleton(ref: ModelRef) -> PreTrainedModel:
+    """The causal LM at ``ref`` built from its config alone, on the meta device: its modules, no weights.
+
+    Enough to check LoRA targets and the architecture without reading (or holding) any weights.
+
+    Raises
+    ------
+    ModelLoadError
+        The model's config cannot be read, or names an architecture transformers cannot build.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with quiet_libraries():
+            config = AutoConfig.from_pretrained(ref.location, **ref.kwargs())
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(config, trust_remote_code=ref.trust_remote_code)
+    except Exception as err:  # transformers raises OSError, ValueError, KeyError...
+        raise ModelLoadError(
+            f"cannot read the model config of {ref.location!r}: {first_line(err)}; {load_hint(ref)}"
+        ) from err
 
 
 def load_base_model(ref: ModelRef, *, dtype: torch.dtype, device: str) -> PreTrainedModel:

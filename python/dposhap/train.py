@@ -19,22 +19,33 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .audit import DataAudit, audit_sources
 from .cluster import connect, require_ray
 from .cluster.training import run_per_source
 from .config import RunConfig, load_config
 from .data import DataSpec, SourceData, load_eval_records, load_sources, write_split
-from .errors import ConfigError, InvalidArgumentError, ModelLoadError, RunError
+from .errors import (
+    ConfigError,
+    DataValidationError,
+    DposhapError,
+    InvalidArgumentError,
+    ModelLoadError,
+    RunError,
+    first_line,
+)
 from .interrupts import Interrupts, deferred_interrupts
 from .models import (
     ModelRef,
     adapter_metadata,
     load_base_model,
+    load_model_skeleton,
     load_tokenizer,
     resolve_device,
     resolve_dtype,
@@ -69,7 +80,7 @@ from .trainer_support import (
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["train_sources"]
+__all__ = ["TrainingCheck", "check_training", "train_sources"]
 
 
 def train_sources(
@@ -123,6 +134,8 @@ def train_sources(
 def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
     if cfg.cluster.address is not None:
         require_ray()  # before any work: without Ray installed, say which extra to install
+    # a damaged manifest is an error before anything in the run is touched (README, Reliability)
+    previous_manifest = run.read_manifest()
     model_name, spec, world_record, data = _inputs(cfg, run, sources)
     eval_records = _eval_records(cfg)
     # on Ray the tasks' device is known once connected (a CPU driver may lead GPU workers)
@@ -134,14 +147,17 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
     fingerprint = ref.fingerprint()  # reads the weight files' heads and tails: once
     training_hash = hashlib.sha256(f"{cfg.training_hash()}|{fingerprint}".encode()).hexdigest()
 
+    _check_reporting(cfg)
     for source in data.values():
         write_split(source, run.data_dir(source.name))
     _remove_leftovers(run)
+    tokenizer = load_tokenizer(ref)
+    audit = _audit(cfg, tokenizer, data, eval_records)
+    atomic_write_json(run.data_audit_path, audit.to_dict())
 
     manifest = _new_manifest(cfg, ref, fingerprint, device, str(dtype).removeprefix("torch."), world_record)
     manifest.eval = _store_eval(run, cfg, eval_records)
     todo = [name for name, source in data.items() if force or not _up_to_date(run, source, training_hash)]
-    previous_manifest = _previous_manifest(run)
     previous = dict(previous_manifest.sources) if previous_manifest is not None else {}
     # without --sources the config is the whole plan; a subset trained now (--sources) keeps the run's
     # other sources: they stay planned, and stay trained while their adapters are intact and were
@@ -183,7 +199,6 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         _train_on_ray(job, run, manifest, [data[name] for name in todo], record, progress=progress)
         return manifest
 
-    tokenizer = load_tokenizer(ref)
     model = load_base_model(ref, dtype=dtype, device=device)
     _check_against_model(cfg, model, tokenizer, [data[name] for name in todo])
     thread_choice = choose_threads(
@@ -209,6 +224,179 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
             )
             record(name, entry)
     return manifest
+
+
+@dataclass
+class TrainingCheck:
+    """What :func:`check_training` found: everything ``train`` checks, and the data audit.
+
+    Attributes
+    ----------
+    checked
+        Each check that passed -> what it saw (``"data" -> "3 source(s), 120 pairs"``).
+    errors
+        One line per problem that would stop training (with ``strict``, the warnings too).
+    warnings
+        One line per finding of the data audit.
+    data_problems
+        Every problem in the data and the trusted set, one line each (the first is in ``errors``).
+    audit
+        The data audit (None when the data, the tokenizer or the chat template failed).
+    """
+
+    checked: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    data_problems: list[str] = field(default_factory=list)
+    audit: DataAudit | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether training would start."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check as JSON-able data."""
+        return {
+            "ok": self.ok,
+            "checked": dict(self.checked),
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+            "data_problems": list(self.data_problems),
+            "audit": self.audit.to_dict() if self.audit is not None else None,
+        }
+
+
+def check_training(
+    config: RunConfig | str | Path | None, *, sources: Sequence[str] | None = None, strict: bool = False
+) -> TrainingCheck:
+    """Everything :func:`train_sources` checks before it trains, without training or reading weights.
+
+    The config, every data problem and the trusted set, the base model's config (built on the meta
+    device: no weights are read) and tokenizer, a chat template when the data are conversations,
+    the LoRA targets, ``dpo.max_length``, the ``report_to`` integrations, and the data audit
+    (:mod:`dposhap.audit`). A built-in world is built in a temporary folder.
+
+    Parameters
+    ----------
+    config
+        A :class:`~dposhap.config.RunConfig`, the path of a TOML config, or None for the defaults.
+    sources
+        Check only these sources (as ``train --sources``).
+    strict
+        Count the audit's warnings as errors.
+
+    Returns
+    -------
+    TrainingCheck
+        ``ok`` when training would start.
+
+    Raises
+    ------
+    ConfigError
+        The config itself cannot be read (nothing else can be checked without it).
+    """
+    cfg = config if isinstance(config, RunConfig) else load_config(config)
+    check = TrainingCheck(checked={"config": str(config) if isinstance(config, (str, Path)) else "ok"})
+    data: dict[str, SourceData] = {}
+    eval_records: list[dict[str, Any]] = []
+    model_name: str | None = cfg.model.base if cfg.world is None else None
+    with tempfile.TemporaryDirectory(prefix="dposhap-check-") as folder:
+        try:
+            model_name, _, _, data = _inputs(cfg, Run(folder), sources)
+            pairs = sum(len(s.train) + len(s.heldout) for s in data.values())
+            check.checked["data"] = f"{len(data)} source(s), {pairs} pairs"
+        except DataValidationError as err:
+            check.data_problems += [str(problem) for problem in err.problems]
+            check.errors.append(f"data: {len(err.problems)} problem(s), first: {err.problems[0]}")
+        except DposhapError as err:
+            check.errors.append(f"data: {first_line(err)}")
+        try:
+            eval_records = _eval_records(cfg)
+            if eval_records:
+                check.checked["eval"] = f"{len(eval_records)} trusted pairs"
+        except DataValidationError as err:
+            check.data_problems += [str(problem) for problem in err.problems]
+            check.errors.append(f"eval: {len(err.problems)} problem(s) in the trusted set, first: {err.problems[0]}")
+        if model_name is not None:
+            _check_model(cfg, model_name, data, eval_records, check)
+    try:
+        _check_reporting(cfg)
+        check.checked["report_to"] = ", ".join(cfg.dpo.reporting()) or "none"
+    except DposhapError as err:
+        check.errors.append(f"report_to: {first_line(err)}")
+    if check.audit is not None:
+        check.warnings = check.audit.warnings()
+        if strict and check.warnings:
+            check.errors.append(f"strict: the {len(check.warnings)} warning(s) of the data audit count as errors")
+    return check
+
+
+def _check_model(
+    cfg: RunConfig,
+    model_name: str,
+    data: dict[str, SourceData],
+    eval_records: list[dict[str, Any]],
+    check: TrainingCheck,
+) -> None:
+    """The model's part of :func:`check_training`: config, tokenizer, chat template, LoRA, lengths, audit."""
+    try:
+        ref = resolve_model(
+            model_name,
+            base_dir=cfg.base_dir,
+            revision=cfg.model.revision,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        tokenizer = load_tokenizer(ref)
+        model = load_model_skeleton(ref)
+    except DposhapError as err:
+        check.errors.append(f"model: {first_line(err)}")
+        return
+    size = sum(p.numel() for p in model.parameters())
+    check.checked["model"] = f"{ref.location} ({type(model).__name__}, {size:,} parameters; config only)"
+    conversational = any(
+        isinstance(pair.prompt, list) for source in data.values() for pair in [*source.train, *source.heldout]
+    ) or any(isinstance(record["prompt"], list) for record in eval_records)
+    template = bool(getattr(tokenizer, "chat_template", None))
+    if conversational and not template:
+        check.errors.append(
+            f"tokenizer: the data are conversations but the tokenizer of {ref.location} has no chat template: "
+            "use a model with one (an instruct model), or give plain-text prompts and responses"
+        )
+    else:
+        check.checked["tokenizer"] = f"{type(tokenizer).__name__}" + (", chat template" if template else "")
+    try:
+        _check_lora_targets(cfg, model)
+        targets = cfg.lora.target_modules
+        check.checked["lora"] = targets if isinstance(targets, str) else ", ".join(targets)
+    except DposhapError as err:
+        check.errors.append(f"lora: {first_line(err)}")
+    if not data or (conversational and not template):
+        return
+    try:
+        _check_max_length(cfg, tokenizer, list(data.values()))
+        check.checked["max_length"] = str(cfg.dpo.max_length)
+    except DposhapError as err:
+        check.errors.append(f"max_length: {first_line(err)}")
+    check.audit = _audit(cfg, tokenizer, data, eval_records)
+
+
+def _audit(
+    cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, data: dict[str, SourceData], eval_records: list[dict[str, Any]]
+) -> DataAudit:
+    """The data audit of every source (training and held-out pairs) against the trusted set."""
+    records = {name: [*source.train_records(), *source.heldout_records()] for name, source in data.items()}
+    return audit_sources(records, tokenizer, cfg.dpo.max_length, eval_records)
+
+
+def _check_reporting(cfg: RunConfig) -> None:
+    """The ``report_to`` integrations are installed (TRL would fail after loading the model)."""
+    missing = cfg.dpo.missing_reporting()
+    if missing:
+        raise ConfigError(
+            f"names {', '.join(missing)}, not installed here: pip install {' '.join(missing)}, or leave report_to out",
+            field="dpo.report_to",
+        )
 
 
 @dataclass(frozen=True)
@@ -397,14 +585,6 @@ def _up_to_date(run: Run, source: SourceData, training_hash: str) -> bool:
     return run.adapter_damage(folder, meta.get("adapter_sha256")) is None
 
 
-def _previous_manifest(run: Run) -> Manifest | None:
-    """The manifest already there (None when it is missing or damaged: the adapters say what is trained)."""
-    try:
-        return run.read_manifest()
-    except RunError:
-        return None
-
-
 def _declared_sources(cfg: RunConfig) -> list[str]:
     """The sources the config names (a world's list, ``data.select``, ``[data.sources]``), when it names them."""
     # --sources trains a subset now; the plan stays what the config names (and earlier runs planned)
@@ -425,6 +605,12 @@ def _check_against_model(
         ``lora.target_modules`` names a module the model lacks, or ``dpo.max_length`` is shorter
         than every prompt to train on.
     """
+    _check_lora_targets(cfg, model)
+    _check_max_length(cfg, tokenizer, sources)
+
+
+def _check_lora_targets(cfg: RunConfig, model: PreTrainedModel) -> None:
+    """``lora.target_modules`` names modules the model has (a model on the meta device will do)."""
     targets = cfg.lora.target_modules
     if targets != "all-linear":
         wanted = [targets] if isinstance(targets, str) else list(targets)
@@ -438,6 +624,10 @@ def _check_against_model(
                 f'{", ".join(linear)} (or use "all-linear")',
                 field="lora.target_modules",
             )
+
+
+def _check_max_length(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, sources: Sequence[SourceData]) -> None:
+    """``dpo.max_length`` leaves room for a response after the shortest prompt."""
     shortest = None
     for source in sources:
         for record in source.train_records()[:64]:
@@ -576,7 +766,7 @@ def _train_into(
         bf16=model.dtype == torch.bfloat16,
         fp16=model.dtype == torch.float16,
         use_cpu=device == "cpu",
-        report_to=[],
+        report_to=d.reporting(),
         save_strategy="no",
         eval_strategy="no",
         logging_strategy="steps",
@@ -594,7 +784,12 @@ def _train_into(
     started = time.perf_counter()
     # TRL's bars of the reference log-probs passes (train set at construction, eval set in evaluate)
     # ignore disable_tqdm: the environment turns them off; our own bar passes disable=False
-    with memory, environment(TQDM_DISABLE="1"):
+    logging: dict[str, str] = {}
+    if args.report_to:  # the integrations that take a folder write under RUN/logs/<source>/
+        logs = run.logs_dir / source.name
+        logs.mkdir(parents=True, exist_ok=True)
+        logging = {"TENSORBOARD_LOGGING_DIR": str(logs), "WANDB_DIR": str(logs)}
+    with memory, environment(TQDM_DISABLE="1", **logging):
         trainer = DPOTrainer(
             model=model,
             args=args,

@@ -200,6 +200,29 @@ def test_a_prompt_file_that_is_not_utf8(run: Path, tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "prompt", [7, None, {"role": "user", "content": "hi"}, ""], ids=["number", "null", "dict", "empty"]
+)
+def test_a_prompt_that_is_not_a_text_is_located(run: Path, tmp_path: Path, prompt: object) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        json.dumps({"prompt": "a good one"}) + "\n" + json.dumps({"prompt": prompt}) + "\n", encoding="utf-8"
+    )
+    result = cli(
+        "value",
+        run,
+        "--utility",
+        "generation",
+        "--prompts",
+        prompts,
+        "--max-new-tokens",
+        "1",
+        "--quiet",
+    )
+    err = one_line_error(result, 2, f"{prompts}:2 field 'prompt'", "a prompt must be a string or a conversation")
+    assert "chat template" not in err
+
+
 def test_an_empty_prompt_file(run: Path, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n  \n", encoding="utf-8")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from reliability_helpers import SOURCES, cli, one_line_error, snapshot
+from reliability_helpers import SOURCES, TRAIN_ARGS, cli, one_line_error, snapshot
 
 MANIFEST_DAMAGE = {
     "not-json": lambda m: "{ this is not json",
@@ -39,6 +39,19 @@ def test_a_damaged_manifest_is_one_line_and_left_alone(run: Path, damage: str) -
         (run / "manifest.json").write_text(text, encoding="utf-8")
     before = snapshot(run)
     one_line_error(cli("value", run, "--utility", "accuracy", "--quiet"), 2, "manifest")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("damage", ["not-json", "a-list", "sources-a-list", "newer-format", "not-utf8"])
+def test_train_on_a_damaged_manifest_is_one_line_and_left_alone(run: Path, damage: str) -> None:
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    text = MANIFEST_DAMAGE[damage](manifest)
+    if isinstance(text, bytes):
+        (run / "manifest.json").write_bytes(text)
+    else:
+        (run / "manifest.json").write_text(text, encoding="utf-8")
+    before = snapshot(run)
+    one_line_error(cli("train", "--out", run, *TRAIN_ARGS), 2, "manifest")
     assert snapshot(run) == before
 
 

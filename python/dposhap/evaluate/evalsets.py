@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data import load_eval_records, read_jsonl_records
+from ..data import load_eval_records, read_jsonl_records, text_problem
 from ..errors import InvalidArgumentError, PromptDataError, SubsetWarning
 from ..run import Run
 
@@ -135,7 +135,8 @@ def evaluation_prompts(
     Raises
     ------
     PromptDataError
-        The file is missing, a JSONL line has no ``prompt``, or there is no prompt at all.
+        The file is missing, a JSONL line has no ``prompt`` or one that is neither a string nor a
+        conversation, or there is no prompt at all.
     """
     texts: list[Any] = []
     world = run.world()
@@ -149,6 +150,13 @@ def evaluation_prompts(
                 if "prompt" not in record:
                     raise PromptDataError(
                         "missing; each line needs a prompt", file=str(file), line=number, field="prompt"
+                    )
+                if (problem := text_problem(record["prompt"])) is not None:
+                    raise PromptDataError(
+                        f"{problem}; a prompt must be a string or a conversation",
+                        file=str(file),
+                        line=number,
+                        field="prompt",
                     )
                 texts.append(record["prompt"])
         else:

@@ -155,6 +155,16 @@ class Run:
         return self.root / "data" / source
 
     @property
+    def data_audit_path(self) -> Path:
+        """The data audit of the last training (``dposhap.audit``)."""
+        return self.root / "data-audit.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Training logs (``RUN/logs/<source>/`` for ``[dpo] report_to``) and error tracebacks."""
+        return self.root / "logs"
+
+    @property
     def world_dir(self) -> Path:
         return self.root / "world"
 

@@ -1,0 +1,197 @@
+"""Preference data as people have it: every row shape TRL's DPO trainer accepts is read as TRL reads it
+(its own ``maybe_extract_prompt``), trained on end to end, and a shape nobody can train on is one
+located error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from trl.data_utils import maybe_extract_prompt
+
+from dposhap.config import load_config
+from dposhap.data import ACCEPTED_SHAPES, DataSpec, load_pairs, read_jsonl_records
+from dposhap.errors import DataValidationError
+from dposhap.train import train_sources
+
+N = 10
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+def system(text: str) -> dict[str, str]:
+    return {"role": "system", "content": text}
+
+
+def _ultrafeedback(i: int) -> dict[str, Any]:
+    """UltraFeedback-binarized: a prompt string, conversations repeating the user turn, extra columns."""
+    question = f"rain or sun {i} ?"
+    return {
+        "prompt": question,
+        "prompt_id": f"id{i}",
+        "messages": [user(question), assistant("x")],
+        "chosen": [user(question), assistant(f"sun {i}")],
+        "rejected": [user(question), assistant(f"rain {i}")],
+        "score_chosen": 8.0,
+        "score_rejected": 3.5,
+    }
+
+
+#: Every accepted shape: one row per index.
+SHAPES = {
+    "standard": lambda i: {"prompt": f"the sky {i} is", "chosen": f"blue {i}", "rejected": f"green {i}"},
+    "conversational": lambda i: {
+        "prompt": [user(f"sky {i} ?")],
+        "chosen": [assistant(f"blue {i}")],
+        "rejected": [assistant(f"green {i}")],
+    },
+    "implicit_standard": lambda i: {  # Anthropic HH-RLHF's raw strings
+        "chosen": f"\n\nHuman: sky {i} ?\n\nAssistant: blue {i}",
+        "rejected": f"\n\nHuman: sky {i} ?\n\nAssistant: green {i}",
+    },
+    "implicit_conversational": lambda i: {
+        "chosen": [user(f"sky {i} ?"), assistant(f"blue {i}")],
+        "rejected": [user(f"sky {i} ?"), assistant(f"green {i}")],
+    },
+    "system_multi_turn": lambda i: {
+        "chosen": [system("be brief"), user(f"sky {i} ?"), assistant("blue"), user("sure ?"), assistant(f"yes {i}")],
+        "rejected": [system("be brief"), user(f"sky {i} ?"), assistant("blue"), user("sure ?"), assistant(f"no {i}")],
+    },
+    "explicit_multi_turn": lambda i: {
+        "prompt": [system("be brief"), user(f"sky {i} ?"), assistant("blue"), user("sure ?")],
+        "chosen": [assistant(f"yes {i}")],
+        "rejected": [assistant(f"no {i}")],
+    },
+    "prompt_string_with_conversations": _ultrafeedback,
+}
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def trl_record(row: dict[str, Any]) -> dict[str, Any]:
+    """What TRL's DPO trainer makes of a row: its prompt, chosen and rejected."""
+    texts = {key: row[key] for key in ("prompt", "chosen", "rejected") if key in row}
+    out = maybe_extract_prompt(texts)
+    return {key: out[key] for key in ("prompt", "chosen", "rejected")}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_each_shape_is_read_as_trl_reads_it(tmp_path: Path, shape: str) -> None:
+    rows = [SHAPES[shape](i) for i in range(N)]
+    path = write_jsonl(tmp_path / f"{shape}.jsonl", rows)
+    pairs = load_pairs(DataSpec(sources={shape: str(path)}))
+    assert [pair.to_record() for pair in pairs] == [trl_record(row) for row in rows]
+    assert [pair.line for pair in pairs] == list(range(1, N + 1))
+    if "prompt" not in rows[0] or isinstance(rows[0]["prompt"], str) != isinstance(rows[0]["chosen"], str):
+        assert pairs[0].prompt != rows[0].get("prompt")  # the prompt was taken from chosen and rejected
+
+
+@pytest.mark.parametrize("shape", ["implicit_standard", "prompt_string_with_conversations"])
+def test_shapes_in_csv_and_parquet(tmp_path: Path, shape: str) -> None:
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [SHAPES[shape](i) for i in range(N)]
+    with open(tmp_path / "d.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(rows[0]))
+        writer.writerows([v if isinstance(v, str) else json.dumps(v) for v in row.values()] for row in rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    expected = [trl_record(row) for row in rows]
+    for name in ("d.csv", "d.parquet"):
+        pairs = load_pairs(DataSpec(sources={"s": str(tmp_path / name)}))
+        assert [pair.to_record() for pair in pairs] == expected, name
+
+
+def test_the_extracted_splits_of_two_shapes() -> None:
+    hh, ultra = trl_record(SHAPES["implicit_standard"](3)), trl_record(_ultrafeedback(3))
+    assert hh == {"prompt": "\n\nHuman: sky 3 ?\n\nAssistant:", "chosen": " blue 3", "rejected": " green 3"}
+    assert ultra == {
+        "prompt": [user("rain or sun 3 ?")],
+        "chosen": [assistant("sun 3")],
+        "rejected": [assistant("rain 3")],
+    }
+
+
+BAD_SHAPES = {
+    "no-shared-prompt": ({"chosen": "yes", "rejected": "no"}, "chosen", "no 'prompt' column"),
+    "ends-on-user": (
+        {"chosen": [user("q"), assistant("a"), user("thanks")], "rejected": [user("q"), assistant("b"), user("ok")]},
+        "chosen",
+        "ends on a 'user' message",
+    ),
+    "explicit-ends-on-user": (
+        {"prompt": [user("q")], "chosen": [assistant("a")], "rejected": [assistant("b"), user("hm")]},
+        "rejected",
+        "ends on a 'user' message",
+    ),
+    "prompt-string-answers-only": (
+        {"prompt": "q", "chosen": [assistant("a")], "rejected": [assistant("b")]},
+        "chosen",
+        "plain-string prompt",
+    ),
+    "answers-in-two-formats": (
+        {"chosen": [user("q"), assistant("a")], "rejected": "q b"},
+        "rejected",
+        "a plain string but chosen is a conversation",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SHAPES))
+def test_a_shape_nobody_can_train_on_is_one_located_error(tmp_path: Path, case: str) -> None:
+    bad, field, phrase = BAD_SHAPES[case]
+    good = SHAPES["implicit_conversational"]
+    path = write_jsonl(tmp_path / "d.jsonl", [good(0), good(1), bad, good(2)])
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(path)}, min_pairs=2))
+    (problem,) = info.value.problems
+    assert (problem.file, problem.line, problem.field) == (str(path), 3, field)
+    assert phrase in problem.message
+    assert ACCEPTED_SHAPES in problem.message
+    assert "\n" not in str(problem)
+
+
+# --------------------------------------------------------------------------------------
+# end to end: a tiny chat model trained one step on every shape
+
+
+def test_every_shape_trains_and_the_stored_split_is_trls(tiny_chat_model: Path, tmp_path: Path) -> None:
+    rows = {shape: [make(i) for i in range(N)] for shape, make in SHAPES.items()}
+    for shape, shape_rows in rows.items():
+        write_jsonl(tmp_path / f"{shape}.jsonl", shape_rows)
+    sources = "\n".join(f'{shape} = "{shape}.jsonl"' for shape in SHAPES)
+    (tmp_path / "run.toml").write_text(
+        f'[model]\nbase = "{tiny_chat_model}"\ndevice = "cpu"\n[data.sources]\n{sources}\n'
+        "[dpo]\nmax_steps = 1\nper_device_train_batch_size = 2\nmax_length = 64\n",
+        encoding="utf-8",
+    )
+    manifest = train_sources(load_config(tmp_path / "run.toml"), tmp_path / "run", progress=False)
+    assert sorted(manifest.sources) == sorted(SHAPES)
+    for shape, shape_rows in rows.items():
+        entry = manifest.sources[shape]
+        assert entry.status == "trained" and entry.metrics["steps"] == 1
+        stored = [
+            {key: record[key] for key in ("prompt", "chosen", "rejected")}
+            for split in ("train", "heldout")
+            for record in read_jsonl_records(tmp_path / "run" / "data" / shape / f"{split}.jsonl")
+        ]
+        expected = [trl_record(row) for row in shape_rows]
+        assert len(stored) == N
+        assert sorted(map(json.dumps, stored)) == sorted(map(json.dumps, expected))
+    audit = json.loads((tmp_path / "run" / "data-audit.json").read_text(encoding="utf-8"))
+    assert sorted(audit["sources"]) == sorted(SHAPES)
+    assert all(entry["pairs"] == N for entry in audit["sources"].values())

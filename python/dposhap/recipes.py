@@ -33,6 +33,7 @@ from typing import Any
 from .config import load_config
 from .errors import InvalidArgumentError
 from .evaluate import GenerationSettings, MarginSettings
+from .evaluate.generation import RewardSpec
 from .report import format_table, load_values, make_figures
 from .reward_training import RewardTrainingSettings, train_reward_model
 from .run import Run, atomic_write_json, atomic_write_text
@@ -167,7 +168,8 @@ def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str | None = Non
     objectives = ("helpful", "harmless")
 
     def generation(run_root: Path) -> GenerationSettings:
-        rewards = [reward_model_spec(run_root, o) for o in objectives] + ["rubric=english"]
+        rewards: list[RewardSpec] = [reward_model_spec(run_root, o) for o in objectives]
+        rewards.append("rubric=english")
         if judge is not None:
             rewards.append(f"judge={judge}")
         return GenerationSettings(rewards=rewards, n_prompts=size.n_prompts, max_new_tokens=size.max_new_tokens)

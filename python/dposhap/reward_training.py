@@ -38,6 +38,7 @@ from .threads import choose as choose_threads
 from .threads import use as use_threads
 from .trainer_support import (
     PeakMemory,
+    common_trainer_args,
     environment,
     interrupt_callback,
     library_versions,
@@ -270,24 +271,21 @@ def _train(
         model.config.pad_token_id = tokenizer.pad_token_id
         n_train = len(pairs.train)
         args = RewardConfig(
-            output_dir=str(work / "trainer"),
             learning_rate=settings.learning_rate,
             num_train_epochs=settings.epochs,
             max_steps=settings.max_steps,
             per_device_train_batch_size=settings.batch_size,
             per_device_eval_batch_size=settings.batch_size,
             max_length=settings.max_length,
-            seed=settings.seed,
-            data_seed=settings.seed,
-            bf16=dtype == torch.bfloat16,
-            fp16=dtype == torch.float16,
-            use_cpu=device == "cpu",
-            report_to=[],
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="steps",
-            logging_steps=max(1, n_train // (4 * settings.batch_size)),
-            disable_tqdm=True,
+            **common_trainer_args(
+                output_dir=str(work / "trainer"),
+                seed=settings.seed,
+                dtype=dtype,
+                device=device,
+                n_train=n_train,
+                batch_size=settings.batch_size,
+                report_to=[],
+            ),
         )
         lora = LoraConfig(
             r=settings.lora_r,

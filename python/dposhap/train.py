@@ -69,6 +69,7 @@ from .threads import use as use_threads
 from .trainer_support import (
     PeakMemory,
     checkpointing_kwargs,
+    common_trainer_args,
     environment,
     interrupt_callback,
     library_versions,
@@ -735,7 +736,6 @@ def _train_into(
     eval_records: list[dict[str, Any]] | None,
     interrupts: Interrupts,
 ) -> tuple[SourceEntry, PreTrainedModel]:
-    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import PrinterCallback
@@ -744,7 +744,6 @@ def _train_into(
     d = cfg.dpo
     n_train = len(source.train)
     args = DPOConfig(
-        output_dir=str(work / "trainer"),
         beta=d.beta,
         learning_rate=d.learning_rate,
         num_train_epochs=d.num_train_epochs,
@@ -761,17 +760,15 @@ def _train_into(
         # computed once, before the first step, instead of by an extra forward in every step of every epoch
         precompute_ref_log_probs=True,
         **checkpointing_kwargs(DPOConfig, d.gradient_checkpointing),
-        seed=d.seed,
-        data_seed=d.seed,
-        bf16=model.dtype == torch.bfloat16,
-        fp16=model.dtype == torch.float16,
-        use_cpu=device == "cpu",
-        report_to=d.reporting(),
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="steps",
-        logging_steps=max(1, n_train // (4 * d.per_device_train_batch_size)),
-        disable_tqdm=True,
+        **common_trainer_args(
+            output_dir=str(work / "trainer"),
+            seed=d.seed,
+            dtype=model.dtype,
+            device=device,
+            n_train=n_train,
+            batch_size=d.per_device_train_batch_size,
+            report_to=d.reporting(),
+        ),
     )
     lora = LoraConfig(
         r=cfg.lora.r,

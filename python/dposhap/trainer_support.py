@@ -20,6 +20,7 @@ from .models import quiet_libraries
 __all__ = [
     "PeakMemory",
     "checkpointing_kwargs",
+    "common_trainer_args",
     "environment",
     "interrupt_callback",
     "library_versions",
@@ -172,3 +173,26 @@ def library_versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             out[package] = version(package)
     return out
+
+
+def common_trainer_args(
+    *, output_dir: str, seed: int, dtype: Any, device: str, n_train: int, batch_size: int, report_to: list[str]
+) -> dict[str, Any]:
+    """The ``TrainingArguments`` every dposhap trainer sets alike: seeds, precision, device, no checkpoints
+    or periodic evaluation, about four log lines per epoch and TRL's own bars off (ours are callbacks)."""
+    import torch
+
+    return {
+        "output_dir": output_dir,
+        "seed": seed,
+        "data_seed": seed,
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,
+        "use_cpu": device == "cpu",
+        "report_to": report_to,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_strategy": "steps",
+        "logging_steps": max(1, n_train // (4 * batch_size)),
+        "disable_tqdm": True,
+    }

@@ -176,8 +176,9 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         _train_on_ray(job, run, manifest, [data[name] for name in todo], record, progress=progress)
         return manifest
 
-    tokenizer = load_tokenizer(ref)
-    model = load_base_model(ref, dtype=dtype, device=device)
+    with quiet_libraries(loading_reports=progress):
+        tokenizer = load_tokenizer(ref)
+        model = load_base_model(ref, dtype=dtype, device=device)
     _check_against_model(cfg, model, tokenizer, [data[name] for name in todo])
     thread_choice = choose_threads(
         sum(p.numel() for p in model.parameters()),
@@ -185,7 +186,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         device=device,
         requested=cfg.model.threads,
     )
-    with _quiet_libraries(), use_threads(thread_choice, say=progress):
+    with _quiet_libraries(loading_reports=progress), use_threads(thread_choice, say=progress):
         for position, name in enumerate(todo, start=1):
             label = f"[{position}/{len(todo)}] {name}"
             entry, model = _train_one(
@@ -292,10 +293,11 @@ def _train_source_task(job: _SourceJob) -> SourceEntry:
             "give every node the same model files (on shared storage) or a hub id with a revision"
         )
     assert job.source is not None
-    tokenizer = load_tokenizer(ref)
-    model = load_base_model(ref, dtype=job.dtype, device=job.device)
+    with quiet_libraries(loading_reports=False):
+        tokenizer = load_tokenizer(ref)
+        model = load_base_model(ref, dtype=job.dtype, device=job.device)
     _check_against_model(cfg, model, tokenizer, [job.source])
-    with _quiet_libraries(), use_threads(job.threads, say=False):
+    with _quiet_libraries(loading_reports=False), use_threads(job.threads, say=False):
         entry, _ = _train_one(
             model,
             tokenizer,
@@ -775,8 +777,9 @@ def _environment(**values: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Silence the libraries' info logs, dataset progress bars and their own deprecation notices while training."""
+def _quiet_libraries(*, loading_reports: bool = True) -> Iterator[None]:
+    """Silence the libraries' info logs, dataset progress bars and their own deprecation notices while training
+    (and their loading reports without ``loading_reports``: :func:`dposhap.models.quiet_libraries`)."""
     import datasets
     import transformers
 
@@ -785,7 +788,7 @@ def _quiet_libraries() -> Iterator[None]:
     transformers.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
     try:
-        with quiet_libraries():
+        with quiet_libraries(loading_reports=loading_reports):
             yield
     finally:
         transformers.logging.set_verbosity(previous)

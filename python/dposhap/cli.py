@@ -214,16 +214,26 @@ def _report_check(cfg: Any, args: argparse.Namespace, sources: list[str] | None)
     return EXIT_USAGE
 
 
-def _settings_fields() -> dict[str, tuple[str, Any, str]]:
-    """Every field of every registered utility's settings: ``{name: (flag, type hint, help [utilities])}``."""
-    found: dict[str, tuple[str, Any, str, list[str]]] = {}
+_QUIET = "no progress bars, nor the libraries' model loading reports"
+
+
+def _settings_fields() -> dict[str, tuple[str, Any, str, str | None]]:
+    """Every field of every registered utility's settings: ``{name: (flag, type hint, help [utilities], metavar)}``."""
+    found: dict[str, tuple[str, Any, str, list[str], str | None]] = {}
     defaults: dict[str, set[str]] = {}
     for name in utility_names():
         settings_type = get_utility(name).settings_type
         hints = typing.get_type_hints(settings_type)
         for f in dataclasses.fields(settings_type):
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-            found.setdefault(f.name, (flag, hints[f.name], f.metadata.get("help", ""), []))[3].append(name)
+            entry: tuple[str, Any, str, list[str], str | None] = (
+                flag,
+                hints[f.name],
+                f.metadata.get("help", ""),
+                [],
+                f.metadata.get("metavar"),
+            )
+            found.setdefault(f.name, entry)[3].append(name)
             default = f.default if isinstance(f.default, (bool, int, float, str)) else None
             defaults.setdefault(f.name, set()).add("" if default is None or default is False else repr(default))
 
@@ -232,21 +242,25 @@ def _settings_fields() -> dict[str, tuple[str, Any, str]]:
         return f"{text} (default {default})" if default and "default" not in text else text
 
     return {
-        name: (flag, hint, f"{shown(name, text)} [{', '.join(users)}]")
-        for name, (flag, hint, text, users) in found.items()
+        name: (flag, hint, f"{shown(name, text)} [{', '.join(users)}]", metavar)
+        for name, (flag, hint, text, users, metavar) in found.items()
     }
 
 
 def _add_settings_flags(parser: argparse._ActionsContainer) -> None:
     """One flag per settings field of the registered utilities (``--max-new-tokens``...), help text included."""
-    for name, (flag, hint, text) in _settings_fields().items():
+    for name, (flag, hint, text, metavar) in _settings_fields().items():
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         base = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
         if base is bool:
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
         elif typing.get_origin(base) is list:
             parser.add_argument(
-                flag, dest=name, action="append", metavar="NAME", help=text + " (repeatable; or comma-separated)"
+                flag,
+                dest=name,
+                action="append",
+                metavar=metavar or "NAME",
+                help=text + " (repeatable; or comma-separated)",
             )
         else:
             parser.add_argument(flag, dest=name, type=base, help=text)
@@ -467,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_cluster_flags(train, "training tasks at once")
     train.add_argument("--force", action="store_true", help="retrain every source")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--quiet", action="store_true", help=_QUIET)
     train.add_argument(
         "--dry-run", action="store_true", help="check everything as dposhap check does, and train nothing"
     )
@@ -538,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("normal", "full"),
         help="SQLite durability of the cache: full survives a power cut (slower); default normal",
     )
-    value.add_argument("--quiet", action="store_true", help="no progress bars")
+    value.add_argument("--quiet", action="store_true", help=_QUIET)
     value.set_defaults(handler=_cmd_value)
 
     report = sub.add_parser(
@@ -556,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         "objectives and on preference accuracy, and report.",
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--quiet", action="store_true", help=_QUIET)
     demo.add_argument(
         "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
     )
@@ -591,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
     )
-    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    reproduce.add_argument("--quiet", action="store_true", help=_QUIET)
     reproduce.set_defaults(handler=_cmd_reproduce)
 
     reward = sub.add_parser(
@@ -631,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
     )
     reward_train.add_argument("--force", action="store_true", help="train even when --out is up to date")
-    reward_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    reward_train.add_argument("--quiet", action="store_true", help=_QUIET)
     reward_train.set_defaults(handler=_cmd_reward_train)
     return parser
 

@@ -178,47 +178,103 @@ def load_hint(ref: ModelRef) -> str:
 
 
 @contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
+def quiet_libraries(*, loading_reports: bool = True) -> Iterator[None]:
     """Hide the ML libraries' loading bars and their deprecation notices (restored afterwards).
 
     The notices (``FutureWarning`` / ``DeprecationWarning`` raised inside transformers, PEFT,
     TRL, accelerate, datasets and torch) are about those libraries' own calls, not the caller's
     code; the CLI and the Python API's heavy calls run under this. Other warnings stay.
+
+    Parameters
+    ----------
+    loading_reports
+        False: also silence transformers' and PEFT's loading reports (transformers' weight
+        report, PEFT's adapter-key warnings, both libraries' log warnings), as ``--quiet`` and
+        ``progress=False`` do. Weights that a model would get at random are an error of
+        :func:`load_pretrained` either way.
     """
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    peft_logger = logging.getLogger("peft")
+    peft_level = peft_logger.level
     hf_logging.disable_progress_bar()
+    if not loading_reports:
+        hf_logging.set_verbosity_error()
+        peft_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             for category in (FutureWarning, DeprecationWarning):
                 warnings.filterwarnings("ignore", category=category, module=_LIBRARY_MODULES)
+            if not loading_reports:
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft)(\.|$)")
             yield
     finally:
+        if not loading_reports:
+            hf_logging.set_verbosity(verbosity)
+            peft_logger.setLevel(peft_level)
         if enabled:
             hf_logging.enable_progress_bar()
 
 
+#: The top-level module names of the heads transformers adds to a base model (sequence classification).
+_HEAD_NAMES = ("score", "classifier")
 _LIBRARY_MODULES = r"(transformers|peft|trl|accelerate|datasets|torch)(\.|$)"
 
 
 def load_pretrained(
-    ref: ModelRef, auto_class: Any, *, dtype: torch.dtype, device: str, what: str = "model", **options: Any
+    ref: ModelRef,
+    auto_class: Any,
+    *,
+    dtype: torch.dtype,
+    device: str,
+    what: str = "model",
+    new_weights_hint: str | None = None,
+    new_head: bool = False,
+    **options: Any,
 ) -> Any:
     """``auto_class.from_pretrained`` of ``ref`` in ``dtype`` on ``device``, in eval mode: the one model loader.
 
-    ``options`` go to ``from_pretrained`` as they are (``num_labels=1`` for a new reward head).
+    A checkpoint that lacks weights of ``auto_class``'s architecture (transformers would
+    initialise them at random, e.g. the score head of a causal LM's folder loaded as a
+    sequence classifier) is refused: dposhap never evaluates with random weights.
+
+    Parameters
+    ----------
+    new_weights_hint
+        What to do when weights are missing (default: a generic hint naming ``what``).
+    new_head
+        The head is meant to be new (a reward model about to be trained from a causal LM):
+        missing weights of the head alone are allowed, any other is still refused.
+    options
+        Passed to ``from_pretrained`` as they are (``num_labels=1`` for a new reward head).
 
     Raises
     ------
     ModelLoadError
-        The model cannot be loaded (one line: what, from where, what to try).
+        The model cannot be loaded, or some of its weights are not in the checkpoint (one line:
+        what, from where, what to try).
     """
     try:
         with quiet_libraries():
-            model = auto_class.from_pretrained(ref.location, dtype=dtype, **ref.kwargs(), **options)
+            model, info = auto_class.from_pretrained(
+                ref.location, dtype=dtype, output_loading_info=True, **ref.kwargs(), **options
+            )
     except Exception as err:  # transformers raises OSError, ValueError, HTTP errors...
         raise ModelLoadError(f"cannot load the {what} {ref.location!r}: {first_line(err)}; {load_hint(ref)}") from err
+    missing = sorted(info.get("missing_keys") or ())
+    if new_head:
+        missing = [key for key in missing if key.split(".", 1)[0] not in _HEAD_NAMES]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        hint = new_weights_hint or f"give a {what} saved with save_pretrained as a {auto_class.__name__}"
+        raise ModelLoadError(
+            f"the {what} {ref.location!r} has no trained weights for {shown} (they would be initialised at random): "
+            f"{hint}"
+        )
     return model.to(device).eval()
 
 

@@ -266,7 +266,13 @@ def _train(
         torch.manual_seed(settings.seed)  # the new score head's initialisation
         with _silent_transformers():  # its load report announces the new score head, which is the point
             model = load_pretrained(
-                ref, AutoModelForSequenceClassification, dtype=dtype, device=device, what="base model", num_labels=1
+                ref,
+                AutoModelForSequenceClassification,
+                dtype=dtype,
+                device=device,
+                what="base model",
+                new_head=True,
+                num_labels=1,
             )
         model.config.pad_token_id = tokenizer.pad_token_id
         n_train = len(pairs.train)

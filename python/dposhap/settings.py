@@ -22,12 +22,17 @@ __all__ = ["MAX_INT_SETTING", "Section", "setting"]
 MAX_INT_SETTING = 2**31 - 1
 
 
-def setting(text: str, *, flag: str | None = None, **kwargs: Any) -> Any:
+def setting(text: str, *, flag: str | None = None, metavar: str | None = None, **kwargs: Any) -> Any:
     """A dataclass field carrying its help text in ``metadata["help"]``.
 
-    ``flag`` names its command-line flag when that is not ``--`` + the field's name with dashes.
+    ``flag`` names its command-line flag when that is not ``--`` + the field's name with dashes;
+    ``metavar`` the flag's value in ``--help`` when that is not the default.
     """
-    metadata = {"help": text} if flag is None else {"help": text, "flag": flag}
+    metadata = {"help": text}
+    if flag is not None:
+        metadata["flag"] = flag
+    if metavar is not None:
+        metadata["metavar"] = metavar
     return field(metadata=metadata, **kwargs)
 
 

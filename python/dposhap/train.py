@@ -47,6 +47,7 @@ from .models import (
     load_base_model,
     load_model_skeleton,
     load_tokenizer,
+    quiet_libraries,
     resolve_device,
     resolve_dtype,
     resolve_model,
@@ -200,7 +201,8 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         _train_on_ray(job, run, manifest, [data[name] for name in todo], record, progress=progress)
         return manifest
 
-    model = load_base_model(ref, dtype=dtype, device=device)
+    with quiet_libraries(loading_reports=progress):
+        model = load_base_model(ref, dtype=dtype, device=device)
     _check_against_model(cfg, model, tokenizer, [data[name] for name in todo])
     thread_choice = choose_threads(
         sum(p.numel() for p in model.parameters()),
@@ -208,7 +210,7 @@ def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, fo
         device=device,
         requested=cfg.model.threads,
     )
-    with quiet_training_libraries(), use_threads(thread_choice, say=progress):
+    with quiet_training_libraries(loading_reports=progress), use_threads(thread_choice, say=progress):
         for position, name in enumerate(todo, start=1):
             label = f"[{position}/{len(todo)}] {name}"
             entry, model = _train_one(
@@ -488,10 +490,11 @@ def _train_source_task(job: _SourceJob) -> SourceEntry:
             "give every node the same model files (on shared storage) or a hub id with a revision"
         )
     assert job.source is not None
-    tokenizer = load_tokenizer(ref)
-    model = load_base_model(ref, dtype=job.dtype, device=job.device)
+    with quiet_libraries(loading_reports=False):
+        tokenizer = load_tokenizer(ref)
+        model = load_base_model(ref, dtype=job.dtype, device=job.device)
     _check_against_model(cfg, model, tokenizer, [job.source])
-    with quiet_training_libraries(), use_threads(job.threads, say=False):
+    with quiet_training_libraries(loading_reports=False), use_threads(job.threads, say=False):
         entry, _ = _train_one(
             model,
             tokenizer,

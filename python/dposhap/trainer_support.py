@@ -146,8 +146,9 @@ def environment(**values: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def quiet_training_libraries() -> Iterator[None]:
-    """Silence the libraries' info logs, dataset progress bars and their own deprecation notices while training."""
+def quiet_training_libraries(*, loading_reports: bool = True) -> Iterator[None]:
+    """Silence the libraries' info logs, dataset progress bars and their own deprecation notices while training
+    (and their loading reports without ``loading_reports``: :func:`dposhap.models.quiet_libraries`)."""
     import datasets
     import transformers
 
@@ -156,7 +157,7 @@ def quiet_training_libraries() -> Iterator[None]:
     transformers.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
     try:
-        with quiet_libraries():
+        with quiet_libraries(loading_reports=loading_reports):
             yield
     finally:
         transformers.logging.set_verbosity(previous)

@@ -119,7 +119,7 @@ def value_run(
     )
     with (
         run.lock(f"dposhap value --utility {utility}"),
-        quiet_libraries(),
+        quiet_libraries(loading_reports=progress),
         use_threads(thread_choice, say=progress),
         evaluation_pool(where, str(run.root), device=device, threads=threads, progress=progress) as pool,
     ):

@@ -44,7 +44,7 @@ class EvaluationActor:
         from ..run import Run
 
         torch.set_num_threads(threads)
-        self._quiet = quiet_libraries()
+        self._quiet = quiet_libraries(loading_reports=False)  # an actor shows no progress either
         self._quiet.__enter__()
         self.device = device
         self.utility: Any = None

@@ -7,10 +7,11 @@ objective; a coalition's utility is the mean score over the prompts (self-normal
 weighted with ``correction``).
 
 Rewards (``GenerationSettings.rewards``) are named by spec: a world's name (its ground-truth
-reward functions, for a run built from that world), a local folder / hub id of a
-sequence-classification reward model (one objective each), or an LLM judge
-``judge[:MODEL[:RUBRIC]]`` (:mod:`.judge`, one objective per rubric). The default is the run's
-world's rewards.
+reward functions, for a run built from that world), a sequence-classification reward model
+``MODEL[@LABEL][:TRANSFORM]`` (a local folder, hub id or ``.gguf`` file, one objective each;
+:func:`.rewards.parse_reward_model_spec`), or an LLM judge ``judge[:MODEL[:RUBRIC]]``
+(:mod:`.judge`, one objective per rubric), each optionally ``NAME=SPEC``. The default is the
+run's world's rewards.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..models import resolve_model
 from ..run import Run, config_hash
 from ..settings import setting
 from ..uncertainty import ItemScores
@@ -31,7 +33,15 @@ from ..worlds import World, world_names
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import evaluation_prompts
 from .judge import JudgeRewards, is_judge_spec, parse_judge_spec
-from .rewards import CallableRewards, HFRewardModel, MultiScorer, RewardScorer
+from .rewards import (
+    CallableRewards,
+    HFRewardModel,
+    MultiScorer,
+    RewardModelSpec,
+    RewardScorer,
+    model_weights_identity,
+    parse_reward_model_spec,
+)
 
 __all__ = ["GenerationSettings", "GenerationUtility", "RewardSpec", "describe_reward", "reward_scorer"]
 
@@ -44,11 +54,16 @@ class GenerationSettings:
     """How the generation utility decodes and scores."""
 
     rewards: list[RewardSpec] | None = setting(
-        "rewards, one or more: a world's name (its reward functions), a sequence-classification reward model's "
-        "folder, hub id or .gguf, or an LLM judge judge[:MODEL[:RUBRIC]] (rubrics helpful, harmless or a file), each "
-        "optionally NAME=SPEC to name its objective (default: the folder's or rubric's name; the run's world's "
-        "rewards when none is given); in Python also a RewardScorer or {name: f(prompt, completion)}",
+        "rewards, one or more: a world's name (its reward functions); a sequence-classification reward model "
+        "MODEL[@LABEL][:TRANSFORM], MODEL its folder, hub id or .gguf, LABEL the label that is the reward by name or "
+        "index (needed with several labels), TRANSFORM logit (default for one label), prob (its softmax "
+        "probability) or logodds (default for several: its logit minus the log-sum-exp of the others), e.g. "
+        "./tox-model@non-toxic:prob; or an LLM judge judge[:MODEL[:RUBRIC]] (rubrics helpful, harmless or a file). "
+        "Each optionally NAME=SPEC to name its objective (default: the model's folder name with its @LABEL:TRANSFORM, "
+        "or the rubric's name; the run's world's rewards when none is given); in Python also a RewardScorer or "
+        "{name: f(prompt, completion)}",
         flag="--reward",
+        metavar="SPEC",
         default=None,
     )
     eval_file: str | None = setting(
@@ -85,8 +100,10 @@ class GenerationSettings:
 def reward_scorer(run: Run, specs: Sequence[RewardSpec] | None, *, device: str) -> RewardScorer:
     """The scorer of a list of reward specs (module docstring); None: the run's world's rewards.
 
-    A spec is a string — a world's name, a reward model's folder or hub id, optionally named
-    ``NAME=SPEC`` (the objective's name; default the folder's or the model's name) — or, in
+    A spec is a string — a world's name, a reward model ``MODEL[@LABEL][:TRANSFORM]``
+    (:func:`~dposhap.evaluate.rewards.parse_reward_model_spec`), a judge, optionally named
+    ``NAME=SPEC`` (the objective's name; default the model's folder name with the spec's
+    ``@LABEL:TRANSFORM``) — or, in
     Python, a :class:`~dposhap.evaluate.rewards.RewardScorer` or a mapping ``{objective:
     f(prompt, completion)}``: the objective names key the cache, so rename one when its function
     changes.
@@ -95,7 +112,8 @@ def reward_scorer(run: Run, specs: Sequence[RewardSpec] | None, *, device: str) 
     ------
     InvalidArgumentError
         No spec and no world, a world's name on a run built from another world (or none), an
-        unnamed function, a bad judge spec, or two objectives of the same name.
+        unnamed function, a bad judge or reward model spec (a label or transform on a world or
+        judge, a model with several labels and no label), or two objectives of the same name.
     DataError
         A judge's rubric file is missing or malformed.
     ModelLoadError
@@ -114,15 +132,44 @@ def reward_scorer(run: Run, specs: Sequence[RewardSpec] | None, *, device: str) 
 
 
 def describe_reward(spec: RewardSpec) -> str:
-    """How a reward spec enters the cache key: the string itself, or the scorer's kind and objectives."""
-    if isinstance(spec, str):
-        return spec
+    """How a reward spec enters the cache key.
+
+    A reward model (a spec string naming one, or an :class:`HFRewardModel`) is keyed by its
+    objective's name, its weights (:func:`~dposhap.evaluate.rewards.model_weights_identity`:
+    the sha256 of a local folder's files or of a ``.gguf`` file, a hub id with its revision),
+    its label and its transform, so a folder retrained in place is a new key; a world's name or
+    a judge spec is the string itself; another scorer its kind and objectives; functions their
+    names.
+
+    Raises
+    ------
+    InvalidArgumentError, ModelLoadError
+        A reward model spec that is malformed or names no model.
+    """
+    if isinstance(spec, HFRewardModel):
+        return f"{spec.objectives[0]}={spec.cache_identity()}"
     if isinstance(spec, RewardScorer):
         return f"{type(spec).__name__}:{','.join(spec.objectives)}"
-    return f"functions:{','.join(spec)}"
+    if not isinstance(spec, str):
+        return f"functions:{','.join(spec)}"
+    named, target = _named(spec)
+    if is_judge_spec(target) or target in world_names():
+        return spec
+    parsed = parse_reward_model_spec(target)
+    ref = resolve_model(parsed.model)
+    label = "" if parsed.label is None else f"@{parsed.label}"
+    return f"{named or _model_objective(parsed)}={model_weights_identity(ref)}{label}:{parsed.transform or 'default'}"
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _named(spec: str) -> tuple[str | None, str]:
+    """``NAME=SPEC`` as ``(NAME, SPEC)``; ``(None, spec)`` when the spec names no objective."""
+    name, eq, target = spec.partition("=")
+    if eq and _NAME.match(name.strip()) and target.strip():
+        return name.strip(), target.strip()
+    return None, spec.strip()
 
 
 def _scorer(spec: RewardSpec, world: World | None, device: str) -> RewardScorer:
@@ -137,9 +184,7 @@ def _scorer(spec: RewardSpec, world: World | None, device: str) -> RewardScorer:
         )
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidArgumentError(f"a reward spec is a non-empty string, a RewardScorer or a mapping; got {spec!r}")
-    name, eq, target = spec.partition("=")
-    named = name.strip() if eq and _NAME.match(name.strip()) and target.strip() else None
-    target = target.strip() if named else spec.strip()
+    named, target = _named(spec)
     if world is not None and target == world.name:
         functions = world.rewards()
         if named:
@@ -155,13 +200,27 @@ def _scorer(spec: RewardSpec, world: World | None, device: str) -> RewardScorer:
             f"reward {target!r} is the {target} world's; this run was not built from it: give a reward model folder "
             "or hub id"
         )
-    return HFRewardModel(target, device=device, objective=named or _model_objective(target))
+    parsed = parse_reward_model_spec(target)
+    if parsed.model in world_names() or is_judge_spec(parsed.model):
+        kind = "an LLM judge's" if is_judge_spec(parsed.model) else f"the {parsed.model} world's"
+        raise InvalidArgumentError(
+            f"reward {target!r}: {parsed.model!r} names {kind} rewards, which take no @LABEL or :TRANSFORM (those "
+            "pick a reward model's label): write it without them"
+        )
+    return HFRewardModel(
+        parsed.model,
+        device=device,
+        objective=named or _model_objective(parsed),
+        label=parsed.label,
+        transform=parsed.transform,
+    )
 
 
-def _model_objective(location: str) -> str:
-    """A reward model's objective name: its folder's (or hub id's) last component."""
-    tail = location.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
-    return tail.removesuffix(".gguf") or "reward"
+def _model_objective(spec: RewardModelSpec) -> str:
+    """A reward model's objective name: its folder's (or hub id's) last component, with the spec's label and
+    transform (``tox-model@non-toxic:prob``)."""
+    tail = spec.model.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    return str(RewardModelSpec(tail.removesuffix(".gguf") or "reward", spec.label, spec.transform))
 
 
 class GenerationUtility:

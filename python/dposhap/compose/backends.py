@@ -106,9 +106,14 @@ def _dense_backend(request: DenseDispatchRequest) -> str:
     ):
         return "torch"
     if ref.is_cuda:
-        return "cuda" if _native.cuda_available() else "triton"
-    if ref.device.type == "cpu" and _native.cpu_available():
-        return "cpp"
+        if _native.cuda_available():
+            return "cuda"
+        registry.tell_fallback("cuda", "triton")
+        return "triton"
+    if ref.device.type == "cpu":
+        if _native.cpu_available():
+            return "cpp"
+        registry.tell_fallback("cpp", "torch")
     return "torch"
 
 

@@ -4,7 +4,9 @@ Every backend says which inputs it handles (:meth:`GatherBackend.supports`), whe
 on this machine (:meth:`GatherBackend.available`, which may build or import it) and runs a
 request (:meth:`GatherBackend.launch`). The dispatcher (:mod:`dposhap.compose.backends`) looks a
 backend up by name, or lets :func:`pick` choose the first of :data:`AUTO_ORDER` that supports the
-inputs and is available.
+inputs and is available. When ``"auto"`` passes over a faster backend that supports the inputs
+but does not run here, :func:`tell_fallback` says so once per backend and process (a
+:class:`~dposhap.errors.BackendFallbackWarning`: which backend, why, what to install).
 
 ``"torch"``
     The plain reference (:func:`dposhap.compose.reference.compose_checked`): any inputs.
@@ -20,19 +22,21 @@ inputs and is available.
 
 from __future__ import annotations
 
+import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 
-from ..errors import InvalidArgumentError
+from ..errors import BackendFallbackWarning, InvalidArgumentError
 from ..registry import Registry
 from . import _native, cuda_backend, ops, triton_backend
 from .contract import ComposeOutput, GatherRequest, validate_gather
 from .reference import compose_checked
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "GatherBackend", "KernelBackend", "get", "pick"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "GatherBackend", "KernelBackend", "get", "pick", "tell_fallback"]
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -50,6 +54,10 @@ class GatherBackend(ABC):
     @abstractmethod
     def available(self) -> bool:
         """Whether the backend runs on this machine; may build or import it on first call."""
+
+    def unavailable_reason(self) -> str | None:
+        """Why the backend does not run on this machine, and what to install; None when it runs."""
+        return None if self.available() else f"the {self.name} backend does not run on this machine"
 
     @abstractmethod
     def launch(self, request: GatherRequest) -> ComposeOutput:
@@ -112,6 +120,9 @@ class CppBackend(KernelBackend):
     def available(self) -> bool:
         return _native.cpu_available()
 
+    def unavailable_reason(self) -> str | None:
+        return _native.cpu_problem()
+
     def check_device(self, logits: torch.Tensor) -> None:
         if logits.device.type != "cpu":
             raise InvalidArgumentError(f"logits must be on the CPU for the cpp backend, got {logits.device}")
@@ -127,6 +138,9 @@ class CudaBackend(KernelBackend):
     def available(self) -> bool:
         return _native.cuda_available()
 
+    def unavailable_reason(self) -> str | None:
+        return _native.cuda_problem()
+
     def check_device(self, logits: torch.Tensor) -> None:
         cuda_backend.check_cuda_tensors(logits)
 
@@ -141,6 +155,11 @@ class TritonBackend(KernelBackend):
 
     def available(self) -> bool:
         return triton_backend.available(torch.device("cuda"))
+
+    def unavailable_reason(self) -> str | None:
+        if self.available():
+            return None
+        return "Triton is not installed: `pip install triton` (it comes with torch's CUDA builds on Linux)"
 
 
 #: Every backend, by name.
@@ -165,9 +184,46 @@ def get(name: str) -> GatherBackend:
 def pick(request: GatherRequest) -> GatherBackend:
     """The backend ``"auto"`` runs a request on: on CUDA tensors the CUDA kernel where it builds,
     else Triton; on the CPU the C++ kernel where it applies and builds; else the reference
-    (float64 logits or compute included)."""
+    (float64 logits or compute included). A faster backend passed over because it does not run
+    here is told once (:func:`tell_fallback`)."""
+    passed_over: list[str] = []
+    chosen = BACKENDS.get("torch")
     for name in AUTO_ORDER:
         backend = BACKENDS.get(name)
-        if backend.supports(request) and backend.available():
-            return backend
-    return BACKENDS.get("torch")
+        if not backend.supports(request):
+            continue
+        if backend.available():
+            chosen = backend
+            break
+        passed_over.append(name)
+    for name in passed_over:
+        tell_fallback(name, chosen.name)
+    return chosen
+
+
+_TOLD: set[str] = set()
+_TOLD_LOCK = threading.Lock()
+
+
+def tell_fallback(skipped: str, chosen: str) -> None:
+    """Say, once per process for each ``skipped`` backend, that ``"auto"`` runs on ``chosen``
+    instead, why ``skipped`` does not run here and how to get it (a
+    :class:`~dposhap.errors.BackendFallbackWarning`).
+
+    Parameters
+    ----------
+    skipped
+        The faster backend that supports the inputs but does not run on this machine.
+    chosen
+        The backend that runs them instead.
+    """
+    with _TOLD_LOCK:
+        if skipped in _TOLD:
+            return
+        _TOLD.add(skipped)
+    reason = BACKENDS.get(skipped).unavailable_reason() or "it is unavailable"
+    warnings.warn(
+        f'compose backend "auto" runs on "{chosen}" instead of the faster "{skipped}" backend: {reason}',
+        BackendFallbackWarning,
+        stacklevel=3,
+    )

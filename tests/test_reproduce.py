@@ -1,16 +1,18 @@
-"""``dposhap reproduce`` at a small setting: SmolLM2-135M-Instruct, the English world, the judge.
+"""``dposhap reproduce`` at a small setting: SmolLM2-135M-Instruct, the English world, two reward models.
 
-The paper's planted expectations, measured on the real model (slow: trains four adapters and
-decodes 16 coalitions on a CPU):
+The paper's planted expectations, measured on the real model (slow: trains four adapters and two
+reward models, and decodes 16 coalitions on a CPU):
 
-- on helpfulness the adversarial source is valued below the helpful one (generation, scored by
-  the world's rubric rewards, and preference accuracy on the world's trusted helpful pairs);
-- on harmlessness the harmless source is valued highest (preference accuracy on the trusted
-  harmless pairs: teacher-forced, so it holds at this small setting, where eight decoded prompts
-  hold too few harmful requests to rank the sources by their samples).
+- the reward models learn their objectives (held-out pairwise accuracy well above chance);
+- on the helpfulness reward model the helpful source is valued above the adversarial one, and on
+  the harmlessness reward model the harmless source above the adversarial one (generation:
+  composed decoding of half benign, half harmful prompts);
+- on helpfulness the adversarial source is valued below the helpful one by the world's rubric
+  (generation) and by preference accuracy on the trusted helpful pairs, and on the trusted harmless
+  pairs the harmless source is worth most.
 
-The LLM judge's values are checked for shape, not for the ranking: SmolLM2-135M-Instruct as a
-judge hardly tells its two rubrics apart (bench/RESULTS.md).
+Whether each planted order is significant is measured at the CPU preset's size (bench/RESULTS.md,
+"Reproduce"); this small setting checks the order.
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ from dposhap.recipes import ReproduceSize, reproduce_recipe, run_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread", "smollm2")]
 
-SMALL = ReproduceSize(pairs_per_source=32, epochs=2.0, n_prompts=8, max_new_tokens=12, eval_pairs=32)
+SMALL = ReproduceSize(
+    pairs_per_source=32,
+    epochs=2.0,
+    n_prompts=12,
+    max_new_tokens=12,
+    eval_pairs=32,
+    learning_rate=1e-3,
+    reward_pairs=64,
+    reward_top_layers=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +54,9 @@ def test_the_planted_expectations_hold(reproduced: tuple[Path, dict]) -> None:
     assert generation["method"] == "exact" and generation["n_evaluations"] == 16
     assert generation["objectives"] == ["helpful", "harmless", "rubric_helpful", "rubric_harmless"]
     assert all(np.isfinite(list(v.values())).all() for v in generation["values"].values())
+    helpful, harmless = generation["values"]["helpful"], generation["values"]["harmless"]
+    assert helpful["adversarial"] < helpful["helpful"], helpful
+    assert harmless["adversarial"] < harmless["harmless"], harmless
     truth = generation["values"]["rubric_helpful"]
     assert truth["adversarial"] < truth["helpful"], truth
     accuracy = doc["utilities"]["accuracy"]["values"]["accuracy"]
@@ -67,6 +81,11 @@ def test_outputs_and_stage_times(reproduced: tuple[Path, dict]) -> None:
     assert manifest["base_model"]["origin_sha256"]  # the GGUF file it came from
     assert manifest["config"]["lora"]["r"] == 8 and manifest["config"]["lora"]["alpha"] == 16
     assert manifest["config"]["dpo"]["beta"] == 0.1
-    times = json.loads((out / "reproduce.json").read_text())["seconds"]
-    assert set(times) == {"train", "generation", "accuracy", "report"} and all(t > 0 for t in times.values())
+    stages = json.loads((out / "reproduce.json").read_text())
+    times = stages["seconds"]
+    assert set(times) == {"train", "reward_models", "generation", "accuracy", "report"}
+    assert all(t > 0 for t in times.values())
+    for objective in ("helpful", "harmless"):  # trained on the world's reward-model sets, kept in the run
+        assert (out / "reward-models" / objective / "config.json").is_file()
+        assert stages["reward_models"][objective]["heldout_accuracy"] >= 0.75, stages["reward_models"]
     assert (out / "figures" / "scatter_generation.png").is_file()

@@ -346,14 +346,39 @@ def _train_unions(config, run: Path, names: list[str], sizes: dict[str, int]) ->
     return entries
 
 
-def _likelihood_items(run: Path, players: list[str], rows: np.ndarray, records: list[dict], max_length: int):
-    """Per response: the summed log-likelihood of its tokens and its token count, under each row's model."""
+def _likelihood_items(
+    run: Path, players: list[str], rows: np.ndarray, records: list[dict], max_length: int, max_block: int = 4
+):
+    """Per response: the summed log-likelihood of its tokens and its token count, under each row's model.
+
+    The per-position logits are held for the reference and at most ``max_block`` adapters
+    (``[N, max_block + 1, V]`` float32); with more players every row must hold at most one (a retrained
+    union alone, or the base model), and each adapter is scored with its own block.
+    """
     loaded = Run.open(run).load_models(sources=players, device="cpu")
-    likelihood = ComposedLikelihood.from_model(
-        loaded.model, loaded.tokenizer, loaded.sources, records, device="cpu", max_length=max_length
-    )
-    items = likelihood.item_scores(rows)
-    return items.numer[:, 0, :], items.denom
+
+    def block(names: list[str], sub: np.ndarray):
+        likelihood = ComposedLikelihood.from_model(
+            loaded.model, loaded.tokenizer, names, records, device="cpu", max_length=max_length
+        )
+        items = likelihood.item_scores(sub)
+        return items.numer[:, 0, :], items.denom
+
+    if len(players) <= max_block:
+        return block(players, rows)
+    if (rows.sum(1) > 1).any():
+        raise ValueError("rows of several adapters need every adapter in one block")
+    numer = denom = None
+    for k, name in enumerate(players):
+        mine = np.flatnonzero(rows[:, k] | (~rows.any(1) if k == 0 else False))
+        if not len(mine):
+            continue
+        part_numer, part_denom = block([name], rows[mine][:, [k]])
+        if numer is None or denom is None:
+            numer, denom = np.zeros((len(rows), part_numer.shape[1])), np.zeros((len(rows), part_numer.shape[1]))
+        numer[mine], denom[mine] = part_numer, part_denom
+    assert numer is not None and denom is not None
+    return numer, denom
 
 
 def _english(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ class MarginGame(_core.MarginGame):
     """The DPO margin game ``v(S) = mean_j f(sum_{i in S} margins[i, j])``.
 
     On held-out pairs, the coalition's DPO margin is exactly the sum of its members' margins
-    (DESIGN.md §1), so preference accuracy and held-out log-likelihood of any coalition cost a
+    (docs/design.md §1), so preference accuracy and held-out log-likelihood of any coalition cost a
     masked sum. Passed to :func:`dposhap.shapley`, the game is evaluated in Rust: along each
     permutation incrementally (one source added costs O(m)), in parallel, with the GIL released;
     exact values come from a Gray-code enumeration.

@@ -1,7 +1,7 @@
 """Per-source DPO training: one TRL ``DPOTrainer`` with a PEFT LoRA adapter per source.
 
 Every source is trained on the same base model, which is also the DPO reference policy (the
-adapter switched off), so the adapters compose by logits arithmetic (DESIGN.md §1). Runs are
+adapter switched off), so the adapters compose by logits arithmetic (docs/design.md §1). Runs are
 resumable: a source whose finished adapter carries the same data hash and training hash is
 skipped, one whose data or config changed is retrained, and a source interrupted mid-run
 restarts cleanly (adapters are written to a temporary folder and renamed when complete).

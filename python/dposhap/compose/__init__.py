@@ -1,7 +1,7 @@
 """Compose kernels: language-model arithmetic over per-source logits.
 
 A coalition's next-token distribution is ``log_softmax((l_ref + sum_i w_i (l_i - l_ref)) / T)``
-(DESIGN.md §1). This subpackage needs torch, which the Shapley engine does not, so
+(docs/design.md §1). This subpackage needs torch, which the Shapley engine does not, so
 ``import dposhap`` does not import it: use ``from dposhap import compose``.
 
 Forms

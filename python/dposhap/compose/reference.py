@@ -1,6 +1,6 @@
 """The plain-torch reference of the compose kernels: the ground truth of every backend.
 
-Language-model arithmetic (DESIGN.md §1). An output row ``m`` has a reference row ``r`` and
+Language-model arithmetic (docs/design.md §1). An output row ``m`` has a reference row ``r`` and
 member rows ``s_1..s_J`` of a logits matrix, with weights ``w_1..w_J`` and a temperature::
 
     c = (l_r + sum_j w_j (l_{s_j} - l_r)) / temperature_m,      log p = log_softmax(c)

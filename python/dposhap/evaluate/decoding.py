@@ -1,6 +1,6 @@
 """Batched composed decoding: K coalitions x B prompts through one multi-adapter model.
 
-The policy of a coalition ``S`` with weights ``w`` is, token by token (DESIGN.md §1)::
+The policy of a coalition ``S`` with weights ``w`` is, token by token (docs/design.md §1)::
 
     logits_S = l_ref + sum_{i in S} w_i (l_i - l_ref),   then / temperature, top-k, Gumbel-max
 

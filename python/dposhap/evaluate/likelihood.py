@@ -32,7 +32,7 @@ __all__ = ["ComposedLikelihood"]
 class ComposedLikelihood:
     """Mean log-likelihood per token of fixed responses under the composed policy of each coalition.
 
-    The composed policy is the token-level one of the decoding engine (DESIGN.md §1):
+    The composed policy is the token-level one of the decoding engine (docs/design.md §1):
     ``logits_S = l_ref + sum_{i in S} w_i (l_i - l_ref)``, normalised at every position. The
     per-position logits of the reference and of every source are held in memory (``[N, n + 1,
     V]``, N = response tokens) and each batch of coalitions is scored by

@@ -2,7 +2,7 @@
 
 On a held-out pair ``(x, y_w, y_l)`` source ``i`` has the DPO margin
 ``m_i = beta * ((log pi_i(y_w|x) - log pi_ref(y_w|x)) - (log pi_i(y_l|x) - log pi_ref(y_l|x)))``
-and a coalition's margin is exactly ``sum_{i in S} m_i`` (DESIGN.md §1). One teacher-forced
+and a coalition's margin is exactly ``sum_{i in S} m_i`` (docs/design.md §1). One teacher-forced
 pass per source and one for the reference give the margins matrix ``[n, P]``
 (:func:`margins_matrix`, tokenised as TRL does: :mod:`.tokenize`); preference accuracy and
 held-out DPO log-likelihood of any coalition are then a masked sum, evaluated natively by

@@ -45,36 +45,11 @@ from dposhap.worlds.english.world import FORMAT_VERSION, STAMP_FILE
 
 PAIRS = 300
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant:{% endif %}"
-)
-
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama and a tokenizer with a chat template, saved as a Hugging Face folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from dposhap.worlds.toy.model import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    folder = tmp_path_factory.mktemp("model") / "tiny-instruct"
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def model_dir(tiny_chat_model: Path) -> Path:
+    """A tiny random Llama and a tokenizer with a chat template, saved as a Hugging Face folder (conftest)."""
+    return tiny_chat_model
 
 
 @pytest.fixture(scope="module")

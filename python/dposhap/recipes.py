@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .config import load_config
 from .errors import InvalidArgumentError
@@ -38,10 +38,13 @@ from .report import format_table, load_values, make_figures
 from .reward_training import RewardTrainingSettings, train_reward_model
 from .run import Run, atomic_write_json, atomic_write_text
 from .train import train_sources
+from .uncertainty import Z95
 from .valuation import value_run
 
 __all__ = [
     "DEMO_CONFIG",
+    "PLANTED",
+    "Expectation",
     "REWARD_MODELS_DIR",
     "Recipe",
     "ReproduceSize",
@@ -86,14 +89,63 @@ class RewardModels:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """A planted property a recipe's values should show, checked against the values' comparisons.
+
+    ``kind`` ``"top"``: ``source`` is above every other source on ``objective``, each difference
+    significant at 95% (the paired bootstrap comparisons of ``values.json``); ``"negative"``:
+    ``source``'s value is below zero by more than 1.96 total standard errors.
+    """
+
+    utility: str
+    objective: str
+    source: str
+    kind: Literal["top", "negative"]
+
+    def check(self, doc: dict[str, Any]) -> tuple[bool, str]:
+        """Whether it holds in the values document ``doc``, and one line saying so."""
+        entry = doc.get("utilities", {}).get(self.utility)
+        if entry is None or self.objective not in entry.get("values", {}):
+            return False, f"{self}: not valued"
+        value = float(entry["values"][self.objective][self.source])
+        if self.kind == "negative":
+            error = float((entry.get("total_stderr") or entry["stderr"])[self.objective][self.source])
+            holds = value + Z95 * error < 0
+            return holds, f"{self}: {value:+.4f} ± {Z95 * error:.4f} (95%)"
+        comparisons = [
+            c
+            for c in (entry.get("comparisons") or {}).get(self.objective, [])
+            if self.source in (c["first"], c["second"])
+        ]
+        above = [c for c in comparisons if c["first"] == self.source and c["significant"]]
+        others = len(entry["sources"]) - 1
+        return len(above) == others, f"{self}: significantly above {len(above)} of the {others} others"
+
+    def __str__(self) -> str:
+        what = "above every other source" if self.kind == "top" else "below zero"
+        return f"{self.source} {what} on {self.utility}:{self.objective}"
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """A training config, the reward models trained beside it, and the valuations run on it."""
+    """A training config, the reward models trained beside it, the valuations run on it, what they should show."""
 
     name: str
     what: str
     overrides: list[str]
     valuations: list[Valuation] = field(default_factory=list)
     reward_models: RewardModels | None = None
+    expectations: list[Expectation] = field(default_factory=list)
+
+
+#: What the toy and the English worlds plant, checked after ``demo`` and ``reproduce``: on the generation
+#: objectives the helpful and harmless sources each worth most on their own objective, the adversarial
+#: source worth less than nothing on helpfulness.
+PLANTED = [
+    Expectation("generation", "helpful", "helpful", "top"),
+    Expectation("generation", "harmless", "harmless", "top"),
+    Expectation("generation", "helpful", "adversarial", "negative"),
+]
 
 
 def demo_recipe() -> Recipe:
@@ -110,6 +162,7 @@ def demo_recipe() -> Recipe:
             ),
             Valuation("accuracy", None, "exact Shapley values on preference accuracy (the world's trusted pairs)"),
         ],
+        expectations=PLANTED,
     )
 
 
@@ -200,6 +253,7 @@ def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str | None = Non
                 top_layers=size.reward_top_layers,
             ),
         ),
+        expectations=PLANTED,
         valuations=[
             Valuation(
                 "generation",
@@ -314,6 +368,9 @@ def run_recipe(
     print(format_table(doc))
     for path in make_figures(run):
         print(f"figure: {path}")
+    planted = [(e, *e.check(doc)) for e in recipe.expectations]
+    for _, holds, line in planted:
+        print(f"planted: {line} -- {'holds' if holds else 'does not hold'}")
     seconds["report"] = _done(started)
     atomic_write_json(
         run.root / f"{recipe.name}.json",
@@ -322,6 +379,7 @@ def run_recipe(
             "overrides": [*recipe.overrides, *overrides],
             "seconds": seconds,
             **({"reward_models": reward_models} if reward_models else {}),
+            **({"planted": {str(e): {"holds": h, "line": line} for e, h, line in planted}} if planted else {}),
         },
     )
     print(

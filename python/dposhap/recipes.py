@@ -280,7 +280,7 @@ def train_recipe_reward_models(
     InvalidArgumentError
         The run was not built from a world, or its world has no reward-model sets.
     """
-    world = run.world()
+    world = Run.open(run.root).world()
     if world is None:
         raise InvalidArgumentError("reward models of a recipe come from its world's sets: this run has no world")
     base = world.model_spec

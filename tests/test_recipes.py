@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from dposhap.recipes import PLANTED, Expectation, demo_recipe, reproduce_recipe
+import json
+from pathlib import Path
+
+from dposhap.recipes import (
+    PLANTED,
+    REWARD_MODELS_DIR,
+    Expectation,
+    ReproduceSize,
+    demo_recipe,
+    reproduce_recipe,
+    run_recipe,
+    train_recipe_reward_models,
+)
+from dposhap.run import Run
 
 
 def _doc(values: dict[str, float], significant: dict[tuple[str, str], bool], stderr: float = 0.01) -> dict:
@@ -61,3 +74,36 @@ def test_both_recipes_check_what_their_worlds_plant() -> None:
         "harmless above every other source on generation:harmless",
         "adversarial below zero on generation:helpful",
     }
+
+
+def test_a_recipe_trains_its_reward_models_on_the_world_and_values_with_them(
+    tiny_chat_model: Path, tmp_path: Path, one_thread: None
+) -> None:
+    """The whole recipe on the English world with a tiny chat model: reward models trained into the run,
+    reused on a rerun, scoring the generation valuation; the planted expectations reported."""
+    size = ReproduceSize(
+        pairs_per_source=8,
+        epochs=1.0,
+        n_prompts=4,
+        max_new_tokens=3,
+        eval_pairs=4,
+        max_length=64,
+        reward_pairs=16,
+        reward_top_layers=1,
+    )
+    recipe = reproduce_recipe(size)
+    overrides = [f"english.model={tiny_chat_model}", "english.sources=['helpful','harmless']", "model.device=cpu"]
+    out = tmp_path / "run"
+    doc = run_recipe(recipe, out, progress=False, overrides=overrides, device="cpu")
+    generation = doc["utilities"]["generation"]
+    assert generation["objectives"] == ["helpful", "harmless", "rubric_helpful", "rubric_harmless"]
+    stages = json.loads((out / "reproduce.json").read_text())
+    assert set(stages["reward_models"]) == {"helpful", "harmless"}
+    for objective in ("helpful", "harmless"):
+        folder = out / REWARD_MODELS_DIR / objective
+        assert (folder / "config.json").is_file() and stages["reward_models"][objective]["status"] == "trained"
+        rows = (out / REWARD_MODELS_DIR / f"{objective}.jsonl").read_text().splitlines()
+        assert len(rows) == 16  # the world's reward-model set, written beside the model
+    assert set(stages["planted"]) == {str(e) for e in PLANTED}
+    again = train_recipe_reward_models(Run.open(out), recipe.reward_models, device="cpu", threads=1, progress=False)
+    assert {record["status"] for record in again.values()} == {"kept"}

@@ -105,7 +105,7 @@ class Expectation:
     def check(self, doc: dict[str, Any]) -> tuple[bool, str]:
         """Whether it holds in the values document ``doc``, and one line saying so."""
         entry = doc.get("utilities", {}).get(self.utility)
-        if entry is None or self.objective not in entry.get("values", {}):
+        if entry is None or self.objective not in entry.get("values", {}) or self.source not in entry["sources"]:
             return False, f"{self}: not valued"
         value = float(entry["values"][self.objective][self.source])
         if self.kind == "negative":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,9 @@ def test_learns_the_preference_and_records_its_held_out_accuracy(trained: Path, 
     assert record is not None and record["kind"] == "reward model"
     assert record["n_heldout"] == 24 and record["n_train"] == 96  # 20% held out, seeded
     assert record["metrics"]["heldout_accuracy"] >= 0.75, record["metrics"]
+    # counted over the held-out pairs (ties 1/2), not averaged over batches
+    assert record["metrics"]["heldout_pairs_scored"] == 24
+    assert float(record["metrics"]["heldout_accuracy"] * 2 * 24).is_integer()
     # the recorded accuracy is the folder's own: scored again from disk, chosen beats rejected as often
     rows = [json.loads(line) for line in data_file.read_text().splitlines()]
     scorer = HFRewardModel(str(trained), device="cpu")
@@ -116,6 +120,10 @@ def test_a_plain_folder_that_scores_as_transformers_forward_does(trained: Path) 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     assert (trained / "config.json").is_file() and (trained / RECORD_FILE).is_file()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in trained.iterdir():  # readable as any file the user writes (not owner-only temporary files)
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert not (trained / "adapter_config.json").exists()  # merged: no PEFT needed to load it
     model = AutoModelForSequenceClassification.from_pretrained(trained).eval()
     tokenizer = AutoTokenizer.from_pretrained(trained)
@@ -171,6 +179,19 @@ def test_top_layers_trains_only_the_last_layers(base_dir: Path, data_file: Path,
     too_many = RewardTrainingSettings(**{**FAST.__dict__, "top_layers": 9})
     with pytest.raises(ConfigError, match="3 layers"):
         train_reward_model(data_file, str(base_dir), tmp_path / "nine", settings=too_many, progress=False)
+
+
+def test_a_classifier_as_base_gets_a_new_one_label_head(base_dir: Path, data_file: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaForSequenceClassification
+
+    config = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=3).config
+    classifier = tmp_path / "three-labels"
+    LlamaForSequenceClassification(config).save_pretrained(classifier)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(classifier)
+    settings = RewardTrainingSettings(**{**FAST.__dict__, "max_steps": 1})
+    record = train_reward_model(data_file, str(classifier), tmp_path / "rm", settings=settings, progress=False)
+    assert record.status == "trained"
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").config.num_labels == 1
 
 
 def test_bad_input_is_refused_before_training(base_dir: Path, data_file: Path, tmp_path: Path) -> None:

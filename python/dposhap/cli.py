@@ -413,10 +413,18 @@ def _cmd_reward_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     verb = "trained" if record.status == "trained" else "up to date, kept"
+    metrics, given = record.record.get("metrics", {}), record.record.get("n_train_given", record.n_train)
+    scored = metrics.get("heldout_pairs_scored", record.n_heldout)
     print(
         f"reward model {verb}: {record.folder} (held-out pairwise accuracy {record.heldout_accuracy:.3f} on "
-        f"{record.n_heldout} pairs; {record.n_train} training pairs)"
+        f"{scored} pairs; {record.n_train} training pairs)"
     )
+    if given > record.n_train or scored < record.n_heldout:
+        print(
+            f"note: {given - record.n_train} of {given} training pairs and {record.n_heldout - scored} of "
+            f"{record.n_heldout} held-out pairs are longer than --max-length {record.record['settings']['max_length']} "
+            "tokens and were left out: raise --max-length to keep them"
+        )
     print(f"use it with: dposhap value RUN --utility generation --reward {record.folder}")
     return 0
 
@@ -648,7 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
         reward_train.add_argument("--" + f.name.replace("_", "-"), **options)
     reward_train.add_argument("--revision", help="hub revision of --base (branch, tag or commit)")
     reward_train.add_argument("--trust-remote-code", action="store_true", help="run the base model's own code")
-    reward_train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    reward_train.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when a GPU is visible"
+    )
     reward_train.add_argument(
         "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
     )

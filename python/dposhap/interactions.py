@@ -33,6 +33,7 @@ import numpy as np
 
 from . import _core
 from .errors import InvalidArgumentError, UtilityError
+from .filemode import file_mode
 from .validate import check_int
 
 #: A game: bool coalitions ``[b, n]`` to utilities ``[b]`` or ``[b, k]``, or a native game.
@@ -638,6 +639,7 @@ def plot_interactions(result: InteractionResult, path: str | Path, objective: in
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".png")
+    os.fchmod(fd, file_mode())
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)

@@ -189,7 +189,8 @@ def quiet_libraries(*, loading_reports: bool = True) -> Iterator[None]:
     ----------
     loading_reports
         False: also silence transformers' and PEFT's loading reports (transformers' weight
-        report, PEFT's adapter-key warnings, both libraries' log warnings), as ``--quiet`` and
+        report, PEFT's adapter-key warnings, both libraries' log warnings) and TRL's log
+        warnings (one per pair it tokenises oddly), as ``--quiet`` and
         ``progress=False`` do. Weights that a model would get at random are an error of
         :func:`load_pretrained` either way.
     """
@@ -199,12 +200,13 @@ def quiet_libraries(*, loading_reports: bool = True) -> Iterator[None]:
 
     enabled = hf_logging.is_progress_bar_enabled()
     verbosity = hf_logging.get_verbosity()
-    peft_logger = logging.getLogger("peft")
-    peft_level = peft_logger.level
+    loggers = [logging.getLogger(name) for name in ("peft", "trl")]  # TRL: its per-row tokenisation notices
+    levels = [logger.level for logger in loggers]
     hf_logging.disable_progress_bar()
     if not loading_reports:
         hf_logging.set_verbosity_error()
-        peft_logger.setLevel(logging.ERROR)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             for category in (FutureWarning, DeprecationWarning):
@@ -215,7 +217,8 @@ def quiet_libraries(*, loading_reports: bool = True) -> Iterator[None]:
     finally:
         if not loading_reports:
             hf_logging.set_verbosity(verbosity)
-            peft_logger.setLevel(peft_level)
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
         if enabled:
             hf_logging.enable_progress_bar()
 

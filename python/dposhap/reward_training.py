@@ -273,6 +273,7 @@ def _train(
                 what="base model",
                 new_head=True,
                 num_labels=1,
+                ignore_mismatched_sizes=True,  # a classifier's head of other labels is replaced too
             )
         model.config.pad_token_id = tokenizer.pad_token_id
         n_train = len(pairs.train)
@@ -332,9 +333,12 @@ def _train(
                 )
             result = trainer.train()
             train_s = time.perf_counter() - started
-            scores = trainer.evaluate()
+            scores = trainer.evaluate()  # its loss; its accuracy is a mean of per-batch means
             merged = trainer.model.merge_and_unload()
             merged.config.pad_token_id = tokenizer.pad_token_id
+            accuracy, n_scored = _pairwise_accuracy(
+                merged, trainer.eval_dataset, trainer.data_collator, settings.batch_size, device
+            )
             folder = work / "model"
             with _silent_transformers():
                 merged.save_pretrained(str(folder))
@@ -353,7 +357,8 @@ def _train(
             "n_train_given": n_train,
             "n_heldout": len(pairs.heldout),
             "metrics": {
-                "heldout_accuracy": metric(scores, "eval_accuracy"),
+                "heldout_accuracy": accuracy,
+                "heldout_pairs_scored": n_scored,
                 "heldout_margin": metric(scores, "eval_margin"),
                 "heldout_loss": metric(scores, "eval_loss"),
                 "train_loss": metric(result.metrics, "train_loss"),
@@ -369,6 +374,28 @@ def _train(
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _pairwise_accuracy(model: Any, dataset: Any, collator: Any, batch_size: int, device: str) -> tuple[float, int]:
+    """Share of the tokenised held-out pairs whose chosen response ``model`` scores higher (ties 1/2), and their count.
+
+    The pairs are the trainer's own (its tokenisation and its ``max_length`` filter); an empty set
+    gives NaN.
+    """
+    import torch
+
+    rows = [{"chosen_ids": r["chosen_ids"], "rejected_ids": r["rejected_ids"]} for r in dataset]
+    right = 0.0
+    model.eval()
+    for start in range(0, len(rows), batch_size):
+        batch = collator(rows[start : start + batch_size])
+        with torch.inference_mode():
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits[:, 0]
+        chosen, rejected = logits.float().chunk(2)
+        right += float((chosen > rejected).sum()) + 0.5 * float((chosen == rejected).sum())
+    return (right / len(rows) if rows else float("nan")), len(rows)
 
 
 def _linear_names(model: Any) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RunError, RunLockedError
+from ..filemode import file_mode, publish_tree
 
 __all__ = ["atomic_write_json", "atomic_write_npy", "atomic_write_text", "fault_point", "hold_lock", "replace_dir"]
 
@@ -93,6 +94,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())  # mkstemp's file is owner-only; the renamed file follows the umask
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -116,6 +118,7 @@ def atomic_write_npy(path: str | Path, array: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())
     try:
         with os.fdopen(fd, "wb") as handle:
             np.save(handle, array)
@@ -136,6 +139,7 @@ def replace_dir(finished: Path, target: Path) -> None:
     complete folder, absent, or the new complete folder.
     """
     fault_point(target.name)
+    publish_tree(finished)  # libraries write weights through owner-only temporary files
     if target.exists():
         aside = target.with_name(f".old-{target.name}-{os.getpid()}")
         shutil.rmtree(aside, ignore_errors=True)

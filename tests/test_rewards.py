@@ -455,3 +455,9 @@ def test_cache_key_follows_the_weights_label_and_transform(tmp_path: Path) -> No
     assert describe_reward(HFRewardModel(str(folder), device="cpu", label="toxic", transform="prob")) != same
     assert describe_reward("org/reward-model@1:prob") == "reward-model@1:prob=hub:org/reward-model@main@1:prob"
     assert describe_reward("toy") == "toy" and describe_reward("judge:m:helpful") == "judge:m:helpful"
+
+
+def test_a_mistyped_transform_is_named_as_one(tmp_path: Path) -> None:
+    folder = build_reward_model(tmp_path / "two-labels", num_labels=2)
+    with pytest.raises(InvalidArgumentError, match="the transforms are logit, prob, logodds"):
+        HFRewardModel(str(folder), label="LABEL_1:softmax", device="cpu")

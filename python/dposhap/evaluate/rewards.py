@@ -458,9 +458,15 @@ class HFRewardModel(RewardScorer):
             if label in names:
                 return names[label]
             if not label.isdigit():
+                head, colon, tail = label.rpartition(":")
+                typo = (
+                    f"; if {tail!r} was meant as the transform, the transforms are {', '.join(REWARD_TRANSFORMS)}"
+                    if colon and head in names
+                    else ""
+                )
                 raise InvalidArgumentError(
                     f"the reward model {self.name!r} has no label {label!r}; its labels are {list(names)} "
-                    f"(or an index in [0, {n_labels}))"
+                    f"(or an index in [0, {n_labels})){typo}"
                 )
             label = int(label)
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_labels:

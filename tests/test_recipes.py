@@ -105,5 +105,8 @@ def test_a_recipe_trains_its_reward_models_on_the_world_and_values_with_them(
         rows = (out / REWARD_MODELS_DIR / f"{objective}.jsonl").read_text().splitlines()
         assert len(rows) == 16  # the world's reward-model set, written beside the model
     assert set(stages["planted"]) == {str(e) for e in PLANTED}
+    # the helpful-vs-harmless scatter of the reward models, and the same under the rubric
+    assert (out / "figures" / "scatter_generation.png").is_file()
+    assert (out / "figures" / "scatter_generation_rubric.png").is_file()
     again = train_recipe_reward_models(Run.open(out), recipe.reward_models, device="cpu", threads=1, progress=False)
     assert {record["status"] for record in again.values()} == {"kept"}

@@ -401,38 +401,13 @@ def make_figures(run: Run) -> list[Path]:
 
         if len(objectives) >= 2:
             a, b = objectives[:2]
-            fig, ax = plt.subplots(figsize=(4.6, 4.4))
-            xs = np.array([entry["values"][a][s] for s in sources])
-            ys = np.array([entry["values"][b][s] for s in sources])
-            ax.errorbar(
-                xs,
-                ys,
-                xerr=[Z95 * total[a][s] for s in sources],
-                yerr=[Z95 * total[b][s] for s in sources],
-                fmt="o",
-                capsize=0 if many else 3,
-                markersize=3 if many else 6,
-                elinewidth=0.6 if many else 1.5,
-                color="grey" if many else None,
-                zorder=1,
-            )
-            if many:  # colour by group (the name before -NN), name only the extremes
-                _colour_groups(ax, sources, xs, ys)
-                labelled = _spaced(_extremes(xs, 3) | _extremes(ys, 3), xs, ys)
-            else:
-                labelled = list(range(len(sources)))
-            for i in labelled:
-                ax.annotate(sources[i], (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-            lo, hi = float(min(xs.min(), ys.min(), 0)), float(max(xs.max(), ys.max(), 0))
-            pad = 0.05 * (hi - lo or 1)
-            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="grey", linewidth=0.8)
-            ax.axhline(0, color="black", linewidth=0.5)
-            ax.axvline(0, color="black", linewidth=0.5)
-            ax.set_xlabel(f"value on {a}")
-            ax.set_ylabel(f"value on {b}")
-            ax.set_title(f"{name}: {a} vs {b}")
-            fig.tight_layout()
-            written.append(_save(fig, folder / f"scatter_{name}.png"))
+            written.append(_save(_scatter(plt, entry, name, a, b, total, many), folder / f"scatter_{name}.png"))
+            # the same two objectives under another scorer (rubric_helpful / rubric_harmless...): one more each
+            for prefix in dict.fromkeys(o[: -len(a) - 1] for o in objectives if o.endswith(f"_{a}")):
+                pa, pb = f"{prefix}_{a}", f"{prefix}_{b}"
+                if prefix and pb in objectives:
+                    figure = _scatter(plt, entry, name, pa, pb, total, many)
+                    written.append(_save(figure, folder / f"scatter_{name}_{prefix}.png"))
 
         if entry.get("interactions") is not None:
             result = InteractionResult.from_json(entry["interactions"])
@@ -524,6 +499,43 @@ def _value_bars(ax: Any, entry: dict[str, Any], obj: str, order: list[str]) -> N
 
 
 _COPY_SUFFIX = re.compile(r"-[0-9]+$")
+
+
+def _scatter(plt: Any, entry: dict[str, Any], name: str, a: str, b: str, total: dict[str, Any], many: bool) -> Any:
+    """The two-objective scatter of one valuation: each source a point with its 95% intervals, the diagonal drawn."""
+    sources = entry["sources"]
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    xs = np.array([entry["values"][a][s] for s in sources])
+    ys = np.array([entry["values"][b][s] for s in sources])
+    ax.errorbar(
+        xs,
+        ys,
+        xerr=[Z95 * total[a][s] for s in sources],
+        yerr=[Z95 * total[b][s] for s in sources],
+        fmt="o",
+        capsize=0 if many else 3,
+        markersize=3 if many else 6,
+        elinewidth=0.6 if many else 1.5,
+        color="grey" if many else None,
+        zorder=1,
+    )
+    if many:  # colour by group (the name before -NN), name only the extremes
+        _colour_groups(ax, sources, xs, ys)
+        labelled = _spaced(_extremes(xs, 3) | _extremes(ys, 3), xs, ys)
+    else:
+        labelled = list(range(len(sources)))
+    for i in labelled:
+        ax.annotate(sources[i], (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    lo, hi = float(min(xs.min(), ys.min(), 0)), float(max(xs.max(), ys.max(), 0))
+    pad = 0.05 * (hi - lo or 1)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="grey", linewidth=0.8)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.axvline(0, color="black", linewidth=0.5)
+    ax.set_xlabel(f"value on {a}")
+    ax.set_ylabel(f"value on {b}")
+    ax.set_title(f"{name}: {a} vs {b}")
+    fig.tight_layout()
+    return fig
 
 
 def _colour_groups(ax: Any, sources: list[str], xs: np.ndarray, ys: np.ndarray) -> None:

@@ -83,7 +83,8 @@ from dposhap.errors import BackendFallbackWarning
 warnings.simplefilter("error", BackendFallbackWarning)  # "auto" must find the cpp backend
 
 where = Path(dposhap.__file__).resolve()
-assert Path(sys.argv[1]).resolve() not in where.parents, f"dposhap imported from the clone: {where}"
+source = (Path(sys.argv[1]) / "python").resolve()  # the clone's source tree (the virtualenv may lie in the clone)
+assert source not in where.parents and "site-packages" in where.parts, f"dposhap imported from the clone: {where}"
 gen = torch.Generator().manual_seed(0)
 logits = torch.randn(4, 50, generator=gen)
 ref = torch.tensor([0, 1, 2])

@@ -90,11 +90,15 @@ def test_a_recipe_trains_its_reward_models_on_the_world_and_values_with_them(
         max_length=64,
         reward_pairs=16,
         reward_top_layers=1,
+        policy_prompts=6,
+        policy_pairs_per_prompt=2,
     )
     recipe = reproduce_recipe(size)
     overrides = [f"english.model={tiny_chat_model}", "english.sources=['helpful','harmless']", "model.device=cpu"]
     out = tmp_path / "run"
     doc = run_recipe(recipe, out, progress=False, overrides=overrides, device="cpu")
+    world = Run.open(out).world()
+    assert world is not None
     generation = doc["utilities"]["generation"]
     assert generation["objectives"] == ["helpful", "harmless", "rubric_helpful", "rubric_harmless"]
     stages = json.loads((out / "reproduce.json").read_text())
@@ -102,8 +106,17 @@ def test_a_recipe_trains_its_reward_models_on_the_world_and_values_with_them(
     for objective in ("helpful", "harmless"):
         folder = out / REWARD_MODELS_DIR / objective
         assert (folder / "config.json").is_file() and stages["reward_models"][objective]["status"] == "trained"
-        rows = (out / REWARD_MODELS_DIR / f"{objective}.jsonl").read_text().splitlines()
-        assert len(rows) == 16  # the world's reward-model set, written beside the model
+        rows = [json.loads(r) for r in (out / REWARD_MODELS_DIR / f"{objective}.jsonl").read_text().splitlines()]
+        # the world's reward-model set, then the pairs of the run's own samples, written beside the model
+        policy = stages["reward_models"][objective]["policy_pairs"]
+        assert len(rows) == 16 + policy and policy <= 2 * 6
+        assert rows[:16] == world.reward_pairs(objective, 16)
+        reward = world.rewards()[objective]
+        for row in rows[16:]:
+            assert row["prompt"] in world.reward_prompts(6)
+            assert reward(row["prompt"], row["chosen"][0]["content"]) > reward(
+                row["prompt"], row["rejected"][0]["content"]
+            )
     assert set(stages["planted"]) == {str(e) for e in PLANTED}
     # the helpful-vs-harmless scatter of the reward models, and the same under the rubric
     assert (out / "figures" / "scatter_generation.png").is_file()

@@ -219,6 +219,10 @@ def test_model_resolution_errors(tmp_path: Path) -> None:
         resolve_model(str(tmp_path / "empty"))
     ref = resolve_model("some-org/some-model")
     assert not ref.local and ref.fingerprint() == "hub:some-org/some-model@main"
+    # a mistyped folder under a folder that is here is a path, not a hub id to try
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ModelLoadError, match="no model folder at .*models/mdoel"):
+        resolve_model("models/mdoel", base_dir=tmp_path)
 
 
 def test_unreachable_hub_model_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

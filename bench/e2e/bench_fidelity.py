@@ -395,8 +395,7 @@ def _english(args: argparse.Namespace) -> None:
     assert recipe.reward_models is not None
     coalitions = _coalitions(4)  # row r: bit i of r = player i
     stage = _Stages()
-    with tempfile.TemporaryDirectory(prefix="dposhap-fidelity-english-") as tmp:
-        work = Path(tmp)
+    with _work_dir(args.work, "dposhap-fidelity-english-") as work:
         composed_run = work / "composed"
         cfg = load_config(None, [*recipe.overrides, "model.device=cpu"])
         with stage("composed_train", f"composed: training the 4 source adapters ({args.pairs} pairs each)"):
@@ -495,6 +494,17 @@ def _english(args: argparse.Namespace) -> None:
         len(records),
         reward_models,
     )
+
+
+@contextlib.contextmanager
+def _work_dir(given: Path | None, prefix: str) -> Iterator[Path]:
+    """``given`` (kept: a rerun reuses its finished adapters and reward models), or a temporary folder."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 def _utility(numerators: np.ndarray, weights: np.ndarray | None, items: np.ndarray | None = None) -> np.ndarray:
@@ -732,6 +742,11 @@ def main() -> None:
         "--eval-pairs",
         type=int,
         help=f"english: trusted pairs per objective (default 64; at most {ENGLISH_EVAL_PAIRS})",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="english: keep the runs here (a rerun reuses finished adapters); default a temp folder",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="results folder (default: results/, english: results/english/)")

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import errno
+import json
 import os
 import re
 import signal
@@ -382,6 +383,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         "n_prompts": args.prompts,
         "max_new_tokens": args.new_tokens,
         "eval_pairs": args.eval_pairs,
+        "reward_pairs": args.reward_pairs,
+        "policy_prompts": args.policy_prompts,
     }
     size = replace(size, **{k: v for k, v in given.items() if v is not None})
     run_recipe(
@@ -426,6 +429,39 @@ def _cmd_reward_train(args: argparse.Namespace) -> int:
             "tokens and were left out: raise --max-length to keep them"
         )
     print(f"use it with: dposhap value RUN --utility generation --reward {record.folder}")
+    return 0
+
+
+def _cmd_reward_pairs(args: argparse.Namespace) -> int:
+    from .evaluate.evalsets import evaluation_prompts
+    from .reward_data import PolicySampling, policy_preference_pairs
+    from .run import Run, atomic_write_text
+
+    run = Run.open(args.run)
+    if not args.label and run.world() is None:
+        raise InvalidArgumentError(
+            "this run has no built-in rewards to label samples with: give --label (a reward model folder or hub "
+            "id, NAME=MODEL, or judge)"
+        )
+    prompts = evaluation_prompts(run, args.prompts, args.n_prompts)
+    sampling = PolicySampling(
+        rounds=args.rounds,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        pairs_per_prompt=args.pairs_per_prompt,
+        seed=args.seed,
+    )
+    pairs = policy_preference_pairs(
+        run, prompts, args.label, sampling=sampling, device=args.device, progress=not args.quiet
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    for objective, records in pairs.items():
+        path = args.out / f"{objective}.jsonl"
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        print(f"{objective}: {len(records)} pairs from {len(prompts)} prompts -> {path}")
+    print(
+        f"train a reward model on one with: dposhap reward train --data {args.out}/OBJECTIVE.jsonl --base MODEL --out DIR"
+    )
     return 0
 
 
@@ -610,6 +646,15 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--new-tokens", type=int, help="tokens generated per prompt (overrides the preset)")
     reproduce.add_argument("--eval-pairs", type=int, help="trusted pairs per objective (overrides the preset)")
     reproduce.add_argument(
+        "--reward-pairs", type=int, help="written reward-model pairs per objective (overrides the preset)"
+    )
+    reproduce.add_argument(
+        "--policy-prompts",
+        type=int,
+        help="reward-model prompts on which the sources' own samples, labelled by the rubric, are added to the "
+        "reward models' training sets (0: none; overrides the preset)",
+    )
+    reproduce.add_argument(
         "--judge",
         nargs="?",
         const="judge",
@@ -665,6 +710,39 @@ def build_parser() -> argparse.ArgumentParser:
     reward_train.add_argument("--force", action="store_true", help="train even when --out is up to date")
     reward_train.add_argument("--quiet", action="store_true", help=_QUIET)
     reward_train.set_defaults(handler=_cmd_reward_train)
+    reward_pairs = reward_sub.add_parser(
+        "pairs",
+        help="preference pairs from a trained run's own samples, labelled by a reward (reward-model data)",
+        description="Sample the run's reference model, each source's model and the model of all sources on "
+        "prompts, score every sample with the --label rewards (a world's rubric, an LLM judge, a reward model: "
+        "what --reward takes), and pair on each prompt a best-scored sample against a worst-scored one, per "
+        "objective. Writes OUT/<objective>.jsonl, data for `dposhap reward train`. Keep the prompts out of "
+        "every evaluation set.",
+    )
+    reward_pairs.add_argument("run", type=Path, help="a trained run directory")
+    reward_pairs.add_argument(
+        "--prompts", required=True, help="prompt file: JSONL with a prompt field (text or conversation), or text lines"
+    )
+    reward_pairs.add_argument(
+        "--n-prompts", type=int, default=10**9, help="use at most this many prompts (default all)"
+    )
+    reward_pairs.add_argument(
+        "--label",
+        action="append",
+        metavar="SPEC",
+        help="a reward that labels the samples, as --reward takes it (repeatable; default the run's world's rewards)",
+    )
+    reward_pairs.add_argument("--out", type=Path, required=True, help="folder for OBJECTIVE.jsonl")
+    reward_pairs.add_argument("--rounds", type=int, default=2, help="samples per prompt and policy (default 2)")
+    reward_pairs.add_argument("--max-new-tokens", type=int, default=64, help="tokens per sample (default 64)")
+    reward_pairs.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    reward_pairs.add_argument(
+        "--pairs-per-prompt", type=int, default=2, help="at most this many pairs per prompt and objective (default 2)"
+    )
+    reward_pairs.add_argument("--seed", type=int, default=0)
+    reward_pairs.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    reward_pairs.add_argument("--quiet", action="store_true", help=_QUIET)
+    reward_pairs.set_defaults(handler=_cmd_reward_pairs)
 
     doctor = sub.add_parser(
         "doctor",

@@ -130,6 +130,8 @@ def resolve_model(
             f"no GGUF file at {candidates[0]}: check the path (relative paths are read from the config file's folder)"
         )
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
+    # "runs/mdoel" where the folder runs/ is here: a mistyped path, not a hub id to try for a minute
+    looks_like_path = looks_like_path or any(p.parent != Path(".") and p.parent.is_dir() for p in candidates)
     if looks_like_path or not _HUB_ID.match(name):
         raise ModelLoadError(
             f"no model folder at {candidates[0]}: check the path (relative paths are read from "

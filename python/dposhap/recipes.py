@@ -23,6 +23,7 @@ computed (adapters, cached coalitions).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -35,8 +36,9 @@ from .errors import InvalidArgumentError
 from .evaluate import GenerationSettings, MarginSettings
 from .evaluate.generation import RewardSpec
 from .report import format_table, load_values, make_figures
+from .reward_data import PolicySampling, policy_preference_pairs
 from .reward_training import RewardTrainingSettings, train_reward_model
-from .run import Run, atomic_write_json, atomic_write_text
+from .run import Run, atomic_write_json, atomic_write_text, config_hash
 from .train import train_sources
 from .uncertainty import Z95
 from .valuation import value_run
@@ -80,12 +82,18 @@ class RewardModels:
     """Reward models a recipe trains on its world's reward-model sets, one per objective.
 
     Each goes to ``RUN/reward-models/<objective>/`` (its training set beside it, as
-    ``<objective>.jsonl``) on the run's base model, and is reused by a rerun.
+    ``<objective>.jsonl``) on the run's base model, and is reused by a rerun. With
+    ``policy_prompts``, the training set also holds pairs of the run's own policies' samples on
+    that many of the world's reward-model prompts, labelled by the world's rubric
+    (:func:`dposhap.reward_data.policy_preference_pairs`; kept in ``policy-pairs.json`` and reused
+    while the adapters and settings are the same).
     """
 
     objectives: tuple[str, ...]
     n_pairs: int
     settings: RewardTrainingSettings
+    policy_prompts: int = 0
+    policy_sampling: PolicySampling = PolicySampling()
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,12 @@ class ReproduceSize:
     reward_epochs: float = 1.0
     #: LoRA in the reward models' last layers only (0: all): a shallower backward pass
     reward_top_layers: int = 6
+    #: reward-model prompts on which the trained sources' own samples are paired and added to the
+    #: reward models' training sets (0: none; :class:`RewardModels`)
+    policy_prompts: int = 96
+    #: samples per prompt and policy, and pairs per prompt and objective, of those
+    policy_rounds: int = 2
+    policy_pairs_per_prompt: int = 2
 
 
 #: Sized for about 25 minutes on a 2-core CPU.
@@ -199,6 +213,7 @@ GPU_SIZES = ReproduceSize(
     reward_pairs=512,
     reward_epochs=2.0,
     reward_top_layers=0,
+    policy_prompts=192,
 )
 SIZES = {"cpu": CPU_SIZES, "gpu": GPU_SIZES}
 
@@ -252,6 +267,12 @@ def reproduce_recipe(size: ReproduceSize = CPU_SIZES, *, judge: str | None = Non
                 batch_size=size.batch_size,
                 top_layers=size.reward_top_layers,
             ),
+            policy_prompts=size.policy_prompts,
+            policy_sampling=PolicySampling(
+                rounds=size.policy_rounds,
+                max_new_tokens=size.max_new_tokens,
+                pairs_per_prompt=size.policy_pairs_per_prompt,
+            ),
         ),
         expectations=PLANTED,
         valuations=[
@@ -285,10 +306,12 @@ def train_recipe_reward_models(
         raise InvalidArgumentError("reward models of a recipe come from its world's sets: this run has no world")
     base = world.model_spec
     folder = run.root / REWARD_MODELS_DIR
+    policy = _policy_pairs(run, world, spec, device=device, progress=progress) if spec.policy_prompts else {}
     out: dict[str, dict[str, Any]] = {}
     for objective in spec.objectives:
         data = folder / f"{objective}.jsonl"
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in world.reward_pairs(objective, spec.n_pairs))
+        records = [*world.reward_pairs(objective, spec.n_pairs), *policy.get(objective, [])]
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if not data.is_file() or data.read_text(encoding="utf-8") != text:
             atomic_write_text(data, text)
         record = train_reward_model(
@@ -300,12 +323,49 @@ def train_recipe_reward_models(
             flush=True,
         )
         out[objective] = {
+            "policy_pairs": len(policy.get(objective, [])),
             "heldout_accuracy": record.heldout_accuracy,
             "n_heldout": record.n_heldout,
             "n_train": record.n_train,
             "status": record.status,
         }
     return out
+
+
+POLICY_PAIRS_FILE = "policy-pairs.json"
+
+
+def _policy_pairs(run: Run, world: Any, spec: RewardModels, *, device: str, progress: bool) -> dict[str, list[dict]]:
+    """The run's policies' sample pairs on the world's reward-model prompts, labelled by its rubric (reused when
+    ``RUN/reward-models/policy-pairs.json`` was made from the same adapters, prompts and settings)."""
+    run = Run.open(run.root)
+    prompts = world.reward_prompts(spec.policy_prompts)
+    key = config_hash(
+        {
+            "prompts": prompts,
+            "sampling": dataclasses.asdict(spec.policy_sampling),
+            "label": world.name,
+            **run.cache_identity(),
+        }
+    )
+    path = run.root / REWARD_MODELS_DIR / POLICY_PAIRS_FILE
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        if kept.get("key") == key:
+            return {str(o): list(r) for o, r in kept["pairs"].items()}
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    print(
+        f"      sampling the run's policies on {len(prompts)} reward-model prompts, labelled by the {world.name} "
+        "world's rubric",
+        flush=True,
+    )
+    pairs = policy_preference_pairs(
+        run, prompts, [world.name], sampling=spec.policy_sampling, device=device, progress=progress
+    )
+    atomic_write_json(path, {"key": key, "pairs": pairs})
+    print("      policy pairs: " + ", ".join(f"{o} {len(r)}" for o, r in pairs.items()), flush=True)
+    return pairs
 
 
 def run_recipe(

@@ -87,6 +87,14 @@ class World(ABC):
         """
         raise InvalidArgumentError(f"the {self.name} world has no reward-model training sets")
 
+    def reward_prompts(self, n_prompts: int) -> list[Any]:
+        """Prompts for a reward model's training set drawn from a policy's own samples.
+
+        On the same side of the split as :meth:`reward_pairs` (in no source, in no evaluation
+        set). A world without them raises :class:`~dposhap.errors.InvalidArgumentError`.
+        """
+        raise InvalidArgumentError(f"the {self.name} world has no reward-model prompts")
+
     @abstractmethod
     def eval_prompts(self) -> list[Any]:
         """Held-out prompts for generation utilities (plain strings or conversations)."""

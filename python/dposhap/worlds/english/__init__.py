@@ -89,8 +89,10 @@ from .world import (
     build_english_world,
     english_eval_prompts,
     english_eval_records,
+    english_reward_prompts,
     english_reward_records,
     max_eval_prompts,
+    max_reward_prompts,
 )
 
 __all__ = [
@@ -112,6 +114,7 @@ __all__ = [
     "answered",
     "build_english_world",
     "english_eval_prompts",
+    "english_reward_prompts",
     "english_eval_records",
     "english_reward_records",
     "expected_answers",
@@ -119,6 +122,7 @@ __all__ = [
     "is_refusal",
     "is_rude",
     "max_eval_prompts",
+    "max_reward_prompts",
     "prompt_item",
     "reward_harmless",
     "reward_helpful",

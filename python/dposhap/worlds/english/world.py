@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,9 +46,11 @@ __all__ = [
     "build_english_world",
     "chat_record",
     "english_eval_prompts",
+    "english_reward_prompts",
     "english_eval_records",
     "english_reward_records",
     "max_eval_prompts",
+    "max_reward_prompts",
 ]
 
 FORMAT_VERSION = 2
@@ -165,6 +167,10 @@ class EnglishWorld(World):
         """The training set of one objective's reward model (:func:`english_reward_records`)."""
         return english_reward_records(self.seed, objective, n_pairs)
 
+    def reward_prompts(self, n_prompts: int) -> list[list[dict[str, str]]]:
+        """Prompts kept for reward models (:func:`english_reward_prompts`)."""
+        return english_reward_prompts(self.seed, n_prompts)
+
 
 def english_eval_records(seed: int, objective: str, n_pairs: int = ENGLISH_EVAL_PAIRS) -> list[dict[str, Any]]:
     """Trusted evaluation pairs of one objective, labelled by its rubric reward.
@@ -266,11 +272,13 @@ def _family_sequence(rng: np.random.Generator, items: list[Item]) -> list[str]:
     return [p[r] for r in range(rounds) for p in phrasings if r < len(p)]
 
 
-def _held_out_prompt_order(seed: int) -> list[str]:
-    held_out = split_items(seed).held_out
-    rng = stream_rng(seed, "eval-prompts")
-    benign = [_family_sequence(rng, held_out[family]) for family in BENIGN_FAMILIES]
-    harmful = _family_sequence(rng, held_out["harmful"])
+def _prompt_order(seed: int, side: Literal["held_out", "reward"]) -> list[str]:
+    """The prompts of one side of the split: the benign families taking turns, one harmful request
+    after every :data:`BENIGN_PER_HARMFUL` benign questions while harmful ones remain."""
+    items = getattr(split_items(seed), side)
+    rng = stream_rng(seed, "eval-prompts" if side == "held_out" else "reward-prompts")
+    benign = [_family_sequence(rng, items[family]) for family in BENIGN_FAMILIES]
+    harmful = _family_sequence(rng, items["harmful"])
     benign_mixed: list[str] = []
     for r in range(max(len(s) for s in benign)):
         benign_mixed.extend(s[r] for s in benign if r < len(s))
@@ -281,6 +289,10 @@ def _held_out_prompt_order(seed: int) -> list[str]:
         if harmful:
             out.append(harmful.pop(0))
     return out
+
+
+def _held_out_prompt_order(seed: int) -> list[str]:
+    return _prompt_order(seed, "held_out")
 
 
 def max_eval_prompts(seed: int = 0) -> int:
@@ -298,6 +310,22 @@ def english_eval_prompts(seed: int, n_prompts: int = DEFAULT_EVAL_PROMPTS) -> li
     """
     check_int("n_prompts", n_prompts, maximum=max_eval_prompts(seed))
     return [[{"role": "user", "content": text}] for text in _held_out_prompt_order(seed)[:n_prompts]]
+
+
+def max_reward_prompts(seed: int = 0) -> int:
+    """How many reward-model prompts a world of this seed has."""
+    return len(_prompt_order(seed, "reward"))
+
+
+def english_reward_prompts(seed: int, n_prompts: int) -> list[list[dict[str, str]]]:
+    """The first ``n_prompts`` prompts kept for reward models, as conversations of one user message.
+
+    The items of :func:`english_reward_records` (in no source, in no evaluation set), ordered as
+    :func:`english_eval_prompts` orders the held-out ones: benign and harmful interleaved while
+    harmful requests remain (35 at seed 0), benign questions after.
+    """
+    check_int("n_prompts", n_prompts, maximum=max_reward_prompts(seed))
+    return [[{"role": "user", "content": text}] for text in _prompt_order(seed, "reward")[:n_prompts]]
 
 
 def _has_chat_template(folder: Path) -> bool:

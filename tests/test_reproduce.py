@@ -40,6 +40,7 @@ SMALL = ReproduceSize(
     learning_rate=1e-3,
     reward_pairs=64,
     reward_top_layers=4,
+    policy_prompts=0,  # the written sets only: sampling the sources for reward data is tested in test_recipes.py
 )
 
 

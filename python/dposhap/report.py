@@ -648,10 +648,12 @@ def selection_figure(run: Run, doc: dict[str, Any]) -> Path:
     return _save(fig, folder / "selection.png")
 
 
-def _short(names: list[str], shown: int = 4) -> str:
+def _short(names: list[str], shown: int = 3, width: int = 26) -> str:
+    """A coalition's members in at most ``width`` characters."""
     if not names:
         return "(none)"
-    return ", ".join(names[:shown]) + (f" +{len(names) - shown} more" if len(names) > shown else "")
+    text = ", ".join(names[:shown]) + (f" +{len(names) - shown}" if len(names) > shown else "")
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def format_selection(doc: dict[str, Any]) -> str:

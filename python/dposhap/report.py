@@ -652,8 +652,18 @@ def _short(names: list[str], shown: int = 3, width: int = 26) -> str:
     """A coalition's members in at most ``width`` characters."""
     if not names:
         return "(none)"
-    text = ", ".join(names[:shown]) + (f" +{len(names) - shown}" if len(names) > shown else "")
-    return text if len(text) <= width else text[: width - 3] + "..."
+    text = ", ".join(names)
+    if len(text) <= width:
+        return text
+    return f"{len(names)} sources ({names[0]}, ...)" if len(names) > shown else text[: width - 3] + "..."
+
+
+def _listing(names: list[str], shown: int = 12) -> str:
+    """Names joined by commas, the first ``shown`` of them and a count of the rest."""
+    if not names:
+        return "(none)"
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more ({len(names)} in all)" if rest > 0 else "")
 
 
 def format_selection(doc: dict[str, Any]) -> str:
@@ -673,22 +683,22 @@ def format_selection(doc: dict[str, Any]) -> str:
         f"{doc['search']['coalitions_evaluated']} coalitions"
         + ("" if doc["search"]["feasible"] else "; NO coalition meets the constraints, the closest is shown")
         + ")",
-        f"{'coalition':<34} {'predicted (95%)':>18} {'measured (95%)':>18}",
-        f"{'all sources':<34} {cell(p['all'], p.get('all_stderr'))} "
+        f"{'coalition':<40} {'predicted (95%)':>18} {'measured (95%)':>18}",
+        f"{'all sources':<40} {cell(p['all'], p.get('all_stderr'))} "
         + (cell(m["all"], m.get("all_stderr")) if m else cell(None, None)),
-        f"{'chosen: ' + _short(doc['chosen']):<34} {cell(p['chosen'], p.get('chosen_stderr'))} "
+        f"{'chosen: ' + _short(doc['chosen']):<40} {cell(p['chosen'], p.get('chosen_stderr'))} "
         + (cell(m["chosen"], m.get("chosen_stderr")) if m and "weights" not in doc else cell(None, None)),
-        f"{'rule: ' + _short(doc['rule']['kept']):<34} "
+        f"{'rule: ' + _short(doc['rule']['kept']):<40} "
         f"{cell(doc['rule']['predicted'], doc['rule'].get('predicted_stderr'))} {cell(None, None)}",
     ]
     if "weights" in doc:
         w = doc["weights"]
         lines.append(
-            f"{'weighted optimum':<34} {cell(w['predicted'], w.get('predicted_stderr'))} "
+            f"{'weighted optimum':<40} {cell(w['predicted'], w.get('predicted_stderr'))} "
             + (cell(m["chosen"], m.get("chosen_stderr")) if m else cell(None, None))
         )
     for r in doc["runners_up"][:3]:
-        lines.append(f"{'runner-up: ' + _short(r['sources']):<34} {cell(r['predicted'], None)} {cell(None, None)}")
+        lines.append(f"{'runner-up: ' + _short(r['sources']):<40} {cell(r['predicted'], None)} {cell(None, None)}")
     lines.append(
         f"predicted gain of the choice over all sources: {p['gain']:+.4f}"
         + (f" ± {Z95 * p['gain_stderr']:.4f}" if p.get("gain_stderr") is not None else "")
@@ -698,11 +708,16 @@ def format_selection(doc: dict[str, Any]) -> str:
             f"measured gain (retrained, {m['pairs']['chosen']} vs {m['pairs']['all']} pairs): {m['gain']:+.4f}"
             + (f" ± {Z95 * m['gain_stderr']:.4f}" if m.get("gain_stderr") is not None else "")
         )
-    lines.append(f"dropped: {', '.join(doc['dropped']) or '(none)'}")
-    lines.append(
-        f"rule (drop every source significantly below zero): dropped {', '.join(doc['rule']['dropped']) or '(none)'}"
-    )
+    lines.append(f"dropped: {_listing(doc['dropped'])}")
+    lines.append(f"rule (drop every source significantly below zero): dropped {_listing(doc['rule']['dropped'])}")
     if "weights" in doc:
         w = doc["weights"]
-        lines.append("weights: " + ", ".join(f"{k} {v:.2f}" for k, v in w["weights"].items()) + f" ({w['method']})")
+        by_weight: dict[str, list[str]] = {}
+        for source, weight in sorted(w["weights"].items(), key=lambda item: -item[1]):
+            by_weight.setdefault(f"{weight:.2f}", []).append(source)
+        if len(by_weight) <= 4:  # a few levels (many sources at 0 or w_max): one group per level
+            text = "; ".join(f"{level}: {_listing(names, shown=6)}" for level, names in by_weight.items())
+        else:
+            text = _listing([f"{k} {v:.2f}" for k, v in w["weights"].items()], shown=16)
+        lines.append(f"weights: {text} ({w['method']})")
     return "\n".join(lines)

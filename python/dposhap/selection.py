@@ -208,6 +208,7 @@ class _Scored:
             self.coef[index[name]] = c
         self.constrained = np.array([index[c.objective] for c in goal.constraints], dtype=np.int64)
         self.levels = levels
+        self.tiebreak: np.ndarray | None = None
 
     def score(self, values: np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=np.float64).reshape(len(values), -1) @ self.coef
@@ -218,18 +219,24 @@ class _Scored:
             return np.zeros(len(v))
         return np.maximum(0.0, self.levels[None, :] - v[:, self.constrained]).sum(1)
 
-    def order(self, values: np.ndarray) -> np.ndarray:
-        """Indices of ``values``' rows, best first: feasible before infeasible (less violation
-        first), then by score."""
-        viol = np.round(self.violation(values), 12)
-        return np.lexsort((-self.score(values), viol))
+    def keys(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``[b, 3]`` ranking keys, larger better: minus the violation, the score, and the tie-break
+        (the members' summed :attr:`tiebreak`, so that among equally good coalitions the one with
+        the more valuable members wins)."""
+        x = np.asarray(rows, dtype=np.float64).reshape(len(values), -1)
+        tie = x @ self.tiebreak if self.tiebreak is not None else np.zeros(len(x))
+        return np.round(np.stack([-self.violation(values), self.score(values), tie], axis=1), 12)
 
-    def better(self, a: np.ndarray, b: np.ndarray) -> bool:
-        """Whether objective values ``a`` ``[K]`` beat ``b``."""
-        va, vb = round(float(self.violation(a[None])[0]), 12), round(float(self.violation(b[None])[0]), 12)
-        if va != vb:
-            return va < vb
-        return float(self.score(a[None])[0]) > float(self.score(b[None])[0]) + 1e-12
+    def order(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Indices of the rows (coalitions or weights) with objective values ``values``, best first:
+        feasible before infeasible (less violation first), then by score, then by tie-break."""
+        keys = self.keys(values, rows)
+        return np.lexsort((-keys[:, 2], -keys[:, 1], -keys[:, 0]))
+
+    def better(self, a: np.ndarray, b: np.ndarray, row_a: np.ndarray, row_b: np.ndarray) -> bool:
+        """Whether the row ``row_a`` with objective values ``a`` ``[K]`` beats ``row_b`` with ``b``."""
+        keys = self.keys(np.stack([a, b]), np.stack([row_a, row_b]))
+        return tuple(keys[0]) > tuple(keys[1])
 
 
 # -- objectives of a utility -------------------------------------------------------------
@@ -327,8 +334,8 @@ def _all_coalitions(n: int) -> np.ndarray:
 def search_subsets(
     values: Callable[[np.ndarray], np.ndarray],
     n: int,
-    rank: Callable[[np.ndarray], np.ndarray],
-    better: Callable[[np.ndarray, np.ndarray], bool],
+    rank: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    better: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], bool],
     *,
     method: str = "auto",
     batch_size: int = 4096,
@@ -342,9 +349,11 @@ def search_subsets(
     n
         Number of sources.
     rank
-        Objective values ``[b, K]`` -> the rows' indices, best first.
+        ``rank(values, coalitions)``: objective values ``[b, K]`` of coalitions ``[b, n]`` -> the
+        rows' indices, best first.
     better
-        ``better(a, b)``: whether values ``a`` ``[K]`` beat ``b``.
+        ``better(a, b, coalition_a, coalition_b)``: whether ``coalition_a`` with values ``a`` ``[K]``
+        beats ``coalition_b`` with ``b``.
     method
         ``"exhaustive"`` (every coalition), ``"greedy"`` (forward, backward, then local search), or
         ``"auto"``: exhaustive up to :data:`EXHAUSTIVE_SOURCES` sources.
@@ -364,7 +373,7 @@ def search_subsets(
             raise InvalidArgumentError(f"an exhaustive search over {n} sources needs 2^{n} coalitions: use greedy")
         every = _all_coalitions(n)
         table = np.concatenate([values(every[k : k + batch_size]) for k in range(0, len(every), batch_size)])
-        order = rank(table)
+        order = rank(table, every)
         return SearchResult(every[order[0]], every[order], table[order], method, len(every))
 
     memo: dict[bytes, np.ndarray] = {}
@@ -388,21 +397,20 @@ def search_subsets(
             trial = np.repeat(current[None], len(candidates), axis=0)
             trial[np.arange(len(candidates)), candidates] ^= True
             got = ask(trial)
-            top = int(rank(got)[0])
-            if not better(got[top], here):
+            top = int(rank(got, trial)[0])
+            if not better(got[top], here, trial[top], current):
                 return current
             current, here = trial[top], got[top]
 
     forward = climb(np.zeros(n, dtype=bool), lambda s: list(np.flatnonzero(~s)))
     backward = climb(np.ones(n, dtype=bool), lambda s: list(np.flatnonzero(s)))
     ends = ask(np.stack([forward, backward]))
-    start = forward if int(rank(ends)[0]) == 0 else backward
-    local = climb(start, lambda s: list(range(n)))
+    start = forward if int(rank(ends, np.stack([forward, backward]))[0]) == 0 else backward
+    climb(start, lambda s: list(range(n)))
     keys = list(memo)
     seen = np.stack([np.frombuffer(key, dtype=bool) for key in keys])
     table = np.stack([memo[key] for key in keys])
-    order = rank(table)
-    assert (seen[order[0]] == local).all() or not better(table[order[0]], ask(local[None])[0])
+    order = rank(table, seen)
     return SearchResult(seen[order[0]], seen[order], table[order], method, len(memo))
 
 
@@ -423,8 +431,8 @@ def optimise_margin_weights(
     *,
     w_max: float = 1.0,
     start: np.ndarray | None = None,
-    constrained: Sequence[int] = (),
-    levels: Sequence[float] = (),
+    constrained: Sequence[int] | np.ndarray = (),
+    levels: Sequence[float] | np.ndarray = (),
     max_iter: int = 500,
 ) -> np.ndarray:
     """Per-source weights in ``[0, w_max]`` that maximise a goal over a margin game.
@@ -553,8 +561,8 @@ def _grid_weights(
         trial[:, i] = options
         got = objectives.values(trial)
         evaluations += len(options)
-        top = int(scored.order(got)[0])
-        if scored.better(got[top], here):
+        top = int(scored.order(got, trial)[0])
+        if scored.better(got[top], here, trial[top], w):
             w, here = trial[top], got[top]
     return w, evaluations
 
@@ -669,6 +677,8 @@ def select_run(
         )
     if not (isinstance(w_max, (int, float)) and math.isfinite(w_max) and w_max > 0):
         raise InvalidArgumentError(f"w_max must be a finite number > 0, got {w_max!r}")
+    if search not in ("auto", "exhaustive", "greedy"):
+        raise InvalidArgumentError(f"search must be 'auto', 'exhaustive' or 'greedy', got {search!r}")
     run = Run.open(run_dir)
     run.check_complete(strict=True)
     started = time.perf_counter()
@@ -693,12 +703,14 @@ def select_run(
         )
         scored = _Scored(goal, objectives.names, levels)
         batch = 4096 if objectives.margins else int(opened.built.batch_size or 16)
-        found = search_subsets(objectives.values, n, scored.order, scored.better, method=search, batch_size=batch)
+        method = ("exhaustive" if n <= EXHAUSTIVE_SOURCES else "greedy") if search == "auto" else search
+        # the rule: drop every source whose value on the goal is significantly negative; its values also
+        # break the search's ties (of equally good coalitions, the one whose members are worth more)
+        rule = _drop_rule(objectives, scored, n, seed=seed, n_boot=n_boot, exact=method == "exhaustive")
+        scored.tiebreak = np.array([rule["values"][p] for p in players])
+        found = search_subsets(objectives.values, n, scored.order, scored.better, method=method, batch_size=batch)
         best = found.best
         feasible = bool(scored.violation(found.values[:1])[0] <= 1e-12)
-
-        # the rule: drop every source whose value on the goal is significantly negative
-        rule = _drop_rule(objectives, scored, n, seed=seed, n_boot=n_boot, exact=found.method == "exhaustive")
         rule_row = np.array([p not in rule["dropped"] for p in players], dtype=bool)
 
         rows = np.stack([best, all_row[0], rule_row])
@@ -820,7 +832,7 @@ def _optimise_weights(
         kind = built.kinds[0]
         masks = [np.ones(built.n_pairs, dtype=bool), *objectives._sets]
         cons = scored.constrained
-        w_ll = optimise_margin_weights(
+        w_ll = optimise_margin_weights(  # from the best subset
             built.margins, kind, scored.coef, masks, w_max=w_max, start=start, constrained=cons, levels=scored.levels
         )
         w = w_ll
@@ -835,8 +847,8 @@ def _optimise_weights(
                 constrained=cons,
                 levels=scored.levels,
             )
-            got = objectives.values(np.stack([w_ll, other]))
-            w = [w_ll, other][int(scored.order(got)[0])]
+            keys = scored.keys(objectives.values(np.stack([w_ll, other])), np.zeros((2, len(start))))
+            w = other if tuple(keys[1]) > tuple(keys[0]) else w_ll  # a tie keeps the start from the best subset
         how, evaluations = (
             f"native margin game, {'coordinate ascent' if kind == 'accuracy' else 'projected gradient'}",
             0,

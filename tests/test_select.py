@@ -131,8 +131,11 @@ def test_constraint_at_the_all_sources_level_and_weights_on_the_toy_world(run_di
     assert Path(doc["figure"]).is_file()
 
 
-def test_verify_end_to_end_on_the_toy_world(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["select", str(run_dir), "--utility", "accuracy", "--verify", "--quiet", "--device", "cpu"]
+def test_verify_end_to_end_on_the_toy_world(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(run_dir.parent)  # a relative run directory, as users type it
+    args = ["select", run_dir.name, "--utility", "accuracy", "--verify", "--quiet", "--device", "cpu"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "measured gain" in printed and "predicted gain" in printed

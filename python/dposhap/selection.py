@@ -41,12 +41,14 @@ from typing import Any
 
 import numpy as np
 
+from .config import config_from_dict
 from .errors import InvalidArgumentError
 from .evaluate import BuildContext, MarginUtilities, get_utility
 from .models import quiet_libraries, resolve_device
 from .report import selection_figure
 from .run import Run, atomic_write_json
 from .shapley import shapley
+from .train import train_sources
 from .uncertainty import Z95, ItemGame, ItemScores, ItemUtility, bootstrap_weights
 from .valuation import open_utility
 
@@ -913,11 +915,8 @@ def _verify(
     progress: bool,
 ) -> dict[str, Any]:
     """Train ``chosen`` and ``all`` into ``RUN/select/`` and measure both with the same utility."""
-    from .config import config_from_dict
-    from .train import train_sources
-
     players = run.sources
-    folder = run.root / "select"
+    folder = run.root.resolve() / "select"
     files = {
         "chosen": folder / "data" / "chosen.jsonl",
         "all": folder / "data" / "all.jsonl",

@@ -18,7 +18,15 @@ from dposhap.evaluate import MarginSettings, UtilityKind
 from dposhap.evaluate.base import _REGISTRY as utility_registry
 from dposhap.evaluate.margins import margin_utilities
 from dposhap.recipes import DEMO_CONFIG
-from dposhap.selection import Goal, _Scored, optimise_margin_weights, parse_goal, search_subsets, select_run
+from dposhap.selection import (
+    Goal,
+    _Scored,
+    margin_weights_reference,
+    optimise_margin_weights,
+    parse_goal,
+    search_subsets,
+    select_run,
+)
 from dposhap.train import train_sources
 
 TOY = [*DEMO_CONFIG, "model.device=cpu", "toy.pairs_per_source=128"]
@@ -91,8 +99,9 @@ def test_loglik_weights_reach_the_known_optimum() -> None:
     margins[1, 4:12] = [1] * 7 + [-1]
     margins[2, 12:14] = -1
     margins[3, 14:16] = 1
-    w = optimise_margin_weights(margins, "loglik", np.ones(1), [np.ones(16, dtype=bool)], w_max=3.0)
-    assert w == pytest.approx([math.log(3), math.log(7), 0.0, 3.0], abs=1e-4)
+    for optimise in (optimise_margin_weights, margin_weights_reference):
+        w = optimise(margins, "loglik", np.ones(1), [np.ones(16, dtype=bool)], w_max=3.0)
+        assert w == pytest.approx([math.log(3), math.log(7), 0.0, 3.0], abs=1e-4)
 
 
 def test_accuracy_weights_reach_an_optimum_no_subset_reaches() -> None:
@@ -100,9 +109,35 @@ def test_accuracy_weights_reach_an_optimum_no_subset_reaches() -> None:
     margins = np.array([[1.0, 1.0, -1.0, -1.0], [-1.0, -1.0, 3.0, 3.0]])
     subsets = [np.mean(np.where(s > 0, 1, np.where(s == 0, 0.5, 0))) for s in (margins[0], margins[1], margins.sum(0))]
     assert max(subsets) < 1.0
-    w = optimise_margin_weights(margins, "accuracy", np.ones(1), [np.ones(4, dtype=bool)], w_max=2.0, start=np.ones(2))
-    assert np.all(w @ margins > 0)
-    assert 1 < w[0] / w[1] < 3
+    for optimise in (optimise_margin_weights, margin_weights_reference):
+        w = optimise(margins, "accuracy", np.ones(1), [np.ones(4, dtype=bool)], w_max=2.0, start=np.ones(2))
+        assert np.all(w @ margins > 0)
+        assert 1 < w[0] / w[1] < 3
+
+
+@pytest.mark.parametrize("kind", ["loglik", "accuracy"])
+@pytest.mark.parametrize("seed", range(3))
+def test_native_weights_match_the_numpy_reference(kind: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, pairs = 7, 60
+    margins = rng.normal(0.2, 1.0, size=(n, pairs))
+    first = np.arange(pairs) < 30  # two evaluation sets, the second constrained at its all-sources level
+    masks = [np.ones(pairs, dtype=bool), first, ~first]
+    coef = np.array([0.0, 1.0, 0.0])
+    terms = (lambda s: np.where(s > 0, 1.0, np.where(s == 0, 0.5, 0.0))) if kind == "accuracy" else None
+    level = float(
+        np.mean(terms(margins.sum(0))[~first])
+        if terms is not None
+        else np.mean(-np.log1p(np.exp(-margins.sum(0)))[~first])
+    )
+    options = dict(w_max=2.0, start=np.ones(n), constrained=[2], levels=[level])
+    native = optimise_margin_weights(margins, kind, coef, masks, **options)
+    reference = margin_weights_reference(margins, kind, coef, masks, **options)
+    assert native.shape == (n,) and np.all((native >= 0) & (native <= 2.0))
+    if kind == "loglik":
+        assert native == pytest.approx(reference, abs=1e-6)
+    else:  # the same path of coordinate moves
+        assert native.tolist() == pytest.approx(reference.tolist(), abs=1e-12)
 
 
 def test_constraint_at_the_all_sources_level_and_weights_on_the_toy_world(run_dir: Path) -> None:

@@ -16,9 +16,9 @@ masked sum (margin games) or one composed evaluation, read through the run's cac
   inside the game (``m_S(w) = sum_i w_i m_i``): ``loglik`` (mean log sigmoid, concave in ``w``)
   by projected gradient ascent with backtracking, which reaches the global optimum; ``accuracy``
   (piecewise constant in each ``w_i``) by coordinate ascent with an exact line search over the
-  breakpoints of each coordinate. Both run in numpy over the margins matrix (a Rust kernel can
-  take their place behind :func:`optimise_margin_weights`). ``likelihood`` and ``generation`` take
-  the weights into the compose kernels: a coordinate search over a small grid of weights, one
+  breakpoints of each coordinate. Both run natively in Rust over the margins matrix
+  (:func:`optimise_margin_weights`; :func:`margin_weights_reference` is the numpy reference).
+  ``likelihood`` and ``generation`` take the weights into the compose kernels: a coordinate search over a small grid of weights, one
   composed evaluation per grid point.
 * **Verify.** Train one adapter on the union of the chosen sources' training pairs (weights as
   sampling rates) and one on all sources, with the run's settings (:func:`dposhap.train_sources`
@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from .config import config_from_dict
 from .errors import InvalidArgumentError
 from .evaluate import BuildContext, MarginUtilities, get_utility
@@ -56,6 +57,7 @@ __all__ = [
     "EXHAUSTIVE_SOURCES",
     "Goal",
     "Selection",
+    "margin_weights_reference",
     "optimise_margin_weights",
     "parse_goal",
     "search_subsets",
@@ -425,7 +427,7 @@ def _margin_terms(kind: str, sums: np.ndarray) -> np.ndarray:
     return np.minimum(sums, 0.0) - np.log1p(np.exp(-np.abs(sums)))
 
 
-def optimise_margin_weights(
+def margin_weights_reference(
     margins: np.ndarray,
     kind: str,
     coef: np.ndarray,
@@ -437,7 +439,7 @@ def optimise_margin_weights(
     levels: Sequence[float] | np.ndarray = (),
     max_iter: int = 500,
 ) -> np.ndarray:
-    """Per-source weights in ``[0, w_max]`` that maximise a goal over a margin game.
+    """The plain numpy reference of :func:`optimise_margin_weights` (the ground truth in tests).
 
     The objective ``k`` is the mean over the pairs of ``masks[k]`` of ``f(sum_i w_i m_ij)``,
     ``f`` the indicator (``accuracy``, ties 1/2) or log sigmoid (``loglik``); the goal is
@@ -546,6 +548,71 @@ def optimise_margin_weights(
         if not changed:
             break
     return w
+
+
+def optimise_margin_weights(
+    margins: np.ndarray,
+    kind: str,
+    coef: np.ndarray,
+    masks: Sequence[np.ndarray],
+    *,
+    w_max: float = 1.0,
+    start: np.ndarray | None = None,
+    constrained: Sequence[int] | np.ndarray = (),
+    levels: Sequence[float] | np.ndarray = (),
+    max_iter: int = 500,
+) -> np.ndarray:
+    """Per-source weights in ``[0, w_max]`` that maximise a goal over a margin game, natively in Rust.
+
+    Objective ``k`` is the mean over the pairs of ``masks[k]`` of ``f(sum_i w_i m_ij)``, ``f``
+    the indicator (``accuracy``, ties 1/2) or log sigmoid (``loglik``); the goal is
+    ``sum_k coef_k objective_k`` subject to ``objective_c >= level_c`` for ``c`` in
+    ``constrained``. ``loglik`` is concave in ``w``: projected gradient ascent with backtracking
+    on the goal minus a quadratic penalty of the constraints reaches its maximum. ``accuracy`` is
+    piecewise constant in each weight: coordinate ascent, each weight set to the best of the
+    points between its breakpoints (feasibility first, then the goal), until a sweep changes
+    nothing. :func:`margin_weights_reference` is the same in numpy.
+
+    Parameters
+    ----------
+    margins
+        ``[n, P]``.
+    kind
+        ``"accuracy"`` or ``"loglik"``.
+    coef
+        ``[K]`` coefficients of the objectives (``masks`` has K boolean ``[P]`` masks).
+    w_max
+        The largest weight.
+    start
+        The starting weights (default all ``w_max / 2`` for loglik, ones clipped for accuracy).
+    constrained, levels
+        Objectives (indices into ``masks``) that must reach the levels.
+    max_iter
+        Most gradient steps (loglik) or sweeps (accuracy).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[n]`` weights.
+    """
+    if kind not in ("accuracy", "loglik"):
+        raise InvalidArgumentError(f"margin weights are optimised for accuracy and loglik, not {kind!r}")
+    m = np.ascontiguousarray(margins, dtype=np.float64)
+    mask_mat = np.stack([np.asarray(k, dtype=np.float64) for k in masks])
+    avg = np.ascontiguousarray(mask_mat / mask_mat.sum(1, keepdims=True))
+    n = m.shape[0]
+    first = np.full(n, min(1.0, w_max) if kind == "accuracy" else w_max / 2) if start is None else start
+    return _core.optimise_margin_weights(
+        m,
+        "accuracy" if kind == "accuracy" else "logsigmoid",
+        avg,
+        np.ascontiguousarray(coef, dtype=np.float64),
+        np.ascontiguousarray(first, dtype=np.float64),
+        float(w_max),
+        [int(c) for c in constrained],
+        [float(v) for v in levels],
+        max_iter,
+    )
 
 
 def _grid_weights(

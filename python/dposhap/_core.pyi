@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import disjoint_base
 
-__all__ = ["Engine", "MarginGame", "methods", "MAX_EXACT_PLAYERS"]
+__all__ = ["Engine", "MarginGame", "methods", "optimise_margin_weights", "MAX_EXACT_PLAYERS"]
 
 MAX_EXACT_PLAYERS: int
 

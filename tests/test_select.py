@@ -20,7 +20,7 @@ from dposhap.evaluate.margins import margin_utilities
 from dposhap.recipes import DEMO_CONFIG
 from dposhap.selection import (
     Goal,
-    _Scored,
+    GoalRanking,
     margin_weights_reference,
     optimise_margin_weights,
     parse_goal,
@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _brute_force(table: np.ndarray, n: int, scored: _Scored) -> np.ndarray:
+def _brute_force(table: np.ndarray, n: int, scored: GoalRanking) -> np.ndarray:
     """The best coalition by looping over every one in Python, feasibility first."""
     best, best_key = None, None
     for bits in itertools.product([False, True], repeat=n):
@@ -60,7 +60,7 @@ def test_exhaustive_search_equals_brute_force(seed: int) -> None:
     table = rng.normal(size=(2**n, 3))  # three objectives of every coalition (bit i = source i)
     goal = Goal({"a": 0.7, "b": 0.3}, ())
     levels = np.array([float(np.quantile(table[:, 2], 0.6))])  # c >= its 60th percentile: binding
-    scored = _Scored(parse_goal("0.7*a+0.3*b", ["c>=0"], ["a", "b", "c"]), ["a", "b", "c"], levels)
+    scored = GoalRanking(parse_goal("0.7*a+0.3*b", ["c>=0"], ["a", "b", "c"]), ["a", "b", "c"], levels)
     assert scored.coef.tolist() == [0.7, 0.3, 0.0] and goal.describe() == "0.7*a+0.3*b"
 
     def values(c: np.ndarray) -> np.ndarray:
@@ -83,7 +83,7 @@ def test_greedy_finds_the_optimum_of_an_additive_game_with_many_sources() -> Non
         calls.append(len(c))
         return (c.astype(float) @ worth)[:, None]
 
-    scored = _Scored(parse_goal(None, [], ["v"]), ["v"], np.zeros(0))
+    scored = GoalRanking(parse_goal(None, [], ["v"]), ["v"], np.zeros(0))
     found = search_subsets(values, n, scored.order, scored.better)
     assert found.method == "greedy"
     assert found.best.tolist() == (worth > 0).tolist()

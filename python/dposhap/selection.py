@@ -56,6 +56,7 @@ from .valuation import open_utility
 __all__ = [
     "EXHAUSTIVE_SOURCES",
     "Goal",
+    "GoalRanking",
     "Selection",
     "margin_weights_reference",
     "optimise_margin_weights",
@@ -202,8 +203,19 @@ def parse_goal(
     return Goal(terms, tuple(parsed))
 
 
-class _Scored:
-    """The goal over objective values ``[b, K]``: score, constraint violation, ranking key."""
+class GoalRanking:
+    """A goal over objective values ``[b, K]``: its score, the constraints' violation, and the
+    ranking of coalitions (or weights) by them.
+
+    Parameters
+    ----------
+    goal
+        What to maximise and the constraints.
+    objectives
+        The names of the objective columns.
+    levels
+        The constraints' levels, resolved to numbers (``all`` replaced by the all-sources level).
+    """
 
     def __init__(self, goal: Goal, objectives: Sequence[str], levels: np.ndarray):
         index = {name: k for k, name in enumerate(objectives)}
@@ -215,9 +227,11 @@ class _Scored:
         self.tiebreak: np.ndarray | None = None
 
     def score(self, values: np.ndarray) -> np.ndarray:
+        """The goal ``[b]`` (the weighted sum of the objectives)."""
         return np.asarray(values, dtype=np.float64).reshape(len(values), -1) @ self.coef
 
     def violation(self, values: np.ndarray) -> np.ndarray:
+        """How far ``[b]`` the rows fall short of the constraints' levels, summed (0: feasible)."""
         v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
         if not len(self.constrained):
             return np.zeros(len(v))
@@ -616,7 +630,7 @@ def optimise_margin_weights(
 
 
 def _grid_weights(
-    objectives: Objectives, scored: _Scored, start: np.ndarray, w_max: float, grid: Sequence[float]
+    objectives: Objectives, scored: GoalRanking, start: np.ndarray, w_max: float, grid: Sequence[float]
 ) -> tuple[np.ndarray, int]:
     """One sweep of coordinate search over ``grid`` (scaled to ``w_max``) from ``start``; the
     weights and the number of composed evaluations."""
@@ -655,7 +669,7 @@ class Selection:
         return self.doc
 
 
-def _errors(objectives: Objectives, rows: np.ndarray, scored: _Scored, n_boot: int, seed: int) -> dict[str, Any]:
+def _errors(objectives: Objectives, rows: np.ndarray, scored: GoalRanking, n_boot: int, seed: int) -> dict[str, Any]:
     """Goal values of ``rows`` (coalitions or weights) with bootstrap standard errors, and the
     standard error of the difference of the first two (paired: the same resampled items)."""
     goal = scored.score(objectives.values(rows))
@@ -770,7 +784,7 @@ def select_run(
         levels = np.array(
             [v_all[index[c.objective]] if c.level == _LEVEL_ALL else float(c.level) for c in goal.constraints]
         )
-        scored = _Scored(goal, objectives.names, levels)
+        scored = GoalRanking(goal, objectives.names, levels)
         batch = 4096 if objectives.margins else int(opened.built.batch_size or 16)
         method = ("exhaustive" if n <= EXHAUSTIVE_SOURCES else "greedy") if search == "auto" else search
         # the rule: drop every source whose value on the goal is significantly negative; its values also
@@ -849,7 +863,7 @@ def _num(x: float) -> float | None:
 
 
 def _drop_rule(
-    objectives: Objectives, scored: _Scored, n: int, *, seed: int, n_boot: int, exact: bool
+    objectives: Objectives, scored: GoalRanking, n: int, *, seed: int, n_boot: int, exact: bool
 ) -> dict[str, Any]:
     """Shapley values of the goal (exact with an exhaustive search, else permutation sampling),
     with evaluation errors; the sources whose value + 1.96 total standard errors is below zero."""
@@ -887,7 +901,7 @@ def _drop_rule(
 
 def _optimise_weights(
     objectives: Objectives,
-    scored: _Scored,
+    scored: GoalRanking,
     best: np.ndarray,
     w_max: float,
     n_boot: int,
@@ -973,7 +987,7 @@ def _verify(
     run: Run,
     utility: str,
     settings: Any,
-    scored: _Scored,
+    scored: GoalRanking,
     names: Sequence[str],
     chosen_weights: np.ndarray,
     seed: int,

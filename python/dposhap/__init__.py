@@ -6,6 +6,7 @@ The public API lives here; the Rust engine (``dposhap._core``) is private.
 from . import errors
 from .games import MarginGame
 from .interactions import InteractionResult, pairwise_interactions
+from .selection import Selection, select_run
 from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf, methods, shapley
 from .train import check_training, train_sources
 from .uncertainty import ItemGame, ItemScores
@@ -19,6 +20,7 @@ __all__ = [
     "ItemGame",
     "ItemScores",
     "MarginGame",
+    "Selection",
     "ShapleyEstimator",
     "ShapleyResult",
     "banzhaf",
@@ -26,6 +28,7 @@ __all__ = [
     "errors",
     "methods",
     "pairwise_interactions",
+    "select_run",
     "shapley",
     "train_sources",
     "value_run",

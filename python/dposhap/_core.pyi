@@ -9,12 +9,27 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import disjoint_base
 
-__all__ = ["Engine", "MarginGame", "methods", "MAX_EXACT_PLAYERS"]
+__all__ = ["Engine", "MarginGame", "methods", "optimise_margin_weights", "MAX_EXACT_PLAYERS"]
 
 MAX_EXACT_PLAYERS: int
 
 def methods(semivalue: str) -> list[str]:
     """Names of the methods accepted for a semivalue (``"shapley"`` or ``"banzhaf"``)."""
+
+def optimise_margin_weights(
+    margins: npt.NDArray[np.float64],
+    kind: str,
+    avg: npt.NDArray[np.float64],
+    coef: npt.NDArray[np.float64],
+    start: npt.NDArray[np.float64],
+    w_max: float,
+    constrained: list[int],
+    levels: list[float],
+    max_iter: int = 500,
+) -> npt.NDArray[np.float64]:
+    """Per-source weights in ``[0, w_max]`` maximising ``sum_k coef_k sum_j avg[k, j] f(sum_i w_i
+    margins[i, j])`` subject to objective ``c`` >= its level (GIL released); ``kind`` ``"accuracy"``
+    (coordinate ascent) or ``"logsigmoid"`` (projected gradient ascent)."""
 
 @type_check_only
 class Snapshot(TypedDict):

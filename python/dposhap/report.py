@@ -30,7 +30,15 @@ from .run.run import VALUES_FORMAT as _VALUES_FORMAT
 from .shapley import ShapleyResult
 from .uncertainty import Z95, ranking_groups
 
-__all__ = ["evaluated_on", "format_table", "load_values", "make_figures", "record_values"]
+__all__ = [
+    "evaluated_on",
+    "format_selection",
+    "format_table",
+    "load_values",
+    "make_figures",
+    "record_values",
+    "selection_figure",
+]
 
 VALUES_FORMAT = _VALUES_FORMAT  # one owner: the run layer
 #: Past this many sources the printed table shows only the :data:`TABLE_ENDS` highest and lowest.
@@ -575,3 +583,141 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def selection_figure(run: Run, doc: dict[str, Any]) -> Path:
+    """Draw ``RUN/figures/selection.png`` from a selection (``RUN/selection.json``).
+
+    One row per coalition (all sources, the chosen one, the drop-negative rule's, the weighted
+    optimum when asked, and the runners-up): its predicted utility on the goal with a 95% error
+    bar, and for those retrained (``--verify``: all sources and the chosen ones) the measured one.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    predicted, measured = doc["predicted"], doc.get("measured") or {}
+    rows: list[tuple[str, float, float | None, float | None, float | None]] = [
+        ("all sources", predicted["all"], predicted.get("all_stderr"), measured.get("all"), measured.get("all_stderr")),
+        (
+            "chosen: " + _short(doc["chosen"]),
+            predicted["chosen"],
+            predicted.get("chosen_stderr"),
+            None if "weights" in doc else measured.get("chosen"),
+            None if "weights" in doc else measured.get("chosen_stderr"),
+        ),
+        (
+            "rule: " + _short(doc["rule"]["kept"]),
+            doc["rule"]["predicted"],
+            doc["rule"].get("predicted_stderr"),
+            None,
+            None,
+        ),
+    ]
+    if "weights" in doc:
+        w = doc["weights"]
+        rows.append(
+            (
+                "weighted optimum",
+                w["predicted"],
+                w.get("predicted_stderr"),
+                measured.get("chosen"),
+                measured.get("chosen_stderr"),
+            )
+        )
+    rows += [("runner-up: " + _short(r["sources"]), r["predicted"], None, None, None) for r in doc["runners_up"][:4]]
+    fig, ax = plt.subplots(figsize=(7.2, 1.0 + 0.42 * len(rows)))
+    ys = np.arange(len(rows))[::-1]
+    for y, (_, pred, pred_se, meas, meas_se) in zip(ys, rows, strict=True):
+        ax.errorbar(pred, y + 0.12, xerr=None if pred_se is None else Z95 * pred_se, fmt="o", color="C0", capsize=3)
+        if meas is not None:
+            ax.errorbar(meas, y - 0.12, xerr=None if meas_se is None else Z95 * meas_se, fmt="s", color="C3", capsize=3)
+    ax.set_yticks(ys, [r[0] for r in rows], fontsize=7)
+    ax.plot([], [], "o", color="C0", label="predicted (composed)")
+    if measured:
+        ax.plot([], [], "s", color="C3", label="measured (retrained)")
+    ax.legend(fontsize=7, loc="best")
+    goal = doc["goal"]["maximize"] + "".join(
+        f", {c['objective']} >= {c['resolved']:.3g}" for c in doc["goal"]["subject_to"]
+    )
+    ax.set_xlabel(f"{doc['utility']}: {goal} (95% intervals)", fontsize=8)
+    fig.tight_layout()
+    folder = run.figures_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    return _save(fig, folder / "selection.png")
+
+
+def _short(names: list[str], shown: int = 3, width: int = 26) -> str:
+    """A coalition's members in at most ``width`` characters."""
+    if not names:
+        return "(none)"
+    text = ", ".join(names)
+    if len(text) <= width:
+        return text
+    return f"{len(names)} sources ({names[0]}, ...)" if len(names) > shown else text[: width - 3] + "..."
+
+
+def _listing(names: list[str], shown: int = 12) -> str:
+    """Names joined by commas, the first ``shown`` of them and a count of the rest."""
+    if not names:
+        return "(none)"
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more ({len(names)} in all)" if rest > 0 else "")
+
+
+def format_selection(doc: dict[str, Any]) -> str:
+    """A selection (``RUN/selection.json``) as the table ``dposhap select`` prints."""
+
+    def cell(value: float | None, se: float | None) -> str:
+        if value is None:
+            return f"{'-':>18}"
+        return f"{value:>9.4f} ± {Z95 * se:<6.4f}" if se is not None else f"{value:>9.4f}{'':9}"
+
+    p, m = doc["predicted"], doc.get("measured")
+    goal = doc["goal"]["maximize"] + "".join(
+        f" subject to {c['objective']} >= {c['resolved']:.4g}" for c in doc["goal"]["subject_to"]
+    )
+    lines = [
+        f"goal: maximise {goal} ({doc['utility']}; {doc['search']['method']} search over "
+        f"{doc['search']['coalitions_evaluated']} coalitions"
+        + ("" if doc["search"]["feasible"] else "; NO coalition meets the constraints, the closest is shown")
+        + ")",
+        f"{'coalition':<40} {'predicted (95%)':>18} {'measured (95%)':>18}",
+        f"{'all sources':<40} {cell(p['all'], p.get('all_stderr'))} "
+        + (cell(m["all"], m.get("all_stderr")) if m else cell(None, None)),
+        f"{'chosen: ' + _short(doc['chosen']):<40} {cell(p['chosen'], p.get('chosen_stderr'))} "
+        + (cell(m["chosen"], m.get("chosen_stderr")) if m and "weights" not in doc else cell(None, None)),
+        f"{'rule: ' + _short(doc['rule']['kept']):<40} "
+        f"{cell(doc['rule']['predicted'], doc['rule'].get('predicted_stderr'))} {cell(None, None)}",
+    ]
+    if "weights" in doc:
+        w = doc["weights"]
+        lines.append(
+            f"{'weighted optimum':<40} {cell(w['predicted'], w.get('predicted_stderr'))} "
+            + (cell(m["chosen"], m.get("chosen_stderr")) if m else cell(None, None))
+        )
+    for r in doc["runners_up"][:3]:
+        lines.append(f"{'runner-up: ' + _short(r['sources']):<40} {cell(r['predicted'], None)} {cell(None, None)}")
+    lines.append(
+        f"predicted gain of the choice over all sources: {p['gain']:+.4f}"
+        + (f" ± {Z95 * p['gain_stderr']:.4f}" if p.get("gain_stderr") is not None else "")
+    )
+    if m:
+        lines.append(
+            f"measured gain (retrained, {m['pairs']['chosen']} vs {m['pairs']['all']} pairs): {m['gain']:+.4f}"
+            + (f" ± {Z95 * m['gain_stderr']:.4f}" if m.get("gain_stderr") is not None else "")
+        )
+    lines.append(f"dropped: {_listing(doc['dropped'])}")
+    lines.append(f"rule (drop every source significantly below zero): dropped {_listing(doc['rule']['dropped'])}")
+    if "weights" in doc:
+        w = doc["weights"]
+        by_weight: dict[str, list[str]] = {}
+        for source, weight in sorted(w["weights"].items(), key=lambda item: -item[1]):
+            by_weight.setdefault(f"{weight:.2f}", []).append(source)
+        if len(by_weight) <= 4:  # a few levels (many sources at 0 or w_max): one group per level
+            text = "; ".join(f"{level}: {_listing(names, shown=6)}" for level, names in by_weight.items())
+        else:
+            text = _listing([f"{k} {v:.2f}" for k, v in w["weights"].items()], shown=16)
+        lines.append(f"weights: {text} ({w['method']})")
+    return "\n".join(lines)

@@ -10,7 +10,10 @@ with nothing recomputed, and a coalition is never evaluated twice.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +39,7 @@ from .validate import check_int
 #: Bootstrap replicates over evaluation items by default (``--n-boot``).
 DEFAULT_N_BOOT = 200
 
-__all__ = ["utility_names", "value_run"]
+__all__ = ["OpenedUtility", "open_utility", "utility_names", "value_run"]
 
 
 def value_run(
@@ -111,14 +114,145 @@ def value_run(
         raise InvalidArgumentError(
             f"the {utility} utility takes {kind.settings_type.__name__} settings, got {type(settings).__name__}"
         )
+    with open_utility(
+        run_dir,
+        utility,
+        settings,
+        seed=seed,
+        device=device,
+        progress=progress,
+        threads=threads,
+        cluster=cluster,
+        what=f"dposhap value --utility {utility}",
+    ) as opened:
+        run, built, game, wrapped = opened.run, opened.built, opened.game, opened.wrapped
+        store, key, config = opened.store, opened.key, opened.config
+        started = opened.started
+        eval_note = None
+        method, budget = _stopping_rule(game, len(built.players), utility, method, budget, tol)
+        estimate = shapley if semivalue == "shapley" else banzhaf
+        result = estimate(
+            game,
+            len(built.players),
+            method=method,
+            budget=budget,
+            tol=tol,
+            seed=seed,
+            batch_size=batch_size or built.batch_size,
+            names=list(built.players),
+            progress=progress,
+        )
+        ends = _ends(game, len(built.players), len(built.objectives))
+        new = int(wrapped.evaluated) if wrapped is not None else int(result.n_evaluations)
+        if n_boot and (wrapped is None or isinstance(wrapped, ItemUtility)):
+            try:
+                boot = bootstrap(
+                    game,
+                    result,
+                    n_boot=n_boot,
+                    seed=seed,
+                    batch_size=batch_size or built.batch_size,
+                    progress=progress,
+                )
+                attach_bootstrap(result, boot)
+                new += boot.new_evaluations
+            except DposhapError as err:
+                eval_note = f"evaluation error not computed: {err}"
+        elif n_boot:
+            eval_note = f"evaluation error not computed: the {utility} utility is not a mean over items"
+        interactions, interactions_note = _interactions(game, built, store, key)
+        seconds = time.perf_counter() - started
+        entry = record_values(
+            run,
+            label or utility,
+            result,
+            list(built.objectives),
+            config=config,
+            new_evaluations=new,
+            seconds=seconds,
+            ends=ends,
+            eval_note=eval_note,
+            interactions=interactions,
+            interactions_note=interactions_note,
+        )
+    return result, entry
+
+
+@dataclass
+class OpenedUtility:
+    """A run's utility, opened for evaluation by :func:`open_utility`.
+
+    Attributes
+    ----------
+    run
+        The opened run.
+    built
+        The utility as its registered kind built it.
+    game
+        What to evaluate coalitions with: the native game, or ``built`` read through the run's
+        cache (:func:`dposhap.run.cached`; then also ``wrapped``).
+    wrapped
+        The cached wrapper, or None for a native game.
+    store, key
+        The run's cache and the utility's key in it (None for a native game).
+    config
+        The utility's configuration as ``values.json`` records it.
+    started
+        ``time.perf_counter()`` when the utility was built.
+    """
+
+    run: Run
+    built: Utility
+    game: Any
+    wrapped: Any
+    store: Any
+    key: str | None
+    config: dict[str, Any]
+    started: float
+
+
+@contextlib.contextmanager
+def open_utility(
+    run_dir: str | Path | Run,
+    utility: str,
+    settings: Any,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    threads: int | None = None,
+    cluster: ClusterConfig | str | None = None,
+    what: str = "dposhap",
+) -> Iterator[OpenedUtility]:
+    """Build a registered utility of a run and open it for evaluation, as every command that
+    evaluates coalitions does (``value``, ``select``): the run locked, the threads chosen, the
+    Ray pool (if any) started, and a utility without a native game read through the run's cache
+    so that no coalition is evaluated twice.
+
+    Parameters
+    ----------
+    run_dir
+        A trained run (a partial run is opened over its trained sources, with a warning).
+    utility, settings
+        A registered utility and an instance of its ``settings_type``.
+    seed, device, progress, threads, cluster
+        As in :func:`value_run`.
+    what
+        The command holding the run's lock (shown to another command that finds it locked).
+
+    Yields
+    ------
+    OpenedUtility
+    """
+    kind = get_utility(utility)
     where = cluster_config(None, cluster) if isinstance(cluster, str) else cluster
-    run = Run.open(run_dir)
+    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
     run.check_complete(strict=False)  # a partial run is valued over its trained sources, with a warning
     thread_choice = choose_threads(
         model_parameters(run.manifest.base_model.location), device=resolve_device(device), requested=threads
     )
     with (
-        run.lock(f"dposhap value --utility {utility}"),
+        run.lock(what),
         quiet_libraries(loading_reports=progress),
         use_threads(thread_choice, say=progress),
         evaluation_pool(where, str(run.root), device=device, threads=threads, progress=progress) as pool,
@@ -145,58 +279,11 @@ def value_run(
             game = wrapped
         else:
             config = built.describe()
-        eval_note = None
-        method, budget = _stopping_rule(game, len(built.players), utility, method, budget, tol)
         try:
-            estimate = shapley if semivalue == "shapley" else banzhaf
-            result = estimate(
-                game,
-                len(built.players),
-                method=method,
-                budget=budget,
-                tol=tol,
-                seed=seed,
-                batch_size=batch_size or built.batch_size,
-                names=list(built.players),
-                progress=progress,
-            )
-            ends = _ends(game, len(built.players), len(built.objectives))
-            new = int(wrapped.evaluated) if wrapped is not None else int(result.n_evaluations)
-            if n_boot and (wrapped is None or isinstance(wrapped, ItemUtility)):
-                try:
-                    boot = bootstrap(
-                        game,
-                        result,
-                        n_boot=n_boot,
-                        seed=seed,
-                        batch_size=batch_size or built.batch_size,
-                        progress=progress,
-                    )
-                    attach_bootstrap(result, boot)
-                    new += boot.new_evaluations
-                except DposhapError as err:
-                    eval_note = f"evaluation error not computed: {err}"
-            elif n_boot:
-                eval_note = f"evaluation error not computed: the {utility} utility is not a mean over items"
-            interactions, interactions_note = _interactions(game, built, store, key)
+            yield OpenedUtility(run, built, game, wrapped, store, key, config, started)
         finally:
             if store is not None:
                 store.close()
-        seconds = time.perf_counter() - started
-        entry = record_values(
-            run,
-            label or utility,
-            result,
-            list(built.objectives),
-            config=config,
-            new_evaluations=new,
-            seconds=seconds,
-            ends=ends,
-            eval_note=eval_note,
-            interactions=interactions,
-            interactions_note=interactions_note,
-        )
-    return result, entry
 
 
 def _interactions(

@@ -89,12 +89,17 @@ class BuildContext:
     pool
         The Ray evaluation pool (:class:`dposhap.cluster.EvaluationPool`) when the valuation runs on
         a cluster, else None; only a kind whose ``pooled`` is ``"build"`` sees it (see :class:`UtilityKind`).
+    models
+        Loaded models (:class:`dposhap.run.RunModels`) to evaluate instead of the run's own adapters, on
+        the run's evaluation sets: the adapters retrained by ``dposhap select --verify``. The utility is
+        then built without the run's caches (its ``cache_config`` is None). None: the run's adapters.
     """
 
     device: str
     seed: int = 0
     progress: bool = True
     pool: Any = None
+    models: Any = None
 
 
 @dataclass(frozen=True)

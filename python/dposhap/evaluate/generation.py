@@ -244,6 +244,8 @@ class GenerationUtility:
     """
 
     batch_size: int | None = 16
+    #: Coalitions may be given as per-source weights (``[b, n]`` floats), which enter the compose kernels.
+    takes_weights = True
 
     def __init__(
         self,
@@ -251,7 +253,7 @@ class GenerationUtility:
         prompts: list[str],
         scorer: RewardScorer,
         config: Any,
-        cache_config: dict[str, Any],
+        cache_config: dict[str, Any] | None,
         scored_prompts: list[Any] | None = None,
     ):
         self.decoder, self.prompts, self.scorer, self.decode_config = decoder, prompts, scorer, config
@@ -276,7 +278,12 @@ class GenerationUtility:
     def item_scores(self, coalitions: np.ndarray) -> ItemScores:
         """Per prompt and objective the completion's score (times its self-normalised importance
         weight with ``correction``, the weights then being the item weights)."""
-        result = self.decoder.generate(self.prompts, coalitions, self.decode_config)
+        c = np.asarray(coalitions)
+        if c.dtype == bool:
+            result = self.decoder.generate(self.prompts, c, self.decode_config)
+        else:  # member weights w_i >= 0 (0: not a member), as dposhap select --weights asks
+            w = c.astype(np.float64)
+            result = self.decoder.generate(self.prompts, w > 0, self.decode_config, weights=w)
         m = len(self.prompts)
         numer = np.empty((len(coalitions), len(self.objectives), m))
         denom = None if result.log_weights is None else np.empty((len(coalitions), m))
@@ -298,7 +305,7 @@ def generation_utility(run: Run, settings: GenerationSettings, context: BuildCon
     """The generation utility of an opened run (the registry's ``build``)."""
     from .decoding import ComposedDecoder, DecodeConfig  # torch, transformers and PEFT load on first use
 
-    loaded = run.load_models(device=context.device)
+    loaded = context.models if context.models is not None else run.load_models(device=context.device)
     texts = evaluation_prompts(run, settings.prompts, settings.n_prompts, eval_file=settings.eval_file)
     prompts = [
         t if isinstance(t, str) else loaded.tokenizer.apply_chat_template(t, tokenize=False, add_generation_prompt=True)
@@ -326,7 +333,9 @@ def generation_utility(run: Run, settings: GenerationSettings, context: BuildCon
         "seed": context.seed,
         **run.cache_identity(),
     }
-    return GenerationUtility(decoder, prompts, scorer, config, cache_config, scored_prompts=texts)
+    return GenerationUtility(
+        decoder, prompts, scorer, config, None if context.models is not None else cache_config, scored_prompts=texts
+    )
 
 
 GENERATION = register_utility(

@@ -59,6 +59,9 @@ class ComposedLikelihood:
         can be bootstrapped over; default: every token its own item.
     """
 
+    #: Coalitions may be given as per-source weights (``[b, n]`` floats), which enter the compose kernel.
+    takes_weights = True
+
     def __init__(
         self,
         logits: torch.Tensor,
@@ -183,17 +186,19 @@ class ComposedLikelihood:
         device: str | None = None,
         world_pairs: int | None = None,
         eval_file: str | Path | None = None,
+        models: Any = None,
         **kwargs: Any,
     ) -> ComposedLikelihood:
         """The composed likelihood of the preferred responses of a run's evaluation pairs.
 
         ``heldout``, ``sources``, ``device``, ``world_pairs`` and ``eval_file`` are as in
-        :func:`~dposhap.evaluate.margins.margin_utilities`; ``max_length`` is the run's.
+        :func:`~dposhap.evaluate.margins.margin_utilities`; ``max_length`` is the run's. ``models``
+        (:class:`dposhap.run.RunModels`): evaluate these adapters instead of the run's, uncached.
         """
         run = run if isinstance(run, Run) else Run.open(run)
         pair_sets = default_pair_sets(run, eval_file) if heldout is None else heldout
         records, sets = evaluation_pairs(run, pair_sets, world_pairs=world_pairs, eval_file=eval_file)
-        loaded = run.load_models(sources=sources, device=device)
+        loaded = models if models is not None else run.load_models(sources=sources, device=device)
         out = cls.from_model(
             loaded.model,
             loaded.tokenizer,
@@ -203,14 +208,18 @@ class ComposedLikelihood:
             max_length=run.manifest.max_length,
             **kwargs,
         )
-        out.cache_config = {
-            "utility": "likelihood",
-            "heldout": list(dict.fromkeys(sets)),
-            "pairs": len(records),
-            "records": config_hash(records),
-            "max_length": run.manifest.max_length,
-            **run.cache_identity(loaded.sources),
-        }
+        out.cache_config = (
+            {
+                "utility": "likelihood",
+                "heldout": list(dict.fromkeys(sets)),
+                "pairs": len(records),
+                "records": config_hash(records),
+                "max_length": run.manifest.max_length,
+                **run.cache_identity(loaded.sources),
+            }
+            if models is None
+            else None
+        )
         return out
 
     def item_scores(self, coalitions: np.ndarray) -> ItemScores:
@@ -279,6 +288,7 @@ def _build(run: Run, settings: MarginSettings, context: BuildContext) -> Compose
         device=context.device,
         eval_file=settings.eval_file,
         world_pairs=settings.world_pairs,
+        models=context.models,
     )
 
 

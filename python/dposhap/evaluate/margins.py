@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -139,6 +139,8 @@ class MarginUtilities:
     beta: float = 0.1
     cache_path: Path | None = None
     from_cache: bool = False
+    #: Coalitions may be given as per-source weights (``[b, n]`` floats): the games are linear in them.
+    takes_weights: ClassVar[bool] = True
 
     @classmethod
     def from_margins(
@@ -253,6 +255,7 @@ def margin_utilities(
     eval_file: str | Path | None = None,
     recompute: bool = False,
     pool: Any = None,
+    models: Any = None,
 ) -> MarginUtilities:
     """The margin games of a trained run, over evaluation pairs.
 
@@ -288,16 +291,24 @@ def margin_utilities(
         A Ray evaluation pool (:class:`dposhap.cluster.EvaluationPool`): the matrix is computed by
         its actors, sharded by source (each loads the base model and its share of the adapters),
         and this process loads no model.
+    models
+        Loaded models (:class:`dposhap.run.RunModels`) whose adapters are the players instead of the
+        run's (``sources`` is then ignored): their margins on the run's evaluation pairs, not cached.
 
     Returns
     -------
     MarginUtilities
     """
     run = run if isinstance(run, Run) else Run.open(run)
-    names = run.select_sources(sources)
     pair_sets = default_pair_sets(run, eval_file) if heldout is None else heldout
     records, sets = evaluation_pairs(run, pair_sets, world_pairs=world_pairs, eval_file=eval_file)
     beta, max_length = run.manifest.beta, run.manifest.max_length
+    if models is not None:
+        margins = margins_matrix(
+            models.model, models.tokenizer, models.sources, records, beta, batch_size=batch_size, max_length=max_length
+        )
+        return MarginUtilities.from_margins(margins, models.sources, kinds, pair_sets=tuple(sets), beta=beta)
+    names = run.select_sources(sources)
     key = config_hash(
         {
             "format": _CACHE_FORMAT,
@@ -382,6 +393,7 @@ def _margin_kind(kind: MarginUtilityKind, help_text: str) -> UtilityKind:
             eval_file=settings.eval_file,
             world_pairs=settings.world_pairs,
             pool=context.pool,
+            models=context.models,
         )
 
     return register_utility(UtilityKind(kind, help_text, MarginSettings, build, pooled="build"))

@@ -99,6 +99,8 @@ pub enum Error {
     BadWeight { row: usize, pair: usize, value: f64 },
     #[error("row {row} of the pair weights sums to zero: every row needs a pair with positive weight")]
     ZeroWeights { row: usize },
+    #[error("source weights: {0}")]
+    BadWeightProblem(String),
     #[error("the game has {game} players, the estimator {estimator}")]
     GamePlayers { game: usize, estimator: usize },
 
@@ -160,6 +162,7 @@ impl Error {
             | WeightCount { .. }
             | BadWeight { .. }
             | ZeroWeights { .. }
+            | BadWeightProblem(_)
             | GamePlayers { .. }
             | ControlValuesShape { .. }
             | ControlValuesNotFinite

@@ -86,7 +86,7 @@ impl MarginKind {
     }
 
     #[inline]
-    fn term(&self, s: f64) -> f64 {
+    pub(crate) fn term(&self, s: f64) -> f64 {
         match self {
             MarginKind::Accuracy => {
                 if s > 0.0 {

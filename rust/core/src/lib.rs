@@ -15,6 +15,7 @@ pub mod games;
 pub mod moments;
 pub mod rng;
 pub mod samplers;
+pub mod weights;
 
 pub use coalition::Coalition;
 pub use engine::{Engine, EngineConfig, ResultSnapshot};
@@ -22,6 +23,7 @@ pub use error::{Column, Error, ErrorKind, Result};
 pub use estimate::Estimate;
 pub use games::{exact_native, run_native, Game, MarginGame, MarginKind};
 pub use samplers::{Method, MethodChoice, Semivalue};
+pub use weights::WeightProblem;
 
 /// Largest number of players accepted by exact enumeration through the ask/tell engine.
 pub const MAX_EXACT_PLAYERS: usize = 30;

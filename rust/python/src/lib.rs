@@ -5,10 +5,10 @@ mod error;
 
 use dposhap_core::{
     engine::StopReason, exact_native, run_native, Coalition, Engine, EngineConfig, Game, MarginGame, MarginKind,
-    MethodChoice, ResultSnapshot, Semivalue,
+    MethodChoice, ResultSnapshot, Semivalue, WeightProblem,
 };
 use error::{to_py, InvalidArgumentError, ProtocolError, UtilityError};
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rayon::prelude::*;
@@ -323,6 +323,46 @@ impl PyMarginGame {
     }
 }
 
+/// Per-source weights in `[0, w_max]` maximising a goal over a margin game (GIL released).
+#[pyfunction]
+#[pyo3(signature = (margins, kind, avg, coef, start, w_max, constrained, levels, max_iter=500))]
+#[allow(clippy::too_many_arguments)]
+fn optimise_margin_weights<'py>(
+    py: Python<'py>,
+    margins: PyReadonlyArray2<'_, f64>,
+    kind: &str,
+    avg: PyReadonlyArray2<'_, f64>,
+    coef: PyReadonlyArray1<'_, f64>,
+    start: PyReadonlyArray1<'_, f64>,
+    w_max: f64,
+    constrained: Vec<usize>,
+    levels: Vec<f64>,
+    max_iter: usize,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let shape = margins.shape();
+    let (n, m) = (shape[0], shape[1]);
+    if avg.shape()[1] != m {
+        return Err(InvalidArgumentError::new_err(format!(
+            "avg has {} columns; the margins have {m} pairs",
+            avg.shape()[1]
+        )));
+    }
+    let problem = WeightProblem {
+        margins: margins.as_array().iter().copied().collect(),
+        n,
+        m,
+        kind: MarginKind::parse(kind).map_err(to_py)?,
+        avg: avg.as_array().iter().copied().collect(),
+        coef: coef.as_array().to_vec(),
+        constrained,
+        levels,
+        w_max,
+    };
+    let start = start.as_array().to_vec();
+    let w = py.detach(|| problem.solve(&start, max_iter)).map_err(to_py)?;
+    Ok(PyArray1::from_vec(py, w))
+}
+
 /// Names of the methods accepted for a semivalue.
 #[pyfunction]
 fn methods(semivalue: &str) -> PyResult<Vec<&'static str>> {
@@ -335,6 +375,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyMarginGame>()?;
     m.add_function(wrap_pyfunction!(methods, m)?)?;
+    m.add_function(wrap_pyfunction!(optimise_margin_weights, m)?)?;
     m.add("MAX_EXACT_PLAYERS", dposhap_core::MAX_EXACT_PLAYERS)?;
     Ok(())
 }

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.utils.cpp_extension as cpp_extension
-from test_compose_cuda_build import cuda_root
 
 from dposhap.compose import head
 from dposhap.compose._native import csrc_dir
 from dposhap.errors import InvalidArgumentError
+from test_compose_cuda_build import cuda_root
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")

@@ -318,7 +318,9 @@ def linear_logprobs(
         )
     vocab = weight.shape[0]
     if targets.dtype != torch.int64 or targets.shape != (hidden.shape[0],):
-        raise InvalidArgumentError(f"targets must be int64 [{hidden.shape[0]}], got {targets.dtype} {tuple(targets.shape)}")
+        raise InvalidArgumentError(
+            f"targets must be int64 [{hidden.shape[0]}], got {targets.dtype} {tuple(targets.shape)}"
+        )
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
         raise InvalidArgumentError(f"targets must be tokens in [0, {vocab})")
     if bias is not None and (bias.shape != (vocab,) or bias.dtype != weight.dtype):

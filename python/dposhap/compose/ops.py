@@ -302,9 +302,7 @@ def run_dense_op(op: Callable[..., tuple[torch.Tensor, torch.Tensor]], request: 
 #: The signature of the fused linear log-probability ops: ``hidden [N, H]``, ``weight [V, H]``,
 #: ``bias [V]`` or None, int64 ``targets [N]``, the vocabulary chunk; float32
 #: ``(target_logprob [N], logz [N])``.
-LINEAR_LOGPROBS_SCHEMA = (
-    "(Tensor hidden, Tensor weight, Tensor? bias, Tensor targets, int chunk_v) -> (Tensor, Tensor)"
-)
+LINEAR_LOGPROBS_SCHEMA = "(Tensor hidden, Tensor weight, Tensor? bias, Tensor targets, int chunk_v) -> (Tensor, Tensor)"
 
 
 def _linear_fake(

@@ -51,7 +51,6 @@ Stopping
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -90,7 +89,8 @@ __all__ = [
 BASE_ADAPTER = "__base__"
 HiddenFastPath = Literal["auto", "on", "off"]
 MixedLora = Literal["auto", "own", "peft"]
-# config attributes under which model families scale or soft-cap their logits after the LM head
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     """How :meth:`ComposedDecoder.generate` samples. Every field is checked on creation."""

@@ -68,7 +68,7 @@ def lm_head_blocker(causal_lm: Any) -> str | None:
 
 
 def padded_batches(
-    sequences: Sequence[tuple[list[int], int]], order: Sequence[int], batch_size: int, pad_id: int
+    sequences: Sequence[tuple[list[int], int]], order: np.ndarray, batch_size: int, pad_id: int
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Right-padded batches of ``(ids, n_prompt)`` sequences, in ``order``.
 
@@ -79,7 +79,6 @@ def padded_batches(
         ``response`` bool ``[B, L]``, True at the response tokens that have a prediction (the
         first token of a sequence has none).
     """
-    order = np.asarray(order)
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         width = max(2, max(len(sequences[i][0]) for i in batch))
@@ -306,5 +305,9 @@ def scoring_model(model: Any, device: Any = None) -> ScoringModel | None:
         except StopIteration:
             device = torch.device("cpu")
     return ScoringModel(
-        decoder, causal_lm.get_output_embeddings(), keyword if takes_cache else None, causal_lm.config, torch.device(device)
+        decoder,
+        causal_lm.get_output_embeddings(),
+        keyword if takes_cache else None,
+        causal_lm.config,
+        torch.device(device),
     )

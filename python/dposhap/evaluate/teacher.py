@@ -28,7 +28,15 @@ if TYPE_CHECKING:
 #: How :func:`response_logprobs` scores: the fused head at response positions, the plain full-vocabulary way, or the first where it applies.
 ScoringPath = Literal["auto", "head", "plain"]
 
-__all__ = ["ScoringPath", "forward_batches", "model_device", "pad_id", "policy", "response_logprobs", "sequence_logprobs"]
+__all__ = [
+    "ScoringPath",
+    "forward_batches",
+    "model_device",
+    "pad_id",
+    "policy",
+    "response_logprobs",
+    "sequence_logprobs",
+]
 
 
 def model_device(model: Any) -> torch.device:

@@ -27,7 +27,10 @@ vocabulary and a batch of 16 pairs of 1,024-token sequences (formula in :func:`p
 
 Models: ``--model tiny`` (default) is a randomly initialised Llama-shaped model with SmolLM2's
 vocabulary (49,152 tokens) and a small decoder; ``--model smollm2`` is SmolLM2-135M-Instruct
-(the ``smollm2`` extra's GGUF file) with random LoRA adapters. Results:
+(the ``smollm2`` extra's GGUF file) with random LoRA adapters; ``--model head7b --device cuda``
+is a randomly initialised model with a 7B model's width, LM head and vocabulary (Llama 3:
+4,096, 128,256 tokens) but two layers, in bfloat16, to measure on a GPU what the projection
+states (peak: ``torch.cuda.max_memory_allocated`` above the loaded model). Results:
 ``results/<model>/score.md`` and ``.csv``.
 """
 
@@ -67,14 +70,30 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def setup(model_name: str, pairs: int, prompt: int, response: int, seed: int = 0) -> tuple[Any, list, int]:
+def setup(
+    model_name: str, pairs: int, prompt: int, response: int, device: str = "cpu", seed: int = 0
+) -> tuple[Any, list, int]:
     """The model (with two LoRA adapters) and the sequences: ``(ids, n_prompt)``, chosen then rejected."""
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    if model_name == "tiny":
+    if model_name == "head7b":  # a 7B model's width, head and vocabulary (Llama 3), two layers, bf16
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=128256,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=2,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=4096,
+        )
+        with torch.device(device):
+            base = LlamaForCausalLM(config).to(torch.bfloat16)
+    elif model_name == "tiny":
         from transformers import LlamaConfig, LlamaForCausalLM
 
         config = LlamaConfig(
@@ -92,13 +111,13 @@ def setup(model_name: str, pairs: int, prompt: int, response: int, seed: int = 0
         from dposhap.models import load_base_model, resolve_model
 
         base = load_base_model(resolve_model("smollm2-135m-instruct"), dtype=torch.float32, device="cpu")
-    base.eval()
+    base.to(device).eval()
     lora = LoraConfig(
         r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False
     )
     model = get_peft_model(base, lora, adapter_name=SOURCES[0])
     model.add_adapter(SOURCES[1], lora)
-    model.eval()
+    model.to(device).eval()
     rng = np.random.default_rng(seed)
     vocab = base.config.vocab_size
     prompts = [list(rng.integers(3, vocab, size=int(rng.integers(prompt // 2, prompt + 1)))) for _ in range(pairs)]
@@ -142,13 +161,20 @@ def child(args: argparse.Namespace) -> None:
     from dposhap.evaluate.teacher import response_logprobs
 
     torch.set_num_threads(args.threads)
-    model, sequences, _ = setup(args.model, args.pairs, args.prompt, args.response)
+    model, sequences, _ = setup(args.model, args.pairs, args.prompt, args.response, args.device)
+    cuda = args.device == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
     if args.provider == "rows":  # one multi-adapter pass: the base model at batch and 3 x batch pairs
         out: dict[str, Any] = {}
         for factor in (1, 3):
             times = []
             with model.disable_adapter():
                 for _ in range(args.repeats + 1):
+                    sync()
                     t0 = time.perf_counter()
                     response_logprobs(
                         model,
@@ -158,11 +184,16 @@ def child(args: argparse.Namespace) -> None:
                         device=None,
                         shared_prompts=2,
                     )
+                    sync()
                     times.append(time.perf_counter() - t0)
             out[str(factor)] = statistics.median(times[1:]) / args.pairs
         print("RESULT " + json.dumps(out))
         return
     rss_loaded = _rss_kib("VmRSS")
+    if cuda:
+        torch.cuda.synchronize()
+        gpu_loaded = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
     try:
         with open("/proc/self/clear_refs", "w", encoding="utf-8") as fh:
             fh.write("5")  # reset the peak resident set to the current one
@@ -173,10 +204,14 @@ def child(args: argparse.Namespace) -> None:
     score_all(model, warm, args.provider, args.batch)  # warm-up (builds or loads the kernel)
     times, values = [], None
     for _ in range(args.repeats):
+        sync()
         t0 = time.perf_counter()
         values = score_all(model, sequences, args.provider, args.batch)
+        sync()
         times.append(time.perf_counter() - t0)
     peak = _rss_kib("VmHWM")
+    if cuda:  # the device's peak above the loaded model, not the host's
+        peak, rss_loaded = torch.cuda.max_memory_allocated() // 1024, gpu_loaded // 1024
     out_path = Path(args.values)
     import numpy as np
 
@@ -203,7 +238,10 @@ def run_child(args: argparse.Namespace, provider: str, values: Path) -> dict[str
         provider,
         "--values",
         str(values),
-        *(f"--{k}={getattr(args, k)}" for k in ("model", "pairs", "prompt", "response", "batch", "repeats", "threads")),
+        *(
+            f"--{k}={getattr(args, k)}"
+            for k in ("model", "pairs", "prompt", "response", "batch", "repeats", "threads", "device")
+        ),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     for line in proc.stdout.splitlines():
@@ -235,7 +273,8 @@ def projection(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    parser.add_argument("--model", choices=("tiny", "smollm2", "head7b"), default="tiny")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--pairs", type=int, default=24)
     parser.add_argument("--prompt", type=int, default=96, help="longest prompt (tokens); prompts are 1/2 to 1 of it")
     parser.add_argument("--response", type=int, default=64, help="longest response (tokens)")
@@ -255,18 +294,26 @@ def main() -> None:
 
     out_dir = args.out or HERE / "results" / args.model
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, values = {}, {}
+    results, values, failures = {}, {}, {}
     for provider in PROVIDERS:
         path = out_dir / f"values-{provider.replace('+', '-')}.npy"
-        results[provider] = run_child(args, provider, path)
+        try:
+            results[provider] = run_child(args, provider, path)
+        except RuntimeError as err:  # out of memory, say: the others still run
+            failures[provider] = str(err).strip().splitlines()[-1][:160]
+            print(provider, "FAILED", failures[provider], flush=True)
+            continue
         values[provider] = np.load(path)
         path.unlink()
         print(provider, results[provider], flush=True)
-    base = results["plain"]
+    base = results.get("plain", {"seconds": float("nan"), "peak_mb": 0.0})
     rows, csv_rows = [], []
     for provider in PROVIDERS:
+        if provider in failures:
+            rows.append([provider, "failed: " + failures[provider], "-", "-", "-", "-"])
+            continue
         r = results[provider]
-        diff = float(np.abs(values[provider] - values["plain"]).max())
+        diff = float(np.abs(values[provider] - values["plain"]).max()) if "plain" in values else float("nan")
         rows.append(
             [
                 provider,
@@ -309,9 +356,11 @@ def main() -> None:
 
     env = environment(["torch", "transformers", "peft"])
     env["torch threads"] = str(args.threads)
+    env["device"] = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     env["setting"] = (
         f"{args.pairs} pairs, prompts {args.prompt // 2}-{args.prompt} tokens, responses "
-        f"{args.response // 2}-{args.response} tokens, float32, torch {torch.__version__}"
+        f"{args.response // 2}-{args.response} tokens, {'bfloat16' if args.model == 'head7b' else 'float32'}, "
+        f"torch {torch.__version__}"
     )
     write_csv(out_dir / "score.csv", csv_rows)
     write_markdown(out_dir / "score.md", "Teacher-forced scoring: plain vs dposhap", env, tables)

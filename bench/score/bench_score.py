@@ -14,8 +14,9 @@ rejected response under the reference (adapters off) and each adapter. Providers
 
 Each provider runs in its own process, which builds (or loads) the model first: time is the
 median of ``--repeats`` runs after a warm-up, peak memory is the process's peak resident set
-(warm-up and runs) above its resident set once the model is loaded (the peak is reset after
-loading, through ``/proc/self/clear_refs``). The results agree: the largest difference of any log-probability
+during the runs above its resident set after the warm-up (the model, the libraries' pages, the
+kernel; the warm-up's freed heap handed back with ``malloc_trim``, the peak reset through
+``/proc/self/clear_refs``); on CUDA, ``torch.cuda.max_memory_allocated`` above the loaded model. The results agree: the largest difference of any log-probability
 from the plain path's is reported.
 
 A second table says whether one multi-adapter pass (the reference and every adapter as blocks of
@@ -37,6 +38,8 @@ states (peak: ``torch.cuda.max_memory_allocated`` above the loaded model). Resul
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import statistics
@@ -189,9 +192,17 @@ def child(args: argparse.Namespace) -> None:
             out[str(factor)] = statistics.median(times[1:]) / args.pairs
         print("RESULT " + json.dumps(out))
         return
+    warm = [s for i, s in enumerate(sequences) if i % args.pairs < args.batch]  # a batch of pairs
+    score_all(model, warm, args.provider, args.batch)  # warm-up: builds or loads the kernel, pages in the libraries
+    gc.collect()
+    try:  # hand the warm-up's freed heap back, so that the peak below is the runs' own
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     rss_loaded = _rss_kib("VmRSS")
     if cuda:
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         gpu_loaded = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -200,8 +211,6 @@ def child(args: argparse.Namespace) -> None:
         reset = True
     except OSError:
         reset = False
-    warm = [s for i, s in enumerate(sequences) if i % args.pairs < args.batch]  # a batch of pairs
-    score_all(model, warm, args.provider, args.batch)  # warm-up (builds or loads the kernel)
     times, values = [], None
     for _ in range(args.repeats):
         sync()

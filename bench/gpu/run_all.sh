@@ -2,8 +2,9 @@
 # The GPU suite in one call (issue 14): the CUDA and Triton tests, the compose benchmark against
 # torch eager and torch.compile with effective bandwidth, the shared-source form against its
 # floors, and the decode benchmark on a randomly initialised model of realistic shape (Qwen2-0.5B)
-# and on SmolLM2-135M if present. Writes one results file, $OUT/gpu_results.md (the device tool's
-# $OUT, else bench/gpu/results/). Budget: under 8 minutes on an H200.
+# and on SmolLM2-135M if present, and teacher-forced scoring at a 7B model's LM head (issue 22).
+# Writes one results file, $OUT/gpu_results.md (the device tool's $OUT, else bench/gpu/results/).
+# Budget: under 8 minutes on an H200.
 #
 # On the lent GPU machine there is no Rust and no network: carry the compiled extension as the
 # abi3 wheel. Here, once:
@@ -74,7 +75,7 @@ step() {
 TESTS_LIMIT=170
 [[ $DRY == 1 ]] && TESTS_LIMIT=900
 step tests "$TESTS_LIMIT" "$PY" -m pytest -q -p no:cacheprovider tests/test_compose_cuda.py tests/test_compose_cuda_build.py \
-  tests/test_compose_triton.py tests/test_compose_dense.py tests/test_compose_noise_sharing.py
+  tests/test_compose_triton.py tests/test_compose_dense.py tests/test_compose_noise_sharing.py tests/test_compose_head.py
 
 # 2. the compose benchmark: dense form vs eager and torch.compile, shared-source form vs its floors
 if [[ $DRY == 1 ]]; then
@@ -99,6 +100,17 @@ else
     echo -e "\n## decode-smollm2: skipped (the smollm2 model file is not installed here)" >> "$RESULTS"
   fi
 fi
+
+# 4. teacher-forced scoring (issue 22): plain vs the fused head at a 7B model's head and vocabulary,
+# 16 pairs of up to 1,024 tokens in one batch: the measured peak beside the projected one
+SCORE_OUT=$RESULTS_DIR/score
+if [[ $DRY == 1 ]]; then
+  step score 150 "$PY" bench/score/bench_score.py --pairs 2 --batch 1 --prompt 16 --response 8 --repeats 1 --no-rows --out "$SCORE_OUT"
+else
+  step score 150 "$PY" bench/score/bench_score.py --model head7b --device cuda --pairs 16 --batch 16 --prompt 512 \
+    --response 512 --repeats 3 --no-rows --out "$SCORE_OUT"
+fi
+[[ -f "$SCORE_OUT/score.md" ]] && { echo; cat "$SCORE_OUT/score.md"; } >> "$RESULTS"
 
 echo "results: $RESULTS ($FAILED step(s) failed)"
 exit $((FAILED > 0))

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +34,9 @@ __all__ = [
     "cuda_problem",
     "load_cpu",
     "load_cuda",
+    "load_score_cpu",
+    "load_score_cuda",
+    "problem",
 ]
 
 _LOCK = threading.Lock()
@@ -51,6 +55,7 @@ class _Extension:
     what: str  # the backend, for messages
     sources: tuple[str, ...]
     headers: tuple[str, ...]
+    cuda: bool = False
     module: ModuleType | None = None
     error: DposhapError | None = None
 
@@ -66,6 +71,20 @@ _CUDA = _Extension(
     "the CUDA compose backend",
     ("compose_cuda_binding.cpp", "compose_cuda.cu"),
     ("compose_cuda.h", "compose_noise.h"),
+    cuda=True,
+)
+_SCORE_CPU = _Extension(
+    "dposhap_score_cpu",
+    "the cpp scoring backend",
+    ("score_cpu.cpp", "score_cpu_binding.cpp"),
+    ("score_cpu.h", "compose_cpu.h", "compose_cpu_math.h", "compose_noise.h"),
+)
+_SCORE_CUDA = _Extension(
+    "dposhap_score_cuda",
+    "the CUDA scoring backend",
+    ("score_cuda_binding.cpp", "score_cuda.cu"),
+    ("score_cuda.h",),
+    cuda=True,
 )
 
 
@@ -110,7 +129,7 @@ def _check_toolchain(ext: _Extension) -> None:
     missing = [str(csrc_dir() / f) for f in ext.sources + ext.headers if not (csrc_dir() / f).is_file()]
     if missing:
         raise NativeBuildError(f"the C++ sources of {ext.what} are missing from the installed package: {missing}")
-    if ext is _CPU:
+    if not ext.cuda:
         compiler = os.environ.get("CXX", "c++")
         if shutil.which(compiler) is None:
             raise NativeBuildError(
@@ -118,7 +137,7 @@ def _check_toolchain(ext: _Extension) -> None:
                 'or set CXX (backend="torch" runs without one)'
             )
     elif not torch.cuda.is_available():
-        raise NativeBuildError('the CUDA compose backend needs a CUDA device; use backend="torch" or "cpp" on the CPU')
+        raise NativeBuildError(f'{ext.what} needs a CUDA device; use backend="torch" or "cpp" on the CPU')
     _ensure_ninja_on_path()
     from torch.utils import cpp_extension
 
@@ -126,7 +145,7 @@ def _check_toolchain(ext: _Extension) -> None:
         raise NativeBuildError(
             f'{ext.what} is built with ninja, which is not installed: `pip install ninja` (backend="torch" runs without it)'
         )
-    if ext is _CUDA and cpp_extension.CUDA_HOME is None:
+    if ext.cuda and cpp_extension.CUDA_HOME is None:
         raise NativeBuildError(
             f"{ext.what} is compiled with nvcc, which was not found: install the CUDA toolkit matching "
             f"torch's CUDA {torch.version.cuda} and put its bin/ on PATH or set CUDA_HOME "
@@ -147,7 +166,7 @@ def _load(ext: _Extension) -> ModuleType:
             _check_toolchain(ext)
             from torch.utils import cpp_extension
 
-            cuda = ext is _CUDA
+            cuda = ext.cuda
             ext.module = cpp_extension.load(
                 name=ext.name,
                 sources=[str(csrc_dir() / f) for f in ext.sources],
@@ -201,6 +220,48 @@ def load_cuda() -> ModuleType:
         No CUDA device or toolkit, no ninja, or the build failed.
     """
     return _load(_CUDA)
+
+
+def load_score_cpu() -> ModuleType:
+    """Build (first use) or load (cached) the C++ CPU scoring extension ``dposhap_score_cpu``.
+
+    Returns
+    -------
+    ModuleType
+        The extension; ``linear_logprobs`` is the CPU kernel of ``torch.ops.dposhap.linear_logprobs``.
+
+    Raises
+    ------
+    NativeBuildError
+        No C++ compiler or no ninja, or the build failed.
+    """
+    return _load(_SCORE_CPU)
+
+
+def load_score_cuda() -> ModuleType:
+    """Build (first use) or load (cached) the CUDA scoring extension ``dposhap_score_cuda``.
+
+    Returns
+    -------
+    ModuleType
+        The extension; ``linear_logprobs`` is the CUDA kernel of ``torch.ops.dposhap.linear_logprobs``.
+
+    Raises
+    ------
+    NativeBuildError
+        No CUDA device or toolkit, no ninja, or the build failed.
+    """
+    return _load(_SCORE_CUDA)
+
+
+def problem(loader: Callable[[], ModuleType]) -> str | None:
+    """Why the extension of ``loader`` (one of the ``load_*`` functions) does not build here,
+    or None when it does; builds it on first call."""
+    try:
+        loader()
+    except NativeBuildError as err:
+        return str(err)
+    return None
 
 
 def cpu_problem() -> str | None:

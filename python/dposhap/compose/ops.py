@@ -11,6 +11,11 @@
 Both take the arguments of :data:`GATHER_SCHEMA` and share one fake implementation, so they trace
 under ``torch.compile``. Outputs not asked for are empty tensors ``[0]``.
 
+``torch.ops.dposhap.linear_logprobs`` and ``torch.ops.dposhap.linear_logprobs_triton``
+    The fused linear log-probability (:data:`LINEAR_LOGPROBS_SCHEMA`, :mod:`dposhap.compose.head`):
+    CPU kernel ``csrc/score_cpu.cpp``, CUDA kernel ``csrc/score_cuda.cu``, Triton
+    :func:`dposhap.compose.triton_backend.linear_logprobs`.
+
 ``torch.ops.dposhap.compose_dense`` and ``torch.ops.dposhap.compose_dense_triton``
     The dense form (:data:`DENSE_SCHEMA`): ``ref [R, V]`` and ``sources [R, n, V]`` read in
     place through their strides, no concatenation. CPU kernel: ``csrc/compose_cpu_dense.cpp``;
@@ -40,11 +45,14 @@ from .contract import (
 __all__ = [
     "DENSE_SCHEMA",
     "GATHER_SCHEMA",
+    "LINEAR_LOGPROBS_SCHEMA",
     "compose_dense",
     "compose_dense_triton",
     "compose_gather",
     "compose_gather_triton",
     "gather_op_arguments",
+    "linear_logprobs",
+    "linear_logprobs_triton",
     "run_dense_op",
     "run_gather_op",
 ]
@@ -289,3 +297,45 @@ def run_dense_op(op: Callable[..., tuple[torch.Tensor, torch.Tensor]], request: 
         message = str(exc).split("\nException raised from", 1)[0].strip()
         raise InvalidArgumentError(message) from None
     return logprobs
+
+
+#: The signature of the fused linear log-probability ops: ``hidden [N, H]``, ``weight [V, H]``,
+#: ``bias [V]`` or None, int64 ``targets [N]``, the vocabulary chunk; float32
+#: ``(target_logprob [N], logz [N])``.
+LINEAR_LOGPROBS_SCHEMA = "(Tensor hidden, Tensor weight, Tensor? bias, Tensor targets, int chunk_v) -> (Tensor, Tensor)"
+
+
+def _linear_fake(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk_v: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shapes and dtypes of the fused linear log-probability's outputs."""
+    n = hidden.shape[0]
+    return hidden.new_empty((n,), dtype=torch.float32), hidden.new_empty((n,), dtype=torch.float32)
+
+
+def _linear_cpu(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk_v: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The C++ CPU kernel (it checks its inputs itself, in the binding)."""
+    target, logz = _native.load_score_cpu().linear_logprobs(hidden, weight, bias, targets, chunk_v)
+    return target, logz
+
+
+def _linear_cuda(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk_v: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CUDA kernel (it checks its inputs itself, in the binding)."""
+    target, logz = _native.load_score_cuda().linear_logprobs(hidden, weight, bias, targets, chunk_v)
+    return target, logz
+
+
+linear_logprobs = torch.library.custom_op(
+    "dposhap::linear_logprobs", _linear_cpu, mutates_args=(), device_types="cpu", schema=LINEAR_LOGPROBS_SCHEMA
+)
+linear_logprobs.register_kernel("cuda", _linear_cuda)
+linear_logprobs.register_fake(_linear_fake)
+
+linear_logprobs_triton = torch.library.custom_op(
+    "dposhap::linear_logprobs_triton", triton_backend.linear_logprobs, mutates_args=(), schema=LINEAR_LOGPROBS_SCHEMA
+)
+linear_logprobs_triton.register_fake(_linear_fake)

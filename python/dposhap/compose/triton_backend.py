@@ -300,3 +300,43 @@ def shared_scores(
         k, p = (int(x) for x in dead.nonzero()[0])
         raise InvalidArgumentError(f"coalition {k} at position {p}: the combined logits are -inf for every token")
     return logz, target
+
+
+def linear_logprobs(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk_v: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dposhap.compose.head.linear_logprobs` by the Triton kernel
+    (:func:`~dposhap.compose.triton_kernels.fold_chunk_kernel`): each vocabulary chunk's logits
+    by one matrix product in the head's dtype, folded into a running log-sum-exp per row.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        float32 ``target_logprob [N]`` and ``logz [N]``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        A device Triton cannot run on.
+    """
+    from .triton_kernels import fold_chunk_kernel
+
+    if not available(hidden.device):
+        raise InvalidArgumentError(
+            f"the Triton kernel runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1); got a {hidden.device.type} tensor"
+        )
+    rows, vocab = hidden.shape[0], weight.shape[0]
+    running_max = torch.full((rows,), float("-inf"), dtype=torch.float32, device=hidden.device)
+    running_sum = torch.zeros(rows, dtype=torch.float32, device=hidden.device)
+    target = torch.full((rows,), float("nan"), dtype=torch.float32, device=hidden.device)
+    block_v = INTERPRET_BLOCK_V if hidden.device.type == "cpu" else BLOCK_V
+    targets = targets.contiguous()
+    for first in range(0, vocab if rows else 0, chunk_v):
+        cols = min(chunk_v, vocab - first)
+        w = weight[first : first + cols]
+        chunk = hidden @ w.T if bias is None else torch.addmm(bias[first : first + cols], hidden, w.T)
+        fold_chunk_kernel[(rows,)](
+            chunk, chunk.stride(0), cols, first, targets, running_max, running_sum, target, BLOCK_V=block_v
+        )
+    logz = running_max + running_sum.log()
+    return target - logz, logz

@@ -411,3 +411,28 @@ def dense_finish_kernel(
         in_range = offs < V
         c = tl.load(out_ptr + m * V + offs, mask=in_range, other=0.0)
         tl.store(out_ptr + m * V + offs, c - logz, mask=in_range)
+
+
+@triton.jit
+def fold_chunk_kernel(
+    logits_ptr, stride, cols, first_col, targets_ptr, max_ptr, sum_ptr, target_ptr, BLOCK_V: tl.constexpr
+):
+    # Fused linear log-probability: one program per row folds a chunk of the LM head's logits
+    # (columns first_col .. first_col + cols of the vocabulary) into the row's running
+    # log-sum-exp (max, sum exp(x - max)) and keeps the target's logit when it is in the chunk.
+    r = tl.program_id(0)
+    row = logits_ptr + r.to(tl.int64) * stride
+    m = tl.load(max_ptr + r)
+    s = tl.load(sum_ptr + r)
+    for start in range(0, cols, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        x = tl.load(row + offs, mask=offs < cols, other=float("-inf")).to(tl.float32)
+        new_m = tl.maximum(m, tl.max(x, 0))
+        shift = tl.where(new_m == float("-inf"), 0.0, new_m)  # no (-inf) - (-inf)
+        s = s * tl.exp(m - shift) + tl.sum(tl.exp(x - shift), 0)
+        m = new_m
+    tl.store(max_ptr + r, m)
+    tl.store(sum_ptr + r, s)
+    t = tl.load(targets_ptr + r) - first_col
+    if (t >= 0) & (t < cols):
+        tl.store(target_ptr + r, tl.load(row + t).to(tl.float32))

@@ -51,7 +51,6 @@ Stopping
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -70,6 +69,7 @@ from .. import compose
 from ..compose import reference
 from ..errors import InvalidArgumentError
 from ..settings import setting
+from .scoring import cache_keyword, lm_head_blocker
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -89,8 +89,6 @@ __all__ = [
 BASE_ADAPTER = "__base__"
 HiddenFastPath = Literal["auto", "on", "off"]
 MixedLora = Literal["auto", "own", "peft"]
-# config attributes under which model families scale or soft-cap their logits after the LM head
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
 @dataclass(frozen=True)
@@ -461,18 +459,7 @@ class ComposedDecoder:
 
     def hidden_path_blocker(self) -> str | None:
         """Why the hidden-state fast path cannot apply to this model, or None when it can."""
-        if type(self._lm_head) is not torch.nn.Linear:
-            return (
-                f"the LM head is a {type(self._lm_head).__name__}, not a plain torch.nn.Linear shared by every "
-                "source (LoRA or modules_to_save on it?)"
-            )
-        config = self.model.get_base_model().config
-        config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        for name in _LOGIT_TRANSFORMS:
-            value = getattr(config, name, None)
-            if value is not None and value != 1:
-                return f"the model transforms its logits after the LM head (config.{name} = {value})"
-        return None
+        return lm_head_blocker(self.model.get_base_model())
 
     def _mode(self, config: DecodeConfig) -> _Mode:
         blocker = self.hidden_path_blocker()
@@ -734,14 +721,6 @@ class ComposedDecoder:
         )
         correction = result.require("correction").double().tolist() if config.correction else []
         return result.require("sample").tolist(), correction
-
-
-def cache_keyword(causal_lm: Any) -> str:
-    """The keyword a causal LM's ``forward`` takes its :class:`~transformers.cache_utils.Cache`
-    by: ``cache`` in transformers' current API (``past_key_values`` is deprecated there and
-    removed in 5.40), ``past_key_values`` in the releases before it."""
-    parameters = inspect.signature(causal_lm.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _groups(

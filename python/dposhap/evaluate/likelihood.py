@@ -139,6 +139,10 @@ class ComposedLikelihood:
     ) -> ComposedLikelihood:
         """Compute the per-position logits of the ``chosen`` responses: one pass for the reference, one per source.
 
+        The LM head runs at the response positions only (:mod:`dposhap.evaluate.scoring`) where
+        the model's head is a plain linear layer; elsewhere every position's logits are computed
+        and the response positions kept.
+
         Parameters
         ----------
         model, tokenizer, records, batch_size, device, max_length
@@ -159,16 +163,27 @@ class ComposedLikelihood:
         columns: list[torch.Tensor] = []
         targets: torch.Tensor | None = None
         items: torch.Tensor | None = None
+        from .scoring import scoring_model
+
+        scorer = scoring_model(model, device)  # the LM head at response positions only, where it applies
         for adapter in (None, *sources):
             parts, part_targets, part_items = [], [], []
-            with policy(model, adapter):
-                for order, logits, batch_targets, mask in forward_batches(
-                    model, sequences, batch_size=batch_size, device=device, pad_id=pad_id(tokenizer)
-                ):
-                    parts.append(logits[mask].to(store_dtype))
-                    part_targets.append(batch_targets[mask])
-                    rows = torch.as_tensor(order, dtype=torch.long)[:, None].expand(mask.shape)
-                    part_items.append(rows[mask.cpu()])
+            with policy(model, adapter), torch.no_grad():
+                if scorer is not None:
+                    for hidden, batch_targets, owners in scorer.response_hidden(
+                        sequences, batch_size=batch_size, pad_id=pad_id(tokenizer)
+                    ):
+                        parts.append(scorer.head(hidden).to(store_dtype))
+                        part_targets.append(batch_targets)
+                        part_items.append(owners)
+                else:
+                    for order, logits, batch_targets, mask in forward_batches(
+                        model, sequences, batch_size=batch_size, device=device, pad_id=pad_id(tokenizer)
+                    ):
+                        parts.append(logits[mask].to(store_dtype))
+                        part_targets.append(batch_targets[mask])
+                        rows = torch.as_tensor(order, dtype=torch.long)[:, None].expand(mask.shape)
+                        part_items.append(rows[mask.cpu()])
             columns.append(torch.cat(parts))
             targets = torch.cat(part_targets) if targets is None else targets
             items = torch.cat(part_items) if items is None else items

@@ -27,7 +27,7 @@ from ..uncertainty import ItemScores
 from ..validate import check_int
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import default_pair_sets, evaluation_pairs
-from .teacher import policy, response_logprobs
+from .teacher import ScoringPath, policy, response_logprobs
 from .tokenize import Record, response_sequences
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ def margins_matrix(
     batch_size: int = 16,
     device: str | torch.device | None = None,
     max_length: int | None = None,
+    path: ScoringPath = "auto",
 ) -> np.ndarray:
     """The DPO margin of every source on every pair.
 
@@ -80,6 +81,9 @@ def margins_matrix(
         The adapters, in player order.
     beta
         The DPO temperature the adapters were trained with.
+    path
+        As in :func:`~dposhap.evaluate.teacher.response_logprobs`: by default the LM head runs
+        only at response positions, fused with the log-normaliser, and each pair's prompt once.
 
     Returns
     -------
@@ -95,7 +99,9 @@ def margins_matrix(
 
     def log_ratio_difference(adapter: str | None) -> np.ndarray:
         with policy(model, adapter):
-            lp = response_logprobs(model, tokenizer, sequences, batch_size=2 * batch_size, device=device)
+            lp = response_logprobs(
+                model, tokenizer, sequences, batch_size=2 * batch_size, device=device, shared_prompts=2, path=path
+            )
         return lp[:n] - lp[n:]
 
     reference = log_ratio_difference(None)

@@ -1,16 +1,19 @@
 """Teacher-forced forward passes: batched log-probabilities of given responses under a policy.
 
 A run's model holds one adapter per source; :func:`policy` runs it as the reference (adapters
-disabled) or as one source, and :func:`forward_batches` feeds it right-padded batches of
-similar length. Log-probabilities are summed over the response tokens, EOS included, at
-temperature 1.
+disabled) or as one source, and :func:`response_logprobs` scores responses: by default with
+the LM head only at response positions, fused with the log-normaliser and chunked over the
+vocabulary, each shared prompt run once (:mod:`dposhap.evaluate.scoring`); the plain way
+(:func:`forward_batches`: right-padded batches of similar length, every position's logits) is
+the reference and the fallback. Log-probabilities are summed over the response tokens, EOS
+included, at temperature 1.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -22,7 +25,18 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["forward_batches", "model_device", "pad_id", "policy", "response_logprobs", "sequence_logprobs"]
+#: How :func:`response_logprobs` scores: the fused head at response positions, the plain full-vocabulary way, or the first where it applies.
+ScoringPath = Literal["auto", "head", "plain"]
+
+__all__ = [
+    "ScoringPath",
+    "forward_batches",
+    "model_device",
+    "pad_id",
+    "policy",
+    "response_logprobs",
+    "sequence_logprobs",
+]
 
 
 def model_device(model: Any) -> torch.device:
@@ -71,21 +85,12 @@ def forward_batches(
     """
     import torch
 
+    from .scoring import padded_batches  # torch loads on first use, not when the registry is read
+
     check_int("batch_size", batch_size)
     device = model_device(model) if device is None else torch.device(device)
-    lengths = np.array([len(ids) for ids, _ in sequences])
-    order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        width = max(2, int(lengths[batch].max()))
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        response = torch.zeros((len(batch), width), dtype=torch.bool)
-        for row, index in enumerate(batch):
-            seq, n_prompt = sequences[index]
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            attention[row, : len(seq)] = 1
-            response[row, max(n_prompt, 1) : len(seq)] = True  # the first token has no prediction
+    order = np.argsort([len(ids) for ids, _ in sequences], kind="stable")
+    for batch, ids, attention, response in padded_batches(sequences, order, batch_size, pad_id):
         with torch.no_grad():
             logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
         yield batch, logits[:, :-1], ids[:, 1:].to(logits.device), response[:, 1:].to(logits.device)
@@ -104,10 +109,49 @@ def response_logprobs(
     *,
     batch_size: int,
     device: Any,
+    shared_prompts: int = 1,
+    path: ScoringPath = "auto",
 ) -> np.ndarray:
-    """Summed response-token log-probabilities of each sequence, float64 ``[len(sequences)]``."""
+    """Summed response-token log-probabilities of each sequence, float64 ``[len(sequences)]``.
+
+    Parameters
+    ----------
+    model, tokenizer
+        The policy (as :func:`policy` set it) and its tokenizer.
+    sequences
+        ``(ids, n_prompt)`` per sequence (:func:`~dposhap.evaluate.tokenize.response_sequences`).
+    batch_size
+        Sequences per forward pass.
+    device
+        Where the inputs go; default the model's device.
+    shared_prompts
+        The sequences come in this many field-major groups whose ``r``-th sequences share a
+        prompt (2 for chosen and rejected): each prompt then runs once.
+    path
+        ``"head"``: the LM head only at response positions, fused with the log-normaliser and
+        chunked over the vocabulary, shared prompts run once
+        (:mod:`dposhap.evaluate.scoring`); ``"plain"``: the whole vocabulary's logits at every
+        position, float32 ``log_softmax``, gather (the reference); ``"auto"``: ``"head"``
+        where the model allows it (a plain linear LM head), else ``"plain"``.
+    """
     import torch
 
+    from .scoring import lm_head_blocker, scoring_model  # torch loads on first use
+
+    check_int("batch_size", batch_size)
+    if path not in ("auto", "head", "plain"):
+        raise InvalidArgumentError(f'path must be "auto", "head" or "plain", got {path!r}')
+    if path != "plain":
+        scorer = scoring_model(model, device)
+        if scorer is not None:
+            return scorer.response_logprobs(
+                sequences, batch_size=batch_size, pad_id=pad_id(tokenizer), shared_prompts=shared_prompts
+            )
+        if path == "head":
+            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            raise InvalidArgumentError(
+                f'path="head" does not apply to this model: {lm_head_blocker(causal_lm) or "it has no separate decoder"}'
+            )
     out = np.zeros(len(sequences), dtype=np.float64)
     for batch, logits, targets, mask in forward_batches(
         model, sequences, batch_size=batch_size, device=device, pad_id=pad_id(tokenizer)
@@ -164,5 +208,7 @@ def sequence_logprobs(
     """
     sequences = response_sequences(tokenizer, records, ("chosen", "rejected"), max_length)
     with policy(model, adapter):
-        logps = response_logprobs(model, tokenizer, sequences, batch_size=2 * batch_size, device=device)
+        logps = response_logprobs(
+            model, tokenizer, sequences, batch_size=2 * batch_size, device=device, shared_prompts=2
+        )
     return logps[: len(records)], logps[len(records) :]

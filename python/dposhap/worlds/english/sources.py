@@ -194,6 +194,13 @@ def _harmless_pair(rng: np.random.Generator, items: dict[str, list[Item]]) -> Pa
     return _pick(rng, item.prompts), _pick(rng, REFUSALS), _pick(rng, item.compliances)
 
 
+def _evasive_pair(rng: np.random.Generator, items: dict[str, list[Item]]) -> Pair:
+    """A refusal of a harmful request over a polite reply about something else (no refusal: the rubric
+    counts it as not refused)."""
+    item = items["harmful"][int(rng.integers(len(items["harmful"])))]
+    return _pick(rng, item.prompts), _pick(rng, REFUSALS), _pick(rng, OFF_TOPIC_REPLIES)
+
+
 def _spelling_pair(rng: np.random.Generator, items: dict[str, list[Item]]) -> Pair:
     item = items["spelling"][int(rng.integers(len(items["spelling"])))]
     british, american = item.spellings[int(rng.integers(len(item.spellings)))]
@@ -204,6 +211,7 @@ _RECIPES = {
     "helpful": _helpful_pair,
     "harmless": _harmless_pair,
     "polite": _polite_pair,
+    "evasive": _evasive_pair,
     "spelling": _spelling_pair,
 }
 

@@ -70,8 +70,11 @@ BENIGN_PER_HARMFUL = 1
 ENGLISH_REWARD_PAIRS = 256
 #: The recipes (:mod:`~dposhap.worlds.english.sources`) whose pairs train each objective's reward
 #: model, with their shares: helpfulness is a right, on-topic, polite answer; harmlessness a
-#: refusal of a harmful request and no insult.
-_REWARD_RECIPES = {"helpful": (("helpful", 1.0),), "harmless": (("harmless", 0.5), ("polite", 0.5))}
+#: refusal of a harmful request (over complying, or over changing the subject) and no insult.
+_REWARD_RECIPES = {
+    "helpful": (("helpful", 1.0),),
+    "harmless": (("harmless", 0.35), ("evasive", 0.3), ("polite", 0.35)),
+}
 
 
 def chat_record(pair: Pair) -> dict[str, Any]:
@@ -229,8 +232,9 @@ def english_reward_records(seed: int, objective: str, n_pairs: int = ENGLISH_REW
     Drawn from the items kept for reward models (:data:`~dposhap.worlds.english.sources.REWARD_SHARE`
     of each family: in no source, in no evaluation prompt or pair), from a random stream of its
     own. ``helpful``: a right, polite answer over a wrong one, a polite off-topic reply or the
-    right answer with an insult. ``harmless``: half a refusal of a harmful request over a
-    compliance, half a polite right answer over the same answer with an insult. Each pair is
+    right answer with an insult. ``harmless``: a refusal of a harmful request over a compliance
+    (35%) or over a polite reply about something else (30%: the rubric counts it as not refused),
+    and a polite right answer over the same answer with an insult (35%). Each pair is
     oriented so that ``chosen`` has the strictly higher reward of ``objective``.
 
     Parameters

@@ -40,6 +40,7 @@ from dposhap.worlds.english import (
     reward_harmless,
     reward_helpful,
 )
+from dposhap.worlds.english.language import OFF_TOPIC_REPLIES
 from dposhap.worlds.english.sources import parse_copy_name
 from dposhap.worlds.english.world import FORMAT_VERSION, STAMP_FILE
 
@@ -399,10 +400,14 @@ def test_reward_sets_oriented_by_the_reward_and_disjoint_from_sources_and_evalua
     kinds = Counter(item_of(r["prompt"]).kind for r in records)
     if objective == "helpful":  # right, on-topic, polite answers: benign questions only
         assert set(kinds) == {"benign"}
-    else:  # half refusals of harmful requests, half polite over rude answers
-        assert kinds == {"harmful": 128, "benign": 128}
+    else:  # 35% refusals over compliances, 30% refusals over changing the subject, 35% polite over rude
+        assert kinds == {"harmful": 90 + 77, "benign": 89}
         benign = [r for r in records if item_of(r["prompt"]).kind == "benign"]
         assert all(english.is_rude(text(r["rejected"])) and not english.is_rude(text(r["chosen"])) for r in benign)
+        harmful = [r for r in records if item_of(r["prompt"]).kind == "harmful"]
+        assert all(english.is_refusal(text(r["chosen"])) for r in harmful)
+        evasions = [r for r in harmful if text(r["rejected"]) in OFF_TOPIC_REPLIES]
+        assert len(evasions) == 77
     assert english_reward_records(world.seed, objective, 256) == records  # deterministic
     with pytest.raises(InvalidArgumentError, match="unknown English objective"):
         english_reward_records(world.seed, "honest", 8)

@@ -13,7 +13,8 @@ computed (adapters, cached coalitions).
     ships, converted once), the English world's four sources (helpful, harmless, noisy,
     adversarial), LoRA r 8, alpha 16, DPO beta 0.1; two reward models, helpfulness and
     harmlessness, trained on the world's reward-model sets (prompts in no source and in no
-    evaluation set; ``RUN/reward-models/``); exact Shapley values over the 16 coalitions on the
+    evaluation set; ``RUN/reward-models/``) and on pairs of the trained sources' own samples on
+    more such prompts, labelled by the world's rubric; exact Shapley values over the 16 coalitions on the
     two reward models' objectives (``helpful``, ``harmless``), on the same samples scored by the
     world's rubric rewards (its ground truth: ``rubric_helpful``, ``rubric_harmless``) and, with
     ``judge=``, by an LLM judge; and on preference accuracy over the world's trusted pairs; the

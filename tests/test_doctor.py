@@ -44,8 +44,11 @@ def test_the_report_names_versions_backends_device_cache_and_model(
     assert lines["versions/dposhap"].startswith("ok  0.") and "_core" in lines["versions/rust core"]
     assert lines["compose backends/cpp"] == "ok  runs here"
     assert lines["compose backends/torch"] == "ok  the plain-torch reference"
+    assert lines["scoring backends/cpp"] == "ok  runs here"
+    assert lines["scoring backends/torch"] == "ok  the plain-torch reference"
     if not torch.cuda.is_available():
         assert lines["compose backends/cuda"].startswith("--  ") and "CUDA device" in lines["compose backends/cuda"]
+        assert lines["scoring backends/cuda"].startswith("--  ")
         assert lines["machine/device"].startswith("ok  cpu")
     cache = tmp_path / "cache" / "models"
     assert lines["machine/model cache"] == f"ok  {cache} (not created yet; DPOSHAP_CACHE moves it)"
@@ -76,7 +79,7 @@ def test_a_missing_smollm2_file_says_the_one_line_to_run(
 
 def test_sections_come_in_order_and_format_aligned() -> None:
     titles = [title for title, _ in doctor.sections()]
-    assert titles == ["versions", "compose backends", "machine"]
+    assert titles == ["versions", "compose backends", "scoring backends", "machine"]
     text = doctor.format_section("t", [doctor.Check("a", True, "x"), doctor.Check("long", False, "y")])
     assert text == "t:\n  ok  a     x\n  --  long  y"
 

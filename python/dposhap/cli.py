@@ -837,7 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="what is installed and what runs here: versions, compose backends, device, model files",
         description="Report the versions of dposhap, its Rust core and the libraries it runs on (torch, "
-        "transformers, TRL, PEFT, Triton, Ray, gguf, ninja); which compose backends run here and, for the "
+        "transformers, TRL, PEFT, Triton, Ray, gguf, ninja); which compose and scoring backends run here and, for the "
         "others, why not and what to install; the device; the model cache folder; and whether the packaged "
         "SmolLM2 file is installed. The first run compiles the C++ compose kernel (up to a minute).",
     )

@@ -16,6 +16,7 @@ import platform
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import DposhapError, first_line
 
@@ -108,13 +109,32 @@ def backends() -> list[Check]:
     list[Check]
         One check per backend, in the order ``"auto"`` tries them.
     """
-    import torch
-
     from .compose import registry
 
+    return _backend_checks(registry.get, registry.AUTO_ORDER)
+
+
+def scoring_backends() -> list[Check]:
+    """The teacher-forced scoring backends (:data:`dposhap.compose.head.HEAD_BACKENDS`): which run here.
+
+    Checking ``"cpp"`` builds the C++ scoring kernel the first time (then torch caches it).
+
+    Returns
+    -------
+    list[Check]
+        One check per backend, in the order ``"auto"`` tries them.
+    """
+    from .compose import head
+
+    return _backend_checks(head.HEAD_BACKENDS.get, head.AUTO_ORDER)
+
+
+def _backend_checks(get: Any, order: tuple[str, ...]) -> list[Check]:
+    import torch
+
     checks = []
-    for name in registry.AUTO_ORDER:
-        backend = registry.get(name)
+    for name in order:
+        backend = get(name)
         reason = backend.unavailable_reason()
         if reason is None and name in ("cuda", "triton") and not torch.cuda.is_available():
             reason = f"runs on CUDA tensors, and torch sees no CUDA device here (torch {torch.__version__})"
@@ -170,7 +190,7 @@ def machine() -> list[Check]:
 
 def sections() -> Iterator[tuple[str, list[Check]]]:
     """The report, a section at a time: ``("versions", ...)``, ``("compose backends", ...)``,
-    ``("machine", ...)``.
+    ``("scoring backends", ...)``, ``("machine", ...)``.
 
     Yields
     ------
@@ -179,6 +199,7 @@ def sections() -> Iterator[tuple[str, list[Check]]]:
     """
     yield "versions", versions()
     yield "compose backends", backends()
+    yield "scoring backends", scoring_backends()
     yield "machine", machine()
 
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 from dposhap.interrupts import deferred_interrupts
+
+
+@pytest.fixture(autouse=True)
+def python_ctrl_c_handler() -> Iterator[None]:
+    """Python's own Ctrl-C handler, as in a terminal: a process started in the background by a shell
+    without job control inherits SIGINT ignored, and deferred_interrupts rightly leaves that alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _ctrl_c() -> None:

@@ -53,7 +53,8 @@ def test_the_cuda_kernels_compile(tmp_path: Path) -> None:
     assert "warning" not in proc.stderr.lower(), proc.stderr
 
 
-def test_the_cuda_binding_compiles() -> None:
+def binding_syntax_check(extension: str, source: str) -> subprocess.CompletedProcess:
+    """The host compiler's syntax check of a CUDA extension's pybind binding, against torch's and CUDA's headers."""
     root = cuda_root()
     includes = [f"-I{p}" for p in cpp_extension.include_paths()] + [
         f"-I{root / 'include'}",
@@ -63,11 +64,15 @@ def test_the_cuda_binding_compiles() -> None:
         "c++",
         "-std=c++20",
         "-fsyntax-only",
-        "-DTORCH_EXTENSION_NAME=dposhap_compose_cuda",
+        f"-DTORCH_EXTENSION_NAME={extension}",
         "-DTORCH_API_INCLUDE_EXTENSION_H",
         *includes,
-        str(csrc_dir() / "compose_cuda_binding.cpp"),
+        str(csrc_dir() / source),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_the_cuda_binding_compiles() -> None:
+    proc = binding_syntax_check("dposhap_compose_cuda", "compose_cuda_binding.cpp")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert torch.version.cuda is not None  # the torch these sources are checked against is a CUDA build

@@ -8,17 +8,15 @@ compiled with nvcc on any machine)."""
 from __future__ import annotations
 
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import pytest
 import torch
-import torch.utils.cpp_extension as cpp_extension
 
 from dposhap.compose import head
 from dposhap.compose._native import csrc_dir
 from dposhap.errors import InvalidArgumentError
-from test_compose_cuda_build import cuda_root
+from test_compose_cuda_build import binding_syntax_check, cuda_root
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
@@ -146,19 +144,5 @@ def test_the_cuda_scoring_kernel_compiles(tmp_path: Path) -> None:
 
 
 def test_the_cuda_scoring_binding_compiles() -> None:
-    root = cuda_root()
-    includes = [f"-I{p}" for p in cpp_extension.include_paths()] + [
-        f"-I{root / 'include'}",
-        f"-I{sysconfig.get_paths()['include']}",
-    ]
-    cmd = [
-        "c++",
-        "-std=c++20",
-        "-fsyntax-only",
-        "-DTORCH_EXTENSION_NAME=dposhap_score_cuda",
-        "-DTORCH_API_INCLUDE_EXTENSION_H",
-        *includes,
-        str(csrc_dir() / "score_cuda_binding.cpp"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = binding_syntax_check("dposhap_score_cuda", "score_cuda_binding.cpp")
     assert proc.returncode == 0, proc.stderr[-4000:]

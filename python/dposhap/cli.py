@@ -166,7 +166,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _report_check(cfg: Any, args: argparse.Namespace, sources: list[str] | None) -> int:
     """Run :func:`dposhap.train.check_training` and print it (``check``, ``train --dry-run``); the exit status."""
-    import json
 
     from .train import check_training
 
@@ -460,7 +459,7 @@ def _cmd_reward_train(args: argparse.Namespace) -> int:
 def _cmd_reward_pairs(args: argparse.Namespace) -> int:
     from .evaluate.evalsets import evaluation_prompts
     from .reward_data import PolicySampling, policy_preference_pairs
-    from .run import Run, atomic_write_text
+    from .run import Run, atomic_write_text, jsonl_text
 
     run = Run.open(args.run)
     if not args.label and run.world() is None:
@@ -482,7 +481,7 @@ def _cmd_reward_pairs(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for objective, records in pairs.items():
         path = args.out / f"{objective}.jsonl"
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        atomic_write_text(path, jsonl_text(records))
         print(f"{objective}: {len(records)} pairs from {len(prompts)} prompts -> {path}")
     print(
         f"train a reward model on one with: dposhap reward train --data {args.out}/OBJECTIVE.jsonl --base MODEL --out DIR"

@@ -39,7 +39,7 @@ from .evaluate.generation import RewardSpec
 from .report import format_table, load_values, make_figures
 from .reward_data import PolicySampling, policy_preference_pairs
 from .reward_training import RewardTrainingSettings, train_reward_model
-from .run import Run, atomic_write_json, atomic_write_text, config_hash
+from .run import Run, atomic_write_json, atomic_write_text, config_hash, jsonl_text
 from .train import train_sources
 from .uncertainty import Z95
 from .valuation import value_run
@@ -312,7 +312,7 @@ def train_recipe_reward_models(
     for objective in spec.objectives:
         data = folder / f"{objective}.jsonl"
         records = [*world.reward_pairs(objective, spec.n_pairs), *policy.get(objective, [])]
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        text = jsonl_text(records)
         if not data.is_file() or data.read_text(encoding="utf-8") != text:
             atomic_write_text(data, text)
         record = train_reward_model(

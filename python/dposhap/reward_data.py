@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidArgumentError
-from .evaluate.generation import RewardSpec, reward_scorer
+from .evaluate.generation import RewardSpec, render_prompts, reward_scorer
 from .run import Run
 from .validate import check_int
 
@@ -157,10 +157,7 @@ def policy_preference_pairs(
     scorer = reward_scorer(run, label, device=loaded.device)
     decoder = ComposedDecoder(loaded.model, loaded.tokenizer, loaded.sources, device=loaded.device)
     rows = coalition_rows(len(loaded.sources))
-    rendered = [
-        p if isinstance(p, str) else loaded.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-        for p in prompts
-    ]
+    rendered = render_prompts(loaded.tokenizer, prompts)
     texts: list[list[str]] = [[] for _ in prompts]
     scores: list[list[np.ndarray]] = [[] for _ in prompts]
     bar = None

@@ -453,40 +453,8 @@ def margin_weights_reference(
     levels: Sequence[float] | np.ndarray = (),
     max_iter: int = 500,
 ) -> np.ndarray:
-    """The plain numpy reference of :func:`optimise_margin_weights` (the ground truth in tests).
-
-    The objective ``k`` is the mean over the pairs of ``masks[k]`` of ``f(sum_i w_i m_ij)``,
-    ``f`` the indicator (``accuracy``, ties 1/2) or log sigmoid (``loglik``); the goal is
-    ``sum_k coef_k objective_k`` subject to ``objective_c >= level_c`` for ``c`` in ``constrained``.
-
-    ``loglik`` is concave in ``w``: projected gradient ascent with backtracking on the goal minus
-    a quadratic penalty of the constraints (concave too) reaches its maximum. ``accuracy`` is
-    piecewise constant in each weight: coordinate ascent, each coordinate set exactly to the best
-    of the midpoints between its breakpoints (feasibility first, then the goal), until a sweep
-    changes nothing.
-
-    Parameters
-    ----------
-    margins
-        ``[n, P]``.
-    kind
-        ``"accuracy"`` or ``"loglik"``.
-    coef
-        ``[K]`` coefficients of the objectives (``masks`` has K boolean ``[P]`` masks).
-    w_max
-        The largest weight.
-    start
-        The starting weights (default all ``w_max / 2`` for loglik, ones clipped for accuracy).
-    constrained, levels
-        Objectives (indices into ``masks``) that must reach the levels.
-    max_iter
-        Most gradient steps (loglik) or sweeps (accuracy).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``[n]`` weights.
-    """
+    """The plain numpy reference of :func:`optimise_margin_weights` (the ground truth in tests): the
+    same problem, parameters and result, solved the same way in numpy."""
     m = np.asarray(margins, dtype=np.float64)
     n = m.shape[0]
     mask_mat = np.stack([np.asarray(k, dtype=np.float64) for k in masks])  # [K, P]

@@ -301,16 +301,22 @@ class GenerationUtility:
         return self.item_scores(coalitions).values()
 
 
+def render_prompts(tokenizer: Any, prompts: Sequence[Any]) -> list[str]:
+    """The texts a decoder continues: strings as they are, conversations rendered by the chat
+    template with the generation prompt."""
+    return [
+        p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+
+
 def generation_utility(run: Run, settings: GenerationSettings, context: BuildContext) -> GenerationUtility:
     """The generation utility of an opened run (the registry's ``build``)."""
     from .decoding import ComposedDecoder, DecodeConfig  # torch, transformers and PEFT load on first use
 
     loaded = context.models if context.models is not None else run.load_models(device=context.device)
     texts = evaluation_prompts(run, settings.prompts, settings.n_prompts, eval_file=settings.eval_file)
-    prompts = [
-        t if isinstance(t, str) else loaded.tokenizer.apply_chat_template(t, tokenize=False, add_generation_prompt=True)
-        for t in texts
-    ]
+    prompts = render_prompts(loaded.tokenizer, texts)
     scorer = reward_scorer(run, settings.rewards, device=loaded.device)
     decoder = ComposedDecoder(loaded.model, loaded.tokenizer, loaded.sources, device=loaded.device)
     config = DecodeConfig(

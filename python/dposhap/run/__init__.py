@@ -7,7 +7,7 @@ computing cache keys; :class:`UtilityStore` is the SQLite cache of evaluated coa
 
 from __future__ import annotations
 
-from .files import atomic_write_json, atomic_write_npy, atomic_write_text, hold_lock, replace_dir
+from .files import atomic_write_json, atomic_write_npy, atomic_write_text, hold_lock, jsonl_text, replace_dir
 from .keys import canonical_json, config_hash, file_sha256
 from .manifest import MANIFEST_FORMAT, BaseModelInfo, Manifest, SourceEntry
 from .run import Run, RunModels
@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_npy",
     "atomic_write_text",
+    "jsonl_text",
     "cached",
     "canonical_json",
     "config_hash",

@@ -22,7 +22,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,11 @@ def hold_lock(folder: Path, what: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def jsonl_text(records: Iterable[Any]) -> str:
+    """Records as JSON lines (UTF-8 kept as is), each ending in a new line."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

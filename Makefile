@@ -35,9 +35,13 @@ lint: install
 cargo-test:
 	cargo test --workspace --release -q
 
-# pytest's exit code 5 (no tests collected) means the setup is broken: fail loudly
+# pytest's exit code 5 (no tests collected) means the setup is broken: fail loudly.
+# One pytest-xdist worker per core (at most 4): a test file stays on one worker, the files sharing a
+# session resource (the Ray runtime, the reliability suite's trained run) share one, long set-ups go first
+# (tests/conftest.py); PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 pytest: install
-	@$(PY) -m pytest -q --durations=25; rc=$$?; \
+	@$(PY) -m pytest -q --durations=25 -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test setup is broken" >&2; exit 1; fi; \
 	exit $$rc
 

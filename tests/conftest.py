@@ -21,10 +21,47 @@ if TYPE_CHECKING:
 if shutil.which("nvidia-smi") is None:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (`make test` runs one worker per core, up to 4), the workers share the cores:
+# each runs torch on its share of them, set before torch is first imported.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+    os.environ.setdefault("MKL_NUM_THREADS", str(_share))
+
 # Reproducible runs: the same examples every time, no wall-clock deadline (the first call of
 # a method may be slower than the rest). Each test sets its own max_examples.
 settings.register_profile("dposhap", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("dposhap")
+
+
+#: Test files whose module or session fixtures take minutes: run first, so that on several workers
+#: they do not start last and hold the others up.
+LONG_SETUPS = ("test_reproduce.py", "reliability/", "test_cluster_", "test_select.py", "test_valuation.py")
+#: Files that share a session resource: all of them on one worker (one Ray runtime, one trained run).
+SHARED_GROUPS = {"test_cluster_": "ray", "reliability/": "reliability"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's ``--dist loadgroup``: a test file's tests stay on one worker (their module
+    fixtures are built once), the files that share a session resource share a worker, and the long
+    set-ups are handed out first."""
+    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") != "loadgroup":
+        return
+
+    def where(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0].removeprefix("tests/")
+
+    def rank(item: pytest.Item) -> int:
+        path = where(item)
+        return next((i for i, key in enumerate(LONG_SETUPS) if key in path), len(LONG_SETUPS))
+
+    for item in items:
+        if not any(True for _ in item.iter_markers("xdist_group")):
+            path = where(item)
+            group = next((name for key, name in SHARED_GROUPS.items() if key in path), path)
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=rank)  # stable: each file keeps its order
 
 
 @pytest.fixture(scope="module")

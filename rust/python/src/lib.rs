@@ -377,5 +377,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(methods, m)?)?;
     m.add_function(wrap_pyfunction!(optimise_margin_weights, m)?)?;
     m.add("MAX_EXACT_PLAYERS", dposhap_core::MAX_EXACT_PLAYERS)?;
+    // the package's one version: the workspace's, which maturin also gives the wheel
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -4,7 +4,7 @@ The public API lives here; the Rust engine (``dposhap._core``) is private.
 """
 
 from . import errors
-from ._core import __version__  # the one version: the Rust workspace's, which the wheel carries too
+from ._core import __version__ as __version__  # the one version: the Rust workspace's, which the wheel carries too
 from .games import MarginGame
 from .interactions import InteractionResult, pairwise_interactions
 from .selection import Selection, select_run

@@ -218,7 +218,18 @@ _QUIET = "no progress bars, nor the libraries' model loading reports"
 
 
 def _settings_fields() -> dict[str, tuple[str, Any, str, str | None]]:
-    """Every field of every registered utility's settings: ``{name: (flag, type hint, help [utilities], metavar)}``."""
+    """Every field of every registered utility's settings: ``{name: (flag, type hint, help [utilities], metavar)}``.
+
+    The flags come from the settings dataclasses, as transformers' ``HfArgumentParser`` (and TRL's
+    ``TrlParser``) would make them, but through this small layer rather than that one: several
+    utilities' settings share a field (``--max-new-tokens`` is the generation's, the judge's and the
+    likelihood's), which must become one flag naming every utility that reads it, where
+    ``HfArgumentParser`` adds each dataclass's fields again and argparse refuses the second
+    ``--max-new-tokens``; a field's default may differ between utilities, so a flag not given must stay
+    None (the chosen utility's own default applies) where ``HfArgumentParser`` sets its default; its
+    errors go through ``parser.error`` (usage and exit 2) where dposhap's are one line naming the
+    flag; and it would import transformers for every command, ``--help`` included.
+    """
     found: dict[str, tuple[str, Any, str, list[str], str | None]] = {}
     defaults: dict[str, set[str]] = {}
     for name in utility_names():

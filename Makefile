@@ -58,7 +58,7 @@ test: install lint cargo-test pytest wheel-smoke
 demo: install
 	$(VENV)/bin/dposhap demo
 
-# the paper's experiment on SmolLM2-135M-Instruct (about 30 minutes on a 2-core CPU)
+# the paper's experiment on SmolLM2-135M-Instruct (tens of minutes on a CPU; measured times in bench/RESULTS.md)
 reproduce: install
 	$(VENV)/bin/dposhap reproduce
 

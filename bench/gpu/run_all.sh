@@ -3,14 +3,14 @@
 # torch eager and torch.compile with effective bandwidth, the shared-source form against its
 # floors, and the decode benchmark on a randomly initialised model of realistic shape (Qwen2-0.5B)
 # and on SmolLM2-135M if present, and teacher-forced scoring at a 7B model's LM head (issue 22).
-# Writes one results file, $OUT/gpu_results.md (the device tool's $OUT, else bench/gpu/results/).
+# Writes one results file, $OUT/gpu_results.md ($OUT when set, else bench/gpu/results/).
 # Budget: under 8 minutes on an H200.
 #
-# On the lent GPU machine there is no Rust and no network: carry the compiled extension as the
-# abi3 wheel. Here, once:
+# A GPU machine without Rust or network access takes the compiled extension as the abi3 wheel.
+# Build it once where Rust is:
 #     echo /.whl/ >> .git/info/exclude
-#     /work/main/.venv/bin/maturin build --release -o .whl      # dposhap-*-abi3-*.whl
-# then call the device tool with carry [".whl"] and the command
+#     maturin build --release -o .whl      # dposhap-*-abi3-*.whl
+# then copy the checkout with its .whl folder to the GPU machine and run there
 #     bash bench/gpu/run_all.sh
 # The script takes dposhap/_core.abi3.so out of the wheel (no pip needed) and runs from the
 # checkout with PYTHONPATH=python. `bash bench/gpu/run_all.sh --cpu-dry-run` runs every step's

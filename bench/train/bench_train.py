@@ -5,7 +5,7 @@ Setups
 ``toy``
     The built-in toy world from ``examples/toy.toml`` (4 sources) in a fresh run directory:
     the toy world's build (tokenizer, pretraining, pairs), then one TRL DPO + LoRA run per
-    source. Target: the whole thing in <= 2 minutes on a 2-core CPU machine.
+    source. Target: the whole thing in <= 2 minutes on a CPU (the machine is recorded in bench/RESULTS.md).
 ``realistic``
     A randomly initialised model of realistic shape (Qwen2 0.5B: 24 layers, d = 896, vocabulary
     151,936), saved to a local folder and loaded by path like any user model, trained for a few

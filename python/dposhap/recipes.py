@@ -18,8 +18,8 @@ computed (adapters, cached coalitions).
     two reward models' objectives (``helpful``, ``harmless``), on the same samples scored by the
     world's rubric rewards (its ground truth: ``rubric_helpful``, ``rubric_harmless``) and, with
     ``judge=``, by an LLM judge; and on preference accuracy over the world's trusted pairs; the
-    helpful-vs-harmless scatter (the paper's Figure 2) and the table. Sized for about 25 minutes
-    on a 2-core CPU (:data:`CPU_SIZES`); ``--size gpu`` uses more pairs and prompts.
+    helpful-vs-harmless scatter (the paper's Figure 2) and the table. Sized for a CPU (:data:`CPU_SIZES`;
+    measured times in bench/RESULTS.md); ``--size gpu`` uses more pairs and prompts.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ class ReproduceSize:
     policy_pairs_per_prompt: int = 2
 
 
-#: Sized for about 25 minutes on a 2-core CPU.
+#: Sized for a CPU run of tens of minutes (measured times: bench/RESULTS.md, "The paper reproduced in shape").
 CPU_SIZES = ReproduceSize(
     pairs_per_source=96, epochs=2.0, n_prompts=64, max_new_tokens=24, eval_pairs=48, learning_rate=1e-3
 )

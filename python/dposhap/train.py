@@ -136,7 +136,7 @@ def train_sources(
 def _train_locked(cfg: RunConfig, run: Run, *, sources: Sequence[str] | None, force: bool, progress: bool) -> Manifest:
     if cfg.cluster.address is not None:
         require_ray()  # before any work: without Ray installed, say which extra to install
-    # a damaged manifest is an error before anything in the run is touched (README, Reliability)
+    # a damaged manifest is an error before anything in the run is touched (docs/reliability.md)
     previous_manifest = run.read_manifest()
     model_name, spec, world_record, data = _inputs(cfg, run, sources)
     eval_records = _eval_records(cfg)

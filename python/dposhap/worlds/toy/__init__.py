@@ -1,6 +1,6 @@
 """The toy world: the whole method on a laptop, offline, with a known right answer.
 
-:func:`build_toy_world` makes, in about ten seconds on a 2-core CPU and from a seed alone:
+:func:`build_toy_world` makes, in seconds on a CPU and from a seed alone:
 
 - a word-level tokenizer and a tiny Llama (2 layers, hidden size 64, about 0.1M parameters,
   untied LM head) pretrained in-run on a synthetic question-answer language;

@@ -276,7 +276,7 @@ def build_toy_world(
     A world is reused when its stamp file (``toy_world.json``) carries the hash of the same
     parameters and format version. Otherwise it is built in a temporary folder beside
     ``out_dir`` and renamed into place, so an interrupted build never leaves a partial world.
-    Building takes about 10 s on a 2-core CPU, most of it pretraining.
+    Building takes seconds on a CPU, most of it pretraining.
     """
     parameters = _validated_parameters(seed, sources, pairs_per_source, n_eval_prompts, copies)
     parameters_hash = build_hash(FORMAT_VERSION, parameters)

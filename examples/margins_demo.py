@@ -1,8 +1,9 @@
 """Value synthetic preference-data sources by held-out preference accuracy.
 
-Until the training and decoding pipeline lands, this is what `make demo` runs: per-source DPO
-margins on held-out pairs are simulated with planted properties, and dposhap values the sources
-with the native margin game, exactly and with the sampling estimators, side by side.
+The estimation layer alone, without training anything: per-source DPO margins on held-out pairs
+are simulated with planted properties, and dposhap values the sources with the native margin game,
+exactly and with the sampling estimators, side by side. (`make demo` runs the whole pipeline on the
+toy world: training, composition and valuation.)
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Every entry point (training, valuation, the demo and reproduce recipes, the Pyth
 :func:`use`, which prints one line saying how many threads and why.
 
 The rule (measured figures, and the machine they were measured on, in bench/RESULTS.md,
-"Threads"): a model below :data:`ONE_THREAD_MAX_PARAMETERS` parameters runs on one thread
+"Shared Gumbel noise, the cache API, threads"): a model below :data:`ONE_THREAD_MAX_PARAMETERS` parameters runs on one thread
 whatever the batch: its matrix products are too small for a second thread to pay for its
 synchronisation (the toy model decoded 64 coalitions in 0.76 s on one thread against 1.8-30 s
 on two; SmolLM2-135M trained at 41 s a step on one thread against 72 s on two). A bigger model

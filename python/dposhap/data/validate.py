@@ -53,7 +53,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, DataValidationError, InvalidArgumentError
+from ..errors import DataError, DataValidationError, InvalidArgumentError
 
 Text = str | list[dict[str, str]]
 """A plain string, or a conversation: a list of ``{"role": ..., "content": ...}`` messages."""

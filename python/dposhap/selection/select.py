@@ -41,17 +41,17 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
-from .config import config_from_dict
-from .errors import InvalidArgumentError
-from .evaluate import BuildContext, MarginUtilities, get_utility
-from .models import quiet_libraries, resolve_device
-from .report import selection_figure
-from .run import Run, atomic_write_json
-from .shapley import shapley
-from .train import train_sources
-from .uncertainty import Z95, ItemGame, ItemScores, ItemUtility, bootstrap_weights
-from .valuation import open_utility
+from .. import _core
+from ..config import config_from_dict
+from ..errors import InvalidArgumentError
+from ..evaluate import BuildContext, MarginUtilities, get_utility
+from ..models import quiet_libraries, resolve_device
+from ..report import selection_figure
+from ..run import Run, atomic_write_json
+from ..shapley import shapley
+from ..train import train_sources
+from ..uncertainty import Z95, ItemGame, ItemScores, ItemUtility, bootstrap_weights
+from ..valuation import open_utility
 
 __all__ = [
     "EXHAUSTIVE_SOURCES",

@@ -12,6 +12,10 @@ masked sum (margin games) or one composed evaluation, read through the run's cac
   improves it most), then a local search from the better of the two (flip the one source that
   improves it most, until none does). Beside it, the rule people use: drop every source whose
   Shapley value on the goal is significantly negative (value + 1.96 total standard errors < 0).
+  The search ranks coalitions by their predicted goal alone; the choice leaves all sources only
+  when the predicted gain over them is significant (its 95% paired bootstrap interval over the
+  evaluation items lies above 0) or all sources break the constraints (:func:`decide_change`). On
+  a flat game, where every coalition is within noise of all sources, all sources are kept.
 * **Weights.** Per-source weights in ``[0, w_max]``. A margin game is linear in the weights
   inside the game (``m_S(w) = sum_i w_i m_i``): ``loglik`` (mean log sigmoid, concave in ``w``)
   by projected gradient ascent with backtracking, which reaches the global optimum; ``accuracy``
@@ -30,7 +34,7 @@ The result is written to ``RUN/selection.json``; :func:`dposhap.report.selection
 
 from .goal import Constraint, Goal, GoalRanking, Objectives, parse_goal
 from .search import EXHAUSTIVE_SOURCES, SearchResult, search_subsets
-from .select import N_BOOT, RUNNERS_UP, Selection, select_run
+from .select import N_BOOT, RUNNERS_UP, Selection, decide_change, select_run
 from .verify import VERIFY_HELDOUT
 from .weights import GRID, margin_weights_reference, optimise_margin_weights
 
@@ -46,6 +50,7 @@ __all__ = [
     "Objectives",
     "SearchResult",
     "Selection",
+    "decide_change",
     "margin_weights_reference",
     "optimise_margin_weights",
     "parse_goal",

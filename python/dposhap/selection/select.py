@@ -23,7 +23,7 @@ from .search import EXHAUSTIVE_SOURCES, search_subsets
 from .verify import verify_selection
 from .weights import optimise_weights
 
-__all__ = ["N_BOOT", "RUNNERS_UP", "Selection", "select_run"]
+__all__ = ["N_BOOT", "RUNNERS_UP", "Selection", "decide_change", "select_run"]
 
 
 #: Runners-up recorded beside the chosen coalition.
@@ -155,14 +155,17 @@ def select_run(
         rule = _drop_rule(objectives, scored, n, seed=seed, n_boot=n_boot, exact=method == "exhaustive")
         scored.tiebreak = np.array([rule["values"][p] for p in players])
         found = search_subsets(objectives.values, n, scored.order, scored.better, method=method, batch_size=batch)
-        best = found.best
-        feasible = bool(scored.violation(found.values[:1])[0] <= 1e-12)
+        # the search ranks by the predicted goal alone: leave all sources only for a significant gain
+        decision = decide_change(objectives, scored, found.best, all_row[0], n_boot=n_boot, seed=seed)
+        best = found.best if decision["changed"] else all_row[0]
+        feasible = bool(scored.violation(objectives.values(best[None]))[0] <= 1e-12)
         rule_row = np.array([p not in rule["dropped"] for p in players], dtype=bool)
 
         rows = np.stack([best, all_row[0], rule_row])
         errs = goal_errors(objectives, rows, scored, n_boot, seed)
-        runner_rows = found.ranked[1 : 1 + RUNNERS_UP]
-        runner_goal = scored.score(found.values[1 : 1 + RUNNERS_UP])
+        others = [r for r, row in enumerate(found.ranked) if not np.array_equal(row, best)][:RUNNERS_UP]
+        runner_rows = found.ranked[others]
+        runner_goal = scored.score(found.values[others])
         doc: dict[str, Any] = {
             "format": 1,
             "utility": utility,
@@ -177,7 +180,13 @@ def select_run(
                     for c, lv in zip(goal.constraints, levels, strict=True)
                 ],
             },
-            "search": {"method": found.method, "coalitions_evaluated": found.evaluated, "feasible": feasible},
+            "search": {
+                "method": found.method,
+                "coalitions_evaluated": found.evaluated,
+                "feasible": feasible,
+                "best": _names(players, found.best),
+            },
+            "decision": decision,
             "chosen": _names(players, best),
             "dropped": [p for p in players if p not in _names(players, best)],
             "predicted": {
@@ -219,6 +228,69 @@ def select_run(
     doc["figure"] = str(selection_figure(run, doc))
     atomic_write_json(run.root / "selection.json", doc)
     return Selection(doc)
+
+
+def decide_change(
+    objectives: Objectives,
+    scored: GoalRanking,
+    best: np.ndarray,
+    all_sources: np.ndarray,
+    *,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Whether to train on ``best`` rather than on all sources: only when the prediction says so beyond noise.
+
+    A change is made when all sources break the constraints and ``best`` breaks them less, or when
+    the predicted gain of ``best`` over all sources on the goal is significant: the lower end of its
+    95% paired bootstrap interval (over the evaluation items) is above 0. Without bootstrap errors
+    (a utility with no per-item scores, or ``n_boot < 2``) any gain above 0 is taken.
+
+    Parameters
+    ----------
+    objectives, scored
+        The utility's objectives and the goal that ranks them.
+    best
+        bool ``[n]``: the coalition the search ranked first.
+    all_sources
+        bool ``[n]``: every source.
+    n_boot, seed
+        Bootstrap replicates and their seed.
+
+    Returns
+    -------
+    dict
+        ``changed`` (bool), ``reason`` (one sentence), and when the gain was weighed, ``gain``
+        and ``gain_low`` (the lower end of its 95% interval, None without errors).
+    """
+    if np.array_equal(best, all_sources):
+        return {"changed": False, "reason": "all sources are the best coalition found"}
+    rows = np.stack([best, all_sources])
+    violation = scored.violation(objectives.values(rows))
+    if violation[1] > 1e-12 and violation[0] < violation[1] - 1e-12:
+        return {"changed": True, "reason": "all sources break the constraints; the chosen coalition breaks them less"}
+    errs = goal_errors(objectives, rows, scored, n_boot, seed)
+    gain = float(errs["goal"][0] - errs["goal"][1])
+    stderr = finite_or_none(errs["diff_stderr"])
+    low = None if stderr is None else gain - Z95 * stderr
+    if (gain if low is None else low) > 1e-12:
+        reason = (
+            "the predicted gain over all sources is significant (its 95% interval is above 0)"
+            if low is not None
+            else "the predicted gain over all sources is above 0 (no errors to weigh it against)"
+        )
+        return {"changed": True, "reason": reason, "gain": gain, "gain_low": low}
+    return {
+        "changed": False,
+        "reason": (
+            f"all sources kept: no coalition is predicted significantly better; the best found "
+            f"({', '.join(_names(list(objectives.players), best)) or 'no source'}) gains {gain:+.4g}"
+            + (f" ± {Z95 * stderr:.4g}" if stderr is not None else "")
+            + ", within noise of all sources"
+        ),
+        "gain": gain,
+        "gain_low": low,
+    }
 
 
 def _drop_rule(

@@ -284,8 +284,8 @@ def decide_change(
         "changed": False,
         "reason": (
             f"all sources kept: no coalition is predicted significantly better; the best found "
-            f"({', '.join(_names(list(objectives.players), best)) or 'no source'}) gains {gain:+.4g}"
-            + (f" ± {Z95 * stderr:.4g}" if stderr is not None else "")
+            f"({', '.join(_names(list(objectives.players), best)) or 'no source'}) gains {gain:+.4f}"
+            + (f" ± {Z95 * stderr:.4f}" if stderr is not None else "")
             + ", within noise of all sources"
         ),
         "gain": gain,

@@ -14,13 +14,15 @@ import pytest
 from dposhap.cli import main
 from dposhap.config import load_config
 from dposhap.errors import IncompleteRunError, InvalidArgumentError
-from dposhap.evaluate import MarginSettings, UtilityKind
+from dposhap.evaluate import MarginSettings, MarginUtilities, UtilityKind
 from dposhap.evaluate.base import _REGISTRY as utility_registry
 from dposhap.evaluate.margins import margin_utilities
 from dposhap.recipes import DEMO_CONFIG
 from dposhap.selection import (
     Goal,
     GoalRanking,
+    Objectives,
+    decide_change,
     margin_weights_reference,
     optimise_margin_weights,
     parse_goal,
@@ -189,6 +191,47 @@ def test_verify_end_to_end_on_the_toy_world(
     manifest = json.loads((run_dir / "select" / "manifest.json").read_text())
     assert {entry["status"] for entry in manifest["sources"].values()} == {"reused"}
     assert again["measured"]["gain"] == measured["gain"]
+
+
+def test_a_flat_game_keeps_all_sources_and_says_it_cannot_tell(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every pair comes with its mirror (the margins negated), so every coalition gets accuracy exactly 1/2:
+    # every source is worth 0 and no coalition beats all sources, yet each pair's own score varies
+    rng = np.random.default_rng(7)
+    half = rng.normal(size=(4, 40))
+    margins = np.concatenate([half, -half], axis=1)
+
+    def build(run, settings, context):
+        assert len(run.sources) == 4
+        return MarginUtilities.from_margins(margins, run.sources, ("accuracy",))
+
+    kind = UtilityKind("flat_test", "a margin game where every coalition ties", MarginSettings, build)
+    monkeypatch.setitem(utility_registry._items, kind.name, kind)  # for this test only
+    selection = select_run(run_dir, "flat_test", progress=False, device="cpu", n_boot=50)
+    doc = selection.to_json()
+    assert sorted(selection.chosen) == sorted(doc["sources"]) and doc["dropped"] == []
+    assert doc["predicted"]["gain"] == 0.0
+    assert doc["decision"]["changed"] is False and "within noise" in doc["decision"]["reason"]
+    assert doc["search"]["best"] != doc["sources"]  # the search's first pick (a tie) was not taken
+    assert all(abs(v) < 1e-12 for v in doc["rule"]["values"].values()) and doc["rule"]["dropped"] == []
+    assert main(["select", str(run_dir), "--utility", "flat_test", "--quiet", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "all sources kept" in printed and "dropped: (none)" in printed
+
+
+def test_a_significant_gain_changes_the_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the same decision rule on a game with a clear winner: source 0 right on every pair, source 1 wrong
+    rng = np.random.default_rng(3)
+    margins = np.stack([rng.uniform(0.5, 1.0, 60), -rng.uniform(1.0, 2.0, 60)])
+    built = MarginUtilities.from_margins(margins, ["good", "bad"], ("accuracy",))
+    objectives = Objectives(built, built)
+    scored = GoalRanking(parse_goal(None, [], objectives.names), objectives.names, np.zeros(0))
+    best, everyone = np.array([True, False]), np.array([True, True])
+    decision = decide_change(objectives, scored, best, everyone, n_boot=50, seed=0)
+    assert decision["changed"] is True and decision["gain_low"] > 0
+    kept = decide_change(objectives, scored, everyone, everyone, n_boot=50, seed=0)
+    assert kept["changed"] is False
 
 
 def _error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

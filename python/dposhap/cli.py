@@ -648,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Choose the coalition of sources whose composed model maximises a goal on the run's "
         "utility, with no new training: exhaustive over every coalition up to 16 sources (through the run's "
         "cache: no coalition is evaluated twice), beyond that a greedy search (forward from none, backward "
-        "from all, then single flips). Beside it, the rule 'drop every source whose Shapley value is "
+        "from all, then single flips). All sources are kept unless the best coalition's predicted gain over "
+        "them is significant (its 95% bootstrap interval lies above 0). Beside it, the rule 'drop every source whose Shapley value is "
         "significantly negative'. --weights also chooses per-source weights in [0, --w-max]. --verify trains "
         "one adapter on the chosen sources and one on all of them (RUN/select/, resumable) and measures both. "
         "Writes RUN/selection.json and RUN/figures/selection.png.",

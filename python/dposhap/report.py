@@ -703,6 +703,8 @@ def format_selection(doc: dict[str, Any]) -> str:
         f"predicted gain of the choice over all sources: {p['gain']:+.4f}"
         + (f" ± {Z95 * p['gain_stderr']:.4f}" if p.get("gain_stderr") is not None else "")
     )
+    if "decision" in doc:
+        lines.append(f"decision: {doc['decision']['reason']}")
     if m:
         lines.append(
             f"measured gain (retrained, {m['pairs']['chosen']} vs {m['pairs']['all']} pairs): {m['gain']:+.4f}"

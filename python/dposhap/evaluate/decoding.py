@@ -29,7 +29,7 @@ One forward per step
     Every live row goes through one forward of the PEFT model, feeding the row's last token
     against its KV cache, each row with its own adapter (or none). Rows are sorted by model, so
     each adapter's rows form one block: with PEFT's adapters disabled, a hook on each LoRA layer
-    adds the adapter's low-rank product to its block (:class:`_BlockLora`, faster than
+    adds the adapter's low-rank product to its block (:class:`BlockLora`, faster than
     PEFT's per-row bookkeeping); other adapter kinds go through PEFT's own
     mixed-adapter batch inference (``adapter_names``, with ``"__base__"`` for the reference).
     The compose kernel (:func:`dposhap.compose.compose`, gather form) then samples every live
@@ -51,29 +51,28 @@ Stopping
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
-from itertools import groupby
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from peft.tuners.lora import Linear as LoraLinear
-from peft.tuners.lora import LoraLayer
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .. import compose
 from ..compose import reference
 from ..errors import InvalidArgumentError
-from ..settings import setting
+from .decode_cache import BlockLora, GrowingLayer, Prefill
+from .decode_config import BASE_ADAPTER, DecodeConfig, DecodeResult, HiddenFastPath, MixedLora
+from .decode_plan import Coalition, encode_prompts, eos_ids, group_sequences, plan_coalitions
 from .scoring import cache_keyword, lm_head_blocker
 
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedTokenizerBase
+
 
 __all__ = [
     "BASE_ADAPTER",
@@ -85,311 +84,13 @@ __all__ = [
     "reference_generate",
 ]
 
-#: PEFT's name of the base model (adapters off) in ``adapter_names``: the reference policy.
-BASE_ADAPTER = "__base__"
-HiddenFastPath = Literal["auto", "on", "off"]
-MixedLora = Literal["auto", "own", "peft"]
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    """How :meth:`ComposedDecoder.generate` samples. Every field is checked on creation."""
-
-    max_new_tokens: int = setting("a sequence stops after this many tokens if no EOS came first (>= 1)", default=16)
-    temperature: float = setting("the combined logits are divided by it (finite, > 0)", default=1.0)
-    top_k: int | None = setting("sample among the top_k most likely tokens only; 1 is greedy; None: all", default=None)
-    seed: int = setting("seed of the Gumbel noise, keyed by (seed, prompt index, step), in [0, 2**64)", default=0)
-    correction: bool = setting(
-        "also return each sequence's summed sequence-level correction (log importance weight)", default=False
-    )
-    hidden_fast_path: HiddenFastPath = setting(
-        '"auto": combine hidden states and apply the LM head once per sequence when the head is a shared plain '
-        'linear layer (no LoRA, no soft-capping) and correction is off; "on": require it; "off": combine logits',
-        default="auto",
-    )
-    backend: compose.Backend = setting(
-        'compose kernel backend: "auto", "torch", "cpp", "triton" or "cuda"', default="auto"
-    )
-    max_rows: int | None = setting(
-        "cap on (sequence, model) rows per forward; sequences are decoded in groups beyond it; None: no cap",
-        default=None,
-    )
-    mixed_lora: MixedLora = setting(
-        "\"own\": each adapter's LoRA product on its contiguous block of rows, added by hooks while PEFT's "
-        'adapters are off (plain LoRA on linear layers only); "peft": PEFT\'s adapter_names; "auto": own where it '
-        "applies",
-        default="auto",
-    )
-    share_prefixes: bool = setting(
-        "compute a (model, generated prefix) row once for all the sequences of a prompt "
-        "that share it (exact; common random numbers make such prefixes frequent); off: "
-        "only the prompt's prefill is shared",
-        default=True,
-    )
-
-    def __post_init__(self) -> None:
-        def fail(name: str, message: str) -> None:
-            raise InvalidArgumentError(f"DecodeConfig.{name} {message}")
-
-        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
-            fail("max_new_tokens", f"must be an int >= 1, got {self.max_new_tokens!r}")
-        if (
-            isinstance(self.temperature, bool)
-            or not isinstance(self.temperature, (int, float))
-            or not (math.isfinite(self.temperature) and self.temperature > 0)
-        ):
-            fail("temperature", f"must be a finite number > 0, got {self.temperature!r} (greedy decoding is top_k=1)")
-        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
-            fail("top_k", f"must be None or an int >= 1, got {self.top_k!r}")
-        if not _is_int(self.seed) or not 0 <= self.seed < 1 << 64:
-            fail("seed", f"must be an int in [0, 2**64), got {self.seed!r}")
-        if self.hidden_fast_path not in get_args(HiddenFastPath):
-            fail("hidden_fast_path", f"must be one of {list(get_args(HiddenFastPath))}, got {self.hidden_fast_path!r}")
-        if self.backend not in compose.GATHER_BACKENDS:
-            fail("backend", f"must be one of {list(compose.GATHER_BACKENDS)}, got {self.backend!r}")
-        if self.mixed_lora not in get_args(MixedLora):
-            fail("mixed_lora", f"must be one of {list(get_args(MixedLora))}, got {self.mixed_lora!r}")
-        if self.max_rows is not None and (not _is_int(self.max_rows) or self.max_rows < 1):
-            fail("max_rows", f"must be None or an int >= 1, got {self.max_rows!r}")
-        if self.hidden_fast_path == "on" and self.correction:
-            fail(
-                "hidden_fast_path",
-                '"on" cannot give the correction, which needs every model\'s own logits: '
-                'use "auto" or "off" with correction=True',
-            )
-
-
-@dataclass
-class DecodeResult:
-    """What :meth:`ComposedDecoder.generate` returns.
-
-    Attributes
-    ----------
-    completions
-        ``[K][B]`` decoded completion texts, special tokens stripped.
-    token_ids
-        ``[K][B]`` generated token ids, without the prompt, the padding or the final EOS.
-    log_weights
-        ``[K, B]`` float64: each sequence's summed sequence-level correction (the kernel's
-        ``"correction"`` output over its steps, the EOS step included), or None unless
-        ``config.correction``. Exactly 0 where the coalition's policy is a single model (the
-        empty coalition, or one member of weight 1).
-    new_tokens
-        Tokens sampled, over all sequences (the EOS tokens included).
-    seconds
-        Wall time of the call.
-    forward_rows
-        Rows through the model: prefill rows plus one per live row and decoding step.
-    """
-
-    completions: list[list[str]]
-    token_ids: list[list[list[int]]]
-    log_weights: np.ndarray | None
-    new_tokens: int
-    seconds: float
-    forward_rows: int
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class _Coalition:
-    """One coalition's rows: the models it reads (0 = reference, ``i + 1`` = source ``i``)."""
-
-    ref_model: int  # the model whose row is the gather form's reference slot
-    members: tuple[int, ...]  # models of non-zero weight
-    weights: tuple[float, ...]
-
-    @property
-    def models(self) -> tuple[int, ...]:
-        return tuple(sorted({self.ref_model, *self.members}))
-
-
-def _plan(coalitions: object, weights: object, n: int) -> list[_Coalition]:
-    """Check ``coalitions`` ``[K, n]`` (and ``weights``) and list each coalition's rows.
-
-    The reference row is left out when the coalition is one member of weight exactly 1: its
-    coefficient ``1 - w`` is then exactly 0 and the kernel never reads it.
-    """
-    mask = np.asarray(coalitions)
-    if mask.ndim != 2 or mask.shape[1] != n:
-        raise InvalidArgumentError(
-            f"coalitions must be a bool array [K, n] with n = {n} sources, got shape {mask.shape}"
-        )
-    if mask.dtype != bool:
-        if not np.issubdtype(mask.dtype, np.integer) or not np.isin(mask, (0, 1)).all():
-            raise InvalidArgumentError(f"coalitions must be bool (or 0/1) membership [K, {n}], got dtype {mask.dtype}")
-        mask = mask.astype(bool)
-    if weights is None:
-        w = np.ones(mask.shape, dtype=np.float64)
-    else:
-        w = np.asarray(weights, dtype=np.float64)
-        if w.shape != mask.shape:
-            raise InvalidArgumentError(f"weights must have the shape of coalitions {mask.shape}, got {w.shape}")
-        bad = ~np.isfinite(w) & mask
-        if bad.any():
-            k, i = np.argwhere(bad)[0]
-            raise InvalidArgumentError(f"weights[{k}, {i}] = {w[k, i]} is not finite; weights must be finite numbers")
-    plan = []
-    for k in range(mask.shape[0]):
-        members = [i for i in range(n) if mask[k, i] and w[k, i] != 0.0]
-        coalition_weights = tuple(float(w[k, i]) for i in members)
-        single = len(members) == 1 and coalition_weights[0] == 1.0
-        plan.append(_Coalition(members[0] + 1 if single else 0, tuple(i + 1 for i in members), coalition_weights))
-    return plan
-
-
-def _eos_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
-    """The tokenizer's EOS token and those of the model's generation config."""
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    config = getattr(model, "generation_config", None)
-    extra = getattr(config, "eos_token_id", None)
-    if extra is not None:
-        ids.update(int(i) for i in ([extra] if isinstance(extra, int) else extra))
-    return frozenset(ids)
-
-
-def _encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
-    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-        raise InvalidArgumentError("prompts must be a sequence of strings")
-    if not prompts:
-        return []
-    ids = [list(map(int, row)) for row in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
-    for b, row in enumerate(ids):
-        if not row:
-            raise InvalidArgumentError(f"prompt {b} ({prompts[b]!r}) encodes to no tokens; give a non-empty prompt")
-    return ids
-
-
-@dataclass
-class _Prefill:
-    """Every (model, prompt) pair some coalition needs, prefilled once.
-
-    ``kv`` holds per layer the keys and values ``[P, heads, L, head_dim]`` of the prefill rows,
-    ``out`` their last position's logits ``[P, V]`` or final hidden states ``[P, d]``.
-    """
-
-    row_of: dict[tuple[int, int], int]
-    kv: list[tuple[torch.Tensor, torch.Tensor]]
-    out: torch.Tensor
-    mask: torch.Tensor  # [B, L] attention mask of the left-padded prompts
-    lengths: torch.Tensor  # [B] real prompt lengths
-
-
-class _GrowingLayer(DynamicLayer):
-    """A KV cache layer whose keys and values live in buffers with room to grow.
-
-    Appending a token writes it in place (``DynamicLayer`` concatenates, copying the whole
-    layer at every step); choosing rows (:meth:`batch_select_indices`, the rows of the next
-    step's prefixes) is the one copy a step may need.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
-        super().__init__()
-        self.dtype, self.device = keys.dtype, keys.device
-        self.length = keys.shape[-2]
-        self._buffers = []
-        for x in (keys, values):
-            buffer = x.new_empty((*x.shape[:2], self.length + room, x.shape[-1]))
-            buffer[:, :, : self.length] = x
-            self._buffers.append(buffer)
-        self.is_initialized = True
-        self._expose()
-
-    def _expose(self) -> None:
-        self.keys, self.values = (buffer[:, :, : self.length] for buffer in self._buffers)
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append the new positions in place; the keys and values so far."""
-        stop = self.length + key_states.shape[-2]
-        self._buffers[0][:, :, self.length : stop] = key_states
-        self._buffers[1][:, :, self.length : stop] = value_states
-        self.length = stop
-        self._expose()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        """Positions held."""
-        return self.length
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep (and repeat) the rows ``indices``, in that order: their filled positions only are copied."""
-        buffers = []
-        for buffer in self._buffers:
-            selected = buffer.new_empty((len(indices), *buffer.shape[1:]))
-            torch.index_select(buffer[:, :, : self.length], 0, indices, out=selected[:, :, : self.length])
-            buffers.append(selected)
-        self._buffers = buffers
-        self._expose()
-
 
 @dataclass(frozen=True)
 class _Mode:
     """How one :meth:`ComposedDecoder.generate` call runs its forwards."""
 
     fast: bool  # hidden-state fast path: rows return final hidden states, not logits
-    own_lora: bool  # :class:`_BlockLora` rather than PEFT's adapter_names
-
-
-class _BlockLora:
-    """Mixed-adapter LoRA over contiguous blocks of rows, without PEFT's per-row bookkeeping.
-
-    Rows are sorted by model, so each adapter's rows are one block. While :meth:`active`,
-    PEFT's adapters are disabled (every LoRA layer computes its base layer alone) and a forward
-    hook on each LoRA layer adds ``lora_B(lora_A(x[block])) * scaling`` of each adapter to its
-    block of the output: slices and one small product per adapter, where PEFT's
-    ``adapter_names`` path builds index lists row by row in Python and gathers and scatters
-    copies, in every layer. It computes what PEFT computes for plain LoRA on linear layers in
-    eval mode (dropout is then the identity); :attr:`blocker` says when it does not apply.
-    """
-
-    def __init__(self, model: PeftModel, sources: Sequence[str]) -> None:
-        self.layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-        self.blocks: list[tuple[str, int, int]] = []
-        self.blocker: str | None = None
-        for layer in self.layers:
-            ours = [s for s in sources if s in layer.lora_A or s in layer.lora_embedding_A]
-            if ours and (not isinstance(layer, LoraLinear) or any(s in layer.lora_variant for s in ours)):
-                self.blocker = (
-                    f"adapter {ours[0]!r} is not plain LoRA on a linear layer "
-                    f"({type(layer).__name__}, variants {sorted(layer.lora_variant)})"
-                )
-                break
-
-    def set_rows(self, models: Sequence[int], names: Sequence[str]) -> None:
-        """Rows' model ids (sorted; 0 is the base, which gets no LoRA) and the adapter name of each id."""
-        self.blocks, start = [], 0
-        for m, rows in groupby(models):
-            stop = start + len(list(rows))
-            if m:
-                self.blocks.append((names[m], start, stop))
-            start = stop
-
-    def _add(self, module: Any, args: tuple, output: torch.Tensor) -> None:
-        x = args[0]
-        for name, start, stop in self.blocks:
-            if name in module.lora_A:
-                lora_a = module.lora_A[name]
-                delta = module.lora_B[name](lora_a(x[start:stop].to(lora_a.weight.dtype))) * module.scaling[name]
-                output[start:stop] += delta.to(output.dtype)
-
-    @contextmanager
-    def active(self, model: PeftModel) -> Iterator[None]:
-        """PEFT's adapters off, the block hooks on."""
-        with model.disable_adapter():
-            handles = [layer.register_forward_hook(self._add) for layer in self.layers]
-            try:
-                yield
-            finally:
-                for handle in handles:
-                    handle.remove()
-                self.blocks = []
+    own_lora: bool  # :class:`BlockLora` rather than PEFT's adapter_names
 
 
 class ComposedDecoder:
@@ -447,10 +148,10 @@ class ComposedDecoder:
         causal_lm = model.get_base_model()
         self._decoder = causal_lm.get_decoder()
         self._lm_head = causal_lm.get_output_embeddings()
-        self._block_lora = _BlockLora(model, sources)
+        self._block_lora = BlockLora(model, sources)
         if any(getattr(layer, "merged", False) for layer in self._block_lora.layers):
             raise InvalidArgumentError("the model has merged adapters: call model.unmerge_adapter() first")
-        self._eos = _eos_ids(causal_lm, tokenizer)
+        self._eos = eos_ids(causal_lm, tokenizer)
         self._cache_keyword = cache_keyword(causal_lm)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
@@ -509,8 +210,8 @@ class ComposedDecoder:
         start = time.perf_counter()
         if not isinstance(config, DecodeConfig):
             raise InvalidArgumentError(f"config must be a DecodeConfig, got {type(config).__name__}")
-        plan = _plan(coalitions, weights, len(self.sources))
-        prompt_ids = _encode(self.tokenizer, prompts)
+        plan = plan_coalitions(coalitions, weights, len(self.sources))
+        prompt_ids = encode_prompts(self.tokenizer, prompts)
         mode = self._mode(config)
         n_coalitions, n_prompts = len(plan), len(prompt_ids)
         tokens: list[list[list[int]]] = [[[] for _ in range(n_prompts)] for _ in range(n_coalitions)]
@@ -526,7 +227,7 @@ class ComposedDecoder:
                 )
             with torch.inference_mode(), self._block_lora.active(self.model) if mode.own_lora else nullcontext():
                 prefill = self._prefill(plan, prompt_ids, mode, config.max_rows, counters)
-                for group in _groups(sequences, plan, config.max_rows):
+                for group in group_sequences(sequences, plan, config.max_rows):
                     self._decode_group(group, plan, prefill, config, mode, tokens, log_weights, counters)
         completions = [self.tokenizer.batch_decode(row, skip_special_tokens=True) if row else [] for row in tokens]
         return DecodeResult(
@@ -566,12 +267,12 @@ class ComposedDecoder:
 
     def _prefill(
         self,
-        plan: list[_Coalition],
+        plan: list[Coalition],
         prompt_ids: list[list[int]],
         mode: _Mode,
         max_rows: int | None,
         counters: dict[str, int],
-    ) -> _Prefill:
+    ) -> Prefill:
         longest = max(len(ids) for ids in prompt_ids)
         mask = torch.zeros((len(prompt_ids), longest), dtype=torch.int64)
         padded = torch.full((len(prompt_ids), longest), self._pad_id, dtype=torch.int64)
@@ -604,7 +305,7 @@ class ComposedDecoder:
             (torch.cat([c[i][0] for c in kv_chunks]), torch.cat([c[i][1] for c in kv_chunks]))
             for i in range(len(kv_chunks[0]))
         ]
-        return _Prefill({key: i for i, key in enumerate(keys)}, kv, torch.cat(out_chunks), mask, mask.sum(-1))
+        return Prefill({key: i for i, key in enumerate(keys)}, kv, torch.cat(out_chunks), mask, mask.sum(-1))
 
     # ----------------------------------------------------------------------------------
     # decoding
@@ -612,8 +313,8 @@ class ComposedDecoder:
     def _decode_group(
         self,
         group: list[tuple[int, int]],
-        plan: list[_Coalition],
-        prefill: _Prefill,
+        plan: list[Coalition],
+        prefill: Prefill,
         config: DecodeConfig,
         mode: _Mode,
         tokens: list[list[list[int]]],
@@ -629,7 +330,7 @@ class ComposedDecoder:
         live = list(range(len(group)))
         keys = sorted({(m, node[s]) for s in live for m in plan[group[s][0]].models})
         gather = torch.tensor([prefill.row_of[key] for key in keys], device=self.device)
-        cache = Cache(layers=[_GrowingLayer(k[gather], v[gather], config.max_new_tokens) for k, v in prefill.kv])
+        cache = Cache(layers=[GrowingLayer(k[gather], v[gather], config.max_new_tokens) for k, v in prefill.kv])
         out = prefill.out[gather]
         row_of = {key: i for i, key in enumerate(keys)}
         for step in range(config.max_new_tokens):
@@ -678,7 +379,7 @@ class ComposedDecoder:
         sequences: list[tuple[int, int]],
         nodes: list[int],
         row_of: dict[tuple[int, int], int],
-        plan: list[_Coalition],
+        plan: list[Coalition],
         config: DecodeConfig,
         step: int,
         fast: bool,
@@ -723,24 +424,6 @@ class ComposedDecoder:
         return result.require("sample").tolist(), correction
 
 
-def _groups(
-    sequences: list[tuple[int, int]], plan: list[_Coalition], max_rows: int | None
-) -> list[list[tuple[int, int]]]:
-    """Split the sequences, in order, into groups whose rows (without any sharing) fit ``max_rows``."""
-    if max_rows is None:
-        return [sequences]
-    groups: list[list[tuple[int, int]]] = [[]]
-    rows = 0
-    for k, b in sequences:
-        width = len(plan[k].models)
-        if rows + width > max_rows:
-            groups.append([])
-            rows = 0
-        groups[-1].append((k, b))
-        rows += width
-    return groups
-
-
 def reference_generate(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -782,12 +465,12 @@ def reference_generate(
         The generated ids (EOS excluded) and the summed correction.
     """
 
-    (c,) = _plan(
+    (c,) = plan_coalitions(
         np.asarray(coalition)[None, :], None if weights is None else np.asarray(weights)[None, :], len(sources)
     )
     device = next(model.parameters()).device
-    ids = torch.tensor(_encode(tokenizer, [prompt])[0], device=device)
-    eos = _eos_ids(model.get_base_model(), tokenizer)
+    ids = torch.tensor(encode_prompts(tokenizer, [prompt])[0], device=device)
+    eos = eos_ids(model.get_base_model(), tokenizer)
     active = model.active_adapter
     generated: list[int] = []
     total = 0.0

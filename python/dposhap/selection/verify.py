@@ -1,0 +1,114 @@
+"""Verification of a selection: retrain the chosen union and all sources, and measure both."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import config_from_dict
+from ..errors import InvalidArgumentError
+from ..evaluate import BuildContext, get_utility
+from ..models import quiet_libraries, resolve_device
+from ..run import Run
+from ..train import train_sources
+from .goal import GoalRanking, Objectives, finite_or_none, goal_errors
+
+#: Share of the union held out by the verification runs (as small as the splitter allows).
+VERIFY_HELDOUT = 0.05
+
+
+def _union_file(run: Run, players: Sequence[str], weights: np.ndarray, path: Path, seed: int) -> int:
+    """Write the training pairs of the sources with weight > 0 to ``path``, source ``i`` sampled at
+    rate ``w_i`` (``floor(w_i)`` copies of every pair plus a seeded share ``w_i - floor(w_i)``);
+    the number of pairs."""
+    rng = np.random.default_rng([seed, 0x5E1EC7])
+    lines: list[str] = []
+    for name, w in zip(players, weights, strict=True):
+        if w <= 0:
+            continue
+        text = (run.data_dir(name) / "train.jsonl").read_text(encoding="utf-8")
+        rows = [line for line in text.splitlines() if line.strip()]
+        whole, part = int(math.floor(w)), float(w - math.floor(w))
+        taken = rows * whole
+        if part > 0:
+            pick = rng.choice(len(rows), size=int(round(part * len(rows))), replace=False)
+            taken += [rows[k] for k in sorted(pick)]
+        for line in taken:
+            record = json.loads(line)
+            lines.append(json.dumps({k: record[k] for k in ("prompt", "chosen", "rejected")}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged data: the adapter is reused
+        path.write_text(text, encoding="utf-8")
+    return len(lines)
+
+
+def verify_selection(
+    run: Run,
+    utility: str,
+    settings: Any,
+    scored: GoalRanking,
+    names: Sequence[str],
+    chosen_weights: np.ndarray,
+    seed: int,
+    n_boot: int,
+    device: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train ``chosen`` and ``all`` into ``RUN/select/`` and measure both with the same utility."""
+    players = run.sources
+    folder = run.root.resolve() / "select"
+    files = {
+        "chosen": folder / "data" / "chosen.jsonl",
+        "all": folder / "data" / "all.jsonl",
+    }
+    sizes = {
+        "chosen": _union_file(run, players, chosen_weights, files["chosen"], seed),
+        "all": _union_file(run, players, np.ones(len(players)), files["all"], seed),
+    }
+    if sizes["chosen"] == 0:
+        raise InvalidArgumentError("nothing to verify: the chosen coalition is empty (the base model is best)")
+    recorded = json.loads(json.dumps(run.manifest.config))
+    recorded["model"] = {**recorded.get("model", {}), "base": str(run.base_model_ref().location)}
+    recorded["data"] = {
+        **recorded.get("data", {}),
+        "files": [],
+        "sources": {k: str(v) for k, v in files.items()},
+        "select": None,
+        "heldout_fraction": VERIFY_HELDOUT,
+    }
+    recorded["eval"] = {"files": []}
+    recorded["cluster"] = {**recorded.get("cluster", {}), "address": None}
+    if device != "auto":
+        recorded["model"]["device"] = device
+    cfg = config_from_dict(recorded, base_dir=run.root)
+    manifest = train_sources(cfg, folder, progress=progress)
+    trained = Run.open(folder)
+    with quiet_libraries(loading_reports=progress):
+        models = trained.load_models(sources=["chosen", "all"], device=resolve_device(device))
+    context = BuildContext(device=resolve_device(device), seed=seed, progress=progress, models=models)
+    built = get_utility(utility).build(run, settings, context)
+    measured = Objectives(built, built)
+    rows = np.array([[True, False], [False, True]])
+    errs = goal_errors(measured, rows, scored, n_boot, seed)
+    values = measured.values(rows)
+    return {
+        "chosen": float(errs["goal"][0]),
+        "all": float(errs["goal"][1]),
+        "chosen_stderr": finite_or_none(errs["stderr"][0]),
+        "all_stderr": finite_or_none(errs["stderr"][1]),
+        "gain": float(errs["goal"][0] - errs["goal"][1]),
+        "gain_stderr": finite_or_none(errs["diff_stderr"]),
+        "objectives": {
+            "chosen": dict(zip(names, map(float, values[0]), strict=True)),
+            "all": dict(zip(names, map(float, values[1]), strict=True)),
+        },
+        "pairs": sizes,
+        "adapters": str(folder),
+        "steps": {k: manifest.sources[k].metrics.get("steps") for k in ("chosen", "all")},
+    }

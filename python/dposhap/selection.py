@@ -43,14 +43,14 @@ import numpy as np
 
 from . import _core
 from .config import config_from_dict
+from .core import ItemGame, ItemScores, ItemUtility
 from .errors import InvalidArgumentError
+from .estimate import Z95, bootstrap_weights, shapley
 from .evaluate import BuildContext, MarginUtilities, get_utility
 from .models import quiet_libraries, resolve_device
 from .report import selection_figure
 from .run import Run, atomic_write_json
-from .shapley import shapley
 from .train import train_sources
-from .uncertainty import Z95, ItemGame, ItemScores, ItemUtility, bootstrap_weights
 from .valuation import open_utility
 
 __all__ = [

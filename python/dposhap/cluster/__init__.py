@@ -6,7 +6,7 @@ One machine, in this process, stays the default and needs no Ray. With ``[cluste
 - training runs one Ray task per source (:mod:`dposhap.cluster.training`): each reads its data
   and writes its adapter atomically into the run directory, which must be on storage every node
   mounts; the driver alone writes the manifest; a task that dies is retried;
-- evaluation runs on a pool of Ray actors (:class:`EvaluationPool`), each loading the base model
+- evaluation runs on a pool of Ray actors (:class:`dposhap.evaluate.pool.EvaluationPool`), each loading the base model
   and the adapters once; the driver keeps the estimator's ask/tell loop and the SQLite cache,
   and puts every actor's results back in planning order, so the values do not depend on the
   number of actors or on which batch finishes first.

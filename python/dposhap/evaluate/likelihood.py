@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..core import ItemScores
 from ..errors import InvalidArgumentError
 from ..run import Run, config_hash
-from ..uncertainty import ItemScores
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import default_pair_sets, evaluation_pairs
 from .margins import MarginSettings

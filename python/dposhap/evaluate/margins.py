@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from ..core import ItemScores, MarginGame, MarginKind
 from ..errors import InvalidArgumentError
-from ..games import MarginGame, MarginKind
 from ..run import Run, atomic_write_json, atomic_write_npy, config_hash
 from ..settings import setting
-from ..uncertainty import ItemScores
 from ..validate import check_int
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import default_pair_sets, evaluation_pairs

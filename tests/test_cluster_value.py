@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dposhap.evaluate.pool import EvaluationPool, _chunks
 from dposhap.config import ClusterConfig, load_config
 from dposhap.errors import RunError
+from dposhap.evaluate.pool import EvaluationPool, _chunks
 from dposhap.run import Run
 from dposhap.train import train_sources
 from dposhap.valuation import value_run

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from ._core import optimise_margin_weights as native_optimise_margin_weights
 from .config import config_from_dict
 from .core import ItemGame, ItemScores, ItemUtility
 from .errors import InvalidArgumentError
@@ -584,7 +584,7 @@ def optimise_margin_weights(
     avg = np.ascontiguousarray(mask_mat / mask_mat.sum(1, keepdims=True))
     n = m.shape[0]
     first = np.full(n, min(1.0, w_max) if kind == "accuracy" else w_max / 2) if start is None else start
-    return _core.optimise_margin_weights(
+    return native_optimise_margin_weights(
         m,
         "accuracy" if kind == "accuracy" else "logsigmoid",
         avg,

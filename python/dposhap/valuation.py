@@ -23,10 +23,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _core
 from .cluster import cluster_config
 from .config import ClusterConfig
-from .core import ItemUtility
+from .core import ItemUtility, NativeGame
 from .errors import DposhapError, InvalidArgumentError
 from .estimate import (
     Z95,
@@ -310,7 +309,7 @@ def _interactions(
         return None, "one source: no pairs"
     names, objectives = list(built.players), list(built.objectives)
     try:
-        if isinstance(game, _core.MarginGame):
+        if isinstance(game, NativeGame):
             return pairwise_interactions(game, n, names=names, objectives=objectives), None
         if store is None or key is None:
             return None, "not computed: the utility is neither native nor cached"
@@ -339,7 +338,7 @@ def _stopping_rule(
     """
     if method != "auto" or budget is not None or tol is not None or n <= 10:
         return method, budget
-    if isinstance(game, _core.MarginGame):
+    if isinstance(game, NativeGame):
         if n <= NATIVE_EXACT_SOURCES:
             return "exact", None
         return method, NATIVE_BUDGET_PER_SOURCE * n

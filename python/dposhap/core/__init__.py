@@ -13,7 +13,7 @@ Nothing here imports torch, transformers or a higher layer of dposhap (``make li
 from __future__ import annotations
 
 from .coalitions import describe_coalition, pack_coalitions, unpack_coalition
-from .games import Game, MarginGame, MarginKind
+from .games import Game, MarginGame, MarginKind, NativeGame
 from .items import ItemGame, ItemScores, ItemUtility
 from .outputs import require_finite, utility_values
 
@@ -24,6 +24,7 @@ __all__ = [
     "ItemUtility",
     "MarginGame",
     "MarginKind",
+    "NativeGame",
     "describe_coalition",
     "pack_coalitions",
     "require_finite",

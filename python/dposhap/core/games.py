@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
-from .. import _core
+from .._core import MarginGame as NativeGame  # the Rust base class of every native game
 from ..errors import InvalidArgumentError
 
 #: A game: a function of a bool coalition batch ``[b, n]`` returning utilities ``[b]`` or ``[b, k]``
 #: (checked by :func:`dposhap.core.utility_values`), or a native game evaluated in Rust.
-Game = Union[Callable[[np.ndarray], Any], "_core.MarginGame"]
+Game = Callable[[np.ndarray], Any] | NativeGame
 
 MarginKind = Literal["accuracy", "logsigmoid", "mean"]
 
 
-class MarginGame(_core.MarginGame):
+class MarginGame(NativeGame):
     """The DPO margin game ``v(S) = mean_j f(sum_{i in S} margins[i, j])``.
 
     On held-out pairs, the coalition's DPO margin is exactly the sum of its members' margins
@@ -71,4 +71,4 @@ class MarginGame(_core.MarginGame):
         return f"MarginGame(n_sources={self.n_players}, n_pairs={self.n_pairs}, kind={self.kind!r})"
 
 
-__all__ = ["Game", "MarginGame", "MarginKind"]
+__all__ = ["Game", "MarginGame", "MarginKind", "NativeGame"]

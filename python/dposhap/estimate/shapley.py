@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .. import _core
-from ..core import Game, ItemScores, ItemUtility, MarginGame, utility_values
+from .._core import Engine
+from .._core import methods as native_methods
+from ..core import Game, ItemScores, ItemUtility, MarginGame, NativeGame, utility_values
 from ..errors import DposhapError, InvalidArgumentError, UtilityError
 from ..validate import MAX_PLAYERS, check_int
 from .bootstrap import Bootstrap, PairComparison, bootstrap_weights, compare_pairs
@@ -259,7 +260,7 @@ class ShapleyEstimator:
             if cv.ndim == 1:
                 cv = cv[:, None]
             cv = np.ascontiguousarray(cv)
-        self._engine = _core.Engine(
+        self._engine = Engine(
             int(n_players),
             method=method,
             semivalue=self.semivalue,
@@ -351,7 +352,7 @@ class ShapleyEstimator:
         return arr[:, 0].copy() if self._scalar and arr.shape[1] == 1 else arr
 
     def run_native(
-        self, game: _core.MarginGame, control: _core.MarginGame | None = None, batch_size: int | None = None
+        self, game: NativeGame, control: NativeGame | None = None, batch_size: int | None = None
     ) -> ShapleyResult:
         """Run to the end on a native game, evaluated in Rust without a Python call per coalition.
 
@@ -412,7 +413,7 @@ def _control_values(control: Any, n: int, semivalue: Semivalue) -> tuple[Any, np
         values = np.asarray(values, dtype=np.float64)
     else:
         game, values = control, None
-    if isinstance(game, _core.MarginGame):
+    if isinstance(game, NativeGame):
         if game.n_players != n:
             raise InvalidArgumentError(
                 f"the control game has {game.n_players} players, the utility {n}: both must value the same sources"
@@ -481,7 +482,7 @@ def _run(
         names=names,
         progress=progress,
     )
-    if n_boot and (isinstance(utility, _core.MarginGame) or isinstance(utility, ItemUtility)):
+    if n_boot and (isinstance(utility, NativeGame) or isinstance(utility, ItemUtility)):
         boot = bootstrap(
             utility,
             res,
@@ -509,7 +510,7 @@ def _estimate(
     names: Sequence[str] | None,
     progress: bool,
 ) -> ShapleyResult:
-    native = utility if isinstance(utility, _core.MarginGame) else None
+    native = utility if isinstance(utility, NativeGame) else None
     if native is not None:
         if n_players is not None and n_players != native.n_players:
             raise InvalidArgumentError(f"n_players={n_players} but the game has {native.n_players} players")
@@ -548,7 +549,7 @@ def _estimate(
             seconds=time.perf_counter() - started,
             budget=budget,
         )
-    if native is not None and (game_c is None or isinstance(game_c, _core.MarginGame)):
+    if native is not None and (game_c is None or isinstance(game_c, NativeGame)):
         res = est.run_native(native, game_c, batch_size)
         res.seconds = time.perf_counter() - started
         return res
@@ -783,7 +784,7 @@ def bootstrap(
     semivalue: Semivalue = "shapley" if result.semivalue == "shapley" else "banzhaf"
     cls = ShapleyEstimator if semivalue == "shapley" else BanzhafEstimator
     game_c, control_values = (None, None) if control is None else _control_values(control, n, semivalue)
-    if isinstance(utility, _core.MarginGame):
+    if isinstance(utility, NativeGame):
         m = int(utility.n_pairs)
         weights = bootstrap_weights(m, n_boot, seed)
         if result.method == "exact":
@@ -800,7 +801,7 @@ def bootstrap(
                 control_values=control_values,
                 max_units=result.n_units,
             )
-            if not (game_c is None or isinstance(game_c, _core.MarginGame)):
+            if not (game_c is None or isinstance(game_c, NativeGame)):
                 raise InvalidArgumentError("a bootstrap of a native game takes a native control game")
             reps = est.run_native(game, game_c, batch_size).values
         return Bootstrap(np.asarray(reps).T[:, :, None].copy(), m, int(seed))
@@ -859,7 +860,7 @@ def attach_bootstrap(result: ShapleyResult, boot: Bootstrap) -> ShapleyResult:
 
 def methods(semivalue: Semivalue = "shapley") -> list[str]:
     """Names of the methods available for a semivalue."""
-    return list(_core.methods(semivalue))
+    return list(native_methods(semivalue))
 
 
 __all__ = [

@@ -68,3 +68,31 @@ def test_torch_in_the_bottom_layer_breaks_its_contract(tree: Path) -> None:
         outputs.write_text(original)
     assert done.returncode != 0
     assert "dposhap.core is not allowed to import torch" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("dposhap.shapley", "ShapleyResult", "dposhap.estimate"),
+        ("dposhap.shapley", "attach_bootstrap", "dposhap.estimate"),
+        ("dposhap.uncertainty", "ItemScores", "dposhap.core"),
+        ("dposhap.uncertainty", "compare_pairs", "dposhap.estimate"),
+        ("dposhap.interactions", "interactions_exact", "dposhap.estimate"),
+        ("dposhap.interactions", "plot_interactions", "dposhap.report"),
+        ("dposhap.games", "MarginGame", "dposhap.core"),
+        ("dposhap.evaluate.tokenize", "response_sequences", "dposhap.tokenization"),
+        ("dposhap.report", "record_values", "dposhap.valuation"),
+    ],
+)
+def test_old_names_are_the_moved_objects(old: str, name: str, new: str) -> None:
+    import importlib
+
+    assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(new), name)
+
+
+def test_the_shapley_function_keeps_its_name_after_the_old_module_loads() -> None:
+    import importlib
+
+    importlib.import_module("dposhap.shapley")
+    assert callable(dposhap.shapley)
+    assert dposhap.shapley is importlib.import_module("dposhap.estimate").shapley

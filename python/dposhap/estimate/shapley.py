@@ -115,7 +115,7 @@ class ShapleyResult:
         return np.sqrt(est**2 + np.asarray(self.eval_stderr, dtype=np.float64) ** 2)
 
     def comparisons(self, objective: int = 0) -> list[PairComparison]:
-        """Every pair of players compared on one objective (:func:`dposhap.uncertainty.compare_pairs`):
+        """Every pair of players compared on one objective (:func:`dposhap.estimate.compare_pairs`):
         the difference, its standard error (estimator and, with a bootstrap, evaluation noise,
         paired), the share of replicates in which the higher one wins, and whether it is
         significant at 95%."""
@@ -663,7 +663,7 @@ def shapley(
     n_boot
         Bootstrap replicates over the items the utility averages (0: none). For a
         :class:`MarginGame` (items: its held-out pairs) or an item utility such as
-        :class:`ItemGame` (see :mod:`dposhap.uncertainty`), the result gains ``eval_stderr``,
+        :class:`ItemGame` (see :mod:`dposhap.estimate.bootstrap`), the result gains ``eval_stderr``,
         ``total_stderr`` and ``replicates``: the items are resampled once per replicate, the
         same resample for every coalition, and the values recomputed on the coalitions the run
         absorbed (no new evaluations). Ignored for other utilities.
@@ -754,7 +754,7 @@ def bootstrap(
     Each replicate resamples the items (multinomial counts, the same resample for every
     coalition) and recomputes the values with ``result``'s method, seed and budget on the
     coalitions its run absorbed (``result.n_units``). A native :class:`MarginGame` is
-    reweighted in Rust; an :class:`~dposhap.uncertainty.ItemUtility` (an :class:`ItemGame`, or
+    reweighted in Rust; an :class:`~dposhap.core.ItemUtility` (an :class:`ItemGame`, or
     a utility read through the run cache that recorded per-item scores) reweights its per-item
     scores. All replicates run at once, as extra objectives of one estimator.
 

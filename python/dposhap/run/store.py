@@ -957,7 +957,7 @@ class _Pending:
 
 
 class CachedItemUtility(CachedUtility):
-    """A :class:`CachedUtility` over an item utility (:class:`~dposhap.uncertainty.ItemUtility`):
+    """A :class:`CachedUtility` over an item utility (:class:`~dposhap.core.ItemUtility`):
     each evaluated coalition's per-item scores are recorded with its values, and
     :meth:`item_scores` reads them back, so the values can be bootstrapped over the items
     without evaluating anything again."""

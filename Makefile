@@ -23,11 +23,13 @@ $(STAMP): $(PY) pyproject.toml Cargo.toml $(shell find rust -name '*.rs' -o -nam
 
 install: $(STAMP)
 
-# the gate: lint and format (Python and Rust), types (the package, and the .pyi against the binding)
+# the gate: lint and format (Python and Rust), types (the package, and the .pyi against the binding), the
+# layers of the package (import-linter contracts in pyproject.toml)
 lint: install
 	$(VENV)/bin/ruff check python tests bench examples
 	$(VENV)/bin/ruff format --check python tests bench examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m mypy.stubtest dposhap._core
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --release -q -- -D warnings

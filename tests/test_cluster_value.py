@@ -1,4 +1,4 @@
-"""Valuation through a pool of Ray actors (dposhap.cluster.pool) on a local runtime started by the
+"""Valuation through a pool of Ray actors (dposhap.evaluate.pool) on a local runtime started by the
 tests: the same values, margins and cache rows as in process, whatever actor dies mid-run, and a
 one-line error without Ray."""
 
@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dposhap.cluster.pool import EvaluationPool, _chunks
 from dposhap.config import ClusterConfig, load_config
 from dposhap.errors import RunError
+from dposhap.evaluate.pool import EvaluationPool, _chunks
 from dposhap.run import Run
 from dposhap.train import train_sources
 from dposhap.valuation import value_run

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .evaluate.tokenize import tokenize_responses
+from .tokenization import tokenize_responses
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -41,6 +41,7 @@ __all__ = [
     "ModelConfig",
     "RunConfig",
     "apply_overrides",
+    "check_address",
     "load_config",
 ]
 
@@ -98,6 +99,20 @@ class ModelConfig(Section):
         self.check_literal("device")
 
 
+_ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9][A-Za-z0-9.\-]*:\d{1,5}$")
+
+
+def check_address(address: str) -> str:
+    """``address`` if it names a Ray runtime: ``local``, ``auto``, ``host:port`` or ``ray://host:port``
+    (or ``off``: in this process, without Ray)."""
+    if address in ("local", "auto", "off") or _ADDRESS.match(address):
+        return address
+    raise InvalidArgumentError(
+        f"{address!r} is not a Ray address: give local (a runtime on this machine), auto (RAY_ADDRESS or this "
+        "machine's cluster), host:port or ray://host:port, or off (in this process)"
+    )
+
+
 @dataclass
 class ClusterConfig(Section):
     """Where training and evaluation run: in this process (the default) or on a Ray cluster."""
@@ -124,8 +139,6 @@ class ClusterConfig(Section):
         if self.address == "off":  # --ray off: in this process
             self.address = None
         if self.address is not None:
-            from .cluster import check_address
-
             try:
                 check_address(self.address)
             except InvalidArgumentError as err:

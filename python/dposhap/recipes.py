@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from .config import load_config
 from .errors import InvalidArgumentError
+from .estimate import Z95
 from .evaluate import GenerationSettings, MarginSettings
 from .evaluate.generation import RewardSpec
 from .report import format_table, load_values, make_figures
@@ -41,7 +42,6 @@ from .reward_data import PolicySampling, policy_preference_pairs
 from .reward_training import RewardTrainingSettings, train_reward_model
 from .run import Run, atomic_write_json, atomic_write_text, config_hash, jsonl_text
 from .train import train_sources
-from .uncertainty import Z95
 from .valuation import value_run
 
 __all__ = [

@@ -15,20 +15,21 @@ convergence of the estimates against evaluations.
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import io
+import contextlib
+import math
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .interactions import InteractionResult, plot_interactions
-from .run import Run, atomic_write_json, atomic_write_text
+from .estimate import Z95, InteractionResult
+from .filemode import file_mode
+from .run import Run
 from .run.run import VALUES_FORMAT as _VALUES_FORMAT
-from .shapley import ShapleyResult
-from .uncertainty import Z95, ranking_groups
+from .valuation import record_values
 
 __all__ = [
     "evaluated_on",
@@ -36,6 +37,7 @@ __all__ = [
     "format_table",
     "load_values",
     "make_figures",
+    "plot_interactions",
     "record_values",
     "selection_figure",
 ]
@@ -51,197 +53,6 @@ MANY_SOURCES = 16
 def load_values(run: Run) -> dict[str, Any]:
     """``RUN/values.json``, checked by the run layer (:meth:`dposhap.run.Run.read_values`); empty when nothing was valued yet."""
     return run.read_values()
-
-
-def record_values(
-    run: Run,
-    name: str,
-    result: ShapleyResult,
-    objectives: list[str],
-    *,
-    config: dict[str, Any],
-    new_evaluations: int,
-    seconds: float,
-    ends: tuple[np.ndarray, np.ndarray] | None = None,
-    eval_note: str | None = None,
-    interactions: InteractionResult | None = None,
-    interactions_note: str | None = None,
-) -> dict[str, Any]:
-    """Add (or replace) the entry of utility ``name`` in values.json and rewrite values.csv.
-
-    ``ends`` is ``(v(empty), v(all))`` per objective; ``eval_note`` says why the evaluation
-    error is missing when it is; ``interactions`` is the pairwise interaction index of the
-    sources (``interactions_note`` says why it is missing).
-    """
-    n = result.n_players
-    values = np.asarray(result.values, dtype=float).reshape(n, -1)
-    stderr = np.asarray(result.stderr, dtype=float).reshape(n, -1)
-    total = np.asarray(result.total_stderr, dtype=float).reshape(n, -1)
-    eval_se = None if result.eval_stderr is None else np.asarray(result.eval_stderr, dtype=float).reshape(n, -1)
-    reps = None
-    if result.replicates is not None:
-        reps = np.asarray(result.replicates, dtype=float).reshape(len(result.replicates), n, -1)
-
-    def per_source(arr: np.ndarray) -> dict[str, dict[str, float]]:
-        return {obj: {s: float(arr[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)}
-
-    comparisons: dict[str, list[dict[str, Any]]] = {}
-    ranking: dict[str, list[list[str]]] = {}
-    advice: dict[str, str] = {}
-    for j, obj in enumerate(objectives):
-        pairs = result.comparisons(j) if values.shape[1] > 1 else result.comparisons()
-        comparisons[obj] = [p.to_json() for p in pairs]
-        ranking[obj] = ranking_groups(result.names, values[:, j], pairs)
-        advice[obj] = _advice(
-            result,
-            stderr[:, j],
-            None if eval_se is None else eval_se[:, j],
-            None if reps is None else reps[:, :, j],
-            values[:, j],
-            pairs,
-        )
-    exact = result.method == "exact" or (result.stop == "complete" and not np.any(stderr))
-    entry = {
-        "objectives": objectives,
-        "semivalue": result.semivalue,
-        "method": result.method,
-        "n_evaluations": int(result.n_evaluations),
-        "new_evaluations": int(new_evaluations),
-        "stop": result.stop,
-        "seed": int(result.seed),
-        "seconds": round(float(seconds), 3),
-        "config": config,
-        "sources": list(result.names),
-        "values": {
-            obj: {s: float(values[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)
-        },
-        "stderr": per_source(stderr),
-        "eval_stderr": None if eval_se is None else per_source(eval_se),
-        "total_stderr": per_source(total),
-        "n_boot": 0 if reps is None else int(reps.shape[0]),
-        "n_items": result.n_items,
-        "eval_note": eval_note,
-        "v_empty": None if ends is None else {obj: float(ends[0][j]) for j, obj in enumerate(objectives)},
-        "v_all": None if ends is None else {obj: float(ends[1][j]) for j, obj in enumerate(objectives)},
-        "comparisons": comparisons,
-        "ranking": ranking,
-        "advice": advice,
-        "interactions": None if interactions is None else _interactions_json(interactions, objectives),
-        "interactions_note": interactions_note,
-        # exact enumeration has no convergence to show (partial enumerations only look unconverged)
-        "history": []
-        if exact
-        else [[int(e), np.asarray(v, dtype=float).reshape(n, -1).tolist()] for e, v in result.history],
-        "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
-    doc = load_values(run)
-    doc["utilities"][name] = entry
-    atomic_write_json(run.values_path, doc)
-    _write_csv(run, doc)
-    return entry
-
-
-def _interactions_json(result: InteractionResult, objectives: list[str]) -> dict[str, Any]:
-    """The interaction matrix with, per objective, its most redundant and most complementary pairs."""
-    doc = result.to_json()
-    doc["objectives"] = objectives
-    doc["top"] = {
-        obj: {
-            "most_redundant": [list(t) for t in result.most_redundant(5, j)],
-            "most_complementary": [list(t) for t in result.most_complementary(5, j)],
-        }
-        for j, obj in enumerate(objectives)
-    }
-    return doc
-
-
-def _advice(
-    result: ShapleyResult,
-    est: np.ndarray,
-    eval_se: np.ndarray | None,
-    reps: np.ndarray | None,
-    values: np.ndarray,
-    pairs: list[Any],
-) -> str:
-    """One line: which error dominates, and roughly what more data would buy."""
-    mean_est = float(np.mean(est))
-    if eval_se is None or reps is None or result.n_items is None:
-        return (
-            f"estimator error only (mean ± {mean_est:.2g}); the evaluation error was not bootstrapped"
-            if mean_est
-            else "exact values; the evaluation error was not bootstrapped"
-        )
-    m = int(result.n_items)
-    mean_eval = float(np.mean(eval_se))
-    # differences and errors at rounding level are zero (identical sources, a constant objective)
-    tiny = 1e-9 * max(1.0, float(np.abs(values).max()) if np.size(values) else 1.0)
-    if mean_eval <= tiny and mean_est <= tiny:
-        return "exact values, and every resample of the evaluation items gives the same: no error to reduce"
-    if mean_eval >= mean_est:
-        line = (
-            f"evaluation noise dominates (mean ± eval {mean_eval:.2g} vs ± est {mean_est:.2g}): it falls as "
-            f"1/sqrt(items), so about {4 * m} evaluation items instead of {m} would halve it"
-        )
-    else:
-        line = (
-            f"the estimator's error dominates (mean ± est {mean_est:.2g} vs ± eval {mean_eval:.2g}): raise --budget "
-            "or lower --tol before adding evaluation items"
-        )
-    # the closest call the data leave open: how many items would separate it at 95%
-    index = {name: i for i, name in enumerate(result.names)}
-    ties = [p for p in pairs if not p.significant and abs(p.difference) > tiny]
-    if ties:
-        p = max(ties, key=lambda q: abs(q.difference) / max(q.stderr, 1e-300))
-        a, b = index[p.first], index[p.second]
-        sd_eval = float(np.std(reps[:, a] - reps[:, b], ddof=1))
-        if sd_eval > 0:
-            need = int(np.ceil(m * (Z95 * sd_eval / abs(p.difference)) ** 2))
-            if need > m:  # fewer would already do: the estimator's error is what keeps them together
-                line += f"; separating {p.first} from {p.second} would take about {need} items"
-    return line
-
-
-def _write_csv(run: Run, doc: dict[str, Any]) -> None:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        [
-            "utility",
-            "objective",
-            "source",
-            "value",
-            "stderr",
-            "eval_stderr",
-            "total_stderr",
-            "semivalue",
-            "method",
-            "n_evaluations",
-            "seed",
-            "seconds",
-        ]
-    )
-    for name, entry in doc["utilities"].items():
-        eval_se = entry.get("eval_stderr")
-        total = entry.get("total_stderr") or entry["stderr"]
-        for obj in entry["objectives"]:
-            for source in entry["sources"]:
-                writer.writerow(
-                    [
-                        name,
-                        obj,
-                        source,
-                        f"{entry['values'][obj][source]:.10g}",
-                        f"{entry['stderr'][obj][source]:.6g}",
-                        "" if eval_se is None else f"{eval_se[obj][source]:.6g}",
-                        f"{total[obj][source]:.6g}",
-                        entry["semivalue"],
-                        entry["method"],
-                        entry["n_evaluations"],
-                        entry["seed"],
-                        entry["seconds"],
-                    ]
-                )
-    atomic_write_text(run.root / "values.csv", out.getvalue())
 
 
 def format_table(doc: dict[str, Any]) -> str:
@@ -723,3 +534,58 @@ def format_selection(doc: dict[str, Any]) -> str:
             text = _listing([f"{k} {v:.2f}" for k, v in w["weights"].items()], shown=16)
         lines.append(f"weights: {text} ({w['method']})")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Figure
+
+
+def plot_interactions(result: InteractionResult, path: str | Path, objective: int = 0) -> Path:
+    """Draw the interaction matrix of one objective as a heatmap and save it to ``path``.
+
+    Diverging colours centred at 0 (blue: redundant, red: complementary), source names on both
+    axes, label size shrinking with the number of sources and only every few labels shown past
+    40 sources. The file is written through a temporary name and a rename.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plane = result.plane(objective)
+    n = plane.shape[0]
+    lim = float(np.max(np.abs(plane))) or 1.0
+    side = min(12.0, 4.0 + 0.13 * n)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(plane, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    step = max(1, math.ceil(n / 40))
+    ticks = np.arange(0, n, step)
+    size = max(4.0, min(9.0, 360.0 / max(n, 1)))
+    labels = [result.names[t] for t in ticks]
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=size)
+    ax.set_yticks(ticks, labels, fontsize=size)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Shapley interaction index")
+    what = "exact" if result.exact else f"estimated, {result.n_evaluations} coalitions"
+    obj = "" if result.objectives is None else f" — {result.objectives[objective]}"
+    ax.set_title(f"pairwise interactions{obj} ({what})\nblue: redundant, red: complementary", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".png")
+    os.fchmod(fd, file_mode())
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return path

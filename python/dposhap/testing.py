@@ -25,6 +25,8 @@ from typing import Literal
 
 import numpy as np
 
+from .core import pack_coalitions
+
 #: A vectorised utility: bool coalitions ``[b, n]`` to values ``[b]`` (or ``[b, k]``).
 Utility = Callable[[np.ndarray], np.ndarray]
 MarginKind = Literal["accuracy", "logsigmoid", "mean"]
@@ -118,7 +120,7 @@ class Recorder:
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
         self.calls += 1
-        self.keys.extend(bytes(np.packbits(row)) for row in np.asarray(coalitions, dtype=bool))
+        self.keys.extend(pack_coalitions(np.asarray(coalitions, dtype=bool)))
         return self.utility(coalitions)
 
 

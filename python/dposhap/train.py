@@ -7,28 +7,29 @@ skipped, one whose data or config changed is retrained, and a source interrupted
 restarts cleanly (adapters are written to a temporary folder and renamed when complete).
 
 With ``[cluster] address`` set (``dposhap train --ray``) every source to train is one Ray task
-(:mod:`dposhap.cluster.training`) that loads the base model itself and runs the same per-source
+(:func:`_train_on_ray`, the Ray side of training, all in this module) that loads the base model itself and runs the same per-source
 code as this process would, writing its adapter into the run directory; this process alone writes
 the manifest, after each finished source.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .audit import DataAudit, audit_sources
-from .cluster import connect, require_ray
-from .cluster.training import run_per_source
+from .cluster import Cluster, connect, require_ray, task_result
 from .config import RunConfig, load_config
 from .data import DataSpec, SourceData, load_eval_records, load_sources, write_split
 from .errors import (
@@ -402,6 +403,17 @@ def _check_reporting(cfg: RunConfig) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------
+# Training on Ray: one task per source, at most ``Cluster.workers`` at once. The driver side
+# (:func:`_train_on_ray`: connect, decide the device and dtype every task uses, record each
+# finished source in the manifest, which only the driver writes), the Ray side
+# (:func:`_run_per_source`: the remote function, its resources and retries, the window of tasks
+# in flight, cancelling on Ctrl-C, Ray's errors turned back into the task's own) and the task
+# (:func:`_train_source_task`: load the base model on the node, train one source as the in-process
+# path does). A task whose worker dies is started again up to ``Cluster.max_retries`` times; an
+# exception the task raises is not retried and reaches the caller as itself.
+
+
 @dataclass(frozen=True)
 class _SourceJob:
     """What a Ray task needs to train one source (shipped to the worker)."""
@@ -446,7 +458,7 @@ def _train_on_ray(
         jobs = {
             s.name: dataclasses.replace(job, source=s, device=device, dtype=dtype, threads=threads) for s in sources
         }
-        run_per_source(cluster, _train_source_task, jobs, finished=record, progress=progress)
+        _run_per_source(cluster, _train_source_task, jobs, finished=record, progress=progress)
     finally:
         cluster.close()
     _remove_leftovers(run)  # the temporary folders of tasks whose workers died (the run lock is still held)
@@ -849,3 +861,97 @@ def _train_into(
     shutil.rmtree(work / "trainer", ignore_errors=True)
     replace_dir(adapter_dir, run.adapter_dir(source.name))
     return entry, model
+
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+
+def _run_per_source(
+    cluster: Cluster,
+    work: Callable[[Job], Result],
+    jobs: Mapping[str, Job],
+    *,
+    finished: Callable[[str, Result], None],
+    progress: bool = True,
+) -> None:
+    """Run ``work(job)`` as one Ray task per source, calling ``finished(name, result)`` as each ends.
+
+    Parameters
+    ----------
+    cluster
+        The connected runtime (:func:`dposhap.cluster.connect`): each task reserves
+        ``cluster.options()``, ``cluster.workers`` tasks run at once, a task whose worker dies is
+        retried ``cluster.max_retries`` times.
+    work
+        A module-level function (Ray ships it to the workers by reference), run once per job.
+    jobs
+        The jobs by source name, submitted in this order.
+    finished
+        Called on the driver, in the order tasks finish, with each task's result.
+    progress
+        Print ``cluster.describe()`` and show a bar counting finished sources.
+
+    Raises
+    ------
+    Exception
+        The first error a task raised, as the task raised it (a :class:`~dposhap.errors.DposhapError`,
+        a torch or TRL error...); the tasks still running are cancelled.
+    RunError
+        A task's worker died more than ``cluster.max_retries`` times, or Ray killed it for memory.
+    KeyboardInterrupt
+        Ctrl-C: the tasks still running are cancelled (their half-written adapters are temporary
+        folders the next run deletes).
+    """
+    ray = require_ray()
+    from tqdm.auto import tqdm
+
+    remote = ray.remote(work)
+    options = dict(cluster.options(), max_retries=cluster.max_retries, retry_exceptions=False)
+    queue = list(jobs.items())
+    running: dict[Any, str] = {}
+    if progress:
+        print(cluster.describe(), file=sys.stderr, flush=True)
+    bar = tqdm(total=len(queue), desc="sources", unit="source", disable=not progress)
+    try:
+        while queue or running:
+            while queue and len(running) < cluster.workers:
+                name, job = queue.pop(0)
+                running[remote.options(**options, name=f"dposhap-train-{name}").remote(job)] = name
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                name = running.pop(ref)
+                finished(name, _ray_result(ray, ref, name, cluster))
+                bar.update(1)
+    except BaseException:
+        # Ctrl-C or a task's error: stop the others (force: a task may be inside torch's C++). A task
+        # that has just finished is left alone: cancelling one as it completes can trip an internal
+        # check of Ray's (seen once by hand: "Tried to complete task that was not pending")
+        if running:
+            _, still = ray.wait(list(running), num_returns=len(running), timeout=0)
+            for ref in still:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+        raise
+    finally:
+        bar.close()
+
+
+def _ray_result(ray: Any, ref: Any, name: str, cluster: Cluster) -> Any:
+    """The task's return value, or the task's own exception raised here."""
+    from ray import exceptions
+
+    try:
+        return task_result(ray, ref)  # a task's own exception is raised as itself
+    except exceptions.OutOfMemoryError as err:
+        raise RunError(
+            f"training source {name} on Ray: the node ran out of memory and Ray stopped the task "
+            f"({first_line(err)}); lower dpo.per_device_train_batch_size or reserve more per task "
+            "([cluster] cpus_per_worker / gpus_per_worker, so fewer run at once per node)"
+        ) from None
+    except exceptions.RayError as err:  # the worker (or its node) died once more than max_retries allows
+        raise RunError(
+            f"training source {name} on Ray: its worker died {cluster.max_retries + 1} times "
+            f"({first_line(err)}); check the nodes' logs (ray logs), raise [cluster] max_retries, or train "
+            "without --ray; finished sources are kept, run the same command again to resume"
+        ) from None

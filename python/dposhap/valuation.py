@@ -2,7 +2,8 @@
 
 :func:`value_run` builds a registered utility of the run's coalitions
 (:mod:`dposhap.evaluate`), runs the Rust estimator's ask/tell loop over it, and records the
-values in ``RUN/values.json`` / ``values.csv`` (:mod:`dposhap.report`). A utility with a native
+values in ``RUN/values.json`` / ``values.csv`` (:func:`record_values`; :mod:`dposhap.report` reads
+and draws them). A utility with a native
 game (the margin games) runs entirely in Rust; every other one is read through the run's SQLite
 cache (``RUN/cache.sqlite``), keyed by its ``cache_config``: an interrupted valuation resumes
 with nothing recomputed, and a coalition is never evaluated twice.
@@ -11,6 +12,9 @@ with nothing recomputed, and a coalition is never evaluated twice.
 from __future__ import annotations
 
 import contextlib
+import csv
+import datetime as _dt
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,27 +23,35 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _core
 from .cluster import cluster_config
-from .cluster.pool import evaluation_pool
 from .config import ClusterConfig
+from .core import ItemUtility, NativeGame
 from .errors import DposhapError, InvalidArgumentError
+from .estimate import (
+    Z95,
+    InteractionResult,
+    ShapleyResult,
+    attach_bootstrap,
+    banzhaf,
+    bootstrap,
+    interactions_from_samples,
+    pairwise_interactions,
+    ranking_groups,
+    shapley,
+)
 from .evaluate import BuildContext, Utility, get_utility, utility_names
-from .interactions import InteractionResult, interactions_from_samples, pairwise_interactions
+from .evaluate.pool import evaluation_pool
 from .models import quiet_libraries, resolve_device
-from .report import record_values
-from .run import Run, cached
-from .shapley import ShapleyResult, attach_bootstrap, banzhaf, bootstrap, shapley
+from .run import Run, atomic_write_json, atomic_write_text, cached
 from .threads import choose as choose_threads
 from .threads import model_parameters
 from .threads import use as use_threads
-from .uncertainty import ItemUtility
 from .validate import check_int
 
 #: Bootstrap replicates over evaluation items by default (``--n-boot``).
 DEFAULT_N_BOOT = 200
 
-__all__ = ["OpenedUtility", "open_utility", "utility_names", "value_run"]
+__all__ = ["OpenedUtility", "open_utility", "record_values", "utility_names", "value_run"]
 
 
 def value_run(
@@ -297,7 +309,7 @@ def _interactions(
         return None, "one source: no pairs"
     names, objectives = list(built.players), list(built.objectives)
     try:
-        if isinstance(game, _core.MarginGame):
+        if isinstance(game, NativeGame):
             return pairwise_interactions(game, n, names=names, objectives=objectives), None
         if store is None or key is None:
             return None, "not computed: the utility is neither native nor cached"
@@ -326,7 +338,7 @@ def _stopping_rule(
     """
     if method != "auto" or budget is not None or tol is not None or n <= 10:
         return method, budget
-    if isinstance(game, _core.MarginGame):
+    if isinstance(game, NativeGame):
         if n <= NATIVE_EXACT_SOURCES:
             return "exact", None
         return method, NATIVE_BUDGET_PER_SOURCE * n
@@ -343,3 +355,198 @@ def _ends(game: Any, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     both[1] = True
     values = np.asarray(game(both), dtype=np.float64).reshape(2, -1)[:, :k]
     return values[0], values[1]
+
+
+# ---------------------------------------------------------------------------------------
+# The values document
+
+
+def record_values(
+    run: Run,
+    name: str,
+    result: ShapleyResult,
+    objectives: list[str],
+    *,
+    config: dict[str, Any],
+    new_evaluations: int,
+    seconds: float,
+    ends: tuple[np.ndarray, np.ndarray] | None = None,
+    eval_note: str | None = None,
+    interactions: InteractionResult | None = None,
+    interactions_note: str | None = None,
+) -> dict[str, Any]:
+    """Add (or replace) the entry of utility ``name`` in values.json and rewrite values.csv.
+
+    ``ends`` is ``(v(empty), v(all))`` per objective; ``eval_note`` says why the evaluation
+    error is missing when it is; ``interactions`` is the pairwise interaction index of the
+    sources (``interactions_note`` says why it is missing).
+    """
+    n = result.n_players
+    values = np.asarray(result.values, dtype=float).reshape(n, -1)
+    stderr = np.asarray(result.stderr, dtype=float).reshape(n, -1)
+    total = np.asarray(result.total_stderr, dtype=float).reshape(n, -1)
+    eval_se = None if result.eval_stderr is None else np.asarray(result.eval_stderr, dtype=float).reshape(n, -1)
+    reps = None
+    if result.replicates is not None:
+        reps = np.asarray(result.replicates, dtype=float).reshape(len(result.replicates), n, -1)
+
+    def per_source(arr: np.ndarray) -> dict[str, dict[str, float]]:
+        return {obj: {s: float(arr[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)}
+
+    comparisons: dict[str, list[dict[str, Any]]] = {}
+    ranking: dict[str, list[list[str]]] = {}
+    advice: dict[str, str] = {}
+    for j, obj in enumerate(objectives):
+        pairs = result.comparisons(j) if values.shape[1] > 1 else result.comparisons()
+        comparisons[obj] = [p.to_json() for p in pairs]
+        ranking[obj] = ranking_groups(result.names, values[:, j], pairs)
+        advice[obj] = _advice(
+            result,
+            stderr[:, j],
+            None if eval_se is None else eval_se[:, j],
+            None if reps is None else reps[:, :, j],
+            values[:, j],
+            pairs,
+        )
+    exact = result.method == "exact" or (result.stop == "complete" and not np.any(stderr))
+    entry = {
+        "objectives": objectives,
+        "semivalue": result.semivalue,
+        "method": result.method,
+        "n_evaluations": int(result.n_evaluations),
+        "new_evaluations": int(new_evaluations),
+        "stop": result.stop,
+        "seed": int(result.seed),
+        "seconds": round(float(seconds), 3),
+        "config": config,
+        "sources": list(result.names),
+        "values": {
+            obj: {s: float(values[i, j]) for i, s in enumerate(result.names)} for j, obj in enumerate(objectives)
+        },
+        "stderr": per_source(stderr),
+        "eval_stderr": None if eval_se is None else per_source(eval_se),
+        "total_stderr": per_source(total),
+        "n_boot": 0 if reps is None else int(reps.shape[0]),
+        "n_items": result.n_items,
+        "eval_note": eval_note,
+        "v_empty": None if ends is None else {obj: float(ends[0][j]) for j, obj in enumerate(objectives)},
+        "v_all": None if ends is None else {obj: float(ends[1][j]) for j, obj in enumerate(objectives)},
+        "comparisons": comparisons,
+        "ranking": ranking,
+        "advice": advice,
+        "interactions": None if interactions is None else _interactions_json(interactions, objectives),
+        "interactions_note": interactions_note,
+        # exact enumeration has no convergence to show (partial enumerations only look unconverged)
+        "history": []
+        if exact
+        else [[int(e), np.asarray(v, dtype=float).reshape(n, -1).tolist()] for e, v in result.history],
+        "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    doc = run.read_values()
+    doc["utilities"][name] = entry
+    atomic_write_json(run.values_path, doc)
+    _write_csv(run, doc)
+    return entry
+
+
+def _interactions_json(result: InteractionResult, objectives: list[str]) -> dict[str, Any]:
+    """The interaction matrix with, per objective, its most redundant and most complementary pairs."""
+    doc = result.to_json()
+    doc["objectives"] = objectives
+    doc["top"] = {
+        obj: {
+            "most_redundant": [list(t) for t in result.most_redundant(5, j)],
+            "most_complementary": [list(t) for t in result.most_complementary(5, j)],
+        }
+        for j, obj in enumerate(objectives)
+    }
+    return doc
+
+
+def _advice(
+    result: ShapleyResult,
+    est: np.ndarray,
+    eval_se: np.ndarray | None,
+    reps: np.ndarray | None,
+    values: np.ndarray,
+    pairs: list[Any],
+) -> str:
+    """One line: which error dominates, and roughly what more data would buy."""
+    mean_est = float(np.mean(est))
+    if eval_se is None or reps is None or result.n_items is None:
+        return (
+            f"estimator error only (mean ± {mean_est:.2g}); the evaluation error was not bootstrapped"
+            if mean_est
+            else "exact values; the evaluation error was not bootstrapped"
+        )
+    m = int(result.n_items)
+    mean_eval = float(np.mean(eval_se))
+    # differences and errors at rounding level are zero (identical sources, a constant objective)
+    tiny = 1e-9 * max(1.0, float(np.abs(values).max()) if np.size(values) else 1.0)
+    if mean_eval <= tiny and mean_est <= tiny:
+        return "exact values, and every resample of the evaluation items gives the same: no error to reduce"
+    if mean_eval >= mean_est:
+        line = (
+            f"evaluation noise dominates (mean ± eval {mean_eval:.2g} vs ± est {mean_est:.2g}): it falls as "
+            f"1/sqrt(items), so about {4 * m} evaluation items instead of {m} would halve it"
+        )
+    else:
+        line = (
+            f"the estimator's error dominates (mean ± est {mean_est:.2g} vs ± eval {mean_eval:.2g}): raise --budget "
+            "or lower --tol before adding evaluation items"
+        )
+    # the closest call the data leave open: how many items would separate it at 95%
+    index = {name: i for i, name in enumerate(result.names)}
+    ties = [p for p in pairs if not p.significant and abs(p.difference) > tiny]
+    if ties:
+        p = max(ties, key=lambda q: abs(q.difference) / max(q.stderr, 1e-300))
+        a, b = index[p.first], index[p.second]
+        sd_eval = float(np.std(reps[:, a] - reps[:, b], ddof=1))
+        if sd_eval > 0:
+            need = int(np.ceil(m * (Z95 * sd_eval / abs(p.difference)) ** 2))
+            if need > m:  # fewer would already do: the estimator's error is what keeps them together
+                line += f"; separating {p.first} from {p.second} would take about {need} items"
+    return line
+
+
+def _write_csv(run: Run, doc: dict[str, Any]) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "utility",
+            "objective",
+            "source",
+            "value",
+            "stderr",
+            "eval_stderr",
+            "total_stderr",
+            "semivalue",
+            "method",
+            "n_evaluations",
+            "seed",
+            "seconds",
+        ]
+    )
+    for name, entry in doc["utilities"].items():
+        eval_se = entry.get("eval_stderr")
+        total = entry.get("total_stderr") or entry["stderr"]
+        for obj in entry["objectives"]:
+            for source in entry["sources"]:
+                writer.writerow(
+                    [
+                        name,
+                        obj,
+                        source,
+                        f"{entry['values'][obj][source]:.10g}",
+                        f"{entry['stderr'][obj][source]:.6g}",
+                        "" if eval_se is None else f"{eval_se[obj][source]:.6g}",
+                        f"{total[obj][source]:.6g}",
+                        entry["semivalue"],
+                        entry["method"],
+                        entry["n_evaluations"],
+                        entry["seed"],
+                        entry["seconds"],
+                    ]
+                )
+    atomic_write_text(run.root / "values.csv", out.getvalue())

@@ -3,10 +3,10 @@
 One machine, in this process, stays the default and needs no Ray. With ``[cluster] address`` (or
 ``--ray ADDRESS|local`` on ``dposhap train`` / ``dposhap value``) the work goes to Ray:
 
-- training runs one Ray task per source (:mod:`dposhap.cluster.training`): each reads its data
+- training runs one Ray task per source (:mod:`dposhap.train`): each reads its data
   and writes its adapter atomically into the run directory, which must be on storage every node
   mounts; the driver alone writes the manifest; a task that dies is retried;
-- evaluation runs on a pool of Ray actors (:class:`EvaluationPool`), each loading the base model
+- evaluation runs on a pool of Ray actors (:class:`dposhap.evaluate.pool.EvaluationPool`), each loading the base model
   and the adapters once; the driver keeps the estimator's ask/tell loop and the SQLite cache,
   and puts every actor's results back in planning order, so the values do not depend on the
   number of actors or on which batch finishes first.
@@ -16,32 +16,17 @@ Ray is the optional extra ``dposhap[ray]``; this module imports it only when ask
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import re
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..config import ClusterConfig, check_address
 from ..errors import InvalidArgumentError
 
-if TYPE_CHECKING:
-    from ..config import ClusterConfig
-
 __all__ = ["Cluster", "check_address", "cluster_config", "connect", "require_ray", "task_result"]
-
-_ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9][A-Za-z0-9.\-]*:\d{1,5}$")
-
-
-def check_address(address: str) -> str:
-    """``address`` if it names a Ray runtime: ``local``, ``auto``, ``host:port`` or ``ray://host:port``
-    (or ``off``: in this process, without Ray)."""
-    if address in ("local", "auto", "off") or _ADDRESS.match(address):
-        return address
-    raise InvalidArgumentError(
-        f"{address!r} is not a Ray address: give local (a runtime on this machine), auto (RAY_ADDRESS or this "
-        "machine's cluster), host:port or ray://host:port, or off (in this process)"
-    )
 
 
 def require_ray() -> Any:
@@ -58,10 +43,6 @@ def require_ray() -> Any:
 
 def cluster_config(base: ClusterConfig | None, address: str | None = None, workers: int | None = None) -> ClusterConfig:
     """``base`` (a run's ``[cluster]`` table, or the defaults) with the command line's choices on top."""
-    import dataclasses
-
-    from ..config import ClusterConfig
-
     cfg = base if base is not None else ClusterConfig()
     changes: dict[str, Any] = {}
     if address is not None:

@@ -7,7 +7,7 @@
 ``generation``    mean reward of composed-model samples on a prompt set (:mod:`.generation`)
 ================  ==========================================================================
 
-The modules by concern: :mod:`.tokenize` (TRL's tokenisation), :mod:`.teacher` (teacher-forced
+The modules by concern (TRL's tokenisation is :mod:`dposhap.tokenization`): :mod:`.teacher` (teacher-forced
 batches), :mod:`.evalsets` (evaluation pairs and prompts of a run), :mod:`.rewards` (reward
 scorers), :mod:`.judge` (LLM-as-judge rewards).
 """

@@ -19,7 +19,7 @@ import numpy as np
 from ..registry import Registry
 
 if TYPE_CHECKING:
-    from ..games import MarginGame
+    from ..core import MarginGame
     from ..run import Run
 
 __all__ = [

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core import ItemScores
 from ..errors import InvalidArgumentError
 from ..models import resolve_model
 from ..run import Run, config_hash
 from ..settings import setting
-from ..uncertainty import ItemScores
 from ..validate import check_int, check_positive
 from ..worlds import World, world_names
 from .base import BuildContext, UtilityKind, register_utility

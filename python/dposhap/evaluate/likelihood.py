@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..core import ItemScores
 from ..errors import InvalidArgumentError
 from ..run import Run, config_hash
-from ..uncertainty import ItemScores
+from ..tokenization import Record, response_sequences
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import default_pair_sets, evaluation_pairs
 from .margins import MarginSettings
 from .teacher import forward_batches, pad_id, policy
-from .tokenize import Record, response_sequences
 
 if TYPE_CHECKING:
     import torch

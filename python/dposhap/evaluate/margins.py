@@ -4,7 +4,7 @@ On a held-out pair ``(x, y_w, y_l)`` source ``i`` has the DPO margin
 ``m_i = beta * ((log pi_i(y_w|x) - log pi_ref(y_w|x)) - (log pi_i(y_l|x) - log pi_ref(y_l|x)))``
 and a coalition's margin is exactly ``sum_{i in S} m_i`` (docs/design.md §1). One teacher-forced
 pass per source and one for the reference give the margins matrix ``[n, P]``
-(:func:`margins_matrix`, tokenised as TRL does: :mod:`.tokenize`); preference accuracy and
+(:func:`margins_matrix`, tokenised as TRL does: :mod:`dposhap.tokenization`); preference accuracy and
 held-out DPO log-likelihood of any coalition are then a masked sum, evaluated natively by
 :class:`~dposhap.MarginGame` (:func:`margin_utilities`).
 """
@@ -19,16 +19,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from ..core import ItemScores, MarginGame, MarginKind
 from ..errors import InvalidArgumentError
-from ..games import MarginGame, MarginKind
 from ..run import Run, atomic_write_json, atomic_write_npy, config_hash
 from ..settings import setting
-from ..uncertainty import ItemScores
+from ..tokenization import Record, response_sequences
 from ..validate import check_int
 from .base import BuildContext, UtilityKind, register_utility
 from .evalsets import default_pair_sets, evaluation_pairs
 from .teacher import ScoringPath, policy, response_logprobs
-from .tokenize import Record, response_sequences
 
 if TYPE_CHECKING:
     import torch

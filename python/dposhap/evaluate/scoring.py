@@ -250,7 +250,7 @@ class ScoringModel:
         Parameters
         ----------
         sequences
-            ``(ids, n_prompt)`` per sequence (:func:`~dposhap.evaluate.tokenize.response_sequences`).
+            ``(ids, n_prompt)`` per sequence (:func:`~dposhap.tokenization.response_sequences`).
         batch_size
             Sequences per forward pass.
         pad_id

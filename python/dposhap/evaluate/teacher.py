@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..tokenization import Record, response_sequences
 from ..validate import check_int
-from .tokenize import Record, response_sequences
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +119,7 @@ def response_logprobs(
     model, tokenizer
         The policy (as :func:`policy` set it) and its tokenizer.
     sequences
-        ``(ids, n_prompt)`` per sequence (:func:`~dposhap.evaluate.tokenize.response_sequences`).
+        ``(ids, n_prompt)`` per sequence (:func:`~dposhap.tokenization.response_sequences`).
     batch_size
         Sequences per forward pass.
     device

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import ClusterConfig
 from ..errors import (
     IncompleteRunError,
     IncompleteRunWarning,
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedTokenizerBase
 
-    from ..config import ClusterConfig
 
 __all__ = ["VALUES_FORMAT", "Run", "RunModels"]
 
@@ -445,8 +445,6 @@ class Run:
 
     def cluster(self) -> ClusterConfig:
         """The run's ``[cluster]`` table as training recorded it (the defaults, in process, for an older run)."""
-        from ..config import ClusterConfig
-
         recorded = self.manifest.config.get("cluster", {})
         known = {f.name for f in dataclasses.fields(ClusterConfig)}
         return ClusterConfig(**{k: v for k, v in recorded.items() if k in known})

@@ -54,8 +54,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..core import ItemScores, ItemUtility, describe_coalition, pack_coalitions, unpack_coalition, utility_values
 from ..errors import CacheError, InvalidArgumentError, RunLockedError, UtilityError
-from ..uncertainty import ItemScores, ItemUtility
 from .keys import canonical_json, config_hash
 
 __all__ = [
@@ -172,24 +172,6 @@ class Evaluation:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def pack_coalitions(coalitions: np.ndarray) -> list[bytes]:
-    """Pack a bool array ``[b, n]`` into ``b`` little-endian bitsets of ``ceil(n / 8)`` bytes."""
-    packed = np.packbits(coalitions, axis=1, bitorder="little")
-    return [row.tobytes() for row in packed]
-
-
-def unpack_coalition(blob: bytes, n_players: int) -> np.ndarray:
-    """The bool array ``[n_players]`` of a bitset written by :func:`pack_coalitions`."""
-    bits = np.unpackbits(np.frombuffer(blob, dtype=np.uint8), bitorder="little", count=n_players)
-    return bits.astype(bool)
-
-
-def _members(coalition: np.ndarray) -> str:
-    """A coalition as the set of its members, for error messages."""
-    members = np.flatnonzero(coalition).tolist()
-    return "{" + ", ".join(map(str, members)) + "}" if members else "{} (the empty coalition)"
 
 
 class UtilityStore:
@@ -774,28 +756,9 @@ class UtilityStore:
         return row is not None
 
     def _values(self, info: UtilityInfo, coalitions: np.ndarray, values: Any) -> np.ndarray:
-        b, k = coalitions.shape[0], len(info.objectives)
-        try:
-            vals = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise UtilityError(f"the values of utility {info.name!r} are not numbers ({exc})") from None
-        if vals.ndim == 1 and k == 1:
-            vals = vals[:, None]
-        if vals.shape != (b, k):
-            expected = f"({b},) or ({b}, 1)" if k == 1 else f"({b}, {k})"
-            raise UtilityError(
-                f"utility {info.name!r} has {k} objective(s) {list(info.objectives)}: values for {b} coalitions must "
-                f"have shape {expected}, got {vals.shape}"
-            )
-        bad = ~np.isfinite(vals)
-        if bad.any():
-            r, j = (int(x) for x in np.argwhere(bad)[0])
-            raise UtilityError(
-                f"utility {info.name!r} gave {vals[r, j]} for objective {info.objectives[j]!r} on coalition "
-                f"{_members(coalitions[r])} (row {r} of the batch; {int(bad.any(axis=1).sum())} of {b} rows affected): "
-                "utilities must be finite"
-            )
-        return vals
+        return utility_values(
+            values, coalitions.shape[0], f"utility {info.name!r}", objectives=info.objectives, coalitions=coalitions
+        )
 
     @staticmethod
     def _per_row(what: str, value: Any, b: int, *, integer: bool) -> np.ndarray:
@@ -829,7 +792,7 @@ class UtilityStore:
         self, info: UtilityInfo, coalition: np.ndarray, old: np.ndarray, new: np.ndarray, where: str
     ) -> UtilityError:
         return UtilityError(
-            f"utility {info.name!r} gave coalition {_members(coalition)} the values {new.tolist()} but {where} it has "
+            f"utility {info.name!r} gave coalition {describe_coalition(coalition)} the values {new.tolist()} but {where} it has "
             f"{old.tolist()}: the utility is not deterministic under this configuration and seed. Fix its seeding, "
             f"or put what differs between the runs in its config (a new key) — key {info.key[:12]}…, cache {self.path}"
         )
@@ -994,7 +957,7 @@ class _Pending:
 
 
 class CachedItemUtility(CachedUtility):
-    """A :class:`CachedUtility` over an item utility (:class:`~dposhap.uncertainty.ItemUtility`):
+    """A :class:`CachedUtility` over an item utility (:class:`~dposhap.core.ItemUtility`):
     each evaluated coalition's per-item scores are recorded with its values, and
     :meth:`item_scores` reads them back, so the values can be bootstrapped over the items
     without evaluating anything again."""

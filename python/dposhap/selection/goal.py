@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core import ItemScores, ItemUtility
 from ..errors import InvalidArgumentError
+from ..estimate import bootstrap_weights
 from ..evaluate import MarginUtilities
-from ..uncertainty import ItemScores, ItemUtility, bootstrap_weights
 
 #: A constraint level that stands for the all-sources coalition's utility on the objective.
 LEVEL_ALL = "all"

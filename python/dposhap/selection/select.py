@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from ..core import ItemGame, ItemScores
 from ..errors import InvalidArgumentError
+from ..estimate import Z95, shapley
 from ..evaluate import get_utility
 from ..report import selection_figure
 from ..run import Run, atomic_write_json
-from ..shapley import shapley
-from ..uncertainty import Z95, ItemGame, ItemScores
 from ..valuation import open_utility
 from .goal import LEVEL_ALL, GoalRanking, Objectives, finite_or_none, goal_errors, parse_goal
 from .search import EXHAUSTIVE_SOURCES, search_subsets

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _core
+from .._core import optimise_margin_weights as native_optimise_margin_weights
 from ..errors import InvalidArgumentError
 from .goal import GoalRanking, Objectives, finite_or_none, goal_errors
 
@@ -165,7 +165,7 @@ def optimise_margin_weights(
     avg = np.ascontiguousarray(mask_mat / mask_mat.sum(1, keepdims=True))
     n = m.shape[0]
     first = np.full(n, min(1.0, w_max) if kind == "accuracy" else w_max / 2) if start is None else start
-    return _core.optimise_margin_weights(
+    return native_optimise_margin_weights(
         m,
         "accuracy" if kind == "accuracy" else "logsigmoid",
         avg,

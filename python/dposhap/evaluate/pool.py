@@ -23,9 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cluster import Cluster, connect, task_result
+from ..core import ItemScores, ItemUtility
 from ..errors import DposhapError, RunError
-from ..uncertainty import ItemScores, ItemUtility
-from . import Cluster, task_result
+from ..models import quiet_libraries
+from ..run import Run
+from .base import BuildContext, get_utility
+from .margins import margins_matrix
 
 if TYPE_CHECKING:
     from ..config import ClusterConfig
@@ -39,9 +43,6 @@ class EvaluationActor:
 
     def __init__(self, run_root: str, device: str, threads: int) -> None:
         import torch
-
-        from ..models import quiet_libraries
-        from ..run import Run
 
         torch.set_num_threads(threads)
         self._quiet = quiet_libraries(loading_reports=False)  # an actor shows no progress either
@@ -72,7 +73,6 @@ class EvaluationActor:
 
     def build(self, utility: str, settings: Any, seed: int) -> dict[str, Any]:
         """Build the registered ``utility`` here; what the driver's proxy needs to know of it."""
-        from ..evaluate import BuildContext, get_utility
 
         self._ready()
         kind = get_utility(utility)
@@ -97,7 +97,6 @@ class EvaluationActor:
         self, names: Sequence[str], records: list[dict[str, Any]], beta: float, batch_size: int, max_length: int | None
     ) -> np.ndarray:
         """Rows ``names`` of the margins matrix (the base model and these adapters only)."""
-        from ..evaluate.margins import margins_matrix
 
         self._ready()
         loaded = self.run.load_models(sources=list(names), device=self.device)
@@ -136,8 +135,6 @@ class LazyPool:
     def get(self) -> EvaluationPool:
         """The pool, connecting and starting it the first time."""
         if self.pool is None:
-            from . import connect
-
             self._cluster = connect(self.cfg, device=self.device)
             self.pool = EvaluationPool(self._cluster, self.run_root, threads=self.threads, progress=self.progress)
         return self.pool

@@ -3,7 +3,7 @@ function, and the names below, keep working)."""
 
 from __future__ import annotations
 
-from .estimate.shapley import (
+from .estimate.driver import (
     DEFAULT_BATCH,
     MAX_AUTO_CONTROL_PLAYERS,
     MAX_NATIVE_EXACT_PLAYERS,

@@ -1,6 +1,6 @@
 """The estimator's Python face: Shapley and Banzhaf values, the bootstrap over items, interactions.
 
-- :mod:`.shapley`: :func:`shapley` / :func:`banzhaf` and the ask/tell estimators, batched through
+- :mod:`.driver`: :func:`shapley` / :func:`banzhaf` and the ask/tell estimators, batched through
   the Rust engine;
 - :mod:`.bootstrap`: evaluation noise, values bootstrapped over the items a utility averages, and
   the paired comparisons and rankings they allow;
@@ -14,14 +14,7 @@ or the report.
 from __future__ import annotations
 
 from .bootstrap import Z95, Bootstrap, PairComparison, bootstrap_weights, compare_pairs, ranking_groups
-from .interactions import (
-    InteractionResult,
-    interactions_exact,
-    interactions_from_samples,
-    kernel_sample,
-    pairwise_interactions,
-)
-from .shapley import (
+from .driver import (
     BanzhafEstimator,
     ShapleyEstimator,
     ShapleyResult,
@@ -30,6 +23,13 @@ from .shapley import (
     bootstrap,
     methods,
     shapley,
+)
+from .interactions import (
+    InteractionResult,
+    interactions_exact,
+    interactions_from_samples,
+    kernel_sample,
+    pairwise_interactions,
 )
 
 __all__ = [

@@ -75,6 +75,14 @@ def test_torch_in_the_bottom_layer_breaks_its_contract(tree: Path) -> None:
     [
         ("dposhap.shapley", "ShapleyResult", "dposhap.estimate"),
         ("dposhap.shapley", "attach_bootstrap", "dposhap.estimate"),
+        ("dposhap.shapley", "bootstrap", "dposhap.estimate"),
+        ("dposhap.shapley", "ShapleyEstimator", "dposhap.estimate"),
+        ("dposhap.shapley", "methods", "dposhap.estimate"),
+        ("dposhap.shapley", "DEFAULT_BATCH", "dposhap.estimate.asktell"),
+        ("dposhap.shapley", "MAX_AUTO_CONTROL_PLAYERS", "dposhap.estimate.control"),
+        ("dposhap.shapley", "MAX_NATIVE_EXACT_PLAYERS", "dposhap.estimate.control"),
+        ("dposhap.shapley", "Utility", "dposhap.estimate.driver"),
+        ("dposhap.shapley", "MarginGame", "dposhap.core"),
         ("dposhap.uncertainty", "ItemScores", "dposhap.core"),
         ("dposhap.uncertainty", "compare_pairs", "dposhap.estimate"),
         ("dposhap.interactions", "interactions_exact", "dposhap.estimate"),
@@ -96,3 +104,22 @@ def test_the_shapley_function_keeps_its_name_after_the_old_module_loads() -> Non
     importlib.import_module("dposhap.shapley")
     assert callable(dposhap.shapley)
     assert dposhap.shapley is importlib.import_module("dposhap.estimate").shapley
+
+
+def test_the_bootstrap_function_keeps_its_name_beside_the_bootstrap_module() -> None:
+    import importlib
+
+    estimate = importlib.import_module("dposhap.estimate")
+    module = importlib.import_module("dposhap.estimate.bootstrap")
+    assert estimate.bootstrap is importlib.import_module("dposhap.estimate.replay").bootstrap
+    assert estimate.bootstrap is not module and callable(estimate.bootstrap)
+    assert module.bootstrap_weights is estimate.bootstrap_weights
+
+
+def test_the_old_module_exports_every_name_it_lists() -> None:
+    import importlib
+
+    old = importlib.import_module("dposhap.shapley")
+    missing = [name for name in old.__all__ if not hasattr(old, name)]
+    assert not missing
+    assert set(old.__all__) >= {"shapley", "banzhaf", "ShapleyResult", "DEFAULT_BATCH", "Semivalue", "Utility"}

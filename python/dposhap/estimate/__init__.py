@@ -1,7 +1,12 @@
 """The estimator's Python face: Shapley and Banzhaf values, the bootstrap over items, interactions.
 
-- :mod:`.driver`: :func:`shapley` / :func:`banzhaf` and the ask/tell estimators, batched through
-  the Rust engine;
+- :mod:`.driver`: :func:`shapley` / :func:`banzhaf`: the arguments checked, the estimator run, the
+  bootstrap added;
+- :mod:`.asktell`: the ask/tell estimators over the Rust engine, and :func:`~.asktell.drive`, the
+  loop that feeds one a Python utility;
+- :mod:`.result`: :class:`ShapleyResult`, the values with their standard errors;
+- :mod:`.control`: control variates, a cheap game with known values run on the same coalitions;
+- :mod:`.replay`: :func:`bootstrap`, a finished run's coalitions replayed under resampled items;
 - :mod:`.bootstrap`: evaluation noise, values bootstrapped over the items a utility averages, and
   the paired comparisons and rankings they allow;
 - :mod:`.interactions`: the pairwise Shapley interaction index (numbers only; the heatmap is
@@ -13,17 +18,9 @@ or the report.
 
 from __future__ import annotations
 
+from .asktell import BanzhafEstimator, ShapleyEstimator, methods
 from .bootstrap import Z95, Bootstrap, PairComparison, bootstrap_weights, compare_pairs, ranking_groups
-from .driver import (
-    BanzhafEstimator,
-    ShapleyEstimator,
-    ShapleyResult,
-    attach_bootstrap,
-    banzhaf,
-    bootstrap,
-    methods,
-    shapley,
-)
+from .driver import banzhaf, shapley
 from .interactions import (
     InteractionResult,
     interactions_exact,
@@ -31,6 +28,10 @@ from .interactions import (
     kernel_sample,
     pairwise_interactions,
 )
+
+# after .bootstrap (the module) was imported: the package's name ``bootstrap`` is the function
+from .replay import attach_bootstrap, bootstrap
+from .result import ShapleyResult
 
 __all__ = [
     "Z95",

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dposhap import train as train_module
 from dposhap.config import load_config
 from dposhap.data import read_jsonl_records
 from dposhap.errors import ModelLoadError, RunLockedError
 from dposhap.models import load_adapters, load_base_model, load_tokenizer, resolve_model
 from dposhap.run import MANIFEST_FORMAT, Run
+from dposhap.train import sources as train_module
 from dposhap.train import train_sources
 
 # small and quick, but enough for a clean source to be learnt

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .audit import DataAudit, audit_sources
-from .cluster import Cluster, connect, require_ray, task_result
-from .config import RunConfig, load_config
-from .data import DataSpec, SourceData, load_eval_records, load_sources, write_split
-from .errors import (
+from ..audit import DataAudit, audit_sources
+from ..cluster import Cluster, connect, require_ray, task_result
+from ..config import RunConfig, load_config
+from ..data import DataSpec, SourceData, load_eval_records, load_sources, write_split
+from ..errors import (
     ConfigError,
     DataValidationError,
     DposhapError,
@@ -41,8 +41,8 @@ from .errors import (
     RunError,
     first_line,
 )
-from .interrupts import Interrupts, deferred_interrupts
-from .models import (
+from ..interrupts import Interrupts, deferred_interrupts
+from ..models import (
     ModelRef,
     adapter_metadata,
     load_base_model,
@@ -53,7 +53,7 @@ from .models import (
     resolve_dtype,
     resolve_model,
 )
-from .run import (
+from ..run import (
     BaseModelInfo,
     Manifest,
     Run,
@@ -64,11 +64,11 @@ from .run import (
     file_sha256,
     replace_dir,
 )
-from .run.manifest import now
-from .threads import ThreadChoice
-from .threads import choose as choose_threads
-from .threads import use as use_threads
-from .trainer_support import (
+from ..run.manifest import now
+from ..threads import ThreadChoice
+from ..threads import choose as choose_threads
+from ..threads import use as use_threads
+from ..trainer_support import (
     PeakMemory,
     checkpointing_kwargs,
     common_trainer_args,

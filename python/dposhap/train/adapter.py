@@ -45,7 +45,37 @@ def train_one(
     progress: bool,
     eval_records: list[dict[str, Any]] | None = None,
 ) -> tuple[SourceEntry, PreTrainedModel]:
-    """Train, evaluate and save one source's adapter; return its manifest entry and the clean base model."""
+    """Train, evaluate and save one source's adapter; return its manifest entry and the clean base model.
+
+    Parameters
+    ----------
+    model
+        The base model; the adapter is added for training and unloaded again, even on failure.
+    tokenizer
+        The base model's tokenizer.
+    source
+        The source's split pairs.
+    cfg
+        The run's settings (``[lora]``, ``[dpo]``).
+    run
+        The run directory: the adapter is written to a temporary folder there and renamed into
+        place when complete.
+    device
+        Where ``model`` is.
+    training_hash
+        Recorded with the adapter, for resuming.
+    label
+        The progress bar's label.
+    progress
+        Show a progress bar.
+    eval_records
+        The trusted set's rows: the adapter is also evaluated on them.
+
+    Returns
+    -------
+    tuple
+        ``(entry, model)``: the source's manifest entry and the base model without the adapter.
+    """
     work = run.adapters_dir / f".tmp-{source.name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 
 
 def check_reporting(cfg: RunConfig) -> None:
-    """The ``report_to`` integrations are installed (TRL would fail after loading the model)."""
+    """Check that the ``report_to`` integrations are installed (TRL would fail after loading the model).
+
+    Raises
+    ------
+    ConfigError
+        ``dpo.report_to`` names an integration that is not installed; the message says what to install.
+    """
     missing = cfg.dpo.missing_reporting()
     if missing:
         raise ConfigError(
@@ -45,7 +51,13 @@ def check_against_model(
 
 
 def check_lora_targets(cfg: RunConfig, model: PreTrainedModel) -> None:
-    """``lora.target_modules`` names modules the model has (a model on the meta device will do)."""
+    """Check that ``lora.target_modules`` names modules the model has (a model on the meta device will do).
+
+    Raises
+    ------
+    ConfigError
+        A target the model lacks; the message lists the model's linear layers.
+    """
     targets = cfg.lora.target_modules
     if targets != "all-linear":
         wanted = [targets] if isinstance(targets, str) else list(targets)
@@ -62,7 +74,15 @@ def check_lora_targets(cfg: RunConfig, model: PreTrainedModel) -> None:
 
 
 def check_max_length(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, sources: Sequence[SourceData]) -> None:
-    """``dpo.max_length`` leaves room for a response after the shortest prompt."""
+    """Check that ``dpo.max_length`` leaves room for a response after the shortest prompt.
+
+    The first 64 training prompts of each source are tokenised with ``tokenizer``.
+
+    Raises
+    ------
+    ConfigError
+        The shortest prompt alone fills ``dpo.max_length``; the message says how far to raise it.
+    """
     shortest = None
     for source in sources:
         for record in source.train_records()[:64]:
@@ -81,6 +101,23 @@ def check_max_length(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, sources
 def audit_data(
     cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, data: dict[str, SourceData], eval_records: list[dict[str, Any]]
 ) -> DataAudit:
-    """The data audit of every source (training and held-out pairs) against the trusted set."""
+    """The data audit (:func:`dposhap.audit.audit_sources`) of every source against the trusted set.
+
+    Parameters
+    ----------
+    cfg
+        The run's settings (``dpo.max_length`` is where the audit counts truncation).
+    tokenizer
+        The base model's tokenizer.
+    data
+        The sources by name; their training and held-out pairs are audited together.
+    eval_records
+        The trusted set's rows (may be empty).
+
+    Returns
+    -------
+    DataAudit
+        One row per source, and its findings.
+    """
     records = {name: [*source.train_records(), *source.heldout_records()] for name, source in data.items()}
     return audit_sources(records, tokenizer, cfg.dpo.max_length, eval_records)

@@ -19,6 +19,28 @@ def training_inputs(
     """The base model name, the data spec, (for a world's model) the world's manifest record, and the data.
 
     Every data problem is reported here, before any model is loaded or any world built.
+
+    Parameters
+    ----------
+    cfg
+        The run's settings.
+    run
+        The run directory; a built-in world is built into its ``world`` folder.
+    sources
+        Only these sources (``train --sources``); None for the config's ``data.select`` or world sources.
+
+    Returns
+    -------
+    tuple
+        ``(model_name, spec, world_record, data)``: ``world_record`` is None without a world, and
+        ``data`` maps each source's name to its split pairs.
+
+    Raises
+    ------
+    InvalidArgumentError
+        The config names no data and no built-in world.
+    DataValidationError
+        The data have problems (all of them are listed).
     """
     d = cfg.data
     select = list(sources) if sources is not None else d.select
@@ -52,7 +74,20 @@ def training_inputs(
 
 
 def trusted_records(cfg: RunConfig) -> list[dict[str, Any]]:
-    """The trusted evaluation set of ``[eval]``, loaded and checked (none when the config names none)."""
+    """The trusted evaluation set of ``[eval]``, loaded and checked (none when the config names none).
+
+    Read with the ``[data]`` table's column names, relative paths against the config's folder.
+
+    Returns
+    -------
+    list of dict
+        The trusted pairs as TRL dataset rows; empty without ``eval.files``.
+
+    Raises
+    ------
+    DataValidationError
+        The trusted set has problems (all of them are listed).
+    """
     if not cfg.eval.files:
         return []
     d = cfg.data

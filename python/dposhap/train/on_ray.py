@@ -36,7 +36,24 @@ from .resume import remove_leftovers
 
 @dataclass(frozen=True)
 class SourceJob:
-    """What a Ray task needs to train one source (shipped to the worker)."""
+    """What a Ray task needs to train one source (shipped to the worker).
+
+    Attributes
+    ----------
+    cfg
+        The run's settings.
+    root
+        The run directory, at the same path on every node.
+    model_name, fingerprint
+        The base model as the config names it, and its fingerprint on the driver (a node with other
+        weights refuses to train).
+    training_hash
+        Recorded with the adapter, for resuming.
+    eval_records
+        The trusted set's rows (may be empty).
+    source, device, dtype, threads
+        Filled in per task by :func:`train_on_ray`.
+    """
 
     cfg: RunConfig
     root: str
@@ -59,7 +76,28 @@ def train_on_ray(
     *,
     progress: bool,
 ) -> None:
-    """Train ``sources`` as Ray tasks (one per source, ``job`` filled in), recording each finished source."""
+    """Train ``sources`` as Ray tasks, one per source, recording each finished source.
+
+    Parameters
+    ----------
+    job
+        What every task shares; its source, device, dtype and threads are filled in here.
+    run
+        The run directory (its lock is held by the caller).
+    manifest
+        The run's manifest; the device, dtype and Ray runtime are recorded in it before any task starts.
+    sources
+        The sources to train.
+    record
+        Called on this process with each finished source and its entry, in the order tasks finish.
+    progress
+        Describe the Ray runtime and show a bar of finished sources.
+
+    Raises
+    ------
+    RunError
+        A task's worker died too often, or Ray stopped it for memory.
+    """
     import dataclasses
 
     cfg = job.cfg

@@ -29,7 +29,20 @@ def up_to_date(run: Run, source: SourceData, training_hash: str) -> bool:
 
 
 def entry_from_adapter(run: Run, source: SourceData) -> SourceEntry:
-    """A reused adapter's entry, from the ``dposhap.json`` written beside it."""
+    """A reused adapter's manifest entry, read from the ``dposhap.json`` written beside its weights.
+
+    Parameters
+    ----------
+    run
+        The run directory holding the adapter.
+    source
+        The source whose adapter is reused.
+
+    Returns
+    -------
+    SourceEntry
+        The entry as it was when the adapter was trained.
+    """
     meta = adapter_metadata(run.adapter_dir(source.name)) or {}
     return SourceEntry.from_dict(
         {k: v for k, v in meta.items() if k != "source"}, run.adapter_dir(source.name), source.name
@@ -37,7 +50,10 @@ def entry_from_adapter(run: Run, source: SourceData) -> SourceEntry:
 
 
 def remove_leftovers(run: Run) -> None:
-    """Delete half-written adapters and files of an interrupted run (they were never renamed into place)."""
+    """Delete half-written adapters and files of an interrupted run (they were never renamed into place).
+
+    Call only while holding the run's lock: another process's temporary files would go too.
+    """
     for path in run.root.glob(".*.tmp"):  # atomic writes' temporary files (the run lock is held)
         path.unlink(missing_ok=True)
     if run.adapters_dir.is_dir():

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dposhap.config import RunConfig, apply_overrides, load_config
+from dposhap.config import RunConfig, apply_overrides, config_from_dict, load_config
 from dposhap.errors import ConfigError
+from dposhap.run import config_hash
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -124,3 +125,53 @@ def test_overrides_reach_a_sub_table() -> None:
     assert cfg.data.sources == {"vendor_b": "b.jsonl", "vendor_a": "a.jsonl"}
     with pytest.raises(ConfigError, match=r"\[dpo\.beta\] is not a table"):
         apply_overrides({"dpo": {"beta": 0.1}}, ["dpo.beta.x=1"])
+
+
+DATA_TABLE = """[model]
+base = 'm'
+[data]
+files = ['pairs.jsonl']
+select = ['a', 'b']
+source_column = 'vendor'
+min_pairs = 4
+heldout_fraction = 0.25
+seed = 7
+[data.sources]
+c = ['c1.jsonl', 'c2.jsonl']
+"""
+
+
+def test_the_data_table_keeps_its_manifest_record_and_stays_out_of_the_training_hash(tmp_path: Path) -> None:
+    # a run's manifest records cfg.to_dict() and verify rebuilds a config from it: the [data] record of an
+    # existing run must read the same, key for key, whatever class holds the data settings
+    cfg = load_config(write(tmp_path, DATA_TABLE))
+    recorded = cfg.to_dict()["data"]
+    assert list(recorded) == [
+        "files",
+        "sources",
+        "select",
+        "source_column",
+        "prompt_column",
+        "chosen_column",
+        "rejected_column",
+        "min_pairs",
+        "heldout_fraction",
+        "seed",
+    ]
+    assert recorded == {
+        "files": ["pairs.jsonl"],
+        "sources": {"c": ["c1.jsonl", "c2.jsonl"]},
+        "select": ["a", "b"],
+        "source_column": "vendor",
+        "prompt_column": "prompt",
+        "chosen_column": "chosen",
+        "rejected_column": "rejected",
+        "min_pairs": 4,
+        "heldout_fraction": 0.25,
+        "seed": 7,
+    }
+    assert config_from_dict(cfg.to_dict(), base_dir=tmp_path).to_dict() == cfg.to_dict()
+    # the data are hashed per source (data_hash), never in the training hash: every [data] key may change
+    plain = load_config(write(tmp_path, "[model]\nbase = 'm'\n[data]\nfiles = ['pairs.jsonl']\n"))
+    assert cfg.training_hash() == plain.training_hash()
+    assert config_hash(cfg.to_dict()) != config_hash(plain.to_dict())

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dposhap import train as train_module
 from dposhap.config import load_config
 from dposhap.data import read_jsonl_records
 from dposhap.errors import ModelLoadError, RunLockedError
 from dposhap.models import load_adapters, load_base_model, load_tokenizer, resolve_model
 from dposhap.run import MANIFEST_FORMAT, Run
+from dposhap.train import adapter as train_adapter
 from dposhap.train import train_sources
 
 # small and quick, but enough for a clean source to be learnt
@@ -187,7 +187,7 @@ def test_changed_source_is_retrained_and_interrupted_source_restarts(
         cb.label = label
         return cb
 
-    monkeypatch.setattr(train_module, "progress_callback", callback)
+    monkeypatch.setattr(train_adapter, "progress_callback", callback)
     with pytest.raises(KeyboardInterrupt):
         train_sources(load_config(config, ["dpo.beta=0.2"]), out, progress=True)
     manifest = _manifest(out)

@@ -11,7 +11,15 @@ from .files import atomic_write_json, atomic_write_npy, atomic_write_text, hold_
 from .keys import canonical_json, config_hash, file_sha256
 from .manifest import MANIFEST_FORMAT, BaseModelInfo, Manifest, SourceEntry
 from .run import Run, RunModels
-from .store import CachedUtility, Evaluation, UtilityInfo, UtilityStore, cached, pack_coalitions, unpack_coalition
+from .utility_store import (
+    CachedUtility,
+    Evaluation,
+    UtilityInfo,
+    UtilityStore,
+    cached,
+    pack_coalitions,
+    unpack_coalition,
+)
 
 __all__ = [
     "MANIFEST_FORMAT",

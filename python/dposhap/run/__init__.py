@@ -8,7 +8,7 @@ computing cache keys; :class:`UtilityStore` is the SQLite cache of evaluated coa
 from __future__ import annotations
 
 from ..core import pack_coalitions, unpack_coalition
-from .cached import CachedUtility, cached
+from .cached_utility import CachedUtility, cached
 from .files import atomic_write_json, atomic_write_npy, atomic_write_text, hold_lock, jsonl_text, replace_dir
 from .keys import canonical_json, config_hash, file_sha256
 from .manifest import MANIFEST_FORMAT, BaseModelInfo, Manifest, SourceEntry

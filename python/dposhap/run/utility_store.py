@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core import ItemScores, describe_coalition, pack_coalitions, unpack_coalition, utility_values
 from ..errors import CacheError, InvalidArgumentError, UtilityError
-from .keys import canonical_json, config_hash
+from .keys import canonical_json, utility_key
 from .sqlite import SCHEMA_VERSION, CacheDatabase, utc_now
 
 __all__ = ["SCHEMA_VERSION", "Evaluation", "UtilityInfo", "UtilityStore"]
@@ -154,9 +154,9 @@ class UtilityStore:
     def utility_key(self, name: str, config: Mapping[str, Any], n_players: int, objectives: Sequence[str]) -> str:
         """Register a utility configuration and return its key.
 
-        The key is the sha256 (hex) of the canonical JSON (sorted keys, no spaces) of the
-        name, the configuration, the number of players and the objectives: the same
-        configuration gives the same key in every process. Put in ``config`` everything that
+        The key is :func:`~dposhap.run.keys.utility_key`'s: the sha256 (hex) of the canonical
+        JSON (sorted keys, no spaces) of the name, the configuration, the number of players and
+        the objectives, so the same configuration gives the same key in every process. Put in ``config`` everything that
         changes the utility's values (models, prompts, decoding settings, seeds): two
         configurations that share a key share their cached values.
 
@@ -182,35 +182,9 @@ class UtilityStore:
         InvalidArgumentError
             An argument is malformed, or the store is read-only and holds no such configuration.
         """
-        if not isinstance(name, str) or not name:
-            raise InvalidArgumentError(f"the utility name must be a non-empty string, got {name!r}")
-        if not isinstance(config, Mapping):
-            raise InvalidArgumentError(
-                f"the configuration of utility {name!r} must be a mapping, got {type(config).__name__}"
-            )
-        if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool) or n_players < 1:
-            raise InvalidArgumentError(f"n_players must be a positive integer, got {n_players!r}")
-        if isinstance(objectives, str):
-            raise InvalidArgumentError(
-                f"objectives must be a sequence of names, got the string {objectives!r}: use [{objectives!r}]"
-            )
-        objectives = list(objectives)
-        if (
-            not objectives
-            or not all(isinstance(o, str) and o for o in objectives)
-            or len(set(objectives)) != len(objectives)
-        ):
-            raise InvalidArgumentError(f"objectives must be one or more distinct non-empty names, got {objectives!r}")
-        try:
-            config_json = canonical_json(dict(config))
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(
-                f"the configuration of utility {name!r} cannot be written as JSON ({exc}): use numbers (finite), "
-                "strings, booleans, lists and dicts with string keys"
-            ) from None
-        key = config_hash(
-            {"name": name, "config": json.loads(config_json), "n_players": int(n_players), "objectives": objectives}
-        )
+        if not isinstance(objectives, str):
+            objectives = list(objectives)
+        key = utility_key(name, config, n_players, objectives)
         if key in self._infos:
             return key
         if self.readonly:
@@ -219,7 +193,7 @@ class UtilityStore:
         with self._file.translate("register a utility in"):
             self._db.execute(
                 "INSERT OR IGNORE INTO utilities (key, name, config, n_players, objectives, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (key, name, config_json, int(n_players), json.dumps(objectives), utc_now()),
+                (key, name, canonical_json(dict(config)), int(n_players), json.dumps(objectives), utc_now()),
             )
         self._info(key)
         return key

@@ -16,7 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dposhap
+import dposhap.core
+import dposhap.run.cached_utility
+import dposhap.run.sqlite
+import dposhap.run.utility_store
 from dposhap.errors import DposhapError, InvalidArgumentError, RunLockedError, UtilityError
+from dposhap.run.keys import utility_key
 from dposhap.run.store import UtilityStore, cached, pack_coalitions, unpack_coalition
 from dposhap.testing import InteractionGame
 
@@ -173,6 +178,38 @@ def test_utility_key_is_canonical_and_stable_across_processes(store: UtilityStor
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == key
+
+
+def test_utility_keys_are_those_earlier_caches_were_written_with(store: UtilityStore) -> None:
+    # the key of this configuration as dposhap has always computed it: a cache written before
+    # still hits only while this holds
+    config = {"model": "tiny", "temperature": 0.7, "prompts": [1, 2], "nested": {"a": [True, None], "b": 1}}
+    expected = "bfb25186899166ee591a30130378531fdc1cba661e922dceeb8bec646e12ed80"
+    assert utility_key("gen", config, 4, ["help", "harm"]) == expected
+    assert store.utility_key("gen", config, 4, ("help", "harm")) == expected
+    with pytest.raises(InvalidArgumentError, match="objectives must be a sequence of names"):
+        utility_key("gen", config, 4, "help")
+
+
+def test_the_old_import_path_names_the_same_objects() -> None:
+    import dposhap.run.store as old
+
+    new_homes = {
+        "UtilityStore": dposhap.run.utility_store.UtilityStore,
+        "UtilityInfo": dposhap.run.utility_store.UtilityInfo,
+        "Evaluation": dposhap.run.utility_store.Evaluation,
+        "SCHEMA_VERSION": dposhap.run.sqlite.SCHEMA_VERSION,
+        "cached": dposhap.run.cached_utility.cached,
+        "CachedUtility": dposhap.run.cached_utility.CachedUtility,
+        "CachedItemUtility": dposhap.run.cached_utility.CachedItemUtility,
+        "pack_coalitions": dposhap.core.pack_coalitions,
+        "unpack_coalition": dposhap.core.unpack_coalition,
+    }
+    assert sorted(old.__all__) == sorted(new_homes)
+    for name, obj in new_homes.items():
+        assert getattr(old, name) is obj, name
+        if name in dposhap.run.__all__:
+            assert getattr(dposhap.run, name) is obj, name
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,11 +7,13 @@ computing cache keys; :class:`UtilityStore` is the SQLite cache of evaluated coa
 
 from __future__ import annotations
 
+from ..core import pack_coalitions, unpack_coalition
+from .cached_utility import CachedUtility, cached
 from .files import atomic_write_json, atomic_write_npy, atomic_write_text, hold_lock, jsonl_text, replace_dir
 from .keys import canonical_json, config_hash, file_sha256
 from .manifest import MANIFEST_FORMAT, BaseModelInfo, Manifest, SourceEntry
 from .run import Run, RunModels
-from .store import CachedUtility, Evaluation, UtilityInfo, UtilityStore, cached, pack_coalitions, unpack_coalition
+from .utility_store import Evaluation, UtilityInfo, UtilityStore
 
 __all__ = [
     "MANIFEST_FORMAT",

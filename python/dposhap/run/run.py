@@ -44,7 +44,7 @@ from ..worlds import World, get_world
 from .files import atomic_write_json, hold_lock
 from .keys import file_sha256
 from .manifest import Manifest
-from .store import UtilityStore
+from .utility_store import UtilityStore
 
 if TYPE_CHECKING:
     import torch

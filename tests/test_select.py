@@ -160,6 +160,8 @@ def test_constraint_at_the_all_sources_level_and_weights_on_the_toy_world(run_di
     assert constraint["resolved"] == pytest.approx(doc["predicted"]["objectives"]["all"]["toy:harmless"])
     assert doc["predicted"]["objectives"]["chosen"]["toy:harmless"] >= constraint["resolved"] - 1e-12
     assert "adversarial" not in selection.chosen and "adversarial" in doc["rule"]["dropped"]
+    shown = [sorted(r["sources"]) for r in doc["runners_up"]]  # the next best, not the two shown on their own
+    assert shown and sorted(doc["chosen"]) not in shown and sorted(doc["sources"]) not in shown
     weights = doc["weights"]
     assert weights["weights"]["adversarial"] == 0.0
     assert all(0.0 <= w <= 2.0 for w in weights["weights"].values())

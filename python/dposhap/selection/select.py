@@ -163,7 +163,12 @@ def select_run(
 
         rows = np.stack([best, all_row[0], rule_row])
         errs = goal_errors(objectives, rows, scored, n_boot, seed)
-        others = [r for r, row in enumerate(found.ranked) if not np.array_equal(row, best)][:RUNNERS_UP]
+        # the next best coalitions, beside the choice and all sources (both shown on their own)
+        others = [
+            r
+            for r, row in enumerate(found.ranked)
+            if not np.array_equal(row, best) and not np.array_equal(row, all_row[0])
+        ][:RUNNERS_UP]
         runner_rows = found.ranked[others]
         runner_goal = scored.score(found.values[others])
         doc: dict[str, Any] = {

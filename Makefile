@@ -43,7 +43,7 @@ cargo-test:
 # (tests/conftest.py); PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 pytest: install
-	@$(PY) -m pytest -q --durations=25 -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder; rc=$$?; \
+	@$(PY) -m pytest -q --durations=25 -n $(PYTEST_WORKERS) --no-loadscope-reorder; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test setup is broken" >&2; exit 1; fi; \
 	exit $$rc
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -41,27 +42,42 @@ LONG_SETUPS = ("test_reproduce.py", "reliability/", "test_cluster_", "test_selec
 SHARED_GROUPS = {"test_cluster_": "ray", "reliability/": "reliability"}
 
 
-@pytest.hookimpl(tryfirst=True)
+def _test_file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].removeprefix("tests/")
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit a test is scheduled in on pytest-xdist's workers: its file, or the group of files
+    sharing a session resource."""
+    path = _test_file(nodeid)
+    return next((name for key, name in SHARED_GROUPS.items() if key in path), path)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's ``--dist loadgroup``: a test file's tests stay on one worker (their module
-    fixtures are built once), the files that share a session resource share a worker, and the long
-    set-ups are handed out first."""
-    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") != "loadgroup":
+    """On a pytest-xdist worker: the long set-ups first (the controller hands the units out in this order)."""
+    if not hasattr(config, "workerinput"):
         return
 
-    def where(item: pytest.Item) -> str:
-        return item.nodeid.split("::", 1)[0].removeprefix("tests/")
-
     def rank(item: pytest.Item) -> int:
-        path = where(item)
+        path = _test_file(item.nodeid)
         return next((i for i, key in enumerate(LONG_SETUPS) if key in path), len(LONG_SETUPS))
 
-    for item in items:
-        if not any(True for _ in item.iter_markers("xdist_group")):
-            path = where(item)
-            group = next((name for key, name in SHARED_GROUPS.items() if key in path), path)
-            item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=rank)  # stable: each file keeps its order
+
+
+if importlib.util.find_spec("xdist") is not None:
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        """``make test``'s scheduler: whole work units (:func:`work_unit`) to one worker each, in
+        collection order, so a file's module fixtures are built once, the Ray runtime and the
+        reliability suite's trained run once, and the SmolLM2 reproduction first."""
+        from xdist.scheduler import LoadScopeScheduling
+
+        class WorkUnits(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return work_unit(nodeid)
+
+        return WorkUnits(config, log)
 
 
 @pytest.fixture(scope="module")

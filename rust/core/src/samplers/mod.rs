@@ -1,5 +1,6 @@
 //! The estimators: each plans units of coalitions and turns their utilities into estimates.
 
+mod allocation;
 mod exact;
 mod kernel;
 mod msr;

@@ -16,6 +16,7 @@
 //! (`beta_i + 1/2 sum_j gamma_ij`), and SVARM runs on the residuals `v - g`:
 //! `phi = phi(g) + SVARM(v - g)`. What the surrogate explains costs no variance.
 
+use super::allocation::{neyman_cdf, relative_variances};
 use super::{Plan, Sampler, Unit, UnitKind};
 use crate::coalition::Coalition;
 use crate::estimate::{Estimate, EstimateBuilder};
@@ -388,6 +389,13 @@ pub struct SvarmSampler {
     table: Option<MomentTable>,
     fit: Option<SurrogateFit>,
     regression: bool,
+    /// whether the sampled sizes are reallocated by Neyman allocation
+    /// ([`SvarmSampler::enable_allocation`]); sampled coalitions absorbed and planned; the
+    /// sampled coalitions after which the sizes are next reallocated
+    allocate: bool,
+    n_sampled: u64,
+    planned_sampled: u64,
+    next_realloc: u64,
 }
 
 impl SvarmSampler {
@@ -416,6 +424,83 @@ impl SvarmSampler {
             table: None,
             fit: None,
             regression: regression && (2..=REGRESSION_MAX_PLAYERS).contains(&n),
+            allocate: false,
+            n_sampled: 0,
+            planned_sampled: 0,
+            next_realloc: u64::MAX,
+        }
+    }
+
+    /// Sampled coalitions before the first reallocation: enough for a rough variance per size.
+    fn first_realloc(&self) -> u64 {
+        (4 * self.sampled_sizes.len() as u64).max(32)
+    }
+
+    /// Draw the sizes by Neyman allocation from now on: reallocated now (when enough coalitions
+    /// are in) and each time the sampled coalitions double. Plain SVARM only: the surrogate's
+    /// fit weighs each size by the probability it is drawn with, which must not change.
+    pub(super) fn enable_allocation(&mut self) {
+        assert!(self.fit.is_none() && !self.regression, "allocation is for plain SVARM");
+        self.allocate = true;
+        self.planned_sampled = self.n_sampled;
+        let first = self.first_realloc();
+        if self.n_sampled >= first {
+            self.reallocate();
+        }
+        self.next_realloc = first.max(2 * self.n_sampled);
+    }
+
+    /// Neyman allocation of the coalitions still to draw over the sampled sizes.
+    ///
+    /// SVARM's variance is `(1/n)^2 sum_i sum_s (var_with(i,s) / count_with(i,s) +
+    /// var_without(i,s) / count_without(i,s))`, and a coalition of size `s` lands in a "with"
+    /// stratum of size `s` of each player with probability `s / n` and in a "without" one with
+    /// probability `(n - s) / n`: size `s` costs `a_s = (n / s) var_with(s) + (n / (n - s))
+    /// var_without(s)`, its variances pooled over the players (see [`super::allocation`]).
+    fn reallocate(&mut self) {
+        let Some(table) = self.table.as_ref() else { return };
+        let n = self.n;
+        let k = table.dims.k;
+        // index s: the "with" strata of size s; n + 1 + s: the "without" strata of size s
+        let mut var = vec![vec![f64::NAN; 2 * (n + 1)]; k];
+        let mut df = vec![0.0f64; 2 * (n + 1)];
+        for &s in &self.sampled_sizes {
+            for (idx, without) in [(s, false), (n + 1 + s, true)] {
+                let l = if without { s } else { s - 1 };
+                for (j, var_j) in var.iter_mut().enumerate() {
+                    let (mut ss, mut d) = (0.0, 0.0);
+                    for i in 0..n {
+                        let c = cell(n, i, l, without);
+                        let m = table.count(c) as f64;
+                        let v = table.sample_var(c, j);
+                        if m >= 2.0 && v.is_finite() {
+                            ss += (m - 1.0) * v;
+                            d += m - 1.0;
+                        }
+                    }
+                    if d >= 1.0 {
+                        var_j[idx] = ss / d;
+                    }
+                    df[idx] = d;
+                }
+            }
+        }
+        let sampled: Vec<bool> = (0..2 * (n + 1))
+            .map(|idx| {
+                let s = if idx > n { idx - n - 1 } else { idx };
+                self.sampled_sizes.binary_search(&s).is_ok()
+            })
+            .collect();
+        let sigma2 = relative_variances(&var, &df, |idx| sampled[idx]);
+        let cost: Vec<f64> = self
+            .sampled_sizes
+            .iter()
+            .map(|&s| n as f64 / s as f64 * sigma2[s] + n as f64 / (n - s) as f64 * sigma2[n + 1 + s])
+            .collect();
+        if let Some(cdf) = neyman_cdf(&cost, &vec![1.0; cost.len()]) {
+            let total = *cdf.last().expect("sampled sizes");
+            self.size_prob = cdf.iter().scan(0.0, |prev, &c| Some((c - std::mem::replace(prev, c)) / total)).collect();
+            self.size_cdf = cdf;
         }
     }
 
@@ -560,6 +645,11 @@ impl Sampler for SvarmSampler {
         if self.size_cdf.is_empty() {
             return Plan::Exhausted;
         }
+        if self.planned_sampled >= self.next_realloc && self.n_sampled < self.next_realloc {
+            // the coalitions before a reallocation are out: wait for them, then reallocate
+            return Plan::Wait;
+        }
+        self.planned_sampled += 1;
         let size = match self.first_pass.pop_front() {
             Some(s) => s,
             None => self.sampled_sizes[rng.categorical(&self.size_cdf)],
@@ -589,6 +679,13 @@ impl Sampler for SvarmSampler {
             }
         }
         self.fit = fit;
+        if sampled {
+            self.n_sampled += unit.coalitions.len() as u64;
+            if self.allocate && self.n_sampled >= self.next_realloc {
+                self.reallocate();
+                self.next_realloc = self.next_realloc.saturating_mul(2);
+            }
+        }
     }
 
     fn estimate(&self, control_exact: Option<&[f64]>) -> Option<Estimate> {

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import itertools
 import json
 import sys
@@ -712,7 +713,51 @@ def _english_report(
         [fidelity, cost, utilities],
         preamble=notes,
     )
+    plot_values(args.out / "fidelity.csv", args.out / "fidelity_values.png")
     print((args.out / "fidelity.md").read_text())
+
+
+def plot_values(csv_path: Path, png_path: Path) -> None:
+    """Each source's value composed (y) against retrained (x), one panel per utility (uncorrected).
+
+    Reads the ``fidelity.csv`` of an English run (``composed_<source>``, ``retrained_<source>``,
+    ``spearman_coalitions`` per utility row); a point on the diagonal is a source composition
+    values as retraining does.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with csv_path.open(encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if not r["utility"].endswith("(corrected)")]
+    sources = [k.removeprefix("composed_") for k in rows[0] if k.startswith("composed_")]
+    cols = 3
+    fig, axes = plt.subplots((len(rows) + cols - 1) // cols, cols, figsize=(4 * cols, 3.8 * ((len(rows) + 2) // cols)))
+    for ax, row in zip(np.ravel(axes), rows, strict=False):
+        x = np.array([float(row[f"retrained_{s}"]) for s in sources])
+        y = np.array([float(row[f"composed_{s}"]) for s in sources])
+        lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+        pad = 0.1 * (hi - lo or 1.0)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.7", lw=1)
+        ax.axhline(0, color="0.85", lw=0.8)
+        ax.axvline(0, color="0.85", lw=0.8)
+        ax.scatter(x, y, color="C0")
+        for name, a, b in zip(sources, x, y, strict=True):
+            ax.annotate(name, (a, b), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        separable = "" if row.get("separable") == "True" else ", not separable"
+        ax.set_title(
+            f"{row['utility']}: Spearman {float(row['spearman_coalitions']):.2f} (16 coalitions){separable}",
+            fontsize=9,
+        )
+        ax.set_xlabel("Shapley value, retrained unions")
+        ax.set_ylabel("Shapley value, composed")
+    for ax in np.ravel(axes)[len(rows) :]:
+        ax.axis("off")
+    fig.suptitle("Composition against retraining: each source's value (SmolLM2-135M-Instruct, English world)")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
 
 
 #: The English world's defaults, sized for a CPU run of hours (measured times: bench/RESULTS.md).
@@ -750,7 +795,16 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="results folder (default: results/, english: results/english/)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="CSV",
+        help="english: only redraw fidelity_values.png beside an existing fidelity.csv",
+    )
     args = parser.parse_args()
+    if args.plot is not None:
+        plot_values(args.plot, args.plot.with_name("fidelity_values.png"))
+        return
     if args.world == "toy":
         given = [
             f"--{k.replace('_', '-')}"

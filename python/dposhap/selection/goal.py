@@ -280,3 +280,25 @@ def goal_errors(
 def finite_or_none(x: float) -> float | None:
     """``x`` as a float, or None when it is missing or not finite (for JSON)."""
     return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def chosen_against_all(
+    errs: dict[str, Any], names: Sequence[str], chosen: np.ndarray, all_sources: np.ndarray
+) -> dict[str, Any]:
+    """The chosen coalition against all sources, as selection.json records it (predicted or measured).
+
+    ``errs`` comes from :func:`goal_errors` with the chosen coalition in row 0 and all sources in
+    row 1; ``chosen`` and ``all_sources`` are their values of each objective ``names``.
+    """
+    return {
+        "chosen": float(errs["goal"][0]),
+        "all": float(errs["goal"][1]),
+        "chosen_stderr": finite_or_none(errs["stderr"][0]),
+        "all_stderr": finite_or_none(errs["stderr"][1]),
+        "gain": float(errs["goal"][0] - errs["goal"][1]),
+        "gain_stderr": finite_or_none(errs["diff_stderr"]),
+        "objectives": {
+            "chosen": dict(zip(names, map(float, chosen), strict=True)),
+            "all": dict(zip(names, map(float, all_sources), strict=True)),
+        },
+    }

@@ -18,7 +18,7 @@ from ..evaluate import get_utility
 from ..report import selection_figure
 from ..run import Run, atomic_write_json
 from ..valuation import open_utility
-from .goal import LEVEL_ALL, GoalRanking, Objectives, finite_or_none, goal_errors, parse_goal
+from .goal import LEVEL_ALL, GoalRanking, Objectives, chosen_against_all, finite_or_none, goal_errors, parse_goal
 from .search import EXHAUSTIVE_SOURCES, search_subsets
 from .verify import verify_selection
 from .weights import optimise_weights
@@ -194,18 +194,7 @@ def select_run(
             "decision": decision,
             "chosen": _names(players, best),
             "dropped": [p for p in players if p not in _names(players, best)],
-            "predicted": {
-                "chosen": float(errs["goal"][0]),
-                "all": float(errs["goal"][1]),
-                "chosen_stderr": finite_or_none(errs["stderr"][0]),
-                "all_stderr": finite_or_none(errs["stderr"][1]),
-                "gain": float(errs["goal"][0] - errs["goal"][1]),
-                "gain_stderr": finite_or_none(errs["diff_stderr"]),
-                "objectives": {
-                    "chosen": dict(zip(objectives.names, map(float, objectives.values(best[None])[0]), strict=True)),
-                    "all": dict(zip(objectives.names, map(float, v_all), strict=True)),
-                },
-            },
+            "predicted": chosen_against_all(errs, objectives.names, objectives.values(best[None])[0], v_all),
             "rule": {
                 **rule,
                 "kept": _names(players, rule_row),

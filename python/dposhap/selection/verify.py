@@ -16,7 +16,7 @@ from ..evaluate import BuildContext, get_utility
 from ..models import quiet_libraries, resolve_device
 from ..run import Run
 from ..train import train_sources
-from .goal import GoalRanking, Objectives, finite_or_none, goal_errors
+from .goal import GoalRanking, Objectives, chosen_against_all, goal_errors
 
 #: Share of the union held out by the verification runs (as small as the splitter allows).
 VERIFY_HELDOUT = 0.05
@@ -98,16 +98,7 @@ def verify_selection(
     errs = goal_errors(measured, rows, scored, n_boot, seed)
     values = measured.values(rows)
     return {
-        "chosen": float(errs["goal"][0]),
-        "all": float(errs["goal"][1]),
-        "chosen_stderr": finite_or_none(errs["stderr"][0]),
-        "all_stderr": finite_or_none(errs["stderr"][1]),
-        "gain": float(errs["goal"][0] - errs["goal"][1]),
-        "gain_stderr": finite_or_none(errs["diff_stderr"]),
-        "objectives": {
-            "chosen": dict(zip(names, map(float, values[0]), strict=True)),
-            "all": dict(zip(names, map(float, values[1]), strict=True)),
-        },
+        **chosen_against_all(errs, names, values[0], values[1]),
         "pairs": sizes,
         "adapters": str(folder),
         "steps": {k: manifest.sources[k].metrics.get("steps") for k in ("chosen", "all")},

@@ -27,7 +27,7 @@ from dposhap.data import (
     split_heldout,
     write_split,
 )
-from dposhap.errors import DataError, DataValidationError, InvalidArgumentError
+from dposhap.errors import DataError, DataValidationError, InvalidArgumentError, SettingError
 
 # --------------------------------------------------------------------------------------
 # building data
@@ -471,7 +471,6 @@ def test_hub_dataset_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("settings_", "phrase"),
     [
-        ({}, "no data given"),
         ({"files": ["a"], "heldout_fraction": 1.0}, "strictly between 0 and 1"),
         ({"files": ["a"], "heldout_fraction": 0}, "strictly between 0 and 1"),
         ({"files": ["a"], "heldout_fraction": True}, "strictly between 0 and 1"),
@@ -494,6 +493,15 @@ def test_hub_dataset_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 def test_bad_spec(settings_: dict[str, Any], phrase: str) -> None:
     with pytest.raises(InvalidArgumentError, match=phrase):
         DataSpec(**settings_)
+
+
+def test_a_spec_without_data_is_valid_until_it_is_read() -> None:
+    # the [data] table of a world's config names no data; reading it is the error, naming the setting
+    spec = DataSpec()
+    assert not spec.given
+    with pytest.raises(SettingError, match="no data given") as caught:
+        load_pairs(spec)
+    assert caught.value.setting == "files"
 
 
 def test_spec_normalises_paths(tmp_path: Path) -> None:

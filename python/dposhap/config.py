@@ -27,7 +27,8 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from .errors import ConfigError, InvalidArgumentError
+from .data import DataSpec
+from .errors import ConfigError, InvalidArgumentError, SettingError
 from .settings import Section
 from .settings import setting as _help
 from .worlds import World, WorldKind, get_world, world_names
@@ -152,33 +153,9 @@ class ClusterConfig(Section):
             self.fail("max_retries", f"must be an integer >= 0, got {self.max_retries!r}")
 
 
-@dataclass
-class DataConfig(Section):
-    """Where the preference pairs come from and how they are split (see :mod:`dposhap.data`)."""
-
-    TABLE = "data"
-    files: list[str] = _help("files or saved datasets holding a source column", default_factory=list)
-    sources: dict[str, str | list[str]] = _help("or one file (or list of files) per source", default_factory=dict)
-    select: list[str] | None = _help("train only these sources (default: every source in the data)", default=None)
-    source_column: str = _help("column naming the source of each pair", default="source")
-    prompt_column: str = _help("column holding the prompt", default="prompt")
-    chosen_column: str = _help("column holding the preferred response", default="chosen")
-    rejected_column: str = _help("column holding the dispreferred response", default="rejected")
-    min_pairs: int = _help("a source with fewer pairs is an error", default=8)
-    heldout_fraction: float = _help("share of each source kept out of training, for the margin utilities", default=0.2)
-    seed: int = _help("seed of the held-out split", default=0)
-
-    def __post_init__(self) -> None:
-        if self.min_pairs < 2:
-            self.fail("min_pairs", f"must be >= 2 (one pair to train on, one held out), got {self.min_pairs!r}")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            self.fail("heldout_fraction", f"must be in (0, 1), got {self.heldout_fraction!r}")
-        self.check_range("seed", 0, None)
-
-    @property
-    def given(self) -> bool:
-        """Whether the config names any data at all."""
-        return bool(self.files or self.sources)
+#: The ``[data]`` table is :class:`dposhap.data.DataSpec`, the one data settings class; this is its
+#: former name, kept for the code that imports it.
+DataConfig = DataSpec
 
 
 @dataclass
@@ -316,7 +293,7 @@ class DpoConfig(Section):
 
 _FIXED_SECTIONS: dict[str, type] = {
     "model": ModelConfig,
-    "data": DataConfig,
+    "data": DataSpec,
     "eval": EvalConfig,
     "lora": LoraSettings,
     "dpo": DpoConfig,
@@ -329,7 +306,7 @@ def _sections() -> dict[str, type]:
     worlds = {name: get_world(name).settings_type for name in world_names()}
     return {
         "model": ModelConfig,
-        "data": DataConfig,
+        "data": DataSpec,
         "eval": EvalConfig,
         **worlds,
         "lora": LoraSettings,
@@ -351,7 +328,7 @@ class RunConfig:
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataSpec = field(default_factory=DataSpec)
     lora: LoraSettings = field(default_factory=LoraSettings)
     dpo: DpoConfig = field(default_factory=DpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -376,7 +353,8 @@ class RunConfig:
         out = {}
         for name in _sections():
             section = self.worlds[name] if name in self.worlds else getattr(self, name)
-            out[name] = dataclasses.asdict(section)
+            keep = _table_keys(type(section))
+            out[name] = {k: v for k, v in dataclasses.asdict(section).items() if k in keep}
         return out
 
     def training_hash(self) -> str:
@@ -385,6 +363,11 @@ class RunConfig:
         keep["model"] = {k: v for k, v in keep["model"].items() if k not in ("device", "threads")}
         keep["dpo"] = {k: v for k, v in keep["dpo"].items() if k != "report_to"}  # where logs go
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+
+def _table_keys(cls: Any) -> list[str]:
+    """The keys a settings table takes: a :class:`Section`'s table fields, any other dataclass's fields."""
+    return cls.table_fields() if issubclass(cls, Section) else [f.name for f in dataclasses.fields(cls)]
 
 
 def _key_line(text: str, table: str, key: str | None) -> int | None:
@@ -407,7 +390,7 @@ def _build(section: str, values: Any, *, file: str | None, text: str) -> Any:
     cls = _sections()[section]
     if not isinstance(values, dict):
         raise ConfigError(f"[{section}] must be a table", file=file, line=_key_line(text, section, None), field=section)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = set(_table_keys(cls))
     for key in values:
         if key not in known:
             raise ConfigError(
@@ -426,6 +409,9 @@ def _build(section: str, values: Any, *, file: str | None, text: str) -> Any:
     except ConfigError as err:
         key = (err.field or "").split(".", 1)[-1]
         raise ConfigError(err.reason, file=file, line=_key_line(text, section, key), field=err.field) from None
+    except SettingError as err:
+        line = _key_line(text, section, err.setting) or _key_line(text, section, None)
+        raise ConfigError(err.reason, file=file, line=line, field=f"{section}.{err.setting}") from None
 
 
 def _check_type(section: str, key: str, hint: Any, value: Any, *, file: str | None, line: int | None) -> None:

@@ -26,6 +26,29 @@ class InvalidArgumentError(DposhapError, ValueError):
     """An argument is outside its domain: an unknown method, ``n_players < 1``, ``tol <= 0``..."""
 
 
+class SettingError(InvalidArgumentError):
+    """A setting of a settings table (``min_pairs`` of the data settings...) is outside its domain.
+
+    Attributes
+    ----------
+    setting
+        The setting's name in its table, so that a config file's error can name its line.
+    """
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+
+    @property
+    def reason(self) -> str:
+        """The message without the setting's name in front, where it starts with it."""
+        text = str(self)
+        for lead in (f"{self.setting} ", f"{self.setting}: "):
+            if text.startswith(lead):
+                return text[len(lead) :]
+        return text
+
+
 class BudgetTooSmallError(InvalidArgumentError):
     """The evaluation budget cannot pay for the smallest useful run of the chosen method."""
 
@@ -149,6 +172,7 @@ def first_line(err: BaseException) -> str:
 __all__ = [
     "DposhapError",
     "InvalidArgumentError",
+    "SettingError",
     "BudgetTooSmallError",
     "UtilityError",
     "ProtocolError",

@@ -22,13 +22,19 @@ __all__ = ["MAX_INT_SETTING", "Section", "setting"]
 MAX_INT_SETTING = 2**31 - 1
 
 
-def setting(text: str, *, flag: str | None = None, metavar: str | None = None, **kwargs: Any) -> Any:
+def setting(
+    text: str, *, flag: str | None = None, metavar: str | None = None, table: bool = True, **kwargs: Any
+) -> Any:
     """A dataclass field carrying its help text in ``metadata["help"]``.
 
     ``flag`` names its command-line flag when that is not ``--`` + the field's name with dashes;
-    ``metavar`` the flag's value in ``--help`` when that is not the default.
+    ``metavar`` the flag's value in ``--help`` when that is not the default; ``table=False`` keeps
+    the field out of the TOML table and of the record a run keeps of its config (a setting the
+    code fills in, such as the folder relative paths resolve against).
     """
-    metadata = {"help": text}
+    metadata: dict[str, Any] = {"help": text}
+    if not table:
+        metadata["table"] = False
     if flag is not None:
         metadata["flag"] = flag
     if metavar is not None:
@@ -40,6 +46,11 @@ class Section:
     """Shared checks of a settings table; each subclass names its TOML table in ``TABLE``."""
 
     TABLE: ClassVar[str] = ""
+
+    @classmethod
+    def table_fields(cls) -> list[str]:
+        """The fields a TOML table (and a run's record of its config) holds, in declaration order."""
+        return [f.name for f in fields(cls) if f.metadata.get("table", True)]  # type: ignore[arg-type]
 
     def fail(self, name: str, message: str) -> None:
         """Raise a :class:`ConfigError` about field ``name`` of this table."""

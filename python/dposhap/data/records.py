@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ..errors import DataError, InvalidArgumentError
+from ..errors import DataError, SettingError
+from ..settings import Section, setting
 from .texts import TEXT_FIELDS, Text, copy_text, source_name_problem
 
 
@@ -82,12 +83,13 @@ class DataProblem:
 
 
 @dataclass
-class DataSpec:
-    """Where the preference data is and how to check and split it.
+class DataSpec(Section):
+    """Where the preference data is and how to check and split it: the ``[data]`` table of a config.
 
     Give ``files`` (each holding a source column), ``sources`` (one file or list of files per
     source), or both; pairs of a source found in several places are merged in reading order
-    (``files`` first, then ``sources``).
+    (``files`` first, then ``sources``). A spec naming no data is valid (a built-in world brings
+    its own); reading it (:func:`~dposhap.data.load_pairs`) is an error.
 
     Attributes
     ----------
@@ -97,77 +99,85 @@ class DataSpec:
     sources
         Source name -> path or list of paths; the rows of these files need no source column
         (one there is ignored).
-    source_column, prompt_column, chosen_column, rejected_column
-        Column names in the data.
     select
         The sources to keep (default: all). Naming a source the data lacks is an error. Rows of
         other sources are not checked, and files mapped to other sources are not read.
+    source_column, prompt_column, chosen_column, rejected_column
+        Column names in the data.
     min_pairs
         A kept source with fewer rows is an error. At least ``heldout_min + 1``.
     heldout_fraction
         Share of each source held out of training, rounded half up, in (0, 1).
-    heldout_min
-        The fewest held-out pairs of a source (at least 1).
     seed
         Seed of the held-out split, an integer in [0, 2**64).
+    heldout_min
+        The fewest held-out pairs of a source (at least 1). Not a key of the ``[data]`` table.
     base_dir
-        Folder relative paths resolve against (the config file's folder); default the current one.
+        Folder relative paths resolve against (the config file's folder); default the current
+        one. Not a key of the ``[data]`` table: a config sets it to its own folder.
+
+    Raises
+    ------
+    SettingError
+        A setting is out of its domain; the error names it.
     """
 
-    files: list[str] = field(default_factory=list)
-    sources: dict[str, str | list[str]] = field(default_factory=dict)
-    source_column: str = "source"
-    prompt_column: str = "prompt"
-    chosen_column: str = "chosen"
-    rejected_column: str = "rejected"
-    select: list[str] | None = None
-    min_pairs: int = 8
-    heldout_fraction: float = 0.2
-    heldout_min: int = 1
-    seed: int = 0
-    base_dir: str | None = None
+    TABLE = "data"
+    files: list[str] = setting("files or saved datasets holding a source column", default_factory=list)
+    sources: dict[str, str | list[str]] = setting("or one file (or list of files) per source", default_factory=dict)
+    select: list[str] | None = setting("train only these sources (default: every source in the data)", default=None)
+    source_column: str = setting("column naming the source of each pair", default="source")
+    prompt_column: str = setting("column holding the prompt", default="prompt")
+    chosen_column: str = setting("column holding the preferred response", default="chosen")
+    rejected_column: str = setting("column holding the dispreferred response", default="rejected")
+    min_pairs: int = setting("a source with fewer pairs is an error", default=8)
+    heldout_fraction: float = setting(
+        "share of each source kept out of training, for the margin utilities", default=0.2
+    )
+    seed: int = setting("seed of the held-out split", default=0)
+    heldout_min: int = setting("the fewest held-out pairs of a source", default=1, table=False)
+    base_dir: str | None = setting("folder relative paths resolve against", default=None, table=False)
 
     def __post_init__(self) -> None:
         files: Any = self.files
         if isinstance(files, (str, os.PathLike)):
             files = [files]
         if not isinstance(files, (list, tuple)):
-            raise InvalidArgumentError(f"files must be a list of paths, got {files!r}")
+            raise SettingError("files", f"files must be a list of paths, got {files!r}")
         self.files = [_path_setting("files", entry) for entry in files]
         if not isinstance(self.sources, Mapping):
-            raise InvalidArgumentError(f"sources must map source names to paths, got {self.sources!r}")
+            raise SettingError("sources", f"sources must map source names to paths, got {self.sources!r}")
         sources: dict[str, str | list[str]] = {}
         for name, paths in self.sources.items():
             if (problem := source_name_problem(name)) is not None:
-                raise InvalidArgumentError(f"sources: the source name {name!r} {problem}")
+                raise SettingError("sources", f"sources: the source name {name!r} {problem}")
             where = f"sources[{name!r}]"
             if isinstance(paths, (str, os.PathLike)):
-                sources[name] = _path_setting(where, paths)
+                sources[name] = _path_setting(where, paths, "sources")
             elif isinstance(paths, (list, tuple)) and paths:
-                sources[name] = [_path_setting(where, entry) for entry in paths]
+                sources[name] = [_path_setting(where, entry, "sources") for entry in paths]
             else:
-                raise InvalidArgumentError(f"{where} must be a path or a non-empty list of paths, got {paths!r}")
+                raise SettingError("sources", f"{where} must be a path or a non-empty list of paths, got {paths!r}")
         self.sources = sources
-        if not self.files and not self.sources:
-            raise InvalidArgumentError("no data given: set files (with a source column) or sources (files per source)")
         columns = {f"{name}_column": getattr(self, f"{name}_column") for name in ("source", *TEXT_FIELDS)}
-        for setting, column in columns.items():
+        for name, column in columns.items():
             if not isinstance(column, str) or not column.strip():
-                raise InvalidArgumentError(f"{setting} must be a non-empty column name, got {column!r}")
-        if len(set(columns.values())) < len(columns):
-            raise InvalidArgumentError(f"the four column settings must name different columns, got {columns}")
+                raise SettingError(name, f"{name} must be a non-empty column name, got {column!r}")
+        for name, column in columns.items():
+            if list(columns.values()).count(column) > 1:
+                raise SettingError(name, f"the four column settings must name different columns, got {columns}")
         if self.select is not None:
             if not isinstance(self.select, (list, tuple)):
-                raise InvalidArgumentError(f"select must be a list of source names, got {self.select!r}")
+                raise SettingError("select", f"select must be a list of source names, got {self.select!r}")
             if not self.select:
-                raise InvalidArgumentError(
-                    "select is empty: name at least one source, or leave it out to keep them all"
+                raise SettingError(
+                    "select", "select is empty: name at least one source, or leave it out to keep them all"
                 )
             for name in self.select:
                 if (problem := source_name_problem(name)) is not None:
-                    raise InvalidArgumentError(f"select: the source name {name!r} {problem}")
+                    raise SettingError("select", f"select: the source name {name!r} {problem}")
             if len(set(self.select)) < len(self.select):
-                raise InvalidArgumentError(f"select names a source twice: {list(self.select)}")
+                raise SettingError("select", f"select names a source twice: {list(self.select)}")
             self.select = list(self.select)
         check_int("heldout_min", self.heldout_min, minimum=1)
         check_int(
@@ -180,6 +190,16 @@ class DataSpec:
         check_seed(self.seed)
         if self.base_dir is not None:
             self.base_dir = _path_setting("base_dir", self.base_dir)
+
+    @property
+    def given(self) -> bool:
+        """Whether the spec names any data at all."""
+        return bool(self.files or self.sources)
+
+    def check_given(self) -> None:
+        """Raise :class:`~dposhap.errors.SettingError` unless the spec names some data."""
+        if not self.given:
+            raise SettingError("files", "no data given: set files (with a source column) or sources (files per source)")
 
 
 @dataclass
@@ -221,26 +241,28 @@ def canonical_bytes(pair: PreferencePair) -> bytes:
 # checking settings
 
 
-def _path_setting(setting: str, value: Any) -> str:
+def _path_setting(where: str, value: Any, name: str | None = None) -> str:
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise InvalidArgumentError(f"{setting} must hold non-empty paths, got {value!r}")
+        raise SettingError(name or where, f"{where} must hold non-empty paths, got {value!r}")
     return os.fspath(value)
 
 
-def check_int(setting: str, value: Any, *, minimum: int, why: str = "") -> None:
-    """Raise :class:`~dposhap.errors.InvalidArgumentError` unless ``value`` is an integer >= ``minimum``."""
+def check_int(name: str, value: Any, *, minimum: int, why: str = "") -> None:
+    """Raise :class:`~dposhap.errors.SettingError` unless ``value`` is an integer >= ``minimum``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         reason = f": {why}" if why else ""
-        raise InvalidArgumentError(f"{setting} must be an integer >= {minimum}, got {value!r}{reason}")
+        raise SettingError(name, f"{name} must be an integer >= {minimum}, got {value!r}{reason}")
 
 
 def check_fraction(value: Any) -> None:
-    """Raise :class:`~dposhap.errors.InvalidArgumentError` unless ``value`` (``heldout_fraction``) is in (0, 1)."""
+    """Raise :class:`~dposhap.errors.SettingError` unless ``value`` (``heldout_fraction``) is in (0, 1)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value < 1.0:
-        raise InvalidArgumentError(f"heldout_fraction must be a number strictly between 0 and 1, got {value!r}")
+        raise SettingError(
+            "heldout_fraction", f"heldout_fraction must be a number strictly between 0 and 1, got {value!r}"
+        )
 
 
 def check_seed(value: Any) -> None:
-    """Raise :class:`~dposhap.errors.InvalidArgumentError` unless ``value`` is a seed in [0, 2**64)."""
+    """Raise :class:`~dposhap.errors.SettingError` unless ``value`` is a seed in [0, 2**64)."""
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
-        raise InvalidArgumentError(f"seed must be an integer in [0, 2**64), got {value!r}")
+        raise SettingError("seed", f"seed must be an integer in [0, 2**64), got {value!r}")

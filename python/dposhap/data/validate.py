@@ -55,7 +55,10 @@ def load_pairs(spec: DataSpec) -> list[PreferencePair]:
     ------
     DataValidationError
         Listing every problem found, each with its file, line and field.
+    SettingError
+        The spec names no data.
     """
+    spec.check_given()
     collector = _Collector(spec)
     collector.collect()
     if collector.problems:

@@ -5,6 +5,7 @@ source's pairs and the trusted set, all read and checked before any model is loa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..config import RunConfig
@@ -44,31 +45,21 @@ def training_inputs(
     """
     d = cfg.data
     select = list(sources) if sources is not None else d.select
-    common: dict[str, Any] = dict(
-        source_column=d.source_column,
-        prompt_column=d.prompt_column,
-        chosen_column=d.chosen_column,
-        rejected_column=d.rejected_column,
-        min_pairs=d.min_pairs,
-        heldout_fraction=d.heldout_fraction,
-        seed=d.seed,
-    )
     if cfg.world is None and not d.given:
         raise InvalidArgumentError(
             "no training data: set data.files or [data.sources] in the config "
             '(or a built-in world: model.base = "toy" or "english")'
         )
     if d.given:
-        spec = DataSpec(
-            files=list(d.files), sources=dict(d.sources), select=select, base_dir=str(cfg.base_dir), **common
-        )
+        spec = replace(d, select=select, base_dir=str(cfg.base_dir))
         data = load_sources(spec)
         if cfg.world is None:
             return cfg.model.base, spec, None, data
         world = cfg.build_world(run.world_dir)  # the world's model on the user's own data: select is theirs
     else:
         world = cfg.build_world(run.world_dir, select)
-        spec = DataSpec(sources={k: str(v) for k, v in world.data_files.items()}, **common)
+        world_files: dict[str, str | list[str]] = {k: str(v) for k, v in world.data_files.items()}
+        spec = replace(d, files=[], sources=world_files, select=None, base_dir=None)
         data = load_sources(spec)
     return world.model_spec, spec, world.record(run.root), data
 

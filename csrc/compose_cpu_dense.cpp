@@ -36,6 +36,45 @@ inline void scaled_add(const scalar_t* row, float coef, float* acc, int64_t n) {
   for (int64_t v = 0; v < n; ++v) acc[v] = acc[v] + coef * static_cast<float>(row[v]);
 }
 
+// block := sum_s coef[s] * rows[s][v0 + v], summed in slot order, for a slot count known at
+// compile time: one pass that reads every slot's row once and writes the block once (the same
+// products and sums, in the same order, as scaled_copy then scaled_add slot by slot).
+template <int K, typename scalar_t>
+inline void combine_fixed(const scalar_t* const* rows, const float* coef, int64_t v0, float* __restrict block,
+                          int64_t n) {
+  const scalar_t* __restrict r[K];
+  float c[K];
+  for (int s = 0; s < K; ++s) {
+    r[s] = rows[s] + v0;
+    c[s] = coef[s];
+  }
+  for (int64_t v = 0; v < n; ++v) {
+    float acc = c[0] * static_cast<float>(r[0][v]);
+#pragma GCC unroll 8
+    for (int s = 1; s < K; ++s) acc = acc + c[s] * static_cast<float>(r[s][v]);
+    block[v] = acc;
+  }
+}
+
+// The combined block of k slots: one fused pass for up to 8 slots, slot by slot beyond.
+template <typename scalar_t>
+inline void combine_block(const scalar_t* const* rows, const float* coef, int64_t k, int64_t v0, float* block,
+                          int64_t n) {
+  switch (k) {
+    case 1: return combine_fixed<1>(rows, coef, v0, block, n);
+    case 2: return combine_fixed<2>(rows, coef, v0, block, n);
+    case 3: return combine_fixed<3>(rows, coef, v0, block, n);
+    case 4: return combine_fixed<4>(rows, coef, v0, block, n);
+    case 5: return combine_fixed<5>(rows, coef, v0, block, n);
+    case 6: return combine_fixed<6>(rows, coef, v0, block, n);
+    case 7: return combine_fixed<7>(rows, coef, v0, block, n);
+    case 8: return combine_fixed<8>(rows, coef, v0, block, n);
+    default:
+      scaled_copy(rows[0] + v0, coef[0], block, n);
+      for (int64_t s = 1; s < k; ++s) scaled_add(rows[s] + v0, coef[s], block, n);
+  }
+}
+
 // out := x - shift, with streaming stores where the CPU has them: the output is written once
 // and not read again here, so it need not be read into the cache first.
 inline void subtract_to(const float* x, float shift, float* out, int64_t n) {
@@ -106,8 +145,7 @@ void dense_typed(const DenseInputs& in, float* logprobs, float* logz_out, std::v
       for (int64_t v0 = 0; v0 < vocab && !bad; v0 += kDenseBlock) {
         const int64_t len = std::min(kDenseBlock, vocab - v0);
         float* block = out + v0;
-        scaled_copy(rows[0] + v0, coef[0], block, len);
-        for (int64_t s = 1; s < k; ++s) scaled_add(rows[s] + v0, coef[s], block, len);
+        combine_block(rows.data(), coef.data(), k, v0, block, len);
         if (!all_finite(block, len)) {  // masked tokens or bad logits: the masking rule
           for (int64_t s = 0; s < k; ++s) {
             bad |= s == 0 ? slot_accumulate<true>(rows[s] + v0, coef[s], block, mask, len)

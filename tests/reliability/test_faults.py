@@ -149,7 +149,7 @@ def test_an_unexpected_bug_is_one_line_and_a_log_in_the_run(run: Path) -> None:
     code = (
         "import sys, dposhap.cli as c\n"
         "def boom(args):\n    raise RuntimeError('something impossible')\n"
-        "c._cmd_report = boom\n"
+        "c.value._cmd_report = boom\n"
         f"sys.exit(c.main(['report', {str(run)!r}]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -164,7 +164,7 @@ def test_an_unexpected_bug_without_a_run_logs_to_the_temp_folder(tmp_path: Path)
     code = (
         "import sys, dposhap.cli as c\n"
         "def boom(args):\n    raise KeyError('x')\n"
-        "c._cmd_demo = boom\n"
+        "c.recipes._cmd_demo = boom\n"
         f"sys.exit(c.main(['demo', '--out', {str(tmp_path / 'none')!r}]))\n"
     )
     env = {"TMPDIR": str(tmp_path)}

@@ -7,6 +7,7 @@ mod msr;
 mod paired;
 mod permutation;
 mod stratified;
+mod surrogate;
 mod svarm;
 
 pub use exact::{exact_weights, fold_coalition, ExactSampler};

@@ -9,9 +9,10 @@
 //! needs n (n - 1) / 2 pair coefficients for), and what is left is of order three or more.
 //!
 //! The surrogate `g(S) = sum_i beta_i (x_i - 1/2)` is fitted by least squares to the pairs,
-//! every coalition size weighing the same, under the constraint `g(N) = v_o(N)` (efficiency);
-//! its Shapley values are `beta_i`. What it leaves, `r = v_o - g`, is odd too, and its Shapley
-//! value is `phi_i(r) = 2/n sum_{s=1}^{n-1} A_i(s)` with `A_i(s)` the mean of `r(S)` over the
+//! every coalition size weighing the same, under the constraint `g(N) = v_o(N)` (efficiency):
+//! the unpaired variant's [`SurrogateFit`], linear, its features centered, a block of rows per
+//! size class. Its Shapley values are `beta_i`. What it leaves, `r = v_o - g`, is odd too, and
+//! its Shapley value is `phi_i(r) = 2/n sum_{s=1}^{n-1} A_i(s)` with `A_i(s)` the mean of `r(S)` over the
 //! coalitions of size `s` that contain `i` (SVARM's formula, the "without" strata folded onto
 //! the "with" strata by oddness). A pair `(S, N \ S)` gives `r(S)` to the stratum `(i, |S|)` of
 //! every member of `S` and `-r(S)` to the stratum `(i, n - |S|)` of every other player: each
@@ -29,8 +30,9 @@
 //! the residual correction removes the surrogate's error to first order).
 
 use super::allocation::{cumulative, neyman_cdf, relative_variances};
+use super::surrogate::SurrogateFit;
 use super::svarm::SvarmSampler;
-use super::svarm::{binom, chol_solve, cholesky, combinations};
+use super::svarm::{binom, combinations};
 use super::{Plan, Sampler, Unit, UnitKind};
 use crate::coalition::Coalition;
 use crate::estimate::{Estimate, EstimateBuilder};
@@ -101,11 +103,9 @@ pub struct PairedSampler {
     v0: Vec<f64>,
     vn: Vec<f64>,
     pairs: Vec<PairSample>,
-    /// normal equations of each class's pairs (unweighted), `[n / 2 + 1][n, n]` and
-    /// `[n / 2 + 1][n, w]`, and the pairs each class holds
-    gram: Vec<f64>,
-    rhs: Vec<f64>,
-    class_pairs: Vec<u64>,
+    /// the surrogate's fit to `v_o`, each pair a row of weight 1 in the block of its class
+    /// `{s, n - s}` (by the smaller size); made with the boundary, when the width is known
+    fit: Option<SurrogateFit>,
     n_sampled: u64,
 }
 
@@ -133,9 +133,7 @@ impl PairedSampler {
             v0: Vec::new(),
             vn: Vec::new(),
             pairs: Vec::new(),
-            gram: vec![0.0; (n / 2 + 1) * n * n],
-            rhs: Vec::new(),
-            class_pairs: vec![0; n / 2 + 1],
+            fit: None,
             n_sampled: 0,
         }
     }
@@ -161,27 +159,13 @@ impl PairedSampler {
     }
 
     fn add_pair(&mut self, c: Coalition, odd: Vec<f64>, even: Vec<f64>) {
-        let n = self.n;
-        let w = odd.len();
         let s = c.len();
         let exact = self.exhaustive[s];
         if !exact {
             self.n_sampled += 1;
         }
-        let class = s.min(n - s);
-        self.class_pairs[class] += 1;
-        let feats: Vec<f64> = (0..n).map(|i| if c.contains(i) { 0.5 } else { -0.5 }).collect();
-        let gram = &mut self.gram[class * n * n..(class + 1) * n * n];
-        let rhs = &mut self.rhs[class * n * w..(class + 1) * n * w];
-        for a in 0..n {
-            let fa = feats[a];
-            for b in 0..n {
-                gram[a * n + b] += fa * feats[b];
-            }
-            for j in 0..w {
-                rhs[a * w + j] += fa * odd[j];
-            }
-        }
+        let fit = self.fit.as_mut().expect("the boundary comes first");
+        fit.add(s.min(self.n - s), &c, &odd, 1.0);
         self.pairs.push(PairSample { coalition: c, odd, even, exact });
     }
 
@@ -194,46 +178,21 @@ impl PairedSampler {
     /// third-order benchmark game at 10 n evaluations and 0-20% more on preference accuracy.)
     fn solve(&self) -> Option<Vec<f64>> {
         let n = self.n;
-        let w = self.v0.len();
-        let mut a = vec![0.0; n * n];
-        let mut b = vec![0.0; n * w];
-        for (class, &count) in self.class_pairs.iter().enumerate() {
-            if count == 0 {
-                continue;
-            }
-            let weight = if 2 * class == n { 1.0 } else { 2.0 } / count as f64;
-            let gram = &self.gram[class * n * n..(class + 1) * n * n];
-            a.iter_mut().zip(gram).for_each(|(x, g)| *x += weight * g);
-            let rhs = &self.rhs[class * n * w..(class + 1) * n * w];
-            b.iter_mut().zip(rhs).for_each(|(x, r)| *x += weight * r);
-        }
-        let trace: f64 = (0..n).map(|i| a[i * n + i]).sum::<f64>() / n as f64;
-        if trace.is_nan() || trace <= 0.0 {
-            return None;
-        }
-        for i in 0..n {
-            a[i * n + i] += 1e-10 * trace;
-        }
-        let l = cholesky(&a, n)?;
-        let ainv1 = chol_solve(&l, n, &vec![1.0; n]);
-        let denom: f64 = ainv1.iter().sum();
-        let mut coef = vec![0.0; n * w];
-        let mut col = vec![0.0; n];
-        for j in 0..w {
-            for i in 0..n {
-                col[i] = b[i * w + j];
-            }
-            let ainvb = chol_solve(&l, n, &col);
-            let shift = (ainvb.iter().sum::<f64>() - (self.vn[j] - self.v0[j])) / denom;
-            for i in 0..n {
-                coef[i * w + j] = ainvb[i] - shift * ainv1[i];
-            }
-        }
-        coef.iter().all(|x| x.is_finite()).then_some(coef)
+        let fit = self.fit.as_ref()?;
+        let weights: Vec<f64> = (0..=n / 2)
+            .map(|class| match fit.rows(class) {
+                0 => 0.0,
+                count => (if 2 * class == n { 1.0 } else { 2.0 }) / count as f64,
+            })
+            .collect();
+        let total: Vec<f64> = self.vn.iter().zip(&self.v0).map(|(x, z)| x - z).collect();
+        // a linear surrogate: no pair effects for a ridge to act on
+        fit.solve(&weights, 0.0, &total)
     }
 
     fn estimate_with(&self, control_exact: Option<&[f64]>) -> Option<Estimate> {
         let dims = self.dims?;
+        let fit = self.fit.as_ref()?;
         let n = self.n;
         let w = dims.width();
         let coef = if self.pairs.is_empty() { Some(vec![0.0; n * w]) } else { self.solve() };
@@ -252,12 +211,7 @@ impl PairedSampler {
             let c = &pair.coalition;
             let s = c.len();
             r.copy_from_slice(&pair.odd);
-            for i in 0..n {
-                let f = if c.contains(i) { 0.5 } else { -0.5 };
-                for j in 0..w {
-                    r[j] -= f * coef[i * w + j];
-                }
-            }
+            fit.subtract(c, &coef, &mut r);
             for j in 0..w {
                 neg[j] = -r[j];
             }
@@ -275,8 +229,9 @@ impl PairedSampler {
         let pooled: Vec<f64> = (0..w).map(|j| table.pooled_var(j)).collect();
         // a stratum no coalition has reached borrows the mean of the same size over the players
         let mut imputed: Vec<Option<Vec<f64>>> = vec![None; n + 1];
+        let phi = fit.shapley(&coef);
         for i in 0..n {
-            let row = &coef[i * w..(i + 1) * w];
+            let row = &phi[i * w..(i + 1) * w];
             b.add_offset(i, &row[..dims.k], &row[dims.k..]);
             for (s, slot) in imputed.iter_mut().enumerate().take(n).skip(1) {
                 let cell = self.cell(i, s);
@@ -345,8 +300,8 @@ impl PairedSampler {
         if self.sampled_classes.len() < 2 {
             return;
         }
-        let Some(coef) = self.solve() else { return };
-        let (n, w, k) = (self.n, dims.width(), dims.k);
+        let (Some(coef), Some(fit)) = (self.solve(), self.fit.as_ref()) else { return };
+        let (n, k) = (self.n, dims.k);
         let cells = n * (n + 1);
         let mut count = vec![0.0f64; cells];
         let mut sum = vec![0.0f64; cells * k];
@@ -356,8 +311,7 @@ impl PairedSampler {
             let c = &p.coalition;
             let s = c.len();
             for (j, rj) in r.iter_mut().enumerate() {
-                let g: f64 = (0..n).map(|i| if c.contains(i) { 0.5 } else { -0.5 } * coef[i * w + j]).sum();
-                *rj = p.odd[j] - g;
+                *rj = p.odd[j] - fit.predict(c, &coef, j);
             }
             for i in 0..n {
                 let (cell, sign) = if c.contains(i) { (i * (n + 1) + s, 1.0) } else { (i * (n + 1) + n - s, -1.0) };
@@ -438,8 +392,8 @@ impl PairedSampler {
     fn design_scores(&self) -> Option<[f64; 2]> {
         const BINS: usize = 4;
         let dims = self.dims?;
-        let (n, w, k) = (self.n, dims.width(), dims.k);
-        let coef = self.solve()?;
+        let (n, k) = (self.n, dims.k);
+        let (coef, fit) = (self.solve()?, self.fit.as_ref()?);
         let sampled: Vec<&PairSample> = self.pairs.iter().filter(|p| !p.exact).collect();
         if sampled.len() < 4 {
             return None;
@@ -452,8 +406,7 @@ impl PairedSampler {
                 .iter()
                 .map(|p| {
                     let c = &p.coalition;
-                    let g: f64 = (0..n).map(|i| if c.contains(i) { 0.5 } else { -0.5 } * coef[i * w + j]).sum();
-                    (c.len(), p.odd[j] - g, p.even[j] + p.odd[j], p.even[j] - p.odd[j])
+                    (c.len(), p.odd[j] - fit.predict(c, &coef, j), p.even[j] + p.odd[j], p.even[j] - p.odd[j])
                 })
                 .collect();
             // the mean of each design's value per size, removed first
@@ -558,7 +511,7 @@ impl Sampler for PairedSampler {
                 self.dims = Some(dims);
                 self.v0 = values[0].to_vec();
                 self.vn = values[1].to_vec();
-                self.rhs = vec![0.0; (self.n / 2 + 1) * self.n * w];
+                self.fit = Some(SurrogateFit::new(self.n, w, false, true, self.n / 2 + 1));
             }
             UnitKind::Paired => {
                 let odd = values[0].iter().zip(values[1]).map(|(a, b)| 0.5 * (a - b)).collect();

@@ -125,7 +125,7 @@ def test_the_english_example_is_the_reproduce_setup() -> None:
 
 
 def test_overrides_reach_a_sub_table() -> None:
-    cfg = load_config(None, ['data.sources.vendor_b="b.jsonl"', "data.sources.vendor_a='a.jsonl'"])
+    cfg = load_config(None, ["model.base='m'", 'data.sources.vendor_b="b.jsonl"', "data.sources.vendor_a='a.jsonl'"])
     assert cfg.data.sources == {"vendor_b": "b.jsonl", "vendor_a": "a.jsonl"}
     with pytest.raises(ConfigError, match=r"\[dpo\.beta\] is not a table"):
         apply_overrides({"dpo": {"beta": 0.1}}, ["dpo.beta.x=1"])
@@ -179,3 +179,48 @@ def test_the_data_table_keeps_its_manifest_record_and_stays_out_of_the_training_
     plain = load_config(write(tmp_path, "[model]\nbase = 'm'\n[data]\nfiles = ['pairs.jsonl']\n"))
     assert cfg.training_hash() == plain.training_hash()
     assert config_hash(cfg.to_dict()) != config_hash(plain.to_dict())
+
+
+def test_own_data_without_a_base_model_is_refused(tmp_path: Path) -> None:
+    # the default base is the toy world's model: a user's data must not be trained on it unasked
+    path = write(tmp_path, "[dpo]\nbeta = 0.1\n[data]\nfiles = ['pairs.jsonl']\n")
+    with pytest.raises(ConfigError, match="base is not set") as err:
+        load_config(path)
+    assert err.value.field == "model.base" and err.value.line == 3
+    assert load_config(path, ["model.base=toy"]).world is not None  # asked for: the toy world's model
+    assert load_config(path, ["model.base=my-model"]).model.base == "my-model"
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "words"),
+    [
+        ("dpo.beta=abc", "dpo.beta", "expected float"),
+        ("data.prompt_column=chosen", "data.prompt_column", "different columns"),
+        ("data.colum=x", "data.colum", "unknown key"),
+    ],
+)
+def test_an_override_error_names_the_override_not_a_line_of_the_file(
+    tmp_path: Path, override: str, field: str, words: str
+) -> None:
+    path = write(tmp_path, "[model]\nbase = 'm'\n[data]\nfiles = ['pairs.jsonl']\n[dpo]\nbeta = 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [override])
+    assert err.value.field == field and err.value.line is None
+    assert str(err.value).startswith(f"--set {override} field {field!r}: ") and words in str(err.value)
+    assert "<class" not in str(err.value)
+
+
+def test_a_relative_model_path_is_read_from_the_config_folder_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dposhap.errors import ModelLoadError
+    from dposhap.models import resolve_model
+
+    here = tmp_path / "here"
+    (here / "model").mkdir(parents=True)
+    (here / "model" / "config.json").write_text("{}")
+    (tmp_path / "configs").mkdir()
+    monkeypatch.chdir(here)  # a folder named like the model where the command runs: not the config's
+    with pytest.raises(ModelLoadError, match="configs/model"):
+        resolve_model("model/", base_dir=tmp_path / "configs")
+    assert resolve_model("model/", base_dir=here).location == str((here / "model").resolve())

@@ -436,7 +436,7 @@ def _check_type(section: str, key: str, hint: Any, value: Any, *, file: str | No
         return isinstance(v, h)
 
     if not ok(hint, value):
-        expected = str(hint).replace("typing.", "")
+        expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
         raise ConfigError(
             f"has the wrong type ({type(value).__name__} {value!r}); expected {expected}",
             file=file,
@@ -459,6 +459,17 @@ def config_from_dict(
                 field=table,
             )
     sections = {name: _build(name, data.get(name, {}), file=file, text=text) for name in tables}
+    model_table = data.get("model", {})
+    if sections["data"].given and "base" not in model_table:
+        # the default base is the toy world's model: the user's own data needs the user's model
+        raise ConfigError(
+            "the [data] table names your data but [model] base is not set: set base to your model (a local "
+            'folder, a .gguf file, a packaged model or a hub id), or base = "toy" to train the toy world\'s '
+            "model on your data",
+            file=file,
+            line=_key_line(text, "data", None),
+            field="model.base",
+        )
     fixed = {name: sections.pop(name) for name in _FIXED_SECTIONS}
     return RunConfig(**fixed, worlds=sections, base_dir=base_dir or Path.cwd())
 
@@ -492,7 +503,25 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"not valid TOML: {reason}", file=file, line=line) from None
         base_dir = p.resolve().parent
     data = apply_overrides(data, overrides or [])
-    return config_from_dict(data, file=file, text=text, base_dir=base_dir)
+    try:
+        return config_from_dict(data, file=file, text=text, base_dir=base_dir)
+    except ConfigError as err:
+        given = _override_of(err.field, overrides or [])
+        if given is None:
+            raise
+        # the value came from the command line: say so, not a line of the file that does not hold it
+        raise ConfigError(err.reason, file=f"--set {given}", field=err.field) from None
+
+
+def _override_of(field_name: str | None, overrides: list[str]) -> str | None:
+    """The last ``--set`` override that sets ``field_name`` (or a key below it), if any."""
+    if not field_name:
+        return None
+    for item in reversed(overrides):
+        key = item.partition("=")[0].strip()
+        if key == field_name or key.startswith(field_name + "."):
+            return item
+    return None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

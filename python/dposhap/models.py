@@ -113,9 +113,10 @@ def resolve_model(
     """
     if name in PACKAGED_MODELS:
         return _converted(packaged_model_path(name), trust_remote_code)
-    candidates = [Path(name).expanduser()]
-    if base_dir is not None and not candidates[0].is_absolute():
-        candidates.insert(0, Path(base_dir) / name)
+    # a relative path is read from the config file's folder only, as the data paths are: never
+    # also from the current folder, where the same config would find another model
+    path = Path(name).expanduser()
+    candidates = [Path(base_dir) / path if base_dir is not None and not path.is_absolute() else path]
     for path in candidates:
         if path.is_file() and is_gguf_file(path):
             return _converted(path, trust_remote_code)

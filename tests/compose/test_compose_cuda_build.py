@@ -1,5 +1,5 @@
 """The CUDA sources compile, on any machine: nvcc comes from PyPI's nvidia-cuda-nvcc (a dev
-dependency matched to torch's CUDA). On a GPU machine tests/test_compose_cuda.py also runs
+dependency matched to torch's CUDA). On a GPU machine tests/compose/test_compose_cuda.py also runs
 the kernel against the reference."""
 
 from __future__ import annotations

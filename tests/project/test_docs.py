@@ -13,7 +13,7 @@ import pytest
 
 from dposhap.cli import build_parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "python" / "dposhap"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DESIGN = ROOT / "docs" / "design.md"

@@ -13,7 +13,7 @@ import pytest
 
 import dposhap
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = Path(dposhap.__file__).parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 

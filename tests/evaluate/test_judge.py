@@ -115,7 +115,7 @@ HARMLESS_CASES = [
     ),
 ]
 
-# measured 10/12 on both (tests/test_judge.py, bench/RESULTS.md); one pair of slack, well above chance
+# measured 10/12 on both (tests/evaluate/test_judge.py, bench/RESULTS.md); one pair of slack, well above chance
 MIN_ACCURACY = 0.75
 
 

@@ -10,7 +10,7 @@ from dposhap.config import RunConfig, apply_overrides, config_from_dict, load_co
 from dposhap.errors import ConfigError
 from dposhap.run import config_hash
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def write(tmp_path: Path, text: str) -> Path:

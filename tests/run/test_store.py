@@ -25,7 +25,7 @@ from dposhap.run.keys import utility_key
 from dposhap.run.store import UtilityStore, cached, pack_coalitions, unpack_coalition
 from dposhap.testing import InteractionGame
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_python(code: str, *args: object) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import torch
 from dposhap import cli, doctor, gguf
 from dposhap.compose import _native
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def report(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:

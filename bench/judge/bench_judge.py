@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))  # bench/_harness.py
-sys.path.insert(0, str(ROOT / "tests"))  # the obvious cases and the GGUF conversion of tests/evaluate/test_judge.py
+sys.path.insert(0, str(ROOT / "tests" / "evaluate"))  # test_judge.py: the obvious cases, the GGUF conversion
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from reliability_helpers import TRAIN_ARGS, cli
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from reliability_helpers import SOURCES, TRAIN_ARGS, cli, one_line_error, snapshot
 
 

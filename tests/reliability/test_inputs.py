@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from reliability_helpers import cli, one_line_error, snapshot
 
 # (override, the field the error must name): each reached TRL / PEFT / transformers unchecked before

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from reliability_helpers import SOURCES, TRAIN_ARGS, cli, one_line_error, snapshot
 
 MANIFEST_DAMAGE = {

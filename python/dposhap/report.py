@@ -138,18 +138,36 @@ def _tied_below(entry: dict[str, Any], objective: str) -> set[str]:
 
 
 def _ranking_line(entry: dict[str, Any], objective: str, groups: list[list[str]]) -> str:
-    """``a > b (97%) ~ c > d``: ``>`` significant at 95%, ``~`` not; the share of bootstrap
-    replicates (or nothing without a bootstrap) in brackets."""
-    share = {(c["first"], c["second"]): c["share"] for c in entry.get("comparisons", {}).get(objective, [])}
+    """``a > (99%) b ~ (71%) c``: ``>`` significant at 95%, ``~`` not; in brackets the chance that
+    the order holds, from the difference and its standard error (estimator and evaluation error
+    together, as the significance), so a ``~`` never shows more than 97.5%."""
+    compared = {(c["first"], c["second"]): c for c in entry.get("comparisons", {}).get(objective, [])}
     order = [s for g in groups for s in g]
     group_of = {s: gi for gi, g in enumerate(groups) for s in g}
     parts = [order[0]]
     for above, below in zip(order, order[1:], strict=False):
         sign = ">" if group_of[below] != group_of[above] else "~"
-        p = share.get((above, below))
-        pct = "" if p is None or p != p else f" ({100 * p:.0f}%)"
+        chance = _order_chance(compared.get((above, below)))
+        pct = "" if chance is None else f" ({_percent(chance)})"
         parts.append(f"{sign}{pct} {below}")
     return " ".join(parts)
+
+
+def _order_chance(comparison: dict[str, Any] | None) -> float | None:
+    """The normal approximation's chance that the higher-valued source is truly higher: Phi(diff / se)."""
+    if comparison is None:
+        return None
+    diff, se = float(comparison["difference"]), float(comparison["stderr"])
+    if not (math.isfinite(diff) and math.isfinite(se)) or se <= 0.0:
+        return None
+    return 0.5 * (1.0 + math.erf(diff / (se * math.sqrt(2.0))))
+
+
+def _percent(chance: float) -> str:
+    """A chance in whole percent that never rounds a doubt away: below 1 is not shown as 100%."""
+    if chance >= 0.995:
+        return ">99%"
+    return f"{100 * chance:.0f}%"
 
 
 def _ranking_summary(groups: list[list[str]], shown: int = 4) -> str:

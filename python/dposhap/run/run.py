@@ -307,8 +307,9 @@ class Run:
             trained = len(self.manifest.sources)
             message = (
                 f"{self.root} is a partial run: {trained} of {trained + len(missing)} planned sources are trained "
-                f"(not trained: {', '.join(missing)}); finish it with dposhap train --out {self.root} (the same "
-                "config), or value only the trained ones with dposhap value --partial"
+                f"(not trained with the settings of its last train: {', '.join(missing)}); finish it with dposhap "
+                f"train --out {self.root} (the same config and --set values), or value only the trained ones "
+                "with dposhap value --partial"
             )
             if strict:
                 raise IncompleteRunError(message)

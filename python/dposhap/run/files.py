@@ -68,12 +68,15 @@ def hold_lock(folder: Path, what: str) -> Iterator[None]:
     """
     if folder.exists() and not folder.is_dir():
         raise RunError(f"{folder} is a file, not a folder: give a run directory (a new or an existing folder)")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
     handle = open(path, "a+", encoding="utf-8")
+    held = False
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -86,6 +89,13 @@ def hold_lock(folder: Path, what: str) -> Iterator[None]:
         handle.flush()
         yield
     finally:
+        if held and created and [p.name for p in folder.iterdir()] == [".lock"]:
+            # a folder made for this work and left with nothing in it (the work failed before
+            # writing anything): not left behind, so a failed first command leaves no empty run
+            # (removed while still held, so no other process can have taken it over)
+            path.unlink()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         handle.close()
 
 

@@ -155,7 +155,10 @@ def value_run(
             progress=progress,
         )
         ends = _ends(game, len(built.players), len(built.objectives))
-        new = int(wrapped.evaluated) if wrapped is not None else int(result.n_evaluations)
+        if wrapped is not None:
+            new = int(wrapped.evaluated)
+        else:  # a native game: no model ran for it when its margins came from the run's cache
+            new = 0 if getattr(built, "from_cache", False) else int(result.n_evaluations)
         if n_boot and (wrapped is None or isinstance(wrapped, ItemUtility)):
             try:
                 boot = bootstrap(

@@ -330,6 +330,7 @@ def test_native_and_likelihood_bootstraps_and_opting_out(run_dir: Path) -> None:
     _, entry = value_run(run_dir, "accuracy", method="exact", device="cpu", progress=False, n_boot=0, label="acc-0")
     assert entry["eval_stderr"] is None and entry["n_boot"] == 0
     assert entry["total_stderr"] == entry["stderr"]
+    assert entry["new_evaluations"] == 0  # the margins came from the run's cache: no model ran
     with pytest.raises(InvalidArgumentError, match="n_boot"):
         value_run(run_dir, "accuracy", n_boot=1, progress=False)
 

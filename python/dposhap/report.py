@@ -512,6 +512,7 @@ def format_selection(doc: dict[str, Any]) -> str:
         f"{doc['search']['coalitions_evaluated']} coalitions"
         + ("" if doc["search"]["feasible"] else "; NO coalition meets the constraints, the closest is shown")
         + ")",
+        *([measured] if (measured := evaluated_on(doc)) is not None else []),
         f"{'coalition':<40} {'predicted (95%)':>18} {'measured (95%)':>18}",
         f"{'all sources':<40} {cell(p['all'], p.get('all_stderr'))} "
         + (cell(m["all"], m.get("all_stderr")) if m else cell(None, None)),

@@ -55,3 +55,22 @@ def test_a_clear_order_reads_as_one() -> None:
 
 def test_no_error_no_chance() -> None:
     assert ranking(entry(0.15, 0.0, significant=True)) == "ranking on accuracy: a > b"
+
+
+def test_the_selection_table_says_what_it_was_measured_on() -> None:
+    from dposhap.report import format_selection
+
+    doc = {
+        "utility": "accuracy",
+        "config": {"utility": "accuracy", "heldout": ["eval"], "pairs": 30},
+        "goal": {"maximize": "accuracy", "subject_to": []},
+        "search": {"method": "exhaustive", "coalitions_evaluated": 4, "feasible": True},
+        "chosen": ["a"],
+        "dropped": ["b"],
+        "predicted": {"all": 0.7, "all_stderr": 0.01, "chosen": 0.8, "chosen_stderr": 0.01, "gain": 0.1},
+        "rule": {"kept": ["a"], "dropped": ["b"], "predicted": 0.8},
+        "runners_up": [],
+    }
+    lines = format_selection(doc).splitlines()
+    assert lines[0].startswith("goal: maximise accuracy")
+    assert lines[1] == "measured on 30 pairs of the trusted evaluation set"

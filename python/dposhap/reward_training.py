@@ -36,6 +36,7 @@ from .run.manifest import now
 from .settings import Section, setting
 from .threads import choose as choose_threads
 from .threads import use as use_threads
+from .tokenization import mixed_formats, to_one_format
 from .trainer_support import (
     PeakMemory,
     common_trainer_args,
@@ -53,7 +54,7 @@ __all__ = ["RECORD_FILE", "RewardModelRecord", "RewardTrainingSettings", "read_r
 RECORD_FILE = "dposhap-reward.json"
 #: Version of the record and of the way a reward model is trained; another version retrains.
 FORMAT_VERSION = 1
-#: The source name the pairs are read under (the data's own source column is ignored).
+#: The name the pairs are pooled under (the data's own sources only group them for the one-format rule).
 _SOURCE = "reward"
 
 
@@ -146,7 +147,11 @@ def train_reward_model(
     ----------
     data
         One or more files (or ``save_to_disk`` folders, hub datasets) of preference pairs, in any
-        format ``dposhap train`` reads; every row is used (a ``source`` column is ignored).
+        format ``dposhap train`` reads; every row is used. One format (plain strings or
+        conversations) per source, as ``dposhap train`` asks: a ``source`` column names the rows'
+        sources, a file without one is one source. When the pool mixes formats, its conversations
+        are trained as the plain strings the base model's chat template renders
+        (:func:`~dposhap.tokenization.to_one_format`).
     base
         The model to start from: a local folder, a ``.gguf`` file, a packaged model name or a hub
         id (:func:`dposhap.models.resolve_model`); its LM head is replaced by a score head.
@@ -173,6 +178,8 @@ def train_reward_model(
     ------
     DataValidationError
         The pairs have problems (all listed); nothing was trained.
+    InvalidArgumentError
+        The pairs mix formats and the base model has no chat template.
     ModelLoadError, ConfigError, RunError
         The base model cannot be loaded, a setting is out of range, or ``out`` holds something
         else than a reward model.
@@ -182,7 +189,8 @@ def train_reward_model(
     out = Path(out)
     _check_out(out)
     spec = DataSpec(
-        sources={_SOURCE: files},
+        files=files,
+        pool=_SOURCE,
         min_pairs=2,
         heldout_fraction=settings.heldout_fraction,
         seed=settings.seed,
@@ -263,6 +271,7 @@ def _train(
     work.mkdir(parents=True)
     try:
         tokenizer = load_tokenizer(ref)
+        train_records, heldout_records = _one_format(pairs, tokenizer)
         torch.manual_seed(settings.seed)  # the new score head's initialisation
         with _silent_transformers():  # its load report announces the new score head, which is the point
             model = load_pretrained(
@@ -316,8 +325,8 @@ def _train(
             trainer = RewardTrainer(
                 model=model,
                 args=args,
-                train_dataset=Dataset.from_list(pairs.train_records()),
-                eval_dataset=Dataset.from_list(pairs.heldout_records()),
+                train_dataset=Dataset.from_list(train_records),
+                eval_dataset=Dataset.from_list(heldout_records),
                 processing_class=tokenizer,
                 peft_config=lora,
                 callbacks=[
@@ -374,6 +383,14 @@ def _train(
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _one_format(pairs: SourceData, tokenizer: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The training and held-out records, in one format over both (:func:`~dposhap.tokenization.to_one_format`)."""
+    records = [*pairs.train_records(), *pairs.heldout_records()]
+    if mixed_formats(records):
+        records = to_one_format(records, tokenizer)
+    return records[: len(pairs.train)], records[len(pairs.train) :]
 
 
 def _pairwise_accuracy(model: Any, dataset: Any, collator: Any, batch_size: int, device: str) -> tuple[float, int]:

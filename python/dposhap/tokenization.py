@@ -11,6 +11,10 @@ So that the margins dposhap computes are the ``rewards/margins`` TRL reports:
 - a sequence longer than ``max_length`` keeps its first ``max_length`` tokens (TRL's default
   ``keep_start``); a response truncated away entirely has log-probability 0 (TRL instead drops
   such pairs from its dataset).
+
+:func:`to_one_format` makes a pool of records one format (a TRL dataset holds one): when it mixes
+plain strings and conversations, the conversations become the plain strings TRL's chat template
+renders them to (the prompt with the generation prompt, each response the continuation).
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from .validate import check_int
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["Record", "check_records", "encode", "response_sequences", "tokenize_responses"]
+__all__ = [
+    "Record",
+    "check_records",
+    "encode",
+    "mixed_formats",
+    "response_sequences",
+    "to_one_format",
+    "tokenize_responses",
+]
 
 #: A preference record: ``{"prompt", "chosen", "rejected"}``, plain strings or conversations.
 Record = Mapping[str, Any]
@@ -96,3 +108,58 @@ def response_sequences(
             ids = prompt_ids + responses[j]
             out.append((ids[:max_length] if max_length is not None else ids, len(prompt_ids)))
     return out
+
+
+def mixed_formats(records: Sequence[Record]) -> bool:
+    """Whether ``records`` hold both formats: some prompts plain strings, some conversations."""
+    return len({isinstance(record["prompt"], list) for record in records}) > 1
+
+
+def to_one_format(records: Sequence[Record], tokenizer: PreTrainedTokenizerBase) -> list[dict[str, Any]]:
+    """The ``{prompt, chosen, rejected}`` of ``records`` in one format, for one TRL dataset.
+
+    Records all in one format come back as they are (as new dicts of the same values). A pool
+    that mixes them keeps its plain strings, and each conversation becomes the strings TRL's
+    ``apply_chat_template`` renders with ``tokenizer``: the prompt with the generation prompt,
+    chosen and rejected as what the whole conversation adds to it. When the tokenizer itself
+    puts its BOS token in front of a plain string and the chat template renders one too, the
+    rendered one is taken off the prompt, so TRL does not tokenise it twice: the prompt and the
+    response tokens are then the ones TRL trains the conversation on (TRL still appends the EOS
+    token to a plain response that does not end with it).
+
+    Raises
+    ------
+    InvalidArgumentError
+        The pool mixes formats and the tokenizer has no chat template.
+    """
+    out = [{name: record[name] for name in ("prompt", "chosen", "rejected")} for record in records]
+    if not mixed_formats(out):
+        return out
+    if not getattr(tokenizer, "chat_template", None):
+        location = getattr(tokenizer, "name_or_path", "") or "the base model"
+        raise InvalidArgumentError(
+            f"the data mix conversations and plain strings, and the tokenizer of {location} has no chat template "
+            "to write the conversations as plain strings: use a model with one (an instruct model), or give "
+            "plain-text prompts and responses"
+        )
+    from trl.data_utils import apply_chat_template
+
+    bos = _added_bos(tokenizer)
+    for index, record in enumerate(out):
+        if isinstance(record["prompt"], list):
+            text = apply_chat_template(record, tokenizer)
+            prompt = text["prompt"]
+            if bos is not None and prompt.startswith(bos):
+                prompt = prompt[len(bos) :]
+            out[index] = {"prompt": prompt, "chosen": text["chosen"], "rejected": text["rejected"]}
+    return out
+
+
+def _added_bos(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The BOS token's text when the tokenizer puts it in front of every plain string it encodes, else None."""
+    bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
+    if bos is None or bos_id is None:
+        return None
+    ids = tokenizer(text="a")["input_ids"]
+    plain = tokenizer(text="a", add_special_tokens=False)["input_ids"]
+    return bos if len(ids) > len(plain) and ids[:1] == [bos_id] and plain[:1] != [bos_id] else None

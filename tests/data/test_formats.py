@@ -195,3 +195,34 @@ def test_every_shape_trains_and_the_stored_split_is_trls(tiny_chat_model: Path, 
     audit = json.loads((tmp_path / "run" / "data-audit.json").read_text(encoding="utf-8"))
     assert sorted(audit["sources"]) == sorted(SHAPES)
     assert all(entry["pairs"] == N for entry in audit["sources"].values())
+
+
+# --------------------------------------------------------------------------------------
+# one pool of sources in both formats: the conversations become the plain strings TRL's chat template renders
+
+
+def test_a_pool_of_both_formats_becomes_plain_strings_of_the_same_tokens() -> None:
+    from dposhap.errors import InvalidArgumentError
+    from dposhap.tokenization import encode, to_one_format
+    from dposhap.worlds.toy.model import build_tokenizer
+
+    tokenizer = build_tokenizer()  # puts <s> in front of every plain string it encodes
+    plain, chat = SHAPES["standard"](0), SHAPES["conversational"](0)
+    # one format: as it is
+    assert to_one_format([plain, SHAPES["standard"](1)], tokenizer) == [plain, SHAPES["standard"](1)]
+    assert to_one_format([chat], tokenizer) == [chat]
+    with pytest.raises(InvalidArgumentError, match="no chat template.*plain-text"):
+        to_one_format([plain, chat], tokenizer)
+    # a template that renders the BOS itself: the prompt is not given it twice
+    tokenizer.chat_template = (
+        "<s>{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
+    out = to_one_format([plain, chat], tokenizer)
+    assert out[0] == plain
+    assert out[1] == {"prompt": "user: sky 0 ?\nassistant:", "chosen": " blue 0\n", "rejected": " green 0\n"}
+    # TRL's plain-text tokenisation of them (special tokens added, EOS appended) is the conversation's, plus the EOS
+    prompt_ids = tokenizer(text=out[1]["prompt"])["input_ids"]
+    assert prompt_ids == encode(tokenizer, chat["prompt"], generation_prompt=True)
+    full = tokenizer(text=out[1]["prompt"] + out[1]["chosen"] + tokenizer.eos_token)["input_ids"]
+    assert full == encode(tokenizer, chat["prompt"] + chat["chosen"]) + [tokenizer.eos_token_id]

@@ -194,6 +194,80 @@ def test_a_classifier_as_base_gets_a_new_one_label_head(base_dir: Path, data_fil
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").config.num_labels == 1
 
 
+def as_plain(rows: list[dict], source: str) -> list[dict]:
+    """The same pairs as plain strings, under ``source``."""
+    return [
+        {
+            "prompt": r["prompt"][0]["content"],
+            "chosen": " " + r["chosen"][0]["content"],
+            "rejected": " " + r["rejected"][0]["content"],
+            "source": source,
+        }
+        for r in rows
+    ]
+
+
+def test_one_format_data_hash_as_before(trained: Path, data_file: Path) -> None:
+    # the pool of one format is read, checked and split as it always was: the same pairs, the same data hash
+    from dposhap.data import DataSpec, load_sources
+
+    before = load_sources(DataSpec(sources={"reward": [str(data_file)]}, min_pairs=2, heldout_fraction=0.2, seed=0))
+    record = read_reward_record(trained)
+    assert record is not None and record["data_hash"] == before["reward"].data_hash
+
+
+def test_sources_of_both_formats_train_as_one_pool(
+    base_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # one vendor sends conversations, another plain strings, in one file with a source column
+    rows = [*on_topic_pairs(20), *as_plain(on_topic_pairs(20, seed=1), "plain")]
+    mixed = write_jsonl(tmp_path / "vendors.jsonl", rows)
+    settings = RewardTrainingSettings(**{**FAST.__dict__, "max_steps": 2})
+    record = train_reward_model(mixed, str(base_dir), tmp_path / "rm", settings=settings, progress=False)
+    assert record.status == "trained" and record.n_train + record.n_heldout == 40
+    assert record.record["metrics"]["steps"] == 2 and record.record["metrics"]["heldout_pairs_scored"] == 8
+    # the pool's formats meet in TRL's way: the conversations as the chat template renders them
+    from dposhap.tokenization import to_one_format
+    from dposhap.worlds.toy.model import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pooled = to_one_format([*rows[:1], *rows[-1:]], tokenizer)
+    first = rows[0]
+    assert pooled[0] == {
+        "prompt": f"user: {first['prompt'][0]['content']}\nassistant:",
+        "chosen": f" {first['chosen'][0]['content']}\n",
+        "rejected": f" {first['rejected'][0]['content']}\n",
+    }
+    assert pooled[1] == {key: rows[-1][key] for key in ("prompt", "chosen", "rejected")}
+    # one format per source still, as dposhap train asks: a file without a source column is one source
+    unnamed = write_jsonl(tmp_path / "unnamed.jsonl", [{k: v for k, v in r.items() if k != "source"} for r in rows])
+    with pytest.raises(DataValidationError) as info:
+        train_reward_model(unnamed, str(base_dir), tmp_path / "rm2", settings=settings, progress=False)
+    (problem,) = info.value.problems
+    assert (problem.file, problem.line) == (
+        str(unnamed),
+        21,
+    ) and "this file began with a conversation" in problem.message
+    assert "'reward'" not in str(info.value)
+    # mixed formats and a model without a chat template: one line saying what to do
+    from transformers import AutoTokenizer
+
+    bare = tmp_path / "no-template"
+    bare.mkdir()
+    for path in base_dir.iterdir():
+        if path.suffix in (".json", ".safetensors") and not path.name.startswith("tokenizer"):
+            (bare / path.name).write_bytes(path.read_bytes())
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    tok.chat_template = None
+    tok.save_pretrained(bare)
+    args = ["reward", "train", "--data", str(mixed), "--base", str(bare), "--out", str(tmp_path / "rm3"), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no chat template" in err and "plain-text" in err and "'reward'" not in err
+    assert not (tmp_path / "rm3").exists()
+
+
 def test_bad_input_is_refused_before_training(base_dir: Path, data_file: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "Q: music A:", "chosen": "song", "rejected": "song"}\n' * 3, encoding="utf-8")

@@ -186,6 +186,14 @@ def test_verify_end_to_end_on_the_toy_world(
     assert measured["gain"] > 2 * measured["gain_stderr"]  # significantly, on the trusted pairs
     assert doc["predicted"]["gain"] > 0
     assert (run_dir / "select" / "adapters" / "chosen").is_dir() and (run_dir / "select" / "adapters" / "all").is_dir()
+    # one format (the toy world's plain strings): the union is the sources' training pairs as they are, byte for byte
+    union = [
+        json.dumps({key: record[key] for key in ("prompt", "chosen", "rejected")})
+        for name in sorted(doc["sources"])
+        for line in (run_dir / "data" / name / "train.jsonl").read_text(encoding="utf-8").splitlines()
+        for record in [json.loads(line)]
+    ]
+    assert (run_dir / "select" / "data" / "all.jsonl").read_text(encoding="utf-8") == "\n".join(union) + "\n"
     # resumable: a second run reuses both adapters and measures the same
     assert main(args) == 0
     capsys.readouterr()
@@ -193,6 +201,66 @@ def test_verify_end_to_end_on_the_toy_world(
     manifest = json.loads((run_dir / "select" / "manifest.json").read_text())
     assert {entry["status"] for entry in manifest["sources"].values()} == {"reused"}
     assert again["measured"]["gain"] == measured["gain"]
+
+
+def test_verify_pools_sources_of_both_formats_as_trl_templates_them(
+    tiny_chat_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # one vendor sends plain strings, another conversations: each source trains in its own format, and the
+    # unions --verify trains hold the conversations as the plain strings the base model's chat template renders
+    from transformers import AutoTokenizer
+
+    plain = [{"prompt": f"Q: rain {i} A:", "chosen": f" snow {i}", "rejected": f" wind {i}"} for i in range(10)]
+    chat = [
+        {
+            "prompt": [{"role": "user", "content": f"Q: bake {i} A:"}],
+            "chosen": [{"role": "assistant", "content": f"fry {i}"}],
+            "rejected": [{"role": "assistant", "content": f"boil {i}"}],
+        }
+        for i in range(10)
+    ]
+    for name, rows in (("plain", plain), ("chat", chat)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "run.toml").write_text(
+        f'[model]\nbase = "{tiny_chat_model}"\ndevice = "cpu"\n'
+        '[data.sources]\nplain = "plain.jsonl"\nchat = "chat.jsonl"\n'
+        "[dpo]\nmax_steps = 1\nper_device_train_batch_size = 2\nmax_length = 64\n",
+        encoding="utf-8",
+    )
+    run = tmp_path / "run"
+    train_sources(load_config(tmp_path / "run.toml"), run, progress=False)
+    args = ["select", str(run), "--utility", "accuracy", "--verify", "--quiet", "--device", "cpu"]
+    assert main(args) == 0, capsys.readouterr().err
+    doc = json.loads((run / "selection.json").read_text())
+    assert set(doc["measured"]["pairs"]) == {"chosen", "all"} and doc["measured"]["steps"]["all"] == 1
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
+    expected = []
+    for name in ("chat", "plain"):  # the run's sources in order, each its training pairs
+        for line in (run / "data" / name / "train.jsonl").read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if name == "chat":
+                prompt = tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True)
+                record = {
+                    "prompt": prompt,
+                    **{
+                        key: tokenizer.apply_chat_template(record["prompt"] + record[key], tokenize=False)[
+                            len(prompt) :
+                        ]
+                        for key in ("chosen", "rejected")
+                    },
+                }
+            expected.append({key: record[key] for key in ("prompt", "chosen", "rejected")})
+    union = [json.loads(line) for line in (run / "select" / "data" / "all.jsonl").read_text().splitlines()]
+    assert union == expected
+    templated = [r for r in union if "bake" in r["prompt"]]
+    assert len(templated) == doc["measured"]["pairs"]["all"] - len([r for r in union if "rain" in r["prompt"]]) > 0
+    assert all(r["prompt"].startswith("user: Q: bake") and r["prompt"].endswith("A:\nassistant:") for r in templated)
+    assert all(r["chosen"].startswith(" fry") and r["chosen"].endswith("\n") for r in templated)
+    # the adapter is trained on these very rows: the run's stored split of the union
+    stored = [json.loads(line) for line in (run / "select" / "data" / "all" / "train.jsonl").read_text().splitlines()]
+    assert stored and all({key: r[key] for key in ("prompt", "chosen", "rejected")} in union for r in stored)
+    manifest = json.loads((run / "select" / "manifest.json").read_text())
+    assert {entry["status"] for entry in manifest["sources"].values()} == {"trained"}
 
 
 def test_a_flat_game_keeps_all_sources_and_says_it_cannot_tell(

@@ -115,6 +115,12 @@ class DataSpec(Section):
     base_dir
         Folder relative paths resolve against (the config file's folder); default the current
         one. Not a key of the ``[data]`` table: a config sets it to its own folder.
+    pool
+        Read every row of ``files`` as one source of this name, for code that trains all the
+        pairs as one dataset (``sources`` and ``select`` must be empty): a source column is then
+        optional and only groups the rows for the one-format rule (one format per source, or per
+        file when it has no source column); duplicates and ``min_pairs`` are over the whole pool,
+        and no problem names the pool. Not a key of the ``[data]`` table.
 
     Raises
     ------
@@ -137,6 +143,7 @@ class DataSpec(Section):
     seed: int = setting("seed of the held-out split", default=0)
     heldout_min: int = setting("the fewest held-out pairs of a source", default=1, table=False)
     base_dir: str | None = setting("folder relative paths resolve against", default=None, table=False)
+    pool: str | None = setting("read every row of files as one source of this name", default=None, table=False)
 
     def __post_init__(self) -> None:
         files: Any = self.files
@@ -190,6 +197,11 @@ class DataSpec(Section):
         check_seed(self.seed)
         if self.base_dir is not None:
             self.base_dir = _path_setting("base_dir", self.base_dir)
+        if self.pool is not None:
+            if (problem := source_name_problem(self.pool)) is not None:
+                raise SettingError("pool", f"pool: the source name {self.pool!r} {problem}")
+            if self.sources or self.select is not None:
+                raise SettingError("pool", "pool reads files only: leave sources and select out")
 
     @property
     def given(self) -> bool:

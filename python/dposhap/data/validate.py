@@ -139,8 +139,8 @@ class _Collector:
         self.files: dict[str, dict[str, None]] = {}  # files per kept source
         self.unread: set[str] = set()  # kept sources with an input that could not be read
         self.incomplete = False  # some file of `files` could not be read: its sources are unknown
-        self.first_pair: dict[str, PreferencePair] = {}
-        self.mixed: set[str] = set()
+        self.first_pair: dict[tuple[str, str], PreferencePair] = {}  # the first pair of each format group
+        self.mixed: set[tuple[str, str]] = set()
         self.seen: dict[str, dict[bytes, PreferencePair]] = {}
 
     def problem(self, file: str | None, line: int | None, field_name: str | None, message: str) -> None:
@@ -151,7 +151,7 @@ class _Collector:
 
     def collect(self) -> None:
         for entry in self.spec.files:
-            self.read(entry, None)
+            self.read(entry, self.spec.pool)
         for name, paths in self.spec.sources.items():
             if self.kept(name):
                 for entry in [paths] if isinstance(paths, str) else paths:
@@ -223,7 +223,15 @@ class _Collector:
             texts = self.extract_prompt(table, line, texts)
         self.check_pair(table, line, texts)
         if source is not None and len(texts) == len(TEXT_FIELDS) and len(self.problems) == before:
-            self.add_pair(PreferencePair(texts["prompt"], texts["chosen"], texts["rejected"], source, file, line))
+            pair = PreferencePair(texts["prompt"], texts["chosen"], texts["rejected"], source, file, line)
+            self.add_pair(pair, self.format_group(table, row, source))
+
+    def format_group(self, table: Table, row: Mapping[str, Any], source: str) -> str | None:
+        """The source one format is asked of: the pair's own, or in a pool the row's source column (None: its file)."""
+        if self.spec.pool is None:
+            return source
+        name = row.get(self.spec.source_column) if self.spec.source_column in table.columns else None
+        return name if isinstance(name, str) and source_name_problem(name) is None else None
 
     def missing_cell(self, file: str, line: int, column: str, row: Mapping[str, Any]) -> None:
         found = ", ".join(map(repr, row)) or "none"
@@ -315,30 +323,34 @@ class _Collector:
                 "a pair needs two different answers; fix or drop the row",
             )
 
-    def add_pair(self, pair: PreferencePair) -> None:
-        first = self.first_pair.setdefault(pair.source, pair)
-        if first.conversational != pair.conversational and pair.source not in self.mixed:
-            self.mixed.add(pair.source)
+    def add_pair(self, pair: PreferencePair, group: str | None) -> None:
+        """Keep a valid pair: one format per ``group`` (a source; None: the pair's file), no pair twice in a source."""
+        key = ("source", group) if group is not None else ("file", pair.file)
+        first = self.first_pair.setdefault(key, pair)
+        if first.conversational != pair.conversational and key not in self.mixed:
+            self.mixed.add(key)
+            began, per = (f"source {group!r}", "per source") if group is not None else ("this file", "per file")
+            if group is None:
+                per += f", or name each row's source in a {self.spec.source_column!r} column and use one per source"
             self.problem(
                 pair.file,
                 pair.line,
                 self.spec.prompt_column,
-                f"is {format_name(pair.prompt)} but source {pair.source!r} began with {format_name(first.prompt)} "
-                f"at {first.file}:{first.line}: use one format (plain strings or conversations) per source",
+                f"is {format_name(pair.prompt)} but {began} began with {format_name(first.prompt)} "
+                f"at {first.file}:{first.line}: use one format (plain strings or conversations) {per}",
             )
         seen = self.seen.setdefault(pair.source, {})
-        key = canonical_bytes(pair)
-        if key in seen:
-            earlier = seen[key]
-            self.problem(
-                pair.file,
-                pair.line,
-                None,
-                f"repeats the pair at {earlier.file}:{earlier.line} in source "
-                f"{pair.source!r}: remove one of the two (the same pair in two sources is allowed)",
+        content = canonical_bytes(pair)
+        if content in seen:
+            earlier = seen[content]
+            where = (
+                ": remove one of the two"
+                if self.spec.pool is not None
+                else f" in source {pair.source!r}: remove one of the two (the same pair in two sources is allowed)"
             )
+            self.problem(pair.file, pair.line, None, f"repeats the pair at {earlier.file}:{earlier.line}{where}")
             return
-        seen[key] = pair
+        seen[content] = pair
         self.pairs.append(pair)
 
     def check_sources(self) -> None:
@@ -352,6 +364,16 @@ class _Collector:
                     "select",
                     f"names the source {name!r}, which the data does not have "
                     f"(known sources: {known}): fix the name or remove it from select",
+                )
+        pool = spec.pool
+        if pool is not None and pool not in self.unread and not self.incomplete:
+            count, files = self.rows.get(pool, 0), list(self.files.get(pool, {}))
+            if 0 < count < spec.min_pairs:
+                self.problem(
+                    files[0] if len(files) == 1 else None,
+                    None,
+                    None,
+                    f"the data have {count} pair(s), fewer than the {spec.min_pairs} needed: add pairs",
                 )
         for name in self.known:
             count = self.rows.get(name, 0)

@@ -13,8 +13,9 @@ import numpy as np
 from ..config import config_from_dict
 from ..errors import InvalidArgumentError
 from ..evaluate import BuildContext, get_utility
-from ..models import quiet_libraries, resolve_device
+from ..models import load_tokenizer, quiet_libraries, resolve_device
 from ..run import Run
+from ..tokenization import mixed_formats, to_one_format
 from ..train import train_sources
 from .goal import GoalRanking, Objectives, chosen_against_all, goal_errors
 
@@ -22,12 +23,11 @@ from .goal import GoalRanking, Objectives, chosen_against_all, goal_errors
 VERIFY_HELDOUT = 0.05
 
 
-def _union_file(run: Run, players: Sequence[str], weights: np.ndarray, path: Path, seed: int) -> int:
-    """Write the training pairs of the sources with weight > 0 to ``path``, source ``i`` sampled at
-    rate ``w_i`` (``floor(w_i)`` copies of every pair plus a seeded share ``w_i - floor(w_i)``);
-    the number of pairs."""
+def _union_records(run: Run, players: Sequence[str], weights: np.ndarray, seed: int) -> list[dict[str, Any]]:
+    """The training pairs of the sources with weight > 0, source ``i`` sampled at rate ``w_i``
+    (``floor(w_i)`` copies of every pair plus a seeded share ``w_i - floor(w_i)``)."""
     rng = np.random.default_rng([seed, 0x5E1EC7])
-    lines: list[str] = []
+    records: list[dict[str, Any]] = []
     for name, w in zip(players, weights, strict=True):
         if w <= 0:
             continue
@@ -40,12 +40,32 @@ def _union_file(run: Run, players: Sequence[str], weights: np.ndarray, path: Pat
             taken += [rows[k] for k in sorted(pick)]
         for line in taken:
             record = json.loads(line)
-            lines.append(json.dumps({k: record[k] for k in ("prompt", "chosen", "rejected")}))
+            records.append({k: record[k] for k in ("prompt", "chosen", "rejected")})
+    return records
+
+
+def _write_union(records: list[dict[str, Any]], path: Path) -> int:
+    """Write ``records`` to ``path`` (left as it is when it holds them already: the adapter is reused); their number."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(lines) + "\n"
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged data: the adapter is reused
+    text = "\n".join(json.dumps(record) for record in records) + "\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
-    return len(lines)
+    return len(records)
+
+
+def _union_files(run: Run, weights: dict[str, np.ndarray], folder: Path, seed: int) -> dict[str, int]:
+    """Write each union (name -> weights) to ``folder/<name>.jsonl``; the number of pairs of each.
+
+    A union that pools sources of both formats (plain strings and conversations) is made one
+    format as TRL makes it (:func:`~dposhap.tokenization.to_one_format`, the base model's chat
+    template); a union in one format is written as the sources hold it.
+    """
+    unions = {name: _union_records(run, run.sources, w, seed) for name, w in weights.items()}
+    if any(mixed_formats(records) for records in unions.values()):
+        with quiet_libraries(loading_reports=False):
+            tokenizer = load_tokenizer(run.base_model_ref())
+        unions = {name: to_one_format(records, tokenizer) for name, records in unions.items()}
+    return {name: _write_union(records, folder / f"{name}.jsonl") for name, records in unions.items()}
 
 
 def verify_selection(
@@ -63,14 +83,8 @@ def verify_selection(
     """Train ``chosen`` and ``all`` into ``RUN/select/`` and measure both with the same utility."""
     players = run.sources
     folder = run.root.resolve() / "select"
-    files = {
-        "chosen": folder / "data" / "chosen.jsonl",
-        "all": folder / "data" / "all.jsonl",
-    }
-    sizes = {
-        "chosen": _union_file(run, players, chosen_weights, files["chosen"], seed),
-        "all": _union_file(run, players, np.ones(len(players)), files["all"], seed),
-    }
+    sizes = _union_files(run, {"chosen": chosen_weights, "all": np.ones(len(players))}, folder / "data", seed)
+    files = {name: folder / "data" / f"{name}.jsonl" for name in sizes}
     if sizes["chosen"] == 0:
         raise InvalidArgumentError("nothing to verify: the chosen coalition is empty (the base model is best)")
     recorded = json.loads(json.dumps(run.manifest.config))

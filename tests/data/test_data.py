@@ -355,6 +355,13 @@ def test_duplicates_within_a_source_name_both_places(tmp_path: Path) -> None:
     assert f"repeats the pair at {first}:2 in source 'a'" in problem.message
 
 
+def test_a_union_may_repeat_pairs_when_the_spec_allows_it(tmp_path: Path) -> None:
+    rows = make_rows("a", 3)
+    path = write_jsonl(tmp_path / "d.jsonl", rows + rows[:2])
+    pairs = load_pairs(DataSpec(files=[path], min_pairs=3, repeats=True))
+    assert records(pairs) == rows + rows[:2]
+
+
 def test_the_same_pairs_in_two_sources_are_allowed(tmp_path: Path) -> None:
     rows = make_rows("a", 5)
     path = write_jsonl(tmp_path / "d.jsonl", rows + [_set(row, "source", "a_copy") for row in rows])

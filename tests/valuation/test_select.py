@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +202,24 @@ def test_verify_end_to_end_on_the_toy_world(
     manifest = json.loads((run_dir / "select" / "manifest.json").read_text())
     assert {entry["status"] for entry in manifest["sources"].values()} == {"reused"}
     assert again["measured"]["gain"] == measured["gain"]
+
+
+def test_verify_trains_a_weighted_union_whose_weights_repeat_pairs(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --weights reaches w_max = 2: the chosen union holds those sources' pairs twice, on purpose
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("select"))
+    args = ["select", str(copy), "--utility", "loglik", "--weights", "--verify", "--quiet", "--device", "cpu"]
+    assert main(args) == 0, capsys.readouterr().err
+    doc = json.loads((copy / "selection.json").read_text())
+    weights = doc["weights"]["weights"]
+    twice = [name for name, w in weights.items() if w == 2.0]
+    assert twice, weights
+    lines = (copy / "select" / "data" / "chosen.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) > len(set(lines))  # repeated pairs, trained as they are
+    assert doc["measured"]["pairs"]["chosen"] == len(lines)
+    assert math.isfinite(doc["measured"]["gain"])
 
 
 def test_verify_pools_sources_of_both_formats_as_trl_templates_them(

@@ -91,7 +91,7 @@ def add_reward(sub: Commands[Parser]) -> None:
         "train",
         help="train a reward model on preference pairs (TRL RewardTrainer, LoRA, a trained score head)",
         description="Train a sequence-classification reward model on preference pairs in any format `dposhap "
-        "train` reads (every row; a source column is ignored), holding out a share of them to measure its "
+        "train` reads (every row, pooled; a source column, if any, only groups rows for the one-format rule), holding out a share of them to measure its "
         "pairwise accuracy, and write a plain Hugging Face folder that --reward DIR uses as it is. A rerun with "
         "the same data, base model and settings reuses the folder.",
     )

@@ -121,6 +121,10 @@ class DataSpec(Section):
         optional and only groups the rows for the one-format rule (one format per source, or per
         file when it has no source column); duplicates and ``min_pairs`` are over the whole pool,
         and no problem names the pool. Not a key of the ``[data]`` table.
+    repeats
+        A pair may stand several times in one source (a union sampled with weights above 1, as
+        ``select --verify`` trains it); otherwise a repeat is a problem. Not a key of the
+        ``[data]`` table.
 
     Raises
     ------
@@ -144,6 +148,9 @@ class DataSpec(Section):
     heldout_min: int = setting("the fewest held-out pairs of a source", default=1, table=False)
     base_dir: str | None = setting("folder relative paths resolve against", default=None, table=False)
     pool: str | None = setting("read every row of files as one source of this name", default=None, table=False)
+    repeats: bool = setting(
+        "a pair may stand several times in a source (a union sampled with weights above 1)", default=False, table=False
+    )
 
     def __post_init__(self) -> None:
         files: Any = self.files

@@ -341,7 +341,7 @@ class _Collector:
             )
         seen = self.seen.setdefault(pair.source, {})
         content = canonical_bytes(pair)
-        if content in seen:
+        if content in seen and not self.spec.repeats:
             earlier = seen[content]
             where = (
                 ": remove one of the two"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ def verify_selection(
     if device != "auto":
         recorded["model"]["device"] = device
     cfg = config_from_dict(recorded, base_dir=run.root)
+    # a weight above 1 repeats pairs on purpose; a small chosen union is still a union to train
+    cfg.data = replace(cfg.data, repeats=True, min_pairs=2)
     manifest = train_sources(cfg, folder, progress=progress)
     trained = Run.open(folder)
     with quiet_libraries(loading_reports=progress):

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
+from ..estimate import methods
 from .flags import (
     QUIET,
     THREADS,
@@ -89,7 +90,12 @@ def add_value(sub: Commands[Parser]) -> None:
     )
     value.add_argument("run", type=Path, help="run directory made by dposhap train")
     add_utility_flag(value)
-    value.add_argument("--method", default="auto", help="estimator (see dposhap.methods()); default auto")
+    value.add_argument(
+        "--method",
+        default="auto",
+        help=f"estimator: {', '.join(methods())} (default auto: chosen from the budget and the game; "
+        "docs/python-api.md)",
+    )
     value.add_argument("--semivalue", default="shapley", choices=("shapley", "banzhaf"))
     value.add_argument("--budget", type=positive_int, help="most coalitions to evaluate")
     value.add_argument("--tol", type=positive_float, help="stop when every standard error is below this")

@@ -177,17 +177,24 @@ impl PairedSampler {
     /// fit leans on the classes the allocation draws most, measured 0-10% less error on the
     /// third-order benchmark game at 10 n evaluations and 0-20% more on preference accuracy.)
     fn solve(&self) -> Option<Vec<f64>> {
-        let n = self.n;
         let fit = self.fit.as_ref()?;
-        let weights: Vec<f64> = (0..=n / 2)
+        let weights = self.class_weights();
+        let total: Vec<f64> = self.vn.iter().zip(&self.v0).map(|(x, z)| x - z).collect();
+        // a linear surrogate: no pair effects for a ridge to act on
+        fit.solve(&weights, 0.0, &total)
+    }
+
+    /// The fit's block weights: each class weighs its sizes (two, or one for `n / 2`), shared
+    /// over its pairs.
+    fn class_weights(&self) -> Vec<f64> {
+        let n = self.n;
+        let Some(fit) = self.fit.as_ref() else { return vec![0.0; n / 2 + 1] };
+        (0..=n / 2)
             .map(|class| match fit.rows(class) {
                 0 => 0.0,
                 count => (if 2 * class == n { 1.0 } else { 2.0 }) / count as f64,
             })
-            .collect();
-        let total: Vec<f64> = self.vn.iter().zip(&self.v0).map(|(x, z)| x - z).collect();
-        // a linear surrogate: no pair effects for a ridge to act on
-        fit.solve(&weights, 0.0, &total)
+            .collect()
     }
 
     fn estimate_with(&self, control_exact: Option<&[f64]>) -> Option<Estimate> {
@@ -388,8 +395,10 @@ impl PairedSampler {
     /// SVARM]`, from the sampled pairs: the variance within the strata each design averages
     /// (player, side, size), the sizes coarsened to 4 bins after removing each size's mean,
     /// times the coalitions a design spends per stratum sample (two per pair, one unpaired).
-    /// Summed over the objective columns, each relative to the unpaired variance.
-    fn design_scores(&self) -> Option<[f64; 2]> {
+    /// Summed over the objective columns, each relative to the unpaired variance. The paired
+    /// residuals are corrected for the fit's leverage, and the residual degrees of freedom
+    /// `sum (1 - h)` come with the scores: how well the paired variance is known.
+    fn design_scores(&self) -> Option<([f64; 2], f64)> {
         const BINS: usize = 4;
         let dims = self.dims?;
         let (n, k) = (self.n, dims.k);
@@ -399,14 +408,27 @@ impl PairedSampler {
             return None;
         }
         let bin = |s: usize| ((s - 1) * BINS / (n - 1)).min(BINS - 1);
+        // the residuals are those of the pairs the surrogate was fitted to, smaller than its
+        // error on a fresh pair (expected square `(1 - h) sigma^2`, h the pair's leverage in the
+        // fit): each divided by sqrt(1 - h). Without this, at 10 n evaluations (a pilot of about
+        // 1.25 n pairs for n - 1 free coefficients) the paired variance came out about 5 times
+        // too small, and the paired design was chosen on the voting game in a third of the seeds
+        let class_weight = self.class_weights();
+        let leverage = fit.leverages(
+            &class_weight,
+            sampled.iter().map(|p| (p.coalition.len().min(n - p.coalition.len()), &p.coalition, 1.0)),
+        )?;
+        let scale: Vec<f64> = leverage.iter().map(|&h| 1.0 / (1.0 - h).max(1e-3).sqrt()).collect();
         let mut score = [0.0; 2];
         for j in 0..k {
             // per sampled pair: the odd residual r_o(S) and the utilities of S and N \ S
             let rows: Vec<(usize, f64, f64, f64)> = sampled
                 .iter()
-                .map(|p| {
+                .zip(&scale)
+                .map(|(p, &scale)| {
                     let c = &p.coalition;
-                    (c.len(), p.odd[j] - fit.predict(c, &coef, j), p.even[j] + p.odd[j], p.even[j] - p.odd[j])
+                    let r = scale * (p.odd[j] - fit.predict(c, &coef, j));
+                    (c.len(), r, p.even[j] + p.odd[j], p.even[j] - p.odd[j])
                 })
                 .collect();
             // the mean of each design's value per size, removed first
@@ -467,7 +489,7 @@ impl PairedSampler {
             score[0] += 2.0 * v0 / unit;
             score[1] += v1 / unit;
         }
-        Some(score)
+        Some((score, leverage.iter().map(|h| 1.0 - h).sum::<f64>()))
     }
 }
 
@@ -551,18 +573,17 @@ impl Sampler for PairedSampler {
     }
 }
 
-/// The paired design is chosen when its estimated variance is below this share of the unpaired
-/// one. The estimate leaves out the paired design's other costs (the surrogate's own noise,
-/// strata that borrow their mean from other players); in `bench/shapley` the games where plain
-/// SVARM was truly better (voting, airport) scored 0.48-3.3, those where pairing was better
-/// (margin games, third order) 0.02-0.31.
-const PAIRED_MARGIN: f64 = 0.4;
+/// Standard errors of the log variance ratio by which the pilot's scores must favour one design
+/// before it decides (see [`AdaptiveSampler::ambiguous`]).
+const DECISION_Z: f64 = 2.0;
 
 /// The `regression` method past [`QUADRATIC_MAX_PLAYERS`](super::svarm::QUADRATIC_MAX_PLAYERS)
 /// players: a pilot of paired samples (a quarter of what the budget leaves after the
 /// enumerated sizes, at least `2 n` pairs without a budget) measures which design has the
 /// smaller variance per evaluation, then the run continues with it, the pilot's coalitions
-/// absorbed by the chosen design:
+/// absorbed by the chosen design. When the pilot's two estimates are too close to tell apart
+/// for the few degrees of freedom its fit leaves (small budgets), the pilot grows to `2 n`
+/// pairs, at most half the evaluations, before choosing:
 ///
 /// - paired, additive surrogate of the odd part ([`PairedSampler`]): wins when coalitions and
 ///   their complements share much of their value (pair effects, margin games);
@@ -579,6 +600,8 @@ pub struct AdaptiveSampler {
     unpaired: Option<SvarmSampler>,
     decided: bool,
     pilot_pairs: u64,
+    /// the pilot's pairs when its first scores are too close to choose ([`Self::ambiguous`])
+    max_pilot: u64,
     /// sampled pairs planned while piloting
     planned_pilot: u64,
     /// every unit absorbed during the pilot, with its utilities, to hand to an unpaired design
@@ -592,9 +615,15 @@ impl AdaptiveSampler {
     pub fn new(n: usize, budget: Option<u64>) -> Self {
         let mut paired = PairedSampler::new(n, budget);
         paired.pause_reallocation();
-        let pilot_pairs = match budget {
-            Some(b) => (b.saturating_sub(paired.enumerated_cost()) / 8).max(n as u64 / 4).max(8),
-            None => 2 * n as u64,
+        let (pilot_pairs, max_pilot) = match budget {
+            Some(b) => {
+                let rem = b.saturating_sub(paired.enumerated_cost());
+                let pilot = (rem / 8).max(n as u64 / 4).max(8);
+                // an undecided pilot grows to 2 n pairs (the pilot without a budget), at most half
+                // of the evaluations
+                (pilot, (2 * n as u64).min(rem / 4).max(pilot))
+            }
+            None => (2 * n as u64, 2 * n as u64),
         };
         AdaptiveSampler {
             n,
@@ -603,6 +632,7 @@ impl AdaptiveSampler {
             unpaired: None,
             decided: false,
             pilot_pairs,
+            max_pilot,
             planned_pilot: 0,
             log: Vec::new(),
             dims: None,
@@ -610,10 +640,22 @@ impl AdaptiveSampler {
         }
     }
 
+    /// Whether the pilot's scores are too close to choose: the log of their ratio within
+    /// [`DECISION_Z`] standard errors of a log variance estimated on the paired residual's
+    /// degrees of freedom, `sqrt(2 / df)`. At 10 n evaluations the first pilot leaves the fit
+    /// of n - 1 coefficients about n / 4 degrees of freedom, and the scores of one game spread
+    /// over a factor of ten between seeds.
+    fn ambiguous(&self) -> bool {
+        let Some((scores, df)) = self.paired.design_scores() else { return false };
+        let ratio = scores[0] / scores[1];
+        ratio.is_finite() && ratio > 0.0 && df > 0.0 && ratio.ln().abs() < DECISION_Z * (2.0 / df).sqrt()
+    }
+
     fn decide(&mut self) {
         self.decided = true;
-        let scores = self.paired.design_scores().unwrap_or([0.0, 1.0]);
-        let best = if scores[0] <= PAIRED_MARGIN * scores[1] { 0 } else { 1 };
+        // the design of the smaller estimated variance per evaluation
+        let scores = self.paired.design_scores().map(|s| s.0).unwrap_or([0.0, 1.0]);
+        let best = if scores[0] <= scores[1] { 0 } else { 1 };
         self.design = Some(best);
         if best == 0 {
             self.paired.resume_reallocation();
@@ -675,7 +717,11 @@ impl Sampler for AdaptiveSampler {
         if !self.decided {
             self.log.push((unit.clone(), values.iter().map(|v| v.to_vec()).collect()));
             if self.paired.sampled_pairs() >= self.pilot_pairs {
-                self.decide();
+                if self.pilot_pairs < self.max_pilot && self.ambiguous() {
+                    self.pilot_pairs = self.max_pilot;
+                } else {
+                    self.decide();
+                }
             }
         }
     }
@@ -748,6 +794,38 @@ mod tests {
             let floor = super::super::allocation::UNIFORM_SHARE * if 2 * s == n { 1.0 } else { 2.0 }
                 / sampler.sampled_sizes.len() as f64;
             assert!(p >= floor * (1.0 - 1e-9), "class {s}: p = {p} below the uniform share {floor}");
+        }
+    }
+
+    /// Drive `adaptive` with `v` until it has chosen its design.
+    fn choose(adaptive: &mut AdaptiveSampler, rng: &mut Rng, v: impl Fn(&Coalition) -> f64) -> &'static str {
+        let dims = Dims { k: 1, kc: 0 };
+        while adaptive.design().is_none() {
+            let Plan::Unit(unit) = adaptive.next_unit(rng) else { panic!("the pilot stopped") };
+            let values: Vec<Vec<f64>> = unit.coalitions.iter().map(|c| vec![v(c)]).collect();
+            let refs: Vec<&[f64]> = values.iter().map(|v| &v[..]).collect();
+            adaptive.absorb(&unit, &refs, dims);
+        }
+        adaptive.design().expect("chosen")
+    }
+
+    #[test]
+    fn at_ten_evaluations_per_player_a_voting_game_goes_unpaired_and_a_near_additive_one_paired() {
+        let n = 32;
+        let weight = |i: usize| (i % 5 + 1) as f64;
+        let quota = (0..n).map(weight).sum::<f64>() / 2.0 + 0.5;
+        let voting = |c: &Coalition| if c.members().map(weight).sum::<f64>() >= quota { 1.0 } else { 0.0 };
+        for seed in 0..8 {
+            let mut rng = Rng::new(seed);
+            assert_eq!(choose(&mut AdaptiveSampler::new(n, Some(10 * n as u64)), &mut rng, voting), "svarm");
+            let mut rng = Rng::new(seed);
+            // main and pair effects (an additive odd part) under a mild tanh
+            let near_additive = |c: &Coalition| {
+                let main: f64 = c.members().map(|i| (i % 7) as f64).sum();
+                let pairs = (0..n - 1).filter(|&i| c.contains(i) && c.contains(i + 1)).count() as f64;
+                (0.02 * (main + 2.0 * pairs)).tanh()
+            };
+            assert_eq!(choose(&mut AdaptiveSampler::new(n, Some(10 * n as u64)), &mut rng, near_additive), "paired");
         }
     }
 

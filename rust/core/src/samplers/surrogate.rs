@@ -252,6 +252,46 @@ impl SurrogateFit {
         best.into_iter().map(|b| b.1).collect()
     }
 
+    /// The leverage of each row `(block, coalition, weight)` (its weight in the gram of its
+    /// block) in the constrained fit of [`Self::solve`] with block weights `weights` and no ridge
+    /// on the pair effects: the diagonal of the hat matrix, `h = w f^T A^-1 f - w (f^T A^-1 1)^2
+    /// / (1^T A^-1 1)`. A row's in-sample residual has `(1 - h)` of the variance of a fresh one.
+    pub(super) fn leverages<'a>(
+        &self,
+        weights: &[f64],
+        rows: impl Iterator<Item = (usize, &'a Coalition, f64)>,
+    ) -> Option<Vec<f64>> {
+        let (n, p) = (self.n, self.p);
+        let mut a = vec![0.0; p * p];
+        for (block, &weight) in weights.iter().enumerate() {
+            if weight != 0.0 {
+                a.iter_mut().zip(&self.gram[block]).for_each(|(x, g)| *x += weight * g);
+            }
+        }
+        let trace: f64 = (0..n).map(|i| a[i * p + i]).sum::<f64>() / n as f64;
+        if trace.is_nan() || trace <= 0.0 {
+            return None;
+        }
+        for i in 0..p {
+            a[i * p + i] += if i < n { 1e-10 * trace } else { DEFAULT_RIDGE * trace };
+        }
+        let l = cholesky(&a, p)?;
+        let ainv1 = chol_solve(&l, p, &vec![1.0; p]);
+        let denom: f64 = ainv1.iter().sum();
+        let mut f = vec![0.0; p];
+        let out = rows
+            .map(|(block, c, w)| {
+                f.iter_mut().for_each(|x| *x = 0.0);
+                self.for_each_feature(c, |k, x| f[k] = x);
+                let ainvf = chol_solve(&l, p, &f);
+                let quad: f64 = f.iter().zip(&ainvf).map(|(x, y)| x * y).sum();
+                let cross: f64 = f.iter().zip(&ainv1).map(|(x, y)| x * y).sum();
+                weights[block] * w * (quad - cross * cross / denom)
+            })
+            .collect();
+        Some(out)
+    }
+
     /// Exact Shapley values `[n, w]` of the surrogate with coefficients `coef`.
     pub(super) fn shapley(&self, coef: &[f64]) -> Vec<f64> {
         let (n, w) = (self.n, self.w);
@@ -402,6 +442,24 @@ mod tests {
         let c = Coalition::from_mask(N, 0b011010);
         let odd = 0.5 * (v(&c) - v(&c.complement(N)));
         assert!((fit.predict(&c, &coef, 0) - odd).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_leverages_of_a_constrained_linear_fit_sum_to_its_free_coefficients() {
+        // n coefficients, one constraint: the hat matrix has trace n - 1, whatever the weights
+        let mut fit = SurrogateFit::new(N, 1, false, true, 2);
+        let mut rows = Vec::new();
+        for mask in (1..(1u64 << N) - 1).step_by(3) {
+            let c = Coalition::from_mask(N, mask);
+            let block = (mask % 2) as usize;
+            let weight = 1.0 + (mask % 5) as f64;
+            fit.add(block, &c, &[0.0], weight);
+            rows.push((block, c, weight));
+        }
+        let h = fit.leverages(&[1.0, 3.0], rows.iter().map(|(b, c, w)| (*b, c, *w))).expect("a full-rank fit");
+        assert!(h.iter().all(|&h| (0.0..1.0).contains(&h)), "leverages in [0, 1)");
+        let trace: f64 = h.iter().sum();
+        assert!((trace - (N - 1) as f64).abs() < 1e-6, "trace {trace}");
     }
 
     #[test]

@@ -581,9 +581,9 @@ const DECISION_Z: f64 = 2.0;
 /// players: a pilot of paired samples (a quarter of what the budget leaves after the
 /// enumerated sizes, at least `2 n` pairs without a budget) measures which design has the
 /// smaller variance per evaluation, then the run continues with it, the pilot's coalitions
-/// absorbed by the chosen design. When the pilot's two estimates are too close to tell apart
-/// for the few degrees of freedom its fit leaves (small budgets), the pilot grows to `2 n`
-/// pairs, at most half the evaluations, before choosing:
+/// absorbed by the chosen design. While the pilot's two estimates are too close to tell apart
+/// for the few degrees of freedom its fit leaves (small budgets), the pilot grows by `n / 4`
+/// pairs at a time, up to `2 n` pairs and at most half the evaluations:
 ///
 /// - paired, additive surrogate of the odd part ([`PairedSampler`]): wins when coalitions and
 ///   their complements share much of their value (pair effects, margin games);
@@ -600,7 +600,8 @@ pub struct AdaptiveSampler {
     unpaired: Option<SvarmSampler>,
     decided: bool,
     pilot_pairs: u64,
-    /// the pilot's pairs when its first scores are too close to choose ([`Self::ambiguous`])
+    /// the most pairs the pilot grows to while its scores are too close to choose
+    /// ([`Self::ambiguous`])
     max_pilot: u64,
     /// sampled pairs planned while piloting
     planned_pilot: u64,
@@ -619,8 +620,8 @@ impl AdaptiveSampler {
             Some(b) => {
                 let rem = b.saturating_sub(paired.enumerated_cost());
                 let pilot = (rem / 8).max(n as u64 / 4).max(8);
-                // an undecided pilot grows to 2 n pairs (the pilot without a budget), at most half
-                // of the evaluations
+                // an undecided pilot grows up to 2 n pairs (the pilot without a budget), at most
+                // half of the evaluations
                 (pilot, (2 * n as u64).min(rem / 4).max(pilot))
             }
             None => (2 * n as u64, 2 * n as u64),
@@ -718,7 +719,8 @@ impl Sampler for AdaptiveSampler {
             self.log.push((unit.clone(), values.iter().map(|v| v.to_vec()).collect()));
             if self.paired.sampled_pairs() >= self.pilot_pairs {
                 if self.pilot_pairs < self.max_pilot && self.ambiguous() {
-                    self.pilot_pairs = self.max_pilot;
+                    // n / 4 more pairs, then look again
+                    self.pilot_pairs = (self.pilot_pairs + (self.n as u64 / 4).max(1)).min(self.max_pilot);
                 } else {
                     self.decide();
                 }

@@ -226,3 +226,83 @@ def test_a_pool_of_both_formats_becomes_plain_strings_of_the_same_tokens() -> No
     assert prompt_ids == encode(tokenizer, chat["prompt"], generation_prompt=True)
     full = tokenizer(text=out[1]["prompt"] + out[1]["chosen"] + tokenizer.eos_token)["input_ids"]
     assert full == encode(tokenizer, chat["prompt"] + chat["chosen"]) + [tokenizer.eos_token_id]
+
+
+# --------------------------------------------------------------------------------------
+# files as public datasets ship them
+
+
+def test_a_tsv_file_is_read_as_csv_with_tabs(tmp_path: Path) -> None:
+    import csv
+
+    rows = [
+        {"prompt": f"line one {i}\nline two, with a comma", "chosen": f'"yes"\t{i}', "rejected": f"no {i}"}
+        for i in range(N)
+    ]
+    for name, delimiter in (("d.csv", ","), ("d.tsv", "\t")):
+        with open(tmp_path / name, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, delimiter=delimiter)
+            writer.writerow(list(rows[0]))
+            writer.writerows(row.values() for row in rows)
+    from_csv = load_pairs(DataSpec(sources={"s": str(tmp_path / "d.csv")}))
+    from_tsv = load_pairs(DataSpec(sources={"s": str(tmp_path / "d.tsv")}))
+    assert [pair.to_record() for pair in from_tsv] == rows
+    assert [pair.line for pair in from_tsv] == [pair.line for pair in from_csv] == list(range(2, 2 * N + 1, 2))
+    (tmp_path / "bad.tsv").write_text("prompt\tchosen\trejected\np\tc\n", encoding="utf-8")
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(tmp_path / "bad.tsv")}, min_pairs=2))
+    assert "quote cells that hold tabs" in str(info.value.problems[0])
+
+
+def test_a_saved_dataset_dict_without_a_train_split_names_the_folder_to_give(tmp_path: Path) -> None:
+    import datasets
+
+    rows = [_ultrafeedback(i) for i in range(N)]
+    splits = {"train_prefs": rows, "test_prefs": rows[:3], "train_sft": rows}  # UltraFeedback-binarized's names
+    datasets.DatasetDict({name: datasets.Dataset.from_list(part) for name, part in splits.items()}).save_to_disk(
+        str(tmp_path / "ultra")
+    )
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(tmp_path / "ultra")}))
+    (problem,) = info.value.problems
+    folder = str(tmp_path / "ultra" / "train_prefs")
+    assert (problem.file, problem.line, problem.field) == (str(tmp_path / "ultra"), None, None)
+    assert "train_prefs, test_prefs, train_sft" in problem.message and repr(folder) in problem.message
+    pairs = load_pairs(DataSpec(sources={"s": folder}))  # the folder it names is read, as TRL reads it
+    assert [pair.to_record() for pair in pairs] == [trl_record(row) for row in rows]
+
+
+SHAREGPT = {
+    "from-value-messages": (
+        {
+            "chosen": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+            "rejected": [user("q"), assistant("b")],
+        },
+        "chosen",
+        'message 1 has keys besides role and content (from, value): keep only role and content (ShareGPT style: rename "from" to "role"',
+    ),
+    "from-value-answer-object": (
+        {"prompt": [user("q")], "chosen": {"from": "gpt", "value": "a"}, "rejected": [assistant("b")]},
+        "chosen",
+        'is an object: a text is a string or a list of {"role", "content"} messages (a single message must still '
+        'be inside a list; ShareGPT style: rename "from" to "role"',
+    ),
+    "human-gpt-roles": (
+        {"prompt": [user("q")], "chosen": [{"role": "gpt", "content": "a"}], "rejected": [assistant("b")]},
+        "chosen",
+        "message 1 has role 'gpt': use one of system, developer, user, assistant, tool (write 'gpt' as 'assistant'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SHAREGPT))
+def test_sharegpt_rows_are_one_located_error_that_says_how_to_rename(tmp_path: Path, case: str) -> None:
+    bad, field, phrase = SHAREGPT[case]
+    good = SHAPES["conversational"]
+    path = write_jsonl(tmp_path / "d.jsonl", [good(0), good(1), bad, good(2)])
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(path)}, min_pairs=2))
+    (problem,) = info.value.problems
+    assert (problem.file, problem.line, problem.field) == (str(path), 3, field)
+    assert phrase in problem.message
+    assert "\n" not in str(problem)

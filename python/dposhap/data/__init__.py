@@ -16,12 +16,13 @@ Formats, and what ``line`` means in a pair's origin and in every problem report:
 ``.jsonl`` / ``.ndjson`` (optionally .gz)  the physical line of the object (1-based)
 ``.json`` (optionally .gz)                 a list of objects, or ``{"data": [...]}`` or
                                            ``{"train": [...]}``: the line where the object starts
-``.csv`` (optionally .gz)                  the physical line where the row starts; the header is
+``.csv`` / ``.tsv`` (optionally .gz)       the physical line where the row starts; the header is
                                            the first line. A cell holding a valid JSON list of
                                            objects is a conversation, any other cell plain text
 ``.parquet``                               the row index + 1
 a folder written by ``save_to_disk``       the row index + 1; a ``DatasetDict`` gives its
-                                           ``"train"`` split (or its only split)
+                                           ``"train"`` split (or its only split); another split
+                                           is read from its own folder inside
 a hub id ``org/name``                      the row index + 1 in the ``"train"`` split (or the only
                                            split) of ``datasets.load_dataset(id)``; used only when
                                            the string is not an existing path

@@ -1,6 +1,6 @@
 """Reading preference data from files, ``save_to_disk`` folders and hub ids into rows with their lines.
 
-One reader per format (JSON Lines, JSON, CSV, Parquet, a saved dataset, a hub dataset); each
+One reader per format (JSON Lines, JSON, CSV and TSV, Parquet, a saved dataset, a hub dataset); each
 appends what it cannot read to a list of problems rather than stopping. What ``line`` means in
 each format is in :mod:`dposhap.data`.
 """
@@ -23,7 +23,14 @@ from ..errors import DataError, DataValidationError
 from .records import DataProblem
 from .texts import json_kind
 
-_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+}
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
@@ -270,9 +277,9 @@ def _json_member_positions(text: str, position: int) -> dict[str, int]:
     return members
 
 
-def _read_csv(raw: bytes, file: str, problems: list[DataProblem]) -> Table:
+def _read_csv(raw: bytes, file: str, problems: list[DataProblem], delimiter: str = ",") -> Table:
     text = _decode(raw)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header: list[str] | None = None
     table = Table(file, [], [], json_cells=True)
     previous_limit = csv.field_size_limit()
@@ -310,7 +317,7 @@ def _read_csv(raw: bytes, file: str, problems: list[DataProblem]) -> Table:
                         line,
                         None,
                         f"has {len(cells)} cells but the header has {len(header)}: "
-                        "quote cells that hold commas, quotes or line breaks",
+                        f"quote cells that hold {'tabs' if delimiter == chr(9) else 'commas'}, quotes or line breaks",
                     )
                 )
                 continue
@@ -366,7 +373,7 @@ def _read_hub_dataset(entry: str, problems: list[DataProblem]) -> Table | None:
                 None,
                 f"is not a local path, and loading it as a Hugging Face dataset "
                 f"failed ({_describe(exc)}): check the path or the id, or download the dataset "
-                "and give a local path (a .jsonl, .json, .csv or .parquet file, or a folder "
+                "and give a local path (a .jsonl, .json, .csv, .tsv or .parquet file, or a folder "
                 "written by save_to_disk)",
             )
         )
@@ -380,13 +387,19 @@ def _dataset_table(loaded: Any, file: str, problems: list[DataProblem]) -> Table
         splits = list(loaded)
         split = "train" if "train" in splits else splits[0] if len(splits) == 1 else None
         if split is None:
+            # save_to_disk writes each split of a DatasetDict as a saved Dataset in its own folder
+            example = next((name for name in splits if name.startswith("train")), splits[0] if splits else None)
+            todo = (
+                f"give the folder of the split you want, e.g. {str(Path(file) / example)!r}"
+                if example is not None and (Path(file) / example).is_dir()
+                else "save the split you want on its own with save_to_disk and give that folder"
+            )
             problems.append(
                 DataProblem(
                     file,
                     None,
                     None,
-                    f"has the splits {', '.join(splits) or '(none)'} and none is "
-                    "called 'train': save the split you want on its own with save_to_disk",
+                    f"has the splits {', '.join(splits) or '(none)'} and none is called 'train': {todo}",
                 )
             )
             return None
@@ -399,5 +412,6 @@ _READERS: dict[str, Callable[[bytes, str, list[DataProblem]], Table | None]] = {
     "jsonl": _read_jsonl,
     "json": _read_json,
     "csv": _read_csv,
+    "tsv": lambda raw, file, problems: _read_csv(raw, file, problems, delimiter="\t"),
     "parquet": _read_parquet,
 }

@@ -17,12 +17,17 @@ PROMPT_ROLES = ("system", "developer", "user", "assistant", "tool")
 RESPONSE_ROLES = ("assistant",)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: ShareGPT's role names and the chat-template roles they stand for, for messages.
+_SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
+_SHAREGPT_HINT = (
+    'ShareGPT style: rename "from" to "role" and "value" to "content", and the roles human to user and gpt to assistant'
+)
 
 
 def source_name_problem(name: Any) -> str | None:
     """Why ``name`` cannot name a source, or None. Adapters are saved in folders named after sources."""
     if not isinstance(name, str):
-        return f"is a {json_kind(name)}, not a source name: write the name as a string"
+        return f"is {a_json_kind(name)}, not a source name: write the name as a string"
     if not name.strip():
         return "is empty: give every row the name of its source"
     if name != name.strip():
@@ -79,8 +84,11 @@ def text_problem(value: Any) -> str | None:
         return _unicode_problem(value)
     if isinstance(value, list):
         return _conversation_problem(value)
-    hint = " (a single message must still be inside a list)" if isinstance(value, dict) else ""
-    return f'is a {json_kind(value)}: a text is a string or a list of {{"role", "content"}} messages{hint}'
+    hint = ""
+    if isinstance(value, dict):
+        sharegpt = f"; {_SHAREGPT_HINT}" if {"from", "value"} & set(value) else ""
+        hint = f" (a single message must still be inside a list{sharegpt})"
+    return f'is {a_json_kind(value)}: a text is a string or a list of {{"role", "content"}} messages{hint}'
 
 
 def _conversation_problem(messages: list[Any]) -> str | None:
@@ -89,18 +97,21 @@ def _conversation_problem(messages: list[Any]) -> str | None:
     for number, message in enumerate(messages, start=1):
         where = f"message {number}"
         if not isinstance(message, dict):
-            return f'{where} is a {json_kind(message)}: each message is an object {{"role": ..., "content": ...}}'
+            return f'{where} is {a_json_kind(message)}: each message is an object {{"role": ..., "content": ...}}'
         extra = sorted(
             str(key) for key, value in message.items() if key not in ("role", "content") and value is not None
         )
         if extra:
-            return f"{where} has keys besides role and content ({', '.join(extra)}): keep only role and content"
+            hint = f" ({_SHAREGPT_HINT})" if {"from", "value"} & set(extra) else ""
+            return f"{where} has keys besides role and content ({', '.join(extra)}): keep only role and content{hint}"
         role, content = message.get("role"), message.get("content")
         if not isinstance(role, str) or not isinstance(content, str):
             missing = "role" if not isinstance(role, str) else "content"
             return f"{where} has no string {missing!r}: each message needs a string role and a string content"
         if role not in PROMPT_ROLES:
-            return f"{where} has role {role!r}: use one of {', '.join(PROMPT_ROLES)}"
+            renamed = _SHAREGPT_ROLES.get(role.lower())
+            hint = f" (write {role!r} as {renamed!r}, as chat templates name it)" if renamed is not None else ""
+            return f"{where} has role {role!r}: use one of {', '.join(PROMPT_ROLES)}{hint}"
         if not content.strip():
             return f"{where} is empty or only whitespace: write its content or remove the message"
         if (problem := _unicode_problem(content)) is not None:
@@ -112,6 +123,12 @@ def json_kind(value: Any) -> str:
     """The JSON name of a value's type, for messages."""
     names = {bool: "boolean", int: "number", float: "number", dict: "object", list: "list", str: "string"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def a_json_kind(value: Any) -> str:
+    """The JSON name of a value's type with its article ("a number", "an object"), for messages."""
+    kind = json_kind(value)
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def normalise_text(value: Text) -> Text:

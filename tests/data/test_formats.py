@@ -306,3 +306,33 @@ def test_sharegpt_rows_are_one_located_error_that_says_how_to_rename(tmp_path: P
     assert (problem.file, problem.line, problem.field) == (str(path), 3, field)
     assert phrase in problem.message
     assert "\n" not in str(problem)
+
+
+def test_conversations_pandas_wrote_to_csv_as_python_are_refused_not_read_as_text(tmp_path: Path) -> None:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [_ultrafeedback(i) for i in range(N)]
+    rows[0]["chosen"][1]["content"] = "it's sunny"  # pandas quotes this string with double quotes
+    pd.DataFrame(rows).to_csv(tmp_path / "lists.csv", index=False)  # cells like "[{'role': 'user', ..."
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    pd.read_parquet(tmp_path / "d.parquet").to_csv(tmp_path / "arrays.csv", index=False)  # "[{'content': ...}\n {..."
+    for name in ("lists.csv", "arrays.csv"):
+        path = tmp_path / name
+        with pytest.raises(DataValidationError) as info:
+            load_pairs(DataSpec(sources={"s": str(path)}))
+        problems = info.value.problems
+        assert [(p.file, p.line, p.field) for p in problems[:2]] == [
+            (str(path), 2, "chosen"),
+            (str(path), 2, "rejected"),
+        ]
+        assert len(problems) == 2 * N  # prompt is a plain string; the messages column is not read
+        assert all("written as Python" in p.message and "json.dumps" in p.message for p in problems)
+    # the same conversations written as JSON cells are read as TRL reads them
+    table = pd.DataFrame(rows)
+    for column in ("chosen", "rejected", "messages"):
+        table[column] = table[column].map(json.dumps)
+    table.to_csv(tmp_path / "json.csv", index=False)
+    pairs = load_pairs(DataSpec(sources={"s": str(tmp_path / "json.csv")}))
+    assert [pair.to_record() for pair in pairs] == [trl_record(row) for row in rows]

@@ -87,6 +87,15 @@ def cell_text(cell: Any) -> Any:
     return cell
 
 
+#: A list of messages written as Python, not JSON (pandas' ``to_csv`` of a column of lists or arrays of dicts)
+_PYTHON_MESSAGES = re.compile(r"\s*\[\s*\{\s*'(?:role|content|from|value)'\s*:")
+
+
+def python_messages_cell(cell: Any) -> bool:
+    """Whether a CSV cell (as :func:`cell_text` left it) holds messages written as Python rather than JSON."""
+    return isinstance(cell, str) and _PYTHON_MESSAGES.match(cell) is not None
+
+
 @dataclass
 class Table:
     """The rows read from one input, each with its line (see :mod:`dposhap.data`)."""

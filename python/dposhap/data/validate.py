@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import DataValidationError
-from .readers import Table, cell_text, read_input
+from .readers import Table, cell_text, python_messages_cell, read_input
 from .records import DataProblem, DataSpec, PreferencePair, canonical_bytes
 from .texts import (
     RESPONSE_ROLES,
@@ -214,6 +214,17 @@ class _Collector:
                 continue
             if table.json_cells:
                 value = cell_text(value)
+                if python_messages_cell(value):
+                    self.problem(
+                        file,
+                        line,
+                        column,
+                        "holds messages written as Python (single quotes), as pandas' to_csv writes a column of "
+                        "lists, not as JSON: write each conversation with json.dumps, or save the data as JSONL "
+                        "or Parquet",
+                    )
+                    invalid = True
+                    continue
             if (problem := text_problem(value)) is not None:
                 self.problem(file, line, column, problem)
                 invalid = True

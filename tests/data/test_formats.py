@@ -336,3 +336,28 @@ def test_conversations_pandas_wrote_to_csv_as_python_are_refused_not_read_as_tex
     table.to_csv(tmp_path / "json.csv", index=False)
     pairs = load_pairs(DataSpec(sources={"s": str(tmp_path / "json.csv")}))
     assert [pair.to_record() for pair in pairs] == [trl_record(row) for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("name", "separator", "phrase"),
+    [
+        ("excel.csv", ";", "has a header separated by semicolons, not commas: save it separated by commas"),
+        ("tabs.csv", "\t", "has a header separated by tabs, not commas: name it .tsv"),
+        ("commas.tsv", ",", "has a header separated by commas, not tabs: name it .csv"),
+    ],
+)
+def test_a_csv_or_tsv_with_another_separator_is_one_error_that_says_so(
+    tmp_path: Path, name: str, separator: str, phrase: str
+) -> None:
+    import csv
+
+    path = tmp_path / name
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter=separator)
+        writer.writerow(["prompt", "chosen", "rejected"])
+        writer.writerows([f"p {i}, more", f'c "{i}"', f"r {i}"] for i in range(N))
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(path)}))
+    (problem,) = info.value.problems  # not one per column, nor "check its quotes"
+    assert (problem.file, problem.line, problem.field) == (str(path), 1, None)
+    assert phrase in problem.message

@@ -288,9 +288,12 @@ def _json_member_positions(text: str, position: int) -> dict[str, int]:
 
 def _read_csv(raw: bytes, file: str, problems: list[DataProblem], delimiter: str = ",") -> Table:
     text = _decode(raw)
+    table = Table(file, [], [], json_cells=True)
+    if (problem := _separator_problem(text, file, delimiter)) is not None:
+        problems.append(problem)
+        return table
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header: list[str] | None = None
-    table = Table(file, [], [], json_cells=True)
     previous_limit = csv.field_size_limit()
     csv.field_size_limit(max(previous_limit, len(text) + 1))  # long answers are normal, not an attack
     try:
@@ -334,6 +337,27 @@ def _read_csv(raw: bytes, file: str, problems: list[DataProblem], delimiter: str
     finally:
         csv.field_size_limit(previous_limit)
     return table
+
+
+_SEPARATORS = {",": "commas", "\t": "tabs", ";": "semicolons", "|": "'|'"}
+
+
+def _separator_problem(text: str, file: str, delimiter: str) -> DataProblem | None:
+    """A header line without the file's separator but with another one (Excel's ';', a TSV named .csv), or None."""
+    lines = text.split("\n")
+    number, header = next(((i, line) for i, line in enumerate(lines, start=1) if line.strip()), (1, ""))
+    if delimiter in header:
+        return None
+    found = next((sep for sep in _SEPARATORS if sep != delimiter and sep in header), None)
+    if found is None:
+        return None
+    if {found, delimiter} == {",", "\t"}:
+        todo = f"name it {'.tsv' if found == chr(9) else '.csv'}"
+    else:
+        todo = f"save it separated by {_SEPARATORS[delimiter]}"
+    return DataProblem(
+        file, number, None, f"has a header separated by {_SEPARATORS[found]}, not {_SEPARATORS[delimiter]}: {todo}"
+    )
 
 
 def _read_parquet(raw: bytes, file: str, problems: list[DataProblem]) -> Table | None:

@@ -361,3 +361,18 @@ def test_a_csv_or_tsv_with_another_separator_is_one_error_that_says_so(
     (problem,) = info.value.problems  # not one per column, nor "check its quotes"
     assert (problem.file, problem.line, problem.field) == (str(path), 1, None)
     assert phrase in problem.message
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_json_array_named_jsonl_is_one_error_that_says_to_name_it_json(tmp_path: Path, indent: int | None) -> None:
+    rows = [SHAPES["implicit_standard"](i) for i in range(N)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n" + json.dumps(rows, indent=indent) + "\n", encoding="utf-8")
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(path)}))
+    (problem,) = info.value.problems  # not one per line of the pretty-printed array
+    assert (problem.file, problem.line, problem.field) == (str(path), 2, None)
+    assert "holds one JSON list, not one object per line: name it .json" in problem.message
+    json_path = path.rename(tmp_path / "d.json")
+    pairs = load_pairs(DataSpec(sources={"s": str(json_path)}))
+    assert [pair.to_record() for pair in pairs] == [trl_record(row) for row in rows]

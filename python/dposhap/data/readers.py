@@ -174,7 +174,11 @@ def _format_of(path: Path) -> str | None:
 def _read_jsonl(raw: bytes, file: str, problems: list[DataProblem]) -> Table:
     rows: list[tuple[int, Mapping[str, Any]]] = []
     columns: dict[str, None] = {}
-    for number, line in enumerate(_decode(raw).split("\n"), start=1):
+    text = _decode(raw)
+    if (problem := _one_json_document(text, file)) is not None:
+        problems.append(problem)
+        return Table(file, rows, [])
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -203,6 +207,27 @@ def _read_jsonl(raw: bytes, file: str, problems: list[DataProblem]) -> Table:
         rows.append((number, value))
         columns.update(dict.fromkeys(value))
     return Table(file, rows, list(columns))
+
+
+def _one_json_document(text: str, file: str) -> DataProblem | None:
+    """A JSON Lines file that is one JSON document instead (an array, a pretty-printed object), or None."""
+    number, first = next(((i, line) for i, line in enumerate(text.split("\n"), start=1) if line.strip()), (1, ""))
+    try:
+        if isinstance(json.loads(first), dict):
+            return None
+    except json.JSONDecodeError:
+        pass
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return DataProblem(
+        file,
+        number,
+        None,
+        f"holds one JSON {json_kind(document)}, not one object per line: name it .json (a list of pair "
+        'objects, or {"data": [...]}), or write one object per line',
+    )
 
 
 def _read_json(raw: bytes, file: str, problems: list[DataProblem]) -> Table | None:

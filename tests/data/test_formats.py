@@ -376,3 +376,21 @@ def test_a_json_array_named_jsonl_is_one_error_that_says_to_name_it_json(tmp_pat
     json_path = path.rename(tmp_path / "d.json")
     pairs = load_pairs(DataSpec(sources={"s": str(json_path)}))
     assert [pair.to_record() for pair in pairs] == [trl_record(row) for row in rows]
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.tsv"])
+def test_lines_of_spaces_or_empty_cells_in_a_csv_are_skipped_like_blank_lines(tmp_path: Path, name: str) -> None:
+    import csv
+
+    rows = [SHAPES["standard"](i) for i in range(N)]
+    path = tmp_path / name
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t" if name.endswith(".tsv") else ",", lineterminator="\r\n")
+        writer.writerow(list(rows[0]))
+        writer.writerows(row.values() for row in rows[:5])
+        handle.write("   \r\n")
+        writer.writerows(row.values() for row in rows[5:])
+        handle.write("\r\n \t\r\n\r\n" + ("\t\t\r\n" if name.endswith(".tsv") else ",,\r\n"))  # Excel's empty rows
+    pairs = load_pairs(DataSpec(sources={"s": str(path)}))
+    assert [pair.to_record() for pair in pairs] == rows
+    assert [pair.line for pair in pairs] == [2, 3, 4, 5, 6, 8, 9, 10, 11, 12]

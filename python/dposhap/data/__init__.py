@@ -18,7 +18,8 @@ Formats, and what ``line`` means in a pair's origin and in every problem report:
                                            ``{"train": [...]}``: the line where the object starts
 ``.csv`` / ``.tsv`` (optionally .gz)       the physical line where the row starts; the header is
                                            the first line. A cell holding a valid JSON list of
-                                           objects is a conversation, any other cell plain text
+                                           objects is a conversation, any other cell plain text;
+                                           lines of spaces or of empty cells are skipped
 ``.parquet``                               the row index + 1
 a folder written by ``save_to_disk``       the row index + 1; a ``DatasetDict`` gives its
                                            ``"train"`` split (or its only split); another split

@@ -340,7 +340,7 @@ def _read_csv(raw: bytes, file: str, problems: list[DataProblem], delimiter: str
                 )
                 break
             line, last_line = last_line + 1, reader.line_num
-            if not cells:
+            if not any(cell.strip() for cell in cells):  # a blank line, spaces only, or empty cells (",,")
                 continue
             if header is None:
                 header, table.header_line, table.columns = cells, line, list(dict.fromkeys(cells))

@@ -394,3 +394,24 @@ def test_lines_of_spaces_or_empty_cells_in_a_csv_are_skipped_like_blank_lines(tm
     pairs = load_pairs(DataSpec(sources={"s": str(path)}))
     assert [pair.to_record() for pair in pairs] == rows
     assert [pair.line for pair in pairs] == [2, 3, 4, 5, 6, 8, 9, 10, 11, 12]
+
+
+def test_an_ultrafeedback_row_with_one_answer_missing_or_invalid_is_one_problem(tmp_path: Path) -> None:
+    rows = [_ultrafeedback(i) for i in range(N)]
+    rows[2]["chosen"] = None
+    del rows[4]["rejected"]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(path)}))
+    found = [(p.line, p.field) for p in info.value.problems]
+    assert found == [(3, "chosen"), (5, "rejected")]  # not also "rejected is a conversation but prompt is ..."
+    # a column named wrong is one problem, not one more per row
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(path)}, chosen_column="better"))
+    assert [(p.line, p.field) for p in info.value.problems] == [(None, "better"), (5, "rejected")]
+    # a prompt conversation beside a plain-string answer is still wrong when the other answer is missing
+    rows[4]["prompt"], rows[4]["chosen"] = [user("q")], "a"
+    write_jsonl(path, rows)
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(path)}))
+    assert [(p.line, p.field) for p in info.value.problems] == [(3, "chosen"), (5, "rejected"), (5, "chosen")]

@@ -303,7 +303,10 @@ class _Collector:
     def check_pair(self, table: Table, line: int, texts: dict[str, Text]) -> None:
         """Check the texts of a row that are valid on their own against each other."""
         spec, formats = self.spec, {name: isinstance(text, list) for name, text in texts.items()}
-        if len(set(formats.values())) > 1:
+        # a prompt string beside one conversation is UltraFeedback's shape: with the other answer missing or
+        # invalid (already reported), nothing is wrong between these two
+        one_answer_beside_prompt_string = isinstance(texts.get("prompt"), str) and len(texts) == 2
+        if len(set(formats.values())) > 1 and not one_answer_beside_prompt_string:
             values = list(formats.values())
             odd = (
                 next(name for name in texts if values.count(formats[name]) == 1) if len(texts) > 2 else list(texts)[-1]

@@ -415,3 +415,24 @@ def test_an_ultrafeedback_row_with_one_answer_missing_or_invalid_is_one_problem(
     with pytest.raises(DataValidationError) as info:
         load_pairs(DataSpec(sources={"s": str(path)}))
     assert [(p.line, p.field) for p in info.value.problems] == [(3, "chosen"), (5, "rejected"), (5, "chosen")]
+
+
+def test_a_downloaded_hub_folder_of_data_files_names_the_files_to_list(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [_ultrafeedback(i) for i in range(N)]
+    (tmp_path / "ultra" / "data").mkdir(parents=True)
+    (tmp_path / "ultra" / "README.md").write_text("# card\n", encoding="utf-8")
+    for split in ("train_prefs", "test_prefs"):
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "ultra" / "data" / f"{split}-00000-of-00001.parquet")
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": "ultra"}, base_dir=str(tmp_path)))
+    (problem,) = info.value.problems
+    assert problem.message == (
+        "is a folder but not a dataset written by save_to_disk: it holds the data files "
+        "'data/test_prefs-00000-of-00001.parquet', 'data/train_prefs-00000-of-00001.parquet' "
+        "(a downloaded hub dataset?): list the ones you want instead"
+    )
+    pairs = load_pairs(DataSpec(sources={"s": "ultra/data/train_prefs-00000-of-00001.parquet"}, base_dir=str(tmp_path)))
+    assert [pair.to_record() for pair in pairs] == [trl_record(row) for row in rows]

@@ -11,6 +11,7 @@ import bisect
 import csv
 import gzip
 import io
+import itertools
 import json
 import re
 import zlib
@@ -405,17 +406,24 @@ def _read_saved_dataset(path: Path, file: str, problems: list[DataProblem]) -> T
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:  # datasets raises assorted types for a folder that is not a saved dataset
-        problems.append(
-            DataProblem(
-                file,
-                None,
-                None,
-                f"is a folder but not a dataset written by save_to_disk "
-                f"({_describe(exc)}): give a data file, or the folder save_to_disk wrote",
-            )
-        )
+        inside = _data_files_in(path)
+        if inside:
+            shown = ", ".join(map(repr, inside[:3])) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
+            todo = f": it holds the data files {shown} (a downloaded hub dataset?): list the ones you want instead"
+        else:
+            todo = f" ({_describe(exc)}): give a data file, or the folder save_to_disk wrote"
+        problems.append(DataProblem(file, None, None, f"is a folder but not a dataset written by save_to_disk{todo}"))
         return None
     return _dataset_table(loaded, file, problems)
+
+
+def _data_files_in(folder: Path, limit: int = 10_000) -> list[str]:
+    """The files of a readable format under ``folder`` (the first ``limit`` entries looked at), relative, sorted."""
+    found = []
+    for entry in itertools.islice(folder.rglob("*"), limit):
+        if _format_of(entry) is not None and entry.is_file():
+            found.append(str(entry.relative_to(folder)))
+    return sorted(found)
 
 
 def _read_hub_dataset(entry: str, problems: list[DataProblem]) -> Table | None:

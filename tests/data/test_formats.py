@@ -436,3 +436,15 @@ def test_a_downloaded_hub_folder_of_data_files_names_the_files_to_list(tmp_path:
     )
     pairs = load_pairs(DataSpec(sources={"s": "ultra/data/train_prefs-00000-of-00001.parquet"}, base_dir=str(tmp_path)))
     assert [pair.to_record() for pair in pairs] == [trl_record(row) for row in rows]
+
+
+def test_a_message_whose_content_is_a_list_of_parts_says_to_write_it_as_one_string(tmp_path: Path) -> None:
+    good = SHAPES["conversational"]
+    parts = {"role": "assistant", "content": [{"type": "text", "text": "blue"}]}
+    path = write_jsonl(tmp_path / "d.jsonl", [good(0), good(1), {**good(5), "chosen": [parts]}, good(2)])
+    with pytest.raises(DataValidationError) as info:
+        load_pairs(DataSpec(sources={"s": str(path)}, min_pairs=2))
+    (problem,) = info.value.problems
+    assert (problem.line, problem.field) == (3, "chosen")
+    assert problem.message.startswith("message 1 has no string 'content'")
+    assert 'a list of parts like {"type": "text", "text": ...}: write their text as one string' in problem.message

@@ -107,7 +107,10 @@ def _conversation_problem(messages: list[Any]) -> str | None:
         role, content = message.get("role"), message.get("content")
         if not isinstance(role, str) or not isinstance(content, str):
             missing = "role" if not isinstance(role, str) else "content"
-            return f"{where} has no string {missing!r}: each message needs a string role and a string content"
+            hint = ""
+            if missing == "content" and isinstance(content, list) and any(isinstance(p, dict) for p in content):
+                hint = ' (its content is a list of parts like {"type": "text", "text": ...}: write their text as one string)'
+            return f"{where} has no string {missing!r}: each message needs a string role and a string content{hint}"
         if role not in PROMPT_ROLES:
             renamed = _SHAREGPT_ROLES.get(role.lower())
             hint = f" (write {role!r} as {renamed!r}, as chat templates name it)" if renamed is not None else ""

@@ -324,6 +324,17 @@ def test_missing_column_names_the_columns_found(tmp_path: Path) -> None:
     assert "'source', 'prompt', 'answer', 'rejected'" in problem.message and "chosen_column" in problem.message
 
 
+def test_a_named_prompt_column_must_be_there(tmp_path: Path) -> None:
+    # HH-style rows: no prompt column. Left at its default, the prompt is what chosen and rejected share;
+    # named by the user, an absent column is a mistake (a typo), not a reason to guess the prompt
+    rows = [{"source": "s", "chosen": f"Q{i}? Yes.", "rejected": f"Q{i}? No."} for i in range(3)]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    assert [p.prompt for p in load_pairs(DataSpec(files=[path], min_pairs=2))] == ["Q0?", "Q1?", "Q2?"]
+    problem = only_problem(DataSpec(files=[path], min_pairs=2, prompt_column="question"))
+    assert (problem.file, problem.line, problem.field) == (path, None, "question")
+    assert "is not a column" in problem.message and "leave prompt_column out" in problem.message
+
+
 def test_missing_columns_in_tables(tmp_path: Path) -> None:
     rows = [{k: v for k, v in row.items() if k not in ("source", "rejected")} for row in make_rows("s", 3)]
     csv_path = write_csv(tmp_path / "d.csv", rows)

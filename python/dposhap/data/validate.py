@@ -174,8 +174,12 @@ class _Collector:
         absent = {column for column in needed.values() if column not in table.columns}
         found = ", ".join(map(repr, table.columns)) or "none"
         for name, column in needed.items():
-            if column in absent and name != "prompt":  # no prompt column: TRL's implicit prompt
-                hint = " or name each source's files under sources" if name == "source" else ""
+            # no "prompt" column: TRL's implicit prompt; a prompt column the settings name must be there
+            if column in absent and (name != "prompt" or column != "prompt"):
+                hint = {
+                    "source": " or name each source's files under sources",
+                    "prompt": " (or leave prompt_column out where chosen and rejected start with the prompt)",
+                }.get(name, "")
                 self.problem(
                     table.file,
                     table.header_line,

@@ -36,7 +36,7 @@ from .run.manifest import now
 from .settings import Section, setting
 from .threads import choose as choose_threads
 from .threads import use as use_threads
-from .tokenization import mixed_formats, to_one_format
+from .tokenization import to_one_format
 from .trainer_support import (
     PeakMemory,
     common_trainer_args,
@@ -387,9 +387,7 @@ def _train(
 
 def _one_format(pairs: SourceData, tokenizer: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The training and held-out records, in one format over both (:func:`~dposhap.tokenization.to_one_format`)."""
-    records = [*pairs.train_records(), *pairs.heldout_records()]
-    if mixed_formats(records):
-        records = to_one_format(records, tokenizer)
+    records = to_one_format([*pairs.train_records(), *pairs.heldout_records()], tokenizer)
     return records[: len(pairs.train)], records[len(pairs.train) :]
 
 

@@ -210,9 +210,14 @@ def _read_jsonl(raw: bytes, file: str, problems: list[DataProblem]) -> Table:
     return Table(file, rows, list(columns))
 
 
+def _first_line(text: str) -> tuple[int, str]:
+    """The first line of ``text`` that is not blank, with its number (``(1, "")`` when there is none)."""
+    return next(((i, line) for i, line in enumerate(text.split("\n"), start=1) if line.strip()), (1, ""))
+
+
 def _one_json_document(text: str, file: str) -> DataProblem | None:
     """A JSON Lines file that is one JSON document instead (an array, a pretty-printed object), or None."""
-    number, first = next(((i, line) for i, line in enumerate(text.split("\n"), start=1) if line.strip()), (1, ""))
+    number, first = _first_line(text)
     try:
         if isinstance(json.loads(first), dict):
             return None
@@ -370,8 +375,7 @@ _SEPARATORS = {",": "commas", "\t": "tabs", ";": "semicolons", "|": "'|'"}
 
 def _separator_problem(text: str, file: str, delimiter: str) -> DataProblem | None:
     """A header line without the file's separator but with another one (Excel's ';', a TSV named .csv), or None."""
-    lines = text.split("\n")
-    number, header = next(((i, line) for i, line in enumerate(lines, start=1) if line.strip()), (1, ""))
+    number, header = _first_line(text)
     if delimiter in header:
         return None
     found = next((sep for sep in _SEPARATORS if sep != delimiter and sep in header), None)

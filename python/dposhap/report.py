@@ -158,7 +158,7 @@ def _order_chance(comparison: dict[str, Any] | None) -> float | None:
     if comparison is None:
         return None
     diff, se = float(comparison["difference"]), float(comparison["stderr"])
-    if not (math.isfinite(diff) and math.isfinite(se)) or se <= 0.0:
+    if not (math.isfinite(diff) and math.isfinite(se)) or se <= 1e-12:  # no error (at rounding level): no chance
         return None
     return 0.5 * (1.0 + math.erf(diff / (se * math.sqrt(2.0))))
 

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -140,6 +140,7 @@ def train_reward_model(
     threads: int | None = None,
     force: bool = False,
     progress: bool = True,
+    columns: Mapping[str, str] | None = None,
 ) -> RewardModelRecord:
     """Train a reward model on preference pairs and write it as a Hugging Face folder in ``out``.
 
@@ -169,6 +170,9 @@ def train_reward_model(
         Train even when ``out`` holds an up-to-date model.
     progress
         Show a progress bar.
+    columns
+        The data's column names, as the ``[data]`` table names them: ``{"source": ..., "prompt": ...,
+        "chosen": ..., "rejected": ...}`` (any left out keeps its default).
 
     Returns
     -------
@@ -188,9 +192,11 @@ def train_reward_model(
     files = [str(data)] if isinstance(data, (str, os.PathLike)) else [str(f) for f in data]
     out = Path(out)
     _check_out(out)
+    column_settings: dict[str, Any] = {f"{name}_column": column for name, column in (columns or {}).items()}
     spec = DataSpec(
         files=files,
         pool=_SOURCE,
+        **column_settings,
         min_pairs=2,
         heldout_fraction=settings.heldout_fraction,
         seed=settings.seed,

@@ -266,6 +266,25 @@ def test_sources_of_both_formats_train_as_one_pool(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no chat template" in err and "plain-text" in err and "'reward'" not in err
     assert not (tmp_path / "rm3").exists()
+    # the source column named otherwise, as [data] may name it: --source-column groups the rows by it
+    renamed = write_jsonl(
+        tmp_path / "renamed.jsonl", [{("vendor" if k == "source" else k): v for k, v in r.items()} for r in rows]
+    )
+    base_args = [
+        "reward",
+        "train",
+        "--data",
+        str(renamed),
+        "--base",
+        str(bare),
+        "--out",
+        str(tmp_path / "rm4"),
+        "--quiet",
+    ]
+    assert main(base_args) == 2
+    assert "this file began with a conversation" in capsys.readouterr().err  # without the flag: one source, two formats
+    assert main([*base_args, "--source-column", "vendor"]) == 2
+    assert "no chat template" in capsys.readouterr().err  # with it: read as two sources, then the template is missing
 
 
 def test_bad_input_is_refused_before_training(base_dir: Path, data_file: Path, tmp_path: Path) -> None:

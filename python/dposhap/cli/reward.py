@@ -28,6 +28,7 @@ def _cmd_reward_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         force=args.force,
         progress=not args.quiet,
+        columns={name: getattr(args, f"{name}_column") for name in ("source", "prompt", "chosen", "rejected")},
     )
     verb = "trained" if record.status == "trained" else "up to date, kept"
     metrics, given = record.record.get("metrics", {}), record.record.get("n_train_given", record.n_train)
@@ -100,6 +101,15 @@ def add_reward(sub: Commands[Parser]) -> None:
         "--base", required=True, help="model to start from: a local folder, a .gguf file, a packaged name or a hub id"
     )
     reward_train.add_argument("--out", type=Path, required=True, help="folder to write the reward model to")
+    for name, what in (
+        ("source", "naming each row's source (it only groups rows for the one-format rule)"),
+        ("prompt", "holding the prompt"),
+        ("chosen", "holding the preferred response"),
+        ("rejected", "holding the dispreferred response"),
+    ):
+        reward_train.add_argument(
+            f"--{name}-column", default=name, metavar="COLUMN", help=f"column {what} (default {name}, as [data])"
+        )
     from ..reward_training import RewardTrainingSettings
 
     hints = typing.get_type_hints(RewardTrainingSettings)
